@@ -1,0 +1,74 @@
+"""Static configuration of one replica group: who is in it and how long each timeout runs.
+
+The configuration is the paper's sorted list of replicas (§4): replica i is index i, and the primary of view v
+is replica v mod n. Identity and time bounds live here so the ZeroMQ runtime, the simulator and the tests build
+replicas the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from zvsr import constants as c
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    replica_count: int
+    cluster: int = 0
+    epoch: int = 0
+    heartbeat_ticks: int = c.HEARTBEAT_TICKS
+    primary_timeout_ticks: int = c.PRIMARY_TIMEOUT_TICKS
+    primary_timeout_jitter_ticks: int = c.PRIMARY_TIMEOUT_JITTER_TICKS
+    view_change_resend_ticks: int = c.VIEW_CHANGE_RESEND_TICKS
+    view_change_timeout_ticks: int = c.VIEW_CHANGE_TIMEOUT_TICKS
+    view_change_timeout_max_ticks: int = c.VIEW_CHANGE_TIMEOUT_MAX_TICKS
+    prepare_resend_ticks: int = c.PREPARE_RESEND_TICKS
+    repair_ticks: int = c.REPAIR_TICKS
+    recovery_resend_ticks: int = c.RECOVERY_RESEND_TICKS
+    quorum_timeout_ticks: int = c.QUORUM_TIMEOUT_TICKS
+    prepare_entries_max: int = c.PREPARE_ENTRIES_MAX
+    prepare_bytes_max: int = c.PREPARE_BYTES_MAX
+    new_state_entries_max: int = c.NEW_STATE_ENTRIES_MAX
+    new_state_bytes_max: int = c.NEW_STATE_BYTES_MAX
+    pipeline_ops_max: int = c.PIPELINE_OPS_MAX
+    request_queue_max: int = c.REQUEST_QUEUE_MAX
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.replica_count <= c.REPLICAS_MAX:
+            raise ValueError(f"replica_count must be 1..{c.REPLICAS_MAX}, got {self.replica_count}")
+        for name in (
+            "heartbeat_ticks",
+            "primary_timeout_ticks",
+            "view_change_resend_ticks",
+            "view_change_timeout_ticks",
+            "prepare_resend_ticks",
+            "repair_ticks",
+            "recovery_resend_ticks",
+            "quorum_timeout_ticks",
+            "prepare_entries_max",
+            "prepare_bytes_max",
+            "new_state_entries_max",
+            "new_state_bytes_max",
+            "pipeline_ops_max",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.view_change_timeout_max_ticks < self.view_change_timeout_ticks:
+            raise ValueError("view_change_timeout_max_ticks must be >= view_change_timeout_ticks")
+        if self.heartbeat_ticks >= self.primary_timeout_ticks:
+            raise ValueError("heartbeat_ticks must be shorter than primary_timeout_ticks")
+
+    @property
+    def f(self) -> int:
+        """Failures tolerated: n = 2f + 1 (an even n tolerates the same f as n - 1)."""
+        return (self.replica_count - 1) // 2
+
+    @property
+    def quorum(self) -> int:
+        """A majority, counting oneself. f + 1 for the paper's n = 2f + 1; for an even n, f + 1 would let two
+        quorums miss each other, so it is n // 2 + 1 there too."""
+        return self.replica_count // 2 + 1
+
+    def primary(self, view: int) -> int:
+        return view % self.replica_count

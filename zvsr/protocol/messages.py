@@ -1,0 +1,246 @@
+"""Messages of VR Revisited (Liskov & Cowling 2012), as frozen, slotted, keyword-only dataclasses.
+
+Only the codec (`zvsr.wire`) turns bytes into these; the core never sees bytes on the wire. The message set is
+closed (ARCHITECTURE rule 9, seed flaw S8: no vestigial messages): `REPLICA_MESSAGES` and `CLIENT_MESSAGES` list
+every kind that exists, and the codec rejects anything else.
+
+Every replica-to-replica message carries `cluster`, `epoch`, `view` and `replica` (the sender's index): rule 1.
+Client requests carry (client_id, request_number) for the client table (§4.1, rule 8). Application operations
+and results are opaque bytes (msgpack in practice, decoded only by the application adapter).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogEntry:
+    """One client request at its place in the log.
+
+    `view` is the view in which the primary assigned `op_number`; it is kept so that logs can be compared and
+    so a later checksum chain (durability) has something stable to cover.
+    """
+
+    view: int
+    op_number: int
+    client_id: int
+    request_number: int
+    operation: bytes
+
+
+# --- replica <-> replica -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Prepare:
+    """§4.1 PREPARE, batched: `entries` are consecutive ops ending at `op_number`."""
+
+    cluster: int
+    epoch: int
+    view: int
+    replica: int
+    op_number: int
+    commit_number: int
+    entries: tuple[LogEntry, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrepareOk:
+    """§4.1 PREPAREOK: the sender holds every op up to `op_number` of this view's log."""
+
+    cluster: int
+    epoch: int
+    view: int
+    replica: int
+    op_number: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Commit:
+    """§4.1 COMMIT; doubles as the primary's heartbeat (rule 4), also published on PUB/SUB.
+
+    `op_number` is the primary's op_number so an idle backup can notice it is missing a tail (repair, rule 11).
+    """
+
+    cluster: int
+    epoch: int
+    view: int
+    replica: int
+    commit_number: int
+    op_number: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartViewChange:
+    """§4.2 STARTVIEWCHANGE for the new view `view`."""
+
+    cluster: int
+    epoch: int
+    view: int
+    replica: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DoViewChange:
+    """§4.2 DOVIEWCHANGE: the sender's log, last normal view (v'), op_number and commit_number."""
+
+    cluster: int
+    epoch: int
+    view: int
+    replica: int
+    last_normal_view: int
+    op_number: int
+    commit_number: int
+    log: tuple[LogEntry, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartView:
+    """§4.2 STARTVIEW from the new primary: the log of the new view."""
+
+    cluster: int
+    epoch: int
+    view: int
+    replica: int
+    op_number: int
+    commit_number: int
+    log: tuple[LogEntry, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GetState:
+    """§5.2 GETSTATE: the sender has the log of `view` up to `op_number` and asks for what follows."""
+
+    cluster: int
+    epoch: int
+    view: int
+    replica: int
+    op_number: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewState:
+    """§5.2 NEWSTATE: `entries` follow the requester's op_number; at most a bounded chunk of them."""
+
+    cluster: int
+    epoch: int
+    view: int
+    replica: int
+    op_number: int
+    commit_number: int
+    entries: tuple[LogEntry, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Recovery:
+    """§4.3 RECOVERY: a replica that lost its memory asks for state; `nonce` ties responses to this attempt.
+
+    `view` is 0: a recovering replica does not know the current view.
+    """
+
+    cluster: int
+    epoch: int
+    view: int
+    replica: int
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecoveryResponse:
+    """§4.3 RECOVERYRESPONSE; `log`, `op_number`, `commit_number` are present only from the primary of `view`."""
+
+    cluster: int
+    epoch: int
+    view: int
+    replica: int
+    nonce: int
+    log: tuple[LogEntry, ...] | None
+    op_number: int | None
+    commit_number: int | None
+
+
+ReplicaMessage = (
+    Prepare
+    | PrepareOk
+    | Commit
+    | StartViewChange
+    | DoViewChange
+    | StartView
+    | GetState
+    | NewState
+    | Recovery
+    | RecoveryResponse
+)
+
+REPLICA_MESSAGES: Final = (
+    Prepare,
+    PrepareOk,
+    Commit,
+    StartViewChange,
+    DoViewChange,
+    StartView,
+    GetState,
+    NewState,
+    Recovery,
+    RecoveryResponse,
+)
+
+
+# --- client <-> replica ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Request:
+    """§4.1 REQUEST. A client has at most one request outstanding; retries reuse `request_number`."""
+
+    client_id: int
+    request_number: int
+    operation: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reply:
+    """§4.1 REPLY: the result of executing the request, from the primary of `view`."""
+
+    view: int
+    client_id: int
+    request_number: int
+    result: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Redirect:
+    """Not the primary: `primary` is the replica this one believes is primary of `view` (ARCHITECTURE §4)."""
+
+    view: int
+    primary: int
+    client_id: int
+    request_number: int
+
+
+# Error codes a replica (and later the proxy) may answer with. Each is a clear, retryable-or-not reason.
+ERROR_UNAVAILABLE: Final = "unavailable"  # primary has not heard from f peers recently: rule 10
+ERROR_BUSY: Final = "busy"  # a named bound on queued work is reached
+ERROR_BAD_REQUEST: Final = "bad_request"  # the request itself is malformed (never retried)
+ERROR_VIEW_CHANGE: Final = "view_change"  # no primary right now; retry shortly
+ERROR_TIMEOUT: Final = "timeout"  # used by clients/proxies: no answer in time
+ERROR_CODES: Final = frozenset(
+    {ERROR_UNAVAILABLE, ERROR_BUSY, ERROR_BAD_REQUEST, ERROR_VIEW_CHANGE, ERROR_TIMEOUT}
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Error:
+    """A request was not executed (and, for this request_number, was not put in the log by this answer)."""
+
+    view: int
+    client_id: int
+    request_number: int
+    code: str
+    message: str
+
+
+ClientReply = Reply | Redirect | Error
+CLIENT_MESSAGES: Final = (Request, Reply, Redirect, Error)

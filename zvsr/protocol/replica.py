@@ -1,0 +1,925 @@
+"""The VR Revisited replica as a pure state machine (sans-IO).
+
+Theory of operation. A `Replica` is driven by three inputs — `on_message` (a decoded replica message),
+`on_request` (a decoded client request) and `tick` (one unit of logical time) — and produces one output,
+`ready()`, which says what to persist, what to send and what to answer, in that order (see `ready.py`). It never
+touches a socket, a file, a clock or a global random generator: the same object runs under the ZeroMQ node and
+under the deterministic simulator.
+
+State is named as in the paper (§4): view_number, status, op_number, log, commit_number, client_table, plus
+last_normal_view (v' in DoViewChange). `commit_number` is also the number of the last executed operation: ops
+are applied to the state machine the moment they are known committed, so "committed" and "executed" never
+disagree inside one replica.
+
+One handler per message kind. Each handler starts with guards — status, older view, newer view, is the sender
+the primary of that view — and every rejected case is counted (and logged, if a logger is attached) with its
+reason; then it asserts what the guards established; then it acts.
+
+Where this departs from a literal reading of the paper, ARCHITECTURE §3 is the reason:
+- A replica that learns of a newer view from its primary's Prepare or Commit (rule 3) truncates its log to
+  commit_number and fetches the view's log with GetState. It does NOT advance last_normal_view until that log is
+  installed (NewState reaching the primary's op_number, or StartView). This closes the hole Vanlightly's TLA+
+  model found in the paper, where a truncated log reported with the new last_normal_view wins a later view
+  change and an acknowledged operation is lost.
+- GetState is answered only by the primary of that view, in normal status, and NewState is accepted only from
+  it (rule 7), in chunks, never moving commit_number backwards.
+- The primary answers `unavailable` when it has not heard from a quorum recently (rule 10).
+- Batching: requests received in one step are appended at once and go out in as few Prepares as the bounds
+  allow when the driver calls `ready()`; pipelining: up to `pipeline_ops_max` uncommitted ops are in flight.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from zvsr.protocol.config import Config
+from zvsr.protocol.messages import (
+    ERROR_BUSY,
+    ERROR_UNAVAILABLE,
+    ERROR_VIEW_CHANGE,
+    Commit,
+    DoViewChange,
+    Error,
+    GetState,
+    LogEntry,
+    NewState,
+    Prepare,
+    PrepareOk,
+    Recovery,
+    RecoveryResponse,
+    Redirect,
+    ReplicaMessage,
+    Reply,
+    Request,
+    StartView,
+    StartViewChange,
+)
+from zvsr.protocol.ready import BROADCAST, Envelope, PersistLog, PersistViewState, Ready
+from zvsr.protocol.state_machine import StateMachine
+from zvsr.protocol.timeout import Prng, Timeout
+
+
+class Status(Enum):
+    NORMAL = "normal"
+    VIEW_CHANGE = "view_change"
+    RECOVERING = "recovering"
+
+
+@dataclass(slots=True)
+class ClientEntry:
+    """§4 client-table entry: the client's latest executed request and the result sent for it."""
+
+    request_number: int
+    result: bytes
+
+
+Logger = Callable[[str], None]
+
+
+class Replica:
+    def __init__(
+        self,
+        *,
+        config: Config,
+        replica: int,
+        state_machine: StateMachine,
+        prng: Prng,
+        recovering: bool = False,
+        logger: Logger | None = None,
+    ) -> None:
+        assert 0 <= replica < config.replica_count
+        self.config = config
+        self.replica = replica
+        self.state_machine = state_machine
+        self.prng = prng
+        self.logger = logger
+
+        self.view_number = 0
+        self.last_normal_view = 0
+        self.status = Status.RECOVERING if recovering else Status.NORMAL
+        self.log: list[LogEntry] = []
+        self.op_number = 0
+        self.commit_number = 0
+        self.client_table: dict[int, ClientEntry] = {}
+        # Requests in the log (or queued) but not yet executed: client_id -> request_number. Derived state,
+        # rebuilt from the log whenever the log is replaced.
+        self.client_pending: dict[int, int] = {}
+
+        # rule 3 / §5.2: we adopted view_number but have not yet installed its log.
+        self.state_transfer = False
+
+        # Primary: PrepareOk accounting of *this* view (rule 6): backup -> highest op acknowledged.
+        self.prepare_ok: dict[int, int] = {}
+        self.prepare_ok_view = 0
+        self._prepare_ok_at_last_resend: dict[int, int] = {}
+        self._prepared_sent = 0  # highest op already sent in a Prepare (primary)
+        self.request_queue: deque[Request] = deque()
+
+        # View change: votes of the view in view_number.
+        self.start_view_change_from: set[int] = set()
+        self.do_view_change_from: dict[int, DoViewChange] = {}
+        self._do_view_change_sent = False
+
+        # Recovery (§4.3)
+        self.recovery_nonce = 0
+        self.recovery_responses: dict[int, RecoveryResponse] = {}
+
+        # Logical time and liveness of peers (rule 10).
+        self.now = 0
+        self.last_heard: dict[int, int] = {}
+
+        cfg = config
+        self.heartbeat_timeout = Timeout("heartbeat", after=cfg.heartbeat_ticks)
+        self.primary_timeout = Timeout("primary", after=cfg.primary_timeout_ticks)
+        self.view_change_resend_timeout = Timeout("view_change_resend", after=cfg.view_change_resend_ticks)
+        self.view_change_timeout = Timeout(
+            "view_change", after=cfg.view_change_timeout_ticks, after_max=cfg.view_change_timeout_max_ticks
+        )
+        self.prepare_timeout = Timeout("prepare_resend", after=cfg.prepare_resend_ticks)
+        self.repair_timeout = Timeout("repair", after=cfg.repair_ticks)
+        self.recovery_timeout = Timeout("recovery", after=cfg.recovery_resend_ticks)
+
+        self._out = Ready()
+        self._persist_from: int | None = None
+        self._persist_view_state = False
+        self.counters: dict[str, int] = {}
+
+        if self.status is Status.RECOVERING:
+            self._start_recovery()
+        elif self.is_primary():
+            self._enter_primary_timers()
+        else:
+            self.primary_timeout.jitter(self.prng, cfg.primary_timeout_jitter_ticks)
+
+    # --- identities ---------------------------------------------------------------------------------------
+
+    def primary_index(self, view: int | None = None) -> int:
+        return self.config.primary(self.view_number if view is None else view)
+
+    def is_primary(self) -> bool:
+        return self.config.primary(self.view_number) == self.replica
+
+    def _header(self) -> dict[str, int]:
+        return {
+            "cluster": self.config.cluster,
+            "epoch": self.config.epoch,
+            "view": self.view_number,
+            "replica": self.replica,
+        }
+
+    # --- diagnostics --------------------------------------------------------------------------------------
+
+    def _count(self, reason: str) -> None:
+        self.counters[reason] = self.counters.get(reason, 0) + 1
+
+    def _ignore(self, handler: str, reason: str) -> None:
+        self._count(f"{handler}: {reason}")
+        if self.logger is not None:
+            self._log(f"{handler}: ignored ({reason})")
+
+    def _log(self, text: str) -> None:
+        if self.logger is not None:
+            self.logger(f"r{self.replica} {self.status.value} v{self.view_number}: {text}")
+
+    # --- outputs ------------------------------------------------------------------------------------------
+
+    def ready(self) -> Ready:
+        """Take what this step produced. Flushes batched Prepares first (primary)."""
+        if self.status is Status.NORMAL and self.is_primary():
+            self._flush_prepares()
+        out = self._out
+        if self._persist_view_state:
+            out.persist.insert(
+                0,
+                PersistViewState(
+                    view_number=self.view_number,
+                    last_normal_view=self.last_normal_view,
+                    commit_number=self.commit_number,
+                ),
+            )
+        if self._persist_from is not None:
+            first = self._persist_from
+            out.persist.append(PersistLog(op_number_first=first, entries=tuple(self.log[first - 1 :])))
+        self._out = Ready()
+        self._persist_from = None
+        self._persist_view_state = False
+        return out
+
+    def _send(self, to: int, message: ReplicaMessage) -> None:
+        assert to == BROADCAST or (0 <= to < self.config.replica_count and to != self.replica)
+        self._out.messages.append(Envelope(to, message))
+
+    def _log_changed_from(self, op_number: int) -> None:
+        if self._persist_from is None or op_number < self._persist_from:
+            self._persist_from = op_number
+
+    # --- inputs -------------------------------------------------------------------------------------------
+
+    def on_message(self, message: ReplicaMessage) -> None:
+        """Dispatch one decoded replica message (rule 1 checks first, then the kind's handler)."""
+        cfg = self.config
+        if message.cluster != cfg.cluster or message.epoch != cfg.epoch:
+            self._ignore("on_message", "other cluster or epoch")
+            return
+        if not 0 <= message.replica < cfg.replica_count or message.replica == self.replica:
+            self._ignore("on_message", "sender is not a peer")
+            return
+        if message.view == self.view_number and self.status is Status.NORMAL:
+            self.last_heard[message.replica] = self.now
+        handler = _HANDLERS.get(type(message))
+        if handler is None:  # the codec only builds known kinds; this is our bug if it happens
+            raise AssertionError(f"no handler for {type(message).__name__}")
+        handler(self, message)
+
+    def on_request(self, request: Request) -> None:
+        """§4.1 steps 1-3: a client request arrives at this replica."""
+        if self.status is Status.RECOVERING:
+            self._answer_error(request, ERROR_UNAVAILABLE, "replica is recovering")
+            return
+        if self.status is Status.VIEW_CHANGE:
+            self._answer_error(request, ERROR_VIEW_CHANGE, "view change in progress")
+            return
+        if not self.is_primary():
+            self._out.replies.append(
+                Redirect(
+                    view=self.view_number,
+                    primary=self.primary_index(),
+                    client_id=request.client_id,
+                    request_number=request.request_number,
+                )
+            )
+            return
+        assert not self.state_transfer  # a primary installed its view's log when it started the view
+        entry = self.client_table.get(request.client_id)
+        if entry is not None and request.request_number < entry.request_number:
+            self._count("on_request: older request number")
+            return
+        if entry is not None and request.request_number == entry.request_number:
+            # §4.1 step 2: the latest request again: re-send the cached reply, never execute twice.
+            self._count("on_request: cached reply")
+            self._reply(request.client_id, request.request_number, entry.result)
+            return
+        pending = self.client_pending.get(request.client_id)
+        if pending is not None and request.request_number <= pending:
+            self._count("on_request: already in progress")
+            return
+        if not self._quorum_recently_heard():
+            self._answer_error(request, ERROR_UNAVAILABLE, "primary cannot reach a quorum")
+            return
+        if self.op_number - self.commit_number >= self.config.pipeline_ops_max:
+            if len(self.request_queue) >= self.config.request_queue_max:
+                self._answer_error(request, ERROR_BUSY, "request queue is full")
+                return
+            self.request_queue.append(request)
+        else:
+            self._append_request(request)
+        self.client_pending[request.client_id] = request.request_number
+
+    def tick(self) -> None:
+        """One unit of logical time: advance the timers of the current role and act on those that fired."""
+        self.now += 1
+        for timeout in self._timeouts():
+            timeout.tick()
+        if self.status is Status.NORMAL:
+            if self.is_primary():
+                self._tick_primary()
+            else:
+                self._tick_backup()
+        elif self.status is Status.VIEW_CHANGE:
+            self._tick_view_change()
+        else:
+            self._tick_recovering()
+
+    def _timeouts(self) -> tuple[Timeout, ...]:
+        return (
+            self.heartbeat_timeout,
+            self.primary_timeout,
+            self.view_change_resend_timeout,
+            self.view_change_timeout,
+            self.prepare_timeout,
+            self.repair_timeout,
+            self.recovery_timeout,
+        )
+
+    # --- normal operation: primary (§4.1) -----------------------------------------------------------------
+
+    def _append_request(self, request: Request) -> None:
+        self.op_number += 1
+        self.log.append(
+            LogEntry(
+                view=self.view_number,
+                op_number=self.op_number,
+                client_id=request.client_id,
+                request_number=request.request_number,
+                operation=request.operation,
+            )
+        )
+        self._log_changed_from(self.op_number)
+        if self.config.quorum == 1:
+            self._commit_up_to(self.op_number)
+
+    def _flush_prepares(self) -> None:
+        """Send every op appended since the last flush, in as few bounded Prepares as possible (batching)."""
+        while self._prepared_sent < self.op_number:
+            entries = self._entries_after(
+                self._prepared_sent, self.config.prepare_entries_max, self.config.prepare_bytes_max
+            )
+            self._prepared_sent = entries[-1].op_number
+            self._send(BROADCAST, self._prepare(entries))
+            self.heartbeat_timeout.reset()
+
+    def _prepare(self, entries: tuple[LogEntry, ...]) -> Prepare:
+        return Prepare(
+            **self._header(),
+            op_number=entries[-1].op_number,
+            commit_number=self.commit_number,
+            entries=entries,
+        )
+
+    def _entries_after(self, op_number: int, count_max: int, bytes_max: int) -> tuple[LogEntry, ...]:
+        """Entries op_number+1 .. bounded by count and operation bytes (always at least one if any)."""
+        assert op_number < self.op_number
+        out: list[LogEntry] = []
+        size = 0
+        for entry in self.log[op_number : op_number + count_max]:
+            size += len(entry.operation)
+            if out and size > bytes_max:
+                break
+            out.append(entry)
+        return tuple(out)
+
+    def _tick_primary(self) -> None:
+        if self.heartbeat_timeout.fired():
+            self.heartbeat_timeout.reset()
+            self._send(BROADCAST, self._commit_message())
+        if self.prepare_timeout.fired():
+            self.prepare_timeout.reset()
+            self._resend_stalled_prepares()
+
+    def _commit_message(self) -> Commit:
+        return Commit(**self._header(), commit_number=self.commit_number, op_number=self.op_number)
+
+    def _resend_stalled_prepares(self) -> None:
+        """Rule 11: ZeroMQ drops silently; a backup whose acknowledgements have not moved gets prepares again.
+
+        Backups that acknowledged nothing in this view are not sent the log here: they learn the view from our
+        Commit heartbeats and fetch it with GetState (rule 3), or get StartView again in answer to their votes.
+        """
+        for backup, acked in self.prepare_ok.items():
+            if acked < self.op_number and self._prepare_ok_at_last_resend.get(backup) == acked:
+                entries = self._entries_after(
+                    acked, self.config.prepare_entries_max, self.config.prepare_bytes_max
+                )
+                self._send(backup, self._prepare(entries))
+                self._count("prepare resent")
+            self._prepare_ok_at_last_resend[backup] = acked
+
+    def on_prepare_ok(self, message: PrepareOk) -> None:
+        if self.status is not Status.NORMAL:
+            return self._ignore("on_prepare_ok", f"status {self.status.value}")
+        if message.view != self.view_number:
+            return self._ignore("on_prepare_ok", "other view")
+        if not self.is_primary():
+            return self._ignore("on_prepare_ok", "not primary")
+        if message.op_number > self.op_number:
+            return self._ignore("on_prepare_ok", "op_number beyond ours")
+        assert self.prepare_ok_view == self.view_number
+        if message.op_number > self.prepare_ok.get(message.replica, -1):
+            self.prepare_ok[message.replica] = message.op_number
+        self._commit_by_quorum()
+
+    def _commit_by_quorum(self) -> None:
+        """§4.1 step 5: an op is committed once quorum - 1 backups (plus us) acknowledged it in this view."""
+        needed = self.config.quorum - 1
+        if needed == 0:
+            candidate = self.op_number
+        else:
+            acks = sorted(self.prepare_ok.values(), reverse=True)
+            if len(acks) < needed:
+                return
+            candidate = acks[needed - 1]
+        if candidate > self.commit_number:
+            self._commit_up_to(candidate)
+            self._admit_queued_requests()
+
+    def _admit_queued_requests(self) -> None:
+        while self.request_queue and self.op_number - self.commit_number < self.config.pipeline_ops_max:
+            self._append_request(self.request_queue.popleft())
+
+    def _quorum_recently_heard(self) -> bool:
+        needed = self.config.quorum - 1
+        if needed == 0:
+            return True
+        horizon = self.now - self.config.quorum_timeout_ticks
+        heard = sum(1 for at in self.last_heard.values() if at >= horizon)
+        return heard >= needed
+
+    # --- normal operation: backups (§4.1) -----------------------------------------------------------------
+
+    def on_prepare(self, message: Prepare) -> None:
+        if not self._accept_from_primary("on_prepare", message.view, message.replica):
+            return
+        self.primary_timeout.reset()
+        if self.state_transfer:
+            return self._ignore("on_prepare", "waiting for the view's log")
+        first = message.entries[0].op_number
+        if first > self.op_number + 1:
+            self._count("on_prepare: gap")
+            self._request_state()
+            return
+        for entry in message.entries:
+            if entry.op_number <= self.op_number:
+                # The same view has one log (our log is a prefix of the primary's): a duplicate must match.
+                assert self.log[entry.op_number - 1] == entry, "two logs in one view"
+                continue
+            self._append_entry(entry)
+        self._send(self.primary_index(), self._prepare_ok_message())
+        self._commit_up_to(min(message.commit_number, self.op_number))
+
+    def _append_entry(self, entry: LogEntry) -> None:
+        assert entry.op_number == self.op_number + 1
+        self.log.append(entry)
+        self.op_number += 1
+        self._log_changed_from(entry.op_number)
+        self.client_pending[entry.client_id] = entry.request_number
+
+    def _prepare_ok_message(self) -> PrepareOk:
+        return PrepareOk(**self._header(), op_number=self.op_number)
+
+    def on_commit(self, message: Commit) -> None:
+        if not self._accept_from_primary("on_commit", message.view, message.replica):
+            return
+        self.primary_timeout.reset()
+        if self.state_transfer:
+            # Our log is the committed prefix plus chunks of this view's log: safe to execute what it holds.
+            self._commit_up_to(min(message.commit_number, self.op_number))
+            return
+        if message.op_number > self.op_number:
+            self._request_state()  # we miss a tail: repair (rule 11)
+        self._send(self.primary_index(), self._prepare_ok_message())  # also tells the primary we are alive
+        self._commit_up_to(min(message.commit_number, self.op_number))
+
+    def _accept_from_primary(self, handler: str, view: int, sender: int) -> bool:
+        """Guards shared by Prepare and Commit: status, view, sender is that view's primary (rules 1, 3, 4)."""
+        if self.status is Status.RECOVERING:
+            self._ignore(handler, "recovering")
+            return False
+        if view < self.view_number:
+            self._ignore(handler, "older view")
+            return False
+        if sender != self.config.primary(view):
+            self._ignore(handler, "sender is not the primary of its view")
+            return False
+        if view == self.view_number and self.status is Status.NORMAL:
+            if self.is_primary():  # two primaries in one view cannot happen: some replica is confused
+                self._ignore(handler, "we are the primary of this view")
+                return False
+            return True
+        # A newer view, or our own view while we still vote in it: we missed its StartView (rule 3).
+        self._start_state_transfer(view)
+        return True
+
+    def _start_state_transfer(self, view: int) -> None:
+        """Rule 3 / §5.2: adopt the view, drop the uncommitted suffix (it may have been replaced), and fetch the
+        view's log from its primary. last_normal_view stays where it is until that log is installed."""
+        assert view >= self.view_number
+        self._log(f"state transfer to view {view} (commit_number {self.commit_number})")
+        self._count("state transfer started")
+        self.view_number = view
+        self.status = Status.NORMAL
+        self.state_transfer = True
+        self._truncate_log(self.commit_number)
+        self._persist_view_state = True
+        self._reset_view_votes()
+        self._enter_backup_timers()
+        self._request_state(force=True)
+
+    def _truncate_log(self, op_number: int) -> None:
+        assert self.commit_number <= op_number <= self.op_number
+        if op_number < self.op_number:
+            del self.log[op_number:]
+            self.op_number = op_number
+            self._log_changed_from(op_number + 1)
+        self._rebuild_client_pending()
+
+    def _request_state(self, *, force: bool = False) -> None:
+        if force or not self.repair_timeout.running or self.repair_timeout.fired():
+            self._send(self.primary_index(), GetState(**self._header(), op_number=self.op_number))
+            self.repair_timeout.reset()
+
+    def _tick_backup(self) -> None:
+        if self.primary_timeout.fired():
+            self._log("primary timeout")
+            self._start_view_change(self.view_number + 1)
+            return
+        if self.repair_timeout.fired():
+            if self.state_transfer:
+                self._request_state(force=True)
+            else:
+                self.repair_timeout.stop()
+
+    def _enter_primary_timers(self) -> None:
+        self.primary_timeout.stop()
+        self.view_change_resend_timeout.stop()
+        self.view_change_timeout.stop()
+        self.repair_timeout.stop()
+        self.recovery_timeout.stop()
+        self.heartbeat_timeout.start()
+        self.prepare_timeout.start()
+        # A new primary has just heard from a quorum (its DoViewChange votes), or is starting up: give every
+        # peer one quorum timeout to show itself before answering `unavailable` (rule 10).
+        self.last_heard = {i: self.now for i in range(self.config.replica_count) if i != self.replica}
+
+    def _enter_backup_timers(self) -> None:
+        self.heartbeat_timeout.stop()
+        self.prepare_timeout.stop()
+        self.view_change_resend_timeout.stop()
+        self.view_change_timeout.stop()
+        self.recovery_timeout.stop()
+        self.repair_timeout.stop()
+        self.primary_timeout.jitter(self.prng, self.config.primary_timeout_jitter_ticks)
+
+    # --- state transfer (§5.2, rule 7) --------------------------------------------------------------------
+
+    def on_get_state(self, message: GetState) -> None:
+        if self.status is not Status.NORMAL:
+            return self._ignore("on_get_state", f"status {self.status.value}")
+        if message.view != self.view_number:
+            return self._ignore("on_get_state", "other view")
+        if not self.is_primary():
+            return self._ignore("on_get_state", "not primary")
+        if message.op_number > self.op_number:
+            return self._ignore("on_get_state", "op_number beyond ours")
+        entries: tuple[LogEntry, ...] = ()
+        if message.op_number < self.op_number:
+            entries = self._entries_after(
+                message.op_number, self.config.new_state_entries_max, self.config.new_state_bytes_max
+            )
+        # §5.2 NEWSTATE<v, l, n, k>: n and k are ours; l is a bounded chunk, the requester asks for the rest.
+        self._send(
+            message.replica,
+            NewState(
+                **self._header(), op_number=self.op_number, commit_number=self.commit_number, entries=entries
+            ),
+        )
+
+    def on_new_state(self, message: NewState) -> None:
+        if self.status is not Status.NORMAL:
+            return self._ignore("on_new_state", f"status {self.status.value}")
+        if message.view != self.view_number:
+            return self._ignore("on_new_state", "other view")
+        if message.replica != self.primary_index():
+            return self._ignore("on_new_state", "sender is not the primary")
+        if self.is_primary():
+            return self._ignore("on_new_state", "we are the primary")
+        if message.op_number < self.op_number:
+            return self._ignore("on_new_state", "would move op_number backwards")
+        if message.commit_number < self.commit_number:
+            return self._ignore("on_new_state", "would move commit_number backwards")
+        if message.entries and message.entries[0].op_number > self.op_number + 1:
+            return self._ignore("on_new_state", "does not follow our log")
+        assert message.commit_number <= message.op_number
+        self.primary_timeout.reset()
+        for entry in message.entries:
+            if entry.op_number <= self.op_number:
+                if not self.state_transfer:
+                    assert self.log[entry.op_number - 1] == entry, "two logs in one view"
+                continue
+            self._append_entry(entry)
+        if self.state_transfer and self.op_number == message.op_number:
+            # Only once we hold everything the primary had when it answered do we hold the log this view
+            # started with; then, and only then, this is our last normal view (rule 3, the paper's hole).
+            self._finish_state_transfer()
+        self._commit_up_to(min(message.commit_number, self.op_number))
+        if self.op_number < message.op_number:
+            self._request_state(force=True)
+        else:
+            self.repair_timeout.stop()
+        if not self.state_transfer:
+            self._send(self.primary_index(), self._prepare_ok_message())
+
+    def _finish_state_transfer(self) -> None:
+        self._log(f"state transfer done at op {self.op_number}")
+        self.state_transfer = False
+        self.last_normal_view = self.view_number
+        self._persist_view_state = True
+        self.repair_timeout.stop()
+
+    # --- commit and execution (§4.1 steps 5, 7; §4.2 steps 4-5) --------------------------------------------
+
+    def _commit_up_to(self, op_number: int) -> None:
+        """Execute every op up to op_number, in order, exactly once; the primary replies to their clients."""
+        assert op_number <= self.op_number
+        if op_number <= self.commit_number:
+            return
+        replying = self.status is Status.NORMAL and self.is_primary()
+        for entry in self.log[self.commit_number : op_number]:
+            known = self.client_table.get(entry.client_id)
+            assert known is None or entry.request_number > known.request_number, "request executed twice"
+            result = self.state_machine.apply(entry.operation)
+            self.client_table[entry.client_id] = ClientEntry(entry.request_number, result)
+            if self.client_pending.get(entry.client_id) == entry.request_number:
+                del self.client_pending[entry.client_id]
+            if replying:
+                self._reply(entry.client_id, entry.request_number, result)
+        self.commit_number = op_number
+
+    def _reply(self, client_id: int, request_number: int, result: bytes) -> None:
+        self._out.replies.append(
+            Reply(view=self.view_number, client_id=client_id, request_number=request_number, result=result)
+        )
+
+    def _answer_error(self, request: Request, code: str, text: str) -> None:
+        self._count(f"on_request: {code}")
+        self._out.replies.append(
+            Error(
+                view=self.view_number,
+                client_id=request.client_id,
+                request_number=request.request_number,
+                code=code,
+                message=text,
+            )
+        )
+
+    def _rebuild_client_pending(self) -> None:
+        """Requests in the log beyond commit_number are in progress: a retry of one must not be appended again
+        (VR-NOTES §11.5). Queued requests were never prepared; they are dropped and the clients retry."""
+        self.request_queue.clear()
+        self.client_pending = {}
+        for entry in self.log[self.commit_number :]:
+            self.client_pending[entry.client_id] = entry.request_number
+
+    # --- view change (§4.2) -------------------------------------------------------------------------------
+
+    def _start_view_change(self, view: int) -> None:
+        """§4.2 step 1: move to `view` in view-change status and tell everyone."""
+        assert view > self.view_number
+        self._log(f"start view change to view {view}")
+        self.view_number = view
+        self.status = Status.VIEW_CHANGE
+        self._reset_view_votes()
+        self._rebuild_client_pending()
+        self.start_view_change_from.add(self.replica)
+        if self.config.primary(view) == self.replica:
+            self.do_view_change_from[self.replica] = self._do_view_change_message()
+            self._do_view_change_sent = True
+        self._persist_view_state = True
+        self._send(BROADCAST, StartViewChange(**self._header()))
+        self.heartbeat_timeout.stop()
+        self.prepare_timeout.stop()
+        self.primary_timeout.stop()
+        self.repair_timeout.stop()
+        self.view_change_resend_timeout.start()
+        if self.view_change_timeout.running:
+            self.view_change_timeout.backoff(self.prng)
+        else:
+            self.view_change_timeout.start()
+        self._maybe_send_do_view_change()
+        self._maybe_start_view()
+
+    def _reset_view_votes(self) -> None:
+        self.start_view_change_from = set()
+        self.do_view_change_from = {}
+        self._do_view_change_sent = False
+        self.prepare_ok = {}
+        self._prepare_ok_at_last_resend = {}
+        self.prepare_ok_view = self.view_number
+        self.request_queue.clear()
+
+    def _do_view_change_message(self) -> DoViewChange:
+        return DoViewChange(
+            **self._header(),
+            last_normal_view=self.last_normal_view,
+            op_number=self.op_number,
+            commit_number=self.commit_number,
+            log=tuple(self.log),
+        )
+
+    def _tick_view_change(self) -> None:
+        if self.view_change_timeout.fired():
+            self._log("view change timeout: trying the next view")
+            self._start_view_change(self.view_number + 1)
+            return
+        if self.view_change_resend_timeout.fired():
+            self.view_change_resend_timeout.reset()
+            self._send(BROADCAST, StartViewChange(**self._header()))
+            if self._do_view_change_sent and self.primary_index() != self.replica:
+                self._send(self.primary_index(), self._do_view_change_message())
+
+    def on_start_view_change(self, message: StartViewChange) -> None:
+        if self.status is Status.RECOVERING:
+            return self._ignore("on_start_view_change", "recovering")
+        if message.view < self.view_number:
+            return self._ignore("on_start_view_change", "older view")
+        if message.view == self.view_number and self.status is Status.NORMAL:
+            if self.is_primary():
+                self._send(message.replica, self._start_view_message())  # it missed our StartView
+            return self._ignore("on_start_view_change", "view already started")
+        if message.view > self.view_number:
+            self._start_view_change(message.view)
+        assert self.status is Status.VIEW_CHANGE and message.view == self.view_number
+        self.start_view_change_from.add(message.replica)
+        self._maybe_send_do_view_change()
+
+    def _maybe_send_do_view_change(self) -> None:
+        """§4.2 step 2: after StartViewChange from quorum - 1 others, send DoViewChange to the new primary."""
+        if self._do_view_change_sent:
+            return
+        if len(self.start_view_change_from) < self.config.quorum:  # the set includes us
+            return
+        self._do_view_change_sent = True
+        self._send(self.primary_index(), self._do_view_change_message())
+
+    def on_do_view_change(self, message: DoViewChange) -> None:
+        if self.status is Status.RECOVERING:
+            return self._ignore("on_do_view_change", "recovering")
+        if message.view < self.view_number:
+            return self._ignore("on_do_view_change", "older view")
+        if self.config.primary(message.view) != self.replica:
+            return self._ignore("on_do_view_change", "we are not the primary of that view")
+        if message.view == self.view_number and self.status is Status.NORMAL:
+            self._send(message.replica, self._start_view_message())  # it missed our StartView
+            return self._ignore("on_do_view_change", "view already started")
+        if message.view > self.view_number:
+            self._start_view_change(message.view)
+            if self.status is not Status.VIEW_CHANGE:
+                return  # our own vote completed the view (a one-replica quorum)
+        assert self.status is Status.VIEW_CHANGE and message.view == self.view_number
+        assert self.is_primary()
+        self.start_view_change_from.add(message.replica)  # a DoViewChange implies its StartViewChange
+        self.do_view_change_from.setdefault(message.replica, message)
+        self._maybe_start_view()
+
+    def _maybe_start_view(self) -> None:
+        """§4.2 step 3: with DoViewChange from a quorum *including ourselves*, pick the log with the largest
+        (last_normal_view, op_number) among all of them, and the largest commit_number."""
+        if self.status is not Status.VIEW_CHANGE or not self.is_primary():
+            return
+        votes = self.do_view_change_from
+        if self.replica not in votes or len(votes) < self.config.quorum:
+            return
+        best = max(votes.values(), key=lambda m: (m.last_normal_view, m.op_number))
+        commit_number = max(m.commit_number for m in votes.values())
+        assert commit_number <= best.op_number, "a committed op is missing from the chosen log"
+        self._log(
+            f"start view: log of r{best.replica} (v'={best.last_normal_view}, n={best.op_number}), "
+            f"k={commit_number}, {len(votes)} votes"
+        )
+        self._install_log(best.log)
+        self.status = Status.NORMAL
+        self.state_transfer = False
+        self.last_normal_view = self.view_number
+        self._persist_view_state = True
+        self.prepare_ok = {}
+        self.prepare_ok_view = self.view_number
+        self._prepared_sent = self.op_number  # the log travels in StartView, not in Prepares
+        self._enter_primary_timers()
+        self._send(BROADCAST, self._start_view_message())
+        self._commit_up_to(commit_number)
+        self._commit_by_quorum()
+
+    def _start_view_message(self) -> StartView:
+        return StartView(
+            **self._header(), op_number=self.op_number, commit_number=self.commit_number, log=tuple(self.log)
+        )
+
+    def _install_log(self, log: tuple[LogEntry, ...]) -> None:
+        """Replace our log by the view's. Our executed prefix must already agree with it (committed ops are in
+        every later view's log at the same place)."""
+        assert len(log) >= self.commit_number, "new log is shorter than what we executed"
+        assert list(log[: self.commit_number]) == self.log[: self.commit_number], "committed prefix changed"
+        first_difference = self.commit_number + 1
+        self.log = list(log)
+        self.op_number = len(self.log)
+        self._log_changed_from(first_difference)
+        self._rebuild_client_pending()
+
+    def on_start_view(self, message: StartView) -> None:
+        if self.status is Status.RECOVERING:
+            return self._ignore("on_start_view", "recovering")
+        if message.view < self.view_number:
+            return self._ignore("on_start_view", "older view")
+        if message.replica != self.config.primary(message.view):
+            return self._ignore("on_start_view", "sender is not the primary of its view")
+        if message.view == self.view_number and self.status is Status.NORMAL and not self.state_transfer:
+            if self.is_primary():
+                return self._ignore("on_start_view", "we are the primary of this view")
+            # A re-sent StartView: we hold this view's log, possibly more of it. Never go back.
+            self._send(self.primary_index(), self._prepare_ok_message())
+            return self._ignore("on_start_view", "view already installed")
+        if message.commit_number < self.commit_number and message.op_number < self.commit_number:
+            return self._ignore("on_start_view", "log shorter than our committed prefix")
+        assert message.commit_number <= message.op_number
+        self._log(f"install view {message.view}: n={message.op_number} k={message.commit_number}")
+        self.view_number = message.view
+        self._install_log(message.log)
+        self.status = Status.NORMAL
+        self.state_transfer = False
+        self.last_normal_view = message.view
+        self._persist_view_state = True
+        self._reset_view_votes()
+        self._enter_backup_timers()
+        self._commit_up_to(max(self.commit_number, message.commit_number))
+        if self.op_number > self.commit_number:
+            self._send(self.primary_index(), self._prepare_ok_message())
+
+    # --- recovery (§4.3) ----------------------------------------------------------------------------------
+
+    def _start_recovery(self) -> None:
+        self.recovery_nonce = self.prng.getrandbits(64)
+        self.recovery_responses = {}
+        self._send(BROADCAST, Recovery(**self._header(), nonce=self.recovery_nonce))
+        self.recovery_timeout.start()
+
+    def _tick_recovering(self) -> None:
+        if self.recovery_timeout.fired():
+            self.recovery_timeout.reset()
+            self._send(BROADCAST, Recovery(**self._header(), nonce=self.recovery_nonce))
+
+    def on_recovery(self, message: Recovery) -> None:
+        if self.status is not Status.NORMAL:
+            return self._ignore("on_recovery", f"status {self.status.value}")
+        if self.is_primary():
+            response = RecoveryResponse(
+                **self._header(),
+                nonce=message.nonce,
+                log=tuple(self.log),
+                op_number=self.op_number,
+                commit_number=self.commit_number,
+            )
+        else:
+            response = RecoveryResponse(
+                **self._header(), nonce=message.nonce, log=None, op_number=None, commit_number=None
+            )
+        self._send(message.replica, response)
+
+    def on_recovery_response(self, message: RecoveryResponse) -> None:
+        if self.status is not Status.RECOVERING:
+            return self._ignore("on_recovery_response", f"status {self.status.value}")
+        if message.nonce != self.recovery_nonce:
+            return self._ignore("on_recovery_response", "other nonce")
+        previous = self.recovery_responses.get(message.replica)
+        if previous is None or message.view >= previous.view:
+            self.recovery_responses[message.replica] = message
+        # §4.3: f + 1 responses from other replicas (a quorum not counting ourselves: we hold nothing).
+        if len(self.recovery_responses) < self.config.quorum:
+            return
+        latest = max(r.view for r in self.recovery_responses.values())
+        primary = self.recovery_responses.get(self.config.primary(latest))
+        if primary is None or primary.view != latest or primary.log is None:
+            return
+        assert primary.op_number is not None and primary.commit_number is not None
+        self._finish_recovery(primary)
+
+    def _finish_recovery(self, primary: RecoveryResponse) -> None:
+        assert primary.log is not None and primary.commit_number is not None
+        assert self.commit_number == 0 and self.op_number == 0  # a fresh state machine
+        self._log(f"recovered from r{primary.replica} in view {primary.view}")
+        self.view_number = primary.view
+        self.last_normal_view = primary.view
+        self.status = Status.NORMAL
+        self.log = list(primary.log)
+        self.op_number = len(self.log)
+        self._log_changed_from(1)
+        self._persist_view_state = True
+        self._rebuild_client_pending()
+        self._commit_up_to(primary.commit_number)
+        self._reset_view_votes()
+        self._enter_backup_timers()
+        if self.op_number > self.commit_number:
+            self._send(self.primary_index(), self._prepare_ok_message())
+
+    # --- invariants ---------------------------------------------------------------------------------------
+
+    def invariants(self) -> None:
+        """Checked after every step by the tests and the simulator (TigerBeetle style)."""
+        assert 0 <= self.commit_number <= self.op_number == len(self.log)
+        assert not self.log or self.log[-1].op_number == self.op_number
+        assert self.last_normal_view <= self.view_number
+        if self.status is Status.NORMAL and not self.state_transfer:
+            assert self.last_normal_view == self.view_number
+        if self.status is Status.NORMAL and self.is_primary():
+            assert not self.state_transfer
+            assert self.prepare_ok_view == self.view_number
+            assert all(op <= self.op_number for op in self.prepare_ok.values())
+            assert self.op_number - self.commit_number <= self.config.pipeline_ops_max
+        else:
+            assert not self.request_queue
+        assert len(self.request_queue) <= self.config.request_queue_max
+
+
+_HANDLERS: dict[type, Callable[[Replica, ReplicaMessage], None]] = {
+    Prepare: Replica.on_prepare,  # type: ignore[dict-item]
+    PrepareOk: Replica.on_prepare_ok,  # type: ignore[dict-item]
+    Commit: Replica.on_commit,  # type: ignore[dict-item]
+    StartViewChange: Replica.on_start_view_change,  # type: ignore[dict-item]
+    DoViewChange: Replica.on_do_view_change,  # type: ignore[dict-item]
+    StartView: Replica.on_start_view,  # type: ignore[dict-item]
+    GetState: Replica.on_get_state,  # type: ignore[dict-item]
+    NewState: Replica.on_new_state,  # type: ignore[dict-item]
+    Recovery: Replica.on_recovery,  # type: ignore[dict-item]
+    RecoveryResponse: Replica.on_recovery_response,  # type: ignore[dict-item]
+}
