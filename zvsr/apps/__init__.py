@@ -1,0 +1,20 @@
+"""Replicated applications: the `App` interface, the msgpack adapter to the core, and the built-in
+coordination service (`CoordinationApp`). This package knows nothing of the protocol beyond the
+`StateMachine` interface it implements.
+"""
+
+from zvsr.apps.adapter import DEFAULT_APP_SPEC, AppLoadError, MsgpackStateMachine, load_app
+from zvsr.apps.base import ERROR_APP_ERROR, ERROR_BAD_REQUEST, App, error_result
+from zvsr.apps.coordination import CoordinationApp
+
+__all__ = [
+    "DEFAULT_APP_SPEC",
+    "ERROR_APP_ERROR",
+    "ERROR_BAD_REQUEST",
+    "App",
+    "AppLoadError",
+    "CoordinationApp",
+    "MsgpackStateMachine",
+    "error_result",
+    "load_app",
+]

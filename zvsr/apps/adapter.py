@@ -1,0 +1,198 @@
+"""From a user's `App` over msgpack values to the core's `StateMachine` over bytes; and loading apps by name.
+
+Theory of operation
+-------------------
+The protocol core treats operations and results as opaque bytes (`zvsr.protocol.state_machine`). The adapter
+sits between it and the application and owns three promises the core relies on:
+
+1. `apply` never raises. Bytes that are not one msgpack value (or nest deeper than `OPERATION_NESTING_MAX`)
+   give ``{"error": "bad_request", "message": ...}`` without reaching the app; an exception from the app gives
+   ``{"error": "app_error", "message": "<ExceptionType>: <text>"}``; a result that msgpack cannot encode, or
+   that encodes to more than RESULT_BYTES_MAX bytes, gives an ``app_error`` too. One bad operation therefore
+   costs one error reply, never a replica (and never all replicas at once, which is what a deterministic crash
+   on a committed operation would do).
+2. `apply` is deterministic whenever the app is. Error messages are fixed strings or the app's own exception
+   text; memory addresses (``<object at 0x7f…>``) are scrubbed from the latter, because they differ between
+   replicas and results are stored in the replicated client table. Messages are cut to
+   ERROR_MESSAGE_CHARS_MAX characters.
+3. Whatever reaches the app is a plain msgpack value within bounds (operation size, nesting), so anything the
+   app stores can be encoded again in a snapshot.
+
+`load_app("package.module:Class")` imports the module, instantiates the class with no arguments and checks the
+instance has callable `apply`, `snapshot` and `restore`; every failure is an `AppLoadError` whose message says
+what was wrong, so `zvsr node --app …` can print it and exit.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from typing import TYPE_CHECKING, Any, Final, cast
+
+import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
+
+from zvsr.apps.base import ERROR_APP_ERROR, ERROR_BAD_REQUEST, App, error_result
+from zvsr.constants import ERROR_MESSAGE_CHARS_MAX, OPERATION_BYTES_MAX, RESULT_BYTES_MAX
+
+if TYPE_CHECKING:
+    from zvsr.protocol.state_machine import StateMachine
+
+# Deeper operations are refused before they reach the app: msgpack can decode values nested ~1000 deep, which
+# exceeds what a recursive app (and Python's recursion limit, which depends on the driver's stack depth, hence
+# on the replica) can handle deterministically. Belongs in zvsr.constants; kept here until it moves.
+OPERATION_NESTING_MAX: Final = 64
+
+DEFAULT_APP_SPEC: Final = "zvsr.apps.coordination:CoordinationApp"
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+class AppLoadError(Exception):
+    """An app spec names nothing usable; the message says what and why."""
+
+
+class MsgpackStateMachine:
+    """The core's `StateMachine` (bytes in, bytes out) over an `App` of msgpack values."""
+
+    __slots__ = ("_app", "_packer")
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+        # One packer per state machine: reused for speed, and a state machine is driven by one thread.
+        self._packer = msgpack.Packer(use_bin_type=True)
+
+    @property
+    def app(self) -> App:
+        return self._app
+
+    def apply(self, operation: bytes) -> bytes:
+        op, problem = _decode_operation(operation)
+        if problem is not None:
+            return self._error(ERROR_BAD_REQUEST, problem)
+        try:
+            result = self._app.apply(op)
+        except Exception as error:  # the app's bug or refusal; the replica must survive it (promise 1)
+            return self._error(ERROR_APP_ERROR, _describe(error))
+        try:
+            data: bytes = self._packer.pack(result)
+        except Exception as error:
+            return self._error(ERROR_APP_ERROR, f"result cannot be encoded as msgpack: {_describe(error)}")
+        if len(data) > RESULT_BYTES_MAX:
+            return self._error(ERROR_APP_ERROR, f"result is {len(data)} bytes > {RESULT_BYTES_MAX}")
+        return data
+
+    def snapshot(self) -> bytes:
+        data = self._app.snapshot()
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(
+                f"{type(self._app).__name__}.snapshot() returned {type(data).__name__}, not bytes"
+            )
+        return bytes(data)
+
+    def restore(self, data: bytes) -> None:
+        self._app.restore(data)
+
+    def _error(self, code: str, message: str) -> bytes:
+        if len(message) > ERROR_MESSAGE_CHARS_MAX:
+            message = message[: ERROR_MESSAGE_CHARS_MAX - 3] + "..."
+        # Exception text may hold lone surrogates, which UTF-8 cannot encode: replace them, deterministically.
+        message = message.encode("utf-8", "replace").decode("utf-8")
+        data: bytes = self._packer.pack(error_result(code, message))
+        return data
+
+
+def _decode_operation(operation: bytes) -> tuple[Any, str | None]:
+    """(the operation's msgpack value, None), or (None, why it is refused). Messages are fixed strings, so
+    replicas running different msgpack versions still produce identical results."""
+    size = len(operation)
+    if size > OPERATION_BYTES_MAX:
+        return None, f"operation is {size} bytes > {OPERATION_BYTES_MAX}"
+    try:
+        # Every element takes at least one byte, so the input size bounds every container honestly.
+        op = msgpack.unpackb(
+            operation,
+            raw=False,
+            strict_map_key=False,  # maps with int keys are ordinary msgpack from other languages
+            max_bin_len=size,
+            max_str_len=size,
+            max_array_len=size,
+            max_map_len=size,
+            max_ext_len=size,
+        )
+    except Exception:  # ValueError subclasses, UnicodeDecodeError, TypeError (unhashable map key)…
+        return None, "operation is not a single valid msgpack value"
+    if not _nesting_within(op, OPERATION_NESTING_MAX):
+        return None, f"operation nests deeper than {OPERATION_NESTING_MAX} levels"
+    return op, None
+
+
+def _nesting_within(value: Any, limit: int) -> bool:
+    """Whether lists and maps in `value` nest at most `limit` deep. Iterative: it cannot recurse too far."""
+    pending: list[tuple[Any, int]] = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if type(item) is dict:
+            children: Any = item.values()
+        elif type(item) is list:
+            children = item
+        else:
+            continue
+        depth += 1
+        if depth > limit:
+            return False
+        for child in children:
+            if type(child) is dict or type(child) is list:
+                pending.append((child, depth))
+    return True
+
+
+def _describe(error: BaseException) -> str:
+    try:
+        text = str(error)
+    except Exception:  # a broken __str__ must not break the replica either
+        text = "<unprintable>"
+    return f"{type(error).__name__}: {_ADDRESS.sub('', text)}"
+
+
+_APP_METHODS: Final = ("apply", "snapshot", "restore")
+
+
+def load_app(spec: str) -> App:
+    """Import ``package.module:Class`` (dotted attributes allowed), instantiate it, check it is an App."""
+    module_name, colon, attribute = spec.partition(":")
+    if not colon or not module_name or not attribute:
+        raise AppLoadError(f"app spec {spec!r} must look like 'package.module:Class'")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        raise AppLoadError(f"app {spec!r}: cannot import module {module_name!r} ({error})") from error
+    except Exception as error:  # a SyntaxError or any failure while the module runs
+        raise AppLoadError(f"app {spec!r}: importing {module_name!r} failed: {_describe(error)}") from error
+    target: Any = module
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise AppLoadError(
+                f"app {spec!r}: module {module_name!r} has no attribute {attribute!r}"
+            ) from None
+    if not callable(target):
+        raise AppLoadError(f"app {spec!r}: {attribute!r} is a {type(target).__name__}, not a class")
+    try:
+        app = target()
+    except Exception as error:
+        raise AppLoadError(f"app {spec!r}: {attribute}() failed: {_describe(error)}") from error
+    missing = [name for name in _APP_METHODS if not callable(getattr(app, name, None))]
+    if missing:
+        raise AppLoadError(
+            f"app {spec!r}: {type(app).__name__} lacks {', '.join(missing)}; "
+            "an app needs apply(op), snapshot() and restore(data)"
+        )
+    return cast(App, app)
+
+
+if TYPE_CHECKING:
+
+    def _implements_state_machine(machine: MsgpackStateMachine) -> StateMachine:
+        """Never called: makes mypy prove the adapter satisfies the core's interface."""
+        return machine
