@@ -1,0 +1,83 @@
+"""`zvsr sim`: run the deterministic simulator over many seeds; exit 0 only with zero violations."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from zvsr.sim.network import NetworkOptions
+from zvsr.sim.simulator import SimOptions, Violation, run_seed
+
+
+@click.command("sim")
+@click.option("--seeds", type=click.IntRange(min=1), default=100, show_default=True, help="How many seeds.")
+@click.option(
+    "--seed", type=click.IntRange(min=0), default=None, help="First seed (default: 0, or the one to replay)."
+)
+@click.option("--replicas", type=click.IntRange(1, 15), default=3, show_default=True)
+@click.option("--clients", type=click.IntRange(1, 64), default=4, show_default=True)
+@click.option(
+    "--events",
+    type=click.IntRange(min=1),
+    default=2000,
+    show_default=True,
+    help="Events in the safety phase of each seed.",
+)
+@click.option("--loss", type=click.FloatRange(0, 0.5), default=0.02, show_default=True)
+@click.option("--no-lincheck", is_flag=True, help="Skip the linearizability check at the end of each seed.")
+@click.option("--keep-going", is_flag=True, help="Run every seed even after a violation.")
+@click.option("--verbose", is_flag=True, help="One line per seed.")
+def sim_command(
+    seeds: int,
+    seed: int | None,
+    replicas: int,
+    clients: int,
+    events: int,
+    loss: float,
+    no_lincheck: bool,
+    keep_going: bool,
+    verbose: bool,
+) -> None:
+    """Run SEEDS simulations with faults; print any violation with its seed and trace."""
+    first = seed if seed is not None else 0
+    options = SimOptions(
+        replicas=replicas,
+        clients=clients,
+        events=events,
+        network=NetworkOptions(loss=loss),
+        check_linearizability=not no_lincheck,
+    )
+    violations = 0
+    total_events = 0
+    total_ops = 0
+    unknown_verdicts = 0
+    started = time.monotonic()
+    for current in range(first, first + seeds):
+        try:
+            result = run_seed(current, options)
+        except Violation as violation:
+            violations += 1
+            click.echo(violation.report, err=True)
+            click.echo(
+                f"replay: zvsr sim --seeds 1 --seed {current} --replicas {replicas} --events {events}",
+                err=True,
+            )
+            if not keep_going:
+                break
+            continue
+        total_events += result.events
+        total_ops += result.ops_ok
+        unknown_verdicts += result.linearizable == "unknown"
+        if verbose:
+            click.echo(
+                f"seed={current} events={result.events} ops={result.ops_ok} unknown={result.ops_unknown} "
+                f"views={result.views} virtual_ms={result.virtual_ms} lincheck={result.linearizable}"
+            )
+    elapsed = time.monotonic() - started
+    click.echo(
+        f"seeds={seeds} violations={violations} events={total_events} ops={total_ops} "
+        f"lincheck_unknown={unknown_verdicts} elapsed_s={elapsed:.1f}"
+    )
+    sys.exit(1 if violations else 0)

@@ -1,0 +1,205 @@
+"""A hand-driven cluster for scenario tests: replicas joined by an explicit message queue.
+
+Nothing happens unless the test says so: `deliver()` moves queued messages (optionally filtered), `tick()`
+advances logical time, `partition()` makes the network drop. Each step follows the core's output contract
+(persist, then send, then reply) and checks every replica's invariants, so a scenario reads as a story:
+
+    cluster = Cluster(3)
+    cluster.request(client_id=1, request_number=1, op=b"x")   # to the primary of view 0
+    cluster.deliver_all()
+    assert cluster.replicas[1].commit_number == 1
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from zvsr.protocol.config import Config
+from zvsr.protocol.messages import ClientReply, ReplicaMessage, Request
+from zvsr.protocol.ready import BROADCAST
+from zvsr.protocol.replica import Replica
+
+
+class EchoLog:
+    """A tiny deterministic state machine: remembers every operation; the result is the op count so far."""
+
+    def __init__(self) -> None:
+        self.applied: list[bytes] = []
+
+    def apply(self, operation: bytes) -> bytes:
+        self.applied.append(operation)
+        return str(len(self.applied)).encode()
+
+    def snapshot(self) -> bytes:
+        return b"\0".join(self.applied)
+
+    def restore(self, data: bytes) -> None:
+        self.applied = data.split(b"\0") if data else []
+
+
+@dataclass(slots=True)
+class InFlight:
+    source: int
+    to: int
+    message: ReplicaMessage
+
+
+def matching(
+    kind: type | tuple[type, ...] | None = None, *, source: int | None = None, to: int | None = None
+) -> Callable[[InFlight], bool]:
+    """A filter for `deliver` / `drop` / `queued`: messages of `kind` from `source` to `to` (None: any)."""
+
+    def where(item: InFlight) -> bool:
+        return (
+            (kind is None or isinstance(item.message, kind))
+            and (source is None or item.source == source)
+            and (to is None or item.to == to)
+        )
+
+    return where
+
+
+@dataclass
+class Cluster:
+    replica_count: int
+    seed: int = 0
+    config: Config | None = None
+    queue: list[InFlight] = field(default_factory=list)
+    replies: list[ClientReply] = field(default_factory=list)
+    blocked: set[tuple[int, int]] = field(default_factory=set)
+    trace: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.config is None:
+            self.config = Config(replica_count=self.replica_count)
+        self.replicas: list[Replica] = [self._new_replica(i) for i in range(self.replica_count)]
+        self.apps: list[EchoLog] = [r.state_machine for r in self.replicas]  # type: ignore[misc]
+        for i in range(self.replica_count):
+            self.flush(i)
+
+    def _new_replica(self, index: int, *, recovering: bool = False) -> Replica:
+        assert self.config is not None
+        return Replica(
+            config=self.config,
+            replica=index,
+            state_machine=EchoLog(),
+            prng=random.Random(self.seed * 100 + index),
+            recovering=recovering,
+            logger=self.trace.append,
+        )
+
+    # --- driving -----------------------------------------------------------------------------------------
+
+    def flush(self, index: int) -> None:
+        """Follow the output contract for one replica: (persist: in memory here) then send, then reply."""
+        replica = self.replicas[index]
+        ready = replica.ready()
+        for envelope in ready.messages:
+            targets = (
+                [i for i in range(self.replica_count) if i != index]
+                if envelope.to == BROADCAST
+                else [envelope.to]
+            )
+            for to in targets:
+                self.queue.append(InFlight(index, to, envelope.message))
+        self.replies.extend(ready.replies)
+        replica.invariants()
+
+    def request(
+        self, *, client_id: int, request_number: int, op: bytes = b"op", to: int | None = None
+    ) -> None:
+        index = self.replicas[0].primary_index() if to is None else to
+        self.replicas[index].on_request(
+            Request(client_id=client_id, request_number=request_number, operation=op)
+        )
+        self.flush(index)
+
+    def deliver(self, where: Callable[[InFlight], bool] = lambda m: True, *, limit: int | None = None) -> int:
+        """Deliver queued messages matching `where` (others stay queued). Returns how many were delivered."""
+        delivered = 0
+        keep: list[InFlight] = []
+        pending, self.queue = self.queue, []
+        for item in pending:
+            if (limit is None or delivered < limit) and where(item):
+                delivered += 1
+                if (item.source, item.to) in self.blocked:
+                    continue
+                self.replicas[item.to].on_message(item.message)
+                self.flush(item.to)
+            else:
+                keep.append(item)
+        self.queue = keep + self.queue
+        return delivered
+
+    def deliver_all(self, *, where: Callable[[InFlight], bool] = lambda m: True, rounds: int = 100) -> None:
+        """Deliver matching messages, and those they cause, until none match (others stay queued)."""
+        for _ in range(rounds):
+            if not self.deliver(where):
+                return
+        raise AssertionError("messages still flowing after many rounds")
+
+    def queued(
+        self, kind: type | tuple[type, ...] | None = None, *, source: int | None = None, to: int | None = None
+    ) -> list[InFlight]:
+        """The queued messages of `kind` from `source` to `to` (None: any), oldest first."""
+        where = matching(kind, source=source, to=to)
+        return [item for item in self.queue if where(item)]
+
+    def inject(self, to: int, message: ReplicaMessage) -> None:
+        """Hand replica `to` a message built by the test (a crafted, stale or forged one), then flush it."""
+        self.replicas[to].on_message(message)
+        self.flush(to)
+
+    def check_applied(self) -> None:
+        """Every replica's application executed exactly the operations of log[:commit_number], in order."""
+        for index, replica in enumerate(self.replicas):
+            committed = [entry.operation for entry in replica.log[: replica.commit_number]]
+            assert self.apps[index].applied == committed, f"r{index} applied state differs from its log"
+
+    def drop(self, where: Callable[[InFlight], bool] = lambda m: True) -> int:
+        before = len(self.queue)
+        self.queue = [m for m in self.queue if not where(m)]
+        return before - len(self.queue)
+
+    def tick(self, count: int = 1, *, only: set[int] | None = None) -> None:
+        for _ in range(count):
+            for i, replica in enumerate(self.replicas):
+                if only is None or i in only:
+                    replica.tick()
+                    self.flush(i)
+
+    def tick_until(self, index: int, predicate: Callable[[], bool], *, ticks_max: int = 1000) -> int:
+        """Tick only replica `index` until `predicate` holds (nothing is delivered); returns ticks taken."""
+        for ticks in range(ticks_max + 1):
+            if predicate():
+                return ticks
+            self.tick(only={index})
+        raise AssertionError(f"condition not reached within {ticks_max} ticks of r{index}")
+
+    def partition(self, a: set[int], b: set[int]) -> None:
+        """Messages between the two sides are dropped from now on (both directions)."""
+        for x in a:
+            for y in b:
+                self.blocked.add((x, y))
+                self.blocked.add((y, x))
+
+    def heal(self) -> None:
+        self.blocked.clear()
+
+    def crash_and_recover(self, index: int) -> None:
+        """Diskless crash: a fresh replica, in recovering status, takes the index."""
+        self.drop(lambda m: m.to == index or m.source == index)
+        self.replicas[index] = self._new_replica(index, recovering=True)
+        self.apps[index] = self.replicas[index].state_machine  # type: ignore[call-overload]
+        self.flush(index)
+
+    def run_until(self, predicate: Callable[[], bool], *, ticks_max: int = 2000) -> None:
+        """Tick and deliver everything until `predicate` holds (a bounded wait: fails loudly)."""
+        for _ in range(ticks_max):
+            self.deliver_all()
+            if predicate():
+                return
+            self.tick()
+        raise AssertionError("condition not reached")

@@ -1,0 +1,143 @@
+"""What must hold after every simulator event, checked incrementally so a run stays fast.
+
+- committed-prefix agreement: every replica's op n, once committed there, equals everyone else's committed op n;
+- commit_number never decreases within one replica's life (a diskless crash starts a new life);
+- one log per view: replicas in normal status in view v hold prefixes of one and the same log;
+- app state identical at equal commit_number (snapshot digests);
+- no (client_id, request_number) is committed at two op numbers, nor executed twice;
+- every Reply a client receives carries the result committed for its (client_id, request_number);
+- acknowledged ops survive into every later view: a replica starting a view as its primary holds every op a
+  client was answered for, at its op number (and every backup of the view holds a prefix of that log).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+from zvsr.protocol.messages import LogEntry, Reply
+from zvsr.protocol.replica import Replica, Status
+
+if TYPE_CHECKING:
+    from zvsr.sim.simulator import Simulation
+
+
+class Violation(AssertionError):
+    def __init__(self, seed: int, invariant: str, report: str) -> None:
+        super().__init__(report)
+        self.seed = seed
+        self.invariant = invariant
+        self.report = report
+
+
+class Checker:
+    def __init__(self, simulation: Simulation) -> None:
+        self.simulation = simulation
+        count = simulation.options.replicas
+        self.committed: list[LogEntry] = []  # the one committed log, op n at index n - 1
+        self.committed_results: list[bytes] = []
+        self.committed_at: dict[tuple[int, int], int] = {}  # (client_id, request_number) -> op_number
+        self.digests: dict[int, bytes] = {}  # commit_number -> app snapshot digest
+        # op_number -> (entry a client got a reply for, the view of that reply)
+        self.acknowledged: dict[int, tuple[LogEntry, int]] = {}
+        self.view_logs: dict[int, list[LogEntry]] = {}  # view -> longest log seen in normal status there
+        self.checked_commit = [0] * count
+        self.checked_view = [(-1, False)] * count  # (view, normal) last checked
+        self.checked_view_op = [0] * count
+        self.reference = simulation.new_state_machine()
+
+    def fail(self, what: str) -> Violation:
+        return self.simulation._violation(what)
+
+    def on_crash(self, index: int) -> None:
+        self.checked_commit[index] = 0
+        self.checked_view[index] = (-1, False)
+        self.checked_view_op[index] = 0
+
+    def after_step(self, index: int, replica: Replica) -> None:
+        self._check_commits(index, replica)
+        self._check_view_log(index, replica)
+
+    def _check_commits(self, index: int, replica: Replica) -> None:
+        before = self.checked_commit[index]
+        commit_number = replica.commit_number
+        if commit_number < before:
+            raise self.fail(f"r{index}: commit_number went back from {before} to {commit_number}")
+        if commit_number == before:
+            return
+        log = replica.log
+        for op_number in range(before + 1, commit_number + 1):
+            entry = log[op_number - 1]
+            if op_number <= len(self.committed):
+                if self.committed[op_number - 1] != entry:
+                    raise self.fail(
+                        f"r{index}: committed op {op_number} differs: {entry} vs {self.committed[op_number - 1]}"
+                    )
+            else:
+                key = (entry.client_id, entry.request_number)
+                if key in self.committed_at:
+                    raise self.fail(
+                        f"request {key} committed twice: ops {self.committed_at[key]} and {op_number}"
+                    )
+                self.committed_at[key] = op_number
+                self.committed.append(entry)
+                # A reference copy of the app, fed the committed log once, gives the result each op must have.
+                self.committed_results.append(self.reference.apply(entry.operation))
+        self.checked_commit[index] = commit_number
+        digest = hashlib.blake2b(replica.state_machine.snapshot(), digest_size=16).digest()
+        known = self.digests.setdefault(commit_number, digest)
+        if known != digest:
+            raise self.fail(
+                f"r{index}: app state at commit_number {commit_number} differs from another replica"
+            )
+
+    def _check_view_log(self, index: int, replica: Replica) -> None:
+        normal = replica.status is Status.NORMAL
+        view = replica.view_number
+        state = (view, normal and not replica.state_transfer)
+        if state != self.checked_view[index]:
+            self.checked_view[index] = state
+            self.checked_view_op[index] = 0
+            if state[1] and replica.is_primary():
+                # A view's log is the one its primary starts with; backups hold prefixes of it (checked
+                # below), so an acknowledged op survives iff every new primary holds it.
+                self._check_acknowledged(index, replica)
+        if not normal:
+            return
+        log = replica.log
+        start = self.checked_view_op[index]
+        if start > len(log):  # a state transfer truncated the uncommitted suffix
+            start = 0
+        view_log = self.view_logs.setdefault(view, [])
+        for op_number in range(start + 1, len(log) + 1):
+            entry = log[op_number - 1]
+            if op_number <= len(view_log):
+                if view_log[op_number - 1] != entry:
+                    raise self.fail(f"r{index}: two logs in view {view} at op {op_number}")
+            else:
+                view_log.append(entry)
+        self.checked_view_op[index] = len(log)
+
+    def _check_acknowledged(self, index: int, replica: Replica) -> None:
+        log = replica.log
+        view = replica.view_number
+        for op_number, (entry, acknowledged_in) in self.acknowledged.items():
+            if view <= acknowledged_in:
+                continue  # a primary of an older view may start late; it cannot commit anything (no quorum)
+            if op_number > len(log) or log[op_number - 1] != entry:
+                raise self.fail(
+                    f"r{index}: entered view {replica.view_number} without acknowledged op {op_number} ({entry})"
+                )
+
+    def on_client_reply(self, message: Any) -> None:
+        if not isinstance(message, Reply):
+            return
+        key = (message.client_id, message.request_number)
+        op_number = self.committed_at.get(key)
+        if op_number is None:
+            raise self.fail(f"client got a reply for {key}, which is not committed")
+        if message.result != self.committed_results[op_number - 1]:
+            raise self.fail(f"client got a result for {key} that differs from the committed one")
+        previous = self.acknowledged.get(op_number)
+        view = message.view if previous is None else min(previous[1], message.view)
+        self.acknowledged[op_number] = (self.committed[op_number - 1], view)

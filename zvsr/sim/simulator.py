@@ -1,0 +1,408 @@
+"""The deterministic simulator (VOPR-style): one seed decides every message, fault and timeout.
+
+Theory of operation. Replicas (the real `zvsr.protocol.Replica`) and clients (the real `ClientSession`, as the
+proxy will run it) exchange messages through a virtual network (`network.py`) on a virtual clock in ms. Replicas
+tick every `TICK_MS`; clients tick at the same rate and issue coordination-app operations one at a time.
+
+A run has two phases. In the *safety phase* (`events` events) faults are injected: message loss, duplication
+and reordering all the time, plus partitions (symmetric, one-way, isolating one replica), diskless crashes
+followed by restarts that run the Recovery protocol (never more than f replicas down or recovering at once —
+beyond that the paper's diskless model promises nothing), paused replicas (no ticks, messages wait) and stalled
+clocks (messages, but no ticks). In the *liveness phase* every fault is healed and clients stop issuing new
+operations: every outstanding request must complete within a bounded virtual time.
+
+After every event the checker (`invariants.py`) verifies what must always hold, incrementally; at the end the
+clients' history is checked for linearizability. A violation raises `Violation` carrying the seed, the
+invariant and the last events, so `zvsr sim --seed S` replays it exactly.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
+
+from zvsr.apps.adapter import MsgpackStateMachine
+from zvsr.apps.coordination import CoordinationApp
+from zvsr.constants import TICK_MS
+from zvsr.lincheck import UNKNOWN, Operation, ZvsrModel, check
+from zvsr.protocol.client import ClientSession
+from zvsr.protocol.config import Config
+from zvsr.protocol.messages import Error, Redirect, Reply, Request
+from zvsr.protocol.ready import BROADCAST
+from zvsr.protocol.replica import Replica, Status
+from zvsr.sim.invariants import Checker, Violation
+from zvsr.sim.network import EventQueue, Network, NetworkOptions
+
+TRACE_EVENTS_KEPT = 400
+LIVENESS_MS_MAX = 120_000
+KEYS = ("k0", "k1", "k2")
+
+
+@dataclass(slots=True)
+class SimOptions:
+    replicas: int = 3
+    clients: int = 4
+    events: int = 2000
+    network: NetworkOptions = field(default_factory=NetworkOptions)
+    fault_every_ms: int = 120
+    crash: bool = True
+    pause: bool = True
+    partition: bool = True
+    check_linearizability: bool = True
+    lincheck_timeout_s: float = 20.0
+
+
+@dataclass(slots=True)
+class SimResult:
+    seed: int
+    events: int
+    ops_ok: int
+    ops_unknown: int
+    views: int
+    virtual_ms: int
+    linearizable: str
+
+
+@dataclass(slots=True)
+class SimClient:
+    session: ClientSession
+    pending_input: dict[str, Any] | None = None
+    pending_call: int = 0
+    next_at: int = 0
+
+
+class Simulation:
+    def __init__(self, seed: int, options: SimOptions | None = None) -> None:
+        self.seed = seed
+        self.options = options or SimOptions()
+        self.prng = random.Random(seed)
+        self.events = EventQueue()
+        self.network = Network(
+            prng=random.Random(self.prng.getrandbits(64)), events=self.events, options=self.options.network
+        )
+        self.config = Config(replica_count=self.options.replicas, cluster=7)
+        self.now = 0
+        self.trace: deque[tuple[int, str]] = deque(maxlen=TRACE_EVENTS_KEPT)
+        self.replicas: list[Replica | None] = []
+        self.incarnation = [0] * self.options.replicas
+        self.paused: set[int] = set()
+        self.stalled: set[int] = set()
+        self.backlog: dict[int, list[tuple[Any, Any]]] = {i: [] for i in range(self.options.replicas)}
+        self.checker = Checker(self)
+        for index in range(self.options.replicas):
+            self.replicas.append(self._new_replica(index, recovering=False))
+        self.clients: dict[int, SimClient] = {}
+        for number in range(self.options.clients):
+            client_id = 1000 + number
+            self.clients[client_id] = SimClient(
+                ClientSession(
+                    client_id=client_id,
+                    replica_count=self.options.replicas,
+                    prng=random.Random(self.prng.getrandbits(64)),
+                )
+            )
+        self.history: list[Operation] = []
+        self.event_count = 0
+        self.liveness = False
+
+    # --- construction -------------------------------------------------------------------------------------
+
+    def _new_replica(self, index: int, *, recovering: bool) -> Replica:
+        self.incarnation[index] += 1
+        label = f"r{index}"
+
+        def log(text: str) -> None:
+            self.trace.append((self.now, text))
+
+        replica = Replica(
+            config=self.config,
+            replica=index,
+            state_machine=self.new_state_machine(),
+            prng=random.Random(self.prng.getrandbits(64)),
+            recovering=recovering,
+            logger=log,
+        )
+        self._note(f"{label} started{' (recovering)' if recovering else ''}")
+        return replica
+
+    @staticmethod
+    def new_state_machine() -> MsgpackStateMachine:
+        return MsgpackStateMachine(CoordinationApp())
+
+    def _note(self, text: str) -> None:
+        self.trace.append((self.now, text))
+
+    # --- the run ------------------------------------------------------------------------------------------
+
+    def run(self) -> SimResult:
+        for index in range(self.options.replicas):
+            self.events.push(1 + index * 3 % TICK_MS, "tick", index)
+            self._flush(index)
+        for client_id in self.clients:
+            self.events.push(self.prng.randint(0, 20), "client", client_id)
+        self.events.push(self.options.fault_every_ms, "fault", None)
+        while self.event_count < self.options.events:
+            self._step()
+        self._start_liveness_phase()
+        deadline = self.now + LIVENESS_MS_MAX
+        while any(c.session.outstanding is not None for c in self.clients.values()):
+            if self.now > deadline:
+                raise self._violation("liveness: requests still outstanding after every fault healed")
+            self._step()
+        verdict = self._check_history()
+        views = max(r.view_number for r in self.replicas if r is not None)
+        ok = sum(1 for op in self.history if op.output is not UNKNOWN)
+        return SimResult(self.seed, self.event_count, ok, len(self.history) - ok, views, self.now, verdict)
+
+    def _step(self) -> None:
+        event = self.events.pop()
+        assert event.at >= self.now
+        self.now = event.at
+        self.event_count += 1
+        kind = event.kind
+        try:
+            if kind == "deliver":
+                self._deliver(*event.payload)
+            elif kind == "tick":
+                self._tick(event.payload)
+            elif kind == "client":
+                self._client(event.payload)
+            elif kind == "fault":
+                self._fault()
+            elif kind == "restart":
+                self._restart(event.payload)
+            elif kind == "resume":
+                self._resume(event.payload)
+            else:
+                raise AssertionError(kind)
+        except AssertionError as error:  # an assertion in the core is a found bug: report it as a violation
+            if isinstance(error, Violation):
+                raise
+            raise self._violation(f"assertion failed: {error}") from error
+
+    def _deliver(self, source: Any, to: Any, message: Any) -> None:
+        if not self.network.delivered_through(source, to):
+            return
+        if isinstance(to, tuple):  # a client
+            client = self.clients[to[1]]
+            self.checker.on_client_reply(message)
+            client.session.on_reply(message)
+            self._client_progress(to[1])
+            return
+        replica = self.replicas[to]
+        if replica is None:
+            return
+        if to in self.paused:
+            self.backlog[to].append((source, message))
+            return
+        if isinstance(message, Request):
+            replica.on_request(message)
+        else:
+            replica.on_message(message)
+        self._flush(to)
+
+    def _flush(self, index: int) -> None:
+        replica = self.replicas[index]
+        assert replica is not None
+        ready = replica.ready()
+        for envelope in ready.messages:
+            if envelope.to == BROADCAST:
+                for peer in range(self.options.replicas):
+                    if peer != index:
+                        self.network.send(self.now, index, peer, envelope.message)
+            else:
+                self.network.send(self.now, index, envelope.to, envelope.message)
+        for reply in ready.replies:
+            if reply.client_id in self.clients:
+                self.network.send(self.now, index, ("c", reply.client_id), reply)
+        replica.invariants()
+        self.checker.after_step(index, replica)
+
+    def _tick(self, index: int) -> None:
+        replica = self.replicas[index]
+        if replica is None:
+            return  # crashed: the restart event schedules ticks again
+        self.events.push(self.now + TICK_MS, "tick", index)
+        if index in self.paused or index in self.stalled:
+            return
+        replica.tick()
+        self._flush(index)
+
+    # --- clients ------------------------------------------------------------------------------------------
+
+    def _client(self, client_id: int) -> None:
+        client = self.clients[client_id]
+        self.events.push(self.now + TICK_MS, "client", client_id)
+        session = client.session
+        if session.outstanding is None and not self.liveness and self.now >= client.next_at:
+            operation = self._random_operation()
+            client.pending_input = operation
+            client.pending_call = self.now
+            session.submit(msgpack.packb(operation))
+        session.tick()
+        self._client_progress(client_id)
+
+    def _client_progress(self, client_id: int) -> None:
+        client = self.clients[client_id]
+        session = client.session
+        for to, request in session.take_outbox():
+            targets = range(self.options.replicas) if to == BROADCAST else (to,)
+            for target in targets:
+                self.network.send(self.now, ("c", client_id), target, request)
+        while (completion := session.take_completion()) is not None:
+            assert client.pending_input is not None
+            if completion.result is not None:
+                output = msgpack.unpackb(completion.result)
+                self.history.append(
+                    Operation(client_id, client.pending_input, output, client.pending_call, self.now)
+                )
+            else:  # an error we gave up on: the outcome is unknown
+                self.history.append(Operation(client_id, client.pending_input, UNKNOWN, client.pending_call))
+            client.pending_input = None
+            client.next_at = self.now + self.prng.randint(0, 30)
+
+    def _random_operation(self) -> dict[str, Any]:
+        key = self.prng.choice(KEYS)
+        roll = self.prng.random()
+        if roll < 0.3:
+            return {"op": "get", "key": key}
+        if roll < 0.55:
+            return {"op": "put", "key": key, "value": self.prng.randint(0, 9)}
+        if roll < 0.8:
+            return {
+                "op": "cas",
+                "key": key,
+                "expected": self.prng.randint(0, 9),
+                "new": self.prng.randint(0, 9),
+            }
+        return {"op": "incr", "key": f"n{key}", "by": 1}
+
+    # --- faults -------------------------------------------------------------------------------------------
+
+    def _fault(self) -> None:
+        if self.liveness:
+            return
+        self.events.push(self.now + self.prng.randint(1, 2 * self.options.fault_every_ms), "fault", None)
+        roll = self.prng.random()
+        options = self.options
+        if roll < 0.25:
+            if self.network.blocked:
+                self._note("network healed")
+                self.network.heal()
+        elif roll < 0.45 and options.partition:
+            self._partition()
+        elif roll < 0.6 and options.crash:
+            self._crash()
+        elif roll < 0.75 and options.pause:
+            index = self.prng.randrange(options.replicas)
+            if self.replicas[index] is not None and index not in self.paused:
+                self.paused.add(index)
+                self._note(f"r{index} paused")
+                self.events.push(self.now + self.prng.randint(50, 800), "resume", index)
+        elif roll < 0.85 and options.pause:
+            index = self.prng.randrange(options.replicas)
+            if index not in self.stalled:
+                self.stalled.add(index)
+                self._note(f"r{index} clock stalled")
+                self.events.push(self.now + self.prng.randint(50, 800), "resume", index)
+
+    def _partition(self) -> None:
+        replicas = list(range(self.options.replicas))
+        self.prng.shuffle(replicas)
+        cut = self.prng.randint(1, len(replicas) - 1) if len(replicas) > 1 else 1
+        side_a, side_b = replicas[:cut], replicas[cut:]
+        one_way = self.prng.random() < 0.3
+        self.network.heal()
+        for a in side_a:
+            for b in side_b:
+                self.network.block(a, b)
+                if not one_way:
+                    self.network.block(b, a)
+        self._note(f"partition {side_a} {'->' if one_way else '|'} {side_b}")
+
+    def _crash(self) -> None:
+        down = sum(1 for r in self.replicas if r is None or r.status is Status.RECOVERING)
+        if down >= self.config.f:
+            return
+        index = self.prng.randrange(self.options.replicas)
+        if self.replicas[index] is None:
+            return
+        self.replicas[index] = None
+        self.paused.discard(index)
+        self.stalled.discard(index)
+        self.backlog[index] = []
+        self._note(f"r{index} crashed (memory lost)")
+        self.checker.on_crash(index)
+        self.events.push(self.now + self.prng.randint(20, 600), "restart", index)
+
+    def _restart(self, index: int) -> None:
+        if self.replicas[index] is not None:
+            return
+        self.replicas[index] = self._new_replica(index, recovering=True)
+        self.events.push(self.now + TICK_MS, "tick", index)
+        self._flush(index)
+
+    def _resume(self, index: int) -> None:
+        if index in self.paused:
+            self.paused.discard(index)
+            self._note(f"r{index} resumed")
+            backlog, self.backlog[index] = self.backlog[index], []
+            for source, message in backlog:
+                self._deliver(source, index, message)
+        elif index in self.stalled:
+            self.stalled.discard(index)
+            self._note(f"r{index} clock resumed")
+
+    def _start_liveness_phase(self) -> None:
+        self.liveness = True
+        self._note("liveness phase: faults healed")
+        self.network.heal()
+        for index in sorted(self.paused | self.stalled):
+            self.paused.discard(index)
+            self.stalled.discard(index)
+            self._resume_backlog(index)
+        for index, replica in enumerate(self.replicas):
+            if replica is None:
+                self._restart(index)
+        self.network.options = NetworkOptions(
+            delay_ms_min=self.network.options.delay_ms_min,
+            delay_ms_max=self.network.options.delay_ms_max,
+            loss=0.0,
+            duplicate=self.network.options.duplicate,
+        )
+
+    def _resume_backlog(self, index: int) -> None:
+        backlog, self.backlog[index] = self.backlog[index], []
+        for source, message in backlog:
+            self._deliver(source, index, message)
+
+    # --- the end ------------------------------------------------------------------------------------------
+
+    def _check_history(self) -> str:
+        if not self.options.check_linearizability:
+            return "skipped"
+        result = check(self.history, ZvsrModel(), self.options.lincheck_timeout_s)
+        if result.verdict == "illegal":
+            raise self._violation(f"history is not linearizable: {result}")
+        return str(result.verdict)
+
+    def _violation(self, what: str) -> Violation:
+        lines = [f"seed={self.seed} t={self.now}ms: {what}", "last events:"]
+        lines += [f"  {at:>8}ms {text}" for at, text in self.trace]
+        return Violation(self.seed, what, "\n".join(lines))
+
+
+Runner = Callable[[int], SimResult]
+
+
+def run_seed(seed: int, options: SimOptions | None = None) -> SimResult:
+    return Simulation(seed, options).run()
+
+
+# Re-exported for callers that only need the message kinds the simulator routes.
+__all__ = ["Error", "Redirect", "Reply", "SimOptions", "SimResult", "Simulation", "Violation", "run_seed"]
