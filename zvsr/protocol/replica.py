@@ -108,8 +108,11 @@ class Replica:
         # rebuilt from the log whenever the log is replaced.
         self.client_pending: dict[int, int] = {}
 
-        # rule 3 / §5.2: we adopted view_number but have not yet installed its log.
+        # Rule 3 / §5.2: we adopted view_number but have not yet installed its log. Until we have all of it,
+        # our old log stays as it was (see _start_state_transfer) and the new view's log collects here.
         self.state_transfer = False
+        self.state_transfer_base = 0  # our commit_number when the transfer began: the new log follows it
+        self.state_transfer_entries: list[LogEntry] = []
 
         # Primary: PrepareOk accounting of *this* view (rule 6): backup -> highest op acknowledged.
         self.prepare_ok: dict[int, int] = {}
@@ -454,9 +457,7 @@ class Replica:
             return
         self.primary_timeout.reset()
         if self.state_transfer:
-            # Our log is the committed prefix plus chunks of this view's log: safe to execute what it holds.
-            self._commit_up_to(min(message.commit_number, self.op_number))
-            return
+            return  # our suffix may not be this view's: commit nothing until its log is installed
         if message.op_number > self.op_number:
             self._request_state()  # we miss a tail: repair (rule 11)
         self._send(self.primary_index(), self._prepare_ok_message())  # also tells the primary we are alive
@@ -483,32 +484,40 @@ class Replica:
         return True
 
     def _start_state_transfer(self, view: int) -> None:
-        """Rule 3 / §5.2: adopt the view, drop the uncommitted suffix (it may have been replaced), and fetch the
-        view's log from its primary. last_normal_view stays where it is until that log is installed."""
+        """Rule 3 / §5.2: adopt the view and fetch its log, after our commit_number, from its primary.
+
+        The paper truncates the log to commit_number right here. That is unsafe, and not only through
+        last_normal_view (Vanlightly's finding): the uncommitted suffix we would drop may hold an op that
+        was committed in an older view with *our* PrepareOk, by a primary whose commit we never heard of. If
+        we forget it and join the next view change, a quorum without that op can form (scenario test
+        `test_state_transfer_keeps_an_op_committed_with_our_ack`). So we keep the old log, with the old
+        last_normal_view — exactly what a replica that never saw this view would report — and replace the
+        suffix only once the whole of the view's log has arrived (`_finish_state_transfer`).
+        """
         assert view >= self.view_number
         self._log(f"state transfer to view {view} (commit_number {self.commit_number})")
         self._count("state transfer started")
         self.view_number = view
         self.status = Status.NORMAL
         self.state_transfer = True
-        self._truncate_log(self.commit_number)
+        self.state_transfer_base = self.commit_number
+        self.state_transfer_entries = []
         self._persist_view_state = True
         self._reset_view_votes()
+        self._rebuild_client_pending()
         self._enter_backup_timers()
         self._request_state(force=True)
 
-    def _truncate_log(self, op_number: int) -> None:
-        assert self.commit_number <= op_number <= self.op_number
-        if op_number < self.op_number:
-            del self.log[op_number:]
-            self.op_number = op_number
-            self._log_changed_from(op_number + 1)
-        self._rebuild_client_pending()
-
     def _request_state(self, *, force: bool = False) -> None:
         if force or not self.repair_timeout.running or self.repair_timeout.fired():
-            self._send(self.primary_index(), GetState(**self._header(), op_number=self.op_number))
+            self._send(self.primary_index(), GetState(**self._header(), op_number=self._state_op_number()))
             self.repair_timeout.reset()
+
+    def _state_op_number(self) -> int:
+        """The op after which we need the primary's log: ours, or during a transfer what we have collected."""
+        if self.state_transfer:
+            return self.state_transfer_base + len(self.state_transfer_entries)
+        return self.op_number
 
     def _tick_backup(self) -> None:
         if self.primary_timeout.fired():
@@ -575,37 +584,45 @@ class Replica:
             return self._ignore("on_new_state", "sender is not the primary")
         if self.is_primary():
             return self._ignore("on_new_state", "we are the primary")
-        if message.op_number < self.op_number:
+        have = self._state_op_number()
+        if message.op_number < have:
             return self._ignore("on_new_state", "would move op_number backwards")
         if message.commit_number < self.commit_number:
             return self._ignore("on_new_state", "would move commit_number backwards")
-        if message.entries and message.entries[0].op_number > self.op_number + 1:
-            return self._ignore("on_new_state", "does not follow our log")
+        if message.entries and message.entries[0].op_number != have + 1:
+            return self._ignore("on_new_state", "does not follow what we hold")
         assert message.commit_number <= message.op_number
         self.primary_timeout.reset()
-        for entry in message.entries:
-            if entry.op_number <= self.op_number:
-                if not self.state_transfer:
-                    assert self.log[entry.op_number - 1] == entry, "two logs in one view"
-                continue
-            self._append_entry(entry)
-        if self.state_transfer and self.op_number == message.op_number:
-            # Only once we hold everything the primary had when it answered do we hold the log this view
-            # started with; then, and only then, this is our last normal view (rule 3, the paper's hole).
-            self._finish_state_transfer()
-        self._commit_up_to(min(message.commit_number, self.op_number))
-        if self.op_number < message.op_number:
+        if self.state_transfer:
+            self.state_transfer_entries.extend(message.entries)
+            if self._state_op_number() == message.op_number:
+                # We hold everything the primary had when it answered, so at least the log this view started
+                # with: only now may it replace our suffix and become our last normal view.
+                self._finish_state_transfer()
+        else:
+            for entry in message.entries:
+                self._append_entry(entry)
+        if self._state_op_number() < message.op_number:
             self._request_state(force=True)
         else:
             self.repair_timeout.stop()
         if not self.state_transfer:
+            self._commit_up_to(min(message.commit_number, self.op_number))
             self._send(self.primary_index(), self._prepare_ok_message())
 
     def _finish_state_transfer(self) -> None:
-        self._log(f"state transfer done at op {self.op_number}")
+        base = self.state_transfer_base
+        assert base <= self.commit_number == base  # nothing commits during a transfer
+        self._log(f"state transfer done: ops {base + 1}..{base + len(self.state_transfer_entries)}")
+        del self.log[base:]
+        self.log.extend(self.state_transfer_entries)
+        self.op_number = len(self.log)
+        self._log_changed_from(base + 1)
         self.state_transfer = False
+        self.state_transfer_entries = []
         self.last_normal_view = self.view_number
         self._persist_view_state = True
+        self._rebuild_client_pending()
         self.repair_timeout.stop()
 
     # --- commit and execution (§4.1 steps 5, 7; §4.2 steps 4-5) --------------------------------------------
@@ -660,6 +677,8 @@ class Replica:
         self._log(f"start view change to view {view}")
         self.view_number = view
         self.status = Status.VIEW_CHANGE
+        self.state_transfer = False  # the old log stands as it is (with its last_normal_view) in our vote
+        self.state_transfer_entries = []
         self._reset_view_votes()
         self._rebuild_client_pending()
         self.start_view_change_from.add(self.replica)
@@ -901,6 +920,9 @@ class Replica:
         assert self.last_normal_view <= self.view_number
         if self.status is Status.NORMAL and not self.state_transfer:
             assert self.last_normal_view == self.view_number
+        if self.state_transfer:
+            assert self.status is Status.NORMAL and self.last_normal_view < self.view_number
+            assert self.commit_number == self.state_transfer_base
         if self.status is Status.NORMAL and self.is_primary():
             assert not self.state_transfer
             assert self.prepare_ok_view == self.view_number

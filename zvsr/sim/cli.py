@@ -25,7 +25,12 @@ from zvsr.sim.simulator import SimOptions, Violation, run_seed
     show_default=True,
     help="Events in the safety phase of each seed.",
 )
-@click.option("--loss", type=click.FloatRange(0, 0.5), default=0.02, show_default=True)
+@click.option(
+    "--loss",
+    type=click.FloatRange(0, 0.5),
+    default=None,
+    help="Fixed message loss for every seed (default: each seed draws its own fault rates: swarm testing).",
+)
 @click.option("--no-lincheck", is_flag=True, help="Skip the linearizability check at the end of each seed.")
 @click.option("--keep-going", is_flag=True, help="Run every seed even after a violation.")
 @click.option("--verbose", is_flag=True, help="One line per seed.")
@@ -35,7 +40,7 @@ def sim_command(
     replicas: int,
     clients: int,
     events: int,
-    loss: float,
+    loss: float | None,
     no_lincheck: bool,
     keep_going: bool,
     verbose: bool,
@@ -46,7 +51,8 @@ def sim_command(
         replicas=replicas,
         clients=clients,
         events=events,
-        network=NetworkOptions(loss=loss),
+        network=NetworkOptions(loss=loss if loss is not None else NetworkOptions().loss),
+        swarm=loss is None,
         check_linearizability=not no_lincheck,
     )
     violations = 0

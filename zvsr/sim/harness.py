@@ -67,9 +67,11 @@ class Cluster:
     seed: int = 0
     config: Config | None = None
     queue: list[InFlight] = field(default_factory=list)
+    sent: list[InFlight] = field(default_factory=list)  # every message ever queued, for assertions
     replies: list[ClientReply] = field(default_factory=list)
     blocked: set[tuple[int, int]] = field(default_factory=set)
     trace: list[str] = field(default_factory=list)
+    incarnations: dict[int, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.config is None:
@@ -81,11 +83,13 @@ class Cluster:
 
     def _new_replica(self, index: int, *, recovering: bool = False) -> Replica:
         assert self.config is not None
+        # Each incarnation gets its own PRNG stream: a restarted replica must not reuse its recovery nonce.
+        self.incarnations[index] = self.incarnations.get(index, 0) + 1
         return Replica(
             config=self.config,
             replica=index,
             state_machine=EchoLog(),
-            prng=random.Random(self.seed * 100 + index),
+            prng=random.Random(f"{self.seed}/{index}/{self.incarnations[index]}"),
             recovering=recovering,
             logger=self.trace.append,
         )
@@ -98,22 +102,17 @@ class Cluster:
         ready = replica.ready()
         for envelope in ready.messages:
             targets = (
-                [i for i in range(self.replica_count) if i != index]
-                if envelope.to == BROADCAST
-                else [envelope.to]
+                [i for i in range(self.replica_count) if i != index] if envelope.to == BROADCAST else [envelope.to]
             )
             for to in targets:
                 self.queue.append(InFlight(index, to, envelope.message))
+                self.sent.append(self.queue[-1])
         self.replies.extend(ready.replies)
         replica.invariants()
 
-    def request(
-        self, *, client_id: int, request_number: int, op: bytes = b"op", to: int | None = None
-    ) -> None:
+    def request(self, *, client_id: int, request_number: int, op: bytes = b"op", to: int | None = None) -> None:
         index = self.replicas[0].primary_index() if to is None else to
-        self.replicas[index].on_request(
-            Request(client_id=client_id, request_number=request_number, operation=op)
-        )
+        self.replicas[index].on_request(Request(client_id=client_id, request_number=request_number, operation=op))
         self.flush(index)
 
     def deliver(self, where: Callable[[InFlight], bool] = lambda m: True, *, limit: int | None = None) -> int:

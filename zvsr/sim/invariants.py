@@ -76,9 +76,7 @@ class Checker:
             else:
                 key = (entry.client_id, entry.request_number)
                 if key in self.committed_at:
-                    raise self.fail(
-                        f"request {key} committed twice: ops {self.committed_at[key]} and {op_number}"
-                    )
+                    raise self.fail(f"request {key} committed twice: ops {self.committed_at[key]} and {op_number}")
                 self.committed_at[key] = op_number
                 self.committed.append(entry)
                 # A reference copy of the app, fed the committed log once, gives the result each op must have.
@@ -87,14 +85,13 @@ class Checker:
         digest = hashlib.blake2b(replica.state_machine.snapshot(), digest_size=16).digest()
         known = self.digests.setdefault(commit_number, digest)
         if known != digest:
-            raise self.fail(
-                f"r{index}: app state at commit_number {commit_number} differs from another replica"
-            )
+            raise self.fail(f"r{index}: app state at commit_number {commit_number} differs from another replica")
 
     def _check_view_log(self, index: int, replica: Replica) -> None:
-        normal = replica.status is Status.NORMAL
+        # A replica in state transfer still holds its old view's log: it is not (yet) one of this view's.
+        normal = replica.status is Status.NORMAL and not replica.state_transfer
         view = replica.view_number
-        state = (view, normal and not replica.state_transfer)
+        state = (view, normal)
         if state != self.checked_view[index]:
             self.checked_view[index] = state
             self.checked_view_op[index] = 0

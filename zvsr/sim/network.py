@@ -53,6 +53,9 @@ class Network:
         self.events = events
         self.options = options
         self.blocked: set[tuple[Hashable, Hashable]] = set()
+        # Clogged links (VOPR's "path clogging"): (source, to) -> (until_ms, extra_delay_ms). A slow link opens
+        # the windows in which a replica waits for state while the rest of the cluster moves on.
+        self.clogged: dict[tuple[Hashable, Hashable], tuple[int, int]] = {}
         self.sent = 0
         self.dropped = 0
         self.duplicated = 0
@@ -64,8 +67,15 @@ class Network:
             return
         copies = 2 if self.prng.random() < self.options.duplicate else 1
         self.duplicated += copies - 1
+        extra = 0
+        clog = self.clogged.get((source, to)) if self.clogged else None
+        if clog is not None:
+            if clog[0] > now:
+                extra = clog[1]
+            else:
+                del self.clogged[(source, to)]
         for _ in range(copies):
-            delay = self.prng.randint(self.options.delay_ms_min, self.options.delay_ms_max)
+            delay = self.prng.randint(self.options.delay_ms_min, self.options.delay_ms_max) + extra
             self.events.push(now + delay, "deliver", (source, to, message))
 
     def delivered_through(self, source: Hashable, to: Hashable) -> bool:
@@ -75,5 +85,9 @@ class Network:
     def block(self, source: Hashable, to: Hashable) -> None:
         self.blocked.add((source, to))
 
+    def clog(self, source: Hashable, to: Hashable, *, until_ms: int, extra_delay_ms: int) -> None:
+        self.clogged[(source, to)] = (until_ms, extra_delay_ms)
+
     def heal(self) -> None:
         self.blocked.clear()
+        self.clogged.clear()

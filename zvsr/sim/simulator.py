@@ -21,7 +21,7 @@ from __future__ import annotations
 import random
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
@@ -55,6 +55,9 @@ class SimOptions:
     partition: bool = True
     check_linearizability: bool = True
     lincheck_timeout_s: float = 20.0
+    # Swarm testing (as TigerBeetle's VOPR does): each seed draws its own loss, delay and fault rates, so
+    # some seeds are calm and some are storms. Off, the fixed values above are used.
+    swarm: bool = True
 
 
 @dataclass(slots=True)
@@ -81,6 +84,8 @@ class Simulation:
         self.seed = seed
         self.options = options or SimOptions()
         self.prng = random.Random(seed)
+        if self.options.swarm:
+            self.options = self._swarm(self.options)
         self.events = EventQueue()
         self.network = Network(
             prng=random.Random(self.prng.getrandbits(64)), events=self.events, options=self.options.network
@@ -109,6 +114,16 @@ class Simulation:
         self.history: list[Operation] = []
         self.event_count = 0
         self.liveness = False
+
+    def _swarm(self, options: SimOptions) -> SimOptions:
+        prng = self.prng
+        network = NetworkOptions(
+            delay_ms_min=1,
+            delay_ms_max=prng.choice((2, 5, 12, 40)),
+            loss=prng.choice((0.0, 0.01, 0.05, 0.15)),
+            duplicate=prng.choice((0.0, 0.01, 0.05)),
+        )
+        return replace(options, network=network, fault_every_ms=prng.choice((40, 120, 300)), swarm=False)
 
     # --- construction -------------------------------------------------------------------------------------
 
@@ -294,8 +309,10 @@ class Simulation:
             if self.network.blocked:
                 self._note("network healed")
                 self.network.heal()
-        elif roll < 0.45 and options.partition:
+        elif roll < 0.35 and options.partition:
             self._partition()
+        elif roll < 0.45 and options.partition:
+            self._clog()
         elif roll < 0.6 and options.crash:
             self._crash()
         elif roll < 0.75 and options.pause:
@@ -324,6 +341,16 @@ class Simulation:
                 if not one_way:
                     self.network.block(b, a)
         self._note(f"partition {side_a} {'->' if one_way else '|'} {side_b}")
+
+    def _clog(self) -> None:
+        count = self.options.replicas
+        for _ in range(self.prng.randint(1, count)):
+            source, to = self.prng.randrange(count), self.prng.randrange(count)
+            if source != to:
+                extra = self.prng.choice((20, 80, 300))
+                until = self.now + self.prng.randint(50, 1000)
+                self.network.clog(source, to, until_ms=until, extra_delay_ms=extra)
+                self._note(f"link r{source}->r{to} clogged +{extra}ms until {until}ms")
 
     def _crash(self) -> None:
         down = sum(1 for r in self.replicas if r is None or r.status is Status.RECOVERING)
