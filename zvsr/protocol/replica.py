@@ -530,7 +530,7 @@ class Replica:
             else:
                 self.repair_timeout.stop()
 
-    def _enter_primary_timers(self) -> None:
+    def _enter_primary_timers(self, *, heard: set[int] | None = None) -> None:
         self.primary_timeout.stop()
         self.view_change_resend_timeout.stop()
         self.view_change_timeout.stop()
@@ -538,9 +538,10 @@ class Replica:
         self.recovery_timeout.stop()
         self.heartbeat_timeout.start()
         self.prepare_timeout.start()
-        # A new primary has just heard from a quorum (its DoViewChange votes), or is starting up: give every
-        # peer one quorum timeout to show itself before answering `unavailable` (rule 10).
-        self.last_heard = {i: self.now for i in range(self.config.replica_count) if i != self.replica}
+        # A new primary has just heard from its DoViewChange voters; a cluster starting up in view 0 gives every
+        # peer one quorum timeout to show itself before the primary answers `unavailable` (rule 10).
+        peers = range(self.config.replica_count) if heard is None else heard
+        self.last_heard = {i: self.now for i in peers if i != self.replica}
 
     def _enter_backup_timers(self) -> None:
         self.heartbeat_timeout.stop()
@@ -587,8 +588,6 @@ class Replica:
         have = self._state_op_number()
         if message.op_number < have:
             return self._ignore("on_new_state", "would move op_number backwards")
-        if message.commit_number < self.commit_number:
-            return self._ignore("on_new_state", "would move commit_number backwards")
         if message.entries and message.entries[0].op_number != have + 1:
             return self._ignore("on_new_state", "does not follow what we hold")
         assert message.commit_number <= message.op_number
@@ -607,6 +606,8 @@ class Replica:
         else:
             self.repair_timeout.stop()
         if not self.state_transfer:
+            # A NewState may know less of the commit point than we do (a new primary learns commit_number
+            # from its voters only); _commit_up_to never moves it backwards (rule 7).
             self._commit_up_to(min(message.commit_number, self.op_number))
             self._send(self.primary_index(), self._prepare_ok_message())
 
@@ -795,9 +796,10 @@ class Replica:
         self.prepare_ok = {}
         self.prepare_ok_view = self.view_number
         self._prepared_sent = self.op_number  # the log travels in StartView, not in Prepares
-        self._enter_primary_timers()
-        self._send(BROADCAST, self._start_view_message())
+        self._enter_primary_timers(heard=set(votes))
+        # Execute first: StartView must carry the largest commit_number of the votes (§4.2 step 3).
         self._commit_up_to(commit_number)
+        self._send(BROADCAST, self._start_view_message())
         self._commit_by_quorum()
 
     def _start_view_message(self) -> StartView:
