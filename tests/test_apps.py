@@ -165,9 +165,7 @@ def test_unlock_succeeds_only_for_the_holder(replica: Replica) -> None:
     assert replica.do({"op": "unlock", "name": "db", "owner": "bob"}) == {"ok": False}
     assert replica.do({"op": "lock", "name": "db", "owner": "bob"})["ok"] is False, "bob's unlock did nothing"
     assert replica.do({"op": "unlock", "name": "db", "owner": "alice"}) == {"ok": True}
-    assert replica.do({"op": "unlock", "name": "db", "owner": "alice"}) == {"ok": False}, (
-        "one unlock releases"
-    )
+    assert replica.do({"op": "unlock", "name": "db", "owner": "alice"}) == {"ok": False}, "one unlock releases"
 
 
 def test_fencing_tokens_increase_across_lock_unlock_lock_by_different_owners(replica: Replica) -> None:
@@ -322,12 +320,8 @@ coordination_ops = st.one_of(
         st.integers(-3, 3),
     ),
     st.builds(lambda k, b: {"op": "incr", "key": k, "by": b}, st.sampled_from("abc"), st.integers(-2, 2)),
-    st.builds(
-        lambda n, o: {"op": "lock", "name": n, "owner": o}, st.sampled_from("xy"), st.sampled_from("pq")
-    ),
-    st.builds(
-        lambda n, o: {"op": "unlock", "name": n, "owner": o}, st.sampled_from("xy"), st.sampled_from("pq")
-    ),
+    st.builds(lambda n, o: {"op": "lock", "name": n, "owner": o}, st.sampled_from("xy"), st.sampled_from("pq")),
+    st.builds(lambda n, o: {"op": "unlock", "name": n, "owner": o}, st.sampled_from("xy"), st.sampled_from("pq")),
 )
 
 

@@ -86,9 +86,7 @@ def prepares(draw: st.DrawFn) -> Prepare:
     count = draw(st.integers(1, 6))
     op_number = draw(st.integers(count, ID_MAX))
     entries = draw(entry_runs(view=header["view"], last_op_number=op_number, count=count))
-    return Prepare(
-        **header, op_number=op_number, commit_number=draw(st.integers(0, op_number)), entries=entries
-    )
+    return Prepare(**header, op_number=op_number, commit_number=draw(st.integers(0, op_number)), entries=entries)
 
 
 @st.composite
@@ -217,9 +215,7 @@ def decodes_or_rejects(data: bytes) -> None:
 
 
 def entry(op_number: int, *, view: int = 1, operation: bytes = b"op") -> LogEntry:
-    return LogEntry(
-        view=view, op_number=op_number, client_id=7, request_number=op_number, operation=operation
-    )
+    return LogEntry(view=view, op_number=op_number, client_id=7, request_number=op_number, operation=operation)
 
 
 def a_prepare(**changes: Any) -> dict[str, Any]:
@@ -276,9 +272,7 @@ def test_type_table_covers_every_message_class_with_replica_and_client_ranges() 
 def test_prepare_ok_encodes_to_the_documented_golden_bytes() -> None:
     # Key "type" first, then fields in dataclass order; a change here is a wire-format change.
     message = PrepareOk(cluster=1, epoch=0, view=3, replica=2, op_number=300)
-    golden = (
-        b"\x86\xa4type\x02\xa7cluster\x01\xa5epoch\x00\xa4view\x03\xa7replica\x02\xa9op_number\xcd\x01\x2c"
-    )
+    golden = b"\x86\xa4type\x02\xa7cluster\x01\xa5epoch\x00\xa4view\x03\xa7replica\x02\xa9op_number\xcd\x01\x2c"
     assert encode(message) == golden
     assert decode(golden) == message
 
@@ -385,9 +379,7 @@ msgpack_values = st.recursive(
     | st.floats()
     | st.text(max_size=8)
     | st.binary(max_size=8),
-    lambda children: (
-        st.lists(children, max_size=6) | st.dictionaries(st.text(max_size=10), children, max_size=6)
-    ),
+    lambda children: st.lists(children, max_size=6) | st.dictionaries(st.text(max_size=10), children, max_size=6),
     max_leaves=8,
 )
 

@@ -474,9 +474,7 @@ def _zvsr_file(tmp_path: Path, records: list[dict[str, Any]]) -> Path:
 
 def test_cli_exit_codes(tmp_path: Path) -> None:
     runner = CliRunner()
-    ok = runner.invoke(
-        lincheck_command, [str(DATA / "jepsen-etcd/etcd_002.log"), "--format", "jepsen-register"]
-    )
+    ok = runner.invoke(lincheck_command, [str(DATA / "jepsen-etcd/etcd_002.log"), "--format", "jepsen-register"])
     assert ok.exit_code == 0, ok.output
     assert ok.output.startswith("linearizable")
 
@@ -484,9 +482,7 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     assert bad.exit_code == 1, bad.output
     assert bad.output.startswith("NOT linearizable")
 
-    as_json = runner.invoke(
-        lincheck_command, [str(DATA / "kv/c01-bad.txt"), "--format", "jepsen-kv", "--json"]
-    )
+    as_json = runner.invoke(lincheck_command, [str(DATA / "kv/c01-bad.txt"), "--format", "jepsen-kv", "--json"])
     assert as_json.exit_code == 1
     payload = json.loads(as_json.output)
     assert payload["verdict"] == "illegal" and payload["failure"]["label"].startswith("key ")
@@ -500,9 +496,7 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     assert parse_err.exit_code == 2
     assert json.loads(parse_err.output)["verdict"] == "error"
 
-    wrong_format = runner.invoke(
-        lincheck_command, [str(DATA / "kv/c01-ok.txt"), "--format", "jepsen-register"]
-    )
+    wrong_format = runner.invoke(lincheck_command, [str(DATA / "kv/c01-ok.txt"), "--format", "jepsen-register"])
     assert wrong_format.exit_code == 2
 
     hard = _zvsr_file(
@@ -571,9 +565,7 @@ def _brute_force(history: Sequence[Operation], model: Model) -> bool:
         for chosen in itertools.combinations(pending, k):
             ops = [*completed, *chosen]
             for order in itertools.permutations(ops):
-                if any(
-                    ret(order[j]) < order[i].call for i in range(len(order)) for j in range(i + 1, len(order))
-                ):
+                if any(ret(order[j]) < order[i].call for i in range(len(order)) for j in range(i + 1, len(order))):
                     continue
                 states: dict[Any, Any] = {}
                 legal = True

@@ -1,0 +1,305 @@
+"""View change (§4.2, ARCHITECTURE rules 5, 6, 11), as scenarios: suspicion, StartViewChange from f others,
+DoViewChange to the new primary, the quorum counting the new primary itself, log selection, StartView,
+re-sending on timers, escalation to the next view, and what late or stale replicas get."""
+
+from __future__ import annotations
+
+from test_seed_flaws import (
+    _s03_view_one_learns_commit_from_replica_3,
+    counted,
+    entry,
+    header,
+    operations,
+    steady_config,
+    view_change_to_one,
+)
+
+from zvsr.protocol.messages import (
+    Commit,
+    DoViewChange,
+    LogEntry,
+    Prepare,
+    PrepareOk,
+    Reply,
+    StartView,
+    StartViewChange,
+)
+from zvsr.protocol.replica import Status
+from zvsr.sim.harness import Cluster, matching
+
+
+def do_view_change(
+    *,
+    view: int,
+    sender: int,
+    log: tuple[LogEntry, ...] = (),
+    last_normal_view: int = 0,
+    commit_number: int = 0,
+) -> DoViewChange:
+    return DoViewChange(
+        **header(view=view, replica=sender),
+        last_normal_view=last_normal_view,
+        op_number=len(log),
+        commit_number=commit_number,
+        log=log,
+    )
+
+
+# --- the whole round ----------------------------------------------------------------------------------------
+
+
+def test_backups_replace_a_silent_primary_and_the_new_primary_takes_over() -> None:
+    """Replica 0 is cut off. A backup's primary timeout fires; StartViewChange, DoViewChange and StartView
+    follow; replica 1 (view 1 mod 3) is primary, replica 2 its backup, both normal in view 1."""
+    cluster = Cluster(3)  # default jitter: which backup suspects first does not matter
+    cluster.partition({0}, {1, 2})
+    cluster.run_until(lambda: all(r.status is Status.NORMAL and r.view_number == 1 for r in cluster.replicas[1:]))
+    kinds = [type(item.message) for item in cluster.sent if item.source != 0]
+    assert StartViewChange in kinds and DoViewChange in kinds and StartView in kinds
+    assert [item.to for item in cluster.sent if isinstance(item.message, DoViewChange)] == [1]
+    for replica in cluster.replicas[1:]:
+        assert replica.last_normal_view == 1 and replica.primary_index() == 1
+    cluster.request(client_id=1, request_number=1, to=1)
+    cluster.deliver_all()
+    assert cluster.replicas[1].commit_number == 1
+    assert [r.view for r in cluster.replies if isinstance(r, Reply)] == [1]
+
+
+def test_do_view_change_only_after_start_view_change_from_f_others() -> None:
+    """5 replicas (f = 2). Replica 2 joins view 1 on replica 1's StartViewChange; a duplicate of it does not
+    count twice; replica 3's makes f others, and replica 2 sends its DoViewChange to replica 1 only."""
+    cluster = Cluster(5)
+    backup = cluster.replicas[2]
+    cluster.inject(2, StartViewChange(**header(view=1, replica=1)))
+    assert backup.status is Status.VIEW_CHANGE and backup.view_number == 1
+    assert sorted(item.to for item in cluster.queued(StartViewChange, source=2)) == [0, 1, 3, 4]
+    cluster.inject(2, StartViewChange(**header(view=1, replica=1)))
+    assert not cluster.queued(DoViewChange)
+    cluster.inject(2, StartViewChange(**header(view=1, replica=3)))
+    dvcs = cluster.queued(DoViewChange, source=2)
+    assert [item.to for item in dvcs] == [1]
+    assert dvcs[0].message == do_view_change(view=1, sender=2)
+    cluster.inject(2, StartViewChange(**header(view=1, replica=4)))
+    assert len(cluster.queued(DoViewChange, source=2)) == 1, "DoViewChange is sent once (re-sent on a timer)"
+
+
+def test_new_primary_needs_quorum_including_itself_and_counts_each_sender_once() -> None:
+    cluster = Cluster(5)
+    primary = cluster.replicas[1]
+    cluster.inject(1, StartViewChange(**header(view=1, replica=2)))
+    assert primary.status is Status.VIEW_CHANGE and 1 in primary.do_view_change_from
+    cluster.inject(1, do_view_change(view=1, sender=2))
+    cluster.inject(1, do_view_change(view=1, sender=2))
+    assert primary.status is Status.VIEW_CHANGE, "two DoViewChange from one replica are one vote"
+    cluster.inject(1, do_view_change(view=1, sender=3))
+    assert primary.status is Status.NORMAL and primary.view_number == 1
+    assert sorted(item.to for item in cluster.queued(StartView, source=1)) == [0, 2, 3, 4]
+
+
+def test_do_view_change_of_a_newer_view_makes_its_primary_join_and_count_it() -> None:
+    """Replica 1, normal in view 0, gets replica 2's DoViewChange for view 1: it moves to view 1 with its own
+    vote, counts replica 2's, and in a 3-cluster that is a quorum."""
+    cluster = Cluster(3)
+    cluster.inject(1, do_view_change(view=1, sender=2))
+    primary = cluster.replicas[1]
+    assert primary.status is Status.NORMAL and primary.view_number == 1 and primary.is_primary()
+
+
+def test_do_view_change_to_a_replica_that_is_not_the_views_primary_is_ignored() -> None:
+    cluster = Cluster(3)
+    cluster.inject(2, do_view_change(view=1, sender=0))
+    assert cluster.replicas[2].status is Status.NORMAL and cluster.replicas[2].view_number == 0
+    assert counted(cluster.replicas[2], "on_do_view_change", "not the primary") == 1
+
+
+def test_votes_of_older_views_are_ignored() -> None:
+    cluster = Cluster(3)
+    cluster.inject(1, StartViewChange(**header(view=3, replica=2)))
+    cluster.queue.clear()
+    cluster.inject(1, StartViewChange(**header(view=2, replica=2)))
+    cluster.inject(1, do_view_change(view=1, sender=2))
+    assert cluster.replicas[1].view_number == 3 and not cluster.queue
+    assert cluster.replicas[1].counters["on_start_view_change: older view"] == 1
+
+
+def test_a_replica_far_behind_jumps_to_the_view_it_hears_of() -> None:
+    cluster = Cluster(3)
+    cluster.inject(2, StartViewChange(**header(view=5, replica=1)))
+    assert cluster.replicas[2].view_number == 5 and cluster.replicas[2].status is Status.VIEW_CHANGE
+
+
+# --- log selection ------------------------------------------------------------------------------------------
+
+
+def test_new_primarys_own_log_wins_when_it_is_the_best() -> None:
+    """Replica 1's own log has the newest last_normal_view: it keeps it, whatever the others send."""
+    cluster = Cluster(3, config=steady_config(3))
+    cluster.request(client_id=1, request_number=1, op=b"a", to=0)
+    cluster.deliver_all()
+    primary = cluster.replicas[1]
+    assert operations(primary.log) == [b"a"]
+    cluster.inject(1, StartViewChange(**header(view=4, replica=2)))  # view 4: primary is replica 1
+    longer = tuple(entry(n, b"old", view=0) for n in (1, 2, 3))
+    cluster.inject(1, do_view_change(view=4, sender=2, log=longer, last_normal_view=0))
+    assert primary.status is Status.NORMAL
+    assert operations(primary.log) == [b"old", b"old", b"old"], "same last_normal_view: the longer log wins"
+
+
+def test_commit_number_is_the_largest_reported_even_from_a_shorter_log() -> None:
+    cluster = Cluster(3, config=steady_config(3))
+    log = (entry(1, b"a"), entry(2, b"b"))
+    cluster.inject(1, StartViewChange(**header(view=1, replica=2)))
+    cluster.queue.clear()
+    primary = cluster.replicas[1]
+    cluster.inject(1, do_view_change(view=1, sender=2, log=log, commit_number=1))
+    assert operations(primary.log) == [b"a", b"b"] and primary.commit_number == 1
+    assert cluster.apps[1].applied == [b"a"]
+
+
+# --- StartView: install, execute, acknowledge ---------------------------------------------------------------
+
+
+def test_start_view_installs_the_log_and_backups_acknowledge_uncommitted_ops_which_then_commit() -> None:
+    """Primary 0 prepared A and B at both backups, but no acknowledgement arrived. In view 1 they are
+    uncommitted: replica 2 acknowledges them on StartView, the new primary commits them and answers their
+    clients in view 1."""
+    cluster = Cluster(3, config=steady_config(3))
+    cluster.request(client_id=1, request_number=1, op=b"A", to=0)
+    cluster.request(client_id=2, request_number=1, op=b"B", to=0)
+    cluster.deliver(matching(Prepare))
+    cluster.drop(matching(PrepareOk))
+    cluster.partition({0}, {1, 2})
+    cluster.tick_until(1, lambda: cluster.replicas[1].view_number == 1)
+    cluster.deliver(matching((StartViewChange, DoViewChange)))
+    cluster.deliver(matching(StartViewChange))
+    cluster.deliver(matching(DoViewChange))
+    assert cluster.replicas[1].status is Status.NORMAL and cluster.replicas[1].commit_number == 0
+    cluster.deliver(matching(StartView, to=2))
+    backup = cluster.replicas[2]
+    assert backup.status is Status.NORMAL and backup.view_number == 1 and operations(backup.log) == [b"A", b"B"]
+    assert [(i.to, i.message.view, i.message.op_number) for i in cluster.queued(PrepareOk, source=2)] == [
+        (1, 1, 2)
+    ]
+    cluster.deliver_all()
+    assert cluster.replicas[1].commit_number == 2
+    assert [(r.view, r.client_id) for r in cluster.replies if isinstance(r, Reply)] == [(1, 1), (1, 2)]
+    cluster.check_applied()
+
+
+def test_re_sent_start_view_to_an_installed_backup_only_repeats_its_acknowledgement() -> None:
+    cluster = Cluster(3, config=steady_config(3))
+    view_change_to_one(cluster, without={0})
+    cluster.deliver_all()
+    cluster.request(client_id=1, request_number=1, op=b"x", to=1)
+    cluster.deliver_all()
+    start_view = next(i.message for i in cluster.sent if isinstance(i.message, StartView) and i.to == 2)
+    backup = cluster.replicas[2]
+    cluster.inject(2, start_view)  # older content than what replica 2 holds now: never go back
+    assert operations(backup.log) == [b"x"]
+    assert [item.message.op_number for item in cluster.queued(PrepareOk, source=2)] == [1]
+    assert counted(backup, "on_start_view", "already") == 1
+
+
+def test_start_view_of_an_older_view_is_ignored() -> None:
+    cluster = Cluster(3)
+    cluster.inject(2, StartViewChange(**header(view=4, replica=1)))
+    cluster.inject(2, StartView(**header(view=1, replica=1), op_number=0, commit_number=0, log=()))
+    assert cluster.replicas[2].view_number == 4 and cluster.replicas[2].status is Status.VIEW_CHANGE
+
+
+def test_primary_answers_a_late_start_view_change_or_do_view_change_with_start_view() -> None:
+    """View 1 started without replica 2. When replica 2 times out and asks for view 1, primary 1 answers with
+    StartView (whose DoViewChange or StartViewChange it may have missed)."""
+    cluster = Cluster(3, config=steady_config(3))
+    view_change_to_one(cluster, without={2})
+    cluster.tick_until(2, lambda: cluster.replicas[2].view_number == 1)
+    cluster.deliver(matching(StartViewChange, source=2, to=1))
+    assert [item.to for item in cluster.queued(StartView, source=1)] == [2]
+    cluster.deliver(matching(StartView, to=2))
+    assert cluster.replicas[2].status is Status.NORMAL and cluster.replicas[2].view_number == 1
+    cluster.inject(1, do_view_change(view=1, sender=2))
+    assert [item.to for item in cluster.queued(StartView, source=1)] == [2]
+
+
+def test_start_view_carries_the_largest_commit_number() -> None:
+    """The new primary learned from replica 3's DoViewChange that ops 1-2 are committed; the StartView it
+    broadcasts must say so (k = max), so that backups execute them now (§4.2 step 5)."""
+    cluster = _s03_view_one_learns_commit_from_replica_3()
+    start_views = [item.message for item in cluster.sent if isinstance(item.message, StartView)]
+    assert start_views and all(m.commit_number == 2 for m in start_views), [m.commit_number for m in start_views]
+    assert cluster.replicas[2].commit_number == 2
+
+
+# --- accounting and timers ----------------------------------------------------------------------------------
+
+
+def test_prepare_ok_accounting_is_cleared_on_every_view_change() -> None:
+    cluster = Cluster(3)
+    cluster.request(client_id=1, request_number=1, to=0)
+    cluster.deliver_all()
+    primary = cluster.replicas[0]
+    assert primary.prepare_ok == {1: 1, 2: 1}
+    cluster.inject(0, StartViewChange(**header(view=1, replica=1)))
+    assert primary.prepare_ok == {} and primary.prepare_ok_view == 1
+
+
+def test_view_change_votes_are_resent_on_a_timer() -> None:
+    """All first-round votes are lost. The resend timer sends StartViewChange (and, once sent, DoViewChange)
+    again, and the view change completes."""
+    config = steady_config(3)
+    cluster = Cluster(3, config=config)
+    cluster.partition({0}, {1, 2})
+    cluster.tick_until(2, lambda: cluster.replicas[2].status is Status.VIEW_CHANGE)
+    cluster.drop(matching(StartViewChange, source=2))  # lost
+    cluster.tick(config.view_change_resend_ticks, only={2})
+    assert [item.to for item in cluster.queued(StartViewChange, source=2) if item.to == 1] == [1]
+    cluster.deliver(matching(StartViewChange, to=1))  # replica 1 joins, votes, and replica 2 now has f others
+    cluster.deliver(matching(StartViewChange, to=2))
+    cluster.drop(matching(DoViewChange))  # lost
+    assert cluster.replicas[1].status is Status.VIEW_CHANGE
+    cluster.tick(config.view_change_resend_ticks, only={2})
+    assert [item.to for item in cluster.queued(DoViewChange, source=2)] == [1]
+    cluster.deliver_all()
+    assert [(r.status, r.view_number) for r in cluster.replicas[1:]] == [(Status.NORMAL, 1)] * 2
+
+
+def test_view_change_escalates_to_the_next_view_with_backoff_when_the_new_primary_stays_silent() -> None:
+    """5 replicas; replicas 0 and 1 are down, so view 1 (primary 1) can never start. The others give up on it
+    after view_change_timeout_ticks and start view 2, whose primary is replica 2, which succeeds."""
+    config = steady_config(5)
+    cluster = Cluster(5, config=config)
+    cluster.partition({0, 1}, {2, 3, 4})
+    views: dict[int, int] = {}  # view -> tick at which replica 3 entered it
+    for now in range(1, 400):
+        cluster.tick(only={2, 3, 4})
+        cluster.deliver_all()
+        views.setdefault(cluster.replicas[3].view_number, now)
+        if cluster.replicas[3].view_number == 2 and cluster.replicas[3].status is Status.NORMAL:
+            break
+    assert cluster.replicas[2].is_primary() and cluster.replicas[2].status is Status.NORMAL
+    assert views[2] - views[1] >= config.view_change_timeout_ticks
+    assert cluster.replicas[2].view_number == 2
+
+
+def test_escalation_backs_off() -> None:
+    """Without a quorum (3 of 5 down) view changes never complete; each next attempt waits longer."""
+    config = steady_config(5)
+    cluster = Cluster(5, config=config)
+    cluster.partition({0, 1, 2}, {3, 4})
+    entered: dict[int, int] = {}
+    for now in range(1, 800):
+        cluster.tick(only={3, 4})
+        cluster.deliver_all()
+        entered.setdefault(cluster.replicas[3].view_number, now)
+    gaps = [entered[v + 1] - entered[v] for v in sorted(entered)[1:-1] if v + 1 in entered]
+    assert len(gaps) >= 2
+    assert gaps[0] >= config.view_change_timeout_ticks
+    assert gaps[1] > gaps[0], f"no backoff: {gaps}"
+
+
+def test_new_primary_sends_heartbeats_and_backups_stay_quiet() -> None:
+    config = steady_config(3)
+    cluster = Cluster(3, config=config)
+    view_change_to_one(cluster, without={0})
+    cluster.tick(config.heartbeat_ticks, only={1})
+    assert sorted(item.to for item in cluster.queued(Commit, source=1)) == [0, 2]
