@@ -71,13 +71,18 @@ class ClientSession:
     def primary(self) -> int:
         return self.view % self.replica_count
 
-    def submit(self, operation: bytes) -> Request:
-        """Start a request; the caller must wait for its Completion before submitting another (§4)."""
+    def submit(self, operation: bytes, *, request_number: int | None = None) -> Request:
+        """Start a request; the caller must wait for its Completion before submitting another (§4).
+
+        `request_number` is for a proxy relaying a client that numbers its own requests; it must not go
+        backwards (the replicas would ignore it). By default the session numbers requests itself.
+        """
         assert self.outstanding is None, "a client has at most one outstanding request"
-        self.request_number += 1
-        self.outstanding = Request(
-            client_id=self.client_id, request_number=self.request_number, operation=operation
-        )
+        if request_number is None:
+            request_number = self.request_number + 1
+        assert request_number >= self.request_number, "request numbers never go backwards"
+        self.request_number = request_number
+        self.outstanding = Request(client_id=self.client_id, request_number=request_number, operation=operation)
         self._elapsed = 0
         self._retry.start()
         self._outbox.append((self.primary, self.outstanding))

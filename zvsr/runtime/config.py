@@ -1,0 +1,295 @@
+"""Cluster configuration: who the replicas are, where they listen, and how the processes behave.
+
+Sources are layered, highest first: command-line flags > `ZVSR_*` environment variables > the TOML file >
+defaults. A cluster file names every replica's three endpoints (peer ROUTER, heartbeat PUB, client ROUTER) in
+index order — the paper's configuration (§4): replica i is `[[replica]]` number i, and primary(v) = v mod n.
+
+    [cluster]
+    id = 1
+    epoch = 0
+    tick_ms = 10
+    app = "zvsr.apps.coordination:CoordinationApp"
+
+    [[replica]]
+    peer = "tcp://127.0.0.1:7710"
+    heartbeat = "tcp://127.0.0.1:7711"
+    client = "tcp://127.0.0.1:7712"
+    # ... one table per replica
+
+    [proxy]
+    endpoint = "tcp://127.0.0.1:7700"
+    request_timeout_ms = 5000
+
+    [node]
+    data_dir = "zvsr-data"      # each replica uses <data_dir>/replica-<i>
+    log_level = "info"
+    log_format = "text"         # or "json"
+
+    [timeouts]                  # optional overrides of zvsr.protocol.config.Config, in ticks
+    primary_timeout_ticks = 20
+
+Every value is validated here, so a typo fails at start with a message naming the key, not later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zvsr import constants
+from zvsr.protocol.config import Config
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_BASE_PORT = 7700
+DEFAULT_APP = "zvsr.apps.coordination:CoordinationApp"
+DEFAULT_REQUEST_TIMEOUT_MS = 5000
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+TIMEOUT_KEYS = (
+    "heartbeat_ticks",
+    "primary_timeout_ticks",
+    "primary_timeout_jitter_ticks",
+    "view_change_resend_ticks",
+    "view_change_timeout_ticks",
+    "view_change_timeout_max_ticks",
+    "prepare_resend_ticks",
+    "repair_ticks",
+    "recovery_resend_ticks",
+    "quorum_timeout_ticks",
+)
+# Environment variable -> settings key (flags use the same keys).
+ENVIRONMENT = {
+    "ZVSR_CLUSTER_ID": "cluster_id",
+    "ZVSR_EPOCH": "epoch",
+    "ZVSR_TICK_MS": "tick_ms",
+    "ZVSR_APP": "app",
+    "ZVSR_PROXY": "proxy",
+    "ZVSR_REQUEST_TIMEOUT_MS": "request_timeout_ms",
+    "ZVSR_DATA_DIR": "data_dir",
+    "ZVSR_LOG_LEVEL": "log_level",
+    "ZVSR_LOG_FORMAT": "log_format",
+}
+INT_KEYS = frozenset({"cluster_id", "epoch", "tick_ms", "request_timeout_ms"})
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot work; the message names the setting and what is wrong with it."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplicaAddress:
+    peer: str  # ROUTER this replica binds for replica-to-replica traffic
+    heartbeat: str  # PUB this replica binds for heartbeats (Commit)
+    client: str  # ROUTER this replica binds for client requests (REQ-compatible envelope)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterConfig:
+    replicas: tuple[ReplicaAddress, ...]
+    cluster_id: int = 1
+    epoch: int = 0
+    tick_ms: int = constants.TICK_MS
+    app: str = DEFAULT_APP
+    proxy: str = f"tcp://{DEFAULT_HOST}:{DEFAULT_BASE_PORT}"
+    request_timeout_ms: int = DEFAULT_REQUEST_TIMEOUT_MS
+    data_dir: str | None = None
+    log_level: str = "info"
+    log_format: str = "text"
+    timeouts: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.replicas) <= constants.REPLICAS_MAX:
+            raise ConfigError(f"a cluster has 1..{constants.REPLICAS_MAX} replicas, not {len(self.replicas)}")
+        if not 0 <= self.cluster_id <= constants.ID_MAX:
+            raise ConfigError(f"cluster id must be 0..2^64-1, got {self.cluster_id}")
+        if not 0 <= self.epoch <= constants.ID_MAX:
+            raise ConfigError(f"epoch must be 0..2^64-1, got {self.epoch}")
+        if not 1 <= self.tick_ms <= 1000:
+            raise ConfigError(f"tick_ms must be 1..1000, got {self.tick_ms}")
+        if self.request_timeout_ms < 1:
+            raise ConfigError(f"request_timeout_ms must be positive, got {self.request_timeout_ms}")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}")
+        if ":" not in self.app:
+            raise ConfigError(f"app must look like package.module:Class, got {self.app!r}")
+        unknown = set(self.timeouts) - set(TIMEOUT_KEYS)
+        if unknown:
+            raise ConfigError(f"unknown [timeouts] keys: {', '.join(sorted(unknown))}")
+        endpoints = [self.proxy]
+        for index, address in enumerate(self.replicas):
+            for name in ("peer", "heartbeat", "client"):
+                value = getattr(address, name)
+                if not isinstance(value, str) or "://" not in value:
+                    raise ConfigError(f"replica {index} {name} must be a ZeroMQ endpoint, got {value!r}")
+                endpoints.append(value)
+        duplicates = {e for e in endpoints if endpoints.count(e) > 1}
+        if duplicates:
+            raise ConfigError(f"endpoints used twice: {', '.join(sorted(duplicates))}")
+        try:
+            self.protocol_config()
+        except ValueError as error:
+            raise ConfigError(f"[timeouts]: {error}") from error
+
+    def protocol_config(self) -> Config:
+        return Config(
+            replica_count=len(self.replicas), cluster=self.cluster_id, epoch=self.epoch, **dict(self.timeouts)
+        )
+
+    def replica_data_dir(self, replica: int) -> Path | None:
+        return None if self.data_dir is None else Path(self.data_dir) / f"replica-{replica}"
+
+    def with_settings(self, settings: Mapping[str, Any]) -> ClusterConfig:
+        """This configuration with some top-level settings replaced (None values are ignored)."""
+        changes = {k: v for k, v in settings.items() if v is not None}
+        if "proxy" in changes:
+            changes["proxy"] = str(changes["proxy"])
+        return dataclasses.replace(self, **changes)
+
+
+def local_cluster(
+    *, replicas: int = 3, base_port: int = DEFAULT_BASE_PORT, host: str = DEFAULT_HOST, **settings: Any
+) -> ClusterConfig:
+    """`zvsr cluster up`'s embedded default: the proxy on base_port, replica i on base_port + 10(i+1) .. +2."""
+    if not 1 <= base_port <= 65535 - 10 * (replicas + 1):
+        raise ConfigError(f"base port {base_port} leaves no room for {replicas} replicas")
+    addresses = tuple(
+        ReplicaAddress(
+            peer=f"tcp://{host}:{base_port + 10 + 10 * i}",
+            heartbeat=f"tcp://{host}:{base_port + 11 + 10 * i}",
+            client=f"tcp://{host}:{base_port + 12 + 10 * i}",
+        )
+        for i in range(replicas)
+    )
+    return ClusterConfig(replicas=addresses, proxy=f"tcp://{host}:{base_port}", **settings)
+
+
+def load_config(
+    path: str | Path | None,
+    *,
+    environment: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+) -> ClusterConfig:
+    """File, then environment, then flags; without a file, the local default cluster is the base."""
+    settings: dict[str, Any] = {}
+    if path is None:
+        base = local_cluster()
+    else:
+        base = _from_file(Path(path))
+    for variable, key in ENVIRONMENT.items():
+        if environment is not None and variable in environment:
+            settings[key] = _parse_environment(variable, key, environment[variable])
+    for key, value in (flags or {}).items():
+        if value is not None:
+            settings[key] = value
+    try:
+        return base.with_settings(settings)
+    except TypeError as error:
+        raise ConfigError(f"unknown setting: {error}") from error
+
+
+def _parse_environment(variable: str, key: str, raw: str) -> Any:
+    if key in INT_KEYS:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{variable} must be an integer, got {raw!r}") from None
+    return raw
+
+
+def _from_file(path: Path) -> ClusterConfig:
+    try:
+        document = tomllib.loads(path.read_text())
+    except OSError as error:
+        raise ConfigError(f"cannot read {path}: {error.strerror}") from error
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path} is not valid TOML: {error}") from error
+    known_tables = {"cluster", "replica", "proxy", "node", "timeouts"}
+    unknown = set(document) - known_tables
+    if unknown:
+        raise ConfigError(f"{path}: unknown sections: {', '.join(sorted(unknown))}")
+    cluster = _table(document, "cluster", {"id", "epoch", "tick_ms", "app"}, path)
+    proxy = _table(document, "proxy", {"endpoint", "request_timeout_ms"}, path)
+    node = _table(document, "node", {"data_dir", "log_level", "log_format"}, path)
+    timeouts = _table(document, "timeouts", set(TIMEOUT_KEYS), path)
+    raw_replicas = document.get("replica")
+    if not isinstance(raw_replicas, list) or not raw_replicas:
+        raise ConfigError(f"{path}: needs at least one [[replica]] table")
+    replicas = []
+    for index, raw in enumerate(raw_replicas):
+        if not isinstance(raw, dict) or set(raw) != {"peer", "heartbeat", "client"}:
+            raise ConfigError(f"{path}: [[replica]] {index} needs exactly peer, heartbeat and client")
+        replicas.append(ReplicaAddress(peer=raw["peer"], heartbeat=raw["heartbeat"], client=raw["client"]))
+    settings: dict[str, Any] = {
+        "cluster_id": cluster.get("id"),
+        "epoch": cluster.get("epoch"),
+        "tick_ms": cluster.get("tick_ms"),
+        "app": cluster.get("app"),
+        "proxy": proxy.get("endpoint"),
+        "request_timeout_ms": proxy.get("request_timeout_ms"),
+        "data_dir": node.get("data_dir"),
+        "log_level": node.get("log_level"),
+        "log_format": node.get("log_format"),
+    }
+    for key in INT_KEYS:
+        value = settings[key]
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise ConfigError(f"{path}: {key} must be an integer, got {value!r}")
+    for key, value in timeouts.items():
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{path}: [timeouts] {key} must be an integer, got {value!r}")
+    if settings["data_dir"] is not None:
+        data_dir = Path(settings["data_dir"])
+        settings["data_dir"] = str(data_dir if data_dir.is_absolute() else path.parent / data_dir)
+    present = {k: v for k, v in settings.items() if v is not None}
+    return ClusterConfig(replicas=tuple(replicas), timeouts=dict(timeouts), **present)
+
+
+def _table(document: Mapping[str, Any], name: str, keys: set[str], path: Path) -> dict[str, Any]:
+    table = document.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [{name}] must be a table")
+    unknown = set(table) - keys
+    if unknown:
+        raise ConfigError(f"{path}: unknown keys in [{name}]: {', '.join(sorted(unknown))}")
+    return table
+
+
+def to_toml(config: ClusterConfig) -> str:
+    """Write a configuration back as a TOML file that `load_config` reads to the same value."""
+    lines = [
+        "[cluster]",
+        f"id = {config.cluster_id}",
+        f"epoch = {config.epoch}",
+        f"tick_ms = {config.tick_ms}",
+        f"app = {_quote(config.app)}",
+        "",
+    ]
+    for address in config.replicas:
+        lines += [
+            "[[replica]]",
+            f"peer = {_quote(address.peer)}",
+            f"heartbeat = {_quote(address.heartbeat)}",
+            f"client = {_quote(address.client)}",
+            "",
+        ]
+    lines += ["[proxy]", f"endpoint = {_quote(config.proxy)}"]
+    lines += [f"request_timeout_ms = {config.request_timeout_ms}", ""]
+    lines += ["[node]"]
+    if config.data_dir is not None:
+        lines.append(f"data_dir = {_quote(config.data_dir)}")
+    lines += [f"log_level = {_quote(config.log_level)}", f"log_format = {_quote(config.log_format)}", ""]
+    if config.timeouts:
+        lines.append("[timeouts]")
+        lines += [f"{key} = {value}" for key, value in sorted(config.timeouts.items())]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
