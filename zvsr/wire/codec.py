@@ -480,8 +480,9 @@ def _check_fields(value: dict[str, Any], cls: type) -> None:
         missing = expected - value.keys()
         if missing:
             raise DecodeError(REASON_MISSING_FIELD, f"{cls.__name__} lacks {', '.join(sorted(missing))}")
-        unknown = value.keys() - expected
-        raise DecodeError(REASON_UNKNOWN_FIELD, f"{cls.__name__} has {', '.join(sorted(unknown))}")
+        # Keys may be str or bin (msgpack allows both): repr them, since str and bytes neither sort nor join.
+        unknown = sorted(repr(key) for key in value.keys() - expected)
+        raise DecodeError(REASON_UNKNOWN_FIELD, f"{cls.__name__} has {', '.join(unknown)}")
 
 
 def _bad_int(name: str, value: object, high: int) -> DecodeError:
