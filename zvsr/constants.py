@@ -42,3 +42,43 @@ ERROR_MESSAGE_CHARS_MAX: Final = 1024
 # --- identities ---
 REPLICAS_MAX: Final = 15  # configurations of 1..15 replicas (f = (n - 1) // 2)
 ID_MAX: Final = 2**64 - 1  # client_id, request_number, op_number, view, cluster, nonce are unsigned 64-bit
+
+# --- client proxy (zvsr.runtime.proxy) ---
+PROXY_SESSIONS_MAX: Final = 65_536  # client sessions remembered (zvsr client_ids + legacy peers); LRU-evicted
+PROXY_SESSION_IDLE_MS: Final = 600_000  # a session without a request for this long is forgotten
+PROXY_IN_FLIGHT_MAX: Final = 8192  # relayed requests awaiting an answer; beyond, new requests get `busy`
+PROXY_FRAME_BYTES_MAX: Final = 1024 * 1024  # frontend MAXMSGSIZE: bigger frames cost the sender its connection
+PROXY_DRAIN_MAX: Final = 256  # messages taken from one socket before looking at the others (fairness)
+PROXY_BACKEND_SNDHWM: Final = 4096  # messages queued towards one replica; beyond, the send is dropped (retried)
+PROXY_SWEEP_MS: Final = 1000  # how often idle sessions are looked for
+BAD_INPUT_LOG_INTERVAL_MS: Final = 10_000  # at most one warning per reason per interval; the rest are counted
+HEARTBEAT_MESSAGE_BYTES_MAX: Final = 1024  # MAXMSGSIZE of a heartbeat SUB: a Commit is ~70 bytes
+CLIENT_REPLY_BYTES_MAX: Final = RESULT_BYTES_MAX + 1024  # one encoded Reply / Redirect / Error
+ZMTP_HEARTBEAT_IVL_MS: Final = 1000  # ZMTP PINGs on client-side connections, so a frozen peer is noticed
+ZMTP_HEARTBEAT_TIMEOUT_MS: Final = 3000  # ... and its connection dropped: queued sends then fail fast
+
+# --- Python client (zvsr.client) ---
+CLIENT_TICK_MS: Final = 10  # the client's retry clock
+CLIENT_TIMEOUT_MS: Final = 5000  # default time a call may take before it raises Timeout
+CLIENT_DIRECT_RETRY_MS: Final = 200  # direct to replicas: re-send to all after this long without an answer
+CLIENT_DIRECT_RETRY_MAX_MS: Final = 1600  # ... doubling (with jitter) up to this
+CLIENT_PROXY_RETRY_MS: Final = 1000  # via proxies (which retry themselves): re-send to all proxies after this
+CLIENT_PROXY_RETRY_MAX_MS: Final = 4000
+CLIENT_SNDHWM: Final = 1000  # messages queued towards one endpoint (replica or proxy)
+
+# --- replica node (zvsr.runtime.node) ---
+NODE_DRAIN_MAX: Final = 256  # messages taken from one socket per wake-up before the others get their turn
+NODE_TICKS_CATCH_UP_MAX: Final = 10  # missed ticks run at once after a stall; older ones are dropped (liveness)
+# Messages queued towards one peer (DEALER SNDHWM); beyond, sends are dropped and the protocol re-sends. At least
+# PIPELINE_OPS_MAX, so a full pipeline of unbatched Prepares fits without loss.
+NODE_PEER_SNDHWM: Final = 8192
+NODE_HEARTBEAT_SNDHWM: Final = 16  # PUB queue per subscriber: heartbeats are periodic and conflated anyway
+NODE_CLIENT_SNDHWM: Final = 1000  # answers queued towards one client connection; beyond, dropped (it retries)
+NODE_CLIENT_ROUTES_MAX: Final = 65_536  # client_id -> where to send its answers (LRU); beyond, the oldest go
+NODE_RECONNECT_IVL_MS: Final = 100  # DEALER / SUB reconnect interval towards a peer that is down
+NODE_RECONNECT_IVL_MAX_MS: Final = 1000  # ... backing off up to this
+ZMTP_HEARTBEAT_TTL_MS: Final = 3000  # tells the remote end to drop our connection after this much silence
+CLIENT_ENVELOPE_FRAMES_MAX: Final = 8  # frames of a client message: routing frames, delimiter, payload
+LOG_WARNING_REASONS_MAX: Final = 1024  # distinct rate-limited warning reasons tracked at once
+STATUS_ANSWER_BYTES_MAX: Final = 1024 * 1024  # one encoded status answer (zvsr.wire.admin)
+LOG_DETAIL_CHARS_MAX: Final = 512  # peer-controlled text in one rate-limited warning (decode errors quote input)

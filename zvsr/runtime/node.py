@@ -1,0 +1,660 @@
+"""The replica node: the protocol core (`zvsr.protocol.replica.Replica`) driven over ZeroMQ sockets.
+
+Theory of operation
+-------------------
+One thread runs one sync `zmq.Poller` reactor (ARCHITECTURE §4; measured ≈3× naive `zmq.asyncio`). Each
+wake-up does, in this order:
+
+1. poll the readable sockets, with a timeout that ends at the next tick;
+2. drain every readable socket with NOBLOCK — at most `NODE_DRAIN_MAX` messages each, so one busy socket cannot
+   starve the others — decoding and validating each message and feeding it to the core (`on_message`,
+   `on_request`); bad input is dropped and counted and never reaches the core;
+3. run the ticks that are due by `time.monotonic()` (one every `config.tick_ms`); a loop that fell behind
+   runs the missed ticks, but at most `NODE_TICKS_CATCH_UP_MAX` of them: time lost beyond that is dropped,
+   which only delays timeouts (liveness), never hurries them;
+4. take `replica.ready()` and execute it in the contract's order (`zvsr.protocol.ready`):
+   `storage.persist(records)` → send the messages → send the client answers.
+
+Taking one Ready per wake-up rather than per message is what batches: every request drained in step 2 goes out
+in as few Prepares as the core's bounds allow. Nothing of a Ready leaves before `persist` returns.
+
+Sockets (ARCHITECTURE §4, measured; options in `_open_sockets`):
+
+=============  ==========  =================================  =============================================
+socket         kind        endpoint                           carries
+=============  ==========  =================================  =============================================
+peer           ROUTER      bind own ``peer``                  every replica message from the peers' DEALERs
+to peer j      DEALER      connect j's ``peer``               our messages to j; routing id ``b"r<own>"``
+heartbeat      PUB         bind own ``heartbeat``             the core's Commit broadcasts (heartbeats)
+from peer j    SUB         connect j's ``heartbeat``          j's Commits (CONFLATE: only the latest counts)
+client         ROUTER      bind own ``client``                Requests, status queries; answers back
+=============  ==========  =================================  =============================================
+
+Each DEALER's routing id is its replica id, so the identity frame on the peer ROUTER names the sender: a
+message whose ``replica`` field disagrees, or from an identity that is no peer, is dropped and counted (the
+routing id is chosen by the peer, not authenticated: CurveZMQ will authenticate it). The core's Commit to
+BROADCAST goes out once on the PUB; every other broadcast is encoded once and sent to every DEALER. Every send
+is NOBLOCK; `zmq.Again` (queue full, or peer not connected: IMMEDIATE=1) and EHOSTUNREACH (a client that is
+gone: ROUTER_MANDATORY=1) are message loss, which VR survives by its re-sends (rule 11). A send never blocks
+and never raises out of the loop.
+
+Client port: the REQ-compatible envelope (`zvsr.runtime.envelope`). The node remembers, for each client_id,
+the envelope of its latest request (an LRU of `NODE_CLIENT_ROUTES_MAX`) to route the core's Reply / Redirect /
+Error back in the same shape. A status query (`zvsr.wire.admin`) is answered at once from `status()`.
+Unreadable input gets a ``bad_request`` Error (see `zvsr.wire.admin` for its two shapes).
+
+Start-up (`zvsr.runtime.storage`): a first start writes the data-dir marker and starts the core normally; a
+restart (marker present) starts the core in Recovery (§4.3), which takes part in nothing until a quorum
+answered. Logging (`zvsr.runtime.logs`): view changes, becoming primary or backup, recovery and state transfer
+at INFO, detected by comparing (status, view, role, state transfer) after each wake-up; bad input at
+rate-limited WARNING; the core's own lines at DEBUG. Nothing is logged per message or per operation at INFO.
+
+Threading: `ReplicaNode` binds its sockets in the constructor (so a port in use fails there) and is then used
+by exactly one thread at a time — the one in `run()`. `close()` after `run()` returned. `status()` may be
+called from another thread while it runs, for a best-effort snapshot (the client port's status query is the
+exact one).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from types import FrameType
+from typing import Any, Final
+
+import zmq
+
+from zvsr import constants as c
+from zvsr.apps import App, AppLoadError, MsgpackStateMachine, load_app
+from zvsr.protocol.messages import ERROR_BAD_REQUEST, ClientReply, Commit, Error, ReplicaMessage
+from zvsr.protocol.ready import BROADCAST, Ready
+from zvsr.protocol.replica import Replica, Status
+from zvsr.runtime.config import ClusterConfig
+from zvsr.runtime.envelope import (
+    NOBLOCK,
+    ClientEnvelope,
+    EnvelopeError,
+    parse_client_frames,
+    recv_frames,
+    send_answer,
+)
+from zvsr.runtime.logs import RateLimitedWarnings, ReplicaLogger, setup_logging
+from zvsr.runtime.storage import START_RECOVERY, Storage, StorageError
+from zvsr.wire import admin
+from zvsr.wire.codec import DecodeError, EncodeError, decode_replica_message, decode_request, encode
+
+PEER_FRAMES: Final = 2  # [routing id][message] on the peer ROUTER
+HEARTBEAT_FRAMES: Final = 1  # [message] on a SUB
+
+Socket = zmq.Socket[bytes]
+State = tuple[Status, int, bool, bool]  # (status, view, is primary, in state transfer): what INFO logs follow
+
+
+class NodeStartError(Exception):
+    """The node cannot start (an endpoint cannot be bound, say); the message says which and why."""
+
+
+def routing_id(replica: int) -> bytes:
+    """The routing id of replica `replica`'s DEALERs: what the peer ROUTERs see as the identity frame."""
+    return b"r%d" % replica
+
+
+class ReplicaNode:
+    """One replica of `config`, index `replica`, as a ZeroMQ process (or thread). See the module docstring."""
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        replica: int,
+        *,
+        app: App | None = None,
+        context: zmq.Context[Socket] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if not 0 <= replica < len(config.replicas):
+            raise ValueError(f"replica {replica} is not in the cluster (0..{len(config.replicas) - 1})")
+        self.config = config
+        self.index = replica
+        self.address = config.replicas[replica]
+        self._core: Replica | None = None
+        self._log = ReplicaLogger(logging.getLogger("zvsr.node"), replica=replica, context=self._log_context)
+        self._warnings = RateLimitedWarnings(self._log)
+        # Loss towards a peer that is down or not yet connected is the protocol's ordinary weather, not bad input.
+        self._losses = RateLimitedWarnings(self._log, level=logging.INFO)
+        self._counters: dict[str, int] = {}
+        self._messages_in = self._messages_out = self._requests_in = self._answers_out = 0
+        self._peers = tuple(i for i in range(len(config.replicas)) if i != replica)
+        self._senders = {routing_id(peer): peer for peer in self._peers}
+        self._last_heard: dict[int, float] = {}
+        self._routes: dict[int, ClientEnvelope] = {}  # client_id -> envelope of its latest request (LRU order)
+        self._send_drop_reasons = {peer: f"send: dropped to r{peer}" for peer in self._peers}
+        self._closed = False
+        self._running = False
+
+        machine = MsgpackStateMachine(load_app(config.app) if app is None else app)
+        self._storage = Storage.open(
+            config.replica_data_dir(replica),
+            cluster_id=config.cluster_id,
+            replica=replica,
+            replica_count=len(config.replicas),
+            epoch=config.epoch,
+        )
+        self._own_context = context is None
+        self._context: zmq.Context[Socket] = zmq.Context() if context is None else context
+        self._sockets: list[Socket] = []
+        try:
+            self._open_sockets()
+            self._storage.begin()  # a first start counts only once the sockets are ours (before any send)
+        except BaseException:
+            self._release()
+            raise
+        self.seed = int.from_bytes(os.urandom(8), "big") if seed is None else seed
+        self._core = Replica(
+            config=config.protocol_config(),
+            replica=replica,
+            state_machine=machine,
+            prng=random.Random(self.seed),
+            recovering=self._storage.recovering,
+            # The core formats its lines eagerly: attach it only when they would be written.
+            logger=self._core_line if self._log.isEnabledFor(logging.DEBUG) else None,
+        )
+        self._state = self._current_state()
+        self._started = time.monotonic()
+        self._next_tick = self._started
+        self._log_start()
+
+    # --- sockets ------------------------------------------------------------------------------------------
+
+    def _socket(self, kind: int, **options: int | bytes) -> Socket:
+        socket = self._context.socket(kind)
+        self._sockets.append(socket)
+        socket.setsockopt(zmq.LINGER, 0)  # close never waits for unsent messages: they are loss, not debt
+        for name, value in options.items():
+            socket.setsockopt(getattr(zmq, name), value)
+        return socket
+
+    def _bind(self, socket: Socket, endpoint: str, what: str) -> None:
+        try:
+            socket.bind(endpoint)
+        except zmq.ZMQError as error:
+            message = f"replica {self.index}: cannot bind its {what} endpoint {endpoint}: {error}"
+            raise NodeStartError(message) from error
+
+    def _open_sockets(self) -> None:
+        zmtp_heartbeats = {
+            # So a frozen peer's connection is dropped (and queued sends with it) instead of filling the queue.
+            # Also the only way out of a silent trap (measured): when ROUTER_HANDOVER gives our routing id to
+            # a newer connection (a restarted twin, an impostor), the peer ROUTER detaches our pipe but keeps
+            # the TCP connection, and our sends vanish without an error — forever, without heartbeats. With
+            # them the stalled connection times out, the DEALER reconnects and takes its id back.
+            "HEARTBEAT_IVL": c.ZMTP_HEARTBEAT_IVL_MS,
+            "HEARTBEAT_TIMEOUT": c.ZMTP_HEARTBEAT_TIMEOUT_MS,
+            "HEARTBEAT_TTL": c.ZMTP_HEARTBEAT_TTL_MS,
+        }
+        reconnect = {"RECONNECT_IVL": c.NODE_RECONNECT_IVL_MS, "RECONNECT_IVL_MAX": c.NODE_RECONNECT_IVL_MAX_MS}
+        self._peer_router = self._socket(
+            zmq.ROUTER,
+            ROUTER_HANDOVER=1,  # a restarted peer takes its routing id back from its dead connection
+            ROUTER_MANDATORY=1,  # never used to send; set as on every ROUTER, so a stray send would fail loudly
+            MAXMSGSIZE=c.MESSAGE_BYTES_MAX,
+            **zmtp_heartbeats,
+        )
+        self._bind(self._peer_router, self.address.peer, "peer")
+        self._client_router = self._socket(
+            zmq.ROUTER, ROUTER_MANDATORY=1, MAXMSGSIZE=c.CLIENT_MESSAGE_BYTES_MAX, SNDHWM=c.NODE_CLIENT_SNDHWM
+        )
+        self._bind(self._client_router, self.address.client, "client")
+        # A PUB reads only subscriptions (ours are one empty prefix): a small MAXMSGSIZE keeps it that way.
+        self._publisher = self._socket(
+            zmq.PUB, SNDHWM=c.NODE_HEARTBEAT_SNDHWM, MAXMSGSIZE=c.HEARTBEAT_MESSAGE_BYTES_MAX
+        )
+        self._bind(self._publisher, self.address.heartbeat, "heartbeat")
+        self._dealers: dict[int, Socket] = {}
+        self._subscribers: dict[int, Socket] = {}
+        for peer in self._peers:
+            dealer = self._socket(
+                zmq.DEALER,
+                ROUTING_ID=routing_id(self.index),
+                IMMEDIATE=1,  # queue only on a live connection: a down peer costs an immediate Again, not memory
+                SNDHWM=c.NODE_PEER_SNDHWM,
+                **zmtp_heartbeats,
+                **reconnect,
+            )
+            dealer.connect(self.config.replicas[peer].peer)
+            self._dealers[peer] = dealer
+            # CONFLATE must be set before connect; one SUB per peer, so conflation never mixes publishers.
+            subscriber = self._socket(zmq.SUB, CONFLATE=1, MAXMSGSIZE=c.HEARTBEAT_MESSAGE_BYTES_MAX, **reconnect)
+            subscriber.setsockopt(zmq.SUBSCRIBE, b"")
+            subscriber.connect(self.config.replicas[peer].heartbeat)
+            self._subscribers[peer] = subscriber
+        self._dealer_items = tuple(self._dealers.items())
+        self._poller = zmq.Poller()
+        self._drains: dict[Socket, Callable[[float], None]] = {
+            self._peer_router: self._drain_peers,
+            self._client_router: self._drain_clients,
+        }
+        for peer, subscriber in self._subscribers.items():
+            self._drains[subscriber] = partial(self._drain_heartbeats, subscriber, peer)
+        for socket in self._drains:
+            self._poller.register(socket, zmq.POLLIN)
+
+    # --- the reactor --------------------------------------------------------------------------------------
+
+    @property
+    def core(self) -> Replica:
+        """The protocol core (for tests and tools in the same process; touch it only from the loop's thread)."""
+        assert self._core is not None
+        return self._core
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Serve until `stop` is set (checked at least once per tick). Blocking; one thread at a time."""
+        if self._closed:
+            raise RuntimeError("the node is closed")
+        stop = threading.Event() if stop is None else stop
+        core = self.core
+        poll = self._poller.poll
+        drains = self._drains
+        tick_s = self.config.tick_ms / 1000
+        self._running = True
+        self._next_tick = time.monotonic() + tick_s
+        try:
+            self._execute(core.ready())  # what the constructor produced (a recovering core's first Recovery)
+            while not stop.is_set():
+                timeout_ms = math.ceil((self._next_tick - time.monotonic()) * 1000)
+                events = poll(timeout_ms if timeout_ms > 0 else 0)
+                now = time.monotonic()
+                for socket, _ in events:
+                    drains[socket](now)
+                if now >= self._next_tick:
+                    self._run_ticks(now, tick_s)
+                self._execute(core.ready())
+                self._notice_state()
+        except Exception:
+            # The core asserts its invariants: continuing after a broken one is worse than stopping (fail-stop).
+            self._log.exception("stopping on an unexpected error")
+            raise
+        finally:
+            self._running = False
+        self._log.info("stopped")
+
+    def _run_ticks(self, now: float, tick_s: float) -> None:
+        due = int((now - self._next_tick) / tick_s) + 1
+        if due > c.NODE_TICKS_CATCH_UP_MAX:
+            self._count("ticks: dropped (loop fell behind)", due - c.NODE_TICKS_CATCH_UP_MAX)
+            due = c.NODE_TICKS_CATCH_UP_MAX
+            self._next_tick = now + tick_s
+        else:
+            self._next_tick += due * tick_s
+        tick = self.core.tick
+        for _ in range(due):
+            tick()
+
+    def _execute(self, ready: Ready) -> None:
+        """The core's contract: persist, then send, then answer clients."""
+        if ready.persist:
+            self._storage.persist(ready.persist)
+        for envelope in ready.messages:
+            self._send_replica(envelope.to, envelope.message)
+        if ready.replies:
+            self._send_answers(ready.replies)
+
+    # --- inbound ------------------------------------------------------------------------------------------
+
+    def _drain_peers(self, now: float) -> None:
+        socket = self._peer_router
+        senders = self._senders
+        heard = self._last_heard
+        on_message = self.core.on_message
+        for _ in range(c.NODE_DRAIN_MAX):
+            try:
+                frames = recv_frames(socket, PEER_FRAMES)
+            except zmq.Again:
+                return
+            if len(frames) != PEER_FRAMES:
+                self._reject("peer: wrong frame count", f"expected [routing id][message], got {len(frames)}")
+                continue
+            sender = senders.get(frames[0])
+            if sender is None:
+                self._reject("peer: unknown identity", f"routing id {frames[0][:32]!r}")
+                continue
+            message = self._decode_replica_message(frames[1], "peer", sender)
+            if message is None:
+                continue
+            if message.replica != sender:
+                self._reject("peer: wrong identity", f"r{sender} sent a message of replica {message.replica}")
+                continue
+            heard[sender] = now
+            self._messages_in += 1
+            on_message(message)
+
+    def _drain_heartbeats(self, socket: Socket, peer: int, now: float) -> None:
+        on_message = self.core.on_message
+        for _ in range(c.NODE_DRAIN_MAX):
+            try:
+                frames = recv_frames(socket, HEARTBEAT_FRAMES)
+            except zmq.Again:
+                return
+            if len(frames) != HEARTBEAT_FRAMES:
+                self._reject("heartbeat: wrong frame count", f"from r{peer}")
+                continue
+            message = self._decode_replica_message(frames[0], "heartbeat", peer)
+            if message is None:
+                continue
+            if type(message) is not Commit or message.replica != peer:
+                self._reject("heartbeat: not a Commit of that peer", f"from r{peer}: {type(message).__name__}")
+                continue
+            self._last_heard[peer] = now
+            self._messages_in += 1
+            on_message(message)
+
+    def _decode_replica_message(self, data: bytes, where: str, sender: int) -> ReplicaMessage | None:
+        try:
+            return decode_replica_message(data)
+        except DecodeError as error:
+            self._reject(f"{where}: decode error ({error.reason})", f"from r{sender}: {error}")
+        except Exception as error:  # the decoder's contract is DecodeError only; bad input must not kill us
+            self._reject(f"{where}: decoder failed (our bug)", f"{type(error).__name__}: {error}")
+        return None
+
+    def _drain_clients(self, now: float) -> None:
+        socket = self._client_router
+        routes = self._routes
+        on_request = self.core.on_request
+        for _ in range(c.NODE_DRAIN_MAX):
+            try:
+                frames = recv_frames(socket, c.CLIENT_ENVELOPE_FRAMES_MAX)
+            except zmq.Again:
+                return
+            try:
+                envelope, payload = parse_client_frames(frames)
+            except EnvelopeError as error:
+                self._reject(f"client: bad envelope ({error.reason})", str(error))
+                continue
+            try:
+                request = decode_request(payload)
+            except Exception as error:  # DecodeError, or a decoder bug: either way the client gets an answer
+                self._answer_unreadable(envelope, payload, error)
+                continue
+            client_id = request.client_id
+            # LRU: re-inserting moves a client to the end; a new one past the bound evicts the oldest.
+            if routes.pop(client_id, None) is None and len(routes) >= c.NODE_CLIENT_ROUTES_MAX:
+                del routes[next(iter(routes))]
+            routes[client_id] = envelope
+            self._requests_in += 1
+            on_request(request)
+
+    def _answer_unreadable(self, envelope: ClientEnvelope, payload: bytes, error: Exception) -> None:
+        if admin.is_status_query(payload):
+            self._count("client: status queries")
+            self._send_client(envelope, admin.encode_status(self.status()))
+            return
+        if isinstance(error, DecodeError):
+            self._reject(f"client: decode error ({error.reason})", str(error))
+        else:
+            self._reject("client: decoder failed (our bug)", f"{type(error).__name__}: {error}")
+        text = admin.clip_message(f"cannot read the request: {error}")
+        ids = admin.request_ids(payload)
+        if ids is None:
+            data = admin.encode_bare_error(text)
+        else:
+            client_id, request_number = ids
+            answer = Error(
+                view=self.core.view_number,
+                client_id=client_id,
+                request_number=request_number,
+                code=ERROR_BAD_REQUEST,
+                message=text,
+            )
+            data = encode(answer)
+        self._send_client(envelope, data)
+
+    # --- outbound -----------------------------------------------------------------------------------------
+
+    def _send_replica(self, to: int, message: ReplicaMessage) -> None:
+        try:
+            data = encode(message)  # once, however many peers it goes to
+        except EncodeError as error:  # e.g. a whole-log message beyond MESSAGE_BYTES_MAX: log it, stay up
+            self._reject("send: cannot encode (our bug)", str(error), level=logging.ERROR)
+            return
+        if to != BROADCAST:
+            self._send_peer(to, self._dealers[to], data)
+        elif type(message) is Commit:
+            try:
+                self._publisher.send(data, NOBLOCK)  # a PUB drops at its HWM instead of raising
+                self._messages_out += 1
+            except zmq.ZMQError as error:
+                self._reject("heartbeat: publish failed", str(error))
+        else:
+            for peer, dealer in self._dealer_items:
+                self._send_peer(peer, dealer, data)
+
+    def _send_peer(self, peer: int, dealer: Socket, data: bytes) -> None:
+        try:
+            dealer.send(data, NOBLOCK)
+            self._messages_out += 1
+        except zmq.Again:
+            reason = self._send_drop_reasons[peer]
+            self._count(reason)
+            self._losses.warn(reason, "not connected or its queue is full (lost; the protocol re-sends)")
+        except zmq.ZMQError as error:
+            self._reject(self._send_drop_reasons[peer], f"{error} (lost; the protocol re-sends)")
+
+    def _send_answers(self, answers: Sequence[ClientReply]) -> None:
+        routes = self._routes
+        for answer in answers:
+            envelope = routes.get(answer.client_id)
+            if envelope is None:
+                # Normal after a failover or an eviction: the client asked another replica; it will retry here.
+                self._count("client: answer without a route")
+                continue
+            try:
+                data = encode(answer)
+            except EncodeError as error:  # the adapter bounds results, so this is our bug: log it, stay up
+                self._reject("client: cannot encode an answer (our bug)", str(error), level=logging.ERROR)
+                continue
+            self._send_client(envelope, data)
+
+    def _send_client(self, envelope: ClientEnvelope, data: bytes) -> None:
+        try:
+            send_answer(self._client_router, envelope, data)
+            self._answers_out += 1
+        except zmq.Again:
+            self._count("client: answer dropped (queue full)")
+        except zmq.ZMQError as error:
+            if error.errno == zmq.EHOSTUNREACH:
+                self._count("client: answer dropped (client gone)")
+            else:
+                self._reject("client: answer dropped", str(error))
+
+    # --- diagnostics --------------------------------------------------------------------------------------
+
+    def _count(self, reason: str, amount: int = 1) -> None:
+        self._counters[reason] = self._counters.get(reason, 0) + amount
+
+    def _reject(self, reason: str, detail: str, *, level: int = logging.WARNING) -> None:
+        """Count `reason` (a fixed phrase) and write a rate-limited warning with the peer-controlled detail."""
+        self._counters[reason] = self._counters.get(reason, 0) + 1
+        if level == logging.WARNING:
+            self._warnings.warn(reason, detail)
+        else:
+            self._log.log(level, "%s: %s", reason, detail)
+
+    def status(self) -> dict[str, Any]:
+        """A snapshot for operators and tests: what the status query answers (besides its ``type``)."""
+        core = self.core
+        now = time.monotonic()
+        heard = dict(self._last_heard)
+        counters = dict(core.counters)
+        counters.update(self._counters)
+        return {
+            "replica": self.index,
+            "cluster": self.config.cluster_id,
+            "epoch": self.config.epoch,
+            "status": core.status.value,
+            "view": core.view_number,
+            "role": "primary" if core.is_primary() else "backup",
+            "primary": core.primary_index(),
+            "op_number": core.op_number,
+            "commit_number": core.commit_number,
+            "last_normal_view": core.last_normal_view,
+            "state_transfer": core.state_transfer,
+            "start": self._storage.start,
+            "last_heard_ms": {
+                peer: (None if peer not in heard else round((now - heard[peer]) * 1000)) for peer in self._peers
+            },
+            "counters": counters,
+            "traffic": {
+                "messages_in": self._messages_in,
+                "messages_out": self._messages_out,
+                "requests_in": self._requests_in,
+                "answers_out": self._answers_out,
+            },
+            "uptime_s": round(now - self._started, 3),
+            "endpoints": {
+                "peer": self.address.peer,
+                "heartbeat": self.address.heartbeat,
+                "client": self.address.client,
+            },
+            "data_dir": None if self._storage.temporary else str(self._storage.path),
+        }
+
+    def _log_context(self) -> tuple[str, int]:
+        core = self._core
+        return ("starting", 0) if core is None else (core.status.value, core.view_number)
+
+    def _core_line(self, line: str) -> None:
+        # The core prefixes "r1 normal v3: "; our formatter adds the same prefix in either format.
+        self._log.debug(line.partition(": ")[2])
+
+    def _current_state(self) -> State:
+        core = self.core
+        return (core.status, core.view_number, core.is_primary(), core.state_transfer)
+
+    def _notice_state(self) -> None:
+        state = self._current_state()
+        if state != self._state:
+            previous, self._state = self._state, state
+            self._log_transition(previous, state)
+
+    def _log_transition(self, previous: State, state: State) -> None:
+        old_status, old_view, old_primary, old_transfer = previous
+        status, view, primary, transfer = state
+        core = self.core
+        numbers = f"op_number {core.op_number}, commit_number {core.commit_number}"
+        if old_status is Status.RECOVERING and status is not Status.RECOVERING:
+            self._log.info("recovery done: adopted view %d from its primary (%s)", view, numbers)
+        if status is Status.VIEW_CHANGE:
+            if old_status is not Status.VIEW_CHANGE or view != old_view:
+                self._log.info("view change to view %d (its primary is r%d)", view, core.primary_index())
+            return
+        if status is not Status.NORMAL:
+            return
+        if transfer:
+            if not old_transfer or view != old_view:
+                self._log.info(
+                    "state transfer: fetching the log of view %d from r%d after op %d",
+                    view,
+                    core.primary_index(),
+                    core.commit_number,
+                )
+        elif old_transfer and view == old_view and old_status is Status.NORMAL:
+            self._log.info("state transfer done: backup in view %d (%s)", view, numbers)
+        elif (old_status, old_view, old_primary) != (status, view, primary) or old_transfer:
+            if primary:
+                self._log.info("became primary of view %d (%s)", view, numbers)
+            else:
+                self._log.info("backup in view %d, primary r%d (%s)", view, core.primary_index(), numbers)
+
+    def _log_start(self) -> None:
+        storage = self._storage
+        where = "a temporary data dir" if storage.temporary else f"data dir {storage.path}"
+        self._log.info(
+            "replica %d of %d, cluster %d epoch %d: peer %s, heartbeat %s, client %s; %s",
+            self.index,
+            len(self.config.replicas),
+            self.config.cluster_id,
+            self.config.epoch,
+            self.address.peer,
+            self.address.heartbeat,
+            self.address.client,
+            where,
+        )
+        if storage.start == START_RECOVERY:
+            self._log.info(
+                "restart: marker %s (created %s) found and nothing else is durable yet, so this replica runs "
+                "the Recovery protocol (§4.3) and takes part in nothing until a quorum of replicas in normal "
+                "status answered",
+                storage.marker_path,
+                storage.marker.created,
+            )
+        else:
+            role = "primary" if self.core.is_primary() else "backup"
+            self._log.info("first start: marker written; starting in normal status as %s of view 0", role)
+        self._log.debug("PRNG seed %d", self.seed)
+
+    # --- shutdown -----------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every socket (nothing lingers) and release the data dir. Call after `run()` has returned."""
+        if self._running:
+            raise RuntimeError("close() while run() is active: set its stop event and wait for it first")
+        if self._closed:
+            return
+        self._closed = True
+        self._release()
+
+    def _release(self) -> None:
+        for socket in self._sockets:
+            socket.close(linger=0)
+        self._sockets.clear()
+        if self._own_context:
+            self._context.term()
+        self._storage.close()
+
+    def __enter__(self) -> ReplicaNode:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def serve(node: ReplicaNode, stop: threading.Event | None = None) -> None:
+    """Run `node` until `stop` is set or, in the main thread, SIGTERM / SIGINT arrives; then close it."""
+    stop = threading.Event() if stop is None else stop
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+
+        def request_stop(signum: int, frame: FrameType | None) -> None:
+            stop.set()  # the loop notices within one tick
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, request_stop)
+    try:
+        node.run(stop)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        node.close()
+
+
+def serve_node(config: ClusterConfig, replica: int) -> None:
+    """`zvsr node`: configure logging from `config`, start replica `replica`, serve until SIGTERM / SIGINT.
+
+    A node that cannot start (endpoint in use, foreign or damaged data dir, app that does not load) logs one
+    clear line and exits the process with status 1.
+    """
+    setup_logging(config.log_level, config.log_format)
+    try:
+        node = ReplicaNode(config, replica)
+    except (NodeStartError, StorageError, AppLoadError) as error:
+        log = ReplicaLogger(logging.getLogger("zvsr.node"), replica=replica, context=lambda: ("starting", 0))
+        log.error("cannot start: %s", error)
+        raise SystemExit(1) from error
+    serve(node)

@@ -1,0 +1,218 @@
+"""A replica's data directory: how it decides between a first start and a recovery, and (later) its log.
+
+Theory of operation
+-------------------
+VR Revisited lets a replica run without a disk, provided a replica that restarts *knows* it lost its memory
+and runs the Recovery protocol (§4.3) before taking part in anything again (ARCHITECTURE rule 12): a replica
+that forgot its promises and voted or acknowledged as if fresh could let a quorum lose an acknowledged
+operation. So the one thing a replica must be able to tell at start is "have I ever run before?".
+
+That is the marker file ``replica.json`` in the replica's data directory, written once, atomically
+(temporary file, fsync, rename, fsync of the directory), before the replica sends anything:
+- no marker: first start. Write the marker (once the sockets are bound, before anything is sent), start the
+  core normally (`recovering=False`);
+- a marker for this cluster and replica index: this process was restarted. Until the write-ahead log exists
+  nothing else is durable, so start the core with `recovering=True`;
+- a marker for another cluster id or replica index: refuse to start (`StorageError`) — the directory belongs to
+  someone else, and using it would make this replica lie about its identity or history;
+- a marker that cannot be read (truncated, not JSON, fields missing): refuse too. It can only be damage, and
+  treating damage as "first start" is exactly the amnesia rule 12 forbids. A leftover ``replica.json.tmp``
+  without a marker is a first start that crashed before its rename — it sent nothing, so it starts afresh.
+
+Without a configured data dir (``data_dir = None``) the replica uses a temporary directory that it removes on
+close, and every start is a first start: such a replica must not be restarted into a running cluster under
+the same index without its memory (the launchers always configure a data dir).
+
+Limitation until the WAL: if *every* replica restarts, every one of them recovers, and Recovery needs a quorum
+of replicas in normal status to answer — the cluster then waits forever. Its state was in memory only; the
+operator removes the data directories to start an empty cluster.
+
+`persist(records)` is the driver's step 1 of the core's contract (``zvsr.protocol.ready``). It does nothing
+yet; the durability issue adds the write-ahead log and the superblock behind this same call, which must then
+return only once the records are durable (the node sends nothing of a Ready before it returns).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from zvsr.protocol.ready import PersistRecord
+
+MARKER_NAME: Final = "replica.json"
+MARKER_FORMAT: Final = "zvsr.replica"
+MARKER_VERSION: Final = 1
+
+START_FIRST: Final = "first_start"
+START_RECOVERY: Final = "recovery"
+
+
+class StorageError(Exception):
+    """The data directory cannot be used by this replica; the message says why and what to do."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Marker:
+    cluster_id: int
+    replica: int
+    replica_count: int
+    epoch: int
+    created: str  # ISO 8601, informational
+
+
+class Storage:
+    """One replica's data directory. Open it with `Storage.open`; `start` says which path the replica takes."""
+
+    def __init__(self, *, path: Path, start: str, marker: Marker, temporary: bool) -> None:
+        self.path = path
+        self.start = start
+        self.marker = marker
+        self.temporary = temporary
+        self._closed = False
+
+    @property
+    def recovering(self) -> bool:
+        """Whether the core must start with the Recovery protocol (§4.3)."""
+        return self.start == START_RECOVERY
+
+    @property
+    def marker_path(self) -> Path:
+        return self.path / MARKER_NAME
+
+    @classmethod
+    def open(
+        cls, path: Path | None, *, cluster_id: int, replica: int, replica_count: int, epoch: int = 0
+    ) -> Storage:
+        """Take the data directory `path` (created if missing), or a temporary one if None, and decide which
+        start this is. Writes nothing yet: `begin()` writes the marker of a first start."""
+        temporary = path is None
+        try:
+            if path is None:
+                path = Path(tempfile.mkdtemp(prefix=f"zvsr-r{replica}-"))
+            else:
+                _make_directory(path)
+            exists = (path / MARKER_NAME).exists()
+        except OSError as error:
+            raise StorageError(f"data directory {path}: {error}") from error
+        if exists:
+            marker = _read_marker(path / MARKER_NAME)
+            if marker.cluster_id != cluster_id or marker.replica != replica:
+                raise StorageError(
+                    f"{path} belongs to replica {marker.replica} of cluster {marker.cluster_id}, "
+                    f"not replica {replica} of cluster {cluster_id}: refusing to start "
+                    "(point this replica at its own data directory)"
+                )
+            return cls(path=path, start=START_RECOVERY, marker=marker, temporary=temporary)
+        marker = Marker(
+            cluster_id=cluster_id,
+            replica=replica,
+            replica_count=replica_count,
+            epoch=epoch,
+            created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        )
+        return cls(path=path, start=START_FIRST, marker=marker, temporary=temporary)
+
+    def begin(self) -> None:
+        """Called once the replica is ready to run and before it sends anything: a first start writes its
+        marker now, so a start that failed earlier (a port in use, say) does not count as having run."""
+        if self.start == START_FIRST and not self.marker_path.exists():
+            try:
+                _write_atomically(self.marker_path, _marker_bytes(self.marker))
+            except OSError as error:
+                raise StorageError(f"cannot write {self.marker_path}: {error}") from error
+
+    def persist(self, records: Sequence[PersistRecord]) -> None:
+        """Make `records` durable, in order, before returning (contract step 1). A no-op until the WAL exists:
+        nothing but the marker survives a restart, which is why a restart runs Recovery."""
+
+    def close(self) -> None:
+        """Release the directory; a temporary one is removed."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.temporary:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _marker_bytes(marker: Marker) -> bytes:
+    document = {
+        "format": MARKER_FORMAT,
+        "version": MARKER_VERSION,
+        "cluster_id": marker.cluster_id,
+        "replica": marker.replica,
+        "replica_count": marker.replica_count,
+        "epoch": marker.epoch,
+        "created": marker.created,
+    }
+    return (json.dumps(document, indent=2) + "\n").encode()
+
+
+def _read_marker(path: Path) -> Marker:
+    try:
+        document = json.loads(path.read_bytes())
+    except (OSError, ValueError) as error:
+        raise StorageError(
+            f"{path} cannot be read ({error}): refusing to start on a damaged data directory"
+        ) from error
+    fields = ("cluster_id", "replica", "replica_count", "epoch")
+    if (
+        not isinstance(document, dict)
+        or document.get("format") != MARKER_FORMAT
+        or document.get("version") != MARKER_VERSION
+        or not all(type(document.get(name)) is int for name in fields)
+    ):
+        raise StorageError(f"{path} is not a zvsr replica marker (version {MARKER_VERSION}): refusing to start")
+    return Marker(
+        cluster_id=document["cluster_id"],
+        replica=document["replica"],
+        replica_count=document["replica_count"],
+        epoch=document["epoch"],
+        created=str(document.get("created", "")),
+    )
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Temporary file, fsync, rename over `path`, fsync the directory: after a crash, all of it or none."""
+    temporary = path.with_name(path.name + ".tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(descriptor, view) :]
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    os.replace(temporary, path)
+    _fsync_directory(path.parent)
+
+
+def _make_directory(path: Path) -> None:
+    """Create `path` and its missing parents, fsyncing each new entry's parent so the directory survives."""
+    missing: list[Path] = []
+    probe = path
+    while not probe.exists():
+        missing.append(probe)
+        probe = probe.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir()
+        except FileExistsError:  # another replica of a local cluster made the shared parent just now
+            pass
+        _fsync_directory(directory.parent)
+    if not path.is_dir():
+        raise StorageError(f"data directory {path} is not a directory")
+
+
+def _fsync_directory(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
