@@ -1,0 +1,292 @@
+"""Test doubles on real ZeroMQ sockets: scriptable fake replicas and heartbeat publishers, free ports, waiting.
+
+A `FakeReplica` binds a ROUTER at a replica's client endpoint and runs in a thread; for every request it
+receives (decoded with the real codec) it records (request, envelope shape) and asks its `script` what to
+answer: a list of messages (`Reply` / `Redirect` / `Error`, encoded here; raw bytes are sent as they are), or
+nothing. Tests wait for conditions with deadlines (`wait_for`), never for fixed times.
+"""
+
+from __future__ import annotations
+
+import socket as socket_module
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import zmq
+
+from zvsr.protocol.messages import ClientReply, Commit, Reply, Request
+from zvsr.runtime.config import ClusterConfig, ReplicaAddress
+from zvsr.wire.codec import DecodeError, decode_request, encode
+
+T = TypeVar("T")
+
+Script = Callable[[Request], list[ClientReply | bytes]]
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel had free a moment ago (bound to port 0 together, then released)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket_module.socket(socket_module.AF_INET, socket_module.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def local_config(replicas: int = 3, **settings: Any) -> ClusterConfig:
+    ports = free_ports(3 * replicas + 1)
+    addresses = tuple(
+        ReplicaAddress(
+            peer=f"tcp://127.0.0.1:{ports[3 * i]}",
+            heartbeat=f"tcp://127.0.0.1:{ports[3 * i + 1]}",
+            client=f"tcp://127.0.0.1:{ports[3 * i + 2]}",
+        )
+        for i in range(replicas)
+    )
+    return ClusterConfig(replicas=addresses, proxy=f"tcp://127.0.0.1:{ports[-1]}", **settings)
+
+
+def wait_for(condition: Callable[[], T | None], *, timeout_s: float = 5.0, what: str = "a condition") -> T:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.1f} s waiting for {what}")
+        time.sleep(0.005)  # polling interval, not synchronisation: the condition decides
+
+
+def silent(request: Request) -> list[ClientReply | bytes]:
+    return []
+
+
+def echo_result(result: bytes = b"\xc0", *, view: int = 0) -> Script:
+    """Answer every request like a primary of `view`, with `result` (default: msgpack nil)."""
+
+    def script(request: Request) -> list[ClientReply | bytes]:
+        return [
+            Reply(view=view, client_id=request.client_id, request_number=request.request_number, result=result)
+        ]
+
+    return script
+
+
+@dataclass
+class Received:
+    request: Request
+    frames: int  # frames before the payload: 1 for a DEALER peer, 2 for a REQ-style one
+
+
+@dataclass
+class FakeReplica:
+    endpoint: str
+    context: zmq.Context[zmq.Socket[bytes]]
+    script: Script = silent
+    received: list[Received] = field(default_factory=list)
+    garbage: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> FakeReplica:
+        router = self.context.socket(zmq.ROUTER)
+        router.setsockopt(zmq.LINGER, 0)
+        router.bind(self.endpoint)
+        self._thread = threading.Thread(target=self._run, args=(router,), daemon=True)
+        self._thread.start()
+        return self
+
+    def requests(self) -> list[Request]:
+        with self._lock:
+            return [r.request for r in self.received]
+
+    def _run(self, router: zmq.Socket[bytes]) -> None:
+        try:
+            while not self._stop.is_set():
+                if not router.poll(10):
+                    continue
+                frames = router.recv_multipart()
+                envelope, payload = frames[:-1], frames[-1]
+                try:
+                    request = decode_request(payload)
+                except DecodeError:
+                    self.garbage += 1
+                    continue
+                with self._lock:
+                    self.received.append(Received(request, len(envelope)))
+                    script = self.script
+                for answer in script(request):
+                    data = answer if isinstance(answer, bytes) else encode(answer)
+                    router.send_multipart([*envelope, data])
+        finally:
+            router.close(linger=0)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            assert not self._thread.is_alive()
+
+
+@contextmanager
+def fake_replicas(
+    config: ClusterConfig, context: zmq.Context[zmq.Socket[bytes]], *scripts: Script
+) -> Iterator[list[FakeReplica]]:
+    """One fake per replica of `config` (scripts in index order; missing ones are silent)."""
+    with ExitStack() as stack:
+        fakes = []
+        for index, address in enumerate(config.replicas):
+            script = scripts[index] if index < len(scripts) else silent
+            fake = FakeReplica(address.client, context, script).start()
+            stack.callback(fake.stop)
+            fakes.append(fake)
+        yield fakes
+
+
+class FakeHeartbeat:
+    """A PUB at a replica's heartbeat endpoint that publishes Commit messages on demand."""
+
+    def __init__(self, endpoint: str, context: zmq.Context[zmq.Socket[bytes]]) -> None:
+        self.socket = context.socket(zmq.PUB)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.bind(endpoint)
+
+    def publish(self, *, cluster: int, view: int, replica: int, epoch: int = 0) -> None:
+        commit = Commit(cluster=cluster, epoch=epoch, view=view, replica=replica, commit_number=0, op_number=0)
+        self.socket.send(encode(commit))
+
+    def close(self) -> None:
+        self.socket.close(linger=0)
+
+
+class FakeApp:
+    """A primary's client table over the real coordination app, without replication: executes each
+    (client_id, request_number) once and answers a repeat from its cache (rule 8), like the real one."""
+
+    def __init__(self, *, view: int = 0) -> None:
+        from zvsr.apps.adapter import MsgpackStateMachine
+        from zvsr.apps.coordination import CoordinationApp
+
+        self.view = view
+        self.machine = MsgpackStateMachine(CoordinationApp())
+        self.executed: list[Request] = []
+        self._table: dict[int, tuple[int, bytes]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, request: Request) -> list[ClientReply | bytes]:
+        with self._lock:
+            latest = self._table.get(request.client_id)
+            if latest is not None and request.request_number < latest[0]:
+                return []
+            if latest is not None and request.request_number == latest[0]:
+                result = latest[1]
+            else:
+                result = self.machine.apply(request.operation)
+                self.executed.append(request)
+                self._table[request.client_id] = (request.request_number, result)
+        return [
+            Reply(
+                view=self.view, client_id=request.client_id, request_number=request.request_number, result=result
+            )
+        ]
+
+
+# --- real replica nodes, in threads of this process ---------------------------------------------------------
+
+try:
+    from zvsr.runtime.node import ReplicaNode
+except ImportError:  # the node is written in parallel with its clients; their node tests skip until it exists
+    ReplicaNode = None  # type: ignore[assignment,misc]
+
+NODES_AVAILABLE = ReplicaNode is not None
+
+# Failover within a few hundred milliseconds, with room for one busy CPU running every thread of the test.
+NODE_TIMEOUTS = {
+    "heartbeat_ticks": 4,
+    "primary_timeout_ticks": 25,
+    "primary_timeout_jitter_ticks": 15,
+    "view_change_timeout_ticks": 50,
+    "quorum_timeout_ticks": 40,
+}
+
+
+class NodeCluster:
+    """Replica nodes of `config`, each running in its own thread; `stop(i)` closes one (its ports go away)."""
+
+    def __init__(self, config: ClusterConfig, context: zmq.Context[zmq.Socket[bytes]]) -> None:
+        self.config = config
+        self._running: dict[int, tuple[object, threading.Event, threading.Thread]] = {}
+        try:
+            for index in range(len(config.replicas)):
+                node = ReplicaNode(config, index, context=context, seed=index + 1)
+                stop = threading.Event()
+                thread = threading.Thread(target=node.run, args=(stop,), daemon=True, name=f"replica-{index}")
+                self._running[index] = (node, stop, thread)
+                thread.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def stop(self, index: int) -> None:
+        node, stop, thread = self._running.pop(index)
+        stop.set()
+        thread.join(timeout=10)
+        assert not thread.is_alive(), f"replica {index} did not stop"
+        node.close()  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        for index in list(self._running):
+            self.stop(index)
+
+
+@contextmanager
+def node_cluster(config: ClusterConfig, context: zmq.Context[zmq.Socket[bytes]]) -> Iterator[NodeCluster]:
+    cluster = NodeCluster(config, context)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+def node_config(**settings: Any) -> ClusterConfig:
+    return local_config(timeouts=dict(NODE_TIMEOUTS), **settings)
+
+
+class IncrementLoad:
+    """One client incrementing counter "n" in a thread, counting what was acknowledged and what is unknown."""
+
+    def __init__(self, increment: Callable[[], object], unknown: type[Exception]) -> None:
+        self.acknowledged = 0
+        self.unknown = 0
+        self.errors: list[Exception] = []
+        self._increment = increment
+        self._unknown_error = unknown
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._increment()
+            except self._unknown_error:
+                self.unknown += 1
+            except Exception as error:  # reported by the test
+                self.errors.append(error)
+                return
+            else:
+                self.acknowledged += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=20)
+        assert not self._thread.is_alive()

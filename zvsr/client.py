@@ -1,0 +1,625 @@
+"""The Python client: the built-in coordination service (and any app) through proxies or straight to replicas.
+
+Theory of operation
+-------------------
+A `Client` is one VR client (§4): a random 64-bit client_id, request numbers 1, 2, … and at most one request
+outstanding (a lock serialises callers; `AsyncClient` uses an asyncio lock). It speaks the zvsr client
+protocol — `Request` out, `Reply` / `Redirect` / `Error` in (`zvsr.wire.codec`) — over one DEALER per endpoint
+(the zguide's Freelance pattern), so each attempt goes to a chosen endpoint:
+
+- via proxies (`Client("tcp://host:7700")` or several): the first attempt goes to one proxy (the list is
+  shuffled once per client, spreading load); the proxy finds the primary and follows failover itself. With no
+  answer within `CLIENT_PROXY_RETRY_MS` the *same* request is sent to every proxy;
+- direct (`Client(replicas=[...])`, the replicas' client endpoints in index order): the client finds the
+  primary itself, following Redirects, and re-sends the same request to every replica on timeout.
+
+Either way the retry logic is the sans-IO `ClientSession` (`zvsr.protocol.client`) that the proxy and the
+simulator run too. Because every retry carries the same (client_id, request_number), the replicas' client
+table executes a request at most once however often it is sent (rule 8).
+
+A call ends in a result or an exception (`ZvsrError` and its subclasses). `Timeout` means the outcome is
+unknown: the request may have been executed. `Unavailable` and `Busy` are raised only when the client *knows*
+the request was not executed — every attempt that left was refused (`zvsr.runtime.outcome`) — otherwise a
+call that ran out of time raises `Timeout`. `BadRequest` is the cluster refusing a malformed request;
+`AppError` is the application answering ``{"error": code, "message": text}``.
+
+Operations and their results are built and read by module-level functions (`_Call`), shared by `Client` and
+`AsyncClient`; the exchange with the sockets (`_Exchange`) is shared too, and only the waiting differs (a
+`zmq.Poller` or a `zmq.asyncio.Poller`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import secrets
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, Generic, NamedTuple, TypeVar
+
+import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
+import zmq
+import zmq.asyncio
+
+from zvsr.constants import (
+    CLIENT_DIRECT_RETRY_MAX_MS,
+    CLIENT_DIRECT_RETRY_MS,
+    CLIENT_PROXY_RETRY_MAX_MS,
+    CLIENT_PROXY_RETRY_MS,
+    CLIENT_REPLY_BYTES_MAX,
+    CLIENT_SNDHWM,
+    CLIENT_TICK_MS,
+    CLIENT_TIMEOUT_MS,
+    OPERATION_BYTES_MAX,
+    ZMTP_HEARTBEAT_IVL_MS,
+    ZMTP_HEARTBEAT_TIMEOUT_MS,
+)
+from zvsr.protocol.client import ClientSession, Completion
+from zvsr.protocol.messages import (
+    ERROR_BAD_REQUEST,
+    ERROR_BUSY,
+    ERROR_TIMEOUT,
+    ERROR_UNAVAILABLE,
+)
+from zvsr.protocol.ready import BROADCAST
+from zvsr.runtime.outcome import Attempts
+from zvsr.wire.codec import DecodeError, decode_client_reply, encode
+
+T = TypeVar("T")
+
+# The app's result of an operation it could not execute, e.g. {"error": "type_error", "message": "..."}.
+_ERROR_RESULT_KEYS: Final = frozenset({"error", "message"})
+# Codes an application result carries when the client cannot make sense of it.
+ERROR_UNEXPECTED_RESULT: Final = "unexpected_result"
+
+
+# --- errors -------------------------------------------------------------------------------------------------
+
+
+class ZvsrError(Exception):
+    """A call that did not produce a result. `code` is the wire error code (or the app's, for AppError)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Unavailable(ZvsrError):
+    """The cluster could not take the request (no primary reachable, or no quorum). It was NOT executed."""
+
+
+class Busy(ZvsrError):
+    """A bound on queued work was reached (at the proxy or the primary). It was NOT executed; retry later."""
+
+
+class BadRequest(ZvsrError):
+    """The cluster refused the request as malformed (never retried). It was not executed."""
+
+
+class Timeout(ZvsrError):
+    """No result within the call's timeout. The outcome is UNKNOWN: the request may or may not have been
+    executed (an attempt may have committed and only its answer was lost). Reading the state tells which."""
+
+
+class AppError(ZvsrError):
+    """The application executed the request and answered with an error result; `code` is the app's code
+    (e.g. ``bad_request``, ``type_error``, ``out_of_range``, ``app_error``)."""
+
+
+_ERRORS: Final[dict[str, type[ZvsrError]]] = {
+    ERROR_UNAVAILABLE: Unavailable,
+    ERROR_BUSY: Busy,
+    ERROR_BAD_REQUEST: BadRequest,
+    ERROR_TIMEOUT: Timeout,
+}
+
+
+# --- results of the coordination app ------------------------------------------------------------------------
+
+
+class CasResult(NamedTuple):
+    """`cas`: whether the value was swapped, and the key's value after the operation (None if missing)."""
+
+    ok: bool
+    value: Any
+
+
+class LockResult(NamedTuple):
+    """`lock`: whether `owner` holds the lock now, the holder, and the holder's fencing token."""
+
+    ok: bool
+    owner: str
+    token: int
+
+
+# --- operations and their results: shared by Client and AsyncClient -----------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Call(Generic[T]):
+    """One call: the encoded operation, and how to read its (msgpack-decoded) result."""
+
+    operation: bytes
+    parse: Callable[[Any], T]
+
+
+def _pack(op: Any) -> bytes:
+    data: bytes = msgpack.packb(op, use_bin_type=True)
+    if len(data) > OPERATION_BYTES_MAX:
+        raise BadRequest(ERROR_BAD_REQUEST, f"operation is {len(data)} bytes > {OPERATION_BYTES_MAX}")
+    return data
+
+
+def _str(name: str, value: object) -> str:
+    if type(value) is not str:
+        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    return value
+
+
+def _is_error_result(value: Any) -> bool:
+    return type(value) is dict and value.keys() == _ERROR_RESULT_KEYS and type(value["error"]) is str
+
+
+def _checked(value: Any) -> Any:
+    """`value`, unless it is the app's error result: then AppError."""
+    if _is_error_result(value):
+        raise AppError(value["error"], str(value["message"]))
+    return value
+
+
+def _unexpected(what: str, value: Any) -> AppError:
+    return AppError(ERROR_UNEXPECTED_RESULT, f"{what}: unexpected result {value!r:.200}")
+
+
+def _parse_any(value: Any) -> Any:
+    return value
+
+
+def _parse_none(value: Any) -> None:
+    _checked(value)
+
+
+def _parse_bool(value: Any) -> bool:
+    if type(_checked(value)) is not bool:
+        raise _unexpected("delete", value)
+    return bool(value)
+
+
+def _parse_int(value: Any) -> int:
+    if type(_checked(value)) is not int:
+        raise _unexpected("incr", value)
+    return int(value)
+
+
+def _parse_cas(value: Any) -> CasResult:
+    if type(_checked(value)) is not dict or type(value.get("ok")) is not bool:
+        raise _unexpected("cas", value)
+    return CasResult(value["ok"], value.get("value"))
+
+
+def _parse_lock(value: Any) -> LockResult:
+    if (
+        type(_checked(value)) is not dict
+        or type(value.get("ok")) is not bool
+        or type(value.get("token")) is not int
+    ):
+        raise _unexpected("lock", value)
+    return LockResult(value["ok"], value.get("owner"), value["token"])
+
+
+def _parse_unlock(value: Any) -> bool:
+    if type(_checked(value)) is not dict or type(value.get("ok")) is not bool:
+        raise _unexpected("unlock", value)
+    return bool(value["ok"])
+
+
+def _get(key: str) -> _Call[Any]:
+    # A stored value may look like an error result; a well-formed get never fails, so it is not interpreted.
+    return _Call(_pack({"op": "get", "key": _str("key", key)}), _parse_any)
+
+
+def _put(key: str, value: Any) -> _Call[None]:
+    return _Call(_pack({"op": "put", "key": _str("key", key), "value": value}), _parse_none)
+
+
+def _delete(key: str) -> _Call[bool]:
+    return _Call(_pack({"op": "delete", "key": _str("key", key)}), _parse_bool)
+
+
+def _cas(key: str, expected: Any, new: Any) -> _Call[CasResult]:
+    return _Call(_pack({"op": "cas", "key": _str("key", key), "expected": expected, "new": new}), _parse_cas)
+
+
+def _incr(key: str, by: int) -> _Call[int]:
+    if type(by) is not int:
+        raise TypeError(f"by must be an int, not {type(by).__name__}")
+    return _Call(_pack({"op": "incr", "key": _str("key", key), "by": by}), _parse_int)
+
+
+def _lock(name: str, owner: str) -> _Call[LockResult]:
+    return _Call(_pack({"op": "lock", "name": _str("name", name), "owner": _str("owner", owner)}), _parse_lock)
+
+
+def _unlock(name: str, owner: str) -> _Call[bool]:
+    return _Call(_pack({"op": "unlock", "name": _str("name", name), "owner": _str("owner", owner)}), _parse_unlock)
+
+
+def _execute(op: Any, raise_app_errors: bool) -> _Call[Any]:
+    return _Call(_pack(op), _checked if raise_app_errors else _parse_any)
+
+
+def _result_value(call: _Call[T], result: bytes) -> T:
+    try:
+        value = msgpack.unpackb(result, raw=False, strict_map_key=False)
+    except Exception as error:  # the adapter always encodes results; anything else is not from a zvsr app
+        raise AppError(ERROR_UNEXPECTED_RESULT, f"result is not msgpack ({type(error).__name__})") from error
+    return call.parse(value)
+
+
+# --- the exchange: a ClientSession over one DEALER per endpoint, whatever waits for the sockets -------------
+
+
+def _endpoints(
+    proxy: str | Sequence[str] | None, replicas: Sequence[str] | None, timeout_ms: int
+) -> tuple[list[str], bool]:
+    """(endpoints, via_proxies), after checking every argument (before any socket exists)."""
+    if type(timeout_ms) is not int or timeout_ms < 1:
+        raise ValueError(f"timeout_ms must be a positive int, got {timeout_ms!r}")
+    if (proxy is None) == (replicas is None):
+        raise ValueError("give either proxy endpoint(s) or replicas=[client endpoints], not both or neither")
+    if proxy is not None:
+        endpoints = [proxy] if isinstance(proxy, str) else list(proxy)
+        random.shuffle(endpoints)  # spread clients over proxies; the order does not matter otherwise
+    else:
+        assert replicas is not None
+        endpoints = list(replicas)  # index order: replica i is primary of views i, i + n, ...
+    if not endpoints or not all(isinstance(e, str) and "://" in e for e in endpoints):
+        raise ValueError(f"endpoints must be ZeroMQ endpoints like tcp://host:port, got {endpoints!r}")
+    return endpoints, proxy is not None
+
+
+def _configure(socket: zmq.Socket[Any]) -> None:
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.setsockopt(zmq.SNDHWM, CLIENT_SNDHWM)
+    socket.setsockopt(zmq.MAXMSGSIZE, CLIENT_REPLY_BYTES_MAX)
+    socket.setsockopt(zmq.HEARTBEAT_IVL, ZMTP_HEARTBEAT_IVL_MS)
+    socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, ZMTP_HEARTBEAT_TIMEOUT_MS)
+    # No IMMEDIATE: the first request of a new client waits in the queue until the connection is up, instead
+    # of being refused and retried a retry period later. A dead endpoint's queue is bounded by SNDHWM.
+
+
+class _Exchange:
+    """Drives one request at a time through a ClientSession over `sockets` (sync or shadows of async ones)."""
+
+    def __init__(self, sockets: list[zmq.Socket[bytes]], *, via_proxies: bool, timeout_ms: int) -> None:
+        retry_ms, retry_max_ms = (
+            (CLIENT_PROXY_RETRY_MS, CLIENT_PROXY_RETRY_MAX_MS)
+            if via_proxies
+            else (CLIENT_DIRECT_RETRY_MS, CLIENT_DIRECT_RETRY_MAX_MS)
+        )
+        self.sockets = sockets
+        self.timeout_ms = timeout_ms
+        self._target = "proxy" if via_proxies else "replica"
+        self._session_settings: dict[str, Any] = {
+            "replica_count": len(sockets),
+            "prng": random.Random(),  # retry jitter only
+            "request_timeout_ticks": max(1, retry_ms // CLIENT_TICK_MS),
+            "request_timeout_max_ticks": max(1, retry_max_ms // CLIENT_TICK_MS),
+            "deadline_ticks": max(1, math.ceil(timeout_ms / CLIENT_TICK_MS)),
+        }
+        self.session = ClientSession(client_id=secrets.randbits(64), **self._session_settings)
+        self._attempts = Attempts()
+        self._wire = b""
+        self._tick_s = CLIENT_TICK_MS / 1000
+        self._next_tick = 0.0
+        self.completion: Completion | None = None
+
+    @property
+    def client_id(self) -> int:
+        return self.session.client_id
+
+    def begin(self, operation: bytes) -> None:
+        request = self.session.submit(operation)
+        self._wire = encode(request)
+        self._attempts.start(fresh=True)  # this client never re-submits a number it used
+        self.completion = None
+        self._next_tick = time.monotonic() + self._tick_s
+        self._flush()
+
+    def abandon(self) -> None:
+        """The caller gave up waiting (an exception, a cancelled coroutine): forget the request in flight.
+
+        A ClientSession cannot drop its outstanding request, so a new one continues this client's numbering
+        and view; a late answer to the abandoned number is then ignored like any stale answer."""
+        old = self.session
+        self.session = ClientSession(
+            client_id=old.client_id, request_number=old.request_number, view=old.view, **self._session_settings
+        )
+        self.completion = None
+
+    def wait_ms(self) -> int:
+        return max(0, math.ceil((self._next_tick - time.monotonic()) * 1000))
+
+    def drain(self, index: int) -> None:
+        socket = self.sockets[index]
+        while self.completion is None:
+            try:
+                frames = socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                reply = decode_client_reply(frames[-1])
+            except DecodeError:
+                continue  # not from a zvsr peer; nothing to answer
+            outstanding = self.session.outstanding
+            if outstanding is None or reply.client_id != self.client_id:
+                continue
+            if reply.request_number == outstanding.request_number:
+                self._attempts.on_answer(reply)
+            self.session.on_reply(reply)
+            self._flush()
+            self.completion = self.session.take_completion()
+
+    def advance(self) -> None:
+        """Run the ticks that are due (catching up after a stall, so the deadline holds)."""
+        now = time.monotonic()
+        if now < self._next_tick or self.completion is not None:
+            return
+        ticks = int((now - self._next_tick) / self._tick_s) + 1
+        self._next_tick += ticks * self._tick_s
+        for _ in range(ticks):
+            self.session.tick()
+            self.completion = self.session.take_completion()
+            if self.completion is not None:
+                return
+        self._flush()
+
+    def _flush(self) -> None:
+        outstanding = self.session.outstanding
+        for destination, request in self.session.take_outbox():
+            if request is not outstanding:
+                continue
+            targets = self.sockets if destination == BROADCAST else (self.sockets[destination],)
+            for socket in targets:
+                try:
+                    socket.send(self._wire, zmq.NOBLOCK)
+                except zmq.Again:  # that endpoint's queue is full: this attempt is lost, a later one may not be
+                    continue
+                self._attempts.sent += 1
+
+    def result(self) -> bytes:
+        """The result of the finished request, or its exception."""
+        completion = self.completion
+        assert completion is not None
+        if completion.result is not None:
+            return completion.result
+        assert completion.error is not None
+        if completion.error == ERROR_TIMEOUT:
+            code, message = self._attempts.final_error(timeout_ms=self.timeout_ms, target=self._target)
+        else:
+            code, message = completion.error, completion.message
+        raise _ERRORS.get(code, ZvsrError)(code, message)
+
+
+# --- the clients --------------------------------------------------------------------------------------------
+
+
+class Client:
+    """A thread-safe zvsr client (one request at a time). Use as a context manager, or call `close()`.
+
+    `proxy`: one or more proxy endpoints; or `replicas`: every replica's client endpoint, in index order.
+    `timeout_ms` bounds each call; past it the call raises `Timeout` (outcome unknown). `context`: a ZeroMQ
+    context to use (default: the process-wide one).
+    """
+
+    def __init__(
+        self,
+        proxy: str | Sequence[str] | None = None,
+        *,
+        replicas: Sequence[str] | None = None,
+        timeout_ms: int = CLIENT_TIMEOUT_MS,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+    ) -> None:
+        endpoints, via_proxies = _endpoints(proxy, replicas, timeout_ms)
+        context = zmq.Context.instance() if context is None else context
+        self._lock = threading.Lock()
+        self._poller = zmq.Poller()
+        self._index: dict[zmq.Socket[bytes], int] = {}
+        sockets: list[zmq.Socket[bytes]] = []
+        try:
+            for index, endpoint in enumerate(endpoints):
+                socket = context.socket(zmq.DEALER)
+                sockets.append(socket)
+                _configure(socket)
+                socket.connect(endpoint)
+                self._poller.register(socket, zmq.POLLIN)
+                self._index[socket] = index
+            self._exchange = _Exchange(sockets, via_proxies=via_proxies, timeout_ms=timeout_ms)
+        except BaseException:
+            for socket in sockets:
+                socket.close(linger=0)
+            raise
+        self._closed = False
+
+    @property
+    def client_id(self) -> int:
+        return self._exchange.client_id
+
+    # --- the coordination app ---
+
+    def get(self, key: str) -> Any:
+        """The value of `key`, or None if it is missing (or holds None)."""
+        return self._run(_get(key))
+
+    def put(self, key: str, value: Any) -> None:
+        self._run(_put(key, value))
+
+    def delete(self, key: str) -> bool:
+        """Whether `key` existed."""
+        return self._run(_delete(key))
+
+    def cas(self, key: str, expected: Any, new: Any) -> CasResult:
+        """Set `key` to `new` iff it holds `expected` (None: iff it is missing). Unpacks as (ok, value)."""
+        return self._run(_cas(key, expected, new))
+
+    def incr(self, key: str, by: int = 1) -> int:
+        """Add `by` to the int at `key` (missing counts as 0); the new value."""
+        return self._run(_incr(key, by))
+
+    def lock(self, name: str, owner: str) -> LockResult:
+        """Take lock `name` for `owner` (re-entrant); ok=False names the current holder and its token."""
+        return self._run(_lock(name, owner))
+
+    def unlock(self, name: str, owner: str) -> bool:
+        """Release lock `name` if `owner` holds it; whether it did."""
+        return self._run(_unlock(name, owner))
+
+    def execute(self, op: Any, *, raise_app_errors: bool = True) -> Any:
+        """Run any operation (a msgpack value) and return the app's result value.
+
+        With `raise_app_errors`, a result ``{"error": code, "message": text}`` raises AppError.
+        """
+        return self._run(_execute(op, raise_app_errors))
+
+    # --- plumbing ---
+
+    def _run(self, call: _Call[T]) -> T:
+        return _result_value(call, self._request(call.operation))
+
+    def _request(self, operation: bytes) -> bytes:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the client is closed")
+            exchange = self._exchange
+            exchange.begin(operation)
+            try:
+                while exchange.completion is None:
+                    for socket, _ in self._poller.poll(exchange.wait_ms()):
+                        exchange.drain(self._index[socket])
+                    exchange.advance()
+            except BaseException:
+                exchange.abandon()
+                raise
+            return exchange.result()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            for socket in self._exchange.sockets:
+                socket.close(linger=0)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class AsyncClient:
+    """`Client` for asyncio: the same API as coroutines; one request at a time per client (an asyncio lock).
+
+    `context`: a `zmq.asyncio.Context` (default: one sharing the process-wide ZeroMQ context).
+    """
+
+    def __init__(
+        self,
+        proxy: str | Sequence[str] | None = None,
+        *,
+        replicas: Sequence[str] | None = None,
+        timeout_ms: int = CLIENT_TIMEOUT_MS,
+        context: zmq.asyncio.Context | None = None,
+    ) -> None:
+        endpoints, via_proxies = _endpoints(proxy, replicas, timeout_ms)
+        context = zmq.asyncio.Context(zmq.Context.instance()) if context is None else context
+        self._lock = asyncio.Lock()
+        self._poller = zmq.asyncio.Poller()
+        self._index: dict[Any, int] = {}
+        self._sockets: list[zmq.asyncio.Socket] = []
+        shadows: list[zmq.Socket[bytes]] = []
+        try:
+            for index, endpoint in enumerate(endpoints):
+                socket = context.socket(zmq.DEALER)
+                self._sockets.append(socket)
+                _configure(socket)
+                socket.connect(endpoint)
+                self._poller.register(socket, zmq.POLLIN)
+                self._index[socket] = index
+                # The asyncio poller waits on the async socket; the exchange sends and receives NOBLOCK through
+                # a plain socket sharing it, exactly as the sync client does.
+                shadows.append(zmq.Socket.shadow(socket.underlying))
+            self._exchange = _Exchange(shadows, via_proxies=via_proxies, timeout_ms=timeout_ms)
+        except BaseException:
+            for socket in self._sockets:
+                socket.close(linger=0)
+            raise
+        self._closed = False
+
+    @property
+    def client_id(self) -> int:
+        return self._exchange.client_id
+
+    async def get(self, key: str) -> Any:
+        return await self._run(_get(key))
+
+    async def put(self, key: str, value: Any) -> None:
+        await self._run(_put(key, value))
+
+    async def delete(self, key: str) -> bool:
+        return await self._run(_delete(key))
+
+    async def cas(self, key: str, expected: Any, new: Any) -> CasResult:
+        return await self._run(_cas(key, expected, new))
+
+    async def incr(self, key: str, by: int = 1) -> int:
+        return await self._run(_incr(key, by))
+
+    async def lock(self, name: str, owner: str) -> LockResult:
+        return await self._run(_lock(name, owner))
+
+    async def unlock(self, name: str, owner: str) -> bool:
+        return await self._run(_unlock(name, owner))
+
+    async def execute(self, op: Any, *, raise_app_errors: bool = True) -> Any:
+        return await self._run(_execute(op, raise_app_errors))
+
+    async def _run(self, call: _Call[T]) -> T:
+        return _result_value(call, await self._request(call.operation))
+
+    async def _request(self, operation: bytes) -> bytes:
+        async with self._lock:
+            if self._closed:
+                raise RuntimeError("the client is closed")
+            exchange = self._exchange
+            exchange.begin(operation)
+            try:
+                while exchange.completion is None:
+                    for socket, _ in await self._poller.poll(exchange.wait_ms()):
+                        exchange.drain(self._index[socket])
+                    exchange.advance()
+            except BaseException:  # also asyncio.CancelledError, e.g. from asyncio.wait_for
+                exchange.abandon()
+                raise
+            return exchange.result()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for socket in self._sockets:
+            socket.close(linger=0)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,801 @@
+"""The client proxy: one stable endpoint that always finds the current primary, for zvsr and legacy clients.
+
+Theory of operation
+-------------------
+A proxy is stateless in the sense that matters: it holds no replicated state, so any number may run and any
+may be restarted; what it remembers (sessions, the current view) is a cache that makes it faster, never more
+correct. One thread runs a sync `zmq.Poller` reactor (ARCHITECTURE §4): it drains each ready socket with NOBLOCK
+(at most `PROXY_DRAIN_MAX` messages at a time, for fairness), then advances a logical clock of
+`config.tick_ms` ticks computed from `time.monotonic()` (missed ticks are caught up, so deadlines hold under
+load).
+
+Sockets:
+- frontend: a ROUTER bound at `config.proxy`. A message is `[routing frames…][payload]`: one identity frame
+  for a DEALER peer, identity + empty delimiter for a REQ peer (more frames when it came through ROUTER/DEALER
+  devices). The answer goes back with exactly the frames that came in, so each peer gets its own shape.
+- backends: one DEALER per replica, connected to its client endpoint, so an attempt goes to a chosen replica;
+  the replica answers in the DEALER shape. IMMEDIATE=1: a replica that is not connected refuses the send at
+  once (counted as not sent) instead of queueing for it; ZMTP heartbeats drop the connection of a frozen one.
+- heartbeats: one SUB per replica (CONFLATE=1 keeps only the newest, which needs one publisher per socket) on
+  its heartbeat PUB. A `Commit` of our cluster and epoch, sent by the primary of its view (rule 1), names a
+  view that has started: the proxy adopts it if it is newer than what it knew.
+
+Requests. Every request runs in a `ClientSession` (`zvsr.protocol.client`): the same sans-IO retry and primary
+discovery the simulator's clients run. It sends to the primary of the view the proxy believes current, follows
+Redirects, re-sends the *same* (client_id, request_number) to every replica on timeout (so failover is
+at-most-once: the client table answers a retry of an executed request from its cache, rule 8), and gives up
+after `config.request_timeout_ms`. Two kinds of client:
+- zvsr clients send a `Request` (codec type 20). The proxy relays it with the client's own numbers, one session
+  per client_id, and answers with the encoded `Reply` (the replica's bytes, passed through) or an `Error`.
+  A Redirect is followed, never passed on. The client's retry of the request in flight (same number) joins it:
+  the answer goes to whichever route asked last.
+- legacy clients know nothing of zvsr: any other msgpack value is a *bare operation* (e.g.
+  ``{"op": "get", "key": "a"}`` from a zmq.REQ). The routing frames identify a session with a random 64-bit
+  client_id (`secrets`) and request numbers 1, 2, …; the answer is the bare result value (the application's
+  result bytes as they are), or ``{"error": code, "message": text}``.
+Maps whose ``type`` is a zvsr client or admin type (20..23, 30) are never bare operations.
+
+Every request gets exactly one answer, never a hang (the deadline is the session's): a result, or an error:
+- ``timeout``: no result within `request_timeout_ms`; the request may or may not have been executed;
+- ``unavailable``: certainly not executed — no replica was reachable, or every attempt was refused
+  (`zvsr.runtime.outcome`);
+- ``busy``: the client already has a request in flight (a legacy client's second one; a zvsr client's *older*
+  number), or `PROXY_IN_FLIGHT_MAX` requests are in flight, or the session table (`PROXY_SESSIONS_MAX`) is
+  full of sessions in use. A zvsr client's *newer* number supersedes the one in flight, which is answered
+  ``timeout`` (outcome unknown): the client gave up on it, and must not be stalled until our deadline;
+- ``bad_request``: the payload is not msgpack, a malformed zvsr message, or too large (a frame above
+  `PROXY_FRAME_BYTES_MAX` never arrives: libzmq drops that connection), or a replica refused it as malformed.
+
+Wire shapes of the answers:
+
+==========================  =======================================  ========================================
+                            zvsr client (sent a Request)             legacy client (sent a bare operation)
+==========================  =======================================  ========================================
+result                      `Reply` (type 21), the primary's bytes   the result value (the app's msgpack)
+error                       `Error` (type 23): view, client_id,      ``{"error": code, "message": text}``
+                            request_number, code, message
+unreadable zvsr message     `Error` for the ids it names, else the   —
+                            bare ``{"type": 23, "code":
+                            "bad_request", "message": …}``
+                            (as a replica answers: `zvsr.wire.admin`)
+==========================  =======================================  ========================================
+
+Payloads that are not msgpack, too large to read, or framed wrongly get the legacy map: nothing says which
+kind of client sent them. The legacy error map is the shape of the app's own error results
+(`zvsr.apps.base.error_result`), so a legacy client checks one thing. At-most-once for a legacy client holds
+across the proxy's own retries; a legacy client that re-sends after a lost answer sends a new request.
+
+View knowledge is shared: a new request starts at the proxy's best-known view, and a Reply, Redirect or
+heartbeat of a newer view moves the proxy — and every request in flight in an older view, via a Redirect fed
+to its session — to that view's primary.
+
+Sessions are bounded (`PROXY_SESSIONS_MAX`, least recently used first out) and forgotten after
+`PROXY_SESSION_IDLE_MS` idle. Forgetting is harmless: zvsr clients carry their own numbers, and a legacy peer
+that comes back gets a new client_id (its earlier requests are all answered).
+
+A status query ``{"type": 30}`` is answered ``{"type": 31, "role": "proxy", ...}`` with the known view and
+primary, session and in-flight counts, and counters. Bad input is counted in `counters` and logged at most
+once per reason per `BAD_INPUT_LOG_INTERVAL_MS`.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import math
+import random
+import secrets
+import signal
+import threading
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from types import FrameType
+from typing import Any, Final
+
+import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
+import zmq
+
+from zvsr.constants import (
+    CLIENT_ENVELOPE_FRAMES_MAX,
+    CLIENT_MESSAGE_BYTES_MAX,
+    CLIENT_REPLY_BYTES_MAX,
+    HEARTBEAT_MESSAGE_BYTES_MAX,
+    OPERATION_BYTES_MAX,
+    PROXY_BACKEND_SNDHWM,
+    PROXY_DRAIN_MAX,
+    PROXY_FRAME_BYTES_MAX,
+    PROXY_IN_FLIGHT_MAX,
+    PROXY_SESSION_IDLE_MS,
+    PROXY_SESSIONS_MAX,
+    PROXY_SWEEP_MS,
+    ZMTP_HEARTBEAT_IVL_MS,
+    ZMTP_HEARTBEAT_TIMEOUT_MS,
+)
+from zvsr.protocol.client import ClientSession, Completion
+from zvsr.protocol.messages import (
+    ERROR_BAD_REQUEST,
+    ERROR_BUSY,
+    ERROR_TIMEOUT,
+    ClientReply,
+    Commit,
+    Error,
+    Redirect,
+    Reply,
+    Request,
+)
+from zvsr.protocol.ready import BROADCAST
+from zvsr.runtime.config import ClusterConfig
+from zvsr.runtime.envelope import ClientEnvelope, EnvelopeError, parse_client_frames
+from zvsr.runtime.logs import RateLimitedWarnings, setup_logging
+from zvsr.runtime.outcome import Attempts
+from zvsr.wire.admin import (
+    TYPE_STATUS_QUERY,
+    clip_message,
+    encode_bare_error,
+    encode_status,
+    is_status_query,
+    request_ids,
+)
+from zvsr.wire.codec import (
+    TYPE_ERROR,
+    TYPE_REDIRECT,
+    TYPE_REPLY,
+    TYPE_REQUEST,
+    DecodeError,
+    decode_client_reply,
+    decode_replica_message,
+    decode_request,
+    encode,
+)
+
+log = logging.getLogger("zvsr.proxy")
+
+# Maps with one of these `type`s are zvsr messages (`zvsr.wire.codec`, `zvsr.wire.admin`), never a legacy
+# client's bare operation.
+_ZVSR_TYPES: Final = frozenset({TYPE_REQUEST, TYPE_REPLY, TYPE_REDIRECT, TYPE_ERROR, TYPE_STATUS_QUERY})
+# How the codec (and every zvsr client that writes "type" first) begins a Request: map of 4, "type", 20. Such a
+# payload goes straight to `decode_request`, the hot path; anything else is unpacked once to classify it.
+_REQUEST_PREFIX: Final = b"\x84\xa4type\x14"
+# Ticks caught up at once after a stall; beyond, deadlines are late rather than the loop spinning for long.
+_CATCH_UP_TICKS_MAX: Final = 1000
+# Flags and option as plain ints: pyzmq's enum wrappers cost ~1 µs per call on the hot path.
+_NOBLOCK: Final = int(zmq.NOBLOCK)
+_NOBLOCK_SNDMORE: Final = int(zmq.NOBLOCK | zmq.SNDMORE)
+_RCVMORE: Final = int(zmq.RCVMORE)
+# Sessions looked at, oldest first, for an idle one to evict when the table is full.
+_EVICTION_SCAN_MAX: Final = 8
+
+
+class _Session:
+    """One client_id's session, plus where its outstanding request's answer goes."""
+
+    __slots__ = ("session", "legacy_key", "route", "wire", "attempts", "last_used", "answered_number")
+
+    def __init__(self, session: ClientSession, legacy_key: tuple[bytes, ...] | None, now: float) -> None:
+        self.session = session
+        self.legacy_key = legacy_key  # the routing frames of a legacy peer; None for a zvsr client
+        self.route: ClientEnvelope | None = None  # routing frames of the request in flight
+        self.wire = b""  # the encoded request in flight: encoded once, sent on every attempt
+        self.attempts = Attempts()
+        self.last_used = now
+        self.answered_number = -1  # the latest request_number this proxy answered for the client
+
+
+class ProxyStartError(Exception):
+    """The proxy cannot start (its endpoint cannot be bound); the message says which and why."""
+
+
+class Proxy:
+    """A client proxy for one cluster; see the module docstring.
+
+    Sockets are bound and connected here (so an endpoint in use fails at once); `run` may then be called on
+    another thread. Call `close` after `run` has returned.
+    """
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        *,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.config = config
+        self._replica_count = len(config.replicas)
+        self._own_context = context is None
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context() if context is None else context
+        self._prng = random.Random(seed)  # retry jitter only; client ids come from `secrets`
+        self._tick_s = config.tick_ms / 1000
+        self._deadline_ticks = max(1, -(-config.request_timeout_ms // config.tick_ms))
+        self._now = time.monotonic()
+        self.view = 0  # the newest view known to have started
+        self._sessions: OrderedDict[int, _Session] = OrderedDict()  # by client_id, least recently used first
+        self._legacy: dict[tuple[bytes, ...], int] = {}  # legacy routing frames -> client_id
+        self._in_flight: dict[int, _Session] = {}
+        self.counters: Counter[str] = Counter()
+        self._bad_input_log = RateLimitedWarnings(log)
+        self._sockets: list[zmq.Socket[bytes]] = []
+        try:
+            self._frontend = self._socket(zmq.ROUTER)
+            self._frontend.setsockopt(zmq.MAXMSGSIZE, PROXY_FRAME_BYTES_MAX)
+            self._frontend.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            try:
+                self._frontend.bind(config.proxy)
+            except zmq.ZMQError as error:
+                raise ProxyStartError(f"cannot bind the proxy endpoint {config.proxy}: {error}") from error
+            self._backends = [self._backend(address.client) for address in config.replicas]
+            self._heartbeats = [self._heartbeat(address.heartbeat) for address in config.replicas]
+        except BaseException:
+            self.close()
+            raise
+        self.endpoint: str = self._frontend.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    # --- sockets --------------------------------------------------------------------------------------------
+
+    def _socket(self, kind: int) -> zmq.Socket[bytes]:
+        socket = self._context.socket(kind)
+        self._sockets.append(socket)
+        socket.setsockopt(zmq.LINGER, 0)
+        return socket
+
+    def _backend(self, endpoint: str) -> zmq.Socket[bytes]:
+        socket = self._socket(zmq.DEALER)
+        socket.setsockopt(zmq.IMMEDIATE, 1)
+        socket.setsockopt(zmq.SNDHWM, PROXY_BACKEND_SNDHWM)
+        socket.setsockopt(zmq.MAXMSGSIZE, CLIENT_REPLY_BYTES_MAX)
+        socket.setsockopt(zmq.HEARTBEAT_IVL, ZMTP_HEARTBEAT_IVL_MS)
+        socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, ZMTP_HEARTBEAT_TIMEOUT_MS)
+        socket.connect(endpoint)
+        return socket
+
+    def _heartbeat(self, endpoint: str) -> zmq.Socket[bytes]:
+        socket = self._socket(zmq.SUB)
+        socket.setsockopt(zmq.CONFLATE, 1)
+        socket.setsockopt(zmq.MAXMSGSIZE, HEARTBEAT_MESSAGE_BYTES_MAX)
+        socket.setsockopt(zmq.SUBSCRIBE, b"")
+        socket.connect(endpoint)
+        return socket
+
+    def close(self) -> None:
+        """Close every socket (and the context, if the proxy made it). Not while `run` is running."""
+        for socket in self._sockets:
+            socket.close(linger=0)
+        self._sockets.clear()
+        if self._own_context:
+            self._context.term()
+            self._own_context = False
+
+    # --- the reactor ----------------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        """Serve until `stop` is set (checked at least every tick); forever without one."""
+        poller = zmq.Poller()
+        handlers: dict[zmq.Socket[bytes], Callable[[], None]] = {self._frontend: self._drain_frontend}
+        poller.register(self._frontend, zmq.POLLIN)
+        for index, socket in enumerate(self._backends):
+            handlers[socket] = functools.partial(self._drain_backend, socket, index)
+            poller.register(socket, zmq.POLLIN)
+        for socket in self._heartbeats:
+            handlers[socket] = functools.partial(self._drain_heartbeats, socket)
+            poller.register(socket, zmq.POLLIN)
+        self._now = time.monotonic()
+        next_tick = self._now + self._tick_s
+        next_sweep = self._now + PROXY_SWEEP_MS / 1000
+        log.info(
+            "serving %s for %d replicas (cluster %d)",
+            self.endpoint,
+            self._replica_count,
+            self.config.cluster_id,
+        )
+        while stop is None or not stop.is_set():
+            wait_ms = max(0, math.ceil((next_tick - time.monotonic()) * 1000))
+            for socket, _ in poller.poll(wait_ms):
+                self._now = time.monotonic()
+                handlers[socket]()
+            self._now = now = time.monotonic()
+            if now >= next_tick:
+                ticks = int((now - next_tick) / self._tick_s) + 1
+                next_tick += ticks * self._tick_s
+                self._tick(min(ticks, _CATCH_UP_TICKS_MAX))
+            if now >= next_sweep:
+                next_sweep = now + PROXY_SWEEP_MS / 1000
+                self._sweep_idle_sessions()
+        log.info("stopped")
+
+    def serve(self, stop: threading.Event | None = None) -> None:
+        """Run until `stop` is set or, in the main thread, SIGTERM / SIGINT arrives; then close."""
+        stop = threading.Event() if stop is None else stop
+        previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+
+            def request_stop(signum: int, frame: FrameType | None) -> None:
+                stop.set()  # the loop notices within one tick
+
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                previous[signum] = signal.signal(signum, request_stop)
+        try:
+            self.run(stop)
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+            self.close()
+
+    def __enter__(self) -> Proxy:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def status(self) -> dict[str, Any]:
+        """The status answer's fields (`zvsr.wire.admin` adds ``type``: 31). Diagnostics, not protocol."""
+        return {
+            "role": "proxy",
+            "endpoint": self.endpoint,
+            "cluster": self.config.cluster_id,
+            "view": self.view,
+            "primary": self.view % self._replica_count,
+            "sessions": len(self._sessions),
+            "in_flight": len(self._in_flight),
+            "counters": dict(self.counters),
+        }
+
+    # --- frontend -------------------------------------------------------------------------------------------
+
+    def _drain_frontend(self) -> None:
+        # `envelope.recv_frames`, inlined with the raw option getter: this loop is the proxy's hot path.
+        receive, option = self._frontend.recv, self._frontend.get
+        for _ in range(PROXY_DRAIN_MAX):
+            try:
+                frames = [receive(_NOBLOCK)]
+            except zmq.Again:
+                return
+            while option(_RCVMORE):  # the rest of a multipart message is there already (atomic delivery)
+                if len(frames) <= CLIENT_ENVELOPE_FRAMES_MAX:
+                    frames.append(receive(_NOBLOCK))
+                else:
+                    receive(_NOBLOCK, copy=False)  # surplus frames are read and dropped, never kept
+            self._on_frontend(frames)
+
+    def _on_frontend(self, frames: list[bytes]) -> None:
+        self.counters["frontend messages"] += 1
+        try:
+            envelope, payload = parse_client_frames(frames)
+        except EnvelopeError as error:
+            # Answer the connection itself (its identity frame), in the raw DEALER shape.
+            self._bad_input("envelope", str(error), legacy_route=(frames[0],))
+            return
+        if payload.startswith(_REQUEST_PREFIX):  # the hot path: a zvsr Request as the codec writes it
+            try:
+                request = decode_request(payload)
+            except DecodeError as error:
+                self._bad_zvsr_input(envelope, payload, error)
+                return
+            self._on_request(envelope, request, payload)
+            return
+        if len(payload) > CLIENT_MESSAGE_BYTES_MAX:
+            detail = f"{len(payload)} bytes > {CLIENT_MESSAGE_BYTES_MAX}"
+            self._bad_input("too_large", detail, legacy_route=envelope)
+            return
+        value, problem = _unpack_operation(payload)
+        if problem is not None:
+            self._bad_input("not_msgpack", problem, legacy_route=envelope)
+            return
+        if type(value) is dict:
+            kind = value.get("type")
+            if type(kind) is int and kind in _ZVSR_TYPES:
+                self._on_zvsr_message(envelope, payload)
+                return
+        if len(payload) > OPERATION_BYTES_MAX:
+            detail = f"operation of {len(payload)} bytes > {OPERATION_BYTES_MAX}"
+            self._bad_input("too_large", detail, legacy_route=envelope)
+            return
+        self._on_bare_operation(envelope, payload)
+
+    def _on_zvsr_message(self, envelope: ClientEnvelope, payload: bytes) -> None:
+        if is_status_query(payload):
+            self.counters["status queries"] += 1
+            self._send_frontend(envelope, encode_status(self.status()))
+            return
+        try:
+            request = decode_request(payload)  # a Request with its keys in another order, or not a Request
+        except DecodeError as error:
+            self._bad_zvsr_input(envelope, payload, error)
+            return
+        self._on_request(envelope, request, payload)
+
+    def _on_request(self, envelope: ClientEnvelope, request: Request, payload: bytes) -> None:
+        """A zvsr client's Request: relay it with the client's own (client_id, request_number)."""
+        client_id, number = request.client_id, request.request_number
+        state = self._sessions.get(client_id)
+        if state is not None:
+            outstanding = state.session.outstanding
+            if state.legacy_key is not None:
+                self._refuse_zvsr(envelope, request, ERROR_BAD_REQUEST, "client_id is in use by another client")
+                return
+            if outstanding is not None:
+                if outstanding.request_number == number:
+                    # The client's own retry of the request in flight: answer where it asks now.
+                    state.route = envelope
+                    self.counters["client retries joined"] += 1
+                    return
+                if number < outstanding.request_number:
+                    self._refuse_zvsr(envelope, request, ERROR_BUSY, "this client already has a request in flight")
+                    return
+                # A newer number: the client gave up on the one in flight (one outstanding request per client,
+                # §4) — its timeout may be shorter than ours. Refusing it `busy` until ours ran out would stall
+                # the client for nothing; the replicas too let a newer request number overtake an older one.
+                self._supersede(state, by=number)
+            if number < state.session.request_number:
+                message = f"request_number {number} is older than this client's {state.session.request_number}"
+                self._refuse_zvsr(envelope, request, ERROR_BAD_REQUEST, message)
+                return
+        elif (state := self._new_session(client_id, legacy_key=None)) is None:
+            self._refuse_zvsr(envelope, request, ERROR_BUSY, "the proxy's session table is full")
+            return
+        if len(self._in_flight) >= PROXY_IN_FLIGHT_MAX:
+            self._refuse_zvsr(envelope, request, ERROR_BUSY, "the proxy has too many requests in flight")
+            return
+        fresh = number > state.answered_number
+        state.session.view = max(state.session.view, self.view)  # an idle session may have slept through views
+        state.session.submit(request.operation, request_number=number)
+        self._start(state, envelope, payload, fresh=fresh)
+
+    def _on_bare_operation(self, envelope: ClientEnvelope, operation: bytes) -> None:
+        """A legacy client's bare msgpack operation: run it in the session of its routing frames."""
+        key = tuple(envelope)
+        client_id = self._legacy.get(key)
+        state = None if client_id is None else self._sessions.get(client_id)
+        if state is None:
+            state = self._new_session(secrets.randbits(64), legacy_key=key)
+            if state is None:
+                self._send_frontend(envelope, _legacy_error(ERROR_BUSY, "the proxy's session table is full"))
+                return
+        elif state.session.outstanding is not None:
+            self.counters["busy: request in flight"] += 1
+            self._send_frontend(envelope, _legacy_error(ERROR_BUSY, "this client already has a request in flight"))
+            return
+        if len(self._in_flight) >= PROXY_IN_FLIGHT_MAX:
+            self.counters["busy: in-flight bound"] += 1
+            self._send_frontend(envelope, _legacy_error(ERROR_BUSY, "the proxy has too many requests in flight"))
+            return
+        state.session.view = max(state.session.view, self.view)
+        request = state.session.submit(operation)
+        self._start(state, envelope, encode(request), fresh=True)
+
+    def _start(self, state: _Session, envelope: ClientEnvelope, wire: bytes, *, fresh: bool) -> None:
+        state.route = envelope
+        state.wire = wire
+        state.attempts.start(fresh=fresh)
+        state.last_used = self._now
+        self._sessions.move_to_end(state.session.client_id)
+        self._in_flight[state.session.client_id] = state
+        self.counters["requests"] += 1
+        self._flush(state)
+
+    # --- sessions -------------------------------------------------------------------------------------------
+
+    def _client_session(self, client_id: int, *, request_number: int = 0) -> ClientSession:
+        return ClientSession(
+            client_id=client_id,
+            replica_count=self._replica_count,
+            prng=self._prng,
+            request_number=request_number,
+            view=self.view,
+            deadline_ticks=self._deadline_ticks,
+        )
+
+    def _new_session(self, client_id: int, *, legacy_key: tuple[bytes, ...] | None) -> _Session | None:
+        if len(self._sessions) >= PROXY_SESSIONS_MAX and not self._evict_one():
+            self.counters["busy: session table full"] += 1
+            return None
+        state = _Session(self._client_session(client_id), legacy_key, self._now)
+        self._sessions[client_id] = state
+        if legacy_key is not None:
+            self._legacy[legacy_key] = client_id
+        self.counters["sessions created"] += 1
+        return state
+
+    def _supersede(self, state: _Session, *, by: int) -> None:
+        """Drop the request in flight of a zvsr client that sent a newer one; its route gets `timeout`."""
+        session = state.session
+        outstanding, route = session.outstanding, state.route
+        assert outstanding is not None and route is not None
+        del self._in_flight[session.client_id]
+        # A ClientSession cannot drop its outstanding request: a new one continues the client's numbering.
+        state.session = self._client_session(session.client_id, request_number=session.request_number)
+        state.route = None
+        self.counters["requests superseded"] += 1
+        message = f"superseded by request_number {by} of the same client; the outcome is unknown"
+        error = Error(
+            view=self.view,
+            client_id=session.client_id,
+            request_number=outstanding.request_number,
+            code=ERROR_TIMEOUT,
+            message=message,
+        )
+        self._send_frontend(route, encode(error))
+
+    def _evict_one(self) -> bool:
+        """Forget the least recently used idle session, to make room for a new one.
+
+        Only the oldest few are looked at: if they are all in flight, the table is full of work, and `busy`
+        is the honest answer."""
+        for count, (client_id, state) in enumerate(self._sessions.items()):
+            if count == _EVICTION_SCAN_MAX:
+                break
+            if state.session.outstanding is None:
+                self._forget(client_id)
+                self.counters["sessions evicted (table full)"] += 1
+                return True
+        return False
+
+    def _sweep_idle_sessions(self) -> None:
+        idle_since = self._now - PROXY_SESSION_IDLE_MS / 1000
+        while self._sessions:
+            client_id, state = next(iter(self._sessions.items()))
+            if state.last_used > idle_since:
+                return
+            if state.session.outstanding is not None:  # cannot outlive its deadline; keep it, look at the rest
+                state.last_used = self._now
+                self._sessions.move_to_end(client_id)
+                continue
+            self._forget(client_id)
+            self.counters["sessions evicted (idle)"] += 1
+
+    def _forget(self, client_id: int) -> None:
+        state = self._sessions.pop(client_id)
+        if state.legacy_key is not None:
+            del self._legacy[state.legacy_key]
+
+    # --- backends and heartbeats ----------------------------------------------------------------------------
+
+    def _flush(self, state: _Session) -> None:
+        """Send what the session asks for: its request in flight, to one replica or to all."""
+        outbox = state.session.take_outbox()
+        if not outbox:
+            return
+        outstanding = state.session.outstanding
+        for destination, request in outbox:
+            if request is not outstanding:
+                continue  # queued before the request completed (several ticks caught up at once)
+            targets = self._backends if destination == BROADCAST else (self._backends[destination],)
+            for backend in targets:
+                try:
+                    backend.send(state.wire, _NOBLOCK)
+                except zmq.Again:  # not connected (IMMEDIATE) or at the HWM: lost, like any message
+                    self.counters["backend sends dropped"] += 1
+                else:
+                    state.attempts.sent += 1
+
+    def _drain_backend(self, socket: zmq.Socket[bytes], index: int) -> None:
+        receive, option = socket.recv, socket.get
+        for _ in range(PROXY_DRAIN_MAX):
+            try:
+                data = receive(_NOBLOCK)
+            except zmq.Again:
+                return
+            while option(_RCVMORE):  # [payload] as sent; keep the last frame of anything longer
+                data = receive(_NOBLOCK)
+            try:
+                reply = decode_client_reply(data)
+            except DecodeError as error:
+                self.counters[f"bad reply from replica: {error.reason}"] += 1
+                self._bad_input_log.warn(f"bad reply from replica {index}", str(error))
+                continue
+            self._on_backend_reply(reply, data)
+
+    def _on_backend_reply(self, reply: ClientReply, data: bytes) -> None:
+        state = self._in_flight.get(reply.client_id)
+        if state is not None:
+            outstanding = state.session.outstanding
+            assert outstanding is not None
+            if reply.request_number == outstanding.request_number:
+                state.attempts.on_answer(reply)
+            state.session.on_reply(reply)
+            self._flush(state)
+            completion = state.session.take_completion()
+            if completion is not None:
+                self._finish(state, completion, reply_bytes=data if isinstance(reply, Reply) else None)
+        else:
+            self.counters["replies after the answer"] += 1
+        # Errors may name a view that never starts (a replica voting in it): only Reply / Redirect teach.
+        if not isinstance(reply, Error) and reply.view > self.view:
+            self._learn_view(reply.view)
+
+    def _drain_heartbeats(self, socket: zmq.Socket[bytes]) -> None:
+        for _ in range(PROXY_DRAIN_MAX):
+            try:
+                data = socket.recv(_NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                message = decode_replica_message(data)
+            except DecodeError as error:
+                self.counters[f"bad heartbeat: {error.reason}"] += 1
+                self._bad_input_log.warn("bad heartbeat", str(error))
+                continue
+            if not isinstance(message, Commit):
+                self.counters["bad heartbeat: not a Commit"] += 1
+                continue
+            if message.cluster != self.config.cluster_id or message.epoch != self.config.epoch:
+                self.counters["heartbeat of another cluster or epoch"] += 1
+                self._bad_input_log.warn(
+                    "heartbeat of another cluster or epoch",
+                    f"cluster {message.cluster} epoch {message.epoch}, "
+                    f"expected cluster {self.config.cluster_id} epoch {self.config.epoch}",
+                )
+                continue
+            if message.replica != message.view % self._replica_count:
+                self.counters["heartbeat not from the primary of its view"] += 1  # rule 1
+                continue
+            if message.view > self.view:
+                self._learn_view(message.view)
+
+    def _learn_view(self, view: int) -> None:
+        """View `view` has started: use it, and move every request in flight in an older view to its primary."""
+        self.view = view
+        self.counters["views learnt"] += 1
+        primary = view % self._replica_count
+        for state in list(self._in_flight.values()):
+            session = state.session
+            outstanding = session.outstanding
+            if outstanding is not None and session.view < view:
+                session.on_reply(
+                    Redirect(
+                        view=view,
+                        primary=primary,
+                        client_id=session.client_id,
+                        request_number=outstanding.request_number,
+                    )
+                )
+                self._flush(state)
+
+    # --- time -----------------------------------------------------------------------------------------------
+
+    def _tick(self, ticks: int) -> None:
+        for state in list(self._in_flight.values()):
+            session = state.session
+            for _ in range(ticks):
+                session.tick()
+                completion = session.take_completion()
+                if completion is not None:
+                    self._finish(state, completion, reply_bytes=None)
+                    break
+            else:
+                self._flush(state)
+
+    # --- answers --------------------------------------------------------------------------------------------
+
+    def _finish(self, state: _Session, completion: Completion, *, reply_bytes: bytes | None) -> None:
+        session = state.session
+        del self._in_flight[session.client_id]
+        route, state.route = state.route, None
+        assert route is not None
+        state.answered_number = completion.request_number
+        legacy = state.legacy_key is not None
+        if completion.result is not None:
+            self.counters["results"] += 1
+            if legacy:
+                answer = completion.result  # the application's result value, as it encoded it
+            elif reply_bytes is not None:
+                answer = reply_bytes  # the replica's Reply, passed through
+            else:
+                answer = encode(
+                    Reply(
+                        view=session.view,
+                        client_id=session.client_id,
+                        request_number=completion.request_number,
+                        result=completion.result,
+                    )
+                )
+        else:
+            assert completion.error is not None
+            if completion.error == ERROR_BAD_REQUEST:
+                code, message = completion.error, completion.message
+            else:
+                code, message = state.attempts.final_error(
+                    timeout_ms=self.config.request_timeout_ms, target="replica"
+                )
+            self.counters[f"answered {code}"] += 1
+            if legacy:
+                answer = _legacy_error(code, message)
+            else:
+                answer = encode(
+                    Error(
+                        view=self.view,
+                        client_id=session.client_id,
+                        request_number=completion.request_number,
+                        code=code,
+                        message=message,
+                    )
+                )
+        self._send_frontend(route, answer)
+
+    def _refuse_zvsr(self, envelope: ClientEnvelope, request: Request, code: str, message: str) -> None:
+        self.counters[f"refused: {code}"] += 1
+        error = Error(
+            view=self.view,
+            client_id=request.client_id,
+            request_number=request.request_number,
+            code=code,
+            message=message,
+        )
+        self._send_frontend(envelope, encode(error))
+
+    def _bad_zvsr_input(self, envelope: ClientEnvelope, payload: bytes, error: DecodeError) -> None:
+        """A zvsr message that is not a valid Request: an Error for the request it names, as a replica answers
+        (`zvsr.wire.admin`); the bare Error (code and message only) if it names none."""
+        self.counters[f"bad request: {error.reason}"] += 1
+        self._bad_input_log.warn(f"bad zvsr request ({error.reason})", str(error))
+        message = clip_message(str(error))
+        ids = request_ids(payload)
+        if ids is None:
+            self._send_frontend(envelope, encode_bare_error(message))
+            return
+        client_id, request_number = ids
+        answer = Error(
+            view=self.view,
+            client_id=client_id,
+            request_number=request_number,
+            code=ERROR_BAD_REQUEST,
+            message=message,
+        )
+        self._send_frontend(envelope, encode(answer))
+
+    def _bad_input(self, reason: str, detail: str, *, legacy_route: ClientEnvelope) -> None:
+        self.counters[f"bad request: {reason}"] += 1
+        self._bad_input_log.warn(f"bad request ({reason})", detail)
+        self._send_frontend(legacy_route, _legacy_error(ERROR_BAD_REQUEST, f"{reason}: {detail}"))
+
+    def _send_frontend(self, envelope: ClientEnvelope, payload: bytes) -> None:
+        try:
+            # send_multipart, unrolled: ROUTER refuses (Again / EHOSTUNREACH) at the first frame or not at all.
+            send = self._frontend.send
+            for frame in envelope:
+                send(frame, _NOBLOCK_SNDMORE)
+            send(payload, _NOBLOCK)
+        except zmq.Again:
+            self.counters["answers dropped (client's queue full)"] += 1
+        except zmq.ZMQError as error:
+            if error.errno != errno.EHOSTUNREACH:
+                raise
+            self.counters["answers dropped (client gone)"] += 1
+
+
+# --- helpers ------------------------------------------------------------------------------------------------
+
+
+def _unpack_operation(payload: bytes) -> tuple[Any, str | None]:
+    """(the payload's msgpack value, None) or (None, why not). Limits as the app adapter's: input-bounded."""
+    size = len(payload)
+    try:
+        value = msgpack.unpackb(
+            payload,
+            raw=False,
+            strict_map_key=False,
+            max_bin_len=size,
+            max_str_len=size,
+            max_array_len=size,
+            max_map_len=size,
+            max_ext_len=size,
+        )
+    except Exception as error:  # ValueError subclasses, UnicodeDecodeError, TypeError (unhashable key)...
+        return None, f"not one msgpack value ({type(error).__name__})"
+    return value, None
+
+
+def _legacy_error(code: str, message: str) -> bytes:
+    data: bytes = msgpack.packb({"error": code, "message": message}, use_bin_type=True)
+    return data
+
+
+def serve_proxy(config: ClusterConfig) -> None:
+    """`zvsr proxy`: run one proxy until SIGTERM / SIGINT."""
+    setup_logging(config.log_level, config.log_format)
+    try:
+        proxy = Proxy(config)
+    except ProxyStartError as error:
+        log.error("%s", error)
+        raise SystemExit(1) from error
+    proxy.serve()
