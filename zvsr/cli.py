@@ -1,11 +1,25 @@
-"""The `zvsr` command line (click). Each subcommand lives beside the layer it drives."""
+"""The `zvsr` command line (click). Each subcommand is a thin shell over the layer it drives.
+
+- `zvsr cluster up`   a local cluster (N replicas + a proxy as child processes) with an embedded default config
+- `zvsr node`         one replica, from a cluster file (production launcher)
+- `zvsr proxy`        a client proxy, from a cluster file
+- `zvsr kv …`         the built-in coordination app from the shell, through a proxy
+- `zvsr status`       view, role, op and commit numbers of every replica
+- `zvsr sim`, `zvsr lincheck`   the simulator and the linearizability checker
+"""
 
 from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
 
 import click
 
 from zvsr import __version__
 from zvsr.lincheck.cli import lincheck_command
+from zvsr.runtime.config import ENVIRONMENT, LOG_FORMATS, LOG_LEVELS, ClusterConfig, ConfigError, load_config
 from zvsr.sim.cli import sim_command
 
 
@@ -17,3 +31,236 @@ def main() -> None:
 
 main.add_command(sim_command, "sim")
 main.add_command(lincheck_command, "lincheck")
+
+
+def _environment() -> dict[str, str]:
+    return {key: value for key, value in os.environ.items() if key in ENVIRONMENT}
+
+
+def load(config_path: str | None, **flags: Any) -> ClusterConfig:
+    try:
+        return load_config(config_path, environment=_environment(), flags=flags)
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from error
+
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    envvar="ZVSR_CONFIG",
+    help="Cluster file (TOML). Without one, the local default cluster of `zvsr cluster up`.",
+)
+log_options = [
+    click.option("--log-level", type=click.Choice(LOG_LEVELS), default=None, help="Default: info."),
+    click.option("--log-format", type=click.Choice(LOG_FORMATS), default=None, help="Default: text."),
+]
+
+
+def with_log_options(function: Any) -> Any:
+    for option in reversed(log_options):
+        function = option(function)
+    return function
+
+
+@main.command("node")
+@config_option
+@click.option("--replica", type=click.IntRange(min=0), required=True, help="This replica's index in the file.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Overrides [node] data_dir.")
+@click.option("--app", default=None, help="Replicated state machine, package.module:Class.")
+@with_log_options
+def node_command(
+    config_path: str | None,
+    replica: int,
+    data_dir: str | None,
+    app: str | None,
+    log_level: str | None,
+    log_format: str | None,
+) -> None:
+    """Run one replica until SIGTERM / Ctrl-C."""
+    from zvsr.runtime.node import serve_node
+
+    config = load(config_path, data_dir=data_dir, app=app, log_level=log_level, log_format=log_format)
+    if replica >= len(config.replicas):
+        raise click.ClickException(f"--replica {replica}: the cluster has replicas 0..{len(config.replicas) - 1}")
+    serve_node(config, replica)
+
+
+@main.command("proxy")
+@config_option
+@click.option("--endpoint", default=None, help="Client-facing endpoint to bind (overrides [proxy] endpoint).")
+@with_log_options
+def proxy_command(
+    config_path: str | None, endpoint: str | None, log_level: str | None, log_format: str | None
+) -> None:
+    """Run a client proxy until SIGTERM / Ctrl-C: it always finds the current primary."""
+    from zvsr.runtime.proxy import serve_proxy
+
+    serve_proxy(load(config_path, proxy=endpoint, log_level=log_level, log_format=log_format))
+
+
+@main.group("cluster")
+def cluster_group() -> None:
+    """A local cluster for development and tests."""
+
+
+@cluster_group.command("up")
+@click.option("--replicas", type=click.IntRange(1, 15), default=3, show_default=True)
+@click.option(
+    "--base-port",
+    type=click.IntRange(1024, 65000),
+    default=7700,
+    show_default=True,
+    help="The proxy listens here; replica i on base+10(i+1) .. base+10(i+1)+2.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Keep data here (default: a temporary directory, removed on exit).",
+)
+@click.option("--app", default=None, help="Replicated state machine, package.module:Class.")
+@with_log_options
+def cluster_up_command(
+    replicas: int,
+    base_port: int,
+    data_dir: str | None,
+    app: str | None,
+    log_level: str | None,
+    log_format: str | None,
+) -> None:
+    """Start REPLICAS replicas and a proxy as child processes; Ctrl-C or SIGTERM stops them all."""
+    from zvsr.runtime.launcher import run_local_cluster
+
+    settings = {"app": app, "log_level": log_level, "log_format": log_format}
+    code = run_local_cluster(
+        replicas=replicas,
+        base_port=base_port,
+        data_dir=Path(data_dir) if data_dir else None,
+        settings={k: v for k, v in settings.items() if v is not None},
+        echo=click.echo,
+    )
+    raise SystemExit(code)
+
+
+@main.command("status")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON document with every replica's status.")
+@click.option("--timeout-ms", type=click.IntRange(min=1), default=1000, show_default=True)
+def status_command(config_path: str | None, as_json: bool, timeout_ms: int) -> None:
+    """View, status, role, op_number, commit_number, last heard and lag of every replica."""
+    from zvsr.runtime.status import collect_status, format_status
+
+    config = load(config_path)
+    report = collect_status(config, timeout_ms=timeout_ms)
+    click.echo(json.dumps(report, indent=2, sort_keys=True) if as_json else format_status(report))
+    if not any(entry.get("reachable") for entry in report["replicas"]):
+        raise SystemExit(1)
+
+
+# --- zvsr kv -------------------------------------------------------------------------------------------------
+
+
+def parse_value(text: str) -> Any:
+    """A JSON value if the text is one (`1`, `true`, `"x"`, `[1,2]`), otherwise the text itself."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+@main.group("kv")
+@click.option(
+    "--proxy",
+    "proxy_endpoint",
+    default=None,
+    envvar="ZVSR_PROXY",
+    help="Proxy endpoint (default: the local cluster's, tcp://127.0.0.1:7700).",
+)
+@click.option("--timeout-ms", type=click.IntRange(min=1), default=5000, show_default=True)
+@click.pass_context
+def kv_group(context: click.Context, proxy_endpoint: str | None, timeout_ms: int) -> None:
+    """The built-in coordination app: values are JSON when they parse as JSON, strings otherwise."""
+    context.obj = {"proxy": proxy_endpoint or load(None).proxy, "timeout_ms": timeout_ms}
+
+
+def run_kv(context: click.Context, operation: dict[str, Any]) -> None:
+    from zvsr.client import Client, ZvsrError
+
+    settings = context.find_object(dict)
+    assert settings is not None
+    try:
+        with Client(settings["proxy"], timeout_ms=settings["timeout_ms"]) as client:
+            result = client.execute(operation)
+    except ZvsrError as error:
+        raise click.ClickException(f"{error.code}: {error}") from error
+    click.echo(json.dumps(result, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError(f"cannot show {type(value).__name__}")
+
+
+@kv_group.command("get")
+@click.argument("key")
+@click.pass_context
+def kv_get(context: click.Context, key: str) -> None:
+    """Print KEY's value (null if missing)."""
+    run_kv(context, {"op": "get", "key": key})
+
+
+@kv_group.command("put")
+@click.argument("key")
+@click.argument("value")
+@click.pass_context
+def kv_put(context: click.Context, key: str, value: str) -> None:
+    """Set KEY to VALUE."""
+    run_kv(context, {"op": "put", "key": key, "value": parse_value(value)})
+
+
+@kv_group.command("del")
+@click.argument("key")
+@click.pass_context
+def kv_delete(context: click.Context, key: str) -> None:
+    """Delete KEY; prints whether it existed."""
+    run_kv(context, {"op": "delete", "key": key})
+
+
+@kv_group.command("cas")
+@click.argument("key")
+@click.argument("expected")
+@click.argument("new")
+@click.pass_context
+def kv_cas(context: click.Context, key: str, expected: str, new: str) -> None:
+    """Set KEY to NEW if it equals EXPECTED (`null`: if missing)."""
+    run_kv(context, {"op": "cas", "key": key, "expected": parse_value(expected), "new": parse_value(new)})
+
+
+@kv_group.command("incr")
+@click.argument("key")
+@click.option("--by", type=int, default=1, show_default=True)
+@click.pass_context
+def kv_incr(context: click.Context, key: str, by: int) -> None:
+    """Add BY to the integer at KEY (missing counts as 0); prints the new value."""
+    run_kv(context, {"op": "incr", "key": key, "by": by})
+
+
+@kv_group.command("lock")
+@click.argument("name")
+@click.argument("owner")
+@click.pass_context
+def kv_lock(context: click.Context, name: str, owner: str) -> None:
+    """Acquire lock NAME for OWNER; prints ok, holder and fencing token."""
+    run_kv(context, {"op": "lock", "name": name, "owner": owner})
+
+
+@kv_group.command("unlock")
+@click.argument("name")
+@click.argument("owner")
+@click.pass_context
+def kv_unlock(context: click.Context, name: str, owner: str) -> None:
+    """Release lock NAME held by OWNER."""
+    run_kv(context, {"op": "unlock", "name": name, "owner": owner})

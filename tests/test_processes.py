@@ -1,0 +1,297 @@
+"""End to end: real replica and proxy processes on 127.0.0.1, killed, paused and restarted under load.
+
+Each test states the scenario; each waits for conditions with deadlines and cleans up every process.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
+import pytest
+import zmq
+
+from zvsr.client import Client, Timeout, ZvsrError
+from zvsr.lincheck import UNKNOWN, Operation, ZvsrModel, check
+from zvsr.runtime.processes import ProcessCluster, free_ports, port_is_free, process_cluster, wait_for
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[ProcessCluster]:
+    with process_cluster(tmp_path) as started:
+        started.wait_for_primary()
+        yield started
+
+
+# --- a load of several clients, recorded for the checks -----------------------------------------------------
+
+
+@dataclass
+class Load:
+    proxy: str
+    clients: int = 4
+    history: list[Operation] = field(default_factory=list)
+    acknowledged_puts: dict[str, Any] = field(default_factory=dict)
+    acknowledged_increments: int = 0
+    unknown_increments: int = 0
+    errors: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    started: float = field(default_factory=time.monotonic)
+
+    def run(self) -> list[threading.Thread]:
+        threads = [threading.Thread(target=self._client, args=(n,), daemon=True) for n in range(self.clients)]
+        for thread in threads:
+            thread.start()
+        return threads
+
+    def acknowledged(self) -> int:
+        with self.lock:
+            return sum(1 for op in self.history if op.output is not UNKNOWN)
+
+    def _client(self, number: int) -> None:
+        with Client(self.proxy, timeout_ms=8000) as client:
+            for sequence in itertools.count():
+                if self.stop.is_set():
+                    return
+                if sequence % 3 == 2:
+                    operation: dict[str, Any] = {"op": "incr", "key": "counter", "by": 1}
+                elif sequence % 3 == 1:
+                    operation = {"op": "get", "key": f"k{number}"}
+                else:
+                    operation = {"op": "put", "key": f"k{number}", "value": sequence}
+                call = time.monotonic() - self.started
+                try:
+                    result = client.execute(operation)
+                except Timeout:
+                    self._record(number, operation, UNKNOWN, call, None)
+                    continue
+                except ZvsrError as error:
+                    self._record(number, operation, UNKNOWN, call, None)
+                    with self.lock:
+                        self.errors.append(f"{error.code}: {error}")
+                    continue
+                self._record(number, operation, result, call, time.monotonic() - self.started)
+
+    def _record(
+        self, number: int, operation: dict[str, Any], result: Any, call: float, done: float | None
+    ) -> None:
+        with self.lock:
+            if result is UNKNOWN:
+                self.history.append(Operation(number, operation, UNKNOWN, call))
+                if operation["op"] == "incr":
+                    self.unknown_increments += 1
+                return
+            assert done is not None
+            self.history.append(Operation(number, operation, result, call, done))
+            if operation["op"] == "put":
+                self.acknowledged_puts[operation["key"]] = operation["value"]
+            elif operation["op"] == "incr":
+                self.acknowledged_increments += 1
+
+
+def check_after_load(cluster: ProcessCluster, load: Load) -> None:
+    """Every acknowledged write is there, no increment ran twice, and the history is linearizable."""
+    with Client(cluster.config.proxy, timeout_ms=10_000) as client:
+        counter = client.get("counter") or 0
+        assert load.acknowledged_increments <= counter <= load.acknowledged_increments + load.unknown_increments
+        for key, value in load.acknowledged_puts.items():
+            # Each client writes increasing numbers to its own key; a later put that was in flight (outcome
+            # unknown) at the end may have won, an older value never.
+            stored = client.get(key)
+            assert stored is not None and stored >= value, f"acknowledged write {key}={value} lost ({stored})"
+    verdict = check(load.history, ZvsrModel(), timeout_s=60)
+    assert verdict.verdict == "ok", verdict.summary()
+
+
+# --- the scenarios -----------------------------------------------------------------------------------------------
+
+
+def test_readme_quickstart_cluster_up_then_kv_put_and_get(tmp_path: Path) -> None:
+    """`zvsr cluster up` in one shell; `zvsr kv put a 1` and `zvsr kv get a` in another; Ctrl-C stops it all."""
+    base = free_ports(1)[0]
+    while not all(port_is_free(f"tcp://127.0.0.1:{base + offset}") for offset in (0, 10, 11, 12, 20, 21, 22, 30)):
+        base = free_ports(1)[0]
+    up = subprocess.Popen(
+        [sys.executable, "-m", "zvsr", "cluster", "up", "--base-port", str(base)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        text=True,
+    )
+    try:
+        assert up.stdout is not None
+        lines: list[str] = []
+        for line in up.stdout:
+            lines.append(line)
+            if line.startswith("cluster is up"):
+                break
+        assert any(line.startswith("cluster is up") for line in lines), "".join(lines)
+        proxy = f"tcp://127.0.0.1:{base}"
+        kv = [sys.executable, "-m", "zvsr", "kv", "--proxy", proxy]
+        put = subprocess.run([*kv, "put", "a", "1"], capture_output=True, text=True, timeout=30)
+        assert put.returncode == 0, put.stderr
+        got = subprocess.run([*kv, "get", "a"], capture_output=True, text=True, timeout=30)
+        assert got.returncode == 0, got.stderr
+        assert got.stdout.strip() == "1"
+        os.killpg(up.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+        assert up.wait(timeout=30) == 0
+        wait_for(lambda: port_is_free(proxy), timeout_s=10, what="the proxy port to be released")
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGKILL)
+            up.wait()
+
+
+def test_kill_9_of_the_primary_under_load_loses_nothing_acknowledged(cluster: ProcessCluster) -> None:
+    """Four clients write through the proxy; the primary is killed with SIGKILL; writes go on in a new view."""
+    load = Load(cluster.config.proxy)
+    threads = load.run()
+    wait_for(lambda: load.acknowledged() >= 100, timeout_s=30, what="100 acknowledged ops")
+    primary = cluster.wait_for_primary()
+    cluster.kill(primary)
+    before = load.acknowledged()
+    new_primary = cluster.wait_for_primary(other_than=primary, timeout_s=30)
+    assert new_primary != primary
+    wait_for(lambda: load.acknowledged() >= before + 100, timeout_s=60, what="100 more ops after failover")
+    load.stop.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    check_after_load(cluster, load)
+
+
+def test_sigstop_of_the_primary_then_sigcont_returns_it_as_a_backup(cluster: ProcessCluster) -> None:
+    """The primary is frozen longer than the view-change timeout, the others move on, then it thaws."""
+    load = Load(cluster.config.proxy, clients=2)
+    threads = load.run()
+    wait_for(lambda: load.acknowledged() >= 50, timeout_s=30, what="50 acknowledged ops")
+    primary = cluster.wait_for_primary()
+    cluster.pause(primary)
+    try:
+        new_primary = cluster.wait_for_primary(other_than=primary, timeout_s=30)
+        before = load.acknowledged()
+        wait_for(lambda: load.acknowledged() >= before + 50, timeout_s=60, what="ops in the new view")
+    finally:
+        cluster.resume(primary)
+
+    def thawed_as_backup() -> bool:
+        answer = cluster.status(primary)
+        leader = cluster.status(new_primary)
+        return bool(
+            answer
+            and leader
+            and answer["status"] == "normal"
+            and answer["role"] == "backup"
+            and answer["view"] == leader["view"]
+        )
+
+    wait_for(thawed_as_backup, timeout_s=30, what="the old primary to rejoin as a backup")
+    load.stop.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    check_after_load(cluster, load)
+    primaries = [i for i, answer in cluster.statuses().items() if answer.get("role") == "primary"]
+    assert len(primaries) == 1, f"split brain: {primaries}"
+
+
+def test_a_backup_restarted_without_its_memory_recovers_and_catches_up(cluster: ProcessCluster) -> None:
+    primary = cluster.wait_for_primary()
+    backup = next(i for i in range(3) if i != primary)
+    with Client(cluster.config.proxy, timeout_ms=10_000) as client:
+        for n in range(50):
+            client.put(f"before-{n}", n)
+        cluster.kill(backup)
+        for n in range(50):
+            client.put(f"during-{n}", n)
+        cluster.start_node(backup)
+        for n in range(20):
+            client.put(f"after-{n}", n)
+    log = cluster.root / f"replica-{backup}.log"
+
+    def caught_up() -> bool:
+        answers = cluster.statuses()
+        mine, leader = answers.get(backup), answers.get(primary)
+        return bool(
+            mine
+            and leader
+            and mine["status"] == "normal"
+            and mine["op_number"] == leader["op_number"]
+            and mine["commit_number"] >= 120
+        )
+
+    wait_for(caught_up, timeout_s=30, what="the restarted backup to catch up")
+    assert re.search(r"recover", log.read_text(), re.IGNORECASE), "the restart did not run the recovery protocol"
+
+
+def test_a_plain_zmq_req_client_that_knows_nothing_of_zvsr_gets_answers(cluster: ProcessCluster) -> None:
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    request = context.socket(zmq.REQ)
+    request.setsockopt(zmq.LINGER, 0)
+    request.setsockopt(zmq.RCVTIMEO, 10_000)
+    try:
+        request.connect(cluster.config.proxy)
+        request.send(msgpack.packb({"op": "put", "key": "legacy", "value": "works"}))
+        request.recv()
+        request.send(msgpack.packb({"op": "get", "key": "legacy"}))
+        assert msgpack.unpackb(request.recv()) == "works"
+        request.send(msgpack.packb({"op": "incr", "key": "legacy-counter", "by": 5}))
+        assert msgpack.unpackb(request.recv()) == 5
+    finally:
+        request.close()
+        context.term()
+
+
+def test_garbage_on_every_bound_socket_is_counted_and_the_cluster_keeps_serving(cluster: ProcessCluster) -> None:
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    garbage = [b"", b"\xc1", b"\x81\xa4type\x63", b"\x80" * 100, os.urandom(4096), msgpack.packb({"type": 1})]
+    sockets = []
+    try:
+        for address in cluster.config.replicas:
+            for endpoint, identity in ((address.peer, b"r9"), (address.peer, b"r1"), (address.client, None)):
+                dealer = context.socket(zmq.DEALER)
+                dealer.setsockopt(zmq.LINGER, 0)
+                if identity is not None:
+                    dealer.setsockopt(zmq.ROUTING_ID, identity)
+                dealer.connect(endpoint)
+                sockets.append(dealer)
+                for frame in garbage:
+                    dealer.send_multipart([b"", frame])
+                    dealer.send_multipart([frame])
+                    dealer.send_multipart([frame, frame, frame])
+        proxy = context.socket(zmq.DEALER)
+        proxy.setsockopt(zmq.LINGER, 0)
+        proxy.connect(cluster.config.proxy)
+        sockets.append(proxy)
+        for frame in garbage:
+            proxy.send_multipart([b"", frame])
+        with Client(cluster.config.proxy, timeout_ms=10_000) as client:
+            client.put("still", "serving")
+            assert client.get("still") == "serving"
+
+        def counted() -> bool:
+            answers = cluster.statuses()
+            return len(answers) == 3 and all(
+                sum(answer.get("counters", {}).values()) > 0 for answer in answers.values()
+            )
+
+        wait_for(counted, timeout_s=10, what="every replica to count the bad input")
+        for process in cluster.nodes.values():
+            assert process.poll() is None, "a node died of bad input"
+        assert cluster.proxy is not None and cluster.proxy.poll() is None, "the proxy died of bad input"
+    finally:
+        for s in sockets:
+            s.close()
+        context.term()

@@ -1,0 +1,135 @@
+"""`zvsr cluster up`: a local cluster of N replicas and a proxy, as child processes of one foreground command.
+
+The launcher writes the embedded default configuration (`local_cluster`) to `<dir>/cluster.toml`, starts
+`python -m zvsr node --replica i` for each replica and `python -m zvsr proxy`, waits until a read goes through
+the proxy, prints the endpoints, and then supervises: Ctrl-C (SIGINT to the process group) or SIGTERM stops
+every child — SIGTERM first, SIGKILL after a grace period — and removes the directory if it was temporary.
+A child that exits on its own is reported; the cluster keeps running while a majority of replicas and the
+proxy are alive (a majority is all VR needs), and the launcher exits non-zero when that is no longer so.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from zvsr.runtime.config import ClusterConfig, local_cluster, to_toml
+
+READY_TIMEOUT_S = 30.0
+STOP_GRACE_S = 5.0
+SUPERVISE_INTERVAL_S = 0.2
+
+
+class _Stop(Exception):
+    pass
+
+
+def run_local_cluster(
+    *,
+    replicas: int,
+    base_port: int,
+    data_dir: Path | None,
+    settings: Mapping[str, Any],
+    echo: Callable[[str], None],
+) -> int:
+    temporary = data_dir is None
+    root = Path(tempfile.mkdtemp(prefix="zvsr-")) if data_dir is None else data_dir
+    root.mkdir(parents=True, exist_ok=True)
+    config = local_cluster(replicas=replicas, base_port=base_port, data_dir=str(root / "data"), **settings)
+    path = root / "cluster.toml"
+    path.write_text(to_toml(config))
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    # SIGINT too: a launcher started in the background by a script has SIGINT ignored by default.
+    previous = {number: signal.signal(number, _raise_stop) for number in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for index in range(replicas):
+            children[f"replica {index}"] = _spawn(["node", "--config", str(path), "--replica", str(index)])
+        children["proxy"] = _spawn(["proxy", "--config", str(path)])
+        _describe(config, path, echo)
+        if not _wait_until_serving(config, children, echo):
+            return 1
+        echo(f"cluster is up: try `zvsr kv put a 1` and `zvsr kv get a` (proxy {config.proxy}); Ctrl-C stops it")
+        return _supervise(children, replicas, echo)
+    except (KeyboardInterrupt, _Stop):
+        echo("stopping the cluster")
+        return 0
+    finally:
+        for number in previous:  # a second Ctrl-C must not cut the clean-up short
+            signal.signal(number, signal.SIG_IGN)
+        _stop_all(children)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        if temporary:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop()
+
+
+def _spawn(arguments: list[str]) -> subprocess.Popen[bytes]:
+    # Children inherit stdout/stderr: their logs show in this terminal, each line prefixed by its replica.
+    return subprocess.Popen([sys.executable, "-m", "zvsr", *arguments])
+
+
+def _describe(config: ClusterConfig, path: Path, echo: Callable[[str], None]) -> None:
+    echo(f"config: {path}")
+    echo(f"proxy:  {config.proxy}")
+    for index, address in enumerate(config.replicas):
+        echo(f"replica {index}: client {address.client}  peer {address.peer}  heartbeat {address.heartbeat}")
+
+
+def _wait_until_serving(
+    config: ClusterConfig, children: Mapping[str, subprocess.Popen[bytes]], echo: Callable[[str], None]
+) -> bool:
+    from zvsr.client import Client, ZvsrError
+
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    with Client(config.proxy, timeout_ms=1000) as client:
+        while time.monotonic() < deadline:
+            for name, child in children.items():
+                if child.poll() is not None:
+                    echo(f"{name} exited with code {child.returncode} during start-up")
+                    return False
+            try:
+                client.get("zvsr:ready")
+                return True
+            except ZvsrError:
+                continue
+    echo(f"the cluster did not answer within {READY_TIMEOUT_S:.0f} s")
+    return False
+
+
+def _supervise(children: Mapping[str, subprocess.Popen[bytes]], replicas: int, echo: Callable[[str], None]) -> int:
+    reported: set[str] = set()
+    while True:
+        for name, child in children.items():
+            if child.poll() is not None and name not in reported:
+                reported.add(name)
+                echo(f"{name} exited with code {child.returncode}")
+        alive = sum(1 for name, child in children.items() if name != "proxy" and child.poll() is None)
+        if children["proxy"].poll() is not None or alive < replicas // 2 + 1:
+            echo("no longer a majority of replicas and a proxy: stopping")
+            return 1
+        time.sleep(SUPERVISE_INTERVAL_S)
+
+
+def _stop_all(children: Mapping[str, subprocess.Popen[bytes]]) -> None:
+    for child in children.values():
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    for child in children.values():
+        try:
+            child.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()

@@ -1,0 +1,84 @@
+"""`zvsr status`: ask every replica for its status on its client port and show one line per replica.
+
+Each replica answers the status query (`{"type": 30}`, see `zvsr.wire.admin`) itself; a replica that does not
+answer within the timeout is shown as unreachable. Lag is how far a replica's commit_number is behind the
+highest commit_number any replica reported.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
+import zmq
+
+from zvsr.runtime.config import ClusterConfig
+
+STATUS_QUERY = {"type": 30}
+STATUS_ANSWER_TYPE = 31
+STATUS_ANSWER_BYTES_MAX = 1024 * 1024
+
+
+def query(endpoint: str, *, timeout_ms: int, context: zmq.Context[zmq.Socket[bytes]]) -> dict[str, Any] | None:
+    socket = context.socket(zmq.DEALER)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.setsockopt(zmq.MAXMSGSIZE, STATUS_ANSWER_BYTES_MAX)
+    try:
+        socket.connect(endpoint)
+        socket.send_multipart([b"", msgpack.packb(STATUS_QUERY)])
+        deadline = time.monotonic() + timeout_ms / 1000
+        while (left := deadline - time.monotonic()) > 0:
+            if not socket.poll(int(left * 1000) + 1):
+                return None
+            frames = socket.recv_multipart()
+            try:
+                answer = msgpack.unpackb(frames[-1], raw=False, strict_map_key=False)
+            except (ValueError, msgpack.UnpackException):
+                continue
+            if isinstance(answer, dict) and answer.get("type") == STATUS_ANSWER_TYPE:
+                return answer
+        return None
+    finally:
+        socket.close()
+
+
+def collect_status(config: ClusterConfig, *, timeout_ms: int = 1000) -> dict[str, Any]:
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        entries: list[dict[str, Any]] = []
+        for index, address in enumerate(config.replicas):
+            answer = query(address.client, timeout_ms=timeout_ms, context=context)
+            entry: dict[str, Any] = {"replica": index, "endpoint": address.client, "reachable": answer is not None}
+            if answer is not None:
+                entry.update({k: v for k, v in answer.items() if k != "type"})
+            entries.append(entry)
+    finally:
+        context.term()
+    commits = [e["commit_number"] for e in entries if isinstance(e.get("commit_number"), int)]
+    highest = max(commits, default=0)
+    for entry in entries:
+        if isinstance(entry.get("commit_number"), int):
+            entry["lag"] = highest - entry["commit_number"]
+    return {"cluster": config.cluster_id, "replicas": entries}
+
+
+def format_status(report: dict[str, Any]) -> str:
+    header = (
+        f"{'replica':>7}  {'status':<12} {'view':>5} {'role':<8} {'op':>8} {'commit':>8} {'lag':>6}  last heard"
+    )
+    lines = [header]
+    for entry in report["replicas"]:
+        if not entry["reachable"]:
+            lines.append(f"{entry['replica']:>7}  {'unreachable':<12} ({entry['endpoint']})")
+            continue
+        heard = entry.get("last_heard_ms") or {}
+        heard_text = " ".join(
+            f"r{peer}:{'-' if age is None else f'{age}ms'}" for peer, age in sorted(heard.items(), key=str)
+        )
+        lines.append(
+            f"{entry['replica']:>7}  {entry.get('status', '?'):<12} {entry.get('view', '?'):>5} "
+            f"{entry.get('role', '?'):<8} {entry.get('op_number', '?'):>8} {entry.get('commit_number', '?'):>8} "
+            f"{entry.get('lag', '?'):>6}  {heard_text}"
+        )
+    return "\n".join(lines)
