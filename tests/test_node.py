@@ -8,7 +8,6 @@ always for a condition with a deadline, never a fixed sleep.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,8 +31,9 @@ from zvsr.protocol.messages import (
     Reply,
     Request,
 )
-from zvsr.runtime.config import ClusterConfig, ReplicaAddress
+from zvsr.runtime.config import ClusterConfig
 from zvsr.runtime.node import NodeStartError, ReplicaNode, routing_id
+from zvsr.runtime.processes import loopback_config, wait_for
 from zvsr.runtime.storage import MARKER_NAME, StorageError
 from zvsr.wire import admin, decode_client_reply, encode
 
@@ -43,42 +43,8 @@ T = TypeVar("T")
 TIMEOUTS = {"primary_timeout_ticks": 20, "primary_timeout_jitter_ticks": 10, "view_change_timeout_ticks": 40}
 
 
-def free_ports(count: int) -> list[int]:
-    """Distinct free ports: all bound at once (so none repeats), then released for the nodes to take."""
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 def make_config(data_dir: Path | None = None, replicas: int = 3) -> ClusterConfig:
-    ports = free_ports(3 * replicas)
-    addresses = tuple(
-        ReplicaAddress(
-            peer=f"tcp://127.0.0.1:{ports[3 * i]}",
-            heartbeat=f"tcp://127.0.0.1:{ports[3 * i + 1]}",
-            client=f"tcp://127.0.0.1:{ports[3 * i + 2]}",
-        )
-        for i in range(replicas)
-    )
-    return ClusterConfig(
-        replicas=addresses, data_dir=None if data_dir is None else str(data_dir), timeouts=dict(TIMEOUTS)
-    )
-
-
-def wait_for(condition: Callable[[], T | None], *, what: str, timeout_s: float = 10.0) -> T:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.01)  # a polling interval, not synchronisation: the condition decides
+    return loopback_config(replicas, data_dir=None if data_dir is None else str(data_dir), timeouts=dict(TIMEOUTS))
 
 
 def operation(op: str, key: str, **fields: Any) -> bytes:

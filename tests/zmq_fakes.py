@@ -8,9 +8,7 @@ nothing. Tests wait for conditions with deadlines (`wait_for`), never for fixed 
 
 from __future__ import annotations
 
-import socket as socket_module
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -19,7 +17,10 @@ from typing import Any, TypeVar
 import zmq
 
 from zvsr.protocol.messages import ClientReply, Commit, Reply, Request
-from zvsr.runtime.config import ClusterConfig, ReplicaAddress
+from zvsr.runtime.config import ClusterConfig
+from zvsr.runtime.processes import free_ports, loopback_config, wait_for
+
+__all__ = ["free_ports", "wait_for"]  # re-exported for the tests that use these fakes
 from zvsr.wire.codec import DecodeError, decode_request, encode
 
 T = TypeVar("T")
@@ -27,42 +28,7 @@ T = TypeVar("T")
 Script = Callable[[Request], list[ClientReply | bytes]]
 
 
-def free_ports(count: int) -> list[int]:
-    """Ports the kernel had free a moment ago (bound to port 0 together, then released)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket_module.socket(socket_module.AF_INET, socket_module.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def local_config(replicas: int = 3, **settings: Any) -> ClusterConfig:
-    ports = free_ports(3 * replicas + 1)
-    addresses = tuple(
-        ReplicaAddress(
-            peer=f"tcp://127.0.0.1:{ports[3 * i]}",
-            heartbeat=f"tcp://127.0.0.1:{ports[3 * i + 1]}",
-            client=f"tcp://127.0.0.1:{ports[3 * i + 2]}",
-        )
-        for i in range(replicas)
-    )
-    return ClusterConfig(replicas=addresses, proxy=f"tcp://127.0.0.1:{ports[-1]}", **settings)
-
-
-def wait_for(condition: Callable[[], T | None], *, timeout_s: float = 5.0, what: str = "a condition") -> T:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.1f} s waiting for {what}")
-        time.sleep(0.005)  # polling interval, not synchronisation: the condition decides
+local_config = loopback_config
 
 
 def silent(request: Request) -> list[ClientReply | bytes]:

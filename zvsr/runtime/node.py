@@ -61,12 +61,10 @@ import logging
 import math
 import os
 import random
-import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
-from types import FrameType
 from typing import Any, Final
 
 import zmq
@@ -86,6 +84,7 @@ from zvsr.runtime.envelope import (
     send_answer,
 )
 from zvsr.runtime.logs import RateLimitedWarnings, ReplicaLogger, setup_logging
+from zvsr.runtime.serving import run_until_stopped
 from zvsr.runtime.storage import START_RECOVERY, Storage, StorageError
 from zvsr.wire import admin
 from zvsr.wire.codec import DecodeError, EncodeError, decode_replica_message, decode_request, encode
@@ -627,21 +626,7 @@ class ReplicaNode:
 
 def serve(node: ReplicaNode, stop: threading.Event | None = None) -> None:
     """Run `node` until `stop` is set or, in the main thread, SIGTERM / SIGINT arrives; then close it."""
-    stop = threading.Event() if stop is None else stop
-    previous: dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-
-        def request_stop(signum: int, frame: FrameType | None) -> None:
-            stop.set()  # the loop notices within one tick
-
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            previous[signum] = signal.signal(signum, request_stop)
-    try:
-        node.run(stop)
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-        node.close()
+    run_until_stopped(node.run, node.close, stop)
 
 
 def serve_node(config: ClusterConfig, replica: int) -> None:

@@ -48,8 +48,17 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
-def wait_for(condition: Callable[[], T | None], *, timeout_s: float, what: str, interval_s: float = 0.02) -> T:
-    """Poll `condition` until it returns something truthy; fail with `what` after `timeout_s`."""
+def wait_for(
+    condition: Callable[[], T | None],
+    *,
+    timeout_s: float = 10.0,
+    what: str = "a condition",
+    interval_s: float = 0.01,
+) -> T:
+    """Poll `condition` until it returns something truthy; fail with `what` after `timeout_s`.
+
+    The interval is a polling period, not synchronisation: the condition decides when to go on.
+    """
     deadline = time.monotonic() + timeout_s
     while True:
         value = condition()
@@ -60,20 +69,24 @@ def wait_for(condition: Callable[[], T | None], *, timeout_s: float, what: str, 
         time.sleep(interval_s)
 
 
+def loopback_config(replicas: int = 3, **settings: Any) -> ClusterConfig:
+    """A cluster on 127.0.0.1 with ports the kernel had free: three per replica and one for the proxy."""
+    ports = free_ports(3 * replicas + 1)
+    addresses = tuple(
+        ReplicaAddress(
+            peer=f"tcp://127.0.0.1:{ports[3 * i]}",
+            heartbeat=f"tcp://127.0.0.1:{ports[3 * i + 1]}",
+            client=f"tcp://127.0.0.1:{ports[3 * i + 2]}",
+        )
+        for i in range(replicas)
+    )
+    return ClusterConfig(replicas=addresses, proxy=f"tcp://127.0.0.1:{ports[-1]}", **settings)
+
+
 class ProcessCluster:
     def __init__(self, root: Path, *, replicas: int = 3, timeouts: dict[str, int] | None = None) -> None:
-        ports = free_ports(3 * replicas + 1)
-        addresses = tuple(
-            ReplicaAddress(
-                peer=f"tcp://127.0.0.1:{ports[3 * i]}",
-                heartbeat=f"tcp://127.0.0.1:{ports[3 * i + 1]}",
-                client=f"tcp://127.0.0.1:{ports[3 * i + 2]}",
-            )
-            for i in range(replicas)
-        )
-        self.config = ClusterConfig(
-            replicas=addresses,
-            proxy=f"tcp://127.0.0.1:{ports[-1]}",
+        self.config = loopback_config(
+            replicas,
             data_dir=str(root / "data"),
             timeouts=dict(TEST_TIMEOUTS if timeouts is None else timeouts),
             request_timeout_ms=10_000,

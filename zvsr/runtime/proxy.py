@@ -86,12 +86,10 @@ import logging
 import math
 import random
 import secrets
-import signal
 import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
-from types import FrameType
 from typing import Any, Final
 
 import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
@@ -130,6 +128,7 @@ from zvsr.runtime.config import ClusterConfig
 from zvsr.runtime.envelope import ClientEnvelope, EnvelopeError, parse_client_frames
 from zvsr.runtime.logs import RateLimitedWarnings, setup_logging
 from zvsr.runtime.outcome import Attempts
+from zvsr.runtime.serving import run_until_stopped
 from zvsr.wire.admin import (
     TYPE_STATUS_QUERY,
     clip_message,
@@ -305,21 +304,7 @@ class Proxy:
 
     def serve(self, stop: threading.Event | None = None) -> None:
         """Run until `stop` is set or, in the main thread, SIGTERM / SIGINT arrives; then close."""
-        stop = threading.Event() if stop is None else stop
-        previous: dict[int, Any] = {}
-        if threading.current_thread() is threading.main_thread():
-
-            def request_stop(signum: int, frame: FrameType | None) -> None:
-                stop.set()  # the loop notices within one tick
-
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                previous[signum] = signal.signal(signum, request_stop)
-        try:
-            self.run(stop)
-        finally:
-            for number, handler in previous.items():
-                signal.signal(number, handler)
-            self.close()
+        run_until_stopped(self.run, self.close, stop)
 
     def __enter__(self) -> Proxy:
         return self
