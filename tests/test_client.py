@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 import pytest
@@ -23,6 +21,7 @@ from zmq_fakes import (
     local_config,
     node_cluster,
     node_config,
+    running_proxy,
     silent,
     wait_for,
 )
@@ -41,31 +40,8 @@ from zvsr.client import (
 )
 from zvsr.protocol.messages import ClientReply, Error, Redirect, Request
 from zvsr.runtime.config import ClusterConfig
-from zvsr.runtime.proxy import Proxy
 
 pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture
-def context() -> Iterator[zmq.Context[zmq.Socket[bytes]]]:
-    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    yield context
-    context.term()  # hangs (and the test times out) if a socket was left open
-
-
-@contextmanager
-def running_proxy(config: ClusterConfig, context: zmq.Context[zmq.Socket[bytes]]) -> Iterator[Proxy]:
-    proxy = Proxy(config, context=context, seed=3)
-    stop = threading.Event()
-    thread = threading.Thread(target=proxy.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        yield proxy
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-        assert not thread.is_alive()
-        proxy.close()
 
 
 def redirect_to(view: int, primary: int):  # type: ignore[no-untyped-def]

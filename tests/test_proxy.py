@@ -24,6 +24,7 @@ from zmq_fakes import (
     local_config,
     node_cluster,
     node_config,
+    running_proxy,
     silent,
     wait_for,
 )
@@ -41,35 +42,12 @@ from zvsr.protocol.messages import (
     Request,
 )
 from zvsr.runtime import proxy as proxy_module
-from zvsr.runtime.config import ClusterConfig
 from zvsr.runtime.proxy import Proxy, ProxyStartError
 from zvsr.wire.codec import decode_client_reply, encode
 
 pytestmark = pytest.mark.timeout(30)
 
 NIL = msgpack.packb(None)
-
-
-@pytest.fixture
-def context() -> Iterator[zmq.Context[zmq.Socket[bytes]]]:
-    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    yield context
-    context.term()  # hangs (and the test times out) if a socket was left open
-
-
-@contextmanager
-def running_proxy(config: ClusterConfig, context: zmq.Context[zmq.Socket[bytes]]) -> Iterator[Proxy]:
-    proxy = Proxy(config, context=context, seed=7)
-    stop = threading.Event()
-    thread = threading.Thread(target=proxy.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
-        yield proxy
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-        assert not thread.is_alive()
-        proxy.close()
 
 
 @contextmanager

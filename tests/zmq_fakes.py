@@ -19,6 +19,7 @@ import zmq
 from zvsr.protocol.messages import ClientReply, Commit, Reply, Request
 from zvsr.runtime.config import ClusterConfig
 from zvsr.runtime.processes import free_ports, loopback_config, wait_for
+from zvsr.runtime.proxy import Proxy
 
 __all__ = ["free_ports", "wait_for"]  # re-exported for the tests that use these fakes
 from zvsr.wire.codec import DecodeError, decode_request, encode
@@ -256,3 +257,21 @@ class IncrementLoad:
         self._stop.set()
         self._thread.join(timeout=20)
         assert not self._thread.is_alive()
+
+
+@contextmanager
+def running_proxy(
+    config: ClusterConfig, context: zmq.Context[zmq.Socket[bytes]], *, seed: int = 7
+) -> Iterator[Proxy]:
+    """A proxy running in its own thread, stopped and closed on exit."""
+    proxy = Proxy(config, context=context, seed=seed)
+    stop = threading.Event()
+    thread = threading.Thread(target=proxy.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield proxy
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        assert not thread.is_alive()
+        proxy.close()
