@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import pytest
 from click.testing import CliRunner
 
-from zvsr.protocol.replica import Replica
+from zvsr.protocol.replica import DurableState, Replica
 from zvsr.sim.cli import sim_command
 from zvsr.sim.simulator import SimOptions, Simulation, Violation, run_seed
 
@@ -36,7 +37,7 @@ def test_many_seeds_with_faults_hold_every_invariant(replicas: int) -> None:
 def test_faults_really_happen_view_changes_and_recoveries() -> None:
     views = 0
     recoveries = 0
-    for seed in range(30):
+    for seed in range(45):
         simulation = Simulation(seed)
         simulation.run()
         views += max(r.view_number for r in simulation.replicas if r is not None)
@@ -76,3 +77,27 @@ def test_cli_exits_nonzero_on_a_violation(monkeypatch: pytest.MonkeyPatch) -> No
     assert result.exit_code == 1
     assert "violations=1" in result.output
     assert "replay: zvsr sim --seeds 1 --seed 0" in result.output
+
+
+def test_restarts_from_disk_really_happen_and_keep_every_promise() -> None:
+    restored = 0
+    for seed in range(40):
+        simulation = Simulation(seed)
+        simulation.run()
+        restored += sum(1 for _, text in simulation.trace if "restored from disk" in text)
+    assert restored > 20
+
+
+def test_a_restart_that_forgets_its_disk_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mutant: restart from disk with the view state but an empty log (amnesia about acknowledged prepares)."""
+    original = Replica._restore
+
+    def forgetful(self: Replica, durable: DurableState) -> None:
+        original(
+            self, replace(durable, log=durable.log[: durable.commit_number], commit_number=durable.commit_number)
+        )
+
+    monkeypatch.setattr(Replica, "_restore", forgetful)
+    with pytest.raises(Violation):
+        for seed in range(200):
+            run_seed(seed)

@@ -68,6 +68,16 @@ class Status(Enum):
     RECOVERING = "recovering"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DurableState:
+    """What a restarted replica reads back from its disk (superblock and write-ahead log)."""
+
+    view_number: int
+    last_normal_view: int
+    commit_number: int
+    log: tuple[LogEntry, ...]
+
+
 @dataclass(slots=True)
 class ClientEntry:
     """§4 client-table entry: the client's latest executed request and the result sent for it."""
@@ -88,9 +98,11 @@ class Replica:
         state_machine: StateMachine,
         prng: Prng,
         recovering: bool = False,
+        durable: DurableState | None = None,
         logger: Logger | None = None,
     ) -> None:
         assert 0 <= replica < config.replica_count
+        assert not (recovering and durable is not None)
         self.config = config
         self.replica = replica
         self.state_machine = state_machine
@@ -150,12 +162,53 @@ class Replica:
         self._persist_view_state = False
         self.counters: dict[str, int] = {}
 
+        if durable is not None:
+            self._restore(durable)
         if self.status is Status.RECOVERING:
             self._start_recovery()
+        elif self.status is Status.VIEW_CHANGE:
+            self._resume_view_change()
         elif self.is_primary():
             self._enter_primary_timers()
         else:
             self.primary_timeout.jitter(self.prng, cfg.primary_timeout_jitter_ticks)
+
+    # --- restart from disk (rule 12) ------------------------------------------------------------------------
+
+    def _restore(self, durable: DurableState) -> None:
+        """Come back with what was durable: the view state and the log, and re-execute the committed prefix.
+
+        Everything we ever acknowledged or voted for was durable before it left (the Ready contract), so the
+        restarted replica keeps every promise it made. If the last durable view is the last normal one we are
+        back in normal status there (as its primary or a backup); otherwise we had left it for a view change
+        (or were fetching its log) and resume voting in that view: never an older one.
+        """
+        assert durable.last_normal_view <= durable.view_number
+        assert all(entry.op_number == index + 1 for index, entry in enumerate(durable.log))
+        self.view_number = durable.view_number
+        self.last_normal_view = durable.last_normal_view
+        self.log = list(durable.log)
+        self.op_number = len(self.log)
+        self.prepare_ok_view = self.view_number
+        self._prepared_sent = self.op_number
+        # commit_number is persisted lazily: it is a lower bound, and the primary tells us the rest. Executing
+        # in view-change status keeps the primary from answering clients for ops it answered before the crash.
+        self.status = Status.VIEW_CHANGE
+        self._commit_up_to(min(durable.commit_number, self.op_number))
+        self._rebuild_client_pending()
+        if durable.last_normal_view == durable.view_number:
+            self.status = Status.NORMAL
+        self._log(f"restored from disk: view {self.view_number}, op {self.op_number}, commit {self.commit_number}")
+
+    def _resume_view_change(self) -> None:
+        """After a restart in view-change status: vote again in the same view (the votes were lost)."""
+        self.start_view_change_from = {self.replica}
+        if self.is_primary():
+            self.do_view_change_from[self.replica] = self._do_view_change_message()
+            self._do_view_change_sent = True
+        self._send(BROADCAST, StartViewChange(**self._header()))
+        self.view_change_resend_timeout.start()
+        self.view_change_timeout.start()
 
     # --- identities ---------------------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from zvsr.protocol.config import Config
 from zvsr.protocol.messages import ClientReply, ReplicaMessage, Request
 from zvsr.protocol.ready import BROADCAST
-from zvsr.protocol.replica import Replica
+from zvsr.protocol.replica import DurableState, Replica
 
 
 class EchoLog:
@@ -81,7 +81,9 @@ class Cluster:
         for i in range(self.replica_count):
             self.flush(i)
 
-    def _new_replica(self, index: int, *, recovering: bool = False) -> Replica:
+    def _new_replica(
+        self, index: int, *, recovering: bool = False, durable: DurableState | None = None
+    ) -> Replica:
         assert self.config is not None
         # Each incarnation gets its own PRNG stream: a restarted replica must not reuse its recovery nonce.
         self.incarnations[index] = self.incarnations.get(index, 0) + 1
@@ -91,6 +93,7 @@ class Cluster:
             state_machine=EchoLog(),
             prng=random.Random(f"{self.seed}/{index}/{self.incarnations[index]}"),
             recovering=recovering,
+            durable=durable,
             logger=self.trace.append,
         )
 
@@ -193,6 +196,23 @@ class Cluster:
         self.replicas[index] = self._new_replica(index, recovering=True)
         self.apps[index] = self.replicas[index].state_machine  # type: ignore[call-overload]
         self.flush(index)
+
+    def crash_and_restart_from_disk(self, index: int, durable: DurableState) -> None:
+        """Crash with the disk kept: a fresh process reads back `durable` (what the test says was persisted)."""
+        self.drop(lambda m: m.to == index or m.source == index)
+        self.replicas[index] = self._new_replica(index, durable=durable)
+        self.apps[index] = self.replicas[index].state_machine  # type: ignore[call-overload]
+        self.flush(index)
+
+    def durable_state(self, index: int) -> DurableState:
+        """What replica `index` has persisted so far, per the records its Readys carried (a perfect disk)."""
+        replica = self.replicas[index]
+        return DurableState(
+            view_number=replica.view_number,
+            last_normal_view=replica.last_normal_view,
+            commit_number=replica.commit_number,
+            log=tuple(replica.log),
+        )
 
     def run_until(self, predicate: Callable[[], bool], *, ticks_max: int = 2000) -> None:
         """Tick and deliver everything until `predicate` holds (a bounded wait: fails loudly)."""

@@ -32,9 +32,9 @@ from zvsr.constants import TICK_MS
 from zvsr.lincheck import UNKNOWN, Operation, ZvsrModel, check
 from zvsr.protocol.client import ClientSession
 from zvsr.protocol.config import Config
-from zvsr.protocol.messages import Error, Redirect, Reply, Request
-from zvsr.protocol.ready import BROADCAST
-from zvsr.protocol.replica import Replica, Status
+from zvsr.protocol.messages import Error, LogEntry, Redirect, Reply, Request
+from zvsr.protocol.ready import BROADCAST, PersistLog, PersistRecord
+from zvsr.protocol.replica import DurableState, Replica, Status
 from zvsr.sim.invariants import Checker, Violation
 from zvsr.sim.network import EventQueue, Network, NetworkOptions
 
@@ -99,6 +99,7 @@ class Simulation:
         self.stalled: set[int] = set()
         self.backlog: dict[int, list[tuple[Any, Any]]] = {i: [] for i in range(self.options.replicas)}
         self.checker = Checker(self)
+        self.disks = [Disk() for _ in range(self.options.replicas)]
         for index in range(self.options.replicas):
             self.replicas.append(self._new_replica(index, recovering=False))
         self.clients: dict[int, SimClient] = {}
@@ -127,7 +128,7 @@ class Simulation:
 
     # --- construction -------------------------------------------------------------------------------------
 
-    def _new_replica(self, index: int, *, recovering: bool) -> Replica:
+    def _new_replica(self, index: int, *, recovering: bool, durable: DurableState | None = None) -> Replica:
         self.incarnation[index] += 1
         label = f"r{index}"
 
@@ -140,9 +141,11 @@ class Simulation:
             state_machine=self.new_state_machine(),
             prng=random.Random(self.prng.getrandbits(64)),
             recovering=recovering,
+            durable=durable,
             logger=log,
         )
-        self._note(f"{label} started{' (recovering)' if recovering else ''}")
+        how = " (recovering)" if recovering else " (from disk)" if durable is not None else ""
+        self._note(f"{label} started{how}")
         return replica
 
     @staticmethod
@@ -225,6 +228,7 @@ class Simulation:
         replica = self.replicas[index]
         assert replica is not None
         ready = replica.ready()
+        self.disks[index].apply(ready.persist)  # step 1 of the contract, before anything is sent
         for envelope in ready.messages:
             if envelope.to == BROADCAST:
                 for peer in range(self.options.replicas):
@@ -353,24 +357,41 @@ class Simulation:
                 self._note(f"link r{source}->r{to} clogged +{extra}ms until {until}ms")
 
     def _crash(self) -> None:
+        if self.prng.random() < 0.5:
+            # With its disk: any number of replicas may be down at once, even all of them.
+            everyone = self.prng.random() < 0.1
+            for index in (
+                range(self.options.replicas) if everyone else [self.prng.randrange(self.options.replicas)]
+            ):
+                self._crash_one(index, disk=True)
+            return
         down = sum(1 for r in self.replicas if r is None or r.status is Status.RECOVERING)
         if down >= self.config.f:
             return
-        index = self.prng.randrange(self.options.replicas)
+        self._crash_one(self.prng.randrange(self.options.replicas), disk=False)
+
+    def _crash_one(self, index: int, *, disk: bool) -> None:
         if self.replicas[index] is None:
             return
+        if not disk:
+            self.disks[index] = Disk(initialized=False)
         self.replicas[index] = None
         self.paused.discard(index)
         self.stalled.discard(index)
         self.backlog[index] = []
-        self._note(f"r{index} crashed (memory lost)")
+        self._note(f"r{index} crashed ({'disk kept' if disk else 'memory and disk lost'})")
         self.checker.on_crash(index)
         self.events.push(self.now + self.prng.randint(20, 600), "restart", index)
 
     def _restart(self, index: int) -> None:
         if self.replicas[index] is not None:
             return
-        self.replicas[index] = self._new_replica(index, recovering=True)
+        disk = self.disks[index]
+        if not disk.initialized:
+            # Nothing durable yet (memory and disk were lost, and Recovery never finished): recover again.
+            self.replicas[index] = self._new_replica(index, recovering=True)
+        else:
+            self.replicas[index] = self._new_replica(index, recovering=False, durable=disk.state())
         self.events.push(self.now + TICK_MS, "tick", index)
         self._flush(index)
 
@@ -422,6 +443,39 @@ class Simulation:
         lines = [f"seed={self.seed} t={self.now}ms: {what}", "last events:"]
         lines += [f"  {at:>8}ms {text}" for at, text in self.trace]
         return Violation(self.seed, what, "\n".join(lines))
+
+
+@dataclass(slots=True)
+class Disk:
+    """A replica's durable state as its Ready.persist records left it: every write lands (no torn or unsynced
+    writes yet). A disk lost with its replica starts again uninitialized and holds nothing a restart may trust
+    until the replica's first view state is written (when Recovery completes): until then a restart runs
+    Recovery again, as the real node does without a superblock."""
+
+    view_number: int = 0
+    last_normal_view: int = 0
+    commit_number: int = 0
+    log: list[LogEntry] = field(default_factory=list)
+    initialized: bool = True
+
+    def apply(self, records: list[PersistRecord]) -> None:
+        for record in records:
+            if isinstance(record, PersistLog):
+                del self.log[record.op_number_first - 1 :]
+                self.log.extend(record.entries)
+            else:
+                self.view_number = record.view_number
+                self.last_normal_view = record.last_normal_view
+                self.commit_number = record.commit_number
+                self.initialized = True
+
+    def state(self) -> DurableState:
+        return DurableState(
+            view_number=self.view_number,
+            last_normal_view=self.last_normal_view,
+            commit_number=self.commit_number,
+            log=tuple(self.log),
+        )
 
 
 Runner = Callable[[int], SimResult]
