@@ -1,0 +1,336 @@
+"""The durable log and the superblock (zvsr.storage): replay, truncation, torn-tail repair, corruption refusal."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from zvsr.protocol.messages import LogEntry
+from zvsr.storage import (
+    Superblock,
+    SuperblockCorruption,
+    SuperblockState,
+    WalCorruption,
+    WalError,
+    WriteAheadLog,
+)
+from zvsr.storage.superblock import COPY_NAMES
+from zvsr.storage.wal import HEADER_BYTES, KIND_ENTRY, WAL_NAME, chain_of, encode_record
+
+
+def entry(op_number: int, view: int = 1, operation: bytes | None = None) -> LogEntry:
+    return LogEntry(
+        view=view,
+        op_number=op_number,
+        client_id=1000 + op_number,
+        request_number=op_number,
+        operation=operation if operation is not None else b"op-%d" % op_number,
+    )
+
+
+def entries(first: int, last: int, view: int = 1) -> list[LogEntry]:
+    return [entry(op, view) for op in range(first, last + 1)]
+
+
+def reopen(path: Path) -> tuple[WriteAheadLog, list[LogEntry]]:
+    return WriteAheadLog.open(path, fsync=False)
+
+
+def write_log(path: Path, *steps: tuple[int, list[LogEntry]]) -> list[int]:
+    """Persist each step and sync; returns the file size after each step (record boundaries)."""
+    wal, _ = WriteAheadLog.open(path)
+    sizes = []
+    for first, batch in steps:
+        wal.persist_log(first, batch)
+        wal.sync()
+        sizes.append((path / WAL_NAME).stat().st_size)
+    wal.close()
+    return sizes
+
+
+def flip_bit(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+# --- write-ahead log ------------------------------------------------------------------------------------------
+
+
+def test_a_new_log_is_empty_and_appends_replay_in_order(tmp_path: Path) -> None:
+    wal, log = WriteAheadLog.open(tmp_path)
+    assert log == [] and wal.last_op_number == 0 and wal.repaired_bytes == 0
+    wal.persist_log(1, entries(1, 3))
+    wal.persist_log(4, [entry(4, operation=b"")])
+    wal.persist_log(5, [])  # nothing to do
+    wal.sync()
+    assert wal.entries == [*entries(1, 3), entry(4, operation=b"")] and wal.last_op_number == 4
+    wal.close()
+    wal.close()  # idempotent
+    again, log = reopen(tmp_path)
+    assert log == [*entries(1, 3), entry(4, operation=b"")]
+    assert again.entries == log and again.last_op_number == 4 and again.repaired_bytes == 0
+    again.persist_log(5, [entry(5)])  # appending continues the chain across a restart
+    again.close()
+    assert reopen(tmp_path)[1][-1] == entry(5)
+
+
+def test_close_syncs_what_was_buffered(tmp_path: Path) -> None:
+    wal, _ = WriteAheadLog.open(tmp_path)
+    wal.persist_log(1, entries(1, 2))
+    assert (tmp_path / WAL_NAME).stat().st_size == 0  # persist_log only buffers
+    wal.close()
+    assert reopen(tmp_path)[1] == entries(1, 2)
+    with pytest.raises(WalError, match="closed"):
+        wal.persist_log(3, [entry(3)])
+
+
+def test_truncate_then_append_replays_to_the_new_log(tmp_path: Path) -> None:
+    new_tail = entries(3, 6, view=2)
+    write_log(tmp_path, (1, entries(1, 5)), (3, new_tail))
+    wal, log = reopen(tmp_path)
+    assert log == [*entries(1, 2), *new_tail]
+    wal.persist_log(2, [])  # a pure truncation
+    wal.close()
+    assert reopen(tmp_path)[1] == entries(1, 1)
+
+
+def test_truncate_to_empty_and_rewrite(tmp_path: Path) -> None:
+    write_log(tmp_path, (1, entries(1, 3)), (1, entries(1, 2, view=4)))
+    assert reopen(tmp_path)[1] == entries(1, 2, view=4)
+
+
+def test_an_identical_prefix_is_not_rewritten(tmp_path: Path) -> None:
+    sizes = write_log(tmp_path, (1, entries(1, 5)), (1, entries(1, 5)))
+    assert sizes[0] == sizes[1]  # a StartView carrying the same log writes nothing
+    write_log(tmp_path, (1, entries(1, 6)))  # extends: only op 6 is appended, no truncation
+    wal, log = reopen(tmp_path)
+    assert log == entries(1, 6)
+    wal.persist_log(2, entries(2, 4))  # same entries, shorter: the log now ends at 4
+    wal.close()
+    assert reopen(tmp_path)[1] == entries(1, 4)
+
+
+@pytest.mark.parametrize(("first", "batch"), [(3, [entry(3)]), (0, [entry(0)]), (1, [entry(1), entry(3)])])
+def test_persist_log_rejects_gaps_and_misnumbered_entries(
+    tmp_path: Path, first: int, batch: list[LogEntry]
+) -> None:
+    wal, _ = WriteAheadLog.open(tmp_path, fsync=False)
+    wal.persist_log(1, [entry(1)])
+    with pytest.raises(WalError):
+        wal.persist_log(first, batch)
+    assert wal.entries == [entry(1)]  # unchanged
+    wal.close()
+
+
+def test_a_torn_last_record_is_repaired_at_every_cut(tmp_path: Path) -> None:
+    sizes = write_log(tmp_path, (1, entries(1, 3)), (4, [entry(4)]))
+    full = (tmp_path / WAL_NAME).read_bytes()
+    good, end = sizes[0], sizes[1]
+    for cut in range(good, end):
+        (tmp_path / WAL_NAME).write_bytes(full[:cut])
+        wal, log = reopen(tmp_path)
+        assert log == entries(1, 3), cut
+        assert wal.repaired_bytes == cut - good
+        assert (tmp_path / WAL_NAME).stat().st_size == good  # truncated to the last good record
+        wal.persist_log(4, [entry(4, view=9)])  # appending afterwards works
+        wal.close()
+        assert reopen(tmp_path)[1] == [*entries(1, 3), entry(4, view=9)]
+
+
+def test_a_torn_truncate_record_is_repaired(tmp_path: Path) -> None:
+    sizes = write_log(tmp_path, (1, entries(1, 3)), (2, []))
+    full = (tmp_path / WAL_NAME).read_bytes()
+    (tmp_path / WAL_NAME).write_bytes(full[: sizes[1] - 1])
+    wal, log = reopen(tmp_path)
+    assert log == entries(1, 3) and wal.repaired_bytes == sizes[1] - 1 - sizes[0]
+    wal.close()
+
+
+@pytest.mark.parametrize("where", ["length", "checksum", "payload"])
+def test_a_flipped_bit_in_the_last_record_is_repaired(tmp_path: Path, where: str) -> None:
+    sizes = write_log(tmp_path, (1, entries(1, 3)), (4, [entry(4)]))
+    offset = sizes[0] + {"length": 3, "checksum": 4, "payload": HEADER_BYTES + 2}[where]
+    flip_bit(tmp_path / WAL_NAME, offset)
+    wal, log = reopen(tmp_path)
+    assert log == entries(1, 3) and wal.repaired_bytes == sizes[1] - sizes[0]
+    wal.close()
+
+
+@pytest.mark.parametrize("where", ["length", "checksum", "payload"])
+def test_a_flipped_bit_in_a_middle_record_is_corruption(tmp_path: Path, where: str) -> None:
+    # Rule: a damaged record followed by any intact record is damage in the middle of the synced log, which a
+    # repair would silently shorten — refuse instead. Only a damaged *last* record is a torn tail.
+    sizes = write_log(tmp_path, (1, [entry(1)]), (2, [entry(2)]), (3, [entry(3)]))
+    offset = sizes[0] + {"length": 3, "checksum": 4, "payload": HEADER_BYTES + 2}[where]
+    before = (tmp_path / WAL_NAME).read_bytes()
+    flip_bit(tmp_path / WAL_NAME, offset)
+    with pytest.raises(WalCorruption, match=f"offset {sizes[0]}"):
+        reopen(tmp_path)
+    assert len((tmp_path / WAL_NAME).read_bytes()) == len(before)  # nothing was "repaired"
+
+
+def _append_raw(path: Path, record: bytes) -> None:
+    with open(path / WAL_NAME, "ab") as file:
+        file.write(record)
+
+
+def test_an_intact_record_that_breaks_the_chain_is_corruption(tmp_path: Path) -> None:
+    write_log(tmp_path, (1, entries(1, 2)))
+    bad = entry(3)
+    _append_raw(tmp_path, encode_record([KIND_ENTRY, 1, 3, bad.client_id, 3, bad.operation, bytes(16)]))
+    with pytest.raises(WalCorruption, match="hash chain"):
+        reopen(tmp_path)
+
+
+def test_a_log_spliced_from_another_log_breaks_the_chain(tmp_path: Path) -> None:
+    # Op 3 recorded with the chain of a *different* op 2: each record intact, the log is not this one's.
+    write_log(tmp_path, (1, entries(1, 2)))
+    other = chain_of(chain_of(bytes(16), entry(1)), entry(2, view=7))
+    e3 = entry(3)
+    chain = chain_of(other, e3)
+    _append_raw(tmp_path, encode_record([KIND_ENTRY, 1, 3, e3.client_id, 3, e3.operation, chain]))
+    with pytest.raises(WalCorruption, match="offset"):
+        reopen(tmp_path)
+
+
+def test_an_intact_record_with_the_wrong_op_number_is_corruption(tmp_path: Path) -> None:
+    write_log(tmp_path, (1, entries(1, 2)))
+    e5 = entry(5)
+    _append_raw(tmp_path, encode_record([KIND_ENTRY, 1, 5, e5.client_id, 5, e5.operation, bytes(16)]))
+    with pytest.raises(WalCorruption, match="op_number 5, expected 3"):
+        reopen(tmp_path)
+
+
+def test_a_truncation_beyond_the_end_is_corruption(tmp_path: Path) -> None:
+    write_log(tmp_path, (1, entries(1, 2)))
+    _append_raw(tmp_path, encode_record([2, 7]))
+    with pytest.raises(WalCorruption, match="beyond the end"):
+        reopen(tmp_path)
+
+
+def test_an_oversized_length_in_the_last_record_is_a_torn_tail(tmp_path: Path) -> None:
+    sizes = write_log(tmp_path, (1, entries(1, 2)))
+    _append_raw(tmp_path, b"\xff\xff\xff\xff" + bytes(40))
+    wal, log = reopen(tmp_path)
+    assert log == entries(1, 2) and wal.repaired_bytes == 44
+    assert (tmp_path / WAL_NAME).stat().st_size == sizes[0]
+    wal.close()
+
+
+def test_without_fsync_nothing_is_fsynced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(os, "fsync", lambda fd: calls.append("fsync"))
+    monkeypatch.setattr(os, "fdatasync", lambda fd: calls.append("fdatasync"))
+    wal, _ = WriteAheadLog.open(tmp_path, fsync=False)
+    wal.persist_log(1, entries(1, 2))
+    wal.sync()
+    wal.close()
+    assert calls == []
+    wal, _ = WriteAheadLog.open(tmp_path)
+    wal.persist_log(3, [entry(3)])
+    wal.persist_log(4, [entry(4)])
+    wal.sync()  # group commit: one fdatasync for both records
+    assert calls == ["fdatasync"]
+    wal.close()
+
+
+def test_a_failed_fdatasync_makes_the_log_unusable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    wal, _ = WriteAheadLog.open(tmp_path)
+    wal.persist_log(1, [entry(1)])
+
+    def fail(fd: int) -> None:
+        raise OSError(5, "EIO")
+
+    monkeypatch.setattr(os, "fdatasync", fail)
+    with pytest.raises(WalError, match="fdatasync failed"):
+        wal.sync()
+    with pytest.raises(WalError, match="unusable"):
+        wal.persist_log(2, [entry(2)])
+    wal.close()  # still closes the file
+
+
+# --- superblock -----------------------------------------------------------------------------------------------
+
+
+def state(view: int, commit: int = 0) -> SuperblockState:
+    return SuperblockState(
+        view_number=view, last_normal_view=view, commit_number=commit, epoch=0, cluster_id=7, replica=1
+    )
+
+
+def test_a_fresh_directory_has_no_superblock(tmp_path: Path) -> None:
+    assert Superblock.read(tmp_path) is None
+
+
+def test_superblock_writes_alternate_and_the_newest_wins(tmp_path: Path) -> None:
+    first = Superblock.write(tmp_path, state(1))
+    assert first.sequence == 1 and Superblock.read(tmp_path) == first
+    second = Superblock.write(tmp_path, state(2, commit=5))
+    assert second.sequence == 2 and Superblock.read(tmp_path) == second
+    assert all((tmp_path / name).exists() for name in COPY_NAMES)
+    third = Superblock.write(tmp_path, state(3))
+    assert Superblock.read(tmp_path) == third and third.sequence == 3
+    assert not list(tmp_path.glob("*.tmp"))
+    (tmp_path / COPY_NAMES[0]).unlink()  # copy a held sequence 3 (writes: a, b, a)
+    assert Superblock.read(tmp_path) == second
+
+
+def test_a_corrupt_newest_copy_falls_back_and_is_overwritten_next(tmp_path: Path) -> None:
+    older = Superblock.write(tmp_path, state(1))
+    Superblock.write(tmp_path, state(2))  # to copy b
+    flip_bit(tmp_path / COPY_NAMES[1], 20)
+    assert Superblock.read(tmp_path) == older
+    newer = Superblock.write(tmp_path, state(3))  # goes over the damaged copy, not over the valid one
+    assert newer.sequence == 2 and Superblock.read(tmp_path) == newer
+    flip_bit(tmp_path / COPY_NAMES[1], 20)
+    assert Superblock.read(tmp_path) == older
+
+
+@pytest.mark.parametrize("damage", ["flip", "empty", "garbage"])
+def test_both_copies_corrupt_raises(tmp_path: Path, damage: str) -> None:
+    Superblock.write(tmp_path, state(1))
+    Superblock.write(tmp_path, state(2))
+    for name in COPY_NAMES:
+        if damage == "flip":
+            flip_bit(tmp_path / name, 30)
+        else:
+            (tmp_path / name).write_bytes(b"" if damage == "empty" else b"\x00" * 5000)
+    with pytest.raises(SuperblockCorruption, match="none is valid"):
+        Superblock.read(tmp_path)
+
+
+def test_one_damaged_copy_alone_raises(tmp_path: Path) -> None:
+    (tmp_path / COPY_NAMES[1]).write_bytes(b"half")
+    with pytest.raises(SuperblockCorruption):
+        Superblock.read(tmp_path)
+
+
+def test_superblock_write_fsyncs_the_file_and_the_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_fsync = os.fsync
+    kinds: list[str] = []
+
+    def counting_fsync(fd: int) -> None:
+        kinds.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    Superblock.write(tmp_path, state(1))
+    assert kinds == ["file", "dir"]  # the temporary file before the rename, the directory after
+    kinds.clear()
+    Superblock.write(tmp_path, state(2), fsync=False)
+    assert kinds == []
+
+
+def test_the_sequence_never_goes_backwards(tmp_path: Path) -> None:
+    Superblock.write(tmp_path, state(1))
+    Superblock.write(tmp_path, state(2))
+    stale = SuperblockState(
+        view_number=3, last_normal_view=3, commit_number=0, epoch=0, cluster_id=7, replica=1, sequence=0
+    )
+    assert Superblock.write(tmp_path, stale).sequence == 3
