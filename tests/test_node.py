@@ -239,7 +239,10 @@ def test_when_the_primary_stops_a_backup_becomes_primary_of_view_1(cluster: Loca
 
 
 @pytest.mark.timeout(40)
-def test_a_restarted_replica_recovers_and_catches_up(tmp_path: Path) -> None:
+@pytest.mark.parametrize("disk", ["kept", "lost"])
+def test_a_restarted_replica_comes_back_and_catches_up(tmp_path: Path, disk: str) -> None:
+    """With its disk it restarts from the superblock and the log; with the disk lost (marker only) it runs the
+    Recovery protocol (§4.3). Either way it catches up and takes part again."""
     local = LocalCluster(make_config(tmp_path))
     try:
         local.start()
@@ -247,16 +250,20 @@ def test_a_restarted_replica_recovers_and_catches_up(tmp_path: Path) -> None:
             local.call(0, Request(client_id=1, request_number=number, operation=operation("incr", "n")))
         assert (tmp_path / "replica-2" / MARKER_NAME).exists()
         local.stop(2)
+        if disk == "lost":
+            for name in ("superblock.a", "superblock.b", "wal.log"):
+                (tmp_path / "replica-2" / name).unlink(missing_ok=True)
         for number in range(4, 7):  # progress while r2 is down: a majority is enough
             local.call(0, Request(client_id=1, request_number=number, operation=operation("incr", "n")))
 
-        local.start(2)  # its marker is there: it lost its memory and must recover (§4.3)
+        local.start(2)
         primary = local.status(0)
-        recovered = local.wait_status(
-            2, "recovered", lambda s: s["status"] == "normal" and s["op_number"] == primary["op_number"]
+        back = local.wait_status(
+            2, "caught up", lambda s: s["status"] == "normal" and s["op_number"] == primary["op_number"]
         )
-        assert recovered["start"] == "recovery" and recovered["commit_number"] <= recovered["op_number"]
-        assert recovered["view"] == primary["view"] and recovered["role"] == "backup"
+        assert back["start"] == ("restart_from_disk" if disk == "kept" else "recovery")
+        assert back["commit_number"] <= back["op_number"]
+        assert back["view"] == primary["view"] and back["role"] == "backup"
         # And it takes part again: a new operation reaches its log.
         local.call(0, Request(client_id=1, request_number=7, operation=operation("incr", "n")))
         local.wait_status(2, "op 7 in its log", lambda s: s["op_number"] == 7)
@@ -422,5 +429,5 @@ def test_an_endpoint_in_use_fails_the_start_and_writes_no_marker(tmp_path: Path)
         context.term()
     with ReplicaNode(config, 0) as node:
         assert node.status()["start"] == "first_start"
-    with ReplicaNode(config, 0) as node:
-        assert node.status()["start"] == "recovery" and node.status()["status"] == "recovering"
+    with ReplicaNode(config, 0) as node:  # its superblock and log are there: back from disk, normal
+        assert node.status()["start"] == "restart_from_disk" and node.status()["status"] == "normal"

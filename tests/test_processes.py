@@ -214,6 +214,8 @@ def test_a_backup_restarted_without_its_memory_recovers_and_catches_up(cluster: 
         for n in range(50):
             client.put(f"before-{n}", n)
         cluster.kill(backup)
+        for name in ("superblock.a", "superblock.b", "wal.log"):  # its disk is gone too
+            (cluster.root / "data" / f"replica-{backup}" / name).unlink(missing_ok=True)
         for n in range(50):
             client.put(f"during-{n}", n)
         cluster.start_node(backup)
@@ -234,6 +236,28 @@ def test_a_backup_restarted_without_its_memory_recovers_and_catches_up(cluster: 
 
     wait_for(caught_up, timeout_s=30, what="the restarted backup to catch up")
     assert re.search(r"recover", log.read_text(), re.IGNORECASE), "the restart did not run the recovery protocol"
+
+
+def test_kill_9_of_every_replica_under_load_then_restart_loses_nothing_acknowledged(
+    cluster: ProcessCluster,
+) -> None:
+    """Power cut: all replicas die at once while four clients write; they restart from their disks."""
+    load = Load(cluster.config.proxy)
+    threads = load.run()
+    wait_for(lambda: load.acknowledged() >= 150, timeout_s=30, what="150 acknowledged ops")
+    for index in range(3):
+        cluster.kill(index)
+    acknowledged_at_the_cut = load.acknowledged()
+    for index in range(3):
+        cluster.start_node(index)
+    cluster.wait_for_primary(timeout_s=30)
+    wait_for(lambda: load.acknowledged() >= acknowledged_at_the_cut + 100, timeout_s=60, what="ops after restart")
+    load.stop.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    for index in range(3):
+        assert "restart from disk" in (cluster.root / f"replica-{index}.log").read_text()
+    check_after_load(cluster, load)
 
 
 def test_a_plain_zmq_req_client_that_knows_nothing_of_zvsr_gets_answers(cluster: ProcessCluster) -> None:

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from zvsr.protocol.ready import PersistViewState
-from zvsr.runtime.storage import MARKER_NAME, START_FIRST, START_RECOVERY, Storage, StorageError
+from zvsr.protocol.messages import LogEntry
+from zvsr.protocol.ready import PersistLog, PersistViewState
+from zvsr.protocol.replica import DurableState
+from zvsr.runtime.storage import MARKER_NAME, START_DISK, START_FIRST, START_RECOVERY, Storage, StorageError
 
 
 def open_replica(path: Path | None, *, replica: int = 1, cluster_id: int = 7) -> Storage:
@@ -31,12 +33,26 @@ def test_a_first_start_writes_its_marker_only_when_it_begins(tmp_path: Path) -> 
     assert not (path / (MARKER_NAME + ".tmp")).exists()
 
 
-def test_a_restart_finds_the_marker_and_recovers(tmp_path: Path) -> None:
-    open_replica(tmp_path).begin()
+def test_a_restart_with_its_superblock_comes_back_from_disk(tmp_path: Path) -> None:
+    first = open_replica(tmp_path)
+    first.begin()
+    entry = LogEntry(view=0, op_number=1, client_id=5, request_number=1, operation=b"x")
+    first.persist([PersistLog(op_number_first=1, entries=(entry,))])
+    first.persist([PersistViewState(view_number=2, last_normal_view=2, commit_number=1)])
+    first.close()
     again = open_replica(tmp_path)
-    assert again.start == START_RECOVERY and again.recovering
+    assert again.start == START_DISK and not again.recovering
+    assert again.durable == DurableState(view_number=2, last_normal_view=2, commit_number=1, log=(entry,))
     again.begin()  # writes nothing: the marker stays as the first start wrote it
     assert again.marker.replica == 1
+
+
+def test_a_restart_that_finds_the_marker_but_no_superblock_recovers(tmp_path: Path) -> None:
+    open_replica(tmp_path).begin()
+    for name in ("superblock.a", "superblock.b"):
+        (tmp_path / name).unlink(missing_ok=True)
+    again = open_replica(tmp_path)
+    assert again.start == START_RECOVERY and again.recovering and again.durable is None
 
 
 @pytest.mark.parametrize(("replica", "cluster_id"), [(2, 7), (1, 8)])

@@ -19,7 +19,15 @@ import click
 
 from zvsr import __version__
 from zvsr.lincheck.cli import lincheck_command
-from zvsr.runtime.config import ENVIRONMENT, LOG_FORMATS, LOG_LEVELS, ClusterConfig, ConfigError, load_config
+from zvsr.runtime.config import (
+    ENVIRONMENT,
+    FSYNC_MODES,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    ClusterConfig,
+    ConfigError,
+    load_config,
+)
 from zvsr.sim.cli import sim_command
 
 
@@ -69,19 +77,26 @@ def with_log_options(function: Any) -> Any:
 @click.option("--replica", type=click.IntRange(min=0), required=True, help="This replica's index in the file.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Overrides [node] data_dir.")
 @click.option("--app", default=None, help="Replicated state machine, package.module:Class.")
+@click.option(
+    "--fsync",
+    type=click.Choice(FSYNC_MODES),
+    default=None,
+    help="always (default): acknowledged writes survive power loss; never: only process crashes.",
+)
 @with_log_options
 def node_command(
     config_path: str | None,
     replica: int,
     data_dir: str | None,
     app: str | None,
+    fsync: str | None,
     log_level: str | None,
     log_format: str | None,
 ) -> None:
     """Run one replica until SIGTERM / Ctrl-C."""
     from zvsr.runtime.node import serve_node
 
-    config = load(config_path, data_dir=data_dir, app=app, log_level=log_level, log_format=log_format)
+    config = load(config_path, data_dir=data_dir, app=app, fsync=fsync, log_level=log_level, log_format=log_format)
     if replica >= len(config.replicas):
         raise click.ClickException(f"--replica {replica}: the cluster has replicas 0..{len(config.replicas) - 1}")
     serve_node(config, replica)

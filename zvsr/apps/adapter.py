@@ -84,9 +84,7 @@ class MsgpackStateMachine:
     def snapshot(self) -> bytes:
         data = self._app.snapshot()
         if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(
-                f"{type(self._app).__name__}.snapshot() returned {type(data).__name__}, not bytes"
-            )
+            raise TypeError(f"{type(self._app).__name__}.snapshot() returned {type(data).__name__}, not bytes")
         return bytes(data)
 
     def restore(self, data: bytes) -> None:
@@ -173,9 +171,7 @@ def load_app(spec: str) -> App:
         try:
             target = getattr(target, part)
         except AttributeError:
-            raise AppLoadError(
-                f"app {spec!r}: module {module_name!r} has no attribute {attribute!r}"
-            ) from None
+            raise AppLoadError(f"app {spec!r}: module {module_name!r} has no attribute {attribute!r}") from None
     if not callable(target):
         raise AppLoadError(f"app {spec!r}: {attribute!r} is a {type(target).__name__}, not a class")
     try:

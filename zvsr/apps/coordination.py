@@ -254,9 +254,7 @@ def _check_snapshot(state: Any) -> tuple[dict[str, Any], dict[str, tuple[str, in
     if type(state) is not dict or state.keys() != _SNAPSHOT_KEYS:
         raise ValueError("coordination snapshot: not a map with keys " + ", ".join(sorted(_SNAPSHOT_KEYS)))
     if state["format"] != SNAPSHOT_FORMAT or state["version"] != SNAPSHOT_VERSION:
-        raise ValueError(
-            f"coordination snapshot: unsupported format {state['format']!r} v{state['version']!r}"
-        )
+        raise ValueError(f"coordination snapshot: unsupported format {state['format']!r} v{state['version']!r}")
     data, raw_locks, last_token = state["data"], state["locks"], state["last_token"]
     if type(last_token) is not int or last_token < 0:
         raise ValueError("coordination snapshot: last_token must be an int >= 0")

@@ -96,8 +96,7 @@ class HistoryRecorder:
     def history(self) -> list[Operation]:
         """All operations, completed ones first, then the open ones with an unknown outcome."""
         still_open = [
-            Operation(client_id, input, UNKNOWN, call, math.inf)
-            for client_id, input, call in self._open.values()
+            Operation(client_id, input, UNKNOWN, call, math.inf) for client_id, input, call in self._open.values()
         ]
         return [*self._done, *still_open]
 

@@ -116,8 +116,7 @@ class CheckResult:
         if op is not None:
             what = self.model.describe_operation(op.input, op.output) if self.model else repr(op.input)
             blame = (
-                f"; no linearization fits client {op.client_id}'s {what}"
-                f" (call {op.call:g}, return {op.return_:g})"
+                f"; no linearization fits client {op.client_id}'s {what} (call {op.call:g}, return {op.return_:g})"
             )
         return (
             f"NOT linearizable: {fail.label}: longest linearizable prefix is {fail.longest_prefix_events} of "
@@ -144,9 +143,7 @@ class CheckResult:
             if p.verdict == "illegal":
                 out["events"] = p.events
                 out["longest_prefix_events"] = p.longest_prefix_events
-                out["first_unlinearizable"] = (
-                    op_json(p.first_unlinearizable) if p.first_unlinearizable else None
-                )
+                out["first_unlinearizable"] = op_json(p.first_unlinearizable) if p.first_unlinearizable else None
                 out["partial_linearization"] = [op_json(op) for op in p.partial_linearization]
             return out
 

@@ -22,6 +22,7 @@ index order — the paper's configuration (§4): replica i is `[[replica]]` numb
 
     [node]
     data_dir = "zvsr-data"      # each replica uses <data_dir>/replica-<i>
+    fsync = "always"            # or "never"
     log_level = "info"
     log_format = "text"         # or "json"
 
@@ -49,6 +50,7 @@ DEFAULT_APP = "zvsr.apps.coordination:CoordinationApp"
 DEFAULT_REQUEST_TIMEOUT_MS = 5000
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
+FSYNC_MODES = ("always", "never")
 TIMEOUT_KEYS = (
     "heartbeat_ticks",
     "primary_timeout_ticks",
@@ -72,6 +74,7 @@ ENVIRONMENT = {
     "ZVSR_DATA_DIR": "data_dir",
     "ZVSR_LOG_LEVEL": "log_level",
     "ZVSR_LOG_FORMAT": "log_format",
+    "ZVSR_FSYNC": "fsync",
 }
 INT_KEYS = frozenset({"cluster_id", "epoch", "tick_ms", "request_timeout_ms"})
 
@@ -99,6 +102,7 @@ class ClusterConfig:
     data_dir: str | None = None
     log_level: str = "info"
     log_format: str = "text"
+    fsync: str = "always"  # "never": faster, but a power cut may lose acknowledged writes
     timeouts: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -116,6 +120,8 @@ class ClusterConfig:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}")
+        if self.fsync not in FSYNC_MODES:
+            raise ConfigError(f"fsync must be one of {', '.join(FSYNC_MODES)}, got {self.fsync!r}")
         if ":" not in self.app:
             raise ConfigError(f"app must look like package.module:Class, got {self.app!r}")
         unknown = set(self.timeouts) - set(TIMEOUT_KEYS)
@@ -215,7 +221,7 @@ def _from_file(path: Path) -> ClusterConfig:
         raise ConfigError(f"{path}: unknown sections: {', '.join(sorted(unknown))}")
     cluster = _table(document, "cluster", {"id", "epoch", "tick_ms", "app"}, path)
     proxy = _table(document, "proxy", {"endpoint", "request_timeout_ms"}, path)
-    node = _table(document, "node", {"data_dir", "log_level", "log_format"}, path)
+    node = _table(document, "node", {"data_dir", "log_level", "log_format", "fsync"}, path)
     timeouts = _table(document, "timeouts", set(TIMEOUT_KEYS), path)
     raw_replicas = document.get("replica")
     if not isinstance(raw_replicas, list) or not raw_replicas:
@@ -235,6 +241,7 @@ def _from_file(path: Path) -> ClusterConfig:
         "data_dir": node.get("data_dir"),
         "log_level": node.get("log_level"),
         "log_format": node.get("log_format"),
+        "fsync": node.get("fsync"),
     }
     for key in INT_KEYS:
         value = settings[key]
@@ -283,7 +290,8 @@ def to_toml(config: ClusterConfig) -> str:
     lines += ["[node]"]
     if config.data_dir is not None:
         lines.append(f"data_dir = {_quote(config.data_dir)}")
-    lines += [f"log_level = {_quote(config.log_level)}", f"log_format = {_quote(config.log_format)}", ""]
+    lines += [f"log_level = {_quote(config.log_level)}", f"log_format = {_quote(config.log_format)}"]
+    lines += [f"fsync = {_quote(config.fsync)}", ""]
     if config.timeouts:
         lines.append("[timeouts]")
         lines += [f"{key} = {value}" for key, value in sorted(config.timeouts.items())]

@@ -85,7 +85,7 @@ from zvsr.runtime.envelope import (
 )
 from zvsr.runtime.logs import RateLimitedWarnings, ReplicaLogger, setup_logging
 from zvsr.runtime.serving import run_until_stopped
-from zvsr.runtime.storage import START_RECOVERY, Storage, StorageError
+from zvsr.runtime.storage import START_DISK, START_RECOVERY, Storage, StorageError
 from zvsr.wire import admin
 from zvsr.wire.codec import DecodeError, EncodeError, decode_replica_message, decode_request, encode
 
@@ -144,6 +144,7 @@ class ReplicaNode:
             replica=replica,
             replica_count=len(config.replicas),
             epoch=config.epoch,
+            fsync=config.fsync == "always",
         )
         self._own_context = context is None
         self._context: zmq.Context[Socket] = zmq.Context() if context is None else context
@@ -161,6 +162,7 @@ class ReplicaNode:
             state_machine=machine,
             prng=random.Random(self.seed),
             recovering=self._storage.recovering,
+            durable=self._storage.durable,
             # The core formats its lines eagerly: attach it only when they would be written.
             logger=self._core_line if self._log.isEnabledFor(logging.DEBUG) else None,
         )
@@ -585,9 +587,20 @@ class ReplicaNode:
             self.address.client,
             where,
         )
-        if storage.start == START_RECOVERY:
+        if storage.start == START_DISK:
+            durable = storage.durable
+            assert durable is not None
             self._log.info(
-                "restart: marker %s (created %s) found and nothing else is durable yet, so this replica runs "
+                "restart from disk: view %d (last normal %d), %d ops in the log, %d known committed%s",
+                durable.view_number,
+                durable.last_normal_view,
+                len(durable.log),
+                durable.commit_number,
+                f"; cut a torn tail of {storage.repaired_bytes} bytes" if storage.repaired_bytes else "",
+            )
+        elif storage.start == START_RECOVERY:
+            self._log.info(
+                "restart: marker %s (created %s) found but no superblock (disk lost), so this replica runs "
                 "the Recovery protocol (§4.3) and takes part in nothing until a quorum of replicas in normal "
                 "status answered",
                 storage.marker_path,

@@ -23,13 +23,18 @@ Without a configured data dir (``data_dir = None``) the replica uses a temporary
 close, and every start is a first start: such a replica must not be restarted into a running cluster under
 the same index without its memory (the launchers always configure a data dir).
 
-Limitation until the WAL: if *every* replica restarts, every one of them recovers, and Recovery needs a quorum
-of replicas in normal status to answer — the cluster then waits forever. Its state was in memory only; the
-operator removes the data directories to start an empty cluster.
+Durability. Beside the marker live the write-ahead log (``wal.log``) and the superblock (``superblock.a/.b``,
+`zvsr.storage`). A first start writes an empty superblock (view 0) before its marker. A restart that finds the
+marker *and* a superblock comes back from disk (`START_DISK`): the core is rebuilt from the superblock's view
+state and the log's entries (`durable`). A marker without a superblock means the replica lost its disk, or
+crashed before Recovery finished: it runs Recovery (`START_RECOVERY`), and the view state Recovery ends with
+writes the superblock.
 
-`persist(records)` is the driver's step 1 of the core's contract (``zvsr.protocol.ready``). It does nothing
-yet; the durability issue adds the write-ahead log and the superblock behind this same call, which must then
-return only once the records are durable (the node sends nothing of a Ready before it returns).
+`persist(records)` is the driver's step 1 of the core's contract (``zvsr.protocol.ready``) and returns only
+once the records are durable: log records first, one fdatasync for all of them (group commit: a step's
+records, however many), and only then the superblock — so the view state on disk never claims a log
+(last_normal_view) that the log on disk does not hold yet. With ``fsync = "never"`` nothing is synced: a power
+cut can then lose acknowledged writes, a process crash cannot.
 """
 
 from __future__ import annotations
@@ -44,7 +49,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from zvsr.protocol.ready import PersistRecord
+from zvsr.protocol.ready import PersistLog, PersistRecord, PersistViewState
+from zvsr.protocol.replica import DurableState
+from zvsr.storage import (
+    Superblock,
+    SuperblockCorruption,
+    SuperblockState,
+    WalError,
+    WriteAheadLog,
+)
 
 MARKER_NAME: Final = "replica.json"
 MARKER_FORMAT: Final = "zvsr.replica"
@@ -52,6 +65,7 @@ MARKER_VERSION: Final = 1
 
 START_FIRST: Final = "first_start"
 START_RECOVERY: Final = "recovery"
+START_DISK: Final = "restart_from_disk"
 
 
 class StorageError(Exception):
@@ -70,12 +84,17 @@ class Marker:
 class Storage:
     """One replica's data directory. Open it with `Storage.open`; `start` says which path the replica takes."""
 
-    def __init__(self, *, path: Path, start: str, marker: Marker, temporary: bool) -> None:
+    def __init__(self, *, path: Path, start: str, marker: Marker, temporary: bool, fsync: bool = True) -> None:
         self.path = path
         self.start = start
         self.marker = marker
         self.temporary = temporary
+        self.fsync = fsync
         self._closed = False
+        self.superblock: SuperblockState | None = None
+        self.durable: DurableState | None = None
+        self.wal: WriteAheadLog | None = None
+        self.repaired_bytes = 0
 
     @property
     def recovering(self) -> bool:
@@ -88,7 +107,14 @@ class Storage:
 
     @classmethod
     def open(
-        cls, path: Path | None, *, cluster_id: int, replica: int, replica_count: int, epoch: int = 0
+        cls,
+        path: Path | None,
+        *,
+        cluster_id: int,
+        replica: int,
+        replica_count: int,
+        epoch: int = 0,
+        fsync: bool = True,
     ) -> Storage:
         """Take the data directory `path` (created if missing), or a temporary one if None, and decide which
         start this is. Writes nothing yet: `begin()` writes the marker of a first start."""
@@ -109,7 +135,9 @@ class Storage:
                     f"not replica {replica} of cluster {cluster_id}: refusing to start "
                     "(point this replica at its own data directory)"
                 )
-            return cls(path=path, start=START_RECOVERY, marker=marker, temporary=temporary)
+            storage = cls(path=path, start=START_RECOVERY, marker=marker, temporary=temporary, fsync=fsync)
+            storage._load()
+            return storage
         marker = Marker(
             cluster_id=cluster_id,
             replica=replica,
@@ -117,26 +145,83 @@ class Storage:
             epoch=epoch,
             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )
-        return cls(path=path, start=START_FIRST, marker=marker, temporary=temporary)
+        return cls(path=path, start=START_FIRST, marker=marker, temporary=temporary, fsync=fsync)
+
+    def _load(self) -> None:
+        """A restart: with a superblock, read the durable state back; without one, Recovery."""
+        try:
+            superblock = Superblock.read(self.path)
+        except SuperblockCorruption as error:
+            raise StorageError(
+                f"{self.path}: {error}; refusing to start (repair or remove the data dir)"
+            ) from error
+        if superblock is None:
+            return
+        if superblock.cluster_id != self.marker.cluster_id or superblock.replica != self.marker.replica:
+            raise StorageError(f"{self.path}: the superblock belongs to another replica or cluster")
+        try:
+            self.wal, entries = WriteAheadLog.open(self.path, fsync=self.fsync)
+        except WalError as error:
+            raise StorageError(f"{self.path}: {error}; refusing to start (the log is damaged)") from error
+        self.repaired_bytes = self.wal.repaired_bytes
+        self.superblock = superblock
+        self.durable = DurableState(
+            view_number=superblock.view_number,
+            last_normal_view=superblock.last_normal_view,
+            commit_number=min(superblock.commit_number, len(entries)),
+            log=tuple(entries),
+        )
+        self.start = START_DISK
 
     def begin(self) -> None:
         """Called once the replica is ready to run and before it sends anything: a first start writes its
         marker now, so a start that failed earlier (a port in use, say) does not count as having run."""
-        if self.start == START_FIRST and not self.marker_path.exists():
-            try:
+        try:
+            if self.wal is None:
+                # A first start, or a Recovery: whatever log is here is not trusted; Recovery rewrites it whole.
+                self.wal, _ = WriteAheadLog.open(self.path, fsync=self.fsync)
+            if self.start == START_FIRST and not self.marker_path.exists():
+                self._write_view_state(PersistViewState(view_number=0, last_normal_view=0, commit_number=0))
                 _write_atomically(self.marker_path, _marker_bytes(self.marker))
-            except OSError as error:
-                raise StorageError(f"cannot write {self.marker_path}: {error}") from error
+        except (OSError, WalError) as error:
+            raise StorageError(f"cannot initialise {self.path}: {error}") from error
 
     def persist(self, records: Sequence[PersistRecord]) -> None:
-        """Make `records` durable, in order, before returning (contract step 1). A no-op until the WAL exists:
-        nothing but the marker survives a restart, which is why a restart runs Recovery."""
+        """Make `records` durable before returning (contract step 1): the log first, then the view state."""
+        assert self.wal is not None, "begin() first"
+        view_state: PersistViewState | None = None
+        for record in records:
+            if isinstance(record, PersistLog):
+                self.wal.persist_log(record.op_number_first, record.entries)
+            else:
+                view_state = record  # only the latest matters; written after the log is durable
+        self.wal.sync()
+        if view_state is not None:
+            self._write_view_state(view_state)
+
+    def _write_view_state(self, record: PersistViewState) -> None:
+        previous = self.superblock
+        self.superblock = Superblock.write(
+            self.path,
+            SuperblockState(
+                view_number=record.view_number,
+                last_normal_view=record.last_normal_view,
+                commit_number=record.commit_number,
+                epoch=self.marker.epoch,
+                cluster_id=self.marker.cluster_id,
+                replica=self.marker.replica,
+                sequence=0 if previous is None else previous.sequence,
+            ),
+            fsync=self.fsync,
+        )
 
     def close(self) -> None:
         """Release the directory; a temporary one is removed."""
         if self._closed:
             return
         self._closed = True
+        if self.wal is not None:
+            self.wal.close()
         if self.temporary:
             shutil.rmtree(self.path, ignore_errors=True)
 
