@@ -212,6 +212,9 @@ def test_the_status_query_describes_the_replica(cluster: LocalCluster) -> None:
     assert status["view"] == 0 and status["primary"] == 0 and status["last_normal_view"] == 0
     assert status["state_transfer"] is False and status["start"] == "first_start"
     assert set(status["last_heard_ms"]) == {0, 2}
+    assert status["log_first_op"] == 1 and status["log_last_op"] == status["op_number"] >= 1
+    assert status["snapshot_op"] == 0
+    assert status["data_dir_bytes"] > 0 and status["fsync"] is True  # marker and superblock are written
     assert status["endpoints"]["client"] == cluster.config.replicas[1].client
     assert status["uptime_s"] > 0 and isinstance(status["counters"], dict)
     raw = cluster.client(1)  # a raw DEALER, no delimiter: the answer comes back the same way

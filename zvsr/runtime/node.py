@@ -524,6 +524,12 @@ class ReplicaNode:
                 "client": self.address.client,
             },
             "data_dir": None if self._storage.temporary else str(self._storage.path),
+            # Until snapshots exist the log starts at op 1 and nothing is snapshotted.
+            "log_first_op": 1 if core.op_number else 0,
+            "log_last_op": core.op_number,
+            "snapshot_op": 0,
+            "data_dir_bytes": self._storage.size_bytes(),
+            "fsync": self._storage.fsync,
         }
 
     def _log_context(self) -> tuple[str, int]:

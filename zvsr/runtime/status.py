@@ -65,7 +65,8 @@ def collect_status(config: ClusterConfig, *, timeout_ms: int = 1000) -> dict[str
 
 def format_status(report: dict[str, Any]) -> str:
     header = (
-        f"{'replica':>7}  {'status':<12} {'view':>5} {'role':<8} {'op':>8} {'commit':>8} {'lag':>6}  last heard"
+        f"{'replica':>7}  {'status':<12} {'view':>5} {'role':<8} {'op':>8} {'commit':>8} {'lag':>6} "
+        f"{'log':>15} {'disk':>9}  last heard"
     )
     lines = [header]
     for entry in report["replicas"]:
@@ -79,6 +80,23 @@ def format_status(report: dict[str, Any]) -> str:
         lines.append(
             f"{entry['replica']:>7}  {entry.get('status', '?'):<12} {entry.get('view', '?'):>5} "
             f"{entry.get('role', '?'):<8} {entry.get('op_number', '?'):>8} {entry.get('commit_number', '?'):>8} "
-            f"{entry.get('lag', '?'):>6}  {heard_text}"
+            f"{entry.get('lag', '?'):>6} {_log_range(entry):>15} {_size(entry.get('data_dir_bytes')):>9}  "
+            f"{heard_text}"
         )
     return "\n".join(lines)
+
+
+def _log_range(entry: dict[str, Any]) -> str:
+    first, last = entry.get("log_first_op"), entry.get("log_last_op")
+    return "-" if not isinstance(first, int) or not isinstance(last, int) or last == 0 else f"{first}..{last}"
+
+
+def _size(value: Any) -> str:
+    if not isinstance(value, int) or value < 0:
+        return "?"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB"):
+        if size < 1024:
+            return f"{value}B" if unit == "B" else f"{size:.1f}{unit}"
+        size /= 1024
+    return f"{size:.1f}GiB"

@@ -215,6 +215,17 @@ class Storage:
             fsync=self.fsync,
         )
 
+    def size_bytes(self) -> int:
+        """Bytes the data directory holds (its regular files; it has no subdirectories)."""
+        total = 0
+        try:
+            for entry in os.scandir(self.path):
+                if entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
+        except OSError:
+            return -1  # shown as unknown; status must never fail
+        return total
+
     def close(self) -> None:
         """Release the directory; a temporary one is removed."""
         if self._closed:
