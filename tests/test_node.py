@@ -60,12 +60,14 @@ class LocalCluster:
         self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self.nodes: dict[int, tuple[ReplicaNode, threading.Thread, threading.Event]] = {}
         self.failures: list[BaseException] = []
+        self.started: set[int] = set()  # replicas started before: later starts are restarts (no --init)
         self._sockets: list[zmq.Socket[bytes]] = []
         self._reusable: dict[tuple[str, int], zmq.Socket[bytes]] = {}
 
     def start(self, *indexes: int) -> LocalCluster:
         for index in indexes or range(len(self.config.replicas)):
-            node = ReplicaNode(self.config, index, seed=index)
+            node = ReplicaNode(self.config, index, seed=index, init=index not in self.started)
+            self.started.add(index)
             stop = threading.Event()
             thread = threading.Thread(target=self._run, args=(node, stop), name=f"r{index}", daemon=True)
             self.nodes[index] = (node, thread, stop)
@@ -411,7 +413,7 @@ def test_bad_heartbeats_are_counted_and_changes_nothing() -> None:
 @pytest.mark.timeout(20)
 def test_a_data_dir_of_another_replica_is_refused(tmp_path: Path) -> None:
     config = make_config(tmp_path)
-    ReplicaNode(config, 0).close()  # first start: writes replica-0/replica.json
+    ReplicaNode(config, 0, init=True).close()  # first start: writes replica-0/replica.json
     (tmp_path / "replica-0").rename(tmp_path / "replica-1")
     with pytest.raises(StorageError, match="belongs to replica 0"):
         ReplicaNode(config, 1)
@@ -425,12 +427,12 @@ def test_an_endpoint_in_use_fails_the_start_and_writes_no_marker(tmp_path: Path)
     squatter.bind(config.replicas[0].client)
     try:
         with pytest.raises(NodeStartError, match="client endpoint"):
-            ReplicaNode(config, 0)
+            ReplicaNode(config, 0, init=True)
         assert not (tmp_path / "replica-0" / MARKER_NAME).exists()  # it never ran: the next start is a first
     finally:
         squatter.close(linger=0)
         context.term()
-    with ReplicaNode(config, 0) as node:
+    with ReplicaNode(config, 0, init=True) as node:
         assert node.status()["start"] == "first_start"
     with ReplicaNode(config, 0) as node:  # its superblock and log are there: back from disk, normal
         assert node.status()["start"] == "restart_from_disk" and node.status()["status"] == "normal"

@@ -13,8 +13,19 @@ from zvsr.protocol.replica import DurableState
 from zvsr.runtime.storage import MARKER_NAME, START_DISK, START_FIRST, START_RECOVERY, Storage, StorageError
 
 
-def open_replica(path: Path | None, *, replica: int = 1, cluster_id: int = 7) -> Storage:
-    return Storage.open(path, cluster_id=cluster_id, replica=replica, replica_count=3)
+def open_replica(path: Path | None, *, replica: int = 1, cluster_id: int = 7, init: bool = True) -> Storage:
+    return Storage.open(path, cluster_id=cluster_id, replica=replica, replica_count=3, init=init)
+
+
+def test_an_empty_data_dir_without_init_is_a_lost_disk_and_recovers(tmp_path: Path) -> None:
+    """A wiped replica must not start empty in view 0 (amnesia); it runs Recovery and writes its marker."""
+    storage = open_replica(tmp_path, init=False)
+    assert storage.start == START_RECOVERY and storage.recovering and storage.durable is None
+    storage.begin()
+    assert (tmp_path / MARKER_NAME).exists()
+    assert not (tmp_path / "superblock.a").exists()  # the view state Recovery ends with writes it
+    storage.close()
+    assert open_replica(tmp_path, init=False).start == START_RECOVERY  # still nothing durable: recover again
 
 
 def test_a_first_start_writes_its_marker_only_when_it_begins(tmp_path: Path) -> None:

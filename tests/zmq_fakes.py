@@ -194,7 +194,7 @@ class NodeCluster:
         self._running: dict[int, tuple[object, threading.Event, threading.Thread]] = {}
         try:
             for index in range(len(config.replicas)):
-                node = ReplicaNode(config, index, context=context, seed=index + 1)
+                node = ReplicaNode(config, index, context=context, seed=index + 1, init=True)
                 stop = threading.Event()
                 thread = threading.Thread(target=node.run, args=(stop,), daemon=True, name=f"replica-{index}")
                 self._running[index] = (node, stop, thread)

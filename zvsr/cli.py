@@ -78,6 +78,12 @@ def with_log_options(function: Any) -> Any:
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Overrides [node] data_dir.")
 @click.option("--app", default=None, help="Replicated state machine, package.module:Class.")
 @click.option(
+    "--init",
+    is_flag=True,
+    help="First start of a NEW cluster: an empty data dir starts in view 0. Without it an empty data dir means "
+    "a lost disk, and the replica recovers its state from the others.",
+)
+@click.option(
     "--fsync",
     type=click.Choice(FSYNC_MODES),
     default=None,
@@ -89,6 +95,7 @@ def node_command(
     replica: int,
     data_dir: str | None,
     app: str | None,
+    init: bool,
     fsync: str | None,
     log_level: str | None,
     log_format: str | None,
@@ -99,7 +106,7 @@ def node_command(
     config = load(config_path, data_dir=data_dir, app=app, fsync=fsync, log_level=log_level, log_format=log_format)
     if replica >= len(config.replicas):
         raise click.ClickException(f"--replica {replica}: the cluster has replicas 0..{len(config.replicas) - 1}")
-    serve_node(config, replica)
+    serve_node(config, replica, init=init)
 
 
 @main.command("proxy")

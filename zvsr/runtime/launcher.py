@@ -46,12 +46,16 @@ def run_local_cluster(
     config = local_cluster(replicas=replicas, base_port=base_port, data_dir=str(root / "data"), **settings)
     path = root / "cluster.toml"
     path.write_text(to_toml(config))
+    # A brand-new cluster (no replica has ever run here) is initialised; an existing one restarts from disk,
+    # and a replica whose directory was wiped recovers from the others instead of starting empty.
+    new_cluster = not any((root / "data").glob("replica-*/replica.json"))
+    init = ["--init"] if new_cluster else []
     children: dict[str, subprocess.Popen[bytes]] = {}
     # SIGINT too: a launcher started in the background by a script has SIGINT ignored by default.
     previous = {number: signal.signal(number, _raise_stop) for number in (signal.SIGTERM, signal.SIGINT)}
     try:
         for index in range(replicas):
-            children[f"replica {index}"] = _spawn(["node", "--config", str(path), "--replica", str(index)])
+            children[f"replica {index}"] = _spawn(["node", "--config", str(path), "--replica", str(index), *init])
         children["proxy"] = _spawn(["proxy", "--config", str(path)])
         _describe(config, path, echo)
         if not _wait_until_serving(config, children, echo):

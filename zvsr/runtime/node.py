@@ -116,6 +116,7 @@ class ReplicaNode:
         app: App | None = None,
         context: zmq.Context[Socket] | None = None,
         seed: int | None = None,
+        init: bool = False,
     ) -> None:
         if not 0 <= replica < len(config.replicas):
             raise ValueError(f"replica {replica} is not in the cluster (0..{len(config.replicas) - 1})")
@@ -145,6 +146,7 @@ class ReplicaNode:
             replica_count=len(config.replicas),
             epoch=config.epoch,
             fsync=config.fsync == "always",
+            init=init,
         )
         self._own_context = context is None
         self._context: zmq.Context[Socket] = zmq.Context() if context is None else context
@@ -648,7 +650,7 @@ def serve(node: ReplicaNode, stop: threading.Event | None = None) -> None:
     run_until_stopped(node.run, node.close, stop)
 
 
-def serve_node(config: ClusterConfig, replica: int) -> None:
+def serve_node(config: ClusterConfig, replica: int, *, init: bool = False) -> None:
     """`zvsr node`: configure logging from `config`, start replica `replica`, serve until SIGTERM / SIGINT.
 
     A node that cannot start (endpoint in use, foreign or damaged data dir, app that does not load) logs one
@@ -656,7 +658,7 @@ def serve_node(config: ClusterConfig, replica: int) -> None:
     """
     setup_logging(config.log_level, config.log_format)
     try:
-        node = ReplicaNode(config, replica)
+        node = ReplicaNode(config, replica, init=init)
     except (NodeStartError, StorageError, AppLoadError) as error:
         log = ReplicaLogger(logging.getLogger("zvsr.node"), replica=replica, context=lambda: ("starting", 0))
         log.error("cannot start: %s", error)

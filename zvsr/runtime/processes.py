@@ -117,9 +117,11 @@ class ProcessCluster:
         return self
 
     def start_node(self, index: int) -> None:
+        """The first start of a replica initialises it (`--init`); later ones restart it from its data dir."""
         assert index not in self.nodes or self.nodes[index].poll() is not None
+        init = [] if index in self.nodes else ["--init"]
         self.nodes[index] = self._spawn(
-            ["node", "--config", str(self.path), "--replica", str(index)], f"replica-{index}.log"
+            ["node", "--config", str(self.path), "--replica", str(index), *init], f"replica-{index}.log"
         )
 
     def start_proxy(self) -> None:

@@ -23,6 +23,11 @@ Without a configured data dir (``data_dir = None``) the replica uses a temporary
 close, and every start is a first start: such a replica must not be restarted into a running cluster under
 the same index without its memory (the launchers always configure a data dir).
 
+Initialisation. A directory without a marker is a first start only with `init=True` (`zvsr node --init`,
+which `zvsr cluster up` passes for a brand-new cluster): otherwise it is taken to be a replica whose disk was
+lost or wiped, and it runs Recovery (it writes its marker, and the view state Recovery ends with). A wiped
+replica that started "fresh" in view 0 with an empty log would break the quorum intersection it promised.
+
 Durability. Beside the marker live the write-ahead log (``wal.log``) and the superblock (``superblock.a/.b``,
 `zvsr.storage`). A first start writes an empty superblock (view 0) before its marker. A restart that finds the
 marker *and* a superblock comes back from disk (`START_DISK`): the core is rebuilt from the superblock's view
@@ -115,6 +120,7 @@ class Storage:
         replica_count: int,
         epoch: int = 0,
         fsync: bool = True,
+        init: bool = False,
     ) -> Storage:
         """Take the data directory `path` (created if missing), or a temporary one if None, and decide which
         start this is. Writes nothing yet: `begin()` writes the marker of a first start."""
@@ -145,7 +151,11 @@ class Storage:
             epoch=epoch,
             created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         )
-        return cls(path=path, start=START_FIRST, marker=marker, temporary=temporary, fsync=fsync)
+        # An empty directory is a brand-new replica of a brand-new cluster only when the operator says so
+        # (`--init`); otherwise it is a replica that lost its disk, which must not vote with state it no
+        # longer has: it runs Recovery. A temporary directory is always new.
+        start = START_FIRST if init or temporary else START_RECOVERY
+        return cls(path=path, start=start, marker=marker, temporary=temporary, fsync=fsync)
 
     def _load(self) -> None:
         """A restart: with a superblock, read the durable state back; without one, Recovery."""
@@ -180,8 +190,9 @@ class Storage:
             if self.wal is None:
                 # A first start, or a Recovery: whatever log is here is not trusted; Recovery rewrites it whole.
                 self.wal, _ = WriteAheadLog.open(self.path, fsync=self.fsync)
-            if self.start == START_FIRST and not self.marker_path.exists():
-                self._write_view_state(PersistViewState(view_number=0, last_normal_view=0, commit_number=0))
+            if not self.marker_path.exists():
+                if self.start == START_FIRST:
+                    self._write_view_state(PersistViewState(view_number=0, last_normal_view=0, commit_number=0))
                 _write_atomically(self.marker_path, _marker_bytes(self.marker))
         except (OSError, WalError) as error:
             raise StorageError(f"cannot initialise {self.path}: {error}") from error
