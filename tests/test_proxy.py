@@ -440,15 +440,9 @@ def test_writes_through_the_proxy_survive_the_loss_of_the_primary(context: zmq.C
     config = node_config()
     with node_cluster(config, context) as cluster, running_proxy(config, context) as proxy:
         with Client(proxy.endpoint, context=context, timeout_ms=5000) as client:
-            load = IncrementLoad(lambda: client.incr("n"), Timeout)
-            try:
-                wait_for(lambda: load.acknowledged >= 20, timeout_s=10, what="increments before the failover")
-                cluster.stop(0)
-                after = load.acknowledged
-                wait_for(lambda: load.acknowledged >= after + 20, timeout_s=15, what="increments after it")
-            finally:
-                load.stop()
-            assert load.errors == []
+            load = IncrementLoad.across_loss_of_replica_0(
+                lambda: client.incr("n"), Timeout, lambda: cluster.stop(0)
+            )
             total = client.get("n")
         assert load.acknowledged <= total <= load.acknowledged + load.unknown
         if load.unknown == 0:

@@ -258,6 +258,22 @@ class IncrementLoad:
         self._thread.join(timeout=20)
         assert not self._thread.is_alive()
 
+    @classmethod
+    def across_loss_of_replica_0(
+        cls, increment: Callable[[], object], unknown: type[Exception], stop_replica_0: Callable[[], None]
+    ) -> IncrementLoad:
+        """Increment until 20 are acknowledged, stop replica 0 (the first primary), go on for 20 more."""
+        load = cls(increment, unknown)
+        try:
+            wait_for(lambda: load.acknowledged >= 20, timeout_s=10, what="increments before the failover")
+            stop_replica_0()
+            after = load.acknowledged
+            wait_for(lambda: load.acknowledged >= after + 20, timeout_s=15, what="increments after it")
+        finally:
+            load.stop()
+        assert load.errors == []
+        return load
+
 
 @contextmanager
 def running_proxy(
