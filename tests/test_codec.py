@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from zvsr import constants
+from zvsr.constants import SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES
 from zvsr.protocol.messages import (
     CLIENT_MESSAGES,
     ERROR_CODES,
@@ -22,6 +23,7 @@ from zvsr.protocol.messages import (
     Commit,
     DoViewChange,
     Error,
+    GetSnapshot,
     GetState,
     LogEntry,
     NewState,
@@ -32,6 +34,7 @@ from zvsr.protocol.messages import (
     Redirect,
     Reply,
     Request,
+    SnapshotChunk,
     StartView,
     StartViewChange,
 )
@@ -99,12 +102,13 @@ def commits(draw: st.DrawFn) -> Commit:
 def do_view_changes(draw: st.DrawFn) -> DoViewChange:
     header = draw(headers())
     op_number = draw(st.integers(0, 6))
+    kept = draw(st.integers(0, op_number))  # the ops before the kept log are in the sender's snapshot
     return DoViewChange(
         **header,
         last_normal_view=draw(st.integers(0, header["view"])),
         op_number=op_number,
         commit_number=draw(st.integers(0, op_number)),
-        log=draw(entry_runs(view=header["view"], last_op_number=op_number, count=op_number)),
+        log=draw(entry_runs(view=header["view"], last_op_number=op_number, count=kept)),
     )
 
 
@@ -112,11 +116,12 @@ def do_view_changes(draw: st.DrawFn) -> DoViewChange:
 def start_views(draw: st.DrawFn) -> StartView:
     header = draw(headers())
     op_number = draw(st.integers(0, 6))
+    kept = draw(st.integers(0, op_number))
     return StartView(
         **header,
         op_number=op_number,
         commit_number=draw(st.integers(0, op_number)),
-        log=draw(entry_runs(view=header["view"], last_op_number=op_number, count=op_number)),
+        log=draw(entry_runs(view=header["view"], last_op_number=op_number, count=kept)),
     )
 
 
@@ -139,12 +144,27 @@ def recovery_responses(draw: st.DrawFn) -> RecoveryResponse:
     if draw(st.booleans()):
         return RecoveryResponse(**header, nonce=draw(ids), log=None, op_number=None, commit_number=None)
     op_number = draw(st.integers(0, 6))
+    kept = draw(st.integers(0, op_number))
     return RecoveryResponse(
         **header,
         nonce=draw(ids),
         op_number=op_number,
         commit_number=draw(st.integers(0, op_number)),
-        log=draw(entry_runs(view=header["view"], last_op_number=op_number, count=op_number)),
+        log=draw(entry_runs(view=header["view"], last_op_number=op_number, count=kept)),
+    )
+
+
+@st.composite
+def snapshot_chunks(draw: st.DrawFn) -> SnapshotChunk:
+    data = draw(st.binary(max_size=64))
+    offset = draw(st.integers(0, 1000))
+    return SnapshotChunk(
+        **draw(headers()),
+        snapshot_op=draw(ids),
+        size=offset + len(data) + draw(st.integers(0, 1000)),
+        checksum=draw(st.binary(min_size=16, max_size=16)),
+        offset=offset,
+        data=data,
     )
 
 
@@ -158,6 +178,10 @@ replica_messages = st.one_of(
     st.builds(GetState, cluster=ids, epoch=ids, view=ids, replica=replica_indexes, op_number=ids),
     new_states(),
     st.builds(Recovery, cluster=ids, epoch=ids, view=ids, replica=replica_indexes, nonce=ids),
+    st.builds(
+        GetSnapshot, cluster=ids, epoch=ids, view=ids, replica=replica_indexes, snapshot_op=ids, offset=ids
+    ),
+    snapshot_chunks(),
     recovery_responses(),
 )
 requests = st.builds(Request, client_id=ids, request_number=ids, operation=operations)
@@ -265,7 +289,7 @@ def test_every_message_kind_survives_a_round_trip(message: Message) -> None:
 def test_type_table_covers_every_message_class_with_replica_and_client_ranges() -> None:
     assert set(TYPE_NUMBERS) == set(REPLICA_MESSAGES) | set(CLIENT_MESSAGES)
     assert len(set(TYPE_NUMBERS.values())) == len(TYPE_NUMBERS)
-    assert sorted(TYPE_NUMBERS[cls] for cls in REPLICA_MESSAGES) == list(range(1, 11))
+    assert sorted(TYPE_NUMBERS[cls] for cls in REPLICA_MESSAGES) == list(range(1, 13))
     assert sorted(TYPE_NUMBERS[cls] for cls in CLIENT_MESSAGES) == [20, 21, 22, 23]
 
 
@@ -489,7 +513,7 @@ def test_a_replica_index_beyond_the_largest_configuration_is_out_of_range() -> N
 
 
 def test_unknown_and_misplaced_type_numbers() -> None:
-    for type_number in (0, 11, 19, 24, 255, ID_MAX):
+    for type_number in (0, 13, 19, 24, 255, ID_MAX):
         assert reason_of(pack(a_prepare(type=type_number))) == "unknown_type"
     request = encode(Request(client_id=1, request_number=1, operation=b"x"))
     reply = encode(Reply(view=1, client_id=1, request_number=1, result=b"y"))
@@ -548,8 +572,12 @@ def test_commit_heartbeat_with_commit_number_beyond_op_number_is_inconsistent() 
 
 
 @pytest.mark.parametrize("cls", [DoViewChange, StartView, RecoveryResponse])
-def test_whole_logs_must_be_numbered_one_to_op_number(cls: type) -> None:
+def test_logs_must_be_numbered_consecutively_up_to_op_number(cls: type) -> None:
     assert type(decode(pack(a_log_message(cls)))) is cls
+    # A log that starts after a snapshot (ops 2..3 of 3) is fine; one that does not end at op_number is not.
+    suffix = a_log_message(cls)
+    suffix["log"] = suffix["log"][1:]
+    assert decode(pack(suffix)).log == (entry(2), entry(3, view=4))  # type: ignore[union-attr]
     assert reason_of(pack(a_log_message(cls, op_number=4))) == "inconsistent"
     assert reason_of(pack(a_log_message(cls, op_number=2, commit_number=1))) == "inconsistent"
     assert reason_of(pack(a_log_message(cls, commit_number=4))) == "inconsistent"
@@ -576,6 +604,21 @@ def test_recovery_response_with_half_a_log_is_inconsistent() -> None:
 def test_log_longer_than_the_bound_is_too_large(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(codec, "LOG_ENTRIES_MAX", 2)
     assert reason_of(pack(a_log_message(StartView))) == "too_large"
+
+
+def test_snapshot_chunk_stays_inside_its_snapshot_and_bounds() -> None:
+    chunk = SnapshotChunk(
+        cluster=1, epoch=0, view=2, replica=2, snapshot_op=40, size=10, checksum=bytes(16), offset=4, data=b"abcdf"
+    )
+    value = fields_of(chunk)
+    assert decode_replica_message(pack(value)) == chunk
+    assert reason_of(pack(value | {"offset": 6})) == "inconsistent"  # would end past the snapshot
+    assert reason_of(pack(value | {"checksum": b"short"})) == "inconsistent"
+    assert reason_of(pack(value | {"checksum": "text"})) == "wrong_type"
+    assert reason_of(pack(value | {"size": SNAPSHOT_BYTES_MAX + 1})) == "too_large"
+    assert reason_of(pack(value | {"data": bytes(SNAPSHOT_CHUNK_BYTES + 1), "size": 2**31})) == "too_large"
+    ask = GetSnapshot(cluster=1, epoch=0, view=2, replica=1, snapshot_op=0, offset=0)
+    assert decode_replica_message(encode(ask)) == ask
 
 
 def test_new_state_chunk_ends_at_or_before_its_op_number_and_respects_its_bound() -> None:

@@ -98,11 +98,13 @@ def _without_execution(call: Callable[..., None]) -> Callable[..., None]:
         self.commit_number = max(self.commit_number, op_number)
 
     def flawed(self: Replica, *args: Any) -> None:
+        nested = "_commit_up_to" in vars(self)  # the call may re-enter itself (a view skipped for the next)
         self._commit_up_to = types.MethodType(advance_only, self)  # type: ignore[method-assign]
         try:
             call(self, *args)
         finally:
-            del self._commit_up_to
+            if not nested:
+                del self._commit_up_to
 
     return flawed
 
@@ -508,7 +510,7 @@ SIMULATOR_CATCHES = [
     (mutant_s03_backup_does_not_execute, 5, 3000),
     (mutant_s05_quorum_of_others, 3, 3000),
     (mutant_s06_log_from_last_message, 5, 5000),
-    (mutant_s10_naive_view_adoption, 5, 3000),
+    (mutant_s10_naive_view_adoption, 3, 3000),
     (mutant_s11_no_client_table, 3, 3000),
     (mutant_s14_new_state_overwrites, 3, 3000),
 ]

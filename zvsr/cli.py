@@ -89,6 +89,13 @@ def with_log_options(function: Any) -> Any:
     default=None,
     help="always (default): acknowledged writes survive power loss; never: only process crashes.",
 )
+@click.option(
+    "--snapshot-interval",
+    "snapshot_interval_ops",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Snapshot the app and truncate the log every N committed ops (default 10000; 0: never).",
+)
 @with_log_options
 def node_command(
     config_path: str | None,
@@ -97,13 +104,22 @@ def node_command(
     app: str | None,
     init: bool,
     fsync: str | None,
+    snapshot_interval_ops: int | None,
     log_level: str | None,
     log_format: str | None,
 ) -> None:
     """Run one replica until SIGTERM / Ctrl-C."""
     from zvsr.runtime.node import serve_node
 
-    config = load(config_path, data_dir=data_dir, app=app, fsync=fsync, log_level=log_level, log_format=log_format)
+    config = load(
+        config_path,
+        data_dir=data_dir,
+        app=app,
+        fsync=fsync,
+        snapshot_interval_ops=snapshot_interval_ops,
+        log_level=log_level,
+        log_format=log_format,
+    )
     if replica >= len(config.replicas):
         raise click.ClickException(f"--replica {replica}: the cluster has replicas 0..{len(config.replicas) - 1}")
     serve_node(config, replica, init=init)

@@ -33,7 +33,15 @@ NEW_STATE_ENTRIES_MAX: Final = 1024  # entries in one NewState chunk; the reques
 NEW_STATE_BYTES_MAX: Final = 4 * 1024 * 1024
 PIPELINE_OPS_MAX: Final = 4096  # prepared-but-uncommitted ops at the primary; beyond, requests wait in queue
 REQUEST_QUEUE_MAX: Final = 8192  # requests waiting for pipeline room; beyond, `busy`
-# Until snapshots and log truncation exist, DoViewChange / StartView / RecoveryResponse carry the whole log.
+# --- snapshots and log truncation ---
+SNAPSHOT_INTERVAL_OPS: Final = 10_000  # a replica snapshots its app state every this many committed ops
+# ... and then drops the log before its previous snapshot: it keeps between one and two intervals of log (plus
+# the uncommitted tail), so a peer up to an interval behind catches up from the log, not a snapshot.
+SNAPSHOT_CHUNK_BYTES: Final = 1024 * 1024  # snapshot bytes in one SnapshotChunk
+SNAPSHOT_BYTES_MAX: Final = 2**32  # one snapshot (app state + client table); a bigger one is refused
+SNAPSHOT_PIN_TICKS: Final = 500  # a snapshot being downloaded is kept (with the log after it) this long after
+# the downloader last asked for a chunk, so a slow download never chases a primary that keeps truncating
+# DoViewChange / StartView / RecoveryResponse carry the kept log: bounded by the snapshot interval above.
 LOG_ENTRIES_MAX: Final = 4_000_000  # entries in one message
 MESSAGE_BYTES_MAX: Final = 256 * 1024 * 1024  # one encoded message (MAXMSGSIZE on bound sockets)
 CLIENT_MESSAGE_BYTES_MAX: Final = OPERATION_BYTES_MAX + 1024  # one encoded client request

@@ -32,6 +32,7 @@ from zvsr.protocol.messages import (
     Commit,
     DoViewChange,
     Error,
+    GetSnapshot,
     GetState,
     LogEntry,
     NewState,
@@ -42,6 +43,7 @@ from zvsr.protocol.messages import (
     Redirect,
     Reply,
     Request,
+    SnapshotChunk,
     StartView,
     StartViewChange,
 )
@@ -214,6 +216,23 @@ MESSAGES: list[tuple[str, Message, str]] = [
         "recovery_response_backup",
         RecoveryResponse(**header(2, 0), nonce=0xC0FFEE0DDBA11, log=None, op_number=None, commit_number=None),
         "a backup answers with the nonce only: log, op_number, commit_number are nil",
+    ),
+    (
+        "get_snapshot",
+        GetSnapshot(**header(2, 1), snapshot_op=4, offset=8),
+        "replica 1 asks the primary of view 2 for its snapshot at op 4 from byte 8 on (snapshot_op 0: the latest)",
+    ),
+    (
+        "snapshot_chunk",
+        SnapshotChunk(
+            **header(2, 2),
+            snapshot_op=4,
+            size=12,
+            checksum=bytes(range(16)),
+            offset=8,
+            data=b"\x00\x01\x02\x03",
+        ),
+        "the primary of view 2 sends the last 4 bytes of its 12-byte snapshot at op 4",
     ),
     (
         "request_put",
@@ -481,7 +500,7 @@ def invalid() -> list[tuple[str, str, str, bytes | dict[str, Any] | Any, str]]:
         ),
         # unknown_type
         ("type_0", "any", "unknown_type", {"type": 0}, "type is one of 1..10, 20..23"),
-        ("type_11", "replica", "unknown_type", with_fields(COMMIT, type=11), "type is one of 1..10, 20..23"),
+        ("type_13", "replica", "unknown_type", with_fields(COMMIT, type=13), "type is one of 1..12, 20..23"),
         ("type_24", "client_reply", "unknown_type", with_fields(REPLY, type=24), "type is one of 1..10, 20..23"),
         (
             "type_30_status_query",
@@ -894,7 +913,7 @@ def message_vectors() -> list[dict[str, Any]]:
         assert decoded == message and encode(decoded) == data, name
         out.append({"name": name, "kind": kind, "hex": data.hex(), "value": render(unpack(data)), "note": note})
     kinds = {vector["kind"] for vector in out}
-    assert len(kinds) == 14, kinds
+    assert len(kinds) == 16, kinds
     return out
 
 

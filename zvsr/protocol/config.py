@@ -33,6 +33,9 @@ class Config:
     new_state_bytes_max: int = c.NEW_STATE_BYTES_MAX
     pipeline_ops_max: int = c.PIPELINE_OPS_MAX
     request_queue_max: int = c.REQUEST_QUEUE_MAX
+    snapshot_interval_ops: int = c.SNAPSHOT_INTERVAL_OPS  # 0: never snapshot (the log is kept whole)
+    snapshot_chunk_bytes: int = c.SNAPSHOT_CHUNK_BYTES
+    snapshot_pin_ticks: int = c.SNAPSHOT_PIN_TICKS
 
     def __post_init__(self) -> None:
         if not 1 <= self.replica_count <= c.REPLICAS_MAX:
@@ -51,11 +54,17 @@ class Config:
             "new_state_entries_max",
             "new_state_bytes_max",
             "pipeline_ops_max",
+            "snapshot_chunk_bytes",
+            "snapshot_pin_ticks",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         if self.view_change_timeout_max_ticks < self.view_change_timeout_ticks:
             raise ValueError("view_change_timeout_max_ticks must be >= view_change_timeout_ticks")
+        if self.snapshot_interval_ops < 0:
+            raise ValueError("snapshot_interval_ops must be >= 0 (0: never)")
+        if self.snapshot_chunk_bytes > c.SNAPSHOT_CHUNK_BYTES:
+            raise ValueError(f"snapshot_chunk_bytes must be <= {c.SNAPSHOT_CHUNK_BYTES} (the codec's bound)")
         if self.heartbeat_ticks >= self.primary_timeout_ticks:
             raise ValueError("heartbeat_ticks must be shorter than primary_timeout_ticks")
 

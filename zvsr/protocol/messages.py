@@ -84,7 +84,11 @@ class StartViewChange:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DoViewChange:
-    """§4.2 DOVIEWCHANGE: the sender's log, last normal view (v'), op_number and commit_number."""
+    """§4.2 DOVIEWCHANGE: the sender's log, last normal view (v'), op_number and commit_number.
+
+    `log` is the part of the log the sender keeps: ops op_number - len(log) + 1 .. op_number. Ops before it are
+    committed and folded into the sender's snapshot (the same holds for StartView and RecoveryResponse).
+    """
 
     cluster: int
     epoch: int
@@ -161,6 +165,42 @@ class RecoveryResponse:
     commit_number: int | None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GetSnapshot:
+    """Ask the primary of `view` for the bytes of its snapshot `snapshot_op` from `offset` on.
+
+    Sent by a replica whose log ends before the primary's oldest kept op (the primary answered its GetState
+    with a SnapshotChunk), and by a recovering replica (`snapshot_op` 0: "your latest"). Not in the paper,
+    whose replicas keep the whole log (§5.3 only sketches checkpoints).
+    """
+
+    cluster: int
+    epoch: int
+    view: int
+    replica: int
+    snapshot_op: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SnapshotChunk:
+    """A bounded piece of the primary's snapshot at `snapshot_op`: `data` is bytes `offset`.. of `size`.
+
+    `checksum` (blake2b-16 of the whole snapshot) lets the receiver refuse a snapshot that did not arrive
+    whole. A chunk at offset 0 of another snapshot than the one being fetched restarts the download.
+    """
+
+    cluster: int
+    epoch: int
+    view: int
+    replica: int
+    snapshot_op: int
+    size: int
+    checksum: bytes
+    offset: int
+    data: bytes
+
+
 ReplicaMessage = (
     Prepare
     | PrepareOk
@@ -172,6 +212,8 @@ ReplicaMessage = (
     | NewState
     | Recovery
     | RecoveryResponse
+    | GetSnapshot
+    | SnapshotChunk
 )
 
 REPLICA_MESSAGES: Final = (
@@ -185,6 +227,8 @@ REPLICA_MESSAGES: Final = (
     NewState,
     Recovery,
     RecoveryResponse,
+    GetSnapshot,
+    SnapshotChunk,
 )
 
 

@@ -38,7 +38,18 @@ class PersistViewState:
     commit_number: int
 
 
-PersistRecord = PersistLog | PersistViewState
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PersistSnapshot:
+    """The state after op `op_number` is `data` (a `zvsr.protocol.snapshot` encoding); the log before op
+    `log_base + 1` may be dropped (`log_base <= op_number`). Comes before any PersistLog of the same Ready: a
+    snapshot installed from the primary may be followed by log that starts right after it."""
+
+    op_number: int
+    log_base: int
+    data: bytes
+
+
+PersistRecord = PersistLog | PersistViewState | PersistSnapshot
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
+from zvsr.protocol import snapshot as snapshots
 from zvsr.protocol.config import Config
 from zvsr.protocol.messages import (
     ERROR_BUSY,
@@ -43,6 +44,7 @@ from zvsr.protocol.messages import (
     Commit,
     DoViewChange,
     Error,
+    GetSnapshot,
     GetState,
     LogEntry,
     NewState,
@@ -54,10 +56,11 @@ from zvsr.protocol.messages import (
     ReplicaMessage,
     Reply,
     Request,
+    SnapshotChunk,
     StartView,
     StartViewChange,
 )
-from zvsr.protocol.ready import BROADCAST, Envelope, PersistLog, PersistViewState, Ready
+from zvsr.protocol.ready import BROADCAST, Envelope, PersistLog, PersistSnapshot, PersistViewState, Ready
 from zvsr.protocol.state_machine import StateMachine
 from zvsr.protocol.timeout import Prng, Timeout
 
@@ -75,7 +78,21 @@ class DurableState:
     view_number: int
     last_normal_view: int
     commit_number: int
-    log: tuple[LogEntry, ...]
+    log: tuple[LogEntry, ...]  # ops log_base + 1 ..
+    log_base: int = 0
+    snapshot: bytes | None = None  # the latest snapshot (its op_number >= log_base), if any
+
+
+@dataclass(slots=True)
+class SnapshotDownload:
+    """A snapshot arriving in chunks from the primary of `view` (held in memory: one app state's size)."""
+
+    view: int
+    snapshot_op: int
+    size: int
+    checksum: bytes
+    data: bytearray
+    progress_at: int  # `now` of the last chunk that moved it forward
 
 
 @dataclass(slots=True)
@@ -112,7 +129,8 @@ class Replica:
         self.view_number = 0
         self.last_normal_view = 0
         self.status = Status.RECOVERING if recovering else Status.NORMAL
-        self.log: list[LogEntry] = []
+        self.log: list[LogEntry] = []  # ops log_base + 1 .. op_number; those before are in the snapshot
+        self.log_base = 0
         self.op_number = 0
         self.commit_number = 0
         self.client_table: dict[int, ClientEntry] = {}
@@ -125,6 +143,17 @@ class Replica:
         self.state_transfer = False
         self.state_transfer_base = 0  # our commit_number when the transfer began: the new log follows it
         self.state_transfer_entries: list[LogEntry] = []
+        self.state_transfer_snapshot: bytes | None = None  # the primary's snapshot, when we were behind its log
+
+        # Snapshots: the latest of ours (encoded), older ones kept while a peer downloads them (pinned), and
+        # the download we are running, if any.
+        self.snapshot_op = 0
+        self.snapshot_data = b""
+        self.snapshot_checksum = b""
+        self.snapshot_pins: dict[int, tuple[int, int]] = {}  # replica -> (snapshot_op, now of its last ask)
+        self.snapshots_pinned: dict[int, bytes] = {}  # snapshot_op -> data, for pinned older snapshots
+        self.download: SnapshotDownload | None = None
+        self.recovery_primary: RecoveryResponse | None = None  # recovering: the answer we complete it with
 
         # Primary: PrepareOk accounting of *this* view (rule 6): backup -> highest op acknowledged.
         self.prepare_ok: dict[int, int] = {}
@@ -158,6 +187,7 @@ class Replica:
         self.recovery_timeout = Timeout("recovery", after=cfg.recovery_resend_ticks)
 
         self._out = Ready()
+        self._persist_snapshot: PersistSnapshot | None = None
         self._persist_from: int | None = None
         self._persist_view_state = False
         self.counters: dict[str, int] = {}
@@ -184,17 +214,24 @@ class Replica:
         (or were fetching its log) and resume voting in that view: never an older one.
         """
         assert durable.last_normal_view <= durable.view_number
-        assert all(entry.op_number == index + 1 for index, entry in enumerate(durable.log))
+        base = durable.log_base
+        assert all(entry.op_number == base + index + 1 for index, entry in enumerate(durable.log))
         self.view_number = durable.view_number
         self.last_normal_view = durable.last_normal_view
         self.log = list(durable.log)
-        self.op_number = len(self.log)
+        self.log_base = base
+        self.op_number = base + len(self.log)
+        if durable.snapshot is not None:
+            self._restore_snapshot(durable.snapshot)
+            if self.op_number < self.snapshot_op:  # the log after the snapshot is empty
+                self.log, self.log_base, self.op_number = [], self.snapshot_op, self.snapshot_op
+        assert self.log_base <= self.commit_number
         self.prepare_ok_view = self.view_number
         self._prepared_sent = self.op_number
         # commit_number is persisted lazily: it is a lower bound, and the primary tells us the rest. Executing
         # in view-change status keeps the primary from answering clients for ops it answered before the crash.
         self.status = Status.VIEW_CHANGE
-        self._commit_up_to(min(durable.commit_number, self.op_number))
+        self._commit_up_to(min(max(durable.commit_number, self.commit_number), self.op_number))
         self._rebuild_client_pending()
         if durable.last_normal_view == durable.view_number:
             self.status = Status.NORMAL
@@ -246,20 +283,28 @@ class Replica:
         """Take what this step produced. Flushes batched Prepares first (primary)."""
         if self.status is Status.NORMAL and self.is_primary():
             self._flush_prepares()
+        self._maybe_take_snapshot()
         out = self._out
+        # The order storage writes them in: the snapshot, the log after it, then the view state (which must
+        # never claim a log the disk does not hold yet).
+        if self._persist_snapshot is not None:
+            out.persist.append(self._persist_snapshot)
+        if self._persist_from is not None:
+            # Ops up to log_base are in the snapshot persisted above (or an earlier one): never rewritten.
+            first = max(self._persist_from, self.log_base + 1)
+            out.persist.append(
+                PersistLog(op_number_first=first, entries=tuple(self.log[first - 1 - self.log_base :]))
+            )
         if self._persist_view_state:
-            out.persist.insert(
-                0,
+            out.persist.append(
                 PersistViewState(
                     view_number=self.view_number,
                     last_normal_view=self.last_normal_view,
                     commit_number=self.commit_number,
-                ),
+                )
             )
-        if self._persist_from is not None:
-            first = self._persist_from
-            out.persist.append(PersistLog(op_number_first=first, entries=tuple(self.log[first - 1 :])))
         self._out = Ready()
+        self._persist_snapshot = None
         self._persist_from = None
         self._persist_view_state = False
         return out
@@ -271,6 +316,212 @@ class Replica:
     def _log_changed_from(self, op_number: int) -> None:
         if self._persist_from is None or op_number < self._persist_from:
             self._persist_from = op_number
+
+    def entry(self, op_number: int) -> LogEntry | None:
+        """Op `op_number` of our log, or None if it is folded into the snapshot (or beyond op_number)."""
+        if self.log_base < op_number <= self.op_number:
+            return self.log[op_number - self.log_base - 1]
+        return None
+
+    # --- snapshots and log truncation -----------------------------------------------------------------------
+
+    def _maybe_take_snapshot(self) -> None:
+        """Every snapshot_interval_ops committed ops: snapshot the app and client table, and drop the log
+        before the previous snapshot (one interval of log stays, so peers slightly behind catch up from the
+        log). A log needed by a download in progress stays too (the pins): no livelock."""
+        interval = self.config.snapshot_interval_ops
+        if interval == 0 or self.status is Status.RECOVERING:
+            return
+        if self.commit_number - self.snapshot_op < interval:
+            return
+        previous = self.snapshot_op
+        if self.snapshot_op and self._pinned(self.snapshot_op):
+            self.snapshots_pinned[self.snapshot_op] = self.snapshot_data
+        data = snapshots.encode(
+            self.commit_number,
+            ((client_id, e.request_number, e.result) for client_id, e in self.client_table.items()),
+            self.state_machine.snapshot(),
+        )
+        self._set_snapshot(self.commit_number, data)
+        self._count("snapshot taken")
+        keep_from = min([previous, *(op for op, _ in self.snapshot_pins.values())])
+        self._truncate_log(keep_from)
+        self._persist_snapshot = PersistSnapshot(op_number=self.snapshot_op, log_base=self.log_base, data=data)
+
+    def _set_snapshot(self, op_number: int, data: bytes) -> None:
+        self.snapshot_op = op_number
+        self.snapshot_data = data
+        self.snapshot_checksum = snapshots.checksum(data)
+
+    def _pinned(self, snapshot_op: int) -> bool:
+        self._expire_pins()
+        return any(op == snapshot_op for op, _ in self.snapshot_pins.values())
+
+    def _expire_pins(self) -> None:
+        horizon = self.now - self.config.snapshot_pin_ticks
+        for replica, (_, asked_at) in list(self.snapshot_pins.items()):
+            if asked_at < horizon:
+                del self.snapshot_pins[replica]
+        live = {op for op, _ in self.snapshot_pins.values()}
+        for op in list(self.snapshots_pinned):
+            if op not in live:
+                del self.snapshots_pinned[op]
+
+    def _truncate_log(self, op_number: int) -> None:
+        """Drop ops up to `op_number` (committed, in a snapshot) from memory."""
+        op_number = min(op_number, self.snapshot_op)
+        if op_number <= self.log_base:
+            return
+        assert op_number <= self.commit_number
+        del self.log[: op_number - self.log_base]
+        self.log_base = op_number
+
+    def _restore_snapshot(self, data: bytes) -> None:
+        """Replace the app state and client table by a snapshot's; commit_number becomes its op_number."""
+        snapshot = snapshots.decode(data)  # the caller verified the checksum; damage here is our bug
+        self.state_machine.restore(snapshot.app_state)
+        self.client_table = {
+            client_id: ClientEntry(request_number, result)
+            for client_id, request_number, result in snapshot.client_table
+        }
+        self.commit_number = snapshot.op_number
+        self._set_snapshot(snapshot.op_number, data)
+
+    def _install_snapshot(self, data: bytes, entries_after: list[LogEntry]) -> None:
+        """A snapshot from the primary that is ahead of our commit_number, followed by the log `entries_after`
+        it: the state machine jumps to the snapshot, the log restarts after it."""
+        op_number = snapshots.op_number_of(data)
+        assert op_number > self.commit_number
+        assert all(entry.op_number == op_number + index + 1 for index, entry in enumerate(entries_after))
+        self._log(f"install snapshot at op {op_number} (commit_number was {self.commit_number})")
+        self._count("snapshot installed")
+        self._restore_snapshot(data)
+        self.log = list(entries_after)
+        self.log_base = op_number
+        self.op_number = op_number + len(self.log)
+        self._persist_snapshot = PersistSnapshot(op_number=op_number, log_base=op_number, data=data)
+        # Always rewrite what follows the snapshot, even as nothing: a log we had after it may be stale.
+        self._persist_from = op_number + 1
+        self._rebuild_client_pending()
+
+    def on_get_snapshot(self, message: GetSnapshot) -> None:
+        """The primary serves its snapshot in chunks (rule 7: only the primary serves state)."""
+        if self.status is not Status.NORMAL:
+            return self._ignore("on_get_snapshot", f"status {self.status.value}")
+        if message.view != self.view_number:
+            return self._ignore("on_get_snapshot", "other view")
+        if not self.is_primary():
+            return self._ignore("on_get_snapshot", "not primary")
+        if self.snapshot_op == 0:
+            return self._ignore("on_get_snapshot", "no snapshot yet")
+        self._send_snapshot_chunk(message.replica, message.snapshot_op, message.offset)
+
+    def _send_snapshot_chunk(self, to: int, snapshot_op: int, offset: int) -> None:
+        self._expire_pins()
+        if snapshot_op == self.snapshot_op:
+            data = self.snapshot_data
+        elif snapshot_op in self.snapshots_pinned:
+            data = self.snapshots_pinned[snapshot_op]
+        else:  # unknown or no longer kept: start over with the latest
+            snapshot_op, data, offset = self.snapshot_op, self.snapshot_data, 0
+        offset = min(offset, len(data))
+        self.snapshot_pins[to] = (snapshot_op, self.now)
+        chunk = data[offset : offset + self.config.snapshot_chunk_bytes]
+        self._send(
+            to,
+            SnapshotChunk(
+                **self._header(),
+                snapshot_op=snapshot_op,
+                size=len(data),
+                checksum=snapshots.checksum(data) if data is not self.snapshot_data else self.snapshot_checksum,
+                offset=offset,
+                data=chunk,
+            ),
+        )
+
+    def on_snapshot_chunk(self, message: SnapshotChunk) -> None:
+        if message.replica != self.config.primary(message.view):
+            return self._ignore("on_snapshot_chunk", "sender is not the primary of its view")
+        if self.status is Status.RECOVERING:
+            primary = self.recovery_primary
+            if primary is None or message.view != primary.view:
+                return self._ignore("on_snapshot_chunk", "recovering, not fetching from this view")
+            assert primary.op_number is not None and primary.log is not None
+            if message.snapshot_op < primary.op_number - len(primary.log):
+                return self._ignore("on_snapshot_chunk", "older than the log the primary recovers us with")
+        elif self.status is Status.VIEW_CHANGE:
+            return self._ignore("on_snapshot_chunk", "view change")
+        elif message.view != self.view_number:
+            return self._ignore("on_snapshot_chunk", "other view")
+        elif self.is_primary():
+            return self._ignore("on_snapshot_chunk", "we are the primary")
+        if message.snapshot_op <= self.commit_number:  # installing it would move commit_number back
+            return self._ignore("on_snapshot_chunk", "snapshot not ahead of our commit_number")
+        download = self.download
+        if download is None or download.snapshot_op != message.snapshot_op or download.view != message.view:
+            if message.offset != 0:
+                return self._ignore("on_snapshot_chunk", "not the start of a snapshot")
+            self._count("snapshot download started")
+            download = SnapshotDownload(
+                view=message.view,
+                snapshot_op=message.snapshot_op,
+                size=message.size,
+                checksum=message.checksum,
+                data=bytearray(),
+                progress_at=self.now,
+            )
+            self.download = download
+        if message.offset != len(download.data) or message.size != download.size:
+            return self._ignore("on_snapshot_chunk", "out of order")
+        if not message.data and len(download.data) < download.size:
+            return self._ignore("on_snapshot_chunk", "empty chunk")
+        download.data += message.data
+        download.progress_at = self.now
+        self.primary_timeout.reset()
+        if len(download.data) > download.size:
+            self.download = None
+            return self._ignore("on_snapshot_chunk", "more bytes than announced")
+        if len(download.data) < download.size:
+            self._ask_next_chunk()
+            return
+        self.download = None
+        data = bytes(download.data)
+        if snapshots.checksum(data) != download.checksum:
+            return self._ignore("on_snapshot_chunk", "snapshot checksum mismatch")
+        try:
+            if snapshots.decode(data).op_number != download.snapshot_op:
+                return self._ignore("on_snapshot_chunk", "snapshot op_number mismatch")
+        except snapshots.SnapshotError as error:
+            return self._ignore("on_snapshot_chunk", f"malformed snapshot ({error})")
+        self._snapshot_downloaded(data)
+
+    def _ask_next_chunk(self) -> None:
+        download = self.download
+        assert download is not None
+        header = self._header()
+        header["view"] = download.view  # a recovering replica asks in the view it is recovering into
+        self._send(
+            self.config.primary(download.view),
+            GetSnapshot(**header, snapshot_op=download.snapshot_op, offset=len(download.data)),
+        )
+        self.repair_timeout.reset()
+
+    def _snapshot_downloaded(self, data: bytes) -> None:
+        if self.status is Status.RECOVERING:
+            assert self.recovery_primary is not None
+            self._finish_recovery(self.recovery_primary, snapshot=data)
+            return
+        if self.state_transfer:
+            # Keep it on the side with the view's log after it, like the rest of the transfer.
+            self.state_transfer_snapshot = data
+            self.state_transfer_entries = []
+            self._request_state(force=True)
+            return
+        # The same view: our log is a prefix of the primary's, so what follows the snapshot in it stays.
+        op_number = snapshots.op_number_of(data)
+        kept = self.log[op_number - self.log_base :] if self.op_number > op_number else []
+        self._install_snapshot(data, kept)
+        self._request_state(force=True)
 
     # --- inputs -------------------------------------------------------------------------------------------
 
@@ -397,10 +648,11 @@ class Replica:
 
     def _entries_after(self, op_number: int, count_max: int, bytes_max: int) -> tuple[LogEntry, ...]:
         """Entries op_number+1 .. bounded by count and operation bytes (always at least one if any)."""
-        assert op_number < self.op_number
+        assert self.log_base <= op_number < self.op_number
         out: list[LogEntry] = []
         size = 0
-        for entry in self.log[op_number : op_number + count_max]:
+        start = op_number - self.log_base
+        for entry in self.log[start : start + count_max]:
             size += len(entry.operation)
             if out and size > bytes_max:
                 break
@@ -425,7 +677,9 @@ class Replica:
         Commit heartbeats and fetch it with GetState (rule 3), or get StartView again in answer to their votes.
         """
         for backup, acked in self.prepare_ok.items():
-            if acked < self.op_number and self._prepare_ok_at_last_resend.get(backup) == acked:
+            if acked < self.log_base:
+                pass  # it needs our snapshot: it asks with GetState when our heartbeat shows it is behind
+            elif acked < self.op_number and self._prepare_ok_at_last_resend.get(backup) == acked:
                 entries = self._entries_after(
                     acked, self.config.prepare_entries_max, self.config.prepare_bytes_max
                 )
@@ -489,7 +743,9 @@ class Replica:
         for entry in message.entries:
             if entry.op_number <= self.op_number:
                 # The same view has one log (our log is a prefix of the primary's): a duplicate must match.
-                assert self.log[entry.op_number - 1] == entry, "two logs in one view"
+                assert entry.op_number <= self.log_base or self.entry(entry.op_number) == entry, (
+                    "two logs in one view"
+                )
                 continue
             self._append_entry(entry)
         self._send(self.primary_index(), self._prepare_ok_message())
@@ -555,6 +811,8 @@ class Replica:
         self.state_transfer = True
         self.state_transfer_base = self.commit_number
         self.state_transfer_entries = []
+        self.state_transfer_snapshot = None
+        self.download = None
         self._persist_view_state = True
         self._reset_view_votes()
         self._rebuild_client_pending()
@@ -563,13 +821,20 @@ class Replica:
 
     def _request_state(self, *, force: bool = False) -> None:
         if force or not self.repair_timeout.running or self.repair_timeout.fired():
+            if self.download is not None and self.download.view == self.view_number:
+                self._ask_next_chunk()
+                return
             self._send(self.primary_index(), GetState(**self._header(), op_number=self._state_op_number()))
             self.repair_timeout.reset()
 
     def _state_op_number(self) -> int:
         """The op after which we need the primary's log: ours, or during a transfer what we have collected."""
         if self.state_transfer:
-            return self.state_transfer_base + len(self.state_transfer_entries)
+            if self.state_transfer_snapshot is not None:
+                base = snapshots.op_number_of(self.state_transfer_snapshot)
+            else:
+                base = self.state_transfer_base
+            return base + len(self.state_transfer_entries)
         return self.op_number
 
     def _tick_backup(self) -> None:
@@ -578,7 +843,7 @@ class Replica:
             self._start_view_change(self.view_number + 1)
             return
         if self.repair_timeout.fired():
-            if self.state_transfer:
+            if self.state_transfer or self.download is not None:
                 self._request_state(force=True)
             else:
                 self.repair_timeout.stop()
@@ -616,6 +881,10 @@ class Replica:
             return self._ignore("on_get_state", "not primary")
         if message.op_number > self.op_number:
             return self._ignore("on_get_state", "op_number beyond ours")
+        if message.op_number < self.log_base:
+            # What it misses is folded into our snapshot: send that first; it asks for the log after it.
+            self._count("on_get_state: snapshot sent")
+            return self._send_snapshot_chunk(message.replica, self.snapshot_op, 0)
         entries: tuple[LogEntry, ...] = ()
         if message.op_number < self.op_number:
             entries = self._entries_after(
@@ -667,13 +936,17 @@ class Replica:
     def _finish_state_transfer(self) -> None:
         base = self.state_transfer_base
         assert base <= self.commit_number == base  # nothing commits during a transfer
-        self._log(f"state transfer done: ops {base + 1}..{base + len(self.state_transfer_entries)}")
-        del self.log[base:]
-        self.log.extend(self.state_transfer_entries)
-        self.op_number = len(self.log)
-        self._log_changed_from(base + 1)
+        self._log(f"state transfer done: ops {base + 1}..{self._state_op_number()}")
+        if self.state_transfer_snapshot is not None:
+            self._install_snapshot(self.state_transfer_snapshot, self.state_transfer_entries)
+        else:
+            del self.log[base - self.log_base :]
+            self.log.extend(self.state_transfer_entries)
+            self.op_number = self.log_base + len(self.log)
+            self._log_changed_from(base + 1)
         self.state_transfer = False
         self.state_transfer_entries = []
+        self.state_transfer_snapshot = None
         self.last_normal_view = self.view_number
         self._persist_view_state = True
         self._rebuild_client_pending()
@@ -687,7 +960,7 @@ class Replica:
         if op_number <= self.commit_number:
             return
         replying = self.status is Status.NORMAL and self.is_primary()
-        for entry in self.log[self.commit_number : op_number]:
+        for entry in self.log[self.commit_number - self.log_base : op_number - self.log_base]:
             known = self.client_table.get(entry.client_id)
             assert known is None or entry.request_number > known.request_number, "request executed twice"
             result = self.state_machine.apply(entry.operation)
@@ -720,7 +993,7 @@ class Replica:
         (VR-NOTES §11.5). Queued requests were never prepared; they are dropped and the clients retry."""
         self.request_queue.clear()
         self.client_pending = {}
-        for entry in self.log[self.commit_number :]:
+        for entry in self.log[self.commit_number - self.log_base :]:
             self.client_pending[entry.client_id] = entry.request_number
 
     # --- view change (§4.2) -------------------------------------------------------------------------------
@@ -733,6 +1006,8 @@ class Replica:
         self.status = Status.VIEW_CHANGE
         self.state_transfer = False  # the old log stands as it is (with its last_normal_view) in our vote
         self.state_transfer_entries = []
+        self.state_transfer_snapshot = None
+        self.download = None
         self._reset_view_votes()
         self._rebuild_client_pending()
         self.start_view_change_from.add(self.replica)
@@ -837,11 +1112,20 @@ class Replica:
         best = max(votes.values(), key=lambda m: (m.last_normal_view, m.op_number))
         commit_number = max(m.commit_number for m in votes.values())
         assert commit_number <= best.op_number, "a committed op is missing from the chosen log"
+        best_base = best.op_number - len(best.log)
+        if best_base > self.commit_number:
+            # The chosen log starts after ops we have not executed, and those live only in snapshots: we cannot
+            # lead this view. Moving on to the next view is always safe; its primary is another replica, and
+            # we catch up from it by snapshot transfer.
+            self._count("view change: behind the chosen log's snapshot, skipping the view")
+            self._log(f"cannot start view: chosen log starts after op {best_base}, executed {self.commit_number}")
+            self._start_view_change(self.view_number + 1)
+            return
         self._log(
             f"start view: log of r{best.replica} (v'={best.last_normal_view}, n={best.op_number}), "
             f"k={commit_number}, {len(votes)} votes"
         )
-        self._install_log(best.log)
+        self._install_log(best.log, best_base)
         self.status = Status.NORMAL
         self.state_transfer = False
         self.last_normal_view = self.view_number
@@ -860,15 +1144,17 @@ class Replica:
             **self._header(), op_number=self.op_number, commit_number=self.commit_number, log=tuple(self.log)
         )
 
-    def _install_log(self, log: tuple[LogEntry, ...]) -> None:
-        """Replace our log by the view's. Our executed prefix must already agree with it (committed ops are in
-        every later view's log at the same place)."""
-        assert len(log) >= self.commit_number, "new log is shorter than what we executed"
-        assert list(log[: self.commit_number]) == self.log[: self.commit_number], "committed prefix changed"
-        first_difference = self.commit_number + 1
-        self.log = list(log)
-        self.op_number = len(self.log)
-        self._log_changed_from(first_difference)
+    def _install_log(self, log: tuple[LogEntry, ...], base: int) -> None:
+        """Replace our log after commit_number by the view's (`log` holds ops base + 1 ..). Where both hold an
+        op we executed, they must agree (committed ops are in every later view's log at the same place)."""
+        commit = self.commit_number
+        assert base <= commit <= base + len(log), "new log does not cover what we executed"
+        overlap = range(max(base, self.log_base), commit)
+        assert all(log[op - base] == self.log[op - self.log_base] for op in overlap), "committed prefix changed"
+        del self.log[commit - self.log_base :]
+        self.log.extend(log[commit - base :])
+        self.op_number = base + len(log)
+        self._log_changed_from(commit + 1)
         self._rebuild_client_pending()
 
     def on_start_view(self, message: StartView) -> None:
@@ -887,11 +1173,21 @@ class Replica:
         if message.commit_number < self.commit_number and message.op_number < self.commit_number:
             return self._ignore("on_start_view", "log shorter than our committed prefix")
         assert message.commit_number <= message.op_number
+        base = message.op_number - len(message.log)
+        if base > self.commit_number:
+            # Its log starts after ops we have not executed (they are in the primary's snapshot): adopt the
+            # view and fetch snapshot and log, keeping our old log until all of it is here (rule 3).
+            if not (self.state_transfer and message.view == self.view_number):
+                self._start_state_transfer(message.view)
+            return
         self._log(f"install view {message.view}: n={message.op_number} k={message.commit_number}")
         self.view_number = message.view
-        self._install_log(message.log)
+        self.download = None
+        self._install_log(message.log, base)
         self.status = Status.NORMAL
         self.state_transfer = False
+        self.state_transfer_entries = []
+        self.state_transfer_snapshot = None
         self.last_normal_view = message.view
         self._persist_view_state = True
         self._reset_view_votes()
@@ -905,12 +1201,23 @@ class Replica:
     def _start_recovery(self) -> None:
         self.recovery_nonce = self.prng.getrandbits(64)
         self.recovery_responses = {}
+        self.recovery_primary = None
+        self.download = None
         self._send(BROADCAST, Recovery(**self._header(), nonce=self.recovery_nonce))
         self.recovery_timeout.start()
 
     def _tick_recovering(self) -> None:
         if self.recovery_timeout.fired():
             self.recovery_timeout.reset()
+            if self.recovery_primary is not None:
+                download = self.download
+                if download is not None and download.progress_at > self.now - self.config.recovery_resend_ticks:
+                    self._ask_next_chunk()  # a chunk may have been lost; the download is moving
+                    return
+                # The primary we were fetching from went quiet (or changed view): begin again.
+                self._count("recovery: snapshot download stalled, starting over")
+                self._start_recovery()
+                return
             self._send(BROADCAST, Recovery(**self._header(), nonce=self.recovery_nonce))
 
     def on_recovery(self, message: Recovery) -> None:
@@ -935,6 +1242,8 @@ class Replica:
             return self._ignore("on_recovery_response", f"status {self.status.value}")
         if message.nonce != self.recovery_nonce:
             return self._ignore("on_recovery_response", "other nonce")
+        if self.recovery_primary is not None:
+            return self._ignore("on_recovery_response", "already fetching the primary's snapshot")
         previous = self.recovery_responses.get(message.replica)
         if previous is None or message.view >= previous.view:
             self.recovery_responses[message.replica] = message
@@ -946,21 +1255,41 @@ class Replica:
         if primary is None or primary.view != latest or primary.log is None:
             return
         assert primary.op_number is not None and primary.commit_number is not None
+        if primary.op_number > len(primary.log):
+            # Its log starts after a snapshot: fetch that (still recovering: we vote for nothing meanwhile).
+            self._log(f"recovery: fetching the snapshot of r{primary.replica} (view {primary.view})")
+            self.recovery_primary = primary
+            self.download = None
+            header = self._header()
+            header["view"] = primary.view
+            self._send(primary.replica, GetSnapshot(**header, snapshot_op=0, offset=0))
+            self.recovery_timeout.reset()
+            return
         self._finish_recovery(primary)
 
-    def _finish_recovery(self, primary: RecoveryResponse) -> None:
-        assert primary.log is not None and primary.commit_number is not None
+    def _finish_recovery(self, primary: RecoveryResponse, snapshot: bytes | None = None) -> None:
+        """§4.3: take the primary's state. With a snapshot (fetched after its answer, from the same primary in
+        the same view, so at least as recent), the log is the part of its answer after the snapshot."""
+        assert primary.log is not None and primary.commit_number is not None and primary.op_number is not None
         assert self.commit_number == 0 and self.op_number == 0  # a fresh state machine
         self._log(f"recovered from r{primary.replica} in view {primary.view}")
         self.view_number = primary.view
         self.last_normal_view = primary.view
         self.status = Status.NORMAL
-        self.log = list(primary.log)
-        self.op_number = len(self.log)
-        self._log_changed_from(1)
+        self.recovery_primary = None
+        base = primary.op_number - len(primary.log)
+        if snapshot is None:
+            assert base == 0
+            self.log = list(primary.log)
+            self.op_number = len(self.log)
+            self._log_changed_from(1)
+        else:
+            snapshot_op = snapshots.op_number_of(snapshot)
+            assert base <= snapshot_op  # the primary's log base never passes its snapshot
+            self._install_snapshot(snapshot, list(primary.log[snapshot_op - base :]))
         self._persist_view_state = True
         self._rebuild_client_pending()
-        self._commit_up_to(primary.commit_number)
+        self._commit_up_to(max(self.commit_number, min(primary.commit_number, self.op_number)))
         self._reset_view_votes()
         self._enter_backup_timers()
         if self.op_number > self.commit_number:
@@ -970,8 +1299,9 @@ class Replica:
 
     def invariants(self) -> None:
         """Checked after every step by the tests and the simulator (TigerBeetle style)."""
-        assert 0 <= self.commit_number <= self.op_number == len(self.log)
+        assert 0 <= self.log_base <= self.commit_number <= self.op_number == self.log_base + len(self.log)
         assert not self.log or self.log[-1].op_number == self.op_number
+        assert self.log_base <= self.snapshot_op <= self.commit_number or self.status is Status.RECOVERING
         assert self.last_normal_view <= self.view_number
         if self.status is Status.NORMAL and not self.state_transfer:
             assert self.last_normal_view == self.view_number
@@ -999,4 +1329,6 @@ _HANDLERS: dict[type, Callable[[Replica, ReplicaMessage], None]] = {
     NewState: Replica.on_new_state,  # type: ignore[dict-item]
     Recovery: Replica.on_recovery,  # type: ignore[dict-item]
     RecoveryResponse: Replica.on_recovery_response,  # type: ignore[dict-item]
+    GetSnapshot: Replica.on_get_snapshot,  # type: ignore[dict-item]
+    SnapshotChunk: Replica.on_snapshot_chunk,  # type: ignore[dict-item]
 }

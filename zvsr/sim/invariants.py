@@ -40,7 +40,7 @@ class Checker:
         self.digests: dict[int, bytes] = {}  # commit_number -> app snapshot digest
         # op_number -> (entry a client got a reply for, the view of that reply)
         self.acknowledged: dict[int, tuple[LogEntry, int]] = {}
-        self.view_logs: dict[int, list[LogEntry]] = {}  # view -> longest log seen in normal status there
+        self.view_logs: dict[int, list[LogEntry | None]] = {}  # view -> longest log seen in normal status there
         self.checked_commit = [0] * count
         self.checked_view = [(-1, False)] * count  # (view, normal) last checked
         self.checked_view_op = [0] * count
@@ -65,9 +65,14 @@ class Checker:
             raise self.fail(f"r{index}: commit_number went back from {before} to {commit_number}")
         if commit_number == before:
             return
-        log = replica.log
         for op_number in range(before + 1, commit_number + 1):
-            entry = log[op_number - 1]
+            entry = replica.entry(op_number)
+            if entry is None:
+                # Installed from a snapshot: the entry is gone; the app digest below checks the state. Every op
+                # in a snapshot was committed (and checked) at the replica that took it first.
+                if op_number > len(self.committed):
+                    raise self.fail(f"r{index}: snapshot covers op {op_number}, which nobody committed")
+                continue
             if op_number <= len(self.committed):
                 if self.committed[op_number - 1] != entry:
                     raise self.fail(
@@ -101,27 +106,35 @@ class Checker:
                 self._check_acknowledged(index, replica)
         if not normal:
             return
-        log = replica.log
         start = self.checked_view_op[index]
-        if start > len(log):  # a state transfer truncated the uncommitted suffix
+        if start > replica.op_number:  # a state transfer truncated the uncommitted suffix
             start = 0
+        start = max(start, replica.log_base)  # ops in the snapshot: committed, checked above
         view_log = self.view_logs.setdefault(view, [])
-        for op_number in range(start + 1, len(log) + 1):
-            entry = log[op_number - 1]
+        for op_number in range(start + 1, replica.op_number + 1):
+            entry = replica.entry(op_number)
+            assert entry is not None
             if op_number <= len(view_log):
-                if view_log[op_number - 1] != entry:
+                known = view_log[op_number - 1]
+                if known is None:
+                    view_log[op_number - 1] = entry
+                elif known != entry:
                     raise self.fail(f"r{index}: two logs in view {view} at op {op_number}")
-            else:
+            elif op_number == len(view_log) + 1:
                 view_log.append(entry)
-        self.checked_view_op[index] = len(log)
+            else:  # the first replica of this view we see started from a snapshot: fill the gap with None
+                view_log.extend([None] * (op_number - len(view_log) - 1))
+                view_log.append(entry)
+        self.checked_view_op[index] = replica.op_number
 
     def _check_acknowledged(self, index: int, replica: Replica) -> None:
-        log = replica.log
         view = replica.view_number
         for op_number, (entry, acknowledged_in) in self.acknowledged.items():
             if view <= acknowledged_in:
                 continue  # a primary of an older view may start late; it cannot commit anything (no quorum)
-            if op_number > len(log) or log[op_number - 1] != entry:
+            if op_number <= replica.log_base:
+                continue  # executed and folded into its snapshot: the commit checks cover it
+            if op_number > replica.op_number or replica.entry(op_number) != entry:
                 raise self.fail(
                     f"r{index}: entered view {replica.view_number} without acknowledged op {op_number} ({entry})"
                 )

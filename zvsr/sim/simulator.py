@@ -22,6 +22,7 @@ import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
@@ -33,7 +34,7 @@ from zvsr.lincheck import UNKNOWN, Operation, ZvsrModel, check
 from zvsr.protocol.client import ClientSession
 from zvsr.protocol.config import Config
 from zvsr.protocol.messages import Error, LogEntry, Redirect, Reply, Request
-from zvsr.protocol.ready import BROADCAST, PersistLog, PersistRecord
+from zvsr.protocol.ready import BROADCAST, PersistLog, PersistRecord, PersistSnapshot, PersistViewState
 from zvsr.protocol.replica import DurableState, Replica, Status
 from zvsr.sim.invariants import Checker, Violation
 from zvsr.sim.network import EventQueue, Network, NetworkOptions
@@ -58,6 +59,12 @@ class SimOptions:
     # Swarm testing (as TigerBeetle's VOPR does): each seed draws its own loss, delay and fault rates, so
     # some seeds are calm and some are storms. Off, the fixed values above are used.
     swarm: bool = True
+    # Snapshots every this many committed ops (0: never), sent in chunks of this many bytes. Swarm draws small
+    # values so that truncation, snapshot transfer and view changes over snapshots happen in short runs.
+    snapshot_interval_ops: int = 20
+    snapshot_chunk_bytes: int = 256
+    # A crash with the disk kept is, this often, a crash in the middle of a Ready's writes (torn, unsynced).
+    torn_write: float = 0.3
 
 
 @dataclass(slots=True)
@@ -90,7 +97,13 @@ class Simulation:
         self.network = Network(
             prng=random.Random(self.prng.getrandbits(64)), events=self.events, options=self.options.network
         )
-        self.config = Config(replica_count=self.options.replicas, cluster=7)
+        self.config = Config(
+            replica_count=self.options.replicas,
+            cluster=7,
+            snapshot_interval_ops=self.options.snapshot_interval_ops,
+            snapshot_chunk_bytes=self.options.snapshot_chunk_bytes,
+        )
+        self.crash_while_writing: set[int] = set()  # crash these at their next write (torn_write)
         self.now = 0
         self.trace: deque[tuple[int, str]] = deque(maxlen=TRACE_EVENTS_KEPT)
         self.replicas: list[Replica | None] = []
@@ -124,7 +137,15 @@ class Simulation:
             loss=prng.choice((0.0, 0.01, 0.05, 0.15)),
             duplicate=prng.choice((0.0, 0.01, 0.05)),
         )
-        return replace(options, network=network, fault_every_ms=prng.choice((40, 120, 300)), swarm=False)
+        return replace(
+            options,
+            network=network,
+            fault_every_ms=prng.choice((40, 120, 300)),
+            snapshot_interval_ops=prng.choice((0, 3, 8, 20, 60)),
+            snapshot_chunk_bytes=prng.choice((16, 100, 4096)),
+            torn_write=prng.choice((0.0, 0.3, 0.9)),
+            swarm=False,
+        )
 
     # --- construction -------------------------------------------------------------------------------------
 
@@ -228,6 +249,12 @@ class Simulation:
         replica = self.replicas[index]
         assert replica is not None
         ready = replica.ready()
+        if index in self.crash_while_writing and ready.persist:
+            # The process dies in the middle of step 1: part of the writes land, nothing is sent.
+            self.disks[index].apply(ready.persist, prng=self.prng)
+            self.crash_while_writing.discard(index)
+            self._crash_one(index, disk=True, during="writing")
+            return
         self.disks[index].apply(ready.persist)  # step 1 of the contract, before anything is sent
         for envelope in ready.messages:
             if envelope.to == BROADCAST:
@@ -363,23 +390,28 @@ class Simulation:
             for index in (
                 range(self.options.replicas) if everyone else [self.prng.randrange(self.options.replicas)]
             ):
-                self._crash_one(index, disk=True)
+                if self.prng.random() < self.options.torn_write and self.replicas[index] is not None:
+                    self.crash_while_writing.add(index)  # at its next write, whenever that is
+                else:
+                    self._crash_one(index, disk=True)
             return
         down = sum(1 for r in self.replicas if r is None or r.status is Status.RECOVERING)
         if down >= self.config.f:
             return
         self._crash_one(self.prng.randrange(self.options.replicas), disk=False)
 
-    def _crash_one(self, index: int, *, disk: bool) -> None:
+    def _crash_one(self, index: int, *, disk: bool, during: str = "") -> None:
         if self.replicas[index] is None:
             return
+        self.crash_while_writing.discard(index)
         if not disk:
             self.disks[index] = Disk(initialized=False)
         self.replicas[index] = None
         self.paused.discard(index)
         self.stalled.discard(index)
         self.backlog[index] = []
-        self._note(f"r{index} crashed ({'disk kept' if disk else 'memory and disk lost'})")
+        kept = "disk kept" if disk else "memory and disk lost"
+        self._note(f"r{index} crashed ({kept}{', torn while writing' if during else ''})")
         self.checker.on_crash(index)
         self.events.push(self.now + self.prng.randint(20, 600), "restart", index)
 
@@ -410,6 +442,7 @@ class Simulation:
         self.liveness = True
         self._note("liveness phase: faults healed")
         self.network.heal()
+        self.crash_while_writing.clear()
         for index in sorted(self.paused | self.stalled):
             self.paused.discard(index)
             self.stalled.discard(index)
@@ -447,27 +480,66 @@ class Simulation:
 
 @dataclass(slots=True)
 class Disk:
-    """A replica's durable state as its Ready.persist records left it: every write lands (no torn or unsynced
-    writes yet). A disk lost with its replica starts again uninitialized and holds nothing a restart may trust
-    until the replica's first view state is written (when Recovery completes): until then a restart runs
-    Recovery again, as the real node does without a superblock."""
+    """A replica's durable state as its Ready.persist records left it, written the way the node's storage
+    writes them: the snapshot (atomically, with the log rebased after it), then the log records in order, then
+    the view state. `apply(records, torn=True)` is a crash in the middle of that: a prefix of the writes lands
+    (the last log record torn off, or more), nothing after it — and, as in the node, nothing of that Ready was
+    sent. A disk lost with its replica starts again uninitialized and holds nothing a restart may trust until
+    the replica's first view state is written (when Recovery completes): until then a restart runs Recovery
+    again, as the real node does without a superblock."""
 
     view_number: int = 0
     last_normal_view: int = 0
     commit_number: int = 0
     log: list[LogEntry] = field(default_factory=list)
+    log_base: int = 0
+    snapshot: bytes | None = None
     initialized: bool = True
 
-    def apply(self, records: list[PersistRecord]) -> None:
+    def apply(self, records: list[PersistRecord], *, prng: random.Random | None = None) -> None:
+        """Write `records`; with `prng`, crash partway (a random prefix of the writes survives)."""
+        writes: list[Callable[[], None]] = []
         for record in records:
-            if isinstance(record, PersistLog):
-                del self.log[record.op_number_first - 1 :]
-                self.log.extend(record.entries)
+            if isinstance(record, PersistSnapshot):
+                writes.append(partial(self._rebase, record))
+            elif isinstance(record, PersistLog):
+                writes.append(partial(self._truncate, record.op_number_first - 1))
+                writes.extend(partial(self._append, entry) for entry in record.entries)
             else:
-                self.view_number = record.view_number
-                self.last_normal_view = record.last_normal_view
-                self.commit_number = record.commit_number
-                self.initialized = True
+                writes.append(partial(self._view_state, record))
+        if prng is not None:
+            writes = writes[: prng.randrange(len(writes))] if writes else []
+        for write in writes:
+            write()
+
+    def _rebase(self, record: PersistSnapshot) -> None:
+        """As the WAL does: the log now starts after record.log_base — or after the snapshot itself, if the log
+        on disk ends before it (the entries in between are in the snapshot)."""
+        self.snapshot = record.data
+        last = self.log_base + len(self.log)
+        if last < record.op_number:
+            self.log.clear()  # in place: the writes queued after this one append to this list
+            self.log_base = record.op_number
+        elif record.log_base > self.log_base:
+            del self.log[: record.log_base - self.log_base]
+            self.log_base = record.log_base
+
+    def _truncate(self, op_number: int) -> None:
+        op_number = max(op_number, self.log_base)  # what the snapshot covers is never rewritten
+        assert op_number <= self.log_base + len(self.log), "the storage would refuse a gap"
+        del self.log[op_number - self.log_base :]
+
+    def _append(self, entry: LogEntry) -> None:
+        if entry.op_number <= self.log_base:
+            return  # covered by the snapshot
+        assert entry.op_number == self.log_base + len(self.log) + 1, "the storage would refuse a gap"
+        self.log.append(entry)
+
+    def _view_state(self, record: PersistViewState) -> None:
+        self.view_number = record.view_number
+        self.last_normal_view = record.last_normal_view
+        self.commit_number = record.commit_number
+        self.initialized = True
 
     def state(self) -> DurableState:
         return DurableState(
@@ -475,6 +547,8 @@ class Disk:
             last_normal_view=self.last_normal_view,
             commit_number=self.commit_number,
             log=tuple(self.log),
+            log_base=self.log_base,
+            snapshot=self.snapshot,
         )
 
 

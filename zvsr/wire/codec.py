@@ -23,13 +23,15 @@ type    message             fields after ``type`` (in encoding order)
 8       NewState            cluster, epoch, view, replica, op_number, commit_number, entries
 9       Recovery            cluster, epoch, view, replica, nonce
 10      RecoveryResponse    cluster, epoch, view, replica, nonce, log, op_number, commit_number
+11      GetSnapshot         cluster, epoch, view, replica, snapshot_op, offset
+12      SnapshotChunk       cluster, epoch, view, replica, snapshot_op, size, checksum, offset, data
 20      Request             client_id, request_number, operation
 21      Reply               view, client_id, request_number, result
 22      Redirect            view, primary, client_id, request_number
 23      Error               view, client_id, request_number, code, message
 ======  ==================  ===============================================================================
 
-Replica kinds are 1..10 and client kinds 20..23, so one glance at a captured frame says which port it belongs
+Replica kinds are 1..19 and client kinds 20..23, so one glance at a captured frame says which port it belongs
 on. The numbers are part of the wire format: never renumber, only add.
 
 Decoding is the trust boundary (ARCHITECTURE §4, STYLE rule 6): bytes from a socket are untrusted, and
@@ -82,6 +84,8 @@ from zvsr.constants import (
     PREPARE_ENTRIES_MAX,
     REPLICAS_MAX,
     RESULT_BYTES_MAX,
+    SNAPSHOT_BYTES_MAX,
+    SNAPSHOT_CHUNK_BYTES,
 )
 from zvsr.protocol.messages import (
     ERROR_CODES,
@@ -89,6 +93,7 @@ from zvsr.protocol.messages import (
     Commit,
     DoViewChange,
     Error,
+    GetSnapshot,
     GetState,
     LogEntry,
     NewState,
@@ -100,6 +105,7 @@ from zvsr.protocol.messages import (
     ReplicaMessage,
     Reply,
     Request,
+    SnapshotChunk,
     StartView,
     StartViewChange,
 )
@@ -118,6 +124,8 @@ TYPE_GET_STATE: Final = 7
 TYPE_NEW_STATE: Final = 8
 TYPE_RECOVERY: Final = 9
 TYPE_RECOVERY_RESPONSE: Final = 10
+TYPE_GET_SNAPSHOT: Final = 11
+TYPE_SNAPSHOT_CHUNK: Final = 12
 TYPE_REQUEST: Final = 20
 TYPE_REPLY: Final = 21
 TYPE_REDIRECT: Final = 22
@@ -134,6 +142,8 @@ TYPE_NUMBERS: Final[dict[type, int]] = {
     NewState: TYPE_NEW_STATE,
     Recovery: TYPE_RECOVERY,
     RecoveryResponse: TYPE_RECOVERY_RESPONSE,
+    GetSnapshot: TYPE_GET_SNAPSHOT,
+    SnapshotChunk: TYPE_SNAPSHOT_CHUNK,
     Request: TYPE_REQUEST,
     Reply: TYPE_REPLY,
     Redirect: TYPE_REDIRECT,
@@ -323,6 +333,33 @@ def _encode_recovery_response(m: RecoveryResponse) -> dict[str, Any]:
     }
 
 
+def _encode_get_snapshot(m: GetSnapshot) -> dict[str, Any]:
+    return {
+        "type": TYPE_GET_SNAPSHOT,
+        "cluster": m.cluster,
+        "epoch": m.epoch,
+        "view": m.view,
+        "replica": m.replica,
+        "snapshot_op": m.snapshot_op,
+        "offset": m.offset,
+    }
+
+
+def _encode_snapshot_chunk(m: SnapshotChunk) -> dict[str, Any]:
+    return {
+        "type": TYPE_SNAPSHOT_CHUNK,
+        "cluster": m.cluster,
+        "epoch": m.epoch,
+        "view": m.view,
+        "replica": m.replica,
+        "snapshot_op": m.snapshot_op,
+        "size": m.size,
+        "checksum": m.checksum,
+        "offset": m.offset,
+        "data": m.data,
+    }
+
+
 def _encode_request(m: Request) -> dict[str, Any]:
     return {
         "type": TYPE_REQUEST,
@@ -374,6 +411,8 @@ _ENCODERS: Final[dict[type, Callable[[Any], dict[str, Any]]]] = {
     NewState: _encode_new_state,
     Recovery: _encode_recovery,
     RecoveryResponse: _encode_recovery_response,
+    GetSnapshot: _encode_get_snapshot,
+    SnapshotChunk: _encode_snapshot_chunk,
     Request: _encode_request,
     Reply: _encode_reply,
     Redirect: _encode_redirect,
@@ -597,9 +636,8 @@ def _bad_entry(item: object, *, name: str, expected_op_number: int, view_max: in
 
 
 def _whole_log(raw: object, *, op_number: int, view_max: int) -> tuple[LogEntry, ...]:
-    """A whole log (DoViewChange, StartView, RecoveryResponse): entries 1..op_number."""
-    if type(raw) is list and len(raw) <= LOG_ENTRIES_MAX and len(raw) != op_number:
-        raise _inconsistent(f"log has {len(raw)} entries but op_number = {op_number}")
+    """The log a replica keeps (DoViewChange, StartView, RecoveryResponse): entries ending at op_number; the
+    ops before the first are in the sender's snapshot."""
     return _entries(raw, name="log", count_max=LOG_ENTRIES_MAX, last_op_number=op_number, view_max=view_max)
 
 
@@ -785,6 +823,43 @@ def _decode_recovery_response(value: dict[str, Any]) -> RecoveryResponse:
     return RecoveryResponse(**header, log=log, op_number=op_number, commit_number=commit_number)
 
 
+def _decode_get_snapshot(value: dict[str, Any]) -> GetSnapshot:
+    _check_fields(value, GetSnapshot)
+    return GetSnapshot(
+        cluster=_id(value, "cluster"),
+        epoch=_id(value, "epoch"),
+        view=_id(value, "view"),
+        replica=_replica_index(value, "replica"),
+        snapshot_op=_id(value, "snapshot_op"),
+        offset=_id(value, "offset"),
+    )
+
+
+def _decode_snapshot_chunk(value: dict[str, Any]) -> SnapshotChunk:
+    _check_fields(value, SnapshotChunk)
+    size = _id(value, "size")
+    if size > SNAPSHOT_BYTES_MAX:
+        raise DecodeError(REASON_TOO_LARGE, f"snapshot of {size} bytes > {SNAPSHOT_BYTES_MAX}")
+    offset = _id(value, "offset")
+    data = _bytes(value, "data", SNAPSHOT_CHUNK_BYTES)
+    if offset + len(data) > size:
+        raise _inconsistent(f"chunk at {offset} of {len(data)} bytes ends beyond the snapshot's {size}")
+    checksum = _bytes(value, "checksum", 16)
+    if len(checksum) != 16:
+        raise _inconsistent(f"checksum has {len(checksum)} bytes, not 16")
+    return SnapshotChunk(
+        cluster=_id(value, "cluster"),
+        epoch=_id(value, "epoch"),
+        view=_id(value, "view"),
+        replica=_replica_index(value, "replica"),
+        snapshot_op=_id(value, "snapshot_op"),
+        size=size,
+        checksum=checksum,
+        offset=offset,
+        data=data,
+    )
+
+
 def _decode_request(value: dict[str, Any]) -> Request:
     _check_fields(value, Request)
     return Request(
@@ -845,6 +920,8 @@ _REPLICA_DECODERS: Final[dict[int, Callable[[dict[str, Any]], ReplicaMessage]]] 
     TYPE_NEW_STATE: _decode_new_state,
     TYPE_RECOVERY: _decode_recovery,
     TYPE_RECOVERY_RESPONSE: _decode_recovery_response,
+    TYPE_GET_SNAPSHOT: _decode_get_snapshot,
+    TYPE_SNAPSHOT_CHUNK: _decode_snapshot_chunk,
 }
 _REQUEST_DECODERS: Final[dict[int, Callable[[dict[str, Any]], Request]]] = {TYPE_REQUEST: _decode_request}
 _CLIENT_REPLY_DECODERS: Final[dict[int, Callable[[dict[str, Any]], ClientReply]]] = {
