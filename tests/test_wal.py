@@ -208,7 +208,7 @@ def test_an_intact_record_with_the_wrong_op_number_is_corruption(tmp_path: Path)
 def test_a_truncation_beyond_the_end_is_corruption(tmp_path: Path) -> None:
     write_log(tmp_path, (1, entries(1, 2)))
     _append_raw(tmp_path, encode_record([2, 7]))
-    with pytest.raises(WalCorruption, match="beyond the end"):
+    with pytest.raises(WalCorruption, match="outside the log"):
         reopen(tmp_path)
 
 

@@ -23,6 +23,7 @@ index order — the paper's configuration (§4): replica i is `[[replica]]` numb
     [node]
     data_dir = "zvsr-data"      # each replica uses <data_dir>/replica-<i>
     fsync = "always"            # or "never"
+    snapshot_interval_ops = 10000   # snapshot, then truncate the log, every this many committed ops (0: never)
     log_level = "info"
     log_format = "text"         # or "json"
 
@@ -75,8 +76,9 @@ ENVIRONMENT = {
     "ZVSR_LOG_LEVEL": "log_level",
     "ZVSR_LOG_FORMAT": "log_format",
     "ZVSR_FSYNC": "fsync",
+    "ZVSR_SNAPSHOT_INTERVAL_OPS": "snapshot_interval_ops",
 }
-INT_KEYS = frozenset({"cluster_id", "epoch", "tick_ms", "request_timeout_ms"})
+INT_KEYS = frozenset({"cluster_id", "epoch", "tick_ms", "request_timeout_ms", "snapshot_interval_ops"})
 
 
 class ConfigError(ValueError):
@@ -103,6 +105,7 @@ class ClusterConfig:
     log_level: str = "info"
     log_format: str = "text"
     fsync: str = "always"  # "never": faster, but a power cut may lose acknowledged writes
+    snapshot_interval_ops: int = constants.SNAPSHOT_INTERVAL_OPS
     timeouts: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -122,6 +125,8 @@ class ClusterConfig:
             raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}")
         if self.fsync not in FSYNC_MODES:
             raise ConfigError(f"fsync must be one of {', '.join(FSYNC_MODES)}, got {self.fsync!r}")
+        if not 0 <= self.snapshot_interval_ops <= constants.ID_MAX:
+            raise ConfigError(f"snapshot_interval_ops must be >= 0 (0: never), got {self.snapshot_interval_ops}")
         if ":" not in self.app:
             raise ConfigError(f"app must look like package.module:Class, got {self.app!r}")
         unknown = set(self.timeouts) - set(TIMEOUT_KEYS)
@@ -144,7 +149,11 @@ class ClusterConfig:
 
     def protocol_config(self) -> Config:
         return Config(
-            replica_count=len(self.replicas), cluster=self.cluster_id, epoch=self.epoch, **dict(self.timeouts)
+            replica_count=len(self.replicas),
+            cluster=self.cluster_id,
+            epoch=self.epoch,
+            snapshot_interval_ops=self.snapshot_interval_ops,
+            **dict(self.timeouts),
         )
 
     def replica_data_dir(self, replica: int) -> Path | None:
@@ -221,7 +230,9 @@ def _from_file(path: Path) -> ClusterConfig:
         raise ConfigError(f"{path}: unknown sections: {', '.join(sorted(unknown))}")
     cluster = _table(document, "cluster", {"id", "epoch", "tick_ms", "app"}, path)
     proxy = _table(document, "proxy", {"endpoint", "request_timeout_ms"}, path)
-    node = _table(document, "node", {"data_dir", "log_level", "log_format", "fsync"}, path)
+    node = _table(
+        document, "node", {"data_dir", "log_level", "log_format", "fsync", "snapshot_interval_ops"}, path
+    )
     timeouts = _table(document, "timeouts", set(TIMEOUT_KEYS), path)
     raw_replicas = document.get("replica")
     if not isinstance(raw_replicas, list) or not raw_replicas:
@@ -242,6 +253,7 @@ def _from_file(path: Path) -> ClusterConfig:
         "log_level": node.get("log_level"),
         "log_format": node.get("log_format"),
         "fsync": node.get("fsync"),
+        "snapshot_interval_ops": node.get("snapshot_interval_ops"),
     }
     for key in INT_KEYS:
         value = settings[key]
@@ -291,7 +303,7 @@ def to_toml(config: ClusterConfig) -> str:
     if config.data_dir is not None:
         lines.append(f"data_dir = {_quote(config.data_dir)}")
     lines += [f"log_level = {_quote(config.log_level)}", f"log_format = {_quote(config.log_format)}"]
-    lines += [f"fsync = {_quote(config.fsync)}", ""]
+    lines += [f"fsync = {_quote(config.fsync)}", f"snapshot_interval_ops = {config.snapshot_interval_ops}", ""]
     if config.timeouts:
         lines.append("[timeouts]")
         lines += [f"{key} = {value}" for key, value in sorted(config.timeouts.items())]

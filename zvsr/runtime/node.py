@@ -526,10 +526,9 @@ class ReplicaNode:
                 "client": self.address.client,
             },
             "data_dir": None if self._storage.temporary else str(self._storage.path),
-            # Until snapshots exist the log starts at op 1 and nothing is snapshotted.
-            "log_first_op": 1 if core.op_number else 0,
+            "log_first_op": core.log_base + 1 if core.op_number > core.log_base else 0,
             "log_last_op": core.op_number,
-            "snapshot_op": 0,
+            "snapshot_op": core.snapshot_op,
             "data_dir_bytes": self._storage.size_bytes(),
             "fsync": self._storage.fsync,
         }
@@ -599,12 +598,21 @@ class ReplicaNode:
             durable = storage.durable
             assert durable is not None
             self._log.info(
-                "restart from disk: view %d (last normal %d), %d ops in the log, %d known committed%s",
+                "restart from disk: view %d (last normal %d), snapshot at op %d, ops %d..%d in the log, "
+                "%d known committed%s",
                 durable.view_number,
                 durable.last_normal_view,
-                len(durable.log),
+                storage.snapshot_op,
+                durable.log_base + 1,
+                durable.log_base + len(durable.log),
                 durable.commit_number,
                 f"; cut a torn tail of {storage.repaired_bytes} bytes" if storage.repaired_bytes else "",
+            )
+        elif storage.start == START_RECOVERY and storage.damaged is not None:
+            self._log.warning(
+                "restart: damaged durable state moved to %s; this replica runs the Recovery protocol (§4.3) "
+                "to repair itself from its peers and takes part in nothing until then",
+                storage.damaged,
             )
         elif storage.start == START_RECOVERY:
             self._log.info(

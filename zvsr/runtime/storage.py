@@ -35,6 +35,17 @@ state and the log's entries (`durable`). A marker without a superblock means the
 crashed before Recovery finished: it runs Recovery (`START_RECOVERY`), and the view state Recovery ends with
 writes the superblock.
 
+Snapshots. A `PersistSnapshot` writes ``snapshot-<op>.zvsr`` atomically, then compacts the log (`rebase`): the
+new ``wal.log`` names that snapshot (op, size, blake2b-16) and holds only the entries kept, and older snapshot
+files are deleted. A restart reads the snapshot the log names, checks its size and checksum, and hands it to
+the core with the log (`DurableState.snapshot`, `log_base`).
+
+Damage. A log damaged anywhere but its tail, a snapshot that is missing or fails its checksum, or a superblock
+whose both copies are bad: the replica never serves or applies damaged state. Its data files are moved aside
+into ``damaged-<time>/`` (kept for the operator), and the replica repairs itself from its peers by running
+Recovery (`START_RECOVERY`), exactly as one whose disk was lost. (A torn tail is simply cut: it was never
+synced, so nothing depended on it; the missing ops come back from the primary by the usual repair.)
+
 `persist(records)` is the driver's step 1 of the core's contract (``zvsr.protocol.ready``) and returns only
 once the records are durable: log records first, one fdatasync for all of them (group commit: a step's
 records, however many), and only then the superblock — so the view state on disk never claims a log
@@ -45,6 +56,7 @@ cut can then lose acknowledged writes, a process crash cannot.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -54,15 +66,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from zvsr.protocol.ready import PersistLog, PersistRecord, PersistViewState
+from zvsr.protocol import snapshot as snapshots
+from zvsr.protocol.ready import PersistLog, PersistRecord, PersistSnapshot, PersistViewState
 from zvsr.protocol.replica import DurableState
 from zvsr.storage import (
     Superblock,
     SuperblockCorruption,
     SuperblockState,
+    WalCorruption,
     WalError,
     WriteAheadLog,
 )
+from zvsr.storage.wal import WAL_NAME, SnapshotRef
+
+_log = logging.getLogger("zvsr.storage")
 
 MARKER_NAME: Final = "replica.json"
 MARKER_FORMAT: Final = "zvsr.replica"
@@ -71,6 +88,8 @@ MARKER_VERSION: Final = 1
 START_FIRST: Final = "first_start"
 START_RECOVERY: Final = "recovery"
 START_DISK: Final = "restart_from_disk"
+SNAPSHOT_PREFIX: Final = "snapshot-"
+SNAPSHOT_SUFFIX: Final = ".zvsr"
 
 
 class StorageError(Exception):
@@ -100,6 +119,7 @@ class Storage:
         self.durable: DurableState | None = None
         self.wal: WriteAheadLog | None = None
         self.repaired_bytes = 0
+        self.damaged: Path | None = None  # where damaged files were moved, if this start found any
 
     @property
     def recovering(self) -> bool:
@@ -158,30 +178,91 @@ class Storage:
         return cls(path=path, start=start, marker=marker, temporary=temporary, fsync=fsync)
 
     def _load(self) -> None:
-        """A restart: with a superblock, read the durable state back; without one, Recovery."""
+        """A restart: with a superblock, read the durable state back; without one, Recovery. Damage of any
+        durable file moves the files aside and runs Recovery (repair from peers), never a start on bad state."""
         try:
             superblock = Superblock.read(self.path)
         except SuperblockCorruption as error:
-            raise StorageError(
-                f"{self.path}: {error}; refusing to start (repair or remove the data dir)"
-            ) from error
+            return self._quarantine(str(error))
         if superblock is None:
             return
         if superblock.cluster_id != self.marker.cluster_id or superblock.replica != self.marker.replica:
             raise StorageError(f"{self.path}: the superblock belongs to another replica or cluster")
         try:
-            self.wal, entries = WriteAheadLog.open(self.path, fsync=self.fsync)
+            wal, entries = WriteAheadLog.open(self.path, fsync=self.fsync)
+        except WalCorruption as error:
+            return self._quarantine(str(error))
         except WalError as error:
-            raise StorageError(f"{self.path}: {error}; refusing to start (the log is damaged)") from error
-        self.repaired_bytes = self.wal.repaired_bytes
+            raise StorageError(f"{self.path}: {error}; refusing to start") from error
+        snapshot: bytes | None = None
+        if wal.snapshot is not None:
+            snapshot = self._read_snapshot(wal.snapshot)
+            if snapshot is None:
+                wal.close()
+                return self._quarantine(f"snapshot {wal.snapshot.op_number} is missing or damaged")
+        self.wal = wal
+        self.repaired_bytes = wal.repaired_bytes
         self.superblock = superblock
         self.durable = DurableState(
             view_number=superblock.view_number,
             last_normal_view=superblock.last_normal_view,
-            commit_number=min(superblock.commit_number, len(entries)),
+            commit_number=superblock.commit_number,
             log=tuple(entries),
+            log_base=wal.log_base,
+            snapshot=snapshot,
         )
         self.start = START_DISK
+        self._remove_snapshots(keep=None if wal.snapshot is None else wal.snapshot.op_number)
+
+    def _quarantine(self, problem: str) -> None:
+        """Move the damaged durable files aside and take the Recovery path."""
+        target = self.path / time.strftime("damaged-%Y%m%dT%H%M%SZ", time.gmtime())
+        suffix = 0
+        while target.exists():
+            suffix += 1
+            target = target.with_name(f"{target.name.split('.')[0]}.{suffix}")
+        try:
+            target.mkdir()
+            for item in list(self.path.iterdir()):
+                if item.is_file() and item.name != MARKER_NAME:
+                    item.rename(target / item.name)
+            _fsync_directory(target)
+            _fsync_directory(self.path)
+        except OSError as error:
+            raise StorageError(f"{self.path}: {problem}; moving damaged files aside failed: {error}") from error
+        _log.error(
+            "%s: %s: the damaged files are in %s; this replica recovers its state from its peers (Recovery)",
+            self.path,
+            problem,
+            target,
+        )
+        self.damaged = target
+        self.superblock = None
+        self.durable = None
+        self.start = START_RECOVERY
+
+    def _snapshot_path(self, op_number: int) -> Path:
+        return self.path / f"{SNAPSHOT_PREFIX}{op_number:020d}{SNAPSHOT_SUFFIX}"
+
+    def _read_snapshot(self, ref: SnapshotRef) -> bytes | None:
+        try:
+            data = self._snapshot_path(ref.op_number).read_bytes()
+        except OSError:
+            return None
+        if len(data) != ref.size or snapshots.checksum(data) != ref.checksum:
+            return None
+        try:
+            if snapshots.op_number_of(data) != ref.op_number:
+                return None
+        except snapshots.SnapshotError:
+            return None
+        return data
+
+    def _remove_snapshots(self, *, keep: int | None) -> None:
+        """Delete snapshot files other than `keep` (older ones, and any a crash left unreferenced)."""
+        for item in self.path.glob(f"{SNAPSHOT_PREFIX}*"):
+            if keep is None or item.name != self._snapshot_path(keep).name:
+                item.unlink(missing_ok=True)
 
     def begin(self) -> None:
         """Called once the replica is ready to run and before it sends anything: a first start writes its
@@ -189,6 +270,8 @@ class Storage:
         try:
             if self.wal is None:
                 # A first start, or a Recovery: whatever log is here is not trusted; Recovery rewrites it whole.
+                (self.path / WAL_NAME).unlink(missing_ok=True)
+                self._remove_snapshots(keep=None)
                 self.wal, _ = WriteAheadLog.open(self.path, fsync=self.fsync)
             if not self.marker_path.exists():
                 if self.start == START_FIRST:
@@ -204,11 +287,31 @@ class Storage:
         for record in records:
             if isinstance(record, PersistLog):
                 self.wal.persist_log(record.op_number_first, record.entries)
+            elif isinstance(record, PersistSnapshot):
+                self._persist_snapshot(record)
             else:
                 view_state = record  # only the latest matters; written after the log is durable
         self.wal.sync()
         if view_state is not None:
             self._write_view_state(view_state)
+
+    def _persist_snapshot(self, record: PersistSnapshot) -> None:
+        """The snapshot file first (atomically), then the log compacted to name it, then old files go."""
+        assert self.wal is not None
+        path = self._snapshot_path(record.op_number)
+        try:
+            if self.fsync:
+                _write_atomically(path, record.data)
+            else:
+                temporary = path.with_name(path.name + ".tmp")
+                temporary.write_bytes(record.data)
+                os.replace(temporary, path)
+            self.wal.rebase(
+                SnapshotRef(record.op_number, len(record.data), snapshots.checksum(record.data)), record.log_base
+            )
+            self._remove_snapshots(keep=record.op_number)
+        except OSError as error:
+            raise StorageError(f"{self.path}: writing snapshot {record.op_number} failed: {error}") from error
 
     def _write_view_state(self, record: PersistViewState) -> None:
         previous = self.superblock
@@ -227,7 +330,7 @@ class Storage:
         )
 
     def size_bytes(self) -> int:
-        """Bytes the data directory holds (its regular files; it has no subdirectories)."""
+        """Bytes the replica's live files hold (moved-aside damaged files are not counted)."""
         total = 0
         try:
             for entry in os.scandir(self.path):
@@ -236,6 +339,10 @@ class Storage:
         except OSError:
             return -1  # shown as unknown; status must never fail
         return total
+
+    @property
+    def snapshot_op(self) -> int:
+        return 0 if self.wal is None or self.wal.snapshot is None else self.wal.snapshot.op_number
 
     def close(self) -> None:
         """Release the directory; a temporary one is removed."""

@@ -8,8 +8,11 @@ never changes in place; each change appends records, and replaying the records f
 
 - an *entry* record ``[1, view, op_number, client_id, request_number, operation, chain]`` appends op
   ``op_number``, which must be ``last + 1``;
-- a *truncate* record ``[2, op_number]`` says "the log ends at op_number; later entries are void" (``0 <=
-  op_number <= last``).
+- a *truncate* record ``[2, op_number]`` says "the log ends at op_number; later entries are void" (``base <=
+  op_number <= last``);
+- a *base* record ``[3, log_base, chain, snapshot_op, snapshot_size, snapshot_checksum]`` says "the log now
+  starts after op log_base, whose chain value is ``chain``; the state up to snapshot_op is the snapshot file of
+  that size and blake2b-16" (`Snapshots and compaction` below).
 
 Each record on disk is ``length (4 bytes, big-endian) | blake2b-16(payload) | payload`` where the payload is
 the msgpack (``use_bin_type=True``) list above, at most `MESSAGE_BYTES_MAX` bytes.
@@ -26,6 +29,16 @@ once for everything buffered since the last sync (group commit: the driver syncs
 sends anything of that step's Ready). A write or fsync that fails leaves the log unusable (`WalError` from then
 on): after a failed fsync the kernel may have dropped the dirty pages, so retrying could claim durability that
 does not exist.
+
+Snapshots and compaction
+------------------------
+When the core snapshots (`PersistSnapshot`), the storage writes the snapshot file first (atomically), then
+calls `rebase`: a new file is written beside the log — a base record, then the entries kept (those after
+log_base, with their chain values) — fsynced, renamed over ``wal.log`` and the directory fsynced. So the log
+on disk is either the old one or the compacted one, never half of each, and it always names the snapshot that
+covers what it dropped; disk use is bounded by the log kept (one to two snapshot intervals), not by history.
+If the log ends before the snapshot's op (a snapshot installed from the primary), the new log starts right
+after the snapshot. Entries at or before the base are never written again: `persist_log` skips them.
 
 Replay and repair
 -----------------
@@ -62,6 +75,7 @@ import hashlib
 import os
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -76,6 +90,7 @@ CHECKSUM_BYTES: Final = 16
 CHAIN_GENESIS: Final = bytes(CHECKSUM_BYTES)
 KIND_ENTRY: Final = 1
 KIND_TRUNCATE: Final = 2
+KIND_BASE: Final = 3
 
 _LENGTH: Final = struct.Struct(">I")
 _CHAIN_FIELDS: Final = struct.Struct(">QQQQQ")
@@ -158,7 +173,35 @@ def _decode(payload: bytes) -> tuple[int, list[Any]] | None:
             return KIND_ENTRY, items[1:]
     elif kind == KIND_TRUNCATE and type(kind) is int and len(items) == 2 and _is_uint(items[1]):
         return KIND_TRUNCATE, items[1:]
+    elif kind == KIND_BASE and type(kind) is int and len(items) == 6:
+        log_base, chain, snapshot_op, size, snapshot_checksum = items[1:]
+        if (
+            all(_is_uint(v) for v in (log_base, snapshot_op, size))
+            and type(chain) is bytes
+            and len(chain) == CHECKSUM_BYTES
+            and type(snapshot_checksum) is bytes
+            and len(snapshot_checksum) == CHECKSUM_BYTES
+            and log_base <= snapshot_op
+        ):
+            return KIND_BASE, items[1:]
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRef:
+    """The snapshot a compacted log names: its op number, size and blake2b-16."""
+
+    op_number: int
+    size: int
+    checksum: bytes
+
+
+@dataclass(slots=True)
+class _Replayed:
+    entries: list[LogEntry]
+    chains: list[bytes]
+    base: int = 0
+    snapshot: SnapshotRef | None = None
 
 
 class WriteAheadLog:
@@ -170,16 +213,17 @@ class WriteAheadLog:
         descriptor: int,
         *,
         fsync: bool,
-        entries: list[LogEntry],
-        chains: list[bytes],
+        replayed: _Replayed,
         repaired_bytes: int,
     ) -> None:
         self.path = path
         self.repaired_bytes = repaired_bytes  # bytes of a torn tail dropped when this log was opened
         self._descriptor = descriptor
         self._fsync = fsync
-        self._entries = entries
-        self._chains = chains  # _chains[op] is the chain value of op; _chains[0] is the genesis
+        self._entries = replayed.entries  # ops _base + 1 ..
+        self._chains = replayed.chains  # _chains[i] is the chain value of op _base + i; [0] is the anchor
+        self._base = replayed.base
+        self.snapshot = replayed.snapshot  # the snapshot the log's base record names, if any
         self._pending = bytearray()
         self._broken: str | None = None
         self._closed = False
@@ -187,7 +231,8 @@ class WriteAheadLog:
     @classmethod
     def open(cls, directory: Path, *, fsync: bool = True) -> tuple[WriteAheadLog, list[LogEntry]]:
         """Open (or create) ``directory/wal.log``, replay it, repair a torn tail, and return the log it holds
-        (entries 1..n in order). Raises `WalCorruption` if the log is damaged anywhere but its tail."""
+        (entries log_base + 1 .. n in order; see `log_base` and `snapshot`). Raises `WalCorruption` if the log
+        is damaged anywhere but its tail."""
         path = directory / WAL_NAME
         created = not path.exists()
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -196,7 +241,7 @@ class WriteAheadLog:
                 _fsync_directory(directory)
             with open(descriptor, "rb", closefd=False) as file:
                 data = file.read()
-            entries, chains, good_end = _replay(data, path)
+            replayed, good_end = _replay(data, path)
             repaired = len(data) - good_end
             if repaired:
                 os.ftruncate(descriptor, good_end)
@@ -206,34 +251,45 @@ class WriteAheadLog:
         except BaseException:
             os.close(descriptor)
             raise
-        wal = cls(path, descriptor, fsync=fsync, entries=entries, chains=chains, repaired_bytes=repaired)
-        return wal, list(entries)
+        wal = cls(path, descriptor, fsync=fsync, replayed=replayed, repaired_bytes=repaired)
+        return wal, list(replayed.entries)
 
     @property
     def entries(self) -> list[LogEntry]:
-        """The current log (a copy), including records not yet synced."""
+        """The current log after `log_base` (a copy), including records not yet synced."""
         return list(self._entries)
 
     @property
+    def log_base(self) -> int:
+        """The op the log starts after: ops up to it are in the snapshot."""
+        return self._base
+
+    @property
     def last_op_number(self) -> int:
-        return len(self._entries)
+        return self._base + len(self._entries)
 
     def persist_log(self, op_number_first: int, entries: Sequence[LogEntry]) -> None:
         """Replace the log from `op_number_first` on by `entries` (the core's `PersistLog`). Buffers the
-        records; `sync` makes them durable."""
+        records; `sync` makes them durable. Entries at or before the base are in the snapshot: skipped."""
         self._check_usable()
-        last = len(self._entries)
-        if not 1 <= op_number_first <= last + 1:
-            raise WalError(f"persist_log from op {op_number_first} would leave a gap after op {last}")
+        base = self._base
+        last = self.last_op_number
         for index, entry in enumerate(entries):
             if entry.op_number != op_number_first + index:
                 raise WalError(
                     f"persist_log from op {op_number_first}: entry {index} has op_number {entry.op_number}"
                 )
+        if op_number_first < 1:
+            raise WalError(f"persist_log from op {op_number_first}: ops start at 1")
+        if op_number_first <= base:
+            entries = entries[base + 1 - op_number_first :]
+            op_number_first = base + 1
+        if not 1 <= op_number_first <= last + 1:
+            raise WalError(f"persist_log from op {op_number_first} would leave a gap after op {last}")
         # Skip what the log already holds identically: its chain values are unchanged too.
         skip = 0
         while skip < len(entries) and op_number_first + skip <= last:
-            if entries[skip] != self._entries[op_number_first + skip - 1]:
+            if entries[skip] != self._entries[op_number_first + skip - base - 1]:
                 break
             skip += 1
         first = op_number_first + skip
@@ -242,26 +298,62 @@ class WriteAheadLog:
         if first <= last:  # the log diverges from (or ends before) what it holds at `first`: void the rest
             records += encode_record([KIND_TRUNCATE, first - 1])
         chains: list[bytes] = []
-        previous = self._chains[first - 1]
+        previous = self._chains[first - 1 - base]
         for entry in entries[skip:]:
             previous = chain_of(previous, entry)
             chains.append(previous)
-            records += encode_record(
-                [
-                    KIND_ENTRY,
-                    entry.view,
-                    entry.op_number,
-                    entry.client_id,
-                    entry.request_number,
-                    entry.operation,
-                    previous,
-                ]
-            )
+            records += _entry_record(entry, previous)
         self._pending += records
-        del self._entries[first - 1 :]
-        del self._chains[first:]
+        del self._entries[first - 1 - base :]
+        del self._chains[first - base :]
         self._entries.extend(entries[skip:])
         self._chains.extend(chains)
+
+    def rebase(self, snapshot: SnapshotRef, log_base: int) -> None:
+        """Compact: the log now starts after `log_base` (or after the snapshot, if the log ends before it),
+        naming `snapshot`. Durable when it returns (a new file renamed over the old one)."""
+        self._check_usable()
+        self.flush()
+        if self._fsync:
+            self._sync_descriptor()
+        if self.last_op_number < snapshot.op_number:
+            entries: list[LogEntry] = []
+            chains = [CHAIN_GENESIS]  # the chain restarts: the snapshot, not an entry, precedes what follows
+            base = snapshot.op_number
+        else:
+            base = max(log_base, self._base)
+            entries = self._entries[base - self._base :]
+            chains = self._chains[base - self._base :]
+        data = bytearray(
+            encode_record([KIND_BASE, base, chains[0], snapshot.op_number, snapshot.size, snapshot.checksum])
+        )
+        for entry, chain in zip(entries, chains[1:], strict=True):
+            data += _entry_record(entry, chain)
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        try:
+            descriptor = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                view = memoryview(bytes(data))
+                while view:
+                    view = view[os.write(descriptor, view) :]
+                if self._fsync:
+                    os.fsync(descriptor)
+                os.replace(temporary, self.path)
+                if self._fsync:
+                    _fsync_directory(self.path.parent)
+            except BaseException:
+                os.close(descriptor)
+                raise
+        except OSError as error:
+            self._broken = f"compaction failed: {error}"
+            raise WalError(f"{self.path}: {self._broken}") from error
+        os.close(self._descriptor)
+        self._descriptor = descriptor
+        os.lseek(descriptor, 0, os.SEEK_END)
+        self._entries = list(entries)
+        self._chains = list(chains)
+        self._base = base
+        self.snapshot = snapshot
 
     def flush(self) -> None:
         """Hand buffered records to the operating system (not durable yet)."""
@@ -279,8 +371,10 @@ class WriteAheadLog:
     def sync(self) -> None:
         """Make every record persisted so far durable: write, then ``fdatasync`` (if fsync is enabled)."""
         self.flush()
-        if not self._fsync:
-            return
+        if self._fsync:
+            self._sync_descriptor()
+
+    def _sync_descriptor(self) -> None:
         try:
             os.fdatasync(self._descriptor)
         except OSError as error:
@@ -305,10 +399,16 @@ class WriteAheadLog:
             raise WalError(f"{self.path} is unusable ({self._broken}); restart the replica")
 
 
-def _replay(data: bytes, path: Path) -> tuple[list[LogEntry], list[bytes], int]:
-    """(entries, chains, end of the last good record) of the file contents `data`."""
-    entries: list[LogEntry] = []
-    chains: list[bytes] = [CHAIN_GENESIS]
+def _entry_record(entry: LogEntry, chain: bytes) -> bytes:
+    return encode_record(
+        [KIND_ENTRY, entry.view, entry.op_number, entry.client_id, entry.request_number, entry.operation, chain]
+    )
+
+
+def _replay(data: bytes, path: Path) -> tuple[_Replayed, int]:
+    """(the log, end of the last good record) of the file contents `data`."""
+    log = _Replayed(entries=[], chains=[CHAIN_GENESIS])
+    entries, chains = log.entries, log.chains
     offset = 0
     while offset < len(data):
         payload = _record_at(data, offset)
@@ -321,24 +421,31 @@ def _replay(data: bytes, path: Path) -> tuple[list[LogEntry], list[bytes], int]:
                     f"{path}: the record at offset {offset} {problem}, but an intact record follows at offset "
                     f"{following}: the log is corrupt in the middle (not a torn tail); refusing to replay it"
                 )
-            return entries, chains, offset  # a torn tail: repaired by the caller
+            return log, offset  # a torn tail: repaired by the caller
         assert payload is not None
         kind, fields = decoded
-        if kind == KIND_TRUNCATE:
+        last = log.base + len(entries)
+        if kind == KIND_BASE:
+            if offset != 0:
+                raise WalCorruption(f"{path}: a base record at offset {offset}, not at the start of the log")
+            log_base, chain, snapshot_op, size, snapshot_checksum = fields
+            log.base = log_base
+            log.snapshot = SnapshotRef(snapshot_op, size, snapshot_checksum)
+            chains[:] = [chain]
+        elif kind == KIND_TRUNCATE:
             (op_number,) = fields
-            if op_number > len(entries):
+            if not log.base <= op_number <= last:
                 raise WalCorruption(
                     f"{path}: the truncate record at offset {offset} truncates to op {op_number}, "
-                    f"beyond the end of the log (op {len(entries)})"
+                    f"outside the log (ops {log.base}..{last})"
                 )
-            del entries[op_number:]
-            del chains[op_number + 1 :]
+            del entries[op_number - log.base :]
+            del chains[op_number - log.base + 1 :]
         else:
             view, op_number, client_id, request_number, operation, chain = fields
-            if op_number != len(entries) + 1:
+            if op_number != last + 1:
                 raise WalCorruption(
-                    f"{path}: the entry record at offset {offset} has op_number {op_number}, "
-                    f"expected {len(entries) + 1}"
+                    f"{path}: the entry record at offset {offset} has op_number {op_number}, expected {last + 1}"
                 )
             entry = LogEntry(
                 view=view,
@@ -356,7 +463,7 @@ def _replay(data: bytes, path: Path) -> tuple[list[LogEntry], list[bytes], int]:
             entries.append(entry)
             chains.append(chain)
         offset += HEADER_BYTES + len(payload)
-    return entries, chains, offset
+    return log, offset
 
 
 def _fsync_directory(path: Path) -> None:
