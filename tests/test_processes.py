@@ -319,3 +319,98 @@ def test_garbage_on_every_bound_socket_is_counted_and_the_cluster_keeps_serving(
         for s in sockets:
             s.close()
         context.term()
+
+
+# --- snapshots, truncation and repair (durability) -------------------------------------------------------------
+
+
+def caught_up_with_primary(cluster: ProcessCluster, index: int, *, commit_at_least: int) -> bool:
+    answers = cluster.statuses()
+    mine = answers.get(index)
+    leaders = [a for a in answers.values() if a.get("role") == "primary" and a.get("status") == "normal"]
+    return bool(
+        mine
+        and leaders
+        and mine["status"] == "normal"
+        and not mine["state_transfer"]
+        and mine["op_number"] == leaders[0]["op_number"]
+        and mine["commit_number"] >= commit_at_least
+    )
+
+
+def test_a_backup_down_through_several_snapshots_catches_up_by_snapshot_transfer(tmp_path: Path) -> None:
+    """Snapshots every 40 ops: a backup is killed at op ~60 and misses 300 more (7 snapshots, the log before
+    them truncated everywhere); restarted from its disk, it can only catch up by fetching a snapshot."""
+    with process_cluster(tmp_path, snapshot_interval_ops=40) as cluster:
+        primary = cluster.wait_for_primary()
+        backup = next(i for i in range(3) if i != primary)
+        with Client(cluster.config.proxy, timeout_ms=10_000) as client:
+            for n in range(60):
+                client.put(f"before-{n}", n)
+            cluster.kill(backup)
+            for n in range(300):
+                client.put(f"during-{n}", n)
+            leader = cluster.status(primary)
+            assert leader is not None and leader["log_first_op"] > 70, "the primary kept its whole log"
+            cluster.start_node(backup)
+            wait_for(
+                lambda: caught_up_with_primary(cluster, backup, commit_at_least=360),
+                timeout_s=60,
+                what="the restarted backup to catch up",
+            )
+            mine = cluster.status(backup)
+            assert mine is not None and mine["start"] == "restart_from_disk"
+            assert mine["counters"].get("snapshot installed", 0) >= 1, mine["counters"]
+            assert mine["snapshot_op"] >= 320
+            data = cluster.root / "data" / f"replica-{backup}"
+            assert len(list(data.glob("snapshot-*.zvsr"))) == 1  # older snapshots deleted
+            # The caught-up backup is now needed for every quorum: stop the other backup and read everything.
+            other = next(i for i in range(3) if i not in (primary, backup))
+            cluster.kill(other)
+            assert client.get("before-7") == 7 and client.get("during-299") == 299
+            client.put("after", "yes")
+            assert client.get("after") == "yes"
+
+
+@pytest.mark.parametrize("damage", ["torn_tail", "flipped_middle"])
+def test_a_replica_whose_log_was_damaged_repairs_itself_from_its_peers(tmp_path: Path, damage: str) -> None:
+    """A torn tail is cut and the missing ops come back from the primary; a flipped bit in the middle moves the
+    damaged files aside and the replica recovers (Recovery) — it never serves or applies the damaged log."""
+    with process_cluster(tmp_path) as cluster:
+        primary = cluster.wait_for_primary()
+        backup = next(i for i in range(3) if i != primary)
+        with Client(cluster.config.proxy, timeout_ms=10_000) as client:
+            for n in range(80):
+                client.put(f"key-{n}", n)
+            wait_for(
+                lambda: caught_up_with_primary(cluster, backup, commit_at_least=80),
+                timeout_s=30,
+                what="the backup to hold every op",
+            )
+            cluster.kill(backup)
+            wal = cluster.root / "data" / f"replica-{backup}" / "wal.log"
+            data = bytearray(wal.read_bytes())
+            if damage == "torn_tail":
+                del data[-37:]  # the last record cut short, as a crash mid-write leaves it
+            else:
+                data[len(data) // 2] ^= 0x40
+            wal.write_bytes(bytes(data))
+            for n in range(80, 100):
+                client.put(f"key-{n}", n)
+            cluster.start_node(backup)
+            wait_for(
+                lambda: caught_up_with_primary(cluster, backup, commit_at_least=100),
+                timeout_s=60,
+                what="the damaged backup to repair itself",
+            )
+            mine = cluster.status(backup)
+            assert mine is not None
+            log = (cluster.root / f"replica-{backup}.log").read_text()
+            if damage == "torn_tail":
+                assert mine["start"] == "restart_from_disk" and "cut a torn tail" in log
+            else:
+                assert mine["start"] == "recovery" and "damaged" in log
+                assert list((cluster.root / "data" / f"replica-{backup}").glob("damaged-*/wal.log"))
+            other = next(i for i in range(3) if i not in (primary, backup))
+            cluster.kill(other)  # the repaired replica is part of every quorum from now on
+            assert [client.get(f"key-{n}") for n in range(100)] == list(range(100))

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from zvsr.protocol import snapshot as snapshots
 from zvsr.protocol.messages import LogEntry
-from zvsr.protocol.ready import PersistLog, PersistViewState
+from zvsr.protocol.ready import PersistLog, PersistSnapshot, PersistViewState
 from zvsr.protocol.replica import DurableState
 from zvsr.runtime.storage import MARKER_NAME, START_DISK, START_FIRST, START_RECOVERY, Storage, StorageError
 
@@ -102,3 +103,77 @@ def test_a_data_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(StorageError):
         open_replica(tmp_path / "file")
+
+
+# --- snapshots and damage --------------------------------------------------------------------------------------
+
+
+def log_entries(first: int, last: int) -> tuple[LogEntry, ...]:
+    return tuple(
+        LogEntry(view=0, op_number=op, client_id=5, request_number=op, operation=b"op%d" % op)
+        for op in range(first, last + 1)
+    )
+
+
+def a_replica_with_a_snapshot(path: Path) -> bytes:
+    """Ops 1..12 persisted, a snapshot at op 10 keeping the log after op 6, view state at op 12."""
+    data = snapshots.encode(10, [(5, 10, b"result-10")], b"app-state-at-10")
+    storage = open_replica(path)
+    storage.begin()
+    storage.persist([PersistLog(op_number_first=1, entries=log_entries(1, 12))])
+    storage.persist([PersistSnapshot(op_number=10, log_base=6, data=data)])
+    storage.persist([PersistViewState(view_number=1, last_normal_view=1, commit_number=12)])
+    assert storage.snapshot_op == 10
+    storage.close()
+    return data
+
+
+def test_a_restart_reads_the_snapshot_the_log_names_and_the_log_after_its_base(tmp_path: Path) -> None:
+    data = a_replica_with_a_snapshot(tmp_path)
+    again = open_replica(tmp_path)
+    assert again.start == START_DISK
+    assert again.durable == DurableState(
+        view_number=1, last_normal_view=1, commit_number=12, log=log_entries(7, 12), log_base=6, snapshot=data
+    )
+    again.close()
+
+
+def test_a_newer_snapshot_replaces_the_older_file(tmp_path: Path) -> None:
+    a_replica_with_a_snapshot(tmp_path)
+    storage = open_replica(tmp_path)
+    storage.begin()
+    storage.persist([PersistLog(op_number_first=13, entries=log_entries(13, 20))])
+    storage.persist([PersistSnapshot(op_number=20, log_base=10, data=snapshots.encode(20, [], b"s20"))])
+    storage.close()
+    assert sorted(p.name for p in tmp_path.glob("snapshot-*")) == [f"snapshot-{20:020d}.zvsr"]
+    again = open_replica(tmp_path)
+    assert again.durable is not None and again.durable.log_base == 10 and again.durable.log == log_entries(11, 20)
+    again.close()
+
+
+@pytest.mark.parametrize("damage", ["wal_middle", "snapshot_flipped", "snapshot_missing", "superblock_both"])
+def test_damaged_durable_state_is_moved_aside_and_the_replica_recovers(tmp_path: Path, damage: str) -> None:
+    """Never start on damaged state; never refuse forever either: repair from the peers (Recovery)."""
+    a_replica_with_a_snapshot(tmp_path)
+    snapshot_file = tmp_path / f"snapshot-{10:020d}.zvsr"
+    if damage == "wal_middle":
+        data = bytearray((tmp_path / "wal.log").read_bytes())
+        data[60] ^= 0x01  # inside the base record: intact entry records follow
+        (tmp_path / "wal.log").write_bytes(bytes(data))
+    elif damage == "snapshot_flipped":
+        data = bytearray(snapshot_file.read_bytes())
+        data[-1] ^= 0x01
+        snapshot_file.write_bytes(bytes(data))
+    elif damage == "snapshot_missing":
+        snapshot_file.unlink()
+    else:
+        for name in ("superblock.a", "superblock.b"):
+            (tmp_path / name).write_bytes(b"garbage")
+    storage = open_replica(tmp_path)
+    assert storage.start == START_RECOVERY and storage.recovering and storage.durable is None
+    assert storage.damaged is not None and storage.damaged.parent == tmp_path
+    assert (storage.damaged / "wal.log").exists()  # kept for the operator
+    storage.begin()  # Recovery starts from an empty log
+    assert storage.wal is not None and storage.wal.last_op_number == 0
+    storage.close()
+    assert (tmp_path / MARKER_NAME).exists()

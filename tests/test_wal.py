@@ -18,7 +18,7 @@ from zvsr.storage import (
     WriteAheadLog,
 )
 from zvsr.storage.superblock import COPY_NAMES
-from zvsr.storage.wal import HEADER_BYTES, KIND_ENTRY, WAL_NAME, chain_of, encode_record
+from zvsr.storage.wal import HEADER_BYTES, KIND_BASE, KIND_ENTRY, WAL_NAME, SnapshotRef, chain_of, encode_record
 
 
 def entry(op_number: int, view: int = 1, operation: bytes | None = None) -> LogEntry:
@@ -334,3 +334,67 @@ def test_the_sequence_never_goes_backwards(tmp_path: Path) -> None:
         view_number=3, last_normal_view=3, commit_number=0, epoch=0, cluster_id=7, replica=1, sequence=0
     )
     assert Superblock.write(tmp_path, stale).sequence == 3
+
+
+# --- compaction after a snapshot --------------------------------------------------------------------------------
+
+
+def snapshot_ref(op_number: int) -> SnapshotRef:
+    return SnapshotRef(op_number=op_number, size=10 + op_number, checksum=bytes([op_number % 256]) * 16)
+
+
+def test_rebase_keeps_the_log_after_its_base_in_a_smaller_file_and_replays(tmp_path: Path) -> None:
+    """Ops 1..40 written; a snapshot at 30 keeps the log after op 20 (the previous snapshot)."""
+    size_before = write_log(tmp_path, (1, entries(1, 40)))[-1]
+    wal, _ = reopen(tmp_path)
+    wal.rebase(snapshot_ref(30), log_base=20)
+    assert wal.log_base == 20 and wal.entries == entries(21, 40) and wal.last_op_number == 40
+    wal.persist_log(41, entries(41, 42))  # appending continues the chain
+    wal.close()
+    assert (tmp_path / WAL_NAME).stat().st_size < size_before
+    again, log = reopen(tmp_path)
+    assert log == entries(21, 42) and again.log_base == 20 and again.snapshot == snapshot_ref(30)
+    assert not (tmp_path / (WAL_NAME + ".tmp")).exists()
+
+
+def test_entries_at_or_before_the_base_are_never_written_again(tmp_path: Path) -> None:
+    write_log(tmp_path, (1, entries(1, 10)))
+    wal, _ = reopen(tmp_path)
+    wal.rebase(snapshot_ref(8), log_base=8)
+    wal.persist_log(5, entries(5, 12))  # a StartView's log overlapping the snapshot: 5..8 are skipped
+    wal.close()
+    assert reopen(tmp_path)[1] == entries(9, 12)
+    wal, _ = reopen(tmp_path)
+    wal.persist_log(3, [])  # a truncation below the base truncates to the base
+    wal.close()
+    again, log = reopen(tmp_path)
+    assert log == [] and again.log_base == 8 and again.last_op_number == 8
+
+
+def test_a_snapshot_beyond_the_log_restarts_it_after_the_snapshot(tmp_path: Path) -> None:
+    """A snapshot installed from the primary, ahead of everything this log holds."""
+    write_log(tmp_path, (1, entries(1, 5)))
+    wal, _ = reopen(tmp_path)
+    wal.rebase(snapshot_ref(50), log_base=50)
+    wal.persist_log(51, entries(51, 52, view=3))
+    wal.close()
+    again, log = reopen(tmp_path)
+    assert again.log_base == 50 and log == entries(51, 52, view=3)
+
+
+def test_a_base_record_anywhere_but_the_start_is_corruption(tmp_path: Path) -> None:
+    write_log(tmp_path, (1, entries(1, 2)))
+    _append_raw(tmp_path, encode_record([KIND_BASE, 1, bytes(16), 1, 10, bytes(16)]))
+    _append_raw(tmp_path, encode_record([KIND_ENTRY, 1, 3, 1, 1, b"x", bytes(16)]))
+    with pytest.raises(WalCorruption, match="base record"):
+        reopen(tmp_path)
+
+
+def test_a_flipped_bit_in_a_compacted_log_is_still_detected(tmp_path: Path) -> None:
+    write_log(tmp_path, (1, entries(1, 30)))
+    wal, _ = reopen(tmp_path)
+    wal.rebase(snapshot_ref(20), log_base=10)
+    wal.close()
+    flip_bit(tmp_path / WAL_NAME, HEADER_BYTES + 200)
+    with pytest.raises(WalCorruption):
+        reopen(tmp_path)

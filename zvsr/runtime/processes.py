@@ -84,13 +84,16 @@ def loopback_config(replicas: int = 3, **settings: Any) -> ClusterConfig:
 
 
 class ProcessCluster:
-    def __init__(self, root: Path, *, replicas: int = 3, timeouts: dict[str, int] | None = None) -> None:
+    def __init__(
+        self, root: Path, *, replicas: int = 3, timeouts: dict[str, int] | None = None, **settings: Any
+    ) -> None:
         self.config = loopback_config(
             replicas,
             data_dir=str(root / "data"),
             timeouts=dict(TEST_TIMEOUTS if timeouts is None else timeouts),
             request_timeout_ms=10_000,
             log_level="info",
+            **settings,
         )
         self.root = root
         self.path = root / "cluster.toml"
