@@ -940,7 +940,7 @@ _ALL_DECODERS: Final[dict[int, Callable[[dict[str, Any]], Message]]] = {
 
 
 def decode_replica_message(data: bytes) -> ReplicaMessage:
-    """A replica-to-replica message (types 1..10) from the replica port; DecodeError for anything else."""
+    """A replica-to-replica message (types 1..12) from the replica port; DecodeError for anything else."""
     return _dispatch(_unpack(data, MESSAGE_BYTES_MAX), _REPLICA_DECODERS)
 
 
