@@ -1,0 +1,409 @@
+'use strict';
+/**
+ * The zvsr client for Node.js: the built-in coordination service (and any app) through proxies or straight to
+ * the replicas. It mirrors the Python client, `zvsr/client.py`.
+ *
+ * A `Client` is one VR client: a random 64-bit client_id, request numbers 1, 2, … and at most one request
+ * outstanding (calls made while one is in flight wait their turn). It speaks the client protocol — `Request`
+ * out, `Reply` / `Redirect` / `Error` in (docs/protocol.md §4) — over one ZeroMQ DEALER per endpoint, so each
+ * attempt goes to a chosen endpoint:
+ *
+ * - via proxies (`new Client({proxy: "tcp://host:7700"})`, or several): the first attempt goes to one proxy
+ *   (the list is shuffled once per client); the proxy finds the primary and follows failover itself. With no
+ *   answer within 1 s the *same* request goes to every proxy, and so on with backoff;
+ * - direct (`new Client({replicas: [...]})`, the replicas' client endpoints in index order): the client finds
+ *   the primary itself — replica `view mod n`, following Redirects — and re-sends the same request to every
+ *   replica when 200 ms (doubling up to 1.6 s) pass without an answer.
+ *
+ * The retry logic is `ClientSession` (lib/session.js), a port of the session the Python client and the proxy
+ * run. Because every retry carries the same (client_id, request_number), the replicas execute a request at
+ * most once however often it is sent. A call ends in a result or an exception: `Timeout` means the outcome is
+ * unknown; `Unavailable` / `Busy` are thrown only when every attempt that left was refused, so the request
+ * certainly did not execute.
+ */
+
+const crypto = require('node:crypto');
+const { performance } = require('node:perf_hooks');
+const zmq = require('zeromq');
+
+const codec = require('./codec');
+const { ClientSession, Attempts, BROADCAST } = require('./session');
+const { ops, resultValue } = require('./coordination');
+const { errorFor, BadRequest } = require('./errors');
+
+const DEFAULTS = {
+  timeoutMs: 5000, // CLIENT_TIMEOUT_MS
+  directRetryMs: 200, // CLIENT_DIRECT_RETRY_MS
+  directRetryMaxMs: 1600,
+  proxyRetryMs: 1000, // CLIENT_PROXY_RETRY_MS
+  proxyRetryMaxMs: 4000,
+  sendHighWaterMark: 1000, // CLIENT_SNDHWM
+  replyBytesMax: codec.RESULT_BYTES_MAX + 1024, // CLIENT_REPLY_BYTES_MAX
+  heartbeatIntervalMs: 1000, // ZMTP_HEARTBEAT_IVL_MS
+  heartbeatTimeoutMs: 3000, // ZMTP_HEARTBEAT_TIMEOUT_MS
+};
+
+const TIMER_MAX_MS = 2 ** 31 - 1; // setTimeout's limit; a longer wait just wakes up early and sleeps again
+const Z85_KEY = /^[0-9a-zA-Z.\-:+=^!/*?&<>()[\]{}@%$#]{40}$/;
+
+function randomClientId() {
+  return crypto.randomBytes(8).readBigUInt64BE(0);
+}
+
+function shuffle(list) {
+  for (let i = list.length - 1; i > 0; i--) {
+    const j = crypto.randomInt(i + 1);
+    [list[i], list[j]] = [list[j], list[i]];
+  }
+  return list;
+}
+
+function positiveInt(name, value) {
+  if (!Number.isSafeInteger(value) || value < 1) {
+    throw new RangeError(`${name} must be a positive integer, got ${value}`);
+  }
+  return value;
+}
+
+/** The socket options a client's DEALERs get (exported for tests): linger 0, bounds, heartbeats, CURVE. */
+function socketOptions(options = {}) {
+  const socket = {
+    linger: 0, // close() never waits for unsent requests: no hanging process
+    sendTimeout: 0, // never block: a full queue loses that attempt, a later one may not be
+    sendHighWaterMark: DEFAULTS.sendHighWaterMark,
+    maxMessageSize: DEFAULTS.replyBytesMax,
+    heartbeatInterval: DEFAULTS.heartbeatIntervalMs,
+    heartbeatTimeout: DEFAULTS.heartbeatTimeoutMs,
+    // No `immediate`: the first request of a new client waits in the queue until the connection is up.
+  };
+  const { curveServerKey, curvePublicKey, curveSecretKey } = options;
+  if (curveServerKey == null) {
+    if (curvePublicKey != null || curveSecretKey != null) {
+      throw new TypeError('curvePublicKey / curveSecretKey need curveServerKey (the server public key)');
+    }
+    return socket;
+  }
+  if ((curvePublicKey == null) !== (curveSecretKey == null)) {
+    throw new TypeError('give both curvePublicKey and curveSecretKey, or neither (a fresh key pair)');
+  }
+  const keys = curvePublicKey == null ? zmq.curveKeyPair() : { publicKey: curvePublicKey, secretKey: curveSecretKey };
+  for (const [name, key] of [
+    ['curveServerKey', curveServerKey],
+    ['curvePublicKey', keys.publicKey],
+    ['curveSecretKey', keys.secretKey],
+  ]) {
+    if (typeof key !== 'string' || !Z85_KEY.test(key)) throw new TypeError(`${name} must be a 40-character Z85 key`);
+  }
+  if (!zmq.capability.curve) throw new Error('this libzmq was built without CURVE');
+  return {
+    ...socket,
+    curveServerKey,
+    curvePublicKey: keys.publicKey,
+    curveSecretKey: keys.secretKey,
+  };
+}
+
+function endpointsOf(options) {
+  const { proxy, replicas } = options;
+  if ((proxy == null) === (replicas == null)) {
+    throw new TypeError('give either proxy endpoint(s) or replicas: [client endpoints], not both or neither');
+  }
+  const endpoints = proxy != null ? shuffle(typeof proxy === 'string' ? [proxy] : [...proxy]) : [...replicas];
+  if (!endpoints.length || !endpoints.every((e) => typeof e === 'string' && e.includes('://'))) {
+    throw new TypeError(`endpoints must be ZeroMQ endpoints like tcp://host:port, got ${JSON.stringify(endpoints)}`);
+  }
+  return { endpoints, viaProxies: proxy != null };
+}
+
+class Client {
+  /**
+   * `new Client("tcp://127.0.0.1:7700")`, `new Client({proxy: [...]})` or `new Client({replicas: [...]})`.
+   *
+   * Options:
+   *   proxy: a proxy endpoint or several; or replicas: every replica's client endpoint, in index order
+   *   timeoutMs: how long a call may take before it throws Timeout (default 5000)
+   *   curveServerKey, curvePublicKey, curveSecretKey: CurveZMQ (Z85 strings): the server's public key, and
+   *     this client's key pair (default: a fresh pair)
+   *   retryMs, retryMaxMs: the first retry period and its cap (default 200 / 1600 direct, 1000 / 4000 via
+   *     proxies)
+   */
+  constructor(proxyOrOptions, moreOptions = {}) {
+    const options =
+      typeof proxyOrOptions === 'string' || Array.isArray(proxyOrOptions)
+        ? { ...moreOptions, proxy: proxyOrOptions }
+        : { ...proxyOrOptions };
+    const { endpoints, viaProxies } = endpointsOf(options);
+    this.timeoutMs = positiveInt('timeoutMs', options.timeoutMs ?? DEFAULTS.timeoutMs);
+    const retryMs = positiveInt(
+      'retryMs',
+      options.retryMs ?? (viaProxies ? DEFAULTS.proxyRetryMs : DEFAULTS.directRetryMs),
+    );
+    const retryMaxMs = positiveInt(
+      'retryMaxMs',
+      options.retryMaxMs ?? Math.max(retryMs, viaProxies ? DEFAULTS.proxyRetryMaxMs : DEFAULTS.directRetryMaxMs),
+    );
+    const settings = socketOptions(options);
+    this.endpoints = endpoints;
+    this.viaProxies = viaProxies;
+    this._target = viaProxies ? 'proxy' : 'replica';
+    this._session = new ClientSession({
+      clientId: randomClientId(),
+      endpointCount: endpoints.length,
+      retryMs,
+      retryMaxMs,
+    });
+    this._sockets = [];
+    try {
+      for (const endpoint of endpoints) {
+        const socket = new zmq.Dealer(settings);
+        this._sockets.push(socket);
+        socket.connect(endpoint);
+      }
+    } catch (error) {
+      for (const socket of this._sockets) socket.close();
+      throw error;
+    }
+    this._closed = false;
+    this._queue = Promise.resolve(); // calls run one at a time, in order
+    this._call = null; // the call in flight: { wire, request, attempts, resolve, reject }
+    this._timer = null;
+    this._last = null; // the latest request: { requestNumber, operation, parse }
+    this._receiveError = null;
+    this.stats = { sent: 0, received: 0, undecodable: 0, ignored: 0 };
+    this._receivers = this._sockets.map((socket) => this._receive(socket));
+  }
+
+  /** This client's session id (a random 64-bit bigint). */
+  get clientId() {
+    return this._session.clientId;
+  }
+
+  /** The number of the latest request (0n before the first). */
+  get requestNumber() {
+    return this._session.requestNumber;
+  }
+
+  /** The highest view this client has seen. */
+  get view() {
+    return this._session.view;
+  }
+
+  // --- the coordination app ---
+
+  /** The value of `key`, or null if it is missing (or holds nil). */
+  async get(key) {
+    return this._run(ops.get(key));
+  }
+
+  /** Set `key` to `value` (any msgpack value). Resolves to null. */
+  async put(key, value) {
+    return this._run(ops.put(key, value));
+  }
+
+  /** Delete `key`; whether it existed. */
+  async delete(key) {
+    return this._run(ops.delete(key));
+  }
+
+  /** Set `key` to `next` iff it holds `expected` (null: iff it is missing): `{ok, value}` (the value after). */
+  async cas(key, expected, next) {
+    return this._run(ops.cas(key, expected, next));
+  }
+
+  /** Add `by` (default 1) to the integer at `key` (missing counts as 0); the new value. */
+  async incr(key, by = 1) {
+    return this._run(ops.incr(key, by));
+  }
+
+  /** Take lock `name` for `owner` (re-entrant): `{ok, owner, token}`; ok false names the holder and its token. */
+  async lock(name, owner) {
+    return this._run(ops.lock(name, owner));
+  }
+
+  /** Release lock `name` if `owner` holds it; whether it did. */
+  async unlock(name, owner) {
+    return this._run(ops.unlock(name, owner));
+  }
+
+  /**
+   * Run any operation (a msgpack value) and return the app's result value. With `raiseAppErrors` (default),
+   * a result `{error, message}` throws AppError.
+   */
+  async execute(op, { raiseAppErrors = true } = {}) {
+    return this._run(ops.execute(op, raiseAppErrors));
+  }
+
+  /**
+   * Send `operation` (bytes, opaque to the protocol: any app's operation) and return the result bytes of the
+   * Reply, undecoded. The coordination app's operations and results are msgpack values (docs/protocol.md §7).
+   */
+  async executeRaw(operation) {
+    if (!(operation instanceof Uint8Array)) throw new TypeError('operation must be a Buffer or Uint8Array');
+    if (operation.length > codec.OPERATION_BYTES_MAX) {
+      throw new BadRequest('bad_request', `operation is ${operation.length} bytes > ${codec.OPERATION_BYTES_MAX}`);
+    }
+    return this._run({ operation: Buffer.from(operation), parse: null });
+  }
+
+  /**
+   * Re-send the latest request with the same (client_id, request_number, operation) and return its result,
+   * read as the original call would. For after a Timeout: the cluster executes a request at most once, so
+   * this either executes it now or answers the cached result of its earlier execution — provided this
+   * client has made no newer request since.
+   */
+  async retryLast() {
+    if (this._last === null) throw new Error('no request to retry');
+    const { requestNumber, operation, parse } = this._last;
+    return this._run({ operation, parse }, requestNumber);
+  }
+
+  // --- plumbing ---
+
+  _run(call, requestNumber) {
+    const run = () =>
+      this._request(call, requestNumber).then((result) => (call.parse === null ? result : resultValue(call, result)));
+    const promise = this._queue.then(run, run);
+    this._queue = promise.catch(() => {});
+    return promise;
+  }
+
+  _request(call, requestNumber) {
+    if (this._closed) return Promise.reject(new Error('the client is closed'));
+    if (this._receiveError !== null) return Promise.reject(this._receiveError);
+    return new Promise((resolve, reject) => {
+      const now = performance.now();
+      const request = this._session.submit(call.operation, { now, timeoutMs: this.timeoutMs, requestNumber });
+      const attempts = new Attempts();
+      attempts.start({ fresh: requestNumber === undefined }); // a re-sent number may have executed before
+      this._last = { requestNumber: request.request_number, operation: call.operation, parse: call.parse };
+      this._call = { wire: codec.encode(request), request, attempts, resolve, reject };
+      this._flush();
+      this._schedule();
+    });
+  }
+
+  async _receive(socket) {
+    try {
+      for await (const frames of socket) {
+        this._onMessage(frames);
+      }
+    } catch (error) {
+      if (!this._closed) {
+        // Not expected from a DEALER: fail the call in flight and every later one.
+        this._receiveError = error;
+        this._finish(null, error);
+      }
+    }
+  }
+
+  _onMessage(frames) {
+    this.stats.received += 1;
+    let reply;
+    try {
+      reply = codec.decodeClientReply(frames[frames.length - 1]);
+    } catch (error) {
+      if (error instanceof codec.DecodeError) {
+        this.stats.undecodable += 1; // not from a zvsr peer (or a bare Error): nothing to answer
+        return;
+      }
+      throw error;
+    }
+    const call = this._call;
+    if (call === null || reply.client_id !== this.clientId || reply.request_number !== call.request.request_number) {
+      this.stats.ignored += 1; // a late answer to an earlier attempt of an earlier request
+      return;
+    }
+    call.attempts.onAnswer(reply);
+    this._session.onReply(reply, performance.now());
+    this._flush();
+    this._complete();
+  }
+
+  _onTimer() {
+    this._timer = null;
+    if (this._call === null) return;
+    this._session.poll(performance.now());
+    this._flush();
+    this._complete();
+  }
+
+  _schedule() {
+    if (this._timer !== null) clearTimeout(this._timer);
+    this._timer = null;
+    const at = this._session.wakeAt();
+    if (this._call === null || at === Infinity) return;
+    const delay = Math.min(Math.max(0, Math.ceil(at - performance.now())), TIMER_MAX_MS);
+    this._timer = setTimeout(() => this._onTimer(), delay);
+  }
+
+  _flush() {
+    const call = this._call;
+    for (const [destination, request] of this._session.takeOutbox()) {
+      if (call === null || request !== call.request) continue;
+      const targets = destination === BROADCAST ? this._sockets : [this._sockets[destination]];
+      for (const socket of targets) {
+        socket.send(call.wire).then(
+          () => {
+            call.attempts.sent += 1;
+            this.stats.sent += 1;
+          },
+          () => {}, // EAGAIN: that endpoint's queue is full; this attempt is lost, a later one may not be
+        );
+      }
+    }
+  }
+
+  _complete() {
+    const completion = this._session.takeCompletion();
+    if (completion === null) {
+      this._schedule();
+      return;
+    }
+    const call = this._call;
+    if (completion.result !== undefined) {
+      this._finish(completion.result, null);
+      return;
+    }
+    let code = completion.error;
+    let message = completion.message;
+    if (code === 'timeout') {
+      // The outcome is unknown, unless every attempt that left was refused.
+      [code, message] = call.attempts.finalError({ timeoutMs: this.timeoutMs, target: this._target });
+    }
+    this._finish(null, errorFor(code, message));
+  }
+
+  _finish(result, error) {
+    const call = this._call;
+    if (call === null) return;
+    this._call = null;
+    if (this._timer !== null) clearTimeout(this._timer);
+    this._timer = null;
+    if (error !== null) {
+      this._session.abandon();
+      call.reject(error);
+    } else {
+      call.resolve(result);
+    }
+  }
+
+  /** Close the sockets (linger 0: nothing waits). A call in flight, and any queued, fails. Idempotent. */
+  close() {
+    if (this._closed) return;
+    this._closed = true;
+    this._finish(null, new Error('the client is closed'));
+    for (const socket of this._sockets) socket.close();
+  }
+
+  /** Close, and wait until every socket's receive loop has ended. */
+  async closed() {
+    this.close();
+    await Promise.allSettled(this._receivers);
+  }
+}
+
+// `using client = …` / `await using` where the runtime has explicit resource management.
+if (typeof Symbol.dispose === 'symbol') Client.prototype[Symbol.dispose] = Client.prototype.close;
+if (typeof Symbol.asyncDispose === 'symbol') Client.prototype[Symbol.asyncDispose] = Client.prototype.closed;
+
+module.exports = { Client, socketOptions, DEFAULTS };

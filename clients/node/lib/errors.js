@@ -1,0 +1,46 @@
+'use strict';
+/**
+ * What a call that did not produce a result throws. `code` is the wire error code (docs/protocol.md §4), or
+ * the application's code for `AppError`.
+ */
+
+class ZvsrError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+/** The cluster could not take the request (no primary reachable, or no quorum). It was NOT executed. */
+class Unavailable extends ZvsrError {}
+
+/** A bound on queued work was reached (at the proxy or the primary). It was NOT executed; retry later. */
+class Busy extends ZvsrError {}
+
+/** The cluster (or this library, before sending) refused the request as malformed. Not executed; never retried. */
+class BadRequest extends ZvsrError {}
+
+/**
+ * No result within the call's timeout. The outcome is UNKNOWN: the request may or may not have been executed
+ * (an attempt may have committed and only its answer was lost). `client.retryLast()` re-sends it with the
+ * same numbers, which the cluster executes at most once; or read the state to find out.
+ */
+class Timeout extends ZvsrError {}
+
+/**
+ * The application executed the request and answered `{error: code, message: text}`; `code` is the app's
+ * (`bad_request`, `type_error`, `out_of_range`, `app_error`, …), or `unexpected_result` when the result is
+ * not what the operation answers.
+ */
+class AppError extends ZvsrError {}
+
+const BY_CODE = { unavailable: Unavailable, busy: Busy, bad_request: BadRequest, timeout: Timeout };
+
+/** The error for a wire error code (`view_change` never reaches a caller: it is retried, then `unavailable`). */
+function errorFor(code, message) {
+  const Kind = BY_CODE[code] ?? ZvsrError;
+  return new Kind(code, message);
+}
+
+module.exports = { ZvsrError, Unavailable, Busy, BadRequest, Timeout, AppError, errorFor };

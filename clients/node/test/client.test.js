@@ -1,0 +1,400 @@
+'use strict';
+// The Client against in-process fake replicas and proxies (ZeroMQ ROUTERs on 127.0.0.1 speaking the wire
+// protocol through the codec): primary discovery, Redirects, retries with the same numbers, error mapping,
+// one call at a time, CurveZMQ, closing. The real cluster is test/live.test.js.
+
+const nodeTest = require('node:test');
+const { execFile } = require('node:child_process');
+const path = require('node:path');
+const assert = require('node:assert/strict');
+const zmq = require('zeromq');
+
+const { Client, codec, msgpack, socketOptions, Timeout, Unavailable, Busy, BadRequest, AppError } = require('..');
+
+const NIL = Buffer.from([0xc0]);
+
+/** Every test here talks over sockets: none may hang the run. */
+const test = (name, body) => nodeTest(name, { timeout: 30_000 }, body);
+
+/** ROUTERs that record every Request and answer what `handler(index, request, count)` returns (or nothing). */
+class FakeServers {
+  static async start(count, handler, options = {}) {
+    const servers = new FakeServers(handler);
+    for (let index = 0; index < count; index++) {
+      const router = new zmq.Router({ linger: 0, ...options });
+      await router.bind('tcp://127.0.0.1:0');
+      servers.routers.push(router);
+      servers.loops.push(servers.serve(index, router));
+    }
+    return servers;
+  }
+
+  constructor(handler) {
+    this.handler = handler;
+    this.routers = [];
+    this.loops = [];
+    this.requests = []; // [index, request]
+    this.waiters = [];
+  }
+
+  get endpoints() {
+    return this.routers.map((router) => router.lastEndpoint);
+  }
+
+  async serve(index, router) {
+    for await (const frames of router) {
+      const [identity, payload] = [frames[0], frames[frames.length - 1]];
+      const request = codec.decodeRequest(payload);
+      this.requests.push([index, request]);
+      for (const waiter of this.waiters.splice(0)) waiter();
+      const answers = this.handler(index, request, this.requests.length) ?? [];
+      for (const answer of Array.isArray(answers) ? answers : [answers]) {
+        const data = Buffer.isBuffer(answer) ? answer : codec.encode(answer);
+        await router.send([identity, data]);
+      }
+    }
+  }
+
+  /** Resolves once `count` requests have arrived in all. */
+  received(count) {
+    if (this.requests.length >= count) return Promise.resolve();
+    return new Promise((resolve) => {
+      const check = () => (this.requests.length >= count ? resolve() : this.waiters.push(check));
+      this.waiters.push(check);
+    });
+  }
+
+  close() {
+    for (const router of this.routers) router.close();
+    return Promise.allSettled(this.loops);
+  }
+}
+
+const reply = (request, { view = 0n, result = NIL } = {}) => ({
+  kind: 'Reply', view, client_id: request.client_id, request_number: request.request_number, result,
+});
+const redirect = (request, view, primary) => ({
+  kind: 'Redirect', view, primary, client_id: request.client_id, request_number: request.request_number,
+});
+const error = (request, code, view = 0n) => ({
+  kind: 'Error', view, client_id: request.client_id, request_number: request.request_number, code, message: code,
+});
+
+/** Runs `body(servers)` and closes the servers whatever happens. */
+async function withServers(count, handler, body, options) {
+  const servers = await FakeServers.start(count, handler, options);
+  try {
+    await body(servers);
+  } finally {
+    await servers.close();
+  }
+}
+
+async function withClient(options, body) {
+  const client = new Client(options);
+  try {
+    await body(client);
+  } finally {
+    await client.closed();
+  }
+}
+
+test('direct: follows a Redirect to the primary with the same request', async () => {
+  await withServers(
+    3,
+    (index, request) => (index === 2 ? reply(request, { view: 5n }) : redirect(request, 5n, 2)),
+    async (servers) => {
+      await withClient({ replicas: servers.endpoints, timeoutMs: 10_000 }, async (client) => {
+        assert.equal(await client.put('k', 'v'), null);
+        assert.equal(client.view, 5n);
+        const [[first, r1], [second, r2]] = servers.requests;
+        assert.deepEqual([first, second], [0, 2], 'replica 0 (view 0) first, then the primary of view 5');
+        assert.equal(r1.client_id, client.clientId);
+        assert.deepEqual([r1.request_number, r2.request_number], [1n, 1n]);
+        assert.deepEqual(r1.operation, r2.operation);
+        // The next request goes straight to the primary of the view it knows.
+        await client.get('k');
+        assert.deepEqual(servers.requests.slice(2).map(([i, r]) => [i, r.request_number]), [[2, 2n]]);
+      });
+    },
+  );
+});
+
+test('direct: an older or equal view in a Redirect is ignored', async () => {
+  await withServers(
+    2,
+    (index, request, count) => (count === 1 ? redirect(request, 0n, 1) : reply(request)),
+    async (servers) => {
+      await withClient({ replicas: servers.endpoints, retryMs: 100, timeoutMs: 10_000 }, async (client) => {
+        await client.get('k'); // answered only after the retry to every replica
+        assert.equal(client.view, 0n);
+        await servers.received(3); // the retry went to every replica
+        assert.deepEqual(servers.requests.map(([, r]) => r.request_number), [1n, 1n, 1n]);
+      });
+    },
+  );
+});
+
+test('retries unavailable, busy and view_change with the same numbers, soon', async () => {
+  const codes = ['unavailable', 'busy', 'view_change'];
+  await withServers(
+    1,
+    (index, request, count) =>
+      count <= codes.length ? error(request, codes[count - 1], 9n) : reply(request, { result: Buffer.from([7]) }),
+    async (servers) => {
+      // A retry period far above the test's patience: only the error rule (retry after 50 ms) can answer.
+      await withClient({ replicas: servers.endpoints, retryMs: 60_000, timeoutMs: 30_000 }, async (client) => {
+        assert.equal(await client.incr('n'), 7);
+        assert.deepEqual(servers.requests.map(([, r]) => r.request_number), [1n, 1n, 1n, 1n]);
+        assert.equal(client.view, 0n, "an Error's view is not adopted");
+      });
+    },
+  );
+});
+
+test('bad_request ends the call at once with BadRequest', async () => {
+  await withServers(1, (index, request) => error(request, 'bad_request'), async (servers) => {
+    await withClient({ replicas: servers.endpoints, timeoutMs: 30_000 }, async (client) => {
+      await assert.rejects(client.get('k'), (e) => e instanceof BadRequest && e.code === 'bad_request');
+      assert.equal(servers.requests.length, 1, 'never retried');
+    });
+  });
+});
+
+test('no answer: Timeout (outcome unknown); retryLast re-sends the same numbers', async () => {
+  let answering = false;
+  await withServers(
+    2,
+    (index, request) => (answering && index === 0 ? reply(request, { result: Buffer.from([42]) }) : null),
+    async (servers) => {
+      await withClient({ replicas: servers.endpoints, retryMs: 50, timeoutMs: 400 }, async (client) => {
+        await assert.rejects(client.incr('n', 5), (e) => e instanceof Timeout && e.code === 'timeout');
+        await servers.received(3); // the first attempt, then retries to every replica
+        assert.ok(servers.requests.every(([, r]) => r.request_number === 1n));
+        answering = true;
+        assert.equal(await client.retryLast(), 42);
+        const last = servers.requests[servers.requests.length - 1][1];
+        assert.equal(last.request_number, 1n);
+        assert.deepEqual(last.operation, servers.requests[0][1].operation);
+        await client.get('k');
+        assert.equal(servers.requests[servers.requests.length - 1][1].request_number, 2n, 'then a new number');
+      });
+    },
+  );
+});
+
+test('every attempt refused: Unavailable or Busy, known not executed', async () => {
+  for (const [code, Kind] of [['unavailable', Unavailable], ['view_change', Unavailable], ['busy', Busy]]) {
+    await withServers(2, (index, request) => error(request, code), async (servers) => {
+      await withClient({ replicas: servers.endpoints, retryMs: 50, timeoutMs: 400 }, async (client) => {
+        await assert.rejects(client.get('k'), (e) => e instanceof Kind && /not executed/.test(e.message));
+      });
+    });
+  }
+  // A mix of refusals and silence is a Timeout: a silent attempt may have executed.
+  await withServers(2, (index, request) => (index === 0 ? error(request, 'busy') : null), async (servers) => {
+    await withClient({ replicas: servers.endpoints, retryMs: 50, timeoutMs: 400 }, async (client) => {
+      await assert.rejects(client.get('k'), Timeout);
+    });
+  });
+});
+
+test('answers for other clients, older numbers, and garbage are ignored', async () => {
+  await withServers(
+    1,
+    (index, request) => [
+      Buffer.from('not msgpack'),
+      msgpack.encode({ type: 23, code: 'bad_request', message: 'bare error: names no request' }),
+      { ...reply(request, { result: Buffer.from([1]) }), client_id: request.client_id ^ 1n },
+      { ...reply(request, { result: Buffer.from([2]) }), request_number: request.request_number - 1n },
+      error({ ...request, request_number: request.request_number + 1n }, 'bad_request'),
+      reply(request, { result: Buffer.from([3]) }),
+    ],
+    async (servers) => {
+      await withClient({ replicas: servers.endpoints, timeoutMs: 10_000 }, async (client) => {
+        assert.equal(await client.execute({ op: 'get', key: 'k' }), 3);
+        assert.equal(client.stats.undecodable, 2);
+        assert.equal(client.stats.ignored, 3);
+      });
+    },
+  );
+});
+
+test('via a proxy: one endpoint, same numbers on retry, results decoded', async () => {
+  const map = msgpack.encode({ ok: true, owner: 'w', token: 3 });
+  await withServers(
+    1,
+    (index, request, count) => (count === 1 ? null : reply(request, { view: 2n, result: map })),
+    async (servers) => {
+      await withClient({ proxy: servers.endpoints[0], retryMs: 100, timeoutMs: 10_000 }, async (client) => {
+        assert.deepEqual(await client.lock('l', 'w'), { ok: true, owner: 'w', token: 3 });
+        assert.deepEqual(servers.requests.map(([, r]) => r.request_number), [1n, 1n]);
+      });
+    },
+  );
+  // The shorthand constructor, and several proxies: each is tried when the first stays silent.
+  await withServers(2, (index, request) => (index === 1 ? reply(request) : null), async (servers) => {
+    await withClient(servers.endpoints, async (client) => {
+      assert.equal(client.viaProxies, true);
+    });
+    const client = new Client(servers.endpoints, { retryMs: 50, timeoutMs: 10_000 });
+    try {
+      assert.equal(await client.put('k', 1), null);
+    } finally {
+      client.close();
+    }
+  });
+});
+
+test('app error results throw AppError; execute can return them instead', async () => {
+  const errorResult = msgpack.encode({ error: 'type_error', message: "incr: key 'k' holds a str, not an int" });
+  await withServers(1, (index, request) => reply(request, { result: errorResult }), async (servers) => {
+    await withClient({ replicas: servers.endpoints }, async (client) => {
+      await assert.rejects(client.incr('k'), (e) => e instanceof AppError && e.code === 'type_error');
+      assert.deepEqual(await client.execute({ op: 'incr', key: 'k' }, { raiseAppErrors: false }), {
+        error: 'type_error', message: "incr: key 'k' holds a str, not an int",
+      });
+      // A well-formed get never fails: a stored value shaped like an error result is the value.
+      assert.deepEqual((await client.get('k')).error, 'type_error');
+      assert.deepEqual(await client.executeRaw(Buffer.from([0xc1])), errorResult);
+      await assert.rejects(client.delete('k'), (e) => e instanceof AppError && e.code === 'type_error');
+    });
+  });
+  await withServers(1, (index, request) => reply(request, { result: Buffer.from([0xc1]) }), async (servers) => {
+    await withClient({ replicas: servers.endpoints }, async (client) => {
+      await assert.rejects(client.get('k'), (e) => e instanceof AppError && e.code === 'unexpected_result');
+    });
+  });
+});
+
+test('calls made together run one at a time, numbered in order', async () => {
+  let inFlight = 0;
+  let maxInFlight = 0;
+  await withServers(
+    1,
+    (index, request) => {
+      inFlight += 1;
+      maxInFlight = Math.max(maxInFlight, inFlight);
+      inFlight -= 1;
+      return reply(request, { result: msgpack.encode(Number(request.request_number)) });
+    },
+    async (servers) => {
+      await withClient({ replicas: servers.endpoints }, async (client) => {
+        const results = await Promise.all([client.incr('a'), client.incr('b'), client.incr('c')]);
+        assert.deepEqual(results, [1, 2, 3]);
+        assert.deepEqual(servers.requests.map(([, r]) => r.request_number), [1n, 2n, 3n]);
+        assert.equal(client.requestNumber, 3n);
+      });
+    },
+  );
+});
+
+test('arguments are checked before anything is sent', async () => {
+  await withServers(1, (index, request) => reply(request), async (servers) => {
+    await withClient({ replicas: servers.endpoints }, async (client) => {
+      await assert.rejects(client.get(1), TypeError);
+      await assert.rejects(client.incr('k', 1.5), TypeError);
+      await assert.rejects(client.lock('l', null), TypeError);
+      await assert.rejects(client.put('k', new Date()), TypeError);
+      await assert.rejects(client.executeRaw('not bytes'), TypeError);
+      await assert.rejects(client.put('k', Buffer.alloc(70_000)), BadRequest);
+      assert.equal(servers.requests.length, 0);
+    });
+  });
+  assert.throws(() => new Client({}), TypeError);
+  assert.throws(() => new Client({ proxy: 'a', replicas: ['b'] }), TypeError);
+  assert.throws(() => new Client({ replicas: ['localhost:1'] }), TypeError);
+  assert.throws(() => new Client({ replicas: ['tcp://127.0.0.1:1'], timeoutMs: 0 }), RangeError);
+});
+
+test('close: the call in flight fails, later calls fail, nothing hangs', async () => {
+  await withServers(1, () => null, async (servers) => {
+    const client = new Client({ replicas: servers.endpoints, timeoutMs: 60_000 });
+    const pending = client.get('k');
+    await servers.received(1);
+    client.close();
+    await assert.rejects(pending, /closed/);
+    await assert.rejects(client.get('k'), /closed/);
+    client.close(); // idempotent
+    await client.closed();
+  });
+});
+
+test('a process exits once its client is closed, even with requests still queued (linger 0)', async () => {
+  // Nothing listens on the endpoint: the request stays queued in the DEALER. With a non-zero linger,
+  // libzmq would keep the process alive at exit trying to deliver it.
+  const script = `
+    const { Client, Timeout } = require(${JSON.stringify(path.join(__dirname, '..'))});
+    const client = new Client({ replicas: ['tcp://127.0.0.1:9'], timeoutMs: 300 });
+    client.put('k', 'v').then(
+      () => process.exit(3),
+      (error) => { console.log(error instanceof Timeout ? 'timeout' : error.message); client.close(); },
+    );
+  `;
+  const { stdout } = await new Promise((resolve, reject) => {
+    execFile(process.execPath, ['-e', script], { timeout: 20_000, killSignal: 'SIGKILL' }, (error, out, err) =>
+      error ? reject(Object.assign(error, { stderr: err })) : resolve({ stdout: out }));
+  });
+  assert.equal(stdout.trim(), 'timeout');
+});
+
+test('CurveZMQ: the options are applied to every socket', () => {
+  const server = zmq.curveKeyPair();
+  const mine = zmq.curveKeyPair();
+  assert.deepEqual(
+    socketOptions({ curveServerKey: server.publicKey, curvePublicKey: mine.publicKey, curveSecretKey: mine.secretKey }),
+    {
+      ...socketOptions(),
+      curveServerKey: server.publicKey,
+      curvePublicKey: mine.publicKey,
+      curveSecretKey: mine.secretKey,
+    },
+  );
+  const ephemeral = socketOptions({ curveServerKey: server.publicKey });
+  assert.match(ephemeral.curvePublicKey, /^.{40}$/);
+  assert.notEqual(ephemeral.curvePublicKey, mine.publicKey);
+  assert.equal(socketOptions().linger, 0);
+  assert.equal(socketOptions().curveServerKey, undefined);
+  assert.throws(() => socketOptions({ curvePublicKey: mine.publicKey, curveSecretKey: mine.secretKey }), TypeError);
+  assert.throws(() => socketOptions({ curveServerKey: server.publicKey, curvePublicKey: mine.publicKey }), TypeError);
+  assert.throws(() => socketOptions({ curveServerKey: 'short' }), TypeError);
+
+  const client = new Client({
+    replicas: ['tcp://127.0.0.1:9', 'tcp://127.0.0.1:10'],
+    curveServerKey: server.publicKey,
+  });
+  try {
+    for (const socket of client._sockets) {
+      assert.equal(socket.securityMechanism, 'curve');
+      assert.equal(socket.curveServer, false);
+      assert.equal(socket.linger, 0);
+    }
+  } finally {
+    client.close();
+  }
+  const plain = new Client({ replicas: ['tcp://127.0.0.1:9'] });
+  try {
+    assert.equal(plain._sockets[0].securityMechanism, null);
+  } finally {
+    plain.close();
+  }
+});
+
+test('CurveZMQ: talks to a CURVE server with its key, and not without it', async () => {
+  const server = zmq.curveKeyPair();
+  const serverOptions = { curveServer: true, curveSecretKey: server.secretKey };
+  await withServers(1, (index, request) => reply(request, { result: msgpack.encode('secret') }), async (servers) => {
+    const right = { replicas: servers.endpoints, curveServerKey: server.publicKey, timeoutMs: 10_000 };
+    await withClient(right, async (client) => {
+      assert.equal(await client.get('k'), 'secret');
+    });
+    const wrong = { replicas: servers.endpoints, curveServerKey: zmq.curveKeyPair().publicKey, retryMs: 50, timeoutMs: 500 };
+    await withClient(wrong, async (client) => {
+      await assert.rejects(client.get('k'), Timeout);
+    });
+    await withClient({ replicas: servers.endpoints, retryMs: 50, timeoutMs: 500 }, async (client) => {
+      await assert.rejects(client.get('k'), Timeout);
+    });
+    assert.equal(servers.requests.length, 1, 'only the client with the right key got through');
+  }, serverOptions);
+});
