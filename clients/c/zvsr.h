@@ -1,0 +1,230 @@
+/*
+ * zvsr.h - C client for zvsr clusters (Viewstamped Replication over ZeroMQ, msgpack on the wire).
+ *
+ * The wire protocol is docs/protocol.md; this library implements its client side (§2-§7):
+ *
+ *   - a client is one session: a random 64-bit client_id (getrandom / /dev/urandom), request numbers
+ *     1, 2, 3, ... and at most one request outstanding (calls on one client must not overlap: use one
+ *     client per thread, or a lock);
+ *   - one DEALER socket per endpoint; the endpoints are either proxies (default) or, with
+ *     options.direct, every replica's client endpoint in replica-index order;
+ *   - a call sends its Request to the primary (view mod n; for proxies: the first, shuffled), follows
+ *     Redirects to newer views, and re-sends the *same* (client_id, request_number, operation) to every
+ *     endpoint when no answer arrives in time (200 ms doubling to 1.6 s direct, 1 s to 4 s via proxies,
+ *     with jitter) or shortly after an Error unavailable / busy / view_change; bad_request ends the call;
+ *   - every call ends within options.timeout_ms with a result or a status. ZVSR_ERR_TIMEOUT means the
+ *     outcome is unknown (the request may have been executed); ZVSR_ERR_UNAVAILABLE and ZVSR_ERR_BUSY are
+ *     reported only when every attempt that left was refused, so the request certainly did not execute.
+ *
+ * Everything received is validated (types, lengths, bounds) before use; malformed answers are ignored.
+ * Functions never print; details of the last failure are in zvsr_last_message().
+ */
+#ifndef ZVSR_H
+#define ZVSR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ZVSR_VERSION "0.1.0"
+
+/* Bounds of docs/protocol.md (zvsr/constants.py). */
+#define ZVSR_DEFAULT_TIMEOUT_MS 5000
+#define ZVSR_OPERATION_BYTES_MAX 65536                            /* one operation */
+#define ZVSR_REQUEST_BYTES_MAX (ZVSR_OPERATION_BYTES_MAX + 1024)   /* one encoded Request */
+#define ZVSR_RESULT_BYTES_MAX (1024 * 1024)                        /* one result */
+#define ZVSR_REPLY_BYTES_MAX (ZVSR_RESULT_BYTES_MAX + 1024)        /* one encoded Reply / Redirect / Error */
+#define ZVSR_ERROR_MESSAGE_CHARS_MAX 1024
+#define ZVSR_REPLICAS_MAX 15
+
+/* --- status codes ------------------------------------------------------------------------------------ */
+
+typedef enum zvsr_status {
+    ZVSR_OK = 0,
+    ZVSR_ERR_UNAVAILABLE = 1, /* no primary/proxy could take it; every attempt refused: NOT executed */
+    ZVSR_ERR_BUSY = 2,        /* a bound on queued work was reached: NOT executed; retry later */
+    ZVSR_ERR_BAD_REQUEST = 3, /* the cluster (or this library) refused the request as malformed */
+    ZVSR_ERR_TIMEOUT = 4,     /* no result within the timeout: outcome UNKNOWN */
+    ZVSR_ERR_APP = 5,         /* the app executed it and answered an error result: zvsr_app_error() */
+    ZVSR_ERR_PROTOCOL = 6,    /* a result that is not what the app answers (not msgpack, wrong shape) */
+    ZVSR_ERR_NOMEM = 7,       /* out of memory */
+    ZVSR_ERR_INVALID = 8,     /* an invalid argument (endpoint, key not UTF-8, CurveZMQ key, ...) */
+    ZVSR_ERR_ZMQ = 9          /* a ZeroMQ call failed (context, socket, option, connect) */
+} zvsr_status;
+
+/* "ok", "unavailable", "busy", "bad_request", "timeout", "app_error", "protocol_error", "no_memory",
+ * "invalid_argument", "zmq_error" (never NULL; "unknown" for other values). */
+const char *zvsr_status_name(zvsr_status status);
+
+/* --- buffers ------------------------------------------------------------------------------------------ */
+
+/* A growable byte buffer filled by the library. Start with ZVSR_BUFFER_INIT (or zeroes), reuse it across
+ * calls, release it with zvsr_buffer_free. After a successful fill data[len] == 0, so text results can be
+ * used as C strings (they may contain NUL bytes only if the value did). */
+typedef struct zvsr_buffer {
+    uint8_t *data;
+    size_t len;
+    size_t cap;
+} zvsr_buffer;
+
+#define ZVSR_BUFFER_INIT {NULL, 0, 0}
+
+void zvsr_buffer_free(zvsr_buffer *buffer);
+
+/* --- the client --------------------------------------------------------------------------------------- */
+
+typedef struct zvsr_options {
+    int timeout_ms;  /* bound on each call; <= 0: ZVSR_DEFAULT_TIMEOUT_MS */
+    bool direct;     /* false: endpoints are proxies; true: the replicas' client endpoints, index order */
+    /* CurveZMQ (all three or none): the server's public key and this client's key pair, each as a
+     * 40-character Z85 string (zmq_curve_keypair, `zvsr keys`). NULL: plain TCP. */
+    const char *curve_server_key;
+    const char *curve_public_key;
+    const char *curve_secret_key;
+    void *zmq_context; /* a ZeroMQ context to use; NULL: the client creates (and terminates) its own */
+} zvsr_options;
+
+/* Defaults: 5 s timeout, proxies, no CurveZMQ, own context. */
+void zvsr_options_init(zvsr_options *options);
+
+typedef struct zvsr_client zvsr_client;
+
+/* A new client for `n` endpoints ("tcp://host:port"); `options` may be NULL (defaults). Connecting is
+ * asynchronous: an unreachable endpoint shows up as a timeout of the first call, not here. On failure
+ * *client is NULL and zvsr_last_message(NULL) says why (per thread). */
+zvsr_status zvsr_client_new(const char *const endpoints[], size_t n, const zvsr_options *options,
+                            zvsr_client **client);
+
+/* Closes the sockets (linger 0: an unanswered request is dropped) and frees everything. NULL is fine. */
+void zvsr_client_free(zvsr_client *client);
+
+uint64_t zvsr_client_id(const zvsr_client *client);
+uint64_t zvsr_client_request_number(const zvsr_client *client); /* the last one used; 0 before any */
+uint64_t zvsr_client_view(const zvsr_client *client);           /* the highest view seen */
+
+/* Human-readable detail of the last call's outcome ("" after ZVSR_OK); with client == NULL, of this
+ * thread's last failed zvsr_client_new. Valid until the next call on the client. */
+const char *zvsr_last_message(const zvsr_client *client);
+
+/* After ZVSR_ERR_APP: the app's error code ("bad_request", "type_error", "out_of_range", "app_error", ...);
+ * otherwise "". */
+const char *zvsr_app_error(const zvsr_client *client);
+
+/* Runs any operation (opaque bytes; for the built-in app, one msgpack value) and puts the app's result
+ * bytes in *result, uninterpreted (an app error result is ZVSR_OK here). An operation longer than
+ * ZVSR_OPERATION_BYTES_MAX is ZVSR_ERR_BAD_REQUEST without sending anything. */
+zvsr_status zvsr_execute(zvsr_client *client, const uint8_t *operation, size_t len, zvsr_buffer *result);
+
+/* --- the built-in coordination app (docs/protocol.md §7) ---------------------------------------------- */
+
+/* Keys, lock names, owners and string values are NUL-terminated UTF-8 (else ZVSR_ERR_INVALID). An app
+ * error result (e.g. incr of a non-int) is ZVSR_ERR_APP with zvsr_app_error() / zvsr_last_message(). */
+
+typedef enum zvsr_value_kind {
+    ZVSR_VALUE_NIL = 0,  /* nil: a missing key (or one holding nil); the text is empty */
+    ZVSR_VALUE_STR = 1,  /* a str: the text is its bytes, unquoted */
+    ZVSR_VALUE_OTHER = 2 /* any other value: the text is its JSON rendering (zvsr_render) */
+} zvsr_value_kind;
+
+/* KEY's value as text. */
+zvsr_status zvsr_get(zvsr_client *client, const char *key, zvsr_buffer *value, zvsr_value_kind *kind);
+/* Sets KEY to the str VALUE. */
+zvsr_status zvsr_put(zvsr_client *client, const char *key, const char *value);
+/* Deletes KEY; *existed (may be NULL) says whether it existed. */
+zvsr_status zvsr_del(zvsr_client *client, const char *key, bool *existed);
+/* Adds BY to the int at KEY (missing counts as 0); *value (may be NULL) is the new value. A new value
+ * above INT64_MAX is ZVSR_ERR_PROTOCOL (the app allows up to 2^64-1). */
+zvsr_status zvsr_incr(zvsr_client *client, const char *key, int64_t by, int64_t *value);
+/* Sets KEY to the str NEW iff it holds the str EXPECTED (EXPECTED NULL: iff KEY is missing). *swapped says
+ * whether it did; *current / *kind (each may be NULL) get KEY's value after the operation, as zvsr_get. */
+zvsr_status zvsr_cas(zvsr_client *client, const char *key, const char *expected, const char *new_value,
+                     bool *swapped, zvsr_buffer *current, zvsr_value_kind *kind);
+/* Takes lock NAME for OWNER (re-entrant). *acquired: OWNER holds it now; *token: the holder's fencing
+ * token; *holder (may be NULL): the holder's name, NUL-terminated. */
+zvsr_status zvsr_lock(zvsr_client *client, const char *name, const char *owner, bool *acquired,
+                      uint64_t *token, zvsr_buffer *holder);
+/* Releases lock NAME if OWNER holds it; *released says whether it did. */
+zvsr_status zvsr_unlock(zvsr_client *client, const char *name, const char *owner, bool *released);
+
+/* --- operations and values, for zvsr_execute ---------------------------------------------------------- */
+
+/* The canonical operation bytes (docs/protocol.md §7: "op" first, then the fields in the documented order)
+ * into *out (replacing its content). The _raw variants take values already msgpack-encoded (exactly one
+ * value each, checked). expected == NULL (cas) encodes nil: "the key must be missing". */
+zvsr_status zvsr_op_get(zvsr_buffer *out, const char *key);
+zvsr_status zvsr_op_put(zvsr_buffer *out, const char *key, const char *value);
+zvsr_status zvsr_op_put_raw(zvsr_buffer *out, const char *key, const uint8_t *value, size_t value_len);
+zvsr_status zvsr_op_del(zvsr_buffer *out, const char *key);
+zvsr_status zvsr_op_incr(zvsr_buffer *out, const char *key, bool with_by, int64_t by);
+zvsr_status zvsr_op_cas(zvsr_buffer *out, const char *key, const char *expected, const char *new_value);
+zvsr_status zvsr_op_cas_raw(zvsr_buffer *out, const char *key, const uint8_t *expected, size_t expected_len,
+                            const uint8_t *new_value, size_t new_len);
+zvsr_status zvsr_op_lock(zvsr_buffer *out, const char *name, const char *owner);
+zvsr_status zvsr_op_unlock(zvsr_buffer *out, const char *name, const char *owner);
+
+/* One msgpack value (e.g. a result) as JSON text into *out: null, true/false, integers in decimal, floats
+ * in shortest round-trip form (1.0 stays 1.0), strings quoted and escaped like Python's json.dumps,
+ * arrays and maps with ", " and ": " separators, bin as {"$bin": "<hex>"}. ZVSR_ERR_PROTOCOL if the bytes
+ * are not exactly one valid msgpack value (ext types are refused). */
+zvsr_status zvsr_render(const uint8_t *value, size_t len, zvsr_buffer *out);
+
+/* --- wire level: client messages (docs/protocol.md §4, §10) -------------------------------------------- */
+
+typedef enum zvsr_type {
+    ZVSR_TYPE_REQUEST = 20,
+    ZVSR_TYPE_REPLY = 21,
+    ZVSR_TYPE_REDIRECT = 22,
+    ZVSR_TYPE_ERROR = 23
+} zvsr_type;
+
+/* A client message. Decoded pointers point into the input (valid while it is); code and message are not
+ * NUL-terminated. Fields a kind does not have are zero. */
+typedef struct zvsr_wire_message {
+    zvsr_type type;
+    uint64_t view;           /* Reply, Redirect, Error */
+    uint64_t primary;        /* Redirect: 0..14 */
+    uint64_t client_id;
+    uint64_t request_number;
+    const uint8_t *payload;  /* Request: operation; Reply: result */
+    size_t payload_len;
+    const char *code;        /* Error: unavailable, busy, view_change, bad_request, timeout */
+    size_t code_len;
+    const char *message;     /* Error: UTF-8, at most 1024 code points */
+    size_t message_len;
+} zvsr_wire_message;
+
+/* Why a decoder refused its input: the reasons of docs/protocol.md §10 (the zvsr codec's). */
+typedef enum zvsr_decode_result {
+    ZVSR_DECODE_OK = 0,
+    ZVSR_DECODE_NOT_MSGPACK,
+    ZVSR_DECODE_NOT_A_MAP,
+    ZVSR_DECODE_UNKNOWN_TYPE,
+    ZVSR_DECODE_UNEXPECTED_TYPE,
+    ZVSR_DECODE_MISSING_FIELD,
+    ZVSR_DECODE_UNKNOWN_FIELD,
+    ZVSR_DECODE_WRONG_TYPE,
+    ZVSR_DECODE_OUT_OF_RANGE,
+    ZVSR_DECODE_TOO_LARGE,
+    ZVSR_DECODE_INCONSISTENT
+} zvsr_decode_result;
+
+/* "ok", "not_msgpack", "not_a_map", ... as in §10. */
+const char *zvsr_decode_result_name(zvsr_decode_result result);
+
+/* What a client receives: Reply, Redirect or Error (types 21..23). */
+zvsr_decode_result zvsr_decode_reply(const uint8_t *data, size_t len, zvsr_wire_message *message);
+/* What a replica's client port receives: Request (type 20), at most ZVSR_REQUEST_BYTES_MAX bytes. */
+zvsr_decode_result zvsr_decode_request(const uint8_t *data, size_t len, zvsr_wire_message *message);
+/* The canonical bytes of any client message (type 20..23) into *out. ZVSR_ERR_INVALID for a field out of
+ * its bounds (unknown type or error code, primary > 14, payload or message too large, invalid UTF-8). */
+zvsr_status zvsr_encode(const zvsr_wire_message *message, zvsr_buffer *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ZVSR_H */

@@ -1,0 +1,422 @@
+"""The C client (clients/c): builds warning-free, passes the golden vectors, and drives a real cluster.
+
+`make -C clients/c` builds libzvsr.a, the `zvsr-kv` example and the vector test; `make -C clients/c test` runs
+the vectors. Then `zvsr-kv` runs against a real 3-replica cluster with a proxy (ProcessCluster, 127.0.0.1
+only): through the proxy and straight to the replicas, for every coordination operation, after a failover
+(a real Redirect), and against scripted fake replicas that answer junk, redirects and each error code.
+
+Missing build tools are a failure, not a skip: run `clients/install-deps`.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
+import pytest
+import zmq
+
+from zvsr.protocol.messages import Error, Redirect, Reply, Request
+from zvsr.runtime.processes import ProcessCluster, free_ports, process_cluster, wait_for
+from zvsr.wire.codec import decode_request, encode
+
+ROOT = Path(__file__).resolve().parent.parent
+C_DIR = ROOT / "clients" / "c"
+KV = C_DIR / "build" / "zvsr-kv"
+INSTALL_HINT = "run clients/install-deps (gcc, make, pkg-config, libzmq3-dev, libmsgpack-dev)"
+
+# Exit codes of zvsr-kv (clients/c/README.md).
+EXIT_NO, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_BUSY, EXIT_TIMEOUT = 1, 2, 3, 4, 5
+EXIT_BAD_REQUEST, EXIT_APP, EXIT_PROTOCOL = 6, 7, 8
+CALL_MS = 15_000  # per zvsr-kv call against the cluster: generous, the machine is shared
+
+
+def _make(*targets: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["make", "-C", str(C_DIR), *targets], capture_output=True, text=True, timeout=240, check=False
+    )
+
+
+def _preflight() -> None:
+    missing = [tool for tool in ("gcc", "make", "pkg-config") if shutil.which(tool) is None]
+    if missing:
+        pytest.fail(f"{', '.join(missing)} not found: {INSTALL_HINT}")
+    for names in (("libzmq",), ("msgpack-c", "msgpack")):
+        if not any(
+            subprocess.run(["pkg-config", "--exists", name], check=False).returncode == 0 for name in names
+        ):
+            pytest.fail(f"pkg-config finds no {' or '.join(names)}: {INSTALL_HINT}")
+
+
+@pytest.fixture(scope="module")
+def built() -> Path:
+    _preflight()
+    result = _make()
+    assert result.returncode == 0, f"make -C clients/c failed ({INSTALL_HINT}?):\n{result.stdout}\n{result.stderr}"
+    assert KV.is_file()
+    return KV
+
+
+@pytest.fixture(scope="module")
+def cluster(built: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessCluster]:
+    with process_cluster(tmp_path_factory.mktemp("c-client")) as started:
+        started.wait_for_primary(timeout_s=30)
+        yield started
+
+
+@contextmanager
+def logs_on_failure(cluster: ProcessCluster) -> Iterator[None]:
+    """The replicas' and the proxy's logs with a failure (the module fixture outlives the test)."""
+    try:
+        yield
+    except BaseException:
+        print(cluster.logs())
+        raise
+
+
+def kv(
+    *args: str, endpoints: list[str], direct: bool = False, timeout_ms: int = CALL_MS, prefix: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    command = [*prefix, str(KV), "--verbose", "--timeout-ms", str(timeout_ms)]
+    if direct:
+        command.append("--direct")
+    for endpoint in endpoints:
+        command += ["--endpoint", endpoint]
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=timeout_ms / 1000 + 60)
+
+
+def expect(result: subprocess.CompletedProcess[str], code: int, stdout: str | None = None) -> str:
+    detail = f"{result.args}: exit {result.returncode}\nstdout: {result.stdout!r}\nstderr: {result.stderr!r}"
+    assert result.returncode == code, detail
+    if stdout is not None:
+        assert result.stdout == stdout, detail
+    return result.stdout
+
+
+def _coordination_session(endpoints: list[str], *, direct: bool, tag: str) -> None:
+    """Every built-in operation, its answers and zvsr-kv's exit codes; keys are unique to `tag`."""
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return kv(*args, endpoints=endpoints, direct=direct)
+
+    key, counter, lock = f"{tag}/config", f"{tag}/hits", f"{tag}/leader"
+    # put / get, and a missing key
+    expect(run("put", key, "node-a"), 0, "OK\n")
+    expect(run("get", key), 0, "node-a\n")
+    missing = expect(run("get", f"{tag}/nothing-here"), EXIT_NO, "")
+    assert missing == ""
+    assert "not found" in run("get", f"{tag}/nothing-here").stderr
+    # incr: a missing key counts as 0; BY may be negative
+    expect(run("incr", counter), 0, "1\n")
+    expect(run("incr", counter, "41"), 0, "42\n")
+    expect(run("incr", counter, "-50"), 0, "-8\n")
+    expect(run("get", counter), 0, "-8\n")  # not a str: shown as JSON
+    # incr of a str is the app's type_error
+    failed = run("incr", key)
+    expect(failed, EXIT_APP)
+    assert "type_error" in failed.stderr and "holds a str, not an int" in failed.stderr
+    # cas: success, failure (with the current value), create-if-missing
+    expect(run("cas", key, "node-a", "node-b"), 0, 'ok "node-b"\n')
+    expect(run("cas", key, "node-a", "node-c"), EXIT_NO, 'failed "node-b"\n')
+    expect(run("get", key), 0, "node-b\n")
+    expect(run("cas", "--missing", f"{tag}/fresh", "1"), 0, 'ok "1"\n')
+    expect(run("cas", "--missing", f"{tag}/fresh", "2"), EXIT_NO, 'failed "1"\n')
+    # lock / unlock with fencing tokens
+    first = expect(run("lock", lock, "worker-1"), 0)
+    match = re.fullmatch(r"ok (\d+)\n", first)
+    assert match, first
+    token = int(match.group(1))
+    expect(run("lock", lock, "worker-1"), 0, f"ok {token}\n")  # re-entrant: the same token
+    expect(run("lock", lock, "worker-2"), EXIT_NO, f"held worker-1 {token}\n")
+    expect(run("unlock", lock, "worker-2"), EXIT_NO, "not held\n")
+    expect(run("unlock", lock, "worker-1"), 0, "ok\n")
+    expect(run("unlock", lock, "worker-1"), EXIT_NO, "not held\n")
+    second = expect(run("lock", lock, "worker-2"), 0)
+    match = re.fullmatch(r"ok (\d+)\n", second)
+    assert match and int(match.group(1)) > token, f"fencing token did not increase: {token} then {second!r}"
+    # delete
+    expect(run("del", key), 0, "deleted\n")
+    expect(run("del", key), EXIT_NO, "not found\n")
+    expect(run("get", key), EXIT_NO, "")
+
+
+# --- build and vectors ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(300)
+def test_make_builds_warning_free_and_the_golden_vectors_pass(built: Path) -> None:
+    result = _make("test")
+    assert result.returncode == 0, f"make -C clients/c test failed:\n{result.stdout}\n{result.stderr}"
+    assert re.search(r"\d+ checks, 0 failures", result.stdout), result.stdout
+    for line in ("messages:", "noncanonical:", "invalid:", "coordination:", "robustness:"):
+        assert line in result.stdout
+
+
+# --- a real cluster ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(300)
+def test_every_operation_through_the_proxy(cluster: ProcessCluster) -> None:
+    with logs_on_failure(cluster):
+        _coordination_session([cluster.config.proxy], direct=False, tag="proxy")
+        if shutil.which("valgrind"):  # one live call under valgrind: no leak, no invalid access
+            checked = kv(
+                "put",
+                "proxy/valgrind",
+                "x",
+                endpoints=[cluster.config.proxy],
+                prefix=("valgrind", "--leak-check=full", "--error-exitcode=99", "--quiet"),
+            )
+            expect(checked, 0, "OK\n")
+
+
+@pytest.mark.timeout(180)
+def test_every_operation_straight_to_the_replicas(cluster: ProcessCluster) -> None:
+    replicas = [address.client for address in cluster.config.replicas]
+    with logs_on_failure(cluster):
+        _coordination_session(replicas, direct=True, tag="direct")
+        # both paths see one state
+        expect(kv("put", "shared", "from-replicas", endpoints=replicas, direct=True), 0, "OK\n")
+        expect(kv("get", "shared", endpoints=[cluster.config.proxy]), 0, "from-replicas\n")
+
+
+@pytest.mark.timeout(120)
+def test_bad_endpoints_and_timeouts_fail_clearly(built: Path) -> None:
+    # not an endpoint at all: refused before anything is sent
+    bad = kv("get", "k", endpoints=["localhost-7700"])
+    expect(bad, EXIT_USAGE)
+    assert "not a ZeroMQ endpoint" in bad.stderr
+    bad = kv("get", "k", endpoints=["bogus://127.0.0.1:7700"])
+    expect(bad, EXIT_USAGE)
+    assert "cannot connect" in bad.stderr
+    # nobody listens there: the call ends at its deadline, outcome unknown
+    port = free_ports(1)[0]
+    timed_out = kv("put", "k", "v", endpoints=[f"tcp://127.0.0.1:{port}"], timeout_ms=400)
+    expect(timed_out, EXIT_TIMEOUT, "")
+    assert "timeout: no answer within 400 ms" in timed_out.stderr
+    assert "may or may not have been executed" in timed_out.stderr
+    # the command line is checked first
+    expect(kv("incr", "k", "one", endpoints=[f"tcp://127.0.0.1:{port}"]), EXIT_USAGE)
+    expect(kv("frobnicate", "k", endpoints=[f"tcp://127.0.0.1:{port}"]), EXIT_USAGE)
+    expect(kv("put", "k", endpoints=[f"tcp://127.0.0.1:{port}"]), EXIT_USAGE)
+    expect(kv("get", "k", endpoints=[f"tcp://127.0.0.1:{port}"], timeout_ms=0), EXIT_USAGE)
+
+
+# --- scripted fake replicas: redirects, retries, junk -------------------------------------------------------
+
+
+class FakeReplicas:
+    """ROUTER sockets on 127.0.0.1 that the test answers by hand."""
+
+    def __init__(self, context: zmq.Context[zmq.Socket[bytes]], count: int) -> None:
+        self.sockets: list[zmq.Socket[bytes]] = []
+        self.endpoints: list[str] = []
+        for _ in range(count):
+            socket = context.socket(zmq.ROUTER)
+            socket.setsockopt(zmq.LINGER, 0)
+            port = socket.bind_to_random_port("tcp://127.0.0.1")
+            self.sockets.append(socket)
+            self.endpoints.append(f"tcp://127.0.0.1:{port}")
+
+    def receive(self, index: int, timeout_ms: int = 20_000) -> tuple[bytes, Request]:
+        socket = self.sockets[index]
+        assert socket.poll(timeout_ms), f"fake replica {index} got no request"
+        frames = socket.recv_multipart()
+        assert len(frames) == 2, frames  # [routing id, payload]: the client is a raw DEALER
+        return frames[0], decode_request(frames[1])
+
+    def drain(self, index: int) -> None:
+        while self.sockets[index].poll(0):
+            self.sockets[index].recv_multipart()
+
+    def close(self) -> None:
+        for socket in self.sockets:
+            socket.close(linger=0)
+
+
+@pytest.fixture
+def fakes(built: Path) -> Iterator[tuple[zmq.Context[zmq.Socket[bytes]], list[FakeReplicas]]]:
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    made: list[FakeReplicas] = []
+    try:
+        yield context, made
+    finally:
+        for fake in made:
+            fake.close()
+        context.term()
+
+
+def _start(args: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(KV), "--verbose", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _finish(process: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
+    try:
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+@pytest.mark.timeout(120)
+def test_junk_is_ignored_redirects_are_followed_and_retries_repeat_the_request(
+    fakes: tuple[zmq.Context[zmq.Socket[bytes]], list[FakeReplicas]],
+) -> None:
+    context, made = fakes
+    fake = FakeReplicas(context, 2)
+    made.append(fake)
+    process = _start(
+        ["--direct", "--timeout-ms", "20000", "-e", fake.endpoints[0], "-e", fake.endpoints[1], "get", "k"]
+    )
+    try:
+        # view 0: replica 0 is asked first
+        identity, request = fake.receive(0)
+        assert request.request_number == 1
+        assert msgpack.unpackb(request.operation) == {"op": "get", "key": "k"}
+        me = request.client_id
+        junk = [
+            b"",
+            b"\xc1",
+            b"\x93\x01\x02",
+            msgpack.packb({"type": 23, "code": "bad_request", "message": "bare"}),  # names no request
+            encode(Reply(view=9, client_id=me ^ 1, request_number=1, result=b"\xa5wrong")),  # another client
+            encode(Reply(view=9, client_id=me, request_number=7, result=b"\xa5wrong")),  # another request
+            encode(Redirect(view=0, primary=1, client_id=me, request_number=1)),  # not a newer view: ignored
+        ]
+        for payload in junk:
+            fake.sockets[0].send_multipart([identity, payload])
+        fake.sockets[0].send_multipart([identity, b"", b"\xc1"])  # multipart junk too
+        fake.sockets[0].send_multipart(
+            [identity, encode(Redirect(view=1, primary=1, client_id=me, request_number=1))]
+        )
+        # the redirect moves the client to replica 1 with the same request
+        identity1, again = fake.receive(1)
+        assert (again.client_id, again.request_number, again.operation) == (me, 1, request.operation)
+        # not now: the client re-sends the same request shortly, to every replica
+        fake.sockets[1].send_multipart(
+            [
+                identity1,
+                encode(Error(view=2, client_id=me, request_number=1, code="view_change", message="voting")),
+            ]
+        )
+        identity1, retry = fake.receive(1)
+        assert (retry.client_id, retry.request_number) == (me, 1)
+        fake.drain(0)
+        fake.sockets[1].send_multipart(
+            [identity1, encode(Reply(view=1, client_id=me, request_number=1, result=msgpack.packb("value")))]
+        )
+        done = _finish(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    expect(done, 0, "value\n")
+    # the view of the Error (2) is not adopted; the Redirect's and Reply's (1) is
+    assert "request_number=1 view=1 status=ok" in done.stderr, done.stderr
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("code", "exit_code", "text"),
+    [
+        (
+            "unavailable",
+            EXIT_UNAVAILABLE,
+            "every attempt was refused (unavailable: nope); the request was not executed",
+        ),
+        ("busy", EXIT_BUSY, "every attempt was refused (busy: nope); the request was not executed"),
+        ("bad_request", EXIT_BAD_REQUEST, "bad_request: nope"),
+    ],
+)
+def test_error_codes_end_the_call_as_documented(
+    fakes: tuple[zmq.Context[zmq.Socket[bytes]], list[FakeReplicas]], code: str, exit_code: int, text: str
+) -> None:
+    context, made = fakes
+    fake = FakeReplicas(context, 1)
+    made.append(fake)
+    process = _start(["--timeout-ms", "1500", "-e", fake.endpoints[0], "put", "k", "v"])
+    answered = 0
+    try:
+        while process.poll() is None:  # answer every attempt (retries included) until the client gives up
+            if not fake.sockets[0].poll(100):
+                continue
+            identity, request = fake.receive(0)
+            assert request.request_number == 1
+            answer = encode(
+                Error(view=0, client_id=request.client_id, request_number=1, code=code, message="nope")
+            )
+            # The first attempt also gets spare refusals: the client counts answers that refuse its attempts,
+            # so the attempt still in flight at the deadline is refused too, and the outcome is certain (not
+            # executed) rather than racing this loop (unknown: timeout).
+            for _ in range(1 if code == "bad_request" or answered else 200):
+                fake.sockets[0].send_multipart([identity, answer])
+            answered += 1
+        done = _finish(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    expect(done, exit_code, "")
+    assert text in done.stderr, done.stderr
+    assert answered == 1 if code == "bad_request" else answered >= 2  # bad_request is never retried
+
+
+@pytest.mark.timeout(120)
+def test_a_result_that_is_not_the_apps_is_a_protocol_error(
+    fakes: tuple[zmq.Context[zmq.Socket[bytes]], list[FakeReplicas]],
+) -> None:
+    context, made = fakes
+    for result, args in ((b"\xc1", ["put", "k", "v"]), (msgpack.packb("yes"), ["del", "k"])):
+        fake = FakeReplicas(context, 1)
+        made.append(fake)
+        process = _start(["--timeout-ms", "10000", "-e", fake.endpoints[0], *args])
+        try:
+            identity, request = fake.receive(0)
+            reply = Reply(view=0, client_id=request.client_id, request_number=1, result=result)
+            fake.sockets[0].send_multipart([identity, encode(reply)])
+            done = _finish(process)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        expect(done, EXIT_PROTOCOL, "")
+        assert "protocol_error" in done.stderr
+
+
+# --- last: a failover, so a real replica redirects ---------------------------------------------------------
+
+
+@pytest.mark.timeout(300)
+def test_after_a_failover_the_client_follows_the_new_primary(cluster: ProcessCluster) -> None:
+    with logs_on_failure(cluster):
+        replicas = [address.client for address in cluster.config.replicas]
+        expect(kv("put", "failover/before", "1", endpoints=replicas, direct=True), 0, "OK\n")
+        old = cluster.wait_for_primary()
+        cluster.kill(old)
+        new = cluster.wait_for_primary(other_than=old, timeout_s=60)
+        # Back as a backup of the new view. The client starts from view 0, so it asks replica 0 first: a backup
+        # now (unless it leads the new view), which answers with a Redirect to `new`.
+        cluster.start_node(old)
+
+        def rejoined() -> bool:
+            answer = cluster.status(old)
+            leader = cluster.status(new)
+            return bool(answer and leader and answer["status"] == "normal" and answer["view"] == leader["view"])
+
+        wait_for(rejoined, timeout_s=60, what=f"replica {old} to rejoin as a backup")
+        view = cluster.status(new)
+        assert view is not None and view["view"] >= 1
+        done = kv("get", "failover/before", endpoints=replicas, direct=True)
+        expect(done, 0, "1\n")
+        seen = re.search(r"view=(\d+) status=ok", done.stderr)
+        assert seen and int(seen.group(1)) == view["view"], done.stderr
+        expect(kv("incr", "failover/count", endpoints=[cluster.config.proxy]), 0, "1\n")
