@@ -151,7 +151,7 @@ class Replica:
         self.snapshot_data = b""
         self.snapshot_checksum = b""
         self.snapshot_pins: dict[int, tuple[int, int]] = {}  # replica -> (snapshot_op, now of its last ask)
-        self.snapshots_pinned: dict[int, bytes] = {}  # snapshot_op -> data, for pinned older snapshots
+        self.snapshots_pinned: dict[int, tuple[bytes, bytes]] = {}  # older pinned: op -> (data, checksum)
         self.download: SnapshotDownload | None = None
         self.recovery_primary: RecoveryResponse | None = None  # recovering: the answer we complete it with
 
@@ -336,7 +336,7 @@ class Replica:
             return
         previous = self.snapshot_op
         if self.snapshot_op and self._pinned(self.snapshot_op):
-            self.snapshots_pinned[self.snapshot_op] = self.snapshot_data
+            self.snapshots_pinned[self.snapshot_op] = (self.snapshot_data, self.snapshot_checksum)
         data = snapshots.encode(
             self.commit_number,
             ((client_id, e.request_number, e.result) for client_id, e in self.client_table.items()),
@@ -418,12 +418,12 @@ class Replica:
 
     def _send_snapshot_chunk(self, to: int, snapshot_op: int, offset: int) -> None:
         self._expire_pins()
-        if snapshot_op == self.snapshot_op:
-            data = self.snapshot_data
-        elif snapshot_op in self.snapshots_pinned:
-            data = self.snapshots_pinned[snapshot_op]
-        else:  # unknown or no longer kept: start over with the latest
-            snapshot_op, data, offset = self.snapshot_op, self.snapshot_data, 0
+        if snapshot_op in self.snapshots_pinned:
+            data, checksum = self.snapshots_pinned[snapshot_op]
+        else:  # the latest (asked for, or the one asked for is no longer kept: start over)
+            if snapshot_op != self.snapshot_op:
+                offset = 0
+            snapshot_op, data, checksum = self.snapshot_op, self.snapshot_data, self.snapshot_checksum
         offset = min(offset, len(data))
         self.snapshot_pins[to] = (snapshot_op, self.now)
         chunk = data[offset : offset + self.config.snapshot_chunk_bytes]
@@ -433,7 +433,7 @@ class Replica:
                 **self._header(),
                 snapshot_op=snapshot_op,
                 size=len(data),
-                checksum=snapshots.checksum(data) if data is not self.snapshot_data else self.snapshot_checksum,
+                checksum=checksum,
                 offset=offset,
                 data=chunk,
             ),

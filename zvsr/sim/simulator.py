@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
@@ -498,19 +498,42 @@ class Disk:
 
     def apply(self, records: list[PersistRecord], *, prng: random.Random | None = None) -> None:
         """Write `records`; with `prng`, crash partway (a random prefix of the writes survives)."""
-        writes: list[Callable[[], None]] = []
+        budget: int | None = None
+        if prng is not None:  # a bound on the writes, not their exact count: all of them may land
+            upper = sum(1 + len(r.entries) if isinstance(r, PersistLog) else 1 for r in records)
+            budget = prng.randrange(upper)
         for record in records:
-            if isinstance(record, PersistSnapshot):
-                writes.append(partial(self._rebase, record))
-            elif isinstance(record, PersistLog):
-                writes.append(partial(self._truncate, record.op_number_first - 1))
-                writes.extend(partial(self._append, entry) for entry in record.entries)
-            else:
-                writes.append(partial(self._view_state, record))
-        if prng is not None:
-            writes = writes[: prng.randrange(len(writes))] if writes else []
-        for write in writes:
-            write()
+            for write in self._writes(record):
+                if budget is not None:
+                    if budget == 0:
+                        return
+                    budget -= 1
+                write()
+
+    def _writes(self, record: PersistRecord) -> Iterator[Callable[[], None]]:
+        """The atomic writes of one record, worked out when it is reached (after the records before it)."""
+        if isinstance(record, PersistSnapshot):
+            yield partial(self._rebase, record)
+        elif isinstance(record, PersistLog):
+            # As the WAL does: what the log already holds identically is not rewritten, so a torn write can
+            # only lose entries that differ from the new log (never committed) and those not written before.
+            start = max(record.op_number_first, self.log_base + 1)
+            entries = record.entries[start - record.op_number_first :]
+            skip = 0
+            while skip < len(entries) and self.entry(entries[skip].op_number) == entries[skip]:
+                skip += 1
+            first = start + skip
+            if first <= self.log_base + len(self.log):
+                yield partial(self._truncate, first - 1)
+            for entry in entries[skip:]:
+                yield partial(self._append, entry)
+        else:
+            yield partial(self._view_state, record)
+
+    def entry(self, op_number: int) -> LogEntry | None:
+        if self.log_base < op_number <= self.log_base + len(self.log):
+            return self.log[op_number - self.log_base - 1]
+        return None
 
     def _rebase(self, record: PersistSnapshot) -> None:
         """As the WAL does: the log now starts after record.log_base — or after the snapshot itself, if the log

@@ -66,7 +66,11 @@ repaired: they raise.
 
 `persist_log` skips the prefix of `entries` that is identical to what the log already holds (a StartView
 carrying the whole log rewrites nothing it agrees with), so a truncate record is written only when the log
-really diverges.
+really diverges. This is a safety rule, not only a saving: a crash between a truncate record and the entries
+after it leaves the log shorter than before, which is harmless only for entries that differ from the new
+log (those were never committed: a committed op is at the same place in every later view's log). Truncating
+an identical entry and then crashing would drop an op this replica had acknowledged — the simulator's disk
+model follows the same rule, and found that when it did not.
 """
 
 from __future__ import annotations
