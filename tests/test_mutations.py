@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import test_protocol_client as client
+import test_protocol_sessions as sessions
 import test_protocol_state_transfer as state_transfer
 import test_seed_flaws as flaws
 
@@ -34,7 +35,7 @@ from zvsr.protocol.messages import (
     ReplicaMessage,
     StartView,
 )
-from zvsr.protocol.replica import Replica, Status
+from zvsr.protocol.replica import ClientEntry, Replica, Status
 
 Handler = Callable[[Replica, Any], None]
 
@@ -502,6 +503,27 @@ def test_vr_notes_11_5_mutant_in_progress_requests_forgotten_on_view_change_is_c
 # 300 seeds: S2, S7 (primary without heartbeat: view changes just happen more often), S9, the paper hole's
 # truncation; S4, S13 and S14's GetState need a peer that forges or lies, which the simulator does not model.
 
+def mutant_evicted_session_taken_for_new(monkeypatch: MonkeyPatch) -> None:
+    """A bounded client table without the expiry rule: an evicted session's retry looks like its next request."""
+
+    def make(original: Callable[[Replica, Any], None]) -> Callable[[Replica, Any], None]:
+        def flawed(self: Replica, request: Any) -> None:
+            if request.client_id not in self.client_table and request.client_id not in self.client_pending:
+                self.client_expired.pop(request.client_id, None)
+                if request.request_number > 1:
+                    self.client_table[request.client_id] = ClientEntry(request.request_number - 1, b"")
+            original(self, request)
+
+        return flawed
+
+    patch_method(monkeypatch, "on_request", make)
+
+
+def test_mutant_evicted_session_taken_for_new_is_caught(monkeypatch: MonkeyPatch) -> None:
+    mutant_evicted_session_taken_for_new(monkeypatch)
+    assert_caught(sessions.test_a_retry_from_an_evicted_session_is_refused_and_never_executed_twice)
+
+
 SEEDS_MAX = 30
 SIMULATOR_SECONDS_MAX = 20.0
 SIMULATOR_CATCHES = [
@@ -513,6 +535,7 @@ SIMULATOR_CATCHES = [
     (mutant_s10_naive_view_adoption, 3, 3000),
     (mutant_s11_no_client_table, 3, 3000),
     (mutant_s14_new_state_overwrites, 3, 3000),
+    (mutant_evicted_session_taken_for_new, 3, 3000),
 ]
 
 

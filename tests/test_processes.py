@@ -22,7 +22,7 @@ import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 import pytest
 import zmq
 
-from zvsr.client import Client, Timeout, ZvsrError
+from zvsr.client import Client, SessionExpired, Timeout, ZvsrError
 from zvsr.lincheck import UNKNOWN, Operation, ZvsrModel, check
 from zvsr.runtime.processes import ProcessCluster, free_ports, port_is_free, process_cluster, wait_for
 
@@ -414,3 +414,36 @@ def test_a_replica_whose_log_was_damaged_repairs_itself_from_its_peers(tmp_path:
             other = next(i for i in range(3) if i not in (primary, backup))
             cluster.kill(other)  # the repaired replica is part of every quorum from now on
             assert [client.get(f"key-{n}") for n in range(100)] == list(range(100))
+
+
+def test_an_evicted_session_gets_session_expired_and_the_client_carries_on(tmp_path: Path) -> None:
+    """With room for 2 sessions: client A writes, B and C write (A's session is evicted); A's next call gets
+    SessionExpired — nothing executed for it — and the call after that runs in a new session. A legacy REQ
+    client behind the proxy gets the error map once, then works again."""
+    with process_cluster(tmp_path, client_table_max=2) as cluster:
+        cluster.wait_for_primary()
+        proxy = cluster.config.proxy
+        context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        legacy = context.socket(zmq.REQ)
+        legacy.setsockopt(zmq.LINGER, 0)
+        legacy.setsockopt(zmq.RCVTIMEO, 10_000)
+        legacy.connect(proxy)
+        try:
+            with Client(proxy, timeout_ms=10_000) as a, Client(proxy) as b, Client(proxy) as c:
+                legacy.send(msgpack.packb({"op": "incr", "key": "legacy", "by": 1}))
+                assert msgpack.unpackb(legacy.recv()) == 1
+                assert a.incr("a") == 1
+                first_id = a.client_id
+                b.put("b", 1)
+                c.put("c", 1)
+                with pytest.raises(SessionExpired):
+                    a.incr("a")
+                assert a.client_id != first_id
+                assert a.incr("a") == 2  # the refused call did not execute; the new session's did
+                legacy.send(msgpack.packb({"op": "incr", "key": "legacy", "by": 1}))
+                assert msgpack.unpackb(legacy.recv())["error"] == "session_expired"
+                legacy.send(msgpack.packb({"op": "incr", "key": "legacy", "by": 1}))
+                assert msgpack.unpackb(legacy.recv()) == 2
+        finally:
+            legacy.close()
+            context.term()

@@ -62,6 +62,7 @@ from zvsr.protocol.client import ClientSession, Completion
 from zvsr.protocol.messages import (
     ERROR_BAD_REQUEST,
     ERROR_BUSY,
+    ERROR_SESSION_EXPIRED,
     ERROR_TIMEOUT,
     ERROR_UNAVAILABLE,
 )
@@ -100,6 +101,13 @@ class BadRequest(ZvsrError):
     """The cluster refused the request as malformed (never retried). It was not executed."""
 
 
+class SessionExpired(ZvsrError):
+    """The cluster no longer remembered this client's session (its client-table entry was evicted after a long
+    idle time among many clients), so it executed nothing for this call — but an earlier attempt of the same
+    request may have executed before the session was forgotten: like Timeout, the outcome is unknown. The
+    client starts a new session for its next call."""
+
+
 class Timeout(ZvsrError):
     """No result within the call's timeout. The outcome is UNKNOWN: the request may or may not have been
     executed (an attempt may have committed and only its answer was lost). Reading the state tells which."""
@@ -115,6 +123,7 @@ _ERRORS: Final[dict[str, type[ZvsrError]]] = {
     ERROR_BUSY: Busy,
     ERROR_BAD_REQUEST: BadRequest,
     ERROR_TIMEOUT: Timeout,
+    ERROR_SESSION_EXPIRED: SessionExpired,
 }
 
 
@@ -402,6 +411,8 @@ class _Exchange:
             code, message = self._attempts.final_error(timeout_ms=self.timeout_ms, target=self._target)
         else:
             code, message = completion.error, completion.message
+        if code == ERROR_SESSION_EXPIRED:  # continue under a new client_id: the old one is refused for good
+            self.session = ClientSession(client_id=secrets.randbits(64), **self._session_settings)
         raise _ERRORS.get(code, ZvsrError)(code, message)
 
 

@@ -33,6 +33,9 @@ NEW_STATE_ENTRIES_MAX: Final = 1024  # entries in one NewState chunk; the reques
 NEW_STATE_BYTES_MAX: Final = 4 * 1024 * 1024
 PIPELINE_OPS_MAX: Final = 4096  # prepared-but-uncommitted ops at the primary; beyond, requests wait in queue
 REQUEST_QUEUE_MAX: Final = 8192  # requests waiting for pipeline room; beyond, `busy`
+# Client sessions remembered (§4.1 client table), least recently executed evicted first; as many evicted
+# client_ids again are remembered as expired, so their retries get `session_expired`, never a 2nd execution.
+CLIENT_TABLE_MAX: Final = 100_000
 # --- snapshots and log truncation ---
 SNAPSHOT_INTERVAL_OPS: Final = 10_000  # a replica snapshots its app state every this many committed ops
 # ... and then drops the log before its previous snapshot: it keeps between one and two intervals of log (plus

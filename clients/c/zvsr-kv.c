@@ -69,6 +69,7 @@ static int exit_code(zvsr_status status) {
     case ZVSR_ERR_APP: return EXIT_APP;
     case ZVSR_ERR_PROTOCOL: return EXIT_PROTOCOL;
     case ZVSR_ERR_INVALID: return EXIT_USAGE;
+    case ZVSR_ERR_SESSION_EXPIRED: return EXIT_TIMEOUT; /* like a timeout: outcome unknown */
     case ZVSR_ERR_NOMEM:
     case ZVSR_ERR_ZMQ: return EXIT_OTHER;
     }

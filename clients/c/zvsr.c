@@ -446,7 +446,8 @@ const char *zvsr_decode_result_name(zvsr_decode_result result) {
     return "unknown";
 }
 
-static const char *const ERROR_CODES[] = {"unavailable", "busy", "view_change", "bad_request", "timeout"};
+static const char *const ERROR_CODES[] = {"unavailable", "busy",   "view_change",
+                                          "bad_request", "timeout", "session_expired"};
 
 static bool known_error_code(const uint8_t *s, size_t len) {
     for (size_t k = 0; k < sizeof ERROR_CODES / sizeof *ERROR_CODES; k++)
@@ -984,6 +985,7 @@ const char *zvsr_status_name(zvsr_status status) {
     case ZVSR_ERR_NOMEM: return "no_memory";
     case ZVSR_ERR_INVALID: return "invalid_argument";
     case ZVSR_ERR_ZMQ: return "zmq_error";
+    case ZVSR_ERR_SESSION_EXPIRED: return "session_expired";
     }
     return "unknown";
 }
@@ -1292,6 +1294,17 @@ static void on_answer(zvsr_client *c, call *k, const zvsr_wire_message *m) {
         if (strcmp(k->error_code, "bad_request") == 0) {
             set_message(c, "%s", k->error_message);
             finish(k, ZVSR_ERR_BAD_REQUEST);
+            return;
+        }
+        if (strcmp(k->error_code, "session_expired") == 0) {
+            /* The cluster refuses this client_id for good: continue under a new one, numbered from 1. */
+            uint64_t fresh;
+            if (random_u64(&fresh)) {
+                c->client_id = fresh;
+                c->request_number = 0;
+            }
+            set_message(c, "%s", k->error_message);
+            finish(k, ZVSR_ERR_SESSION_EXPIRED);
             return;
         }
         /* Not now: try again soon, with the same request_number (so it executes at most once). The view

@@ -53,11 +53,14 @@ typedef enum zvsr_status {
     ZVSR_ERR_PROTOCOL = 6,    /* a result that is not what the app answers (not msgpack, wrong shape) */
     ZVSR_ERR_NOMEM = 7,       /* out of memory */
     ZVSR_ERR_INVALID = 8,     /* an invalid argument (endpoint, key not UTF-8, CurveZMQ key, ...) */
-    ZVSR_ERR_ZMQ = 9          /* a ZeroMQ call failed (context, socket, option, connect) */
+    ZVSR_ERR_ZMQ = 9,         /* a ZeroMQ call failed (context, socket, option, connect) */
+    ZVSR_ERR_SESSION_EXPIRED = 10 /* the cluster forgot this client's session: not executed by this call, but
+                                   * an earlier attempt may have been (outcome UNKNOWN); the client continues
+                                   * under a new client_id */
 } zvsr_status;
 
 /* "ok", "unavailable", "busy", "bad_request", "timeout", "app_error", "protocol_error", "no_memory",
- * "invalid_argument", "zmq_error" (never NULL; "unknown" for other values). */
+ * "invalid_argument", "zmq_error", "session_expired" (never NULL; "unknown" for other values). */
 const char *zvsr_status_name(zvsr_status status);
 
 /* --- buffers ------------------------------------------------------------------------------------------ */
@@ -191,7 +194,7 @@ typedef struct zvsr_wire_message {
     uint64_t request_number;
     const uint8_t *payload;  /* Request: operation; Reply: result */
     size_t payload_len;
-    const char *code;        /* Error: unavailable, busy, view_change, bad_request, timeout */
+    const char *code;        /* Error: unavailable, busy, view_change, bad_request, timeout, session_expired */
     size_t code_len;
     const char *message;     /* Error: UTF-8, at most 1024 code points */
     size_t message_len;

@@ -24,6 +24,7 @@ module.exports = {
   Busy: errors.Busy,
   BadRequest: errors.BadRequest,
   Timeout: errors.Timeout,
+  SessionExpired: errors.SessionExpired,
   AppError: errors.AppError,
   Float64: msgpack.Float64,
   Ext: msgpack.Ext,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from zvsr.protocol.messages import (
     ERROR_BAD_REQUEST,
+    ERROR_SESSION_EXPIRED,
     ERROR_TIMEOUT,
     ClientReply,
     Error,
@@ -103,7 +104,7 @@ class ClientSession:
                 self._outbox.append((self.primary, self.outstanding))
         elif isinstance(reply, Error):
             # The view of an Error may be one that never starts (a replica voting in it): keep ours.
-            if reply.code == ERROR_BAD_REQUEST:
+            if reply.code in (ERROR_BAD_REQUEST, ERROR_SESSION_EXPIRED):  # final: retrying cannot help
                 self._complete(
                     Completion(request_number=reply.request_number, error=reply.code, message=reply.message)
                 )

@@ -33,6 +33,7 @@ class Config:
     new_state_bytes_max: int = c.NEW_STATE_BYTES_MAX
     pipeline_ops_max: int = c.PIPELINE_OPS_MAX
     request_queue_max: int = c.REQUEST_QUEUE_MAX
+    client_table_max: int = c.CLIENT_TABLE_MAX
     snapshot_interval_ops: int = c.SNAPSHOT_INTERVAL_OPS  # 0: never snapshot (the log is kept whole)
     snapshot_chunk_bytes: int = c.SNAPSHOT_CHUNK_BYTES
     snapshot_pin_ticks: int = c.SNAPSHOT_PIN_TICKS
@@ -54,6 +55,7 @@ class Config:
             "new_state_entries_max",
             "new_state_bytes_max",
             "pipeline_ops_max",
+            "client_table_max",
             "snapshot_chunk_bytes",
             "snapshot_pin_ticks",
         ):

@@ -270,8 +270,11 @@ ERROR_BUSY: Final = "busy"  # a named bound on queued work is reached
 ERROR_BAD_REQUEST: Final = "bad_request"  # the request itself is malformed (never retried)
 ERROR_VIEW_CHANGE: Final = "view_change"  # no primary right now; retry shortly
 ERROR_TIMEOUT: Final = "timeout"  # used by clients/proxies: no answer in time
+# The cluster no longer remembers this client_id (its client-table entry was evicted): it cannot tell a retry
+# from a new request, so it executes neither. Never retried; the client starts a new session (a new client_id).
+ERROR_SESSION_EXPIRED: Final = "session_expired"
 ERROR_CODES: Final = frozenset(
-    {ERROR_UNAVAILABLE, ERROR_BUSY, ERROR_BAD_REQUEST, ERROR_VIEW_CHANGE, ERROR_TIMEOUT}
+    {ERROR_UNAVAILABLE, ERROR_BUSY, ERROR_BAD_REQUEST, ERROR_VIEW_CHANGE, ERROR_TIMEOUT, ERROR_SESSION_EXPIRED}
 )
 
 

@@ -39,6 +39,7 @@ from zvsr.protocol import snapshot as snapshots
 from zvsr.protocol.config import Config
 from zvsr.protocol.messages import (
     ERROR_BUSY,
+    ERROR_SESSION_EXPIRED,
     ERROR_UNAVAILABLE,
     ERROR_VIEW_CHANGE,
     Commit,
@@ -133,7 +134,10 @@ class Replica:
         self.log_base = 0
         self.op_number = 0
         self.commit_number = 0
+        # Least recently executed first (dict order): the oldest entry is evicted beyond client_table_max, and
+        # its client_id joins client_expired (also bounded) so a retry from it is refused, never re-executed.
         self.client_table: dict[int, ClientEntry] = {}
+        self.client_expired: dict[int, None] = {}
         # Requests in the log (or queued) but not yet executed: client_id -> request_number. Derived state,
         # rebuilt from the log whenever the log is replaced.
         self.client_pending: dict[int, int] = {}
@@ -341,6 +345,7 @@ class Replica:
             self.commit_number,
             ((client_id, e.request_number, e.result) for client_id, e in self.client_table.items()),
             self.state_machine.snapshot(),
+            self.client_expired,
         )
         self._set_snapshot(self.commit_number, data)
         self._count("snapshot taken")
@@ -384,6 +389,7 @@ class Replica:
             client_id: ClientEntry(request_number, result)
             for client_id, request_number, result in snapshot.client_table
         }
+        self.client_expired = dict.fromkeys(snapshot.expired)
         self.commit_number = snapshot.op_number
         self._set_snapshot(snapshot.op_number, data)
 
@@ -572,6 +578,13 @@ class Replica:
         pending = self.client_pending.get(request.client_id)
         if pending is not None and request.request_number <= pending:
             self._count("on_request: already in progress")
+            return
+        if entry is None and pending is None and (
+            request.request_number > 1 or request.client_id in self.client_expired
+        ):
+            # A session starts at request 1. Anything else from a client we do not know may be a retry of a
+            # request executed before its entry was evicted: refuse, so it is never executed twice.
+            self._answer_error(request, ERROR_SESSION_EXPIRED, "the cluster no longer knows this client session")
             return
         if not self._quorum_recently_heard():
             self._answer_error(request, ERROR_UNAVAILABLE, "primary cannot reach a quorum")
@@ -964,12 +977,28 @@ class Replica:
             known = self.client_table.get(entry.client_id)
             assert known is None or entry.request_number > known.request_number, "request executed twice"
             result = self.state_machine.apply(entry.operation)
-            self.client_table[entry.client_id] = ClientEntry(entry.request_number, result)
+            self._remember_client(entry.client_id, ClientEntry(entry.request_number, result))
             if self.client_pending.get(entry.client_id) == entry.request_number:
                 del self.client_pending[entry.client_id]
             if replying:
                 self._reply(entry.client_id, entry.request_number, result)
         self.commit_number = op_number
+
+    def _remember_client(self, client_id: int, entry: ClientEntry) -> None:
+        """Update the client table in execution order (the same on every replica), evicting the least recently
+        executed session beyond client_table_max."""
+        table = self.client_table
+        table.pop(client_id, None)
+        table[client_id] = entry
+        self.client_expired.pop(client_id, None)
+        if len(table) > self.config.client_table_max:
+            evicted = next(iter(table))
+            del table[evicted]
+            self._count("client session evicted")
+            expired = self.client_expired
+            expired[evicted] = None
+            if len(expired) > self.config.client_table_max:
+                del expired[next(iter(expired))]
 
     def _reply(self, client_id: int, request_number: int, result: bytes) -> None:
         self._out.replies.append(

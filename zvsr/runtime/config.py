@@ -24,6 +24,7 @@ index order — the paper's configuration (§4): replica i is `[[replica]]` numb
     data_dir = "zvsr-data"      # each replica uses <data_dir>/replica-<i>
     fsync = "always"            # or "never"
     snapshot_interval_ops = 10000   # snapshot, then truncate the log, every this many committed ops (0: never)
+    client_table_max = 100000       # client sessions remembered; beyond, the least recently active is evicted
     log_level = "info"
     log_format = "text"         # or "json"
 
@@ -77,8 +78,11 @@ ENVIRONMENT = {
     "ZVSR_LOG_FORMAT": "log_format",
     "ZVSR_FSYNC": "fsync",
     "ZVSR_SNAPSHOT_INTERVAL_OPS": "snapshot_interval_ops",
+    "ZVSR_CLIENT_TABLE_MAX": "client_table_max",
 }
-INT_KEYS = frozenset({"cluster_id", "epoch", "tick_ms", "request_timeout_ms", "snapshot_interval_ops"})
+INT_KEYS = frozenset(
+    {"cluster_id", "epoch", "tick_ms", "request_timeout_ms", "snapshot_interval_ops", "client_table_max"}
+)
 
 
 class ConfigError(ValueError):
@@ -106,6 +110,7 @@ class ClusterConfig:
     log_format: str = "text"
     fsync: str = "always"  # "never": faster, but a power cut may lose acknowledged writes
     snapshot_interval_ops: int = constants.SNAPSHOT_INTERVAL_OPS
+    client_table_max: int = constants.CLIENT_TABLE_MAX
     timeouts: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -127,6 +132,8 @@ class ClusterConfig:
             raise ConfigError(f"fsync must be one of {', '.join(FSYNC_MODES)}, got {self.fsync!r}")
         if not 0 <= self.snapshot_interval_ops <= constants.ID_MAX:
             raise ConfigError(f"snapshot_interval_ops must be >= 0 (0: never), got {self.snapshot_interval_ops}")
+        if not 1 <= self.client_table_max <= constants.ID_MAX:
+            raise ConfigError(f"client_table_max must be >= 1, got {self.client_table_max}")
         if ":" not in self.app:
             raise ConfigError(f"app must look like package.module:Class, got {self.app!r}")
         unknown = set(self.timeouts) - set(TIMEOUT_KEYS)
@@ -153,6 +160,7 @@ class ClusterConfig:
             cluster=self.cluster_id,
             epoch=self.epoch,
             snapshot_interval_ops=self.snapshot_interval_ops,
+            client_table_max=self.client_table_max,
             **dict(self.timeouts),
         )
 
@@ -231,7 +239,10 @@ def _from_file(path: Path) -> ClusterConfig:
     cluster = _table(document, "cluster", {"id", "epoch", "tick_ms", "app"}, path)
     proxy = _table(document, "proxy", {"endpoint", "request_timeout_ms"}, path)
     node = _table(
-        document, "node", {"data_dir", "log_level", "log_format", "fsync", "snapshot_interval_ops"}, path
+        document,
+        "node",
+        {"data_dir", "log_level", "log_format", "fsync", "snapshot_interval_ops", "client_table_max"},
+        path,
     )
     timeouts = _table(document, "timeouts", set(TIMEOUT_KEYS), path)
     raw_replicas = document.get("replica")
@@ -254,6 +265,7 @@ def _from_file(path: Path) -> ClusterConfig:
         "log_format": node.get("log_format"),
         "fsync": node.get("fsync"),
         "snapshot_interval_ops": node.get("snapshot_interval_ops"),
+        "client_table_max": node.get("client_table_max"),
     }
     for key in INT_KEYS:
         value = settings[key]
@@ -303,7 +315,8 @@ def to_toml(config: ClusterConfig) -> str:
     if config.data_dir is not None:
         lines.append(f"data_dir = {_quote(config.data_dir)}")
     lines += [f"log_level = {_quote(config.log_level)}", f"log_format = {_quote(config.log_format)}"]
-    lines += [f"fsync = {_quote(config.fsync)}", f"snapshot_interval_ops = {config.snapshot_interval_ops}", ""]
+    lines += [f"fsync = {_quote(config.fsync)}", f"snapshot_interval_ops = {config.snapshot_interval_ops}"]
+    lines += [f"client_table_max = {config.client_table_max}", ""]
     if config.timeouts:
         lines.append("[timeouts]")
         lines += [f"{key} = {value}" for key, value in sorted(config.timeouts.items())]

@@ -115,6 +115,7 @@ from zvsr.protocol.client import ClientSession, Completion
 from zvsr.protocol.messages import (
     ERROR_BAD_REQUEST,
     ERROR_BUSY,
+    ERROR_SESSION_EXPIRED,
     ERROR_TIMEOUT,
     ClientReply,
     Commit,
@@ -676,7 +677,7 @@ class Proxy:
                 )
         else:
             assert completion.error is not None
-            if completion.error == ERROR_BAD_REQUEST:
+            if completion.error in (ERROR_BAD_REQUEST, ERROR_SESSION_EXPIRED):
                 code, message = completion.error, completion.message
             else:
                 code, message = state.attempts.final_error(
@@ -696,6 +697,10 @@ class Proxy:
                     )
                 )
         self._send_frontend(route, answer)
+        if legacy and completion.error == ERROR_SESSION_EXPIRED:
+            # The cluster forgot this legacy peer's session: its next request starts a new one (the expired
+            # request itself was answered with the error, never executed twice).
+            self._forget(session.client_id)
 
     def _refuse_zvsr(self, envelope: ClientEnvelope, request: Request, code: str, message: str) -> None:
         self.counters[f"refused: {code}"] += 1

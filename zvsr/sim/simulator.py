@@ -33,7 +33,7 @@ from zvsr.constants import TICK_MS
 from zvsr.lincheck import UNKNOWN, Operation, ZvsrModel, check
 from zvsr.protocol.client import ClientSession
 from zvsr.protocol.config import Config
-from zvsr.protocol.messages import Error, LogEntry, Redirect, Reply, Request
+from zvsr.protocol.messages import ERROR_SESSION_EXPIRED, Error, LogEntry, Redirect, Reply, Request
 from zvsr.protocol.ready import BROADCAST, PersistLog, PersistRecord, PersistSnapshot, PersistViewState
 from zvsr.protocol.replica import DurableState, Replica, Status
 from zvsr.sim.invariants import Checker, Violation
@@ -65,6 +65,8 @@ class SimOptions:
     snapshot_chunk_bytes: int = 256
     # A crash with the disk kept is, this often, a crash in the middle of a Ready's writes (torn, unsynced).
     torn_write: float = 0.3
+    # Client sessions the replicas remember; small values make sessions expire (a client then starts a new one).
+    client_table_max: int = 100_000
 
 
 @dataclass(slots=True)
@@ -102,6 +104,7 @@ class Simulation:
             cluster=7,
             snapshot_interval_ops=self.options.snapshot_interval_ops,
             snapshot_chunk_bytes=self.options.snapshot_chunk_bytes,
+            client_table_max=self.options.client_table_max,
         )
         self.crash_while_writing: set[int] = set()  # crash these at their next write (torn_write)
         self.now = 0
@@ -115,16 +118,13 @@ class Simulation:
         self.disks = [Disk() for _ in range(self.options.replicas)]
         for index in range(self.options.replicas):
             self.replicas.append(self._new_replica(index, recovering=False))
+        # Clients are keyed by a stable number (their process, for the history); a client whose session expired
+        # continues under a new client_id, so replies are routed by the session's client_id to its owner.
         self.clients: dict[int, SimClient] = {}
+        self.session_owner: dict[int, int] = {}
         for number in range(self.options.clients):
             client_id = 1000 + number
-            self.clients[client_id] = SimClient(
-                ClientSession(
-                    client_id=client_id,
-                    replica_count=self.options.replicas,
-                    prng=random.Random(self.prng.getrandbits(64)),
-                )
-            )
+            self.clients[client_id] = SimClient(self._new_session(client_id, client_id))
         self.history: list[Operation] = []
         self.event_count = 0
         self.liveness = False
@@ -144,6 +144,7 @@ class Simulation:
             snapshot_interval_ops=prng.choice((0, 3, 8, 20, 60)),
             snapshot_chunk_bytes=prng.choice((16, 100, 4096)),
             torn_write=prng.choice((0.0, 0.3, 0.9)),
+            client_table_max=prng.choice((3, 1000, 1000, 1000)),
             swarm=False,
         )
 
@@ -168,6 +169,14 @@ class Simulation:
         how = " (recovering)" if recovering else " (from disk)" if durable is not None else ""
         self._note(f"{label} started{how}")
         return replica
+
+    def _new_session(self, owner: int, client_id: int) -> ClientSession:
+        self.session_owner[client_id] = owner
+        return ClientSession(
+            client_id=client_id,
+            replica_count=self.options.replicas,
+            prng=random.Random(self.prng.getrandbits(64)),
+        )
 
     @staticmethod
     def new_state_machine() -> MsgpackStateMachine:
@@ -264,8 +273,9 @@ class Simulation:
             else:
                 self.network.send(self.now, index, envelope.to, envelope.message)
         for reply in ready.replies:
-            if reply.client_id in self.clients:
-                self.network.send(self.now, index, ("c", reply.client_id), reply)
+            owner = self.session_owner.get(reply.client_id)
+            if owner is not None:
+                self.network.send(self.now, index, ("c", owner), reply)
         replica.invariants()
         self.checker.after_step(index, replica)
 
@@ -309,6 +319,8 @@ class Simulation:
                 )
             else:  # an error we gave up on: the outcome is unknown
                 self.history.append(Operation(client_id, client.pending_input, UNKNOWN, client.pending_call))
+                if completion.error == ERROR_SESSION_EXPIRED:
+                    client.session = self._new_session(client_id, 2000 + self.prng.getrandbits(62))
             client.pending_input = None
             client.next_at = self.now + self.prng.randint(0, 30)
 

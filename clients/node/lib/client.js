@@ -146,12 +146,8 @@ class Client {
     this.endpoints = endpoints;
     this.viaProxies = viaProxies;
     this._target = viaProxies ? 'proxy' : 'replica';
-    this._session = new ClientSession({
-      clientId: randomClientId(),
-      endpointCount: endpoints.length,
-      retryMs,
-      retryMaxMs,
-    });
+    this._sessionSettings = { endpointCount: endpoints.length, retryMs, retryMaxMs };
+    this._session = new ClientSession({ clientId: randomClientId(), ...this._sessionSettings });
     this._sockets = [];
     try {
       for (const endpoint of endpoints) {
@@ -369,6 +365,11 @@ class Client {
     if (code === 'timeout') {
       // The outcome is unknown, unless every attempt that left was refused.
       [code, message] = call.attempts.finalError({ timeoutMs: this.timeoutMs, target: this._target });
+    }
+    if (code === 'session_expired') {
+      // The cluster refuses this client_id for good: continue under a new one.
+      this._session = new ClientSession({ clientId: randomClientId(), ...this._sessionSettings });
+      this._last = null; // nothing to retry: the new session cannot resend the old one's request
     }
     this._finish(null, errorFor(code, message));
   }

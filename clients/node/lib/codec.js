@@ -35,7 +35,7 @@ const MAP_LEN_MAX = 16;
 const STR_BYTES_MAX = 4 * ERROR_MESSAGE_CHARS_MAX;
 const BIN_BYTES_MAX = Math.max(OPERATION_BYTES_MAX, RESULT_BYTES_MAX);
 
-const ERROR_CODES = new Set(['unavailable', 'busy', 'view_change', 'bad_request', 'timeout']);
+const ERROR_CODES = new Set(['unavailable', 'busy', 'view_change', 'bad_request', 'timeout', 'session_expired']);
 
 /** Kind name → type number and fields after "type", in encoding order. Never renumbered. */
 const KINDS = {

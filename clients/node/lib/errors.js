@@ -29,13 +29,26 @@ class BadRequest extends ZvsrError {}
 class Timeout extends ZvsrError {}
 
 /**
+ * The cluster no longer remembers this client's session (evicted after long idleness among many clients), so
+ * it executed nothing for this call; an earlier attempt may have executed before that (outcome unknown, as
+ * Timeout). Never retried: the client continues under a new client_id.
+ */
+class SessionExpired extends ZvsrError {}
+
+/**
  * The application executed the request and answered `{error: code, message: text}`; `code` is the app's
  * (`bad_request`, `type_error`, `out_of_range`, `app_error`, …), or `unexpected_result` when the result is
  * not what the operation answers.
  */
 class AppError extends ZvsrError {}
 
-const BY_CODE = { unavailable: Unavailable, busy: Busy, bad_request: BadRequest, timeout: Timeout };
+const BY_CODE = {
+  unavailable: Unavailable,
+  busy: Busy,
+  bad_request: BadRequest,
+  timeout: Timeout,
+  session_expired: SessionExpired,
+};
 
 /** The error for a wire error code (`view_change` never reaches a caller: it is retried, then `unavailable`). */
 function errorFor(code, message) {
@@ -43,4 +56,4 @@ function errorFor(code, message) {
   return new Kind(code, message);
 }
 
-module.exports = { ZvsrError, Unavailable, Busy, BadRequest, Timeout, AppError, errorFor };
+module.exports = { ZvsrError, Unavailable, Busy, BadRequest, Timeout, SessionExpired, AppError, errorFor };

@@ -132,7 +132,7 @@ class ClientSession {
       }
     } else if (reply.kind === 'Error') {
       // The view of an Error may be one that never starts (a replica voting in it): keep ours.
-      if (reply.code === 'bad_request') {
+      if (reply.code === 'bad_request' || reply.code === 'session_expired') {
         this.complete({ requestNumber: reply.request_number, error: reply.code, message: reply.message });
       } else {
         // Not now: try again soon, with the same request_number, so it executes at most once.

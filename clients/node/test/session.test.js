@@ -76,6 +76,16 @@ test('errors: retry soon for not-now codes (keeping our view), stop for bad_requ
   assert.equal(s.outstanding, null);
 });
 
+test('session_expired ends the request: retrying cannot help', () => {
+  const s = session({ retryMs: 1000, retryMaxMs: 4000 });
+  s.submit(OP, { now: 0, timeoutMs: 100_000 });
+  s.takeOutbox();
+  s.onReply(reply({ kind: 'Error', view: 0n, code: 'session_expired', message: 'forgotten' }), 10);
+  assert.deepEqual(s.takeCompletion(), { requestNumber: 1n, error: 'session_expired', message: 'forgotten' });
+  s.poll(50_000);
+  assert.deepEqual(s.takeOutbox(), []);
+});
+
 test('answers of other clients and other numbers are ignored', () => {
   const s = session();
   s.submit(OP, { now: 0, timeoutMs: 1000 });
