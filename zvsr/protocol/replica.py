@@ -652,10 +652,12 @@ class Replica:
             self.heartbeat_timeout.reset()
 
     def _prepare(self, entries: tuple[LogEntry, ...]) -> Prepare:
+        # A Prepare re-sent to a lagging backup may end before our commit_number; it can only vouch for its own
+        # ops (a Prepare with commit_number > op_number is malformed on the wire). Commits tell the rest.
         return Prepare(
             **self._header(),
             op_number=entries[-1].op_number,
-            commit_number=self.commit_number,
+            commit_number=min(self.commit_number, entries[-1].op_number),
             entries=entries,
         )
 

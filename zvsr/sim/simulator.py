@@ -38,6 +38,14 @@ from zvsr.protocol.ready import BROADCAST, PersistLog, PersistRecord, PersistSna
 from zvsr.protocol.replica import DurableState, Replica, Status
 from zvsr.sim.invariants import Checker, Violation
 from zvsr.sim.network import EventQueue, Network, NetworkOptions
+from zvsr.wire.codec import (
+    DecodeError,
+    EncodeError,
+    decode_client_reply,
+    decode_replica_message,
+    decode_request,
+    encode,
+)
 
 TRACE_EVENTS_KEPT = 400
 LIVENESS_MS_MAX = 120_000
@@ -266,18 +274,27 @@ class Simulation:
             return
         self.disks[index].apply(ready.persist)  # step 1 of the contract, before anything is sent
         for envelope in ready.messages:
+            message = self._wire(envelope.message, decode_replica_message)
             if envelope.to == BROADCAST:
                 for peer in range(self.options.replicas):
                     if peer != index:
-                        self.network.send(self.now, index, peer, envelope.message)
+                        self.network.send(self.now, index, peer, message)
             else:
-                self.network.send(self.now, index, envelope.to, envelope.message)
+                self.network.send(self.now, index, envelope.to, message)
         for reply in ready.replies:
             owner = self.session_owner.get(reply.client_id)
             if owner is not None:
-                self.network.send(self.now, index, ("c", owner), reply)
+                self.network.send(self.now, index, ("c", owner), self._wire(reply, decode_client_reply))
         replica.invariants()
         self.checker.after_step(index, replica)
+
+    def _wire(self, message: Any, decode: Callable[[bytes], Any]) -> Any:
+        """What the receiver gets: the message through the real codec, so the core never sends what the wire
+        would refuse (a Prepare whose commit_number passes its last op, say) without the simulator noticing."""
+        try:
+            return decode(encode(message))
+        except (DecodeError, EncodeError) as error:
+            raise self._violation(f"a message the codec refuses: {error}: {message!r:.300}") from error
 
     def _tick(self, index: int) -> None:
         replica = self.replicas[index]
@@ -308,8 +325,9 @@ class Simulation:
         session = client.session
         for to, request in session.take_outbox():
             targets = range(self.options.replicas) if to == BROADCAST else (to,)
+            wired = self._wire(request, decode_request)
             for target in targets:
-                self.network.send(self.now, ("c", client_id), target, request)
+                self.network.send(self.now, ("c", client_id), target, wired)
         while (completion := session.take_completion()) is not None:
             assert client.pending_input is not None
             if completion.result is not None:
