@@ -6,6 +6,7 @@
 - `zvsr kv …`         the built-in coordination app from the shell, through a proxy
 - `zvsr status`       view, role, op and commit numbers of every replica
 - `zvsr sim`, `zvsr lincheck`   the simulator and the linearizability checker
+- `zvsr bench`        latency, throughput, failover and durability figures against baselines
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import click
 
 from zvsr import __version__
+from zvsr.bench.cli import bench_command
 from zvsr.lincheck.cli import lincheck_command
 from zvsr.runtime.config import (
     ENVIRONMENT,
@@ -39,6 +41,7 @@ def main() -> None:
 
 main.add_command(sim_command, "sim")
 main.add_command(lincheck_command, "lincheck")
+main.add_command(bench_command, "bench")
 
 
 def _environment() -> dict[str, str]:

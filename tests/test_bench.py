@@ -1,0 +1,180 @@
+"""`zvsr bench --quick --json`: the CI smoke test of the benchmark command.
+
+It checks that the output is well formed — every expected figure present, numbers finite and positive, ratios
+and targets computed consistently from the figures, the results file equal to what was printed — and never
+checks a timing against a threshold: CI machines are shared and noisy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from zvsr.bench.runner import Report
+from zvsr.bench.stats import median, percentile
+
+ROOT = Path(__file__).resolve().parent.parent
+
+FIGURES = {
+    "zvsr_strict_p50_ms": "ms",
+    "zvsr_strict_p99_ms": "ms",
+    "zvsr_client_strict_p50_ms": "ms",
+    "zvsr_pipelined_ops_s": "ops/s",
+    "zvsr_pipelined_p99_ms": "ms",
+    "zvsr_steady_ops_s": "ops/s",
+    "zvsr_steady_view_changes": "views",
+    "zvsr_fsync_pipelined_ops_s": "ops/s",
+    "zvsr_failover_s": "s",
+    "raw_forwarder_strict_p50_ms": "ms",
+    "raw_hop_p50_ms": "ms",
+    "raw_forwarder_plus_hop_p50_ms": "ms",
+    "raw_forwarder_pipelined_ops_s": "ops/s",
+    "disk_fdatasync_ops_s": "ops/s",
+}
+RATIOS = {
+    "pipelined_vs_raw_forwarder": (">=", 0.8),
+    "strict_p50_vs_raw_path": ("<=", 1.2),
+    "fsync_group_commit": (">=", 3.0),
+}
+PYSYNCOBJ_RATIOS = {"pipelined_vs_pysyncobj_async": (">=", 2.5)}
+TARGETS = {
+    "strict_p99": "zvsr_strict_p99_ms",
+    "failover": "zvsr_failover_s",
+    "steady_view_changes": "zvsr_steady_view_changes",
+}
+
+
+def _met(value: float, op: str, bound: float) -> bool:
+    return {"<=": value <= bound, ">=": value >= bound, "==": value == bound}[op]
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path, str]:
+    out = tmp_path_factory.mktemp("bench") / "results.json"
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    finished = subprocess.run(
+        [sys.executable, "-m", "zvsr", "bench", "--quick", "--json", "--out", str(out)],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert finished.returncode == 0, finished.stderr[-6000:]
+    return json.loads(finished.stdout), out, finished.stderr
+
+
+@pytest.mark.timeout(120)
+def test_quick_json_is_one_well_formed_object(quick_run: tuple[dict[str, Any], Path, str]) -> None:
+    result, out, stderr = quick_run
+    assert result["schema"] == "zvsr-bench/1"
+    assert result["quick"] is True
+    assert result["settings"]["runs"] == 1
+    assert _number(result["duration_s"]) and result["duration_s"] > 0
+    assert result["machine"]["cpus"] >= 1
+    assert "done" in stderr  # the progress line went to stderr, not into the JSON
+    assert result["results_file"] == str(out)
+    assert json.loads(out.read_text()) == result
+
+
+@pytest.mark.timeout(120)
+def test_quick_figures_are_positive_finite_medians(quick_run: tuple[dict[str, Any], Path, str]) -> None:
+    figures = quick_run[0]["figures"]
+    for name, unit in FIGURES.items():
+        assert name in figures, name
+        assert figures[name]["unit"] == unit, name
+    for name, figure in figures.items():
+        assert figure["system"] in ("zvsr", "baseline"), name
+        assert isinstance(figure["what"], str) and figure["what"], name
+        assert _number(figure["value"]), name
+        if name == "zvsr_steady_view_changes":
+            assert figure["value"] >= 0 and figure["value"] == int(figure["value"])
+        else:
+            assert figure["value"] > 0, name
+        assert figure["runs"] and all(_number(run) for run in figure["runs"]), name
+        assert figure["value"] == pytest.approx(median(figure["runs"])), name
+        if "sum_of" in figure:  # a derived figure: repetition i is the sum of the parts' repetitions i
+            parts = [figures[part]["runs"] for part in figure["sum_of"]]
+            assert figure["runs"] == pytest.approx([sum(values) for values in zip(*parts, strict=True)]), name
+    assert len(figures["zvsr_failover_s"]["runs"]) == 1
+
+
+@pytest.mark.timeout(120)
+def test_quick_ratios_and_targets_follow_from_the_figures(quick_run: tuple[dict[str, Any], Path, str]) -> None:
+    result = quick_run[0]
+    figures = result["figures"]
+    ratios = {ratio["name"]: ratio for ratio in result["ratios"]}
+    expected = dict(RATIOS)
+    if "pysyncobj_async_ops_s" in figures:
+        expected |= PYSYNCOBJ_RATIOS
+    else:
+        assert "pysyncobj" in result["skipped"]  # --quick skips PySyncObj unless asked
+    for name, (op, bound) in expected.items():
+        assert name in ratios, name
+        assert ratios[name]["target"] == {"op": op, "value": bound}
+    for name, ratio in ratios.items():
+        numerator, denominator = figures[ratio["numerator"]]["value"], figures[ratio["denominator"]]["value"]
+        assert ratio["value"] == pytest.approx(numerator / denominator), name
+        if "paired_runs" in ratio:  # repetition i of the numerator over repetition i of the denominator
+            tops, bottoms = figures[ratio["numerator"]]["runs"], figures[ratio["denominator"]]["runs"]
+            assert ratio["paired_runs"] == pytest.approx([a / b for a, b in zip(tops, bottoms, strict=True)])
+            assert ratio["paired_median"] == pytest.approx(median(ratio["paired_runs"]))
+        if ratio["target"] is None:
+            assert ratio["met"] is None
+        else:
+            assert ratio["met"] is _met(ratio["value"], ratio["target"]["op"], ratio["target"]["value"]), name
+    targets = {target["name"]: target for target in result["targets"]}
+    assert set(targets) == set(TARGETS)
+    for name, figure in TARGETS.items():
+        target = targets[name]
+        assert target["figure"] == figure
+        assert target["value"] == figures[figure]["value"]
+        assert target["met"] is _met(target["value"], target["op"], target["bound"])
+    steady = result["details"]["steady"]
+    assert len(steady["views_before"]) == len(steady["views_after"]) == 3
+    seen = steady["views_after"] + [view for sample in steady["samples"] for view in sample["views"]]
+    highest_before = max(view for view in steady["views_before"] if view is not None)
+    highest = max(view for view in seen if view is not None)
+    assert figures["zvsr_steady_view_changes"]["value"] == highest - highest_before
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 0.5) == 50
+    assert percentile(values, 0.99) == 99
+    assert percentile([3.0], 0.99) == 3
+    assert math.isnan(percentile([], 0.5))
+
+
+def test_report_medians_ratios_and_missing_figures() -> None:
+    report = Report()
+    for value in (3.0, 1.0, 2.0):
+        report.add("a_ops_s", value, unit="ops/s", system="zvsr", what="a")
+    report.add("b_ops_s", 4.0, unit="ops/s", system="baseline", what="b")
+    report.ratio("a_vs_b", "a_ops_s", "b_ops_s", (">=", 0.8))
+    report.ratio("a_vs_c", "a_ops_s", "c_ops_s", (">=", 1.0))
+    report.target("a_small", "a_ops_s", "<=", 2.0)
+    assert report.figures["a_ops_s"]["value"] == 2.0
+    assert report.ratios == [
+        {
+            "name": "a_vs_b",
+            "numerator": "a_ops_s",
+            "denominator": "b_ops_s",
+            "value": 0.5,
+            "target": {"op": ">=", "value": 0.8},
+            "met": False,
+        }
+    ]
+    assert "ratio:a_vs_c" in report.skipped
+    assert report.targets[0]["met"] is True

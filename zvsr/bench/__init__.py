@@ -1,0 +1,13 @@
+"""`zvsr bench`: measure zvsr on this machine against baselines measured in the same run.
+
+A run starts real processes on 127.0.0.1 — a 3-replica cluster and a proxy (`zvsr.runtime.processes`), raw
+pyzmq echo servers and a Python forwarder (`zvsr.bench.raw`), optionally a 3-node PySyncObj cluster
+(`zvsr.bench.syncobj_node`) — drives them with load-generator processes (`zvsr.bench.loadgen`), and reports
+each zvsr figure next to the baseline it should be compared with, as a ratio: the machine is shared and noisy,
+so absolute numbers move from run to run while ratios measured minutes apart move much less.
+
+Modules: `runner` (the phases, the report, the table), `loadgen` (the pipelined / strict load), `raw` (echo
+server and forwarder), `disk` (the fdatasync-per-append baseline), `failover` (kill -9 of the primary),
+`syncobj_node` (PySyncObj), `procs` (child processes and their cleanup), `progress`, `stats`, `cli`.
+Method and latest figures: docs/benchmarks.md.
+"""

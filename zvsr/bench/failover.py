@@ -1,0 +1,68 @@
+"""Failover time after kill -9 of the primary, with the default timeouts.
+
+Method: a fresh local 3-replica cluster and a proxy as real processes (default timeouts, the given fsync
+mode); one client (`zvsr.client.Client`) writes through the proxy in a loop; after a steady `WARM_WRITES`
+writes the primary is killed with SIGKILL; failover time is from the kill to the first write acknowledged after
+it that was also *issued* after it (a reply already on its way at the kill says nothing about failover).
+Each run starts a fresh cluster, so runs are independent. `bench/failover.py` runs this alone.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Final
+
+from zvsr.client import Client, ZvsrError
+from zvsr.runtime.processes import ProcessCluster, wait_for
+
+WARM_WRITES: Final = 200
+
+
+def make_cluster(root: Path, *, fsync: str, timeouts: dict[str, int] | None = None) -> ProcessCluster:
+    """A ProcessCluster (not started) with default protocol timeouts unless given, and this fsync mode."""
+    root.mkdir(parents=True, exist_ok=True)
+    return ProcessCluster(root, timeouts={} if timeouts is None else timeouts, fsync=fsync)
+
+
+def one_run(root: Path, *, fsync: str = "always") -> float:
+    """Seconds from the kill of the primary to the first write issued and acknowledged after it."""
+    cluster = make_cluster(root, fsync=fsync)
+    try:
+        cluster.start()
+        cluster.wait_for_primary(timeout_s=30)
+        acknowledged: list[tuple[float, float]] = []  # (issued, acknowledged)
+        stop = threading.Event()
+
+        def writer() -> None:
+            with Client(cluster.config.proxy, timeout_ms=10_000) as client:
+                n = 0
+                while not stop.is_set():
+                    issued = time.monotonic()
+                    try:
+                        client.put("failover", n)
+                    except ZvsrError:
+                        continue
+                    acknowledged.append((issued, time.monotonic()))
+                    n += 1
+
+        thread = threading.Thread(target=writer, daemon=True)
+        thread.start()
+        try:
+            wait_for(lambda: len(acknowledged) >= WARM_WRITES, timeout_s=30, what="a steady write load")
+            primary = cluster.wait_for_primary()
+            killed_at = time.monotonic()
+            cluster.kill(primary)
+            wait_for(lambda: acknowledged[-1][0] > killed_at, timeout_s=30, what="a write issued after the kill")
+        finally:
+            stop.set()
+            thread.join(timeout=15)
+        new_primary = cluster.wait_for_primary(other_than=primary)
+        assert new_primary != primary
+        return next(done for issued, done in acknowledged if issued > killed_at) - killed_at
+    except BaseException:
+        (root / "failure.log").write_text(cluster.logs())
+        raise
+    finally:
+        cluster.cleanup()

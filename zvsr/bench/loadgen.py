@@ -1,0 +1,207 @@
+"""The load generator: W client sessions in flight over one raw DEALER, run as its own process.
+
+`python -m zvsr.bench.loadgen --endpoint E --mode zvsr|raw --sessions W` prints ``ready``, reads one line
+``go <start> <end>`` (two `time.monotonic()` instants: CLOCK_MONOTONIC is system-wide, so the driver and every
+load generator share it), sends until ``end`` and prints one JSON object: what completed inside
+``[start, end)`` and, with ``--latencies``, every round-trip time of those completions in microseconds.
+
+Mode ``zvsr`` is an honest client of the protocol (docs/protocol.md §4-5): each session is one client_id with
+request numbers 1, 2, … and exactly one request outstanding; a completion is a `Reply` (type 21) naming that
+client_id and the outstanding request_number, i.e. a committed, executed operation. An `Error` re-sends the
+same request (same numbers: at most once) after `RETRY_PAUSE_S`; an answer for another number is counted as
+stale and ignored; a request without any answer for `RESEND_AFTER_S` is re-sent. W in flight is W sessions,
+because a session may have only one request outstanding.
+
+Mode ``raw`` sends the very same bytes to an echo server (directly or through the raw forwarder,
+`zvsr.bench.raw`) and counts the echo (the same Request map, type 20) as the completion: the same work on the
+client side, so a ratio between the two modes compares what lies behind the endpoint.
+
+The operation is a coordination-app ``put`` of `VALUE_BYTES` bytes to a key per session; the encoded Request
+is about 100 bytes. The garbage collector is off while the load runs (nothing here makes cycles).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import gc
+import json
+import secrets
+import sys
+import time
+from typing import Any, Final
+
+import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
+import zmq
+
+MODES: Final = ("zvsr", "raw")
+VALUE_BYTES: Final = 32
+RETRY_PAUSE_S: Final = 0.002
+RESEND_AFTER_S: Final = 15.0
+_TYPE_REQUEST: Final = 20
+_TYPE_REPLY: Final = 21
+_TYPE_ERROR: Final = 23
+_NOBLOCK: Final = int(zmq.NOBLOCK)
+
+
+def operation(session: int, value_bytes: int = VALUE_BYTES) -> bytes:
+    data: bytes = msgpack.packb(
+        {"op": "put", "key": f"bench/{session}", "value": b"v" * value_bytes}, use_bin_type=True
+    )
+    return data
+
+
+def request(client_id: int, request_number: int, op: bytes) -> bytes:
+    data: bytes = msgpack.packb(
+        {"type": _TYPE_REQUEST, "client_id": client_id, "request_number": request_number, "operation": op},
+        use_bin_type=True,
+    )
+    return data
+
+
+def run_load(
+    endpoint: str,
+    *,
+    mode: str,
+    sessions: int,
+    start: float,
+    end: float,
+    latencies: bool,
+    socket: zmq.Socket[bytes],
+) -> dict[str, Any]:
+    """Keep `sessions` requests in flight on `socket` (connected to `endpoint`) until `end`."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    expected = _TYPE_REPLY if mode == "zvsr" else _TYPE_REQUEST
+    ids = [secrets.randbits(64) for _ in range(sessions)]
+    ops = {cid: operation(index) for index, cid in enumerate(ids)}
+    numbers = dict.fromkeys(ids, 0)
+    wires: dict[int, bytes] = {}
+    sent_at: dict[int, float] = {}  # when the outstanding request was first sent (its latency starts there)
+    last_sent: dict[int, float] = {}  # when it was last sent (the watchdog's clock)
+    retries: collections.deque[tuple[float, int]] = collections.deque()
+    recorded: list[int] = []
+    errors: collections.Counter[str] = collections.Counter()
+    counts = {"completed": 0, "completed_total": 0, "sent": 0, "stale": 0, "resent": 0, "unexpected": 0}
+    monotonic = time.monotonic
+    unpackb = msgpack.unpackb
+    send = socket.send
+    recv = socket.recv
+
+    def send_next(cid: int, now: float) -> None:
+        number = numbers[cid] + 1
+        numbers[cid] = number
+        wire = request(cid, number, ops[cid])
+        wires[cid] = wire
+        sent_at[cid] = last_sent[cid] = now
+        send(wire, _NOBLOCK)
+        counts["sent"] += 1
+
+    now = monotonic()
+    for cid in ids:
+        send_next(cid, now)
+    next_check = now + 1.0
+    completed = 0
+    completed_total = 0
+    while True:
+        now = monotonic()
+        if now >= end:
+            break
+        timeout_ms = max(1, int((min(end, next_check, retries[0][0] if retries else end) - now) * 1000) + 1)
+        if not socket.poll(timeout_ms):
+            now = monotonic()
+        while True:
+            try:
+                data = recv(_NOBLOCK)
+            except zmq.Again:
+                break
+            now = monotonic()
+            try:
+                answer = unpackb(data, raw=False, strict_map_key=False)
+                kind = answer["type"]
+                cid = answer["client_id"]
+                number = answer["request_number"]
+            except (ValueError, KeyError, TypeError, msgpack.UnpackException):
+                counts["unexpected"] += 1
+                continue
+            if numbers.get(cid) != number:
+                counts["stale"] += 1
+                continue
+            if kind == expected:
+                completed_total += 1
+                if start <= now < end:
+                    completed += 1
+                    if latencies:
+                        recorded.append(int((now - sent_at[cid]) * 1_000_000))
+                send_next(cid, now)
+            elif kind == _TYPE_ERROR:
+                code = str(answer.get("code"))
+                errors[code] += 1
+                if code == "bad_request":
+                    del numbers[cid], last_sent[cid]  # this session is finished: the request never succeeds
+                    continue
+                last_sent[cid] = now + RETRY_PAUSE_S
+                retries.append((now + RETRY_PAUSE_S, cid))
+            else:
+                counts["unexpected"] += 1
+        while retries and retries[0][0] <= now:
+            _, cid = retries.popleft()
+            if cid in numbers:
+                send(wires[cid], _NOBLOCK)
+                counts["resent"] += 1
+        if now >= next_check:
+            next_check = now + 1.0
+            for cid, when in last_sent.items():
+                if now - when > RESEND_AFTER_S:
+                    last_sent[cid] = now
+                    send(wires[cid], _NOBLOCK)
+                    counts["resent"] += 1
+    counts["completed"] = completed
+    counts["completed_total"] = completed_total
+    return {
+        **counts,
+        "window_s": end - start,
+        "sessions": sessions,
+        "errors": dict(errors),
+        "latencies_us": recorded,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--endpoint", required=True)
+    parser.add_argument("--mode", choices=MODES, default="zvsr")
+    parser.add_argument("--sessions", type=int, default=1)
+    parser.add_argument("--latencies", action="store_true")
+    arguments = parser.parse_args(argv)
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    socket = context.socket(zmq.DEALER)
+    try:
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.SNDHWM, 0)
+        socket.setsockopt(zmq.RCVHWM, 0)
+        socket.connect(arguments.endpoint)
+        print("ready", flush=True)
+        line = sys.stdin.readline().split()
+        if len(line) != 3 or line[0] != "go":
+            return 2
+        gc.disable()
+        result = run_load(
+            arguments.endpoint,
+            mode=arguments.mode,
+            sessions=arguments.sessions,
+            start=float(line[1]),
+            end=float(line[2]),
+            latencies=arguments.latencies,
+            socket=socket,
+        )
+    finally:
+        socket.close(linger=0)
+        context.term()
+    sys.stdout.write(json.dumps(result, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
