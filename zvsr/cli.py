@@ -185,6 +185,26 @@ def cluster_up_command(
     raise SystemExit(code)
 
 
+@main.command("keygen")
+@click.option("--dir", "directory", type=click.Path(file_okay=False), default="keys", show_default=True)
+@click.option("--replicas", type=click.IntRange(1, 15), default=3, show_default=True)
+@click.option("--client", "clients", multiple=True, help="A client key pair to create (repeatable).")
+def keygen_command(directory: str, replicas: int, clients: tuple[str, ...]) -> None:
+    """Create CurveZMQ key pairs: one per replica, the proxies', `admin` (the CLI tools) and each --client.
+
+    Secret files are mode 0600; existing keys are never overwritten. Then add to the cluster file:
+    [security] keys_dir = "<dir>", client_key = "<dir>/clients/admin.key_secret" (docs/security.md).
+    """
+    from zvsr.runtime.security import SecurityError, generate
+
+    try:
+        written = generate(Path(directory), replicas=replicas, clients=clients)
+    except SecurityError as error:
+        raise click.ClickException(str(error)) from error
+    for path in written:
+        click.echo(str(path))
+
+
 @main.command("status")
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON document with every replica's status.")
@@ -212,6 +232,7 @@ def parse_value(text: str) -> Any:
 
 
 @main.group("kv")
+@config_option
 @click.option(
     "--proxy",
     "proxy_endpoint",
@@ -221,18 +242,25 @@ def parse_value(text: str) -> Any:
 )
 @click.option("--timeout-ms", type=click.IntRange(min=1), default=5000, show_default=True)
 @click.pass_context
-def kv_group(context: click.Context, proxy_endpoint: str | None, timeout_ms: int) -> None:
+def kv_group(
+    context: click.Context, config_path: str | None, proxy_endpoint: str | None, timeout_ms: int
+) -> None:
     """The built-in coordination app: values are JSON when they parse as JSON, strings otherwise."""
-    context.obj = {"proxy": proxy_endpoint or load(None).proxy, "timeout_ms": timeout_ms}
+    config = load(config_path)
+    context.obj = {"proxy": proxy_endpoint or config.proxy, "timeout_ms": timeout_ms, "config": config}
 
 
 def run_kv(context: click.Context, operation: dict[str, Any]) -> None:
-    from zvsr.client import Client, ZvsrError
+    from zvsr.client import Client, ZvsrError, curve_for_proxy
 
     settings = context.find_object(dict)
     assert settings is not None
     try:
-        with Client(settings["proxy"], timeout_ms=settings["timeout_ms"]) as client:
+        curve = curve_for_proxy(settings["config"])
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from error
+    try:
+        with Client(settings["proxy"], timeout_ms=settings["timeout_ms"], curve=curve) as client:
             result = client.execute(operation)
     except ZvsrError as error:
         raise click.ClickException(f"{error.code}: {error}") from error

@@ -38,6 +38,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Generic, NamedTuple, TypeVar
 
@@ -67,7 +68,9 @@ from zvsr.protocol.messages import (
     ERROR_UNAVAILABLE,
 )
 from zvsr.protocol.ready import BROADCAST
+from zvsr.runtime.config import ClusterConfig
 from zvsr.runtime.outcome import Attempts
+from zvsr.runtime.security import read_pair, read_public
 from zvsr.wire.codec import DecodeError, decode_client_reply, encode
 
 T = TypeVar("T")
@@ -419,12 +422,50 @@ class _Exchange:
 # --- the clients --------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Curve:
+    """CurveZMQ for a client: the servers' public keys — one per endpoint, in order, or one for all — and the
+    client's own key pair, all z85 (40 bytes). The cluster admits the client only if its public key is in the
+    cluster's ``keys/clients`` directory (docs/security.md)."""
+
+    server_keys: Sequence[bytes]
+    public_key: bytes
+    secret_key: bytes
+
+    @classmethod
+    def from_files(cls, key_secret_file: str, *server_key_files: str) -> Curve:
+        """From key files: the client's ``.key_secret`` and the servers' ``.key`` files."""
+        pair = read_pair(Path(key_secret_file))
+        return cls([read_public(Path(f)) for f in server_key_files], pair.public, pair.secret)
+
+    def options(self, index: int) -> dict[str, bytes]:
+        server = self.server_keys[index] if len(self.server_keys) > 1 else self.server_keys[0]
+        return {"CURVE_SERVERKEY": server, "CURVE_PUBLICKEY": self.public_key, "CURVE_SECRETKEY": self.secret_key}
+
+
+def curve_for_proxy(config: ClusterConfig) -> Curve | None:
+    """The CLI tools' Curve settings for `config`'s proxy (its ``client_key``), or None with security off."""
+    keys, pair = config.keys(), config.client_pair()
+    if keys is None or pair is None:
+        return None
+    return Curve([keys.proxy_public()], pair.public, pair.secret)
+
+
+def _apply_curve(socket: zmq.Socket[Any], curve: Curve | None, index: int, count: int) -> None:
+    if curve is None:
+        return
+    if len(curve.server_keys) not in (1, count):
+        raise ValueError(f"Curve has {len(curve.server_keys)} server keys for {count} endpoints")
+    for name, value in curve.options(index).items():
+        socket.setsockopt(getattr(zmq, name), value)
+
+
 class Client:
     """A thread-safe zvsr client (one request at a time). Use as a context manager, or call `close()`.
 
     `proxy`: one or more proxy endpoints; or `replicas`: every replica's client endpoint, in index order.
     `timeout_ms` bounds each call; past it the call raises `Timeout` (outcome unknown). `context`: a ZeroMQ
-    context to use (default: the process-wide one).
+    context to use (default: the process-wide one). `curve`: CurveZMQ keys, for a cluster with security on.
     """
 
     def __init__(
@@ -434,6 +475,7 @@ class Client:
         replicas: Sequence[str] | None = None,
         timeout_ms: int = CLIENT_TIMEOUT_MS,
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        curve: Curve | None = None,
     ) -> None:
         endpoints, via_proxies = _endpoints(proxy, replicas, timeout_ms)
         context = zmq.Context.instance() if context is None else context
@@ -446,6 +488,7 @@ class Client:
                 socket = context.socket(zmq.DEALER)
                 sockets.append(socket)
                 _configure(socket)
+                _apply_curve(socket, curve, index, len(endpoints))
                 socket.connect(endpoint)
                 self._poller.register(socket, zmq.POLLIN)
                 self._index[socket] = index
@@ -547,6 +590,7 @@ class AsyncClient:
         replicas: Sequence[str] | None = None,
         timeout_ms: int = CLIENT_TIMEOUT_MS,
         context: zmq.asyncio.Context | None = None,
+        curve: Curve | None = None,
     ) -> None:
         endpoints, via_proxies = _endpoints(proxy, replicas, timeout_ms)
         context = zmq.asyncio.Context(zmq.Context.instance()) if context is None else context
@@ -560,6 +604,7 @@ class AsyncClient:
                 socket = context.socket(zmq.DEALER)
                 self._sockets.append(socket)
                 _configure(socket)
+                _apply_curve(socket, curve, index, len(endpoints))
                 socket.connect(endpoint)
                 self._poller.register(socket, zmq.POLLIN)
                 self._index[socket] = index

@@ -31,6 +31,10 @@ index order — the paper's configuration (§4): replica i is `[[replica]]` numb
     [timeouts]                  # optional overrides of zvsr.protocol.config.Config, in ticks
     primary_timeout_ticks = 20
 
+    [security]                  # optional: CurveZMQ on every socket (zvsr/runtime/security.py)
+    keys_dir = "keys"           # the layout `zvsr keygen` writes
+    client_key = "keys/clients/admin.key_secret"   # the key the CLI tools (kv, status) connect with
+
 Every value is validated here, so a typo fails at start with a message naming the key, not later.
 """
 
@@ -45,6 +49,7 @@ from typing import Any
 
 from zvsr import constants
 from zvsr.protocol.config import Config
+from zvsr.runtime.security import KeyPair, Keys, SecurityError, read_pair
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_BASE_PORT = 7700
@@ -79,6 +84,8 @@ ENVIRONMENT = {
     "ZVSR_FSYNC": "fsync",
     "ZVSR_SNAPSHOT_INTERVAL_OPS": "snapshot_interval_ops",
     "ZVSR_CLIENT_TABLE_MAX": "client_table_max",
+    "ZVSR_KEYS_DIR": "keys_dir",
+    "ZVSR_CLIENT_KEY": "client_key",
 }
 INT_KEYS = frozenset(
     {"cluster_id", "epoch", "tick_ms", "request_timeout_ms", "snapshot_interval_ops", "client_table_max"}
@@ -111,6 +118,8 @@ class ClusterConfig:
     fsync: str = "always"  # "never": faster, but a power cut may lose acknowledged writes
     snapshot_interval_ops: int = constants.SNAPSHOT_INTERVAL_OPS
     client_table_max: int = constants.CLIENT_TABLE_MAX
+    keys_dir: str | None = None  # CurveZMQ on when set
+    client_key: str | None = None  # a client's .key_secret, for the CLI tools
     timeouts: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -163,6 +172,26 @@ class ClusterConfig:
             client_table_max=self.client_table_max,
             **dict(self.timeouts),
         )
+
+    def keys(self) -> Keys | None:
+        """The cluster's CurveZMQ keys, or None when security is off."""
+        if self.keys_dir is None:
+            return None
+        try:
+            return Keys.load(Path(self.keys_dir), len(self.replicas))
+        except SecurityError as error:
+            raise ConfigError(f"[security]: {error}") from error
+
+    def client_pair(self) -> KeyPair | None:
+        """The CLI tools' key pair (`client_key`), or None when security is off."""
+        if self.keys_dir is None:
+            return None
+        if self.client_key is None:
+            raise ConfigError("[security] client_key is needed to connect as a client (e.g. keys/clients/admin)")
+        try:
+            return read_pair(Path(self.client_key))
+        except SecurityError as error:
+            raise ConfigError(f"[security]: {error}") from error
 
     def replica_data_dir(self, replica: int) -> Path | None:
         return None if self.data_dir is None else Path(self.data_dir) / f"replica-{replica}"
@@ -232,7 +261,7 @@ def _from_file(path: Path) -> ClusterConfig:
         raise ConfigError(f"cannot read {path}: {error.strerror}") from error
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path} is not valid TOML: {error}") from error
-    known_tables = {"cluster", "replica", "proxy", "node", "timeouts"}
+    known_tables = {"cluster", "replica", "proxy", "node", "timeouts", "security"}
     unknown = set(document) - known_tables
     if unknown:
         raise ConfigError(f"{path}: unknown sections: {', '.join(sorted(unknown))}")
@@ -245,6 +274,7 @@ def _from_file(path: Path) -> ClusterConfig:
         path,
     )
     timeouts = _table(document, "timeouts", set(TIMEOUT_KEYS), path)
+    security = _table(document, "security", {"keys_dir", "client_key"}, path)
     raw_replicas = document.get("replica")
     if not isinstance(raw_replicas, list) or not raw_replicas:
         raise ConfigError(f"{path}: needs at least one [[replica]] table")
@@ -266,6 +296,8 @@ def _from_file(path: Path) -> ClusterConfig:
         "fsync": node.get("fsync"),
         "snapshot_interval_ops": node.get("snapshot_interval_ops"),
         "client_table_max": node.get("client_table_max"),
+        "keys_dir": security.get("keys_dir"),
+        "client_key": security.get("client_key"),
     }
     for key in INT_KEYS:
         value = settings[key]
@@ -274,9 +306,12 @@ def _from_file(path: Path) -> ClusterConfig:
     for key, value in timeouts.items():
         if not isinstance(value, int) or isinstance(value, bool):
             raise ConfigError(f"{path}: [timeouts] {key} must be an integer, got {value!r}")
-    if settings["data_dir"] is not None:
-        data_dir = Path(settings["data_dir"])
-        settings["data_dir"] = str(data_dir if data_dir.is_absolute() else path.parent / data_dir)
+    for key in ("data_dir", "keys_dir", "client_key"):  # relative to the file
+        if settings[key] is not None:
+            if not isinstance(settings[key], str):
+                raise ConfigError(f"{path}: {key} must be a string, got {settings[key]!r}")
+            value = Path(settings[key])
+            settings[key] = str(value if value.is_absolute() else path.parent / value)
     present = {k: v for k, v in settings.items() if v is not None}
     return ClusterConfig(replicas=tuple(replicas), timeouts=dict(timeouts), **present)
 
@@ -317,6 +352,11 @@ def to_toml(config: ClusterConfig) -> str:
     lines += [f"log_level = {_quote(config.log_level)}", f"log_format = {_quote(config.log_format)}"]
     lines += [f"fsync = {_quote(config.fsync)}", f"snapshot_interval_ops = {config.snapshot_interval_ops}"]
     lines += [f"client_table_max = {config.client_table_max}", ""]
+    if config.keys_dir is not None:
+        lines += ["[security]", f"keys_dir = {_quote(config.keys_dir)}"]
+        if config.client_key is not None:
+            lines.append(f"client_key = {_quote(config.client_key)}")
+        lines.append("")
     if config.timeouts:
         lines.append("[timeouts]")
         lines += [f"{key} = {value}" for key, value in sorted(config.timeouts.items())]

@@ -100,6 +100,23 @@ def is_delimited(envelope: ClientEnvelope) -> bool:
     return envelope[-1] == DELIMITER and len(envelope) >= 2
 
 
+def recv_frames_with_user(socket: zmq.Socket[bytes], frames_max: int) -> tuple[list[bytes], str | None]:
+    """`recv_frames`, plus the ``User-Id`` ZAP gave the connection the message came on (None without one):
+    with CurveZMQ, the z85 public key that authenticated (zvsr.runtime.security)."""
+    recv = socket.recv
+    frame = recv(NOBLOCK, copy=False)
+    frames = [frame.bytes]
+    while frame.more:
+        frame = recv(NOBLOCK, copy=False)
+        if len(frames) <= frames_max:
+            frames.append(frame.bytes)
+    try:
+        user = frame.get("User-Id")
+    except zmq.ZMQError:  # no such property: the connection was not authenticated by ZAP
+        return frames, None
+    return frames, user if isinstance(user, str) else None
+
+
 def recv_frames(socket: zmq.Socket[bytes], frames_max: int) -> list[bytes]:
     """One message, without blocking (raises zmq.Again when there is none).
 

@@ -74,6 +74,7 @@ from zvsr.apps import App, AppLoadError, MsgpackStateMachine, load_app
 from zvsr.protocol.messages import ERROR_BAD_REQUEST, ClientReply, Commit, Error, ReplicaMessage
 from zvsr.protocol.ready import BROADCAST, Ready
 from zvsr.protocol.replica import Replica, Status
+from zvsr.runtime import security
 from zvsr.runtime.config import ClusterConfig
 from zvsr.runtime.envelope import (
     NOBLOCK,
@@ -81,6 +82,7 @@ from zvsr.runtime.envelope import (
     EnvelopeError,
     parse_client_frames,
     recv_frames,
+    recv_frames_with_user,
     send_answer,
 )
 from zvsr.runtime.logs import RateLimitedWarnings, ReplicaLogger, setup_logging
@@ -151,7 +153,12 @@ class ReplicaNode:
         self._own_context = context is None
         self._context: zmq.Context[Socket] = zmq.Context() if context is None else context
         self._sockets: list[Socket] = []
+        # CurveZMQ (zvsr.runtime.security): our key pair, and the keys of everyone who may connect.
+        self._keys = config.keys()
+        self._pair = None if self._keys is None else self._keys.replica_pair(replica)
         try:
+            if self._keys is not None:
+                self._keys.start_authenticator(self._context)
             self._open_sockets()
             self._storage.begin()  # a first start counts only once the sockets are ours (before any send)
         except BaseException:
@@ -202,26 +209,45 @@ class ReplicaNode:
             "HEARTBEAT_TTL": c.ZMTP_HEARTBEAT_TTL_MS,
         }
         reconnect = {"RECONNECT_IVL": c.NODE_RECONNECT_IVL_MS, "RECONNECT_IVL_MAX": c.NODE_RECONNECT_IVL_MAX_MS}
+        keys, pair = self._keys, self._pair
+        curve: dict[str, dict[str, int | bytes]] = {"peer": {}, "client": {}, "heartbeat": {}}
+        if keys is not None and pair is not None:
+            curve = {
+                "peer": security.server_options(pair, security.DOMAIN_REPLICAS),
+                "client": security.server_options(pair, security.DOMAIN_CLIENTS),
+                "heartbeat": security.server_options(pair, security.DOMAIN_HEARTBEATS),
+            }
         self._peer_router = self._socket(
             zmq.ROUTER,
             ROUTER_HANDOVER=1,  # a restarted peer takes its routing id back from its dead connection
             ROUTER_MANDATORY=1,  # never used to send; set as on every ROUTER, so a stray send would fail loudly
             MAXMSGSIZE=c.MESSAGE_BYTES_MAX,
             **zmtp_heartbeats,
+            **curve["peer"],
         )
         self._bind(self._peer_router, self.address.peer, "peer")
         self._client_router = self._socket(
-            zmq.ROUTER, ROUTER_MANDATORY=1, MAXMSGSIZE=c.CLIENT_MESSAGE_BYTES_MAX, SNDHWM=c.NODE_CLIENT_SNDHWM
+            zmq.ROUTER,
+            ROUTER_MANDATORY=1,
+            MAXMSGSIZE=c.CLIENT_MESSAGE_BYTES_MAX,
+            SNDHWM=c.NODE_CLIENT_SNDHWM,
+            **curve["client"],
         )
         self._bind(self._client_router, self.address.client, "client")
         # A PUB reads only subscriptions (ours are one empty prefix): a small MAXMSGSIZE keeps it that way.
         self._publisher = self._socket(
-            zmq.PUB, SNDHWM=c.NODE_HEARTBEAT_SNDHWM, MAXMSGSIZE=c.HEARTBEAT_MESSAGE_BYTES_MAX
+            zmq.PUB,
+            SNDHWM=c.NODE_HEARTBEAT_SNDHWM,
+            MAXMSGSIZE=c.HEARTBEAT_MESSAGE_BYTES_MAX,
+            **curve["heartbeat"],
         )
         self._bind(self._publisher, self.address.heartbeat, "heartbeat")
         self._dealers: dict[int, Socket] = {}
         self._subscribers: dict[int, Socket] = {}
         for peer in self._peers:
+            to_peer: dict[str, int | bytes] = {}
+            if keys is not None and pair is not None:
+                to_peer = security.client_options(pair, keys.replicas[peer])
             dealer = self._socket(
                 zmq.DEALER,
                 ROUTING_ID=routing_id(self.index),
@@ -229,11 +255,14 @@ class ReplicaNode:
                 SNDHWM=c.NODE_PEER_SNDHWM,
                 **zmtp_heartbeats,
                 **reconnect,
+                **to_peer,
             )
             dealer.connect(self.config.replicas[peer].peer)
             self._dealers[peer] = dealer
             # CONFLATE must be set before connect; one SUB per peer, so conflation never mixes publishers.
-            subscriber = self._socket(zmq.SUB, CONFLATE=1, MAXMSGSIZE=c.HEARTBEAT_MESSAGE_BYTES_MAX, **reconnect)
+            subscriber = self._socket(
+                zmq.SUB, CONFLATE=1, MAXMSGSIZE=c.HEARTBEAT_MESSAGE_BYTES_MAX, **reconnect, **to_peer
+            )
             subscriber.setsockopt(zmq.SUBSCRIBE, b"")
             subscriber.connect(self.config.replicas[peer].heartbeat)
             self._subscribers[peer] = subscriber
@@ -315,9 +344,13 @@ class ReplicaNode:
         senders = self._senders
         heard = self._last_heard
         on_message = self.core.on_message
+        keys = self._keys
         for _ in range(c.NODE_DRAIN_MAX):
             try:
-                frames = recv_frames(socket, PEER_FRAMES)
+                if keys is None:
+                    frames = recv_frames(socket, PEER_FRAMES)
+                else:
+                    frames, user = recv_frames_with_user(socket, PEER_FRAMES)
             except zmq.Again:
                 return
             if len(frames) != PEER_FRAMES:
@@ -326,6 +359,11 @@ class ReplicaNode:
             sender = senders.get(frames[0])
             if sender is None:
                 self._reject("peer: unknown identity", f"routing id {frames[0][:32]!r}")
+                continue
+            if keys is not None and keys.replica_of(user) != sender:
+                # The routing id is the peer's choice; the key is proven. A replica's key claiming another's
+                # routing id (or a key we do not know) is an impostor.
+                self._reject("peer: key does not match the identity", f"routing id r{sender}, key {user}")
                 continue
             message = self._decode_replica_message(frames[1], "peer", sender)
             if message is None:
@@ -496,6 +534,8 @@ class ReplicaNode:
         heard = dict(self._last_heard)
         counters = dict(core.counters)
         counters.update(self._counters)
+        if self._keys is not None:
+            counters["zap: connections refused"] = self._keys.denied
         return {
             "replica": self.index,
             "cluster": self.config.cluster_id,
@@ -642,6 +682,8 @@ class ReplicaNode:
         for socket in self._sockets:
             socket.close(linger=0)
         self._sockets.clear()
+        if self._keys is not None:
+            security.Keys.stop_authenticator(self._context)
         if self._own_context:
             self._context.term()
         self._storage.close()

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import zmq
 
 from zvsr.runtime.config import ClusterConfig, ReplicaAddress, to_toml
+from zvsr.runtime.security import client_options
 from zvsr.runtime.status import query
 
 T = TypeVar("T")
@@ -163,7 +164,9 @@ class ProcessCluster:
     # --- inspection ---------------------------------------------------------------------------------------
 
     def status(self, index: int, *, timeout_ms: int = 500) -> dict[str, Any] | None:
-        return query(self.config.replicas[index].client, timeout_ms=timeout_ms, context=self.context)
+        keys, pair = self.config.keys(), self.config.client_pair()
+        curve = None if keys is None or pair is None else client_options(pair, keys.replicas[index])
+        return query(self.config.replicas[index].client, timeout_ms=timeout_ms, context=self.context, curve=curve)
 
     def statuses(self, *, timeout_ms: int = 500) -> dict[int, dict[str, Any]]:
         answers = {}

@@ -125,6 +125,7 @@ from zvsr.protocol.messages import (
     Request,
 )
 from zvsr.protocol.ready import BROADCAST
+from zvsr.runtime import security
 from zvsr.runtime.config import ClusterConfig
 from zvsr.runtime.envelope import ClientEnvelope, EnvelopeError, parse_client_frames
 from zvsr.runtime.logs import RateLimitedWarnings, setup_logging
@@ -216,16 +217,27 @@ class Proxy:
         self.counters: Counter[str] = Counter()
         self._bad_input_log = RateLimitedWarnings(log)
         self._sockets: list[zmq.Socket[bytes]] = []
+        # CurveZMQ: a server to its clients (domain "clients"), a client of the replicas, with one key pair.
+        self._keys = config.keys()
+        self._pair = None if self._keys is None else self._keys.proxy_pair()
+        self._authenticating = False
         try:
+            if self._keys is not None:
+                self._keys.start_authenticator(self._context)
+                self._authenticating = True
             self._frontend = self._socket(zmq.ROUTER)
             self._frontend.setsockopt(zmq.MAXMSGSIZE, PROXY_FRAME_BYTES_MAX)
             self._frontend.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            if self._pair is not None:
+                self._curve(self._frontend, security.server_options(self._pair, security.DOMAIN_CLIENTS))
             try:
                 self._frontend.bind(config.proxy)
             except zmq.ZMQError as error:
                 raise ProxyStartError(f"cannot bind the proxy endpoint {config.proxy}: {error}") from error
-            self._backends = [self._backend(address.client) for address in config.replicas]
-            self._heartbeats = [self._heartbeat(address.heartbeat) for address in config.replicas]
+            self._backends = [self._backend(i, address.client) for i, address in enumerate(config.replicas)]
+            self._heartbeats = [
+                self._heartbeat(i, address.heartbeat) for i, address in enumerate(config.replicas)
+            ]
         except BaseException:
             self.close()
             raise
@@ -239,8 +251,18 @@ class Proxy:
         socket.setsockopt(zmq.LINGER, 0)
         return socket
 
-    def _backend(self, endpoint: str) -> zmq.Socket[bytes]:
+    @staticmethod
+    def _curve(socket: zmq.Socket[bytes], options: dict[str, int | bytes]) -> None:
+        for name, value in options.items():
+            socket.setsockopt(getattr(zmq, name), value)
+
+    def _to_replica(self, socket: zmq.Socket[bytes], replica: int) -> None:
+        if self._keys is not None and self._pair is not None:
+            self._curve(socket, security.client_options(self._pair, self._keys.replicas[replica]))
+
+    def _backend(self, replica: int, endpoint: str) -> zmq.Socket[bytes]:
         socket = self._socket(zmq.DEALER)
+        self._to_replica(socket, replica)
         socket.setsockopt(zmq.IMMEDIATE, 1)
         socket.setsockopt(zmq.SNDHWM, PROXY_BACKEND_SNDHWM)
         socket.setsockopt(zmq.MAXMSGSIZE, CLIENT_REPLY_BYTES_MAX)
@@ -249,8 +271,9 @@ class Proxy:
         socket.connect(endpoint)
         return socket
 
-    def _heartbeat(self, endpoint: str) -> zmq.Socket[bytes]:
+    def _heartbeat(self, replica: int, endpoint: str) -> zmq.Socket[bytes]:
         socket = self._socket(zmq.SUB)
+        self._to_replica(socket, replica)
         socket.setsockopt(zmq.CONFLATE, 1)
         socket.setsockopt(zmq.MAXMSGSIZE, HEARTBEAT_MESSAGE_BYTES_MAX)
         socket.setsockopt(zmq.SUBSCRIBE, b"")
@@ -262,6 +285,9 @@ class Proxy:
         for socket in self._sockets:
             socket.close(linger=0)
         self._sockets.clear()
+        if self._authenticating:
+            self._authenticating = False
+            security.Keys.stop_authenticator(self._context)
         if self._own_context:
             self._context.term()
             self._own_context = False

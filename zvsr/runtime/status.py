@@ -8,22 +8,32 @@ highest commit_number any replica reported.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 import zmq
 
 from zvsr.runtime.config import ClusterConfig
+from zvsr.runtime.security import client_options
 
 STATUS_QUERY = {"type": 30}
 STATUS_ANSWER_TYPE = 31
 STATUS_ANSWER_BYTES_MAX = 1024 * 1024
 
 
-def query(endpoint: str, *, timeout_ms: int, context: zmq.Context[zmq.Socket[bytes]]) -> dict[str, Any] | None:
+def query(
+    endpoint: str,
+    *,
+    timeout_ms: int,
+    context: zmq.Context[zmq.Socket[bytes]],
+    curve: Mapping[str, int | bytes] | None = None,
+) -> dict[str, Any] | None:
     socket = context.socket(zmq.DEALER)
     socket.setsockopt(zmq.LINGER, 0)
     socket.setsockopt(zmq.MAXMSGSIZE, STATUS_ANSWER_BYTES_MAX)
+    for name, value in (curve or {}).items():
+        socket.setsockopt(getattr(zmq, name), value)
     try:
         socket.connect(endpoint)
         socket.send_multipart([b"", msgpack.packb(STATUS_QUERY)])
@@ -44,11 +54,13 @@ def query(endpoint: str, *, timeout_ms: int, context: zmq.Context[zmq.Socket[byt
 
 
 def collect_status(config: ClusterConfig, *, timeout_ms: int = 1000) -> dict[str, Any]:
+    keys, pair = config.keys(), config.client_pair()
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     try:
         entries: list[dict[str, Any]] = []
         for index, address in enumerate(config.replicas):
-            answer = query(address.client, timeout_ms=timeout_ms, context=context)
+            curve = None if keys is None or pair is None else client_options(pair, keys.replicas[index])
+            answer = query(address.client, timeout_ms=timeout_ms, context=context, curve=curve)
             entry: dict[str, Any] = {"replica": index, "endpoint": address.client, "reachable": answer is not None}
             if answer is not None:
                 entry.update({k: v for k, v in answer.items() if k != "type"})
