@@ -22,6 +22,7 @@ VIEW_CHANGE_TIMEOUT_MAX_TICKS: Final = 400  # backoff cap for the above
 PREPARE_RESEND_TICKS: Final = 10  # primary re-sends prepares a backup has not acknowledged
 REPAIR_TICKS: Final = 10  # a backup re-asks GetState while it is missing ops
 RECOVERY_RESEND_TICKS: Final = 10  # a recovering replica re-sends Recovery
+RECOVERY_STALL_ROUNDS: Final = 4  # ... and starts over if the primary's snapshot made no progress for this many
 QUORUM_TIMEOUT_TICKS: Final = 30  # primary answers `unavailable` if it heard from < f backups within this
 
 # --- sizes ---

@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
+from zvsr.constants import RECOVERY_STALL_ROUNDS
 from zvsr.protocol import snapshot as snapshots
 from zvsr.protocol.config import Config
 from zvsr.protocol.messages import (
@@ -158,6 +159,7 @@ class Replica:
         self.snapshots_pinned: dict[int, tuple[bytes, bytes]] = {}  # older pinned: op -> (data, checksum)
         self.download: SnapshotDownload | None = None
         self.recovery_primary: RecoveryResponse | None = None  # recovering: the answer we complete it with
+        self.recovery_progress_at = 0  # `now` when that fetch began (or a chunk last moved it)
 
         # Primary: PrepareOk accounting of *this* view (rule 6): backup -> highest op acknowledged.
         self.prepare_ok: dict[int, int] = {}
@@ -462,6 +464,7 @@ class Replica:
         elif self.is_primary():
             return self._ignore("on_snapshot_chunk", "we are the primary")
         if message.snapshot_op <= self.commit_number:  # installing it would move commit_number back
+            self._drop_overtaken_download()
             return self._ignore("on_snapshot_chunk", "snapshot not ahead of our commit_number")
         download = self.download
         if download is None or download.snapshot_op != message.snapshot_op or download.view != message.view:
@@ -500,6 +503,14 @@ class Replica:
         except snapshots.SnapshotError as error:
             return self._ignore("on_snapshot_chunk", f"malformed snapshot ({error})")
         self._snapshot_downloaded(data)
+
+    def _drop_overtaken_download(self) -> None:
+        """A download whose snapshot we have executed past (the log got there first) is dropped: asking on for
+        it would keep the primary's pin — and so its log — alive for nothing."""
+        download = self.download
+        if download is not None and download.snapshot_op <= self.commit_number and self.status is Status.NORMAL:
+            self.download = None
+            self._count("snapshot download overtaken by the log, dropped")
 
     def _ask_next_chunk(self) -> None:
         download = self.download
@@ -985,6 +996,7 @@ class Replica:
             if replying:
                 self._reply(entry.client_id, entry.request_number, result)
         self.commit_number = op_number
+        self._drop_overtaken_download()
 
     def _remember_client(self, client_id: int, entry: ClientEntry) -> None:
         """Update the client table in execution order (the same on every replica), evicting the least recently
@@ -1237,15 +1249,29 @@ class Replica:
         self._send(BROADCAST, Recovery(**self._header(), nonce=self.recovery_nonce))
         self.recovery_timeout.start()
 
+    def _ask_recovery_snapshot(self) -> None:
+        primary = self.recovery_primary
+        assert primary is not None
+        if self.download is not None:
+            self._ask_next_chunk()
+        else:
+            header = self._header()
+            header["view"] = primary.view
+            self._send(primary.replica, GetSnapshot(**header, snapshot_op=0, offset=0))
+        self.recovery_timeout.reset()
+
     def _tick_recovering(self) -> None:
         if self.recovery_timeout.fired():
             self.recovery_timeout.reset()
             if self.recovery_primary is not None:
-                download = self.download
-                if download is not None and download.progress_at > self.now - self.config.recovery_resend_ticks:
-                    self._ask_next_chunk()  # a chunk may have been lost; the download is moving
+                # Ask again (a request or a chunk may have been lost) while the download moves; a primary quiet
+                # for several rounds went away or changed view: begin again, with a new nonce.
+                progress_at = self.recovery_progress_at
+                if self.download is not None:
+                    progress_at = max(progress_at, self.download.progress_at)
+                if self.now - progress_at <= RECOVERY_STALL_ROUNDS * self.config.recovery_resend_ticks:
+                    self._ask_recovery_snapshot()
                     return
-                # The primary we were fetching from went quiet (or changed view): begin again.
                 self._count("recovery: snapshot download stalled, starting over")
                 self._start_recovery()
                 return
@@ -1290,11 +1316,9 @@ class Replica:
             # Its log starts after a snapshot: fetch that (still recovering: we vote for nothing meanwhile).
             self._log(f"recovery: fetching the snapshot of r{primary.replica} (view {primary.view})")
             self.recovery_primary = primary
+            self.recovery_progress_at = self.now
             self.download = None
-            header = self._header()
-            header["view"] = primary.view
-            self._send(primary.replica, GetSnapshot(**header, snapshot_op=0, offset=0))
-            self.recovery_timeout.reset()
+            self._ask_recovery_snapshot()
             return
         self._finish_recovery(primary)
 
