@@ -25,6 +25,7 @@ import zmq
 from zvsr.client import Client, SessionExpired, Timeout, ZvsrError
 from zvsr.lincheck import UNKNOWN, Operation, ZvsrModel, check
 from zvsr.runtime.processes import ProcessCluster, free_ports, port_is_free, process_cluster, wait_for
+from zvsr.runtime.status import query
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -447,3 +448,30 @@ def test_an_evicted_session_gets_session_expired_and_the_client_carries_on(tmp_p
         finally:
             legacy.close()
             context.term()
+
+
+def test_many_clients_through_the_proxy_are_batched_and_each_increment_runs_once(cluster: ProcessCluster) -> None:
+    """32 clients increment one counter 20 times each through the proxy: the proxy sends RequestBatches to the
+    primary (and gets ReplyBatches), and the counter ends at exactly 640."""
+    errors: list[BaseException] = []
+
+    def client() -> None:
+        try:
+            with Client(cluster.config.proxy, timeout_ms=20_000) as c:
+                for _ in range(20):
+                    c.incr("batched")
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=90)
+    assert not errors, errors[:3]
+    with Client(cluster.config.proxy) as c:
+        assert c.get("batched") == 640
+    proxy = query(cluster.config.proxy, timeout_ms=2000, context=cluster.context)
+    assert proxy is not None and proxy["counters"].get("request batches sent", 0) >= 1
+    primary = cluster.status(cluster.wait_for_primary())
+    assert primary is not None and primary["counters"].get("client: request batches", 0) >= 1

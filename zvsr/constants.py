@@ -48,7 +48,8 @@ SNAPSHOT_PIN_TICKS: Final = 500  # a snapshot being downloaded is kept (with the
 # DoViewChange / StartView / RecoveryResponse carry the kept log: bounded by the snapshot interval above.
 LOG_ENTRIES_MAX: Final = 4_000_000  # entries in one message
 MESSAGE_BYTES_MAX: Final = 256 * 1024 * 1024  # one encoded message (MAXMSGSIZE on bound sockets)
-CLIENT_MESSAGE_BYTES_MAX: Final = OPERATION_BYTES_MAX + 1024  # one encoded client request
+CLIENT_MESSAGE_BYTES_MAX: Final = OPERATION_BYTES_MAX + 1024  # one encoded client request (or RequestBatch)
+BATCH_MESSAGES_MAX: Final = 256  # client messages in one RequestBatch / ReplyBatch (zvsr.wire.batch)
 ERROR_MESSAGE_CHARS_MAX: Final = 1024
 
 # --- identities ---

@@ -89,6 +89,7 @@ from zvsr.runtime.logs import RateLimitedWarnings, ReplicaLogger, setup_logging
 from zvsr.runtime.serving import run_until_stopped
 from zvsr.runtime.storage import START_DISK, START_RECOVERY, Storage, StorageError
 from zvsr.wire import admin
+from zvsr.wire.batch import batches, decode_request_batch, encode_reply_batch, is_request_batch
 from zvsr.wire.codec import DecodeError, EncodeError, decode_replica_message, decode_request, encode
 
 PEER_FRAMES: Final = 2  # [routing id][message] on the peer ROUTER
@@ -136,6 +137,7 @@ class ReplicaNode:
         self._senders = {routing_id(peer): peer for peer in self._peers}
         self._last_heard: dict[int, float] = {}
         self._routes: dict[int, ClientEnvelope] = {}  # client_id -> envelope of its latest request (LRU order)
+        self._batch_senders: dict[ClientEnvelope, None] = {}  # who sent RequestBatches: answered in ReplyBatches
         self._send_drop_reasons = {peer: f"send: dropped to r{peer}" for peer in self._peers}
         self._closed = False
         self._running = False
@@ -418,6 +420,9 @@ class ReplicaNode:
             except EnvelopeError as error:
                 self._reject(f"client: bad envelope ({error.reason})", str(error))
                 continue
+            if is_request_batch(payload):
+                self._on_request_batch(envelope, payload)
+                continue
             try:
                 request = decode_request(payload)
             except Exception as error:  # DecodeError, or a decoder bug: either way the client gets an answer
@@ -425,6 +430,35 @@ class ReplicaNode:
                 continue
             client_id = request.client_id
             # LRU: re-inserting moves a client to the end; a new one past the bound evicts the oldest.
+            if routes.pop(client_id, None) is None and len(routes) >= c.NODE_CLIENT_ROUTES_MAX:
+                del routes[next(iter(routes))]
+            routes[client_id] = envelope
+            self._requests_in += 1
+            on_request(request)
+
+    def _on_request_batch(self, envelope: ClientEnvelope, payload: bytes) -> None:
+        """A proxy's requests in one message (zvsr.wire.batch): each is handled as if it came alone, and the
+        sender gets its answers in ReplyBatches."""
+        try:
+            elements = decode_request_batch(payload)
+        except DecodeError as error:
+            self._reject(f"client: bad batch ({error.reason})", str(error))
+            self._send_client(envelope, admin.encode_bare_error(admin.clip_message(f"bad batch: {error}")))
+            return
+        senders = self._batch_senders
+        if envelope not in senders and len(senders) >= c.NODE_CLIENT_ROUTES_MAX:
+            del senders[next(iter(senders))]
+        senders[envelope] = None
+        routes = self._routes
+        on_request = self.core.on_request
+        self._count("client: request batches")
+        for element in elements:
+            try:
+                request = decode_request(element)
+            except Exception as error:
+                self._answer_unreadable(envelope, element, error)
+                continue
+            client_id = request.client_id
             if routes.pop(client_id, None) is None and len(routes) >= c.NODE_CLIENT_ROUTES_MAX:
                 del routes[next(iter(routes))]
             routes[client_id] = envelope
@@ -489,6 +523,8 @@ class ReplicaNode:
 
     def _send_answers(self, answers: Sequence[ClientReply]) -> None:
         routes = self._routes
+        batch_senders = self._batch_senders
+        grouped: dict[ClientEnvelope, list[bytes]] = {}
         for answer in answers:
             envelope = routes.get(answer.client_id)
             if envelope is None:
@@ -500,7 +536,13 @@ class ReplicaNode:
             except EncodeError as error:  # the adapter bounds results, so this is our bug: log it, stay up
                 self._reject("client: cannot encode an answer (our bug)", str(error), level=logging.ERROR)
                 continue
-            self._send_client(envelope, data)
+            if envelope in batch_senders:
+                grouped.setdefault(envelope, []).append(data)
+            else:
+                self._send_client(envelope, data)
+        for envelope, replies in grouped.items():
+            for batched, group in batches(replies, c.CLIENT_REPLY_BYTES_MAX):
+                self._send_client(envelope, encode_reply_batch(group) if batched else group[0])
 
     def _send_client(self, envelope: ClientEnvelope, data: bytes) -> None:
         try:

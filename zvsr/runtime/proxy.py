@@ -139,6 +139,7 @@ from zvsr.wire.admin import (
     is_status_query,
     request_ids,
 )
+from zvsr.wire.batch import batches, decode_reply_batch, encode_request_batch, is_reply_batch
 from zvsr.wire.codec import (
     TYPE_ERROR,
     TYPE_REDIRECT,
@@ -214,6 +215,8 @@ class Proxy:
         self._sessions: OrderedDict[int, _Session] = OrderedDict()  # by client_id, least recently used first
         self._legacy: dict[tuple[bytes, ...], int] = {}  # legacy routing frames -> client_id
         self._in_flight: dict[int, _Session] = {}
+        # Requests to send to each replica at the end of this wake-up (batched): (session, encoded request).
+        self._pending: list[list[tuple[_Session, bytes]]] = [[] for _ in config.replicas]
         self.counters: Counter[str] = Counter()
         self._bad_input_log = RateLimitedWarnings(log)
         self._sockets: list[zmq.Socket[bytes]] = []
@@ -324,6 +327,7 @@ class Proxy:
                 ticks = int((now - next_tick) / self._tick_s) + 1
                 next_tick += ticks * self._tick_s
                 self._tick(min(ticks, _CATCH_UP_TICKS_MAX))
+            self._send_pending()
             if now >= next_sweep:
                 next_sweep = now + PROXY_SWEEP_MS / 1000
                 self._sweep_idle_sessions()
@@ -568,17 +572,36 @@ class Proxy:
         if not outbox:
             return
         outstanding = state.session.outstanding
+        pending = self._pending
         for destination, request in outbox:
             if request is not outstanding:
                 continue  # queued before the request completed (several ticks caught up at once)
-            targets = self._backends if destination == BROADCAST else (self._backends[destination],)
-            for backend in targets:
+            targets = range(self._replica_count) if destination == BROADCAST else (destination,)
+            for index in targets:
+                pending[index].append((state, state.wire))
+
+    def _send_pending(self) -> None:
+        """Send what this wake-up queued for each replica: one RequestBatch (zvsr.wire.batch) per replica where
+        there are several, so the proxy and the primary pay one send and one receive per batch, not per
+        request."""
+        for index, queued in enumerate(self._pending):
+            if not queued:
+                continue
+            self._pending[index] = []
+            backend = self._backends[index]
+            start = 0
+            for batched, group in batches([wire for _, wire in queued], CLIENT_MESSAGE_BYTES_MAX):
+                states = queued[start : start + len(group)]
+                start += len(group)
                 try:
-                    backend.send(state.wire, _NOBLOCK)
+                    backend.send(encode_request_batch(group) if batched else group[0], _NOBLOCK)
                 except zmq.Again:  # not connected (IMMEDIATE) or at the HWM: lost, like any message
-                    self.counters["backend sends dropped"] += 1
-                else:
+                    self.counters["backend sends dropped"] += len(group)
+                    continue
+                for state, _ in states:
                     state.attempts.sent += 1
+                if batched:
+                    self.counters["request batches sent"] += 1
 
     def _drain_backend(self, socket: zmq.Socket[bytes], index: int) -> None:
         receive, option = socket.recv, socket.get
@@ -589,13 +612,23 @@ class Proxy:
                 return
             while option(_RCVMORE):  # [payload] as sent; keep the last frame of anything longer
                 data = receive(_NOBLOCK)
-            try:
-                reply = decode_client_reply(data)
-            except DecodeError as error:
-                self.counters[f"bad reply from replica: {error.reason}"] += 1
-                self._bad_input_log.warn(f"bad reply from replica {index}", str(error))
-                continue
-            self._on_backend_reply(reply, data)
+            if is_reply_batch(data):
+                try:
+                    elements = decode_reply_batch(data)
+                except DecodeError as error:
+                    self.counters[f"bad reply from replica: {error.reason}"] += 1
+                    self._bad_input_log.warn(f"bad reply batch from replica {index}", str(error))
+                    continue
+            else:
+                elements = [data]
+            for element in elements:
+                try:
+                    reply = decode_client_reply(element)
+                except DecodeError as error:
+                    self.counters[f"bad reply from replica: {error.reason}"] += 1
+                    self._bad_input_log.warn(f"bad reply from replica {index}", str(error))
+                    continue
+                self._on_backend_reply(reply, element)
 
     def _on_backend_reply(self, reply: ClientReply, data: bytes) -> None:
         state = self._in_flight.get(reply.client_id)
