@@ -1,0 +1,1 @@
+"""Brokerless examples: existing ZeroMQ applications given replicated coordination by zvsr (see README.md)."""
