@@ -15,6 +15,7 @@ from zvsr.protocol.messages import (
     ERROR_VIEW_CHANGE,
     Commit,
     Error,
+    GetState,
     Prepare,
     PrepareOk,
     Redirect,
@@ -216,15 +217,32 @@ def test_idle_primary_sends_commit_as_heartbeat_and_backups_answer() -> None:
     assert sorted(item.source for item in cluster.queued(PrepareOk, to=0)) == [1, 2]
 
 
-def test_prepares_postpone_the_heartbeat() -> None:
+def test_the_primary_heartbeats_on_schedule_even_while_it_sends_prepares() -> None:
+    """Under load Prepares flow all the time, but they travel on the peer connections, which a restarted backup
+    may not have back yet (the primary's DEALER reconnects with backoff); the Commit heartbeat also goes out on
+    the PUB, which the restarted backup subscribes to itself. So the heartbeat keeps its schedule: a backup
+    back from a restart hears its primary before its timeout, instead of starting a view change."""
     cluster = Cluster(3)
     heartbeat = cluster.replicas[0].config.heartbeat_ticks
     cluster.tick(heartbeat - 1, only={0})
-    cluster.request(client_id=1, request_number=1, to=0)  # a Prepare went out: no heartbeat needed yet
-    cluster.tick(heartbeat - 1, only={0})
+    cluster.request(client_id=1, request_number=1, to=0)  # a Prepare went out
     assert not cluster.queued(Commit)
     cluster.tick(1, only={0})
     assert cluster.queued(Commit)
+
+
+def test_a_heartbeat_makes_a_backup_repair_only_committed_ops_it_misses() -> None:
+    """Prepared-but-uncommitted ops are usually still in flight to a backup (and re-sent if lost): a heartbeat
+    that shows them does not trigger GetState; one that shows committed ops the backup lacks does."""
+    cluster = Cluster(3)
+    cluster.request(client_id=1, request_number=1, op=b"a", to=0)
+    cluster.drop(matching(Prepare, to=2))
+    cluster.deliver_all(where=lambda item: item.to != 2 and item.source != 2)  # op 1 commits with replica 1
+    assert cluster.replicas[0].commit_number == 1 and cluster.replicas[2].op_number == 0
+    cluster.inject(2, Commit(**header(view=0, replica=0), commit_number=0, op_number=1))
+    assert not cluster.queued(GetState, source=2)
+    cluster.inject(2, Commit(**header(view=0, replica=0), commit_number=1, op_number=1))
+    assert cluster.queued(GetState, source=2)
 
 
 def test_primary_resends_prepares_to_a_backup_whose_acknowledgements_stall() -> None:

@@ -13,7 +13,7 @@ from typing import Final
 TICK_MS: Final = 10
 
 # --- timeouts, in ticks (defaults; `zvsr.protocol.config.Config` can override each) ---
-HEARTBEAT_TICKS: Final = 5  # primary sends Commit (heartbeat) when it sent nothing else for this long
+HEARTBEAT_TICKS: Final = 5  # primary sends Commit (heartbeat, also on the PUB) this often, even under load
 PRIMARY_TIMEOUT_TICKS: Final = 20  # a backup suspects the primary after this long without hearing it
 PRIMARY_TIMEOUT_JITTER_TICKS: Final = 10  # random extra, so backups don't all start view changes at once
 VIEW_CHANGE_RESEND_TICKS: Final = 10  # re-send StartViewChange / DoViewChange / StartView (rule 11)

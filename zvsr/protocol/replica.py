@@ -660,7 +660,6 @@ class Replica:
             )
             self._prepared_sent = entries[-1].op_number
             self._send(BROADCAST, self._prepare(entries))
-            self.heartbeat_timeout.reset()
 
     def _prepare(self, entries: tuple[LogEntry, ...]) -> Prepare:
         # A Prepare re-sent to a lagging backup may end before our commit_number; it can only vouch for its own
@@ -793,8 +792,10 @@ class Replica:
         self.primary_timeout.reset()
         if self.state_transfer:
             return  # our suffix may not be this view's: commit nothing until its log is installed
-        if message.op_number > self.op_number:
-            self._request_state()  # we miss a tail: repair (rule 11)
+        if message.commit_number > self.op_number:
+            # We miss committed ops: repair (rule 11). Ops the primary prepared but has not committed are
+            # usually still in flight to us (and re-sent if lost): asking for them too would double the traffic.
+            self._request_state()
         self._send(self.primary_index(), self._prepare_ok_message())  # also tells the primary we are alive
         self._commit_up_to(min(message.commit_number, self.op_number))
 
