@@ -317,6 +317,17 @@ MESSAGES: list[tuple[str, Message, str]] = [
         "from a proxy or client library: outcome unknown",
     ),
     (
+        "error_session_expired",
+        Error(
+            view=1,
+            client_id=CLIENT_A,
+            request_number=9,
+            code="session_expired",
+            message="the cluster no longer knows this client session",
+        ),
+        "the client table forgot this client_id: not executed now; start a new session (new client_id)",
+    ),
+    (
         "error_unicode_message",
         Error(
             view=1, client_id=CLIENT_B, request_number=9, code="busy", message="file d'attente pleine — réessayez"

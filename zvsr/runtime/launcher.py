@@ -94,20 +94,27 @@ def _describe(config: ClusterConfig, path: Path, echo: Callable[[str], None]) ->
 def _wait_until_serving(
     config: ClusterConfig, children: Mapping[str, subprocess.Popen[bytes]], echo: Callable[[str], None]
 ) -> bool:
-    from zvsr.client import Client, ZvsrError
+    # Ready = a primary in normal status and a proxy that answers, both by status query: asking the app
+    # (a read) would put an operation of ours into the user's replicated log.
+    import zmq
+
+    from zvsr.runtime.status import collect_status, query
 
     deadline = time.monotonic() + READY_TIMEOUT_S
-    with Client(config.proxy, timeout_ms=1000) as client:
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
         while time.monotonic() < deadline:
             for name, child in children.items():
                 if child.poll() is not None:
                     echo(f"{name} exited with code {child.returncode} during start-up")
                     return False
-            try:
-                client.get("zvsr:ready")
+            replicas = collect_status(config, timeout_ms=300)["replicas"]
+            led = any(r.get("role") == "primary" and r.get("status") == "normal" for r in replicas)
+            if led and query(config.proxy, timeout_ms=300, context=context) is not None:
                 return True
-            except ZvsrError:
-                continue
+            time.sleep(0.05)  # polling a start-up: there is no event to wait for across processes
+    finally:
+        context.destroy(linger=0)
     echo(f"the cluster did not answer within {READY_TIMEOUT_S:.0f} s")
     return False
 
