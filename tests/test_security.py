@@ -103,7 +103,9 @@ def test_clients_with_their_keys_are_served_through_the_proxy_and_directly(
     assert result.exit_code == 0 and '"status": "normal"' in result.output
 
 
-def test_unknown_keys_are_refused_on_the_client_domain(cluster: ProcessCluster, keys: Path, tmp_path: Path) -> None:
+def test_unknown_keys_are_refused_on_the_client_domain(
+    cluster: ProcessCluster, keys: Path, tmp_path: Path
+) -> None:
     other = stranger(tmp_path)
     curve = Curve([public(keys, "proxy", "proxy")], other.public, other.secret)
     with Client(cluster.config.proxy, timeout_ms=1500, curve=curve) as c, pytest.raises((Timeout, Unavailable)):
@@ -115,14 +117,17 @@ def test_unknown_keys_are_refused_on_the_client_domain(cluster: ProcessCluster, 
     with Client(replicas=[cluster.config.replicas[0].client], timeout_ms=1500, curve=replica_curve) as direct:
         with pytest.raises((Timeout, Unavailable)):
             direct.get("secure")
-    refused = sum(
-        answer["counters"].get("zap: connections refused", 0) for answer in cluster.statuses().values()
-    )
+    refused = sum(answer["counters"].get("zap: connections refused", 0) for answer in cluster.statuses().values())
     assert refused >= 1
 
 
 def peer_dealer(
-    context: zmq.Context[zmq.Socket[bytes]], cluster: ProcessCluster, to: int, key: KeyPair, routing_id: bytes, keys: Path
+    context: zmq.Context[zmq.Socket[bytes]],
+    cluster: ProcessCluster,
+    to: int,
+    key: KeyPair,
+    routing_id: bytes,
+    keys: Path,
 ) -> zmq.Socket[bytes]:
     socket = context.socket(zmq.DEALER)
     socket.setsockopt(zmq.LINGER, 0)
@@ -180,7 +185,8 @@ def test_a_replica_key_cannot_pose_as_another_replica(cluster: ProcessCluster, k
                     socket.send(vote, zmq.NOBLOCK)
             counters = (cluster.status(target) or {}).get("counters", {})
             return bool(
-                counters.get("peer: key does not match the identity", 0) and counters.get("peer: wrong identity", 0)
+                counters.get("peer: key does not match the identity", 0)
+                and counters.get("peer: wrong identity", 0)
             )
 
         wait_for(dropped, timeout_s=15, what="both forgeries to be dropped")
@@ -200,7 +206,9 @@ def _admin(keys: Path) -> tuple[bytes, bytes]:
     return admin.public, admin.secret
 
 
-def test_bad_frames_with_a_legitimate_replica_key_are_still_just_counted(cluster: ProcessCluster, keys: Path) -> None:
+def test_bad_frames_with_a_legitimate_replica_key_are_still_just_counted(
+    cluster: ProcessCluster, keys: Path
+) -> None:
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     try:
         socket = peer_dealer(context, cluster, 0, pair(keys, "replicas", "replica-2"), b"r2", keys)

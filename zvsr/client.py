@@ -26,6 +26,11 @@ call that ran out of time raises `Timeout`. `BadRequest` is the cluster refusing
 Operations and their results are built and read by module-level functions (`_Call`), shared by `Client` and
 `AsyncClient`; the exchange with the sockets (`_Exchange`) is shared too, and only the waiting differs (a
 `zmq.Poller` or a `zmq.asyncio.Poller`).
+
+`watch(config, prefix)` is the other way to read: a live, eventually consistent copy of the keys under a prefix
+and a stream of their changes (`zvsr.watch.Watcher`, the zguide's Clone pattern over the replicas' watch
+stream). It is a module function, not a `Client` method, because the stream comes from every replica's
+``watch`` endpoint, which proxies do not carry: it takes the cluster configuration that names them.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Generic, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, NamedTuple, TypeVar
 
 import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 import zmq
@@ -68,10 +73,13 @@ from zvsr.protocol.messages import (
     ERROR_UNAVAILABLE,
 )
 from zvsr.protocol.ready import BROADCAST
-from zvsr.runtime.config import ClusterConfig
+from zvsr.runtime.config import ClusterConfig, load_config
 from zvsr.runtime.outcome import Attempts
 from zvsr.runtime.security import read_pair, read_public
 from zvsr.wire.codec import DecodeError, decode_client_reply, encode
+
+if TYPE_CHECKING:
+    from zvsr.watch import Derive, Watcher
 
 T = TypeVar("T")
 
@@ -451,6 +459,15 @@ def curve_for_proxy(config: ClusterConfig) -> Curve | None:
     return Curve([keys.proxy_public()], pair.public, pair.secret)
 
 
+def curve_for_replicas(config: ClusterConfig) -> Curve | None:
+    """The CLI tools' Curve settings for `config`'s replicas (their public keys in index order, and the
+    ``client_key``), or None with security off: what a watcher connects with."""
+    keys, pair = config.keys(), config.client_pair()
+    if keys is None or pair is None:
+        return None
+    return Curve(list(keys.replicas), pair.public, pair.secret)
+
+
 def _apply_curve(socket: zmq.Socket[Any], curve: Curve | None, index: int, count: int) -> None:
     if curve is None:
         return
@@ -679,3 +696,43 @@ class AsyncClient:
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
         self.close()
+
+
+# --- the watch stream ---------------------------------------------------------------------------------------
+
+
+def watch(
+    cluster: ClusterConfig | str | Path,
+    prefix: str = "",
+    *,
+    curve: Curve | None = None,
+    context: zmq.Context[zmq.Socket[bytes]] | None = None,
+    derive: Derive | None = None,
+) -> Watcher:
+    """A `zvsr.watch.Watcher`: a live copy of the keys under `prefix`, and their changes as events.
+
+    `cluster`: a `ClusterConfig` or the path of a cluster TOML file. The watch stream is published by the
+    replicas, not by proxies (a `Client` talks to proxies), so the watcher connects to every replica's
+    ``watch`` and ``client`` endpoint, which the configuration names. `curve`: by default, from the
+    configuration's ``[security]`` (``client_key`` and the replicas' public keys). Close the watcher after use.
+
+        with watch("cluster.toml", "config/") as watcher:
+            for event in watcher:           # WatchEvent(op_number, key, value, deleted)
+                print(event.key, event.value, watcher.state)
+    """
+    from zvsr.watch import Watcher, coordination_changes
+
+    config = cluster if isinstance(cluster, ClusterConfig) else load_config(cluster)
+    without = [index for index, address in enumerate(config.replicas) if address.watch is None]
+    if without:
+        raise ValueError(
+            f'replicas {without} have no watch endpoint: add watch = "tcp://..." to their [[replica]]'
+        )
+    return Watcher(
+        [address.watch for address in config.replicas if address.watch is not None],
+        [address.client for address in config.replicas],
+        prefix,
+        curve=curve_for_replicas(config) if curve is None else curve,
+        context=context,
+        derive=coordination_changes if derive is None else derive,
+    )

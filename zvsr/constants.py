@@ -95,3 +95,17 @@ CLIENT_ENVELOPE_FRAMES_MAX: Final = 8  # frames of a client message: routing fra
 LOG_WARNING_REASONS_MAX: Final = 1024  # distinct rate-limited warning reasons tracked at once
 STATUS_ANSWER_BYTES_MAX: Final = 1024 * 1024  # one encoded status answer (zvsr.wire.admin)
 LOG_DETAIL_CHARS_MAX: Final = 512  # peer-controlled text in one rate-limited warning (decode errors quote input)
+
+# --- watch stream (zvsr.runtime.watch publishes, zvsr.watch subscribes; docs/protocol.md §12) ---
+NODE_WATCH_SNDHWM: Final = 4096  # watch XPUB queue per subscriber; beyond, ops are dropped (the watcher resyncs)
+WATCH_SUBSCRIPTION_BYTES_MAX: Final = 1024  # watch XPUB MAXMSGSIZE: it only reads subscriptions
+WATCH_TOPICS_MAX: Final = 1024  # distinct subscribed topics a replica tracks (to know whether anyone watches)
+WATCH_MESSAGE_BYTES_MAX: Final = OPERATION_BYTES_MAX + RESULT_BYTES_MAX + 1024  # one published op, encoded
+WATCH_STEP_OPS_MAX: Final = 2 * PIPELINE_OPS_MAX  # ops recorded in one reactor step; beyond, none published
+WATCH_COMMIT_INTERVAL_MS: Final = 200  # a replica publishes its commit_number (WatchCommit) this often
+SNAPSHOT_ANSWER_BYTES_MAX: Final = 16 * 1024 * 1024  # one encoded snapshot answer; beyond, `too_large`
+WATCH_GAP_MS: Final = 500  # a missing op not received from any replica within this long: resync
+WATCH_JOIN_MS: Final = 1000  # a new watcher waits this long at most for a first message before its snapshot
+WATCH_SNAPSHOT_GRACE_MS: Final = 100  # after the first snapshot answer, wait this long for fresher ones
+WATCH_SNAPSHOT_RETRY_MS: Final = 1000  # no usable snapshot answer within this long: ask every replica again
+WATCH_PENDING_OPS_MAX: Final = 100_000  # ops buffered ahead of the watcher's state; beyond, it resyncs

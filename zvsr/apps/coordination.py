@@ -139,6 +139,18 @@ class CoordinationApp:
         self._locks = locks
         self._last_token = last_token
 
+    # --- read-only views (not operations: nothing replicated goes through them) ----------------------------
+
+    def items_with_prefix(self, prefix: str) -> dict[str, Any]:
+        """The keys starting with `prefix` and their values, in sorted key order; locks are not included.
+
+        Read-only and local: a replica answers the watch stream's snapshot query with it (zvsr.runtime.watch),
+        consistent with its commit_number because the node's single thread calls it between core steps.
+        """
+        if type(prefix) is not str:
+            raise TypeError(f"prefix must be a str, not {_kind(prefix)}")
+        return {key: self._data[key] for key in sorted(self._data) if key.startswith(prefix)}
+
     # --- operations (the request is already checked) --------------------------------------------------------
 
     def _get(self, op: dict[str, Any]) -> Any:

@@ -14,6 +14,7 @@ index order — the paper's configuration (§4): replica i is `[[replica]]` numb
     peer = "tcp://127.0.0.1:7710"
     heartbeat = "tcp://127.0.0.1:7711"
     client = "tcp://127.0.0.1:7712"
+    watch = "tcp://127.0.0.1:7713"      # optional: PUB of committed operations (the watch stream)
     # ... one table per replica
 
     [proxy]
@@ -36,6 +37,9 @@ index order — the paper's configuration (§4): replica i is `[[replica]]` numb
     client_key = "keys/clients/admin.key_secret"   # the key the CLI tools (kv, status) connect with
 
 Every value is validated here, so a typo fails at start with a message naming the key, not later.
+
+A replica's ``watch`` endpoint is optional: with it the replica publishes every operation it executes (the
+watch stream, `zvsr.runtime.watch`, docs/protocol.md §12); without it the replica publishes nothing.
 """
 
 from __future__ import annotations
@@ -87,6 +91,7 @@ ENVIRONMENT = {
     "ZVSR_KEYS_DIR": "keys_dir",
     "ZVSR_CLIENT_KEY": "client_key",
 }
+_REPLICA_KEYS = frozenset({"peer", "heartbeat", "client", "watch"})  # keys of a [[replica]] table
 INT_KEYS = frozenset(
     {"cluster_id", "epoch", "tick_ms", "request_timeout_ms", "snapshot_interval_ops", "client_table_max"}
 )
@@ -101,6 +106,7 @@ class ReplicaAddress:
     peer: str  # ROUTER this replica binds for replica-to-replica traffic
     heartbeat: str  # PUB this replica binds for heartbeats (Commit)
     client: str  # ROUTER this replica binds for client requests (REQ-compatible envelope)
+    watch: str | None = None  # PUB this replica binds for the watch stream (committed ops); None: no stream
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -155,6 +161,10 @@ class ClusterConfig:
                 if not isinstance(value, str) or "://" not in value:
                     raise ConfigError(f"replica {index} {name} must be a ZeroMQ endpoint, got {value!r}")
                 endpoints.append(value)
+            if address.watch is not None:
+                if not isinstance(address.watch, str) or "://" not in address.watch:
+                    raise ConfigError(f"replica {index} watch must be a ZeroMQ endpoint, got {address.watch!r}")
+                endpoints.append(address.watch)
         duplicates = {e for e in endpoints if endpoints.count(e) > 1}
         if duplicates:
             raise ConfigError(f"endpoints used twice: {', '.join(sorted(duplicates))}")
@@ -207,7 +217,8 @@ class ClusterConfig:
 def local_cluster(
     *, replicas: int = 3, base_port: int = DEFAULT_BASE_PORT, host: str = DEFAULT_HOST, **settings: Any
 ) -> ClusterConfig:
-    """`zvsr cluster up`'s embedded default: the proxy on base_port, replica i on base_port + 10(i+1) .. +2."""
+    """`zvsr cluster up`'s embedded default: the proxy on base_port, replica i on base_port + 10(i+1) .. +3
+    (peer, heartbeat, client, watch)."""
     if not 1 <= base_port <= 65535 - 10 * (replicas + 1):
         raise ConfigError(f"base port {base_port} leaves no room for {replicas} replicas")
     addresses = tuple(
@@ -215,6 +226,7 @@ def local_cluster(
             peer=f"tcp://{host}:{base_port + 10 + 10 * i}",
             heartbeat=f"tcp://{host}:{base_port + 11 + 10 * i}",
             client=f"tcp://{host}:{base_port + 12 + 10 * i}",
+            watch=f"tcp://{host}:{base_port + 13 + 10 * i}",
         )
         for i in range(replicas)
     )
@@ -280,9 +292,13 @@ def _from_file(path: Path) -> ClusterConfig:
         raise ConfigError(f"{path}: needs at least one [[replica]] table")
     replicas = []
     for index, raw in enumerate(raw_replicas):
-        if not isinstance(raw, dict) or set(raw) != {"peer", "heartbeat", "client"}:
-            raise ConfigError(f"{path}: [[replica]] {index} needs exactly peer, heartbeat and client")
-        replicas.append(ReplicaAddress(peer=raw["peer"], heartbeat=raw["heartbeat"], client=raw["client"]))
+        if not isinstance(raw, dict) or not {"peer", "heartbeat", "client"} <= set(raw) <= _REPLICA_KEYS:
+            raise ConfigError(f"{path}: [[replica]] {index} needs peer, heartbeat and client (watch: optional)")
+        replicas.append(
+            ReplicaAddress(
+                peer=raw["peer"], heartbeat=raw["heartbeat"], client=raw["client"], watch=raw.get("watch")
+            )
+        )
     settings: dict[str, Any] = {
         "cluster_id": cluster.get("id"),
         "epoch": cluster.get("epoch"),
@@ -342,6 +358,7 @@ def to_toml(config: ClusterConfig) -> str:
             f"peer = {_quote(address.peer)}",
             f"heartbeat = {_quote(address.heartbeat)}",
             f"client = {_quote(address.client)}",
+            *([] if address.watch is None else [f"watch = {_quote(address.watch)}"]),
             "",
         ]
     lines += ["[proxy]", f"endpoint = {_quote(config.proxy)}"]

@@ -28,6 +28,7 @@ to peer j      DEALER      connect j's ``peer``               our messages to j;
 heartbeat      PUB         bind own ``heartbeat``             the core's Commit broadcasts (heartbeats)
 from peer j    SUB         connect j's ``heartbeat``          j's Commits (CONFLATE: only the latest counts)
 client         ROUTER      bind own ``client``                Requests, status queries; answers back
+watch          XPUB        bind own ``watch`` (optional)      executed ops, for watchers (`zvsr.runtime.watch`)
 =============  ==========  =================================  =============================================
 
 Each DEALER's routing id is its replica id, so the identity frame on the peer ROUTER names the sender: a
@@ -88,6 +89,7 @@ from zvsr.runtime.envelope import (
 from zvsr.runtime.logs import RateLimitedWarnings, ReplicaLogger, setup_logging
 from zvsr.runtime.serving import run_until_stopped
 from zvsr.runtime.storage import START_DISK, START_RECOVERY, Storage, StorageError
+from zvsr.runtime.watch import WatchPublisher, WatchRecorder, snapshot_answer
 from zvsr.wire import admin
 from zvsr.wire.batch import batches, decode_request_batch, encode_reply_batch, is_request_batch
 from zvsr.wire.codec import DecodeError, EncodeError, decode_replica_message, decode_request, encode
@@ -143,6 +145,11 @@ class ReplicaNode:
         self._running = False
 
         machine = MsgpackStateMachine(load_app(config.app) if app is None else app)
+        # The watch stream (zvsr.runtime.watch): with a watch endpoint, the core's state machine is wrapped so
+        # the node learns what each step executed and publishes it; the snapshot query reads the app.
+        self._app = machine.app
+        self._watch_recorder = None if self.address.watch is None else WatchRecorder(machine)
+        self._watch: WatchPublisher | None = None
         self._storage = Storage.open(
             config.replica_data_dir(replica),
             cluster_id=config.cluster_id,
@@ -162,6 +169,7 @@ class ReplicaNode:
             if self._keys is not None:
                 self._keys.start_authenticator(self._context)
             self._open_sockets()
+            self._open_watch()
             self._storage.begin()  # a first start counts only once the sockets are ours (before any send)
         except BaseException:
             self._release()
@@ -170,7 +178,7 @@ class ReplicaNode:
         self._core = Replica(
             config=config.protocol_config(),
             replica=replica,
-            state_machine=machine,
+            state_machine=machine if self._watch_recorder is None else self._watch_recorder,
             prng=random.Random(self.seed),
             recovering=self._storage.recovering,
             durable=self._storage.durable,
@@ -279,6 +287,22 @@ class ReplicaNode:
         for socket in self._drains:
             self._poller.register(socket, zmq.POLLIN)
 
+    def _open_watch(self) -> None:
+        """The watch stream's PUB (zvsr.runtime.watch), if this replica has a watch endpoint."""
+        if self._watch_recorder is None or self.address.watch is None:
+            return
+        curve: dict[str, int | bytes] = {}
+        if self._keys is not None and self._pair is not None:  # admitted clients (and proxies) may subscribe
+            curve = security.server_options(self._pair, security.DOMAIN_CLIENTS)
+        # An XPUB, so the node knows whether anyone watches; it reads only subscriptions (small MAXMSGSIZE).
+        socket = self._socket(
+            zmq.XPUB, SNDHWM=c.NODE_WATCH_SNDHWM, MAXMSGSIZE=c.WATCH_SUBSCRIPTION_BYTES_MAX, **curve
+        )
+        self._bind(socket, self.address.watch, "watch")
+        self._watch = WatchPublisher(socket, self._watch_recorder, self._count)
+        self._drains[socket] = self._watch.drain_subscriptions
+        self._poller.register(socket, zmq.POLLIN)
+
     # --- the reactor --------------------------------------------------------------------------------------
 
     @property
@@ -338,6 +362,8 @@ class ReplicaNode:
             self._send_replica(envelope.to, envelope.message)
         if ready.replies:
             self._send_answers(ready.replies)
+        if self._watch is not None:  # after the Ready: publish what this step executed (zvsr.runtime.watch)
+            self._watch.publish(self.core.commit_number, time.monotonic())
 
     # --- inbound ------------------------------------------------------------------------------------------
 
@@ -470,6 +496,8 @@ class ReplicaNode:
             self._count("client: status queries")
             self._send_client(envelope, admin.encode_status(self.status()))
             return
+        if self._answer_snapshot_query(envelope, payload):
+            return
         if isinstance(error, DecodeError):
             self._reject(f"client: decode error ({error.reason})", str(error))
         else:
@@ -489,6 +517,18 @@ class ReplicaNode:
             )
             data = encode(answer)
         self._send_client(envelope, data)
+
+    def _answer_snapshot_query(self, envelope: ClientEnvelope, payload: bytes) -> bool:
+        """Answer a snapshot query (type 32, zvsr.runtime.watch) from the app as of commit_number; False if
+        `payload` is not one. Between core steps, so the state is exactly that after ops 1..commit_number."""
+        core = self.core
+        recovering = core.status is Status.RECOVERING
+        answer = snapshot_answer(payload, self._app, core.commit_number, recovering=recovering)
+        if answer is None:
+            return False
+        self._count("client: snapshot queries")
+        self._send_client(envelope, answer)
+        return True
 
     # --- outbound -----------------------------------------------------------------------------------------
 

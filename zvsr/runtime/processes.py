@@ -71,13 +71,14 @@ def wait_for(
 
 
 def loopback_config(replicas: int = 3, **settings: Any) -> ClusterConfig:
-    """A cluster on 127.0.0.1 with ports the kernel had free: three per replica and one for the proxy."""
-    ports = free_ports(3 * replicas + 1)
+    """A cluster on 127.0.0.1 with ports the kernel had free: four per replica and one for the proxy."""
+    ports = free_ports(4 * replicas + 1)
     addresses = tuple(
         ReplicaAddress(
             peer=f"tcp://127.0.0.1:{ports[3 * i]}",
             heartbeat=f"tcp://127.0.0.1:{ports[3 * i + 1]}",
             client=f"tcp://127.0.0.1:{ports[3 * i + 2]}",
+            watch=f"tcp://127.0.0.1:{ports[3 * replicas + i]}",
         )
         for i in range(replicas)
     )

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 A replica's client port speaks the client protocol of `zvsr.wire.codec` (Request in; Reply, Redirect, Error
-out). Two more shapes share that port, numbered after the protocol's kinds (replica 1..10, client 20..23) so
+out). More shapes share that port, numbered after the protocol's kinds (replica 1..10, client 20..23) so
 they can never be mistaken for one:
 
 ======  ===============  ==================================================================================
@@ -15,7 +15,28 @@ type    message          fields
                          last_normal_view, state_transfer, start, last_heard_ms, counters, traffic,
                          uptime_s, endpoints, data_dir
 23      Error (bare)     ``{"type": 23, "code": "bad_request", "message": str}``
+32      SnapshotQuery    ``{"type": 32, "prefix": str}``: the watch stream's snapshot (below)
+33      Snapshot         ``{"type": 33, "op_number": uint, "items": {str: value}}``, or on failure
+                         ``{"type": 33, "error": code, "message": str}``
 ======  ===============  ==================================================================================
+
+The watch stream (zguide's Clone pattern; docs/protocol.md §12) adds two shapes on a replica's *watch* XPUB,
+each sent as two frames ``[topic, payload]``:
+
+======  ===============  ==================================================================================
+type    message          fields (topic)
+======  ===============  ==================================================================================
+40      WatchOp          ``{"type": 40, "op_number": uint, "operation": bin, "result": bin}`` (``op``)
+41      WatchCommit      ``{"type": 41, "commit_number": uint}`` (``commit``), every
+                         `WATCH_COMMIT_INTERVAL_MS` while subscribed: the replica executed every op up
+                         to it (and published, before this, those executed while subscribed)
+======  ===============  ==================================================================================
+
+A snapshot answer's ``items`` are the app's keys starting with ``prefix`` and their values, as of
+``op_number`` (the replica's commit_number when it answered). Its error codes: ``unavailable`` (the replica is
+recovering and has no state yet: ask another), ``unsupported`` (the app cannot list keys), ``too_large`` (the
+answer would exceed `SNAPSHOT_ANSWER_BYTES_MAX`: use a narrower prefix), ``bad_request`` (a type-32 map of
+another shape).
 
 The status answer is diagnostics, not protocol: nothing in it is an acknowledgement, it may be read at any
 moment, and its fields may grow (readers must ignore keys they do not know). Map keys are str, except in
@@ -35,17 +56,31 @@ an answer rather than silence, so a REQ socket is never left waiting:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 
-from zvsr.constants import CLIENT_MESSAGE_BYTES_MAX, ERROR_MESSAGE_CHARS_MAX, ID_MAX, STATUS_ANSWER_BYTES_MAX
+from zvsr.constants import (
+    CLIENT_MESSAGE_BYTES_MAX,
+    ERROR_MESSAGE_CHARS_MAX,
+    ID_MAX,
+    OPERATION_BYTES_MAX,
+    RESULT_BYTES_MAX,
+    SNAPSHOT_ANSWER_BYTES_MAX,
+    STATUS_ANSWER_BYTES_MAX,
+    WATCH_MESSAGE_BYTES_MAX,
+)
 from zvsr.protocol.messages import ERROR_BAD_REQUEST
 from zvsr.wire.codec import (
+    REASON_MISSING_FIELD,
     REASON_NOT_A_MAP,
     REASON_NOT_MSGPACK,
+    REASON_OUT_OF_RANGE,
     REASON_TOO_LARGE,
     REASON_UNEXPECTED_TYPE,
+    REASON_UNKNOWN_FIELD,
+    REASON_WRONG_TYPE,
     TYPE_ERROR,
     DecodeError,
 )
@@ -139,3 +174,173 @@ def _unpack_or_none(data: bytes, *, strict_map_key: bool = True) -> Any:
         )
     except Exception:  # ValueError subclasses, UnicodeDecodeError, TypeError (unhashable key), StackError…
         return None
+
+
+# --- the watch stream: snapshot query and answer (client port), published ops (watch PUB) ------------------
+
+TYPE_SNAPSHOT_QUERY: Final = 32
+TYPE_SNAPSHOT_ANSWER: Final = 33
+TYPE_WATCH_OP: Final = 40
+TYPE_WATCH_COMMIT: Final = 41
+
+TOPIC_OP: Final = b"op"  # first frame of a WatchOp
+TOPIC_COMMIT: Final = b"commit"  # first frame of a WatchCommit
+
+# A snapshot answer's error codes (see the module docstring).
+SNAPSHOT_UNAVAILABLE: Final = "unavailable"
+SNAPSHOT_UNSUPPORTED: Final = "unsupported"
+SNAPSHOT_TOO_LARGE: Final = "too_large"
+SNAPSHOT_BAD_REQUEST: Final = ERROR_BAD_REQUEST
+SNAPSHOT_ERRORS: Final = frozenset(
+    {SNAPSHOT_UNAVAILABLE, SNAPSHOT_UNSUPPORTED, SNAPSHOT_TOO_LARGE, SNAPSHOT_BAD_REQUEST}
+)
+
+_SNAPSHOT_QUERY_KEYS: Final = frozenset({"type", "prefix"})
+_SNAPSHOT_KEYS: Final = frozenset({"type", "op_number", "items"})
+_SNAPSHOT_ERROR_KEYS: Final = frozenset({"type", "error", "message"})
+_WATCH_OP_KEYS: Final = frozenset({"type", "op_number", "operation", "result"})
+_WATCH_COMMIT_KEYS: Final = frozenset({"type", "commit_number"})
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotAnswer:
+    """A decoded type-33 answer: `items` as of `op_number`, or `error` (a code) and `message`."""
+
+    op_number: int = 0
+    items: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WatchOp:
+    """One executed operation as published: its op number, the operation and the app's result (bytes)."""
+
+    op_number: int
+    operation: bytes
+    result: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class WatchCommit:
+    """A replica's commit_number: every op up to it was published (by that replica) before this."""
+
+    commit_number: int
+
+
+def encode_snapshot_query(prefix: str) -> bytes:
+    data: bytes = msgpack.packb({"type": TYPE_SNAPSHOT_QUERY, "prefix": prefix}, use_bin_type=True)
+    return data
+
+
+def decode_snapshot_query(data: bytes) -> str | None:
+    """The prefix of a snapshot query; None if `data` is not a map with ``type`` 32 at all (not ours);
+    DecodeError if it is one of another shape (it gets a ``bad_request`` snapshot answer)."""
+    if len(data) > CLIENT_MESSAGE_BYTES_MAX:
+        return None
+    value = _unpack_or_none(data)
+    if type(value) is not dict or value.get("type") != TYPE_SNAPSHOT_QUERY or type(value["type"]) is not int:
+        return None
+    if value.keys() != _SNAPSHOT_QUERY_KEYS:
+        raise DecodeError(REASON_UNKNOWN_FIELD, 'a snapshot query is exactly {"type": 32, "prefix": str}')
+    prefix = value["prefix"]
+    if type(prefix) is not str:
+        raise DecodeError(REASON_WRONG_TYPE, f"snapshot query: prefix must be a str, not {type(prefix).__name__}")
+    return prefix
+
+
+def encode_snapshot_answer(op_number: int, items: Mapping[str, Any]) -> bytes:
+    """``{"type": 33, "op_number": n, "items": {...}}``; `items` holds msgpack values (the app's)."""
+    data: bytes = msgpack.packb(
+        {"type": TYPE_SNAPSHOT_ANSWER, "op_number": op_number, "items": dict(items)}, use_bin_type=True
+    )
+    return data
+
+
+def encode_snapshot_error(code: str, message: str) -> bytes:
+    assert code in SNAPSHOT_ERRORS, code
+    data: bytes = msgpack.packb(
+        {"type": TYPE_SNAPSHOT_ANSWER, "error": code, "message": _clip(message)}, use_bin_type=True
+    )
+    return data
+
+
+def decode_snapshot_answer(data: bytes) -> SnapshotAnswer:
+    """A type-33 answer; DecodeError if `data` is not one (e.g. the bare Error of a replica without the query)."""
+    if len(data) > SNAPSHOT_ANSWER_BYTES_MAX:
+        raise DecodeError(REASON_TOO_LARGE, f"snapshot answer of {len(data)} bytes > {SNAPSHOT_ANSWER_BYTES_MAX}")
+    # Stored values are any msgpack values, int-keyed maps included.
+    value = _map_of_type(data, TYPE_SNAPSHOT_ANSWER, "snapshot answer", strict_map_key=False)
+    if value.keys() == _SNAPSHOT_ERROR_KEYS:
+        error, message = value["error"], value["message"]
+        if type(error) is not str or type(message) is not str:
+            raise DecodeError(REASON_WRONG_TYPE, "snapshot answer: error and message must be str")
+        return SnapshotAnswer(error=error, message=message)
+    _exact_keys(value, _SNAPSHOT_KEYS, "snapshot answer")
+    op_number, items = _number(value, "op_number", "snapshot answer"), value["items"]
+    if type(items) is not dict or any(type(key) is not str for key in items):
+        raise DecodeError(REASON_WRONG_TYPE, "snapshot answer: items must be a map with str keys")
+    return SnapshotAnswer(op_number=op_number, items=items)
+
+
+def encode_watch_op(op_number: int, operation: bytes, result: bytes) -> bytes:
+    data: bytes = msgpack.packb(
+        {"type": TYPE_WATCH_OP, "op_number": op_number, "operation": operation, "result": result},
+        use_bin_type=True,
+    )
+    return data
+
+
+def encode_watch_commit(commit_number: int) -> bytes:
+    data: bytes = msgpack.packb({"type": TYPE_WATCH_COMMIT, "commit_number": commit_number}, use_bin_type=True)
+    return data
+
+
+def decode_watch_message(topic: bytes, data: bytes) -> WatchOp | WatchCommit:
+    """One message of the watch stream (its two frames); DecodeError if it is not a well-formed one."""
+    if len(data) > WATCH_MESSAGE_BYTES_MAX:
+        raise DecodeError(REASON_TOO_LARGE, f"watch message of {len(data)} bytes > {WATCH_MESSAGE_BYTES_MAX}")
+    if topic == TOPIC_OP:
+        value = _map_of_type(data, TYPE_WATCH_OP, "watch op")
+        _exact_keys(value, _WATCH_OP_KEYS, "watch op")
+        op_number = _number(value, "op_number", "watch op")
+        operation, result = value["operation"], value["result"]
+        if type(operation) is not bytes or type(result) is not bytes:
+            raise DecodeError(REASON_WRONG_TYPE, "watch op: operation and result must be bin")
+        if op_number == 0 or len(operation) > OPERATION_BYTES_MAX or len(result) > RESULT_BYTES_MAX:
+            raise DecodeError(REASON_OUT_OF_RANGE, "watch op: op_number 0, or operation or result too large")
+        return WatchOp(op_number, operation, result)
+    if topic == TOPIC_COMMIT:
+        value = _map_of_type(data, TYPE_WATCH_COMMIT, "watch commit")
+        _exact_keys(value, _WATCH_COMMIT_KEYS, "watch commit")
+        return WatchCommit(_number(value, "commit_number", "watch commit"))
+    raise DecodeError(REASON_UNEXPECTED_TYPE, f"unknown watch topic {topic[:32]!r}")
+
+
+def _map_of_type(data: bytes, kind: int, what: str, *, strict_map_key: bool = True) -> dict[str, Any]:
+    value = _unpack_or_none(data, strict_map_key=strict_map_key)
+    if value is None:
+        raise DecodeError(REASON_NOT_MSGPACK, f"{what} is not one msgpack value")
+    if type(value) is not dict:
+        raise DecodeError(REASON_NOT_A_MAP, f"{what} is {type(value).__name__}")
+    found = value.get("type")
+    if type(found) is not int or found != kind:  # no repr of the input: it may nest 1000 deep
+        shown = found if type(found) is int else type(found).__name__
+        raise DecodeError(REASON_UNEXPECTED_TYPE, f"not a {what}: type {shown}")
+    return value
+
+
+def _exact_keys(value: dict[str, Any], keys: frozenset[str], what: str) -> None:
+    if not keys <= value.keys():
+        raise DecodeError(REASON_MISSING_FIELD, f"{what}: missing {', '.join(sorted(keys - value.keys()))}")
+    if value.keys() != keys:
+        raise DecodeError(REASON_UNKNOWN_FIELD, f"{what}: unknown fields {sorted(map(str, value.keys() - keys))}")
+
+
+def _number(value: dict[str, Any], name: str, what: str) -> int:
+    number = value[name]
+    if type(number) is not int:
+        raise DecodeError(REASON_WRONG_TYPE, f"{what}: {name} must be an int")
+    if not 0 <= number <= ID_MAX:
+        raise DecodeError(REASON_OUT_OF_RANGE, f"{what}: {name} {number} out of range")
+    return number
