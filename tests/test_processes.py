@@ -124,7 +124,8 @@ def check_after_load(cluster: ProcessCluster, load: Load) -> None:
 def test_readme_quickstart_cluster_up_then_kv_put_and_get(tmp_path: Path) -> None:
     """`zvsr cluster up` in one shell; `zvsr kv put a 1` and `zvsr kv get a` in another; Ctrl-C stops it all."""
     base = free_ports(1)[0]
-    while not all(port_is_free(f"tcp://127.0.0.1:{base + offset}") for offset in (0, 10, 11, 12, 20, 21, 22, 30)):
+    offsets = (0, *(10 * (i + 1) + j for i in range(3) for j in range(4)))  # proxy; peer, heartbeat, client, watch
+    while not all(port_is_free(f"tcp://127.0.0.1:{base + offset}") for offset in offsets):
         base = free_ports(1)[0]
     up = subprocess.Popen(
         [sys.executable, "-m", "zvsr", "cluster", "up", "--base-port", str(base)],

@@ -20,6 +20,7 @@ import click
 
 from zvsr import __version__
 from zvsr.bench.cli import bench_command
+from zvsr.fuzz import fuzz_command
 from zvsr.lincheck.cli import lincheck_command
 from zvsr.runtime.config import (
     ENVIRONMENT,
@@ -42,6 +43,7 @@ def main() -> None:
 main.add_command(sim_command, "sim")
 main.add_command(lincheck_command, "lincheck")
 main.add_command(bench_command, "bench")
+main.add_command(fuzz_command, "fuzz")
 
 
 def _environment() -> dict[str, str]:

@@ -232,7 +232,10 @@ class ReplicaNode:
             ROUTER_HANDOVER=1,  # a restarted peer takes its routing id back from its dead connection
             ROUTER_MANDATORY=1,  # never used to send; set as on every ROUTER, so a stray send would fail loudly
             MAXMSGSIZE=c.MESSAGE_BYTES_MAX,
-            **zmtp_heartbeats,
+            # No ZMTP heartbeats on this side (the peers' DEALERs send them, and it still answers their PINGs):
+            # libzmq 4.3.5 aborts the process (stream_engine_base.cpp:310, `!_io_error`) when a heartbeat timer
+            # fires on a connection that was reset while its receive queue was full — which anyone who can
+            # reach the port can arrange (found by `zvsr fuzz`; libzmq issue #4841).
             **curve["peer"],
         )
         self._bind(self._peer_router, self.address.peer, "peer")

@@ -120,7 +120,9 @@ def decode_status(data: bytes) -> dict[str, Any]:
     if type(value) is not dict:
         raise DecodeError(REASON_NOT_A_MAP, f"status answer is {type(value).__name__}")
     if value.get("type") != TYPE_STATUS_ANSWER or type(value.get("type")) is not int:
-        raise DecodeError(REASON_UNEXPECTED_TYPE, f"not a status answer: type {value.get('type')!r}")
+        # The type's kind, never its repr: a hostile value can nest deeper than repr can recurse.
+        kind = type(value.get("type")).__name__
+        raise DecodeError(REASON_UNEXPECTED_TYPE, f"not a status answer: type is {kind}")
     return value
 
 

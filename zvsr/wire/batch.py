@@ -88,13 +88,15 @@ def _decode(data: bytes, type_number: int, field: str) -> list[bytes]:
         raise DecodeError(REASON_NOT_MSGPACK, f"batch: {type(error).__name__}") from error
     if type(value) is not dict:
         raise DecodeError(REASON_NOT_A_MAP, "a batch is a map")
-    if set(value) != {"type", field}:
-        missing = {"type", field} - set(value)
+    keys = set(value)
+    if keys != {"type", field}:
+        missing = {"type", field} - keys
         if missing:
             raise DecodeError(REASON_MISSING_FIELD, f"batch lacks {', '.join(sorted(missing))}")
-        raise DecodeError(REASON_UNKNOWN_FIELD, f"batch has {', '.join(sorted(set(value) - {'type', field}))}")
-    if value["type"] != type_number or type(value["type"]) is not int:
-        raise DecodeError(REASON_INCONSISTENT, f"batch type {value['type']!r}, expected {type_number}")
+        raise DecodeError(REASON_UNKNOWN_FIELD, f"batch has {len(keys - {'type', field})} unknown key(s)")
+    if type(value["type"]) is not int or value["type"] != type_number:
+        # Never the value's repr: a hostile value can nest deeper than repr can recurse.
+        raise DecodeError(REASON_INCONSISTENT, f"batch type is not {type_number}")
     elements = value[field]
     if type(elements) is not list or not all(type(e) is bytes for e in elements):
         raise DecodeError(REASON_WRONG_TYPE, f"{field} must be an array of bin")
