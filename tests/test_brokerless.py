@@ -333,3 +333,89 @@ def test_the_worker_pool_fences_a_stale_writer_and_survives_kill_9_of_the_primar
     assert all(len(names) == 1 for names in writers.values()), "two writers used one token"
     job = stale[0]["job"]
     assert [slot[:2] for slot in last["slots"] if slot[2]["job"] == job] == [[rewritten_token, "w2"]]
+
+
+# --- config distribution: agents follow a prefix through a failover ------------------------------------------
+
+
+def read_agent_file(path: Path) -> dict[str, Any] | None:
+    try:
+        document: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return document
+
+
+@pytest.mark.timeout(120)
+def test_config_agents_keep_their_copy_in_sync_across_a_kill_9_of_the_primary(tmp_path: Path) -> None:
+    """Two agents watch config/web/; an operator changes it, the primary is killed, it changes again: each
+    agent's file ends equal to the cluster's keys under the prefix (and holds nothing else), its op_number only
+    ever moving forward."""
+    from zvsr.client import Client
+
+    with process_cluster(tmp_path) as cluster:
+        cluster.wait_for_primary()
+        environment = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        outs = [tmp_path / f"agent-{n}.json" for n in range(2)]
+        agents = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "brokerless.config_distribution.agent",
+                    "--config",
+                    str(cluster.path),
+                    "--prefix",
+                    "config/web/",
+                    "--out",
+                    str(out),
+                ],
+                cwd=REPO,
+                env=environment,
+                stdout=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            for out in outs
+        ]
+        seen_ops: list[list[int]] = [[], []]
+
+        def agents_hold(expected: dict[str, Any]) -> bool:
+            for n, out in enumerate(outs):
+                document = read_agent_file(out)
+                if document is None:
+                    return False
+                seen_ops[n].append(document["op_number"])
+                if document["config"] != expected:
+                    return False
+            return True
+
+        try:
+            with Client(cluster.config.proxy, timeout_ms=10_000) as client:
+                client.put("config/web/mode", "active")
+                client.put("config/web/workers", 4)
+                client.put("config/db/url", "elsewhere")  # another prefix: not the agents' business
+                wait_for(
+                    lambda: agents_hold({"mode": "active", "workers": 4}), timeout_s=30, what="the first sync"
+                )
+                primary = cluster.wait_for_primary()
+                cluster.kill(primary)
+                cluster.wait_for_primary(other_than=primary, timeout_s=30)
+                client.put("config/web/mode", "draining")
+                client.incr("config/web/workers", 2)
+                client.delete("config/web/missing")
+                client.put("config/web/banner", "maintenance at 22:00")
+                expected = {"mode": "draining", "workers": 6, "banner": "maintenance at 22:00"}
+                wait_for(lambda: agents_hold(expected), timeout_s=30, what="the agents to follow the failover")
+            for ops in seen_ops:
+                assert ops == sorted(ops), "an agent's copy went back in time"
+        finally:
+            for agent in agents:
+                if agent.poll() is None:
+                    os.killpg(agent.pid, signal.SIGTERM)
+            for agent in agents:
+                try:
+                    agent.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(agent.pid, signal.SIGKILL)
+                    agent.wait()
+        assert all(agent.returncode == 0 for agent in agents)
