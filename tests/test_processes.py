@@ -5,25 +5,22 @@ Each test states the scenario; each waits for conditions with deadlines and clea
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
 import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 import pytest
 import zmq
 
-from zvsr.client import Client, SessionExpired, Timeout, ZvsrError
-from zvsr.lincheck import UNKNOWN, Operation, ZvsrModel, check
+from zvsr.client import Client, SessionExpired
+from zvsr.fuzz import Workload
+from zvsr.lincheck import ZvsrModel, check
 from zvsr.runtime.processes import ProcessCluster, free_ports, port_is_free, process_cluster, wait_for
 from zvsr.runtime.status import query
 
@@ -37,77 +34,13 @@ def cluster(tmp_path: Path) -> Iterator[ProcessCluster]:
         yield started
 
 
-# --- a load of several clients, recorded for the checks -----------------------------------------------------
+# --- a load of several clients, recorded for the checks: the fuzzer's workload (zvsr.fuzz.Workload) -------------
 
 
-@dataclass
-class Load:
-    proxy: str
-    clients: int = 4
-    history: list[Operation] = field(default_factory=list)
-    acknowledged_puts: dict[str, Any] = field(default_factory=dict)
-    acknowledged_increments: int = 0
-    unknown_increments: int = 0
-    errors: list[str] = field(default_factory=list)
-    stop: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    started: float = field(default_factory=time.monotonic)
-
-    def run(self) -> list[threading.Thread]:
-        threads = [threading.Thread(target=self._client, args=(n,), daemon=True) for n in range(self.clients)]
-        for thread in threads:
-            thread.start()
-        return threads
-
-    def acknowledged(self) -> int:
-        with self.lock:
-            return sum(1 for op in self.history if op.output is not UNKNOWN)
-
-    def _client(self, number: int) -> None:
-        with Client(self.proxy, timeout_ms=8000) as client:
-            for sequence in itertools.count():
-                if self.stop.is_set():
-                    return
-                if sequence % 3 == 2:
-                    operation: dict[str, Any] = {"op": "incr", "key": "counter", "by": 1}
-                elif sequence % 3 == 1:
-                    operation = {"op": "get", "key": f"k{number}"}
-                else:
-                    operation = {"op": "put", "key": f"k{number}", "value": sequence}
-                call = time.monotonic() - self.started
-                try:
-                    result = client.execute(operation)
-                except Timeout:
-                    self._record(number, operation, UNKNOWN, call, None)
-                    continue
-                except ZvsrError as error:
-                    self._record(number, operation, UNKNOWN, call, None)
-                    with self.lock:
-                        self.errors.append(f"{error.code}: {error}")
-                    continue
-                self._record(number, operation, result, call, time.monotonic() - self.started)
-
-    def _record(
-        self, number: int, operation: dict[str, Any], result: Any, call: float, done: float | None
-    ) -> None:
-        with self.lock:
-            if result is UNKNOWN:
-                self.history.append(Operation(number, operation, UNKNOWN, call))
-                if operation["op"] == "incr":
-                    self.unknown_increments += 1
-                return
-            assert done is not None
-            self.history.append(Operation(number, operation, result, call, done))
-            if operation["op"] == "put":
-                self.acknowledged_puts[operation["key"]] = operation["value"]
-            elif operation["op"] == "incr":
-                self.acknowledged_increments += 1
-
-
-def check_after_load(cluster: ProcessCluster, load: Load) -> None:
+def check_after_load(cluster: ProcessCluster, load: Workload) -> None:
     """Every acknowledged write is there, no increment ran twice, and the history is linearizable."""
     with Client(cluster.config.proxy, timeout_ms=10_000) as client:
-        counter = client.get("counter") or 0
+        counter = client.get(load.counter_key) or 0
         assert load.acknowledged_increments <= counter <= load.acknowledged_increments + load.unknown_increments
         for key, value in load.acknowledged_puts.items():
             # Each client writes increasing numbers to its own key; a later put that was in flight (outcome
@@ -160,8 +93,8 @@ def test_readme_quickstart_cluster_up_then_kv_put_and_get(tmp_path: Path) -> Non
 
 def test_kill_9_of_the_primary_under_load_loses_nothing_acknowledged(cluster: ProcessCluster) -> None:
     """Four clients write through the proxy; the primary is killed with SIGKILL; writes go on in a new view."""
-    load = Load(cluster.config.proxy)
-    threads = load.run()
+    load = Workload(cluster.config.proxy)
+    load.run()
     wait_for(lambda: load.acknowledged() >= 100, timeout_s=30, what="100 acknowledged ops")
     primary = cluster.wait_for_primary()
     cluster.kill(primary)
@@ -169,16 +102,14 @@ def test_kill_9_of_the_primary_under_load_loses_nothing_acknowledged(cluster: Pr
     new_primary = cluster.wait_for_primary(other_than=primary, timeout_s=30)
     assert new_primary != primary
     wait_for(lambda: load.acknowledged() >= before + 100, timeout_s=60, what="100 more ops after failover")
-    load.stop.set()
-    for thread in threads:
-        thread.join(timeout=30)
+    load.finish()
     check_after_load(cluster, load)
 
 
 def test_sigstop_of_the_primary_then_sigcont_returns_it_as_a_backup(cluster: ProcessCluster) -> None:
     """The primary is frozen longer than the view-change timeout, the others move on, then it thaws."""
-    load = Load(cluster.config.proxy, clients=2)
-    threads = load.run()
+    load = Workload(cluster.config.proxy, clients=2)
+    load.run()
     wait_for(lambda: load.acknowledged() >= 50, timeout_s=30, what="50 acknowledged ops")
     primary = cluster.wait_for_primary()
     cluster.pause(primary)
@@ -201,9 +132,7 @@ def test_sigstop_of_the_primary_then_sigcont_returns_it_as_a_backup(cluster: Pro
         )
 
     wait_for(thawed_as_backup, timeout_s=30, what="the old primary to rejoin as a backup")
-    load.stop.set()
-    for thread in threads:
-        thread.join(timeout=30)
+    load.finish()
     check_after_load(cluster, load)
     primaries = [i for i, answer in cluster.statuses().items() if answer.get("role") == "primary"]
     assert len(primaries) == 1, f"split brain: {primaries}"
@@ -244,8 +173,8 @@ def test_kill_9_of_every_replica_under_load_then_restart_loses_nothing_acknowled
     cluster: ProcessCluster,
 ) -> None:
     """Power cut: all replicas die at once while four clients write; they restart from their disks."""
-    load = Load(cluster.config.proxy)
-    threads = load.run()
+    load = Workload(cluster.config.proxy)
+    load.run()
     wait_for(lambda: load.acknowledged() >= 150, timeout_s=30, what="150 acknowledged ops")
     for index in range(3):
         cluster.kill(index)
@@ -254,9 +183,7 @@ def test_kill_9_of_every_replica_under_load_then_restart_loses_nothing_acknowled
         cluster.start_node(index)
     cluster.wait_for_primary(timeout_s=30)
     wait_for(lambda: load.acknowledged() >= acknowledged_at_the_cut + 100, timeout_s=60, what="ops after restart")
-    load.stop.set()
-    for thread in threads:
-        thread.join(timeout=30)
+    load.finish()
     for index in range(3):
         assert "restart from disk" in (cluster.root / f"replica-{index}.log").read_text()
     check_after_load(cluster, load)
