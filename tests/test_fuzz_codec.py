@@ -31,6 +31,7 @@ from zvsr.fuzz import (
     ALL_KINDS,
     BYTE_MUTATIONS,
     CLIENT,
+    CONTENT_BOMBS,
     EDGE_NUMBERS,
     HUGE_HEADERS,
     PEER,
@@ -38,7 +39,6 @@ from zvsr.fuzz import (
     PROXY,
     STRUCTURE_MUTATIONS,
     FrameGenerator,
-    container_bomb,
     fresh_batch,
     fresh_message,
     limit_payloads,
@@ -49,9 +49,9 @@ from zvsr.fuzz import (
     pack_map,
     packb,
 )
-from zvsr.protocol.messages import REPLICA_MESSAGES, Request
+from zvsr.protocol.messages import REPLICA_MESSAGES, DoViewChange, LogEntry, Request
 from zvsr.runtime.envelope import EnvelopeError, answer_frames, parse_client_frames
-from zvsr.wire import DECODE_ERROR_REASONS, TYPE_NUMBERS, DecodeError, Message, admin
+from zvsr.wire import DECODE_ERROR_REASONS, TYPE_NUMBERS, DecodeError, Message, admin, codec
 from zvsr.wire.batch import decode_reply_batch, decode_request_batch
 from zvsr.wire.codec import decode, decode_client_reply, decode_replica_message, decode_request, encode
 
@@ -76,10 +76,8 @@ def codec_contract(data: bytes) -> list[Message]:
     """Every decoder: DecodeError with a known reason, or a message whose canonical encoding round-trips."""
     decoded = []
     for decoder in DECODERS:
-        try:
-            message = decoder(data)
-        except DecodeError as error:
-            assert error.reason in DECODE_ERROR_REASONS, error
+        message = decode_both_ways(decoder, data)
+        if isinstance(message, DecodeError):
             continue
         assert type(message) in TYPE_NUMBERS
         canonical = encode(message)
@@ -87,6 +85,28 @@ def codec_contract(data: bytes) -> list[Message]:
         assert encode(decode(canonical)) == canonical
         decoded.append(message)
     return decoded
+
+
+def decode_both_ways(decoder: Any, data: bytes) -> Message | DecodeError:
+    """`decoder(data)` unpacked in one call and field by field (as frames above STREAM_DECODE_ABOVE are): the
+    two must agree — the same message, or both a DecodeError with a known reason."""
+    outcomes: list[Message | DecodeError] = []
+    saved = codec.STREAM_DECODE_ABOVE
+    for threshold in (saved, -1) if len(data) <= saved else (2**62, saved):
+        codec.STREAM_DECODE_ABOVE = threshold  # type: ignore[misc]
+        try:
+            outcomes.append(decoder(data))
+        except DecodeError as error:
+            assert error.reason in DECODE_ERROR_REASONS, error
+            outcomes.append(error)
+        finally:
+            codec.STREAM_DECODE_ABOVE = saved  # type: ignore[misc]
+    one_call, streaming = outcomes
+    if isinstance(one_call, DecodeError) or isinstance(streaming, DecodeError):
+        assert isinstance(one_call, DecodeError) and isinstance(streaming, DecodeError), (one_call, streaming)
+    else:
+        assert one_call == streaming
+    return one_call
 
 
 def admin_contract(data: bytes) -> None:
@@ -445,8 +465,6 @@ def test_generated_frames_keep_every_contract(port: str) -> None:
     for _ in range(2000):
         frames = generator.frames(port)
         payload = frames[-1]
-        if len(payload) > 100_000:  # a container bomb: see test_one_peer_frame_cannot_cost_gigabytes
-            continue
         codec_contract(payload)
         assert type(admin.is_status_query(payload)) is bool
         admin.request_ids(payload)
@@ -483,37 +501,65 @@ def test_frames_at_the_size_limits_are_refused_by_the_decoders() -> None:
 # --- memory and time for hostile *content* (not declared lengths) ------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open bug: decoding builds the whole msgpack value first (~65 B of memory per input byte for "
-    "nested empty arrays); needs a streaming, type-checking decode of the peer port's frames",
-)
-def test_one_peer_frame_cannot_cost_gigabytes() -> None:
-    """BUG (resource exhaustion, found by this fuzzing): a frame the peer port accepts can cost a replica tens
-    of GiB while it is decoded.
+# Per input byte, the most memory decoding one frame may take: a 256 MiB peer frame (MESSAGE_BYTES_MAX) then
+# needs at most 4 GiB, and in practice far less (a legal DoViewChange of that size: ~1.5 GiB).
+BYTES_PER_INPUT_BYTE_MAX = 16
 
-    msgpack builds the whole value before the codec looks at a field, and a one-byte empty array (``90``)
-    becomes a ~70-byte Python list. The codec caps each array at the input's length and LOG_ENTRIES_MAX, but
-    not the total: ``{"type": 20, "client_id": [[90 × 4 000 000], [90 × 4 000 000], …]}`` — see
-    `zvsr.fuzz.container_bomb` — costs ~65 bytes per input byte, so a MESSAGE_BYTES_MAX (256 MiB) frame needs
-    ~16 GiB (measured: 1 MiB → 65 MiB peak, 64 MiB → 4.5 GB RSS and ~60 s of CPU). A legal message of that
-    size (a DoViewChange of ~3 M entries) needs ~1.5 GiB. A peer frame reaches the decoder from any
-    connection that takes a member's routing id (unauthenticated without CurveZMQ; ROUTER_HANDOVER). The
-    budget asserted here is 4 GiB per frame at MESSAGE_BYTES_MAX, extrapolated from a 256 KiB frame.
-    """
-    size = 256 * 1024
-    data = container_bomb(size)
-    assert len(data) == size
+
+def peak_memory_of(decoder: Any, data: bytes) -> tuple[int, object]:
     tracemalloc.start()
     try:
-        with pytest.raises(DecodeError):
-            decode_replica_message(data)
+        try:
+            outcome: object = decoder(data)
+        except DecodeError as error:
+            outcome = error
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    per_byte = peak / size
-    worst_case = per_byte * constants.MESSAGE_BYTES_MAX
-    assert worst_case <= 4 * 2**30, (
-        f"{per_byte:.0f} bytes of memory per input byte: a {constants.MESSAGE_BYTES_MAX >> 20} MiB peer frame "
-        f"would need ~{worst_case / 2**30:.1f} GiB to decode"
+    return peak, outcome
+
+
+@pytest.mark.parametrize("shape", sorted(CONTENT_BOMBS))
+def test_no_hostile_peer_frame_costs_more_than_a_bounded_multiple_of_its_size(shape: str) -> None:
+    """Found by this fuzzing: one unpackb call builds the whole value before the codec looks at a field, and a
+    one-byte empty array becomes a ~60-byte list, so a 256 MiB peer frame of them cost ~16 GiB (measured:
+    64 MiB → 4.5 GB RSS). Frames above STREAM_DECODE_ABOVE are now unpacked field by field, refusing every
+    container but a log entry before it is built: each shape here is refused at ≤ 16 bytes per input byte."""
+    size = 512 * 1024
+    data = CONTENT_BOMBS[shape](size)
+    assert len(data) > codec.STREAM_DECODE_ABOVE
+    peak, outcome = peak_memory_of(decode_replica_message, data)
+    assert isinstance(outcome, DecodeError) and outcome.reason in DECODE_ERROR_REASONS
+    assert peak / len(data) <= BYTES_PER_INPUT_BYTE_MAX, (
+        f"{shape}: {peak / len(data):.1f} bytes of memory per input byte: a "
+        f"{constants.MESSAGE_BYTES_MAX >> 20} MiB peer frame would need "
+        f"~{peak / len(data) * constants.MESSAGE_BYTES_MAX / 2**30:.1f} GiB to decode"
     )
+
+
+def test_a_legal_view_change_log_decodes_within_the_same_bound() -> None:
+    """The streaming path is for the big legal messages too: a DoViewChange with 40 000 entries (~1.3 MiB)."""
+    entries = tuple(
+        LogEntry(view=3, op_number=op, client_id=70_000 + op, request_number=op, operation=b"x" * 16)
+        for op in range(1, 40_001)
+    )
+    message = DoViewChange(
+        cluster=1, epoch=0, view=4, replica=2, last_normal_view=3, op_number=40_000, commit_number=39_000,
+        log=entries,
+    )
+    data = encode(message)
+    assert len(data) > codec.STREAM_DECODE_ABOVE
+    peak, outcome = peak_memory_of(decode_replica_message, data)
+    assert outcome == message
+    assert peak / len(data) <= BYTES_PER_INPUT_BYTE_MAX
+
+
+@pytest.mark.parametrize("shape", sorted(CONTENT_BOMBS))
+def test_a_frame_unpacked_in_one_call_costs_a_few_mib_at_most(shape: str) -> None:
+    """Below STREAM_DECODE_ABOVE (every client request, every ordinary Prepare) the one fast unpackb call is
+    kept: the worst shape there costs a few MiB, once per frame."""
+    data = CONTENT_BOMBS[shape](codec.STREAM_DECODE_ABOVE - 64)
+    assert len(data) <= codec.STREAM_DECODE_ABOVE
+    peak, outcome = peak_memory_of(decode_replica_message, data)
+    assert isinstance(outcome, DecodeError)
+    assert peak <= 16 * 2**20, f"{shape}: {peak / 2**20:.1f} MiB"

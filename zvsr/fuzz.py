@@ -250,8 +250,9 @@ def widen(value: Any) -> bytes:
 def container_bomb(size: int) -> bytes:
     """A Request-looking map of `size` bytes whose `client_id` is an array of empty arrays.
 
-    Every byte of it becomes a Python list when msgpack unpacks it, before the codec can look at the field:
-    about 70 bytes of memory and a few hundred nanoseconds per input byte (see tests/test_fuzz_codec.py).
+    Unpacked in one call, every byte of it becomes a Python list before the codec can look at the field:
+    about 60 bytes of memory per input byte. The codec unpacks frames this big field by field instead (see
+    `zvsr.wire.codec._unpack_streaming` and tests/test_fuzz_codec.py).
     """
     head = b"\x82\xa4type\x14\xa9client_id"
     per = min(c.LOG_ENTRIES_MAX, max(1, size))
@@ -264,6 +265,41 @@ def container_bomb(size: int) -> bytes:
         chunks.append(b"\xdd" + struct.pack(">I", count) + b"\x90" * count)
         body_size -= count + 5
     return head + b"\xdd" + struct.pack(">I", len(chunks)) + b"".join(chunks)
+
+
+def _array32(count: int, body: bytes) -> bytes:
+    return b"\xdd" + struct.pack(">I", count) + body
+
+
+def _log_frame(body: bytes) -> bytes:
+    """A DoViewChange-looking map of only `type` and `log`: the codec must refuse it without building it."""
+    return b"\x82\xa4type\x05\xa3log" + body
+
+
+def _padded(size: int, unit: bytes, wrap: Callable[[int, bytes], bytes]) -> bytes:
+    count = max(1, (size - 16) // len(unit))
+    return wrap(count, unit * count)
+
+
+# Hostile content for a frame of about `size` bytes, by shape: each is the cheapest way we know to make one
+# input byte cost many bytes of Python objects if unpacked naively. tests/test_fuzz_codec.py bounds them all.
+CONTENT_BOMBS: Final[dict[str, Callable[[int], bytes]]] = {
+    "nested empty arrays": container_bomb,
+    "empty maps": lambda size: _log_frame(_padded(size, b"\x80", _array32)),
+    "two-character strings": lambda size: _log_frame(_padded(size, b"\xa2xy", _array32)),
+    "three-byte ints": lambda size: _log_frame(_padded(size, b"\xcd\x01\x00", _array32)),
+    "well-typed entries": lambda size: _log_frame(
+        _padded(size, b"\x95" + b"\xcd\x01\x00" * 4 + b"\xc4\x00", _array32)
+    ),
+    "arrays of five empty arrays": lambda size: _log_frame(_padded(size, b"\x95\x90\x90\x90\x90\x90", _array32)),
+    "deep five-arrays": lambda size: _log_frame(
+        _array32(1, b"\x95\x90\x90\x90\x90" * max(1, (size - 16) // 5) + b"\x90")
+    ),
+}
+
+
+def content_bomb(rng: random.Random, size: int) -> bytes:
+    return CONTENT_BOMBS[rng.choice(sorted(CONTENT_BOMBS))](size)
 
 
 def random_value(rng: random.Random, depth: int = 0) -> Any:
@@ -728,7 +764,9 @@ class FrameGenerator:
         pick = rng.random()
         if pick < 0.0005:
             self.stats["container bomb"] += 1
-            return container_bomb(rng.choice((4096, 65_536, c.CLIENT_MESSAGE_BYTES_MAX)))
+            # The peer port takes frames up to MESSAGE_BYTES_MAX; the others refuse anything this big unread.
+            sizes = (4096, 65_536, c.CLIENT_MESSAGE_BYTES_MAX) + ((1 << 20, 4 << 20) if port == PEER else ())
+            return content_bomb(rng, rng.choice(sizes))
         if pick < 0.08:
             self.stats["random bytes"] += 1
             size = rng.choice((0, 1, 2, 5, 16, 64, 256, 1024)) if rng.random() < 0.95 else rng.randrange(66_000)

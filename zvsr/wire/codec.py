@@ -49,13 +49,24 @@ that the runtime counts:
   empty Prepare;
 - ``too_large``: the input, a bytes field, a string or an entry list above its bound in `zvsr.constants`;
 - ``inconsistent``: each field is fine but together they break an invariant (commit_number > op_number,
-  non-consecutive entries, an entry from a later view than the message, half of a RecoveryResponse's log…).
+  non-consecutive entries, an entry from a later view than the message, half of a RecoveryResponse's log…),
+  or a key appears twice (readers disagree on which one counts).
 
 Hostile length prefixes cannot make the decoder allocate: the input length is checked against
 MESSAGE_BYTES_MAX (CLIENT_MESSAGE_BYTES_MAX for client requests) before msgpack sees it, and msgpack's own
 per-container limits are capped by the input length, since every element of a container takes at least one
 byte (msgpack preallocates a list of the declared length otherwise). Nesting depth is bounded by msgpack's
 C unpacker, and no decoder here recurses.
+
+Hostile *content* is bounded too. One `unpackb` builds the whole value before any field is looked at, and a
+one-byte empty array becomes a ~60-byte Python list: a 256 MiB frame of nested empty arrays would cost
+~16 GiB. So only frames up to `STREAM_DECODE_ABOVE` bytes (every client request, every ordinary Prepare) take
+that one call, costing at most a few MiB whatever they hold. Bigger frames (view-change and recovery logs,
+state transfer, snapshot chunks) are unpacked field by field (`_unpack_streaming`): the first byte of every
+top-level value is looked at before the value is built, so a field can only become a scalar or an array of
+log entries, and each entry is checked the moment msgpack completes it (`_entry_hook`), so a wrong shape
+stops the unpacking at the first bad entry. Memory is then a bounded multiple of the input (≤ ~16 bytes per
+byte; tests/test_fuzz_codec.py measures every shape it knows).
 
 Performance: this runs for every message on the hot path. Encoding builds one dict per message with
 hand-written per-class functions (no reflection) and packs it with a reused `msgpack.Packer` (one per thread:
@@ -450,6 +461,10 @@ _STR_BYTES_MAX: Final = 4 * ERROR_MESSAGE_CHARS_MAX
 
 _unpackb = msgpack.unpackb
 
+# Frames up to this size are unpacked in one call (fast; worst case ~60 bytes of memory per input byte, so a
+# few MiB); bigger ones field by field. Above every client request and an ordinary Prepare's size.
+STREAM_DECODE_ABOVE: Final = 128 * 1024
+
 
 def _unpack(data: bytes, size_max: int) -> dict[str, Any]:
     """One msgpack map from `data`, or DecodeError."""
@@ -461,6 +476,8 @@ def _unpack(data: bytes, size_max: int) -> dict[str, Any]:
     size = len(data)
     if size > size_max:
         raise DecodeError(REASON_TOO_LARGE, f"{size} bytes > {size_max}")
+    if size > STREAM_DECODE_ABOVE:
+        return _unpack_streaming(data)
     try:
         # msgpack preallocates a list of an array's *declared* length, so the array limit is capped by the
         # input length (every element takes at least one byte): a 5-byte input cannot cost 32 MB. Bin and str
@@ -481,7 +498,117 @@ def _unpack(data: bytes, size_max: int) -> dict[str, Any]:
         raise DecodeError(reason, f"{type(error).__name__}: {error}") from error
     if type(value) is not dict:
         raise DecodeError(REASON_NOT_A_MAP, f"top level is {type(value).__name__}")
+    head = data[0]
+    if len(value) != (head & 0x0F if head < 0x90 else _map_header_count(data)):
+        raise _duplicate_keys()
     return value
+
+
+def _map_header_count(data: bytes) -> int:
+    """The key count a map's header declares (the caller knows `data` is one map)."""
+    head = data[0]
+    if head < 0x90:
+        return head & 0x0F
+    return int.from_bytes(data[1:3] if head == 0xDE else data[1:5], "big")
+
+
+def _duplicate_keys() -> DecodeError:
+    # msgpack lets the last of two equal keys win, other decoders the first: a frame that two readers would
+    # read differently is refused, not guessed at.
+    return DecodeError(REASON_INCONSISTENT, "a key appears twice")
+
+
+# First bytes of msgpack values (msgpack spec, "formats"): what each top-level value may start with.
+_MAP_HEADS: Final = frozenset([*range(0x80, 0x90), 0xDE, 0xDF])
+_ARRAY_HEADS: Final = frozenset([*range(0x90, 0xA0), 0xDC, 0xDD])
+_CONTAINER_HEADS: Final = _MAP_HEADS | _ARRAY_HEADS
+_KEY_HEADS: Final = frozenset([*range(0xA0, 0xC0), 0xD9, 0xDA, 0xDB, 0xC4, 0xC5, 0xC6])  # str, bin
+
+
+def _unpack_streaming(data: bytes) -> dict[str, Any]:
+    """What `_unpack` returns for `data`, built so that hostile content cannot cost more than a bounded
+    multiple of its size: containers other than the top-level map and arrays of log entries are refused
+    before they are built, and entries arrive as checked `LogEntry` objects (see `_entry_hook`)."""
+    size = len(data)
+    unpacker = msgpack.Unpacker(
+        None,
+        raw=False,
+        strict_map_key=True,
+        max_buffer_size=size,
+        max_bin_len=_BIN_BYTES_MAX,
+        max_str_len=_STR_BYTES_MAX,
+        max_array_len=5,  # the only arrays unpacked whole are log entries; their parent array is walked here
+        max_map_len=0,  # the only map is the top level, read by its header
+        max_ext_len=0,
+        list_hook=_entry_hook,
+    )
+    unpacker.feed(data)
+    unpack, tell = unpacker.unpack, unpacker.tell
+    value: dict[Any, Any] = {}  # keys are str or bytes, as the one-call path's; _check_fields sorts them out
+    name: object = "?"
+    try:
+        if data[0] not in _MAP_HEADS:
+            raise DecodeError(REASON_NOT_A_MAP, "top level is not a map")
+        count = unpacker.read_map_header()
+        if count > _MAP_LEN_MAX:
+            raise DecodeError(REASON_TOO_LARGE, f"a map of {count} keys > {_MAP_LEN_MAX}")
+        for _ in range(count):
+            if data[tell()] not in _KEY_HEADS:
+                raise DecodeError(REASON_NOT_MSGPACK, "a map key is neither str nor bin")
+            name = unpack()
+            head = data[tell()]
+            if head not in _CONTAINER_HEADS:
+                value[name] = unpack()  # a scalar: bounded by the str/bin limits above
+                continue
+            if head in _MAP_HEADS:
+                raise DecodeError(REASON_WRONG_TYPE, f"{name!r} is a map")
+            length = unpacker.read_array_header()
+            if length > LOG_ENTRIES_MAX or length > size:
+                raise DecodeError(REASON_TOO_LARGE, f"{name!r} has {length} elements")
+            items: list[object] = []
+            append = items.append
+            for index in range(length):
+                item = unpack()
+                if type(item) is not LogEntry:
+                    raise DecodeError(REASON_WRONG_TYPE, f"{name!r}[{index}] is not a 5-array")
+                append(item)
+            value[name] = items
+        if tell() != size:
+            raise DecodeError(REASON_NOT_MSGPACK, f"{size - tell()} bytes after the map")
+        if len(value) != count:
+            raise _duplicate_keys()
+    except DecodeError as error:
+        detail = str(error).removeprefix(f"{error.reason}: ")
+        where = "" if detail.startswith(repr(name)) else f"{name!r}: "
+        raise DecodeError(error.reason, where + detail) from None
+    except IndexError:  # data[tell()] past the end
+        raise DecodeError(REASON_NOT_MSGPACK, "truncated") from None
+    except Exception as error:  # msgpack: OutOfData, ExtraData, FormatError, limits, UnicodeDecodeError…
+        reason = REASON_TOO_LARGE if "exceeds max_" in str(error) else REASON_NOT_MSGPACK
+        raise DecodeError(reason, f"{name!r}: {type(error).__name__}: {error}") from None
+    return value
+
+
+def _entry_hook(item: list[Any]) -> LogEntry:
+    """msgpack calls this for every array it completes while streaming (innermost first): only a well-typed
+    log entry survives, so nothing nested inside an entry outlives its first check."""
+    if len(item) == 5:
+        view, op_number, client_id, request_number, operation = item
+        if (
+            type(view) is int
+            and type(op_number) is int
+            and type(client_id) is int
+            and type(request_number) is int
+            and type(operation) is bytes
+            and 0 <= view <= ID_MAX
+            and 0 <= op_number <= ID_MAX
+            and 0 <= client_id <= ID_MAX
+            and 0 <= request_number <= ID_MAX
+            and len(operation) <= OPERATION_BYTES_MAX
+        ):
+            return _new_entry(view, op_number, client_id, request_number, operation)
+    # The same diagnosis as the one-call path; op_number is checked against its neighbours later.
+    raise _bad_entry(item, name="entry", expected_op_number=item[1] if len(item) == 5 else 0, view_max=ID_MAX)
 
 
 _T = TypeVar("_T")
@@ -613,6 +740,12 @@ def _entries(
                 append(_new_entry(view, op_number, client_id, request_number, operation))
                 expected += 1
                 continue
+        elif type(item) is LogEntry:  # from `_unpack_streaming`: types and ranges already checked
+            if item.op_number == expected and item.view <= view_max:
+                append(item)
+                expected += 1
+                continue
+            item = [item.view, item.op_number, item.client_id, item.request_number, item.operation]
         raise _bad_entry(item, name=f"{name}[{index}]", expected_op_number=expected, view_max=view_max)
     return tuple(entries)
 
@@ -766,8 +899,13 @@ def _decode_new_state(value: dict[str, Any]) -> NewState:
     # sender's (§5.2 NEWSTATE<v, l, n, k>), so the chunk may end before it, never after.
     raw_entries = value["entries"]
     last_op_number = op_number
-    if type(raw_entries) is list and raw_entries and type(raw_entries[0]) is list and raw_entries[0]:
-        first = raw_entries[0][1] if len(raw_entries[0]) == 5 else None
+    if type(raw_entries) is list and raw_entries:
+        head = raw_entries[0]
+        first = None
+        if type(head) is LogEntry:
+            first = head.op_number
+        elif type(head) is list and len(head) == 5:
+            first = head[1]
         if type(first) is int and 1 <= first <= op_number:
             last_op_number = first + len(raw_entries) - 1
             if last_op_number > op_number:
