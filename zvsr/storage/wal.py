@@ -34,9 +34,14 @@ Snapshots and compaction
 ------------------------
 When the core snapshots (`PersistSnapshot`), the storage writes the snapshot file first (atomically), then
 calls `rebase`: a new file is written beside the log — a base record, then the entries kept (those after
-log_base, with their chain values) — fsynced, renamed over ``wal.log`` and the directory fsynced. So the log
-on disk is either the old one or the compacted one, never half of each, and it always names the snapshot that
-covers what it dropped; disk use is bounded by the log kept (one to two snapshot intervals), not by history.
+log_base, with their chain values) — fsynced, renamed over ``wal.log`` and the directory fsynced. The kept
+entries are not encoded again: their records are copied byte for byte from the old file, starting at the
+current record of the first kept op (every record after it belongs to ops after log_base: a truncation below
+that op would have rewritten it later in the file), so compaction costs one read and one write, not a
+re-encoding of a whole snapshot interval of log (which stalled a busy replica for tens of ms every interval).
+So the log on disk is either the old one or the compacted one, never half of each, and it always names the
+snapshot that covers what it dropped; disk use is bounded by the log kept (one to two snapshot intervals), not
+by history.
 If the log ends before the snapshot's op (a snapshot installed from the primary), the new log starts right
 after the snapshot. Entries at or before the base are never written again: `persist_log` skips them.
 
@@ -78,6 +83,7 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,8 +130,15 @@ def chain_of(previous: bytes, entry: LogEntry) -> bytes:
     return digest.digest()
 
 
+_local = threading.local()
+
+
 def encode_record(payload_items: list[Any]) -> bytes:
-    payload: bytes = msgpack.packb(payload_items, use_bin_type=True)
+    try:
+        packer: msgpack.Packer = _local.packer
+    except AttributeError:  # one Packer per thread: msgpack documents that a Packer is not thread-safe
+        packer = _local.packer = msgpack.Packer(use_bin_type=True)
+    payload: bytes = packer.pack(payload_items)
     if len(payload) > MESSAGE_BYTES_MAX:
         raise WalError(f"a WAL record of {len(payload)} bytes exceeds MESSAGE_BYTES_MAX ({MESSAGE_BYTES_MAX})")
     return _LENGTH.pack(len(payload)) + checksum(payload) + payload
@@ -204,6 +217,7 @@ class SnapshotRef:
 class _Replayed:
     entries: list[LogEntry]
     chains: list[bytes]
+    offsets: list[int]  # offsets[i]: where the record of entries[i] starts in the file
     base: int = 0
     snapshot: SnapshotRef | None = None
 
@@ -219,6 +233,7 @@ class WriteAheadLog:
         fsync: bool,
         replayed: _Replayed,
         repaired_bytes: int,
+        end: int,
     ) -> None:
         self.path = path
         self.repaired_bytes = repaired_bytes  # bytes of a torn tail dropped when this log was opened
@@ -226,6 +241,8 @@ class WriteAheadLog:
         self._fsync = fsync
         self._entries = replayed.entries  # ops _base + 1 ..
         self._chains = replayed.chains  # _chains[i] is the chain value of op _base + i; [0] is the anchor
+        self._offsets = replayed.offsets  # _offsets[i]: file offset of the record of op _base + 1 + i
+        self._end = end  # file offset after the last record, buffered ones included
         self._base = replayed.base
         self.snapshot = replayed.snapshot  # the snapshot the log's base record names, if any
         self._pending = bytearray()
@@ -255,7 +272,7 @@ class WriteAheadLog:
         except BaseException:
             os.close(descriptor)
             raise
-        wal = cls(path, descriptor, fsync=fsync, replayed=replayed, repaired_bytes=repaired)
+        wal = cls(path, descriptor, fsync=fsync, replayed=replayed, repaired_bytes=repaired, end=good_end)
         return wal, list(replayed.entries)
 
     @property
@@ -302,16 +319,22 @@ class WriteAheadLog:
         if first <= last:  # the log diverges from (or ends before) what it holds at `first`: void the rest
             records += encode_record([KIND_TRUNCATE, first - 1])
         chains: list[bytes] = []
+        offsets: list[int] = []
+        end = self._end
         previous = self._chains[first - 1 - base]
         for entry in entries[skip:]:
             previous = chain_of(previous, entry)
             chains.append(previous)
+            offsets.append(end + len(records))
             records += _entry_record(entry, previous)
         self._pending += records
+        self._end = end + len(records)
         del self._entries[first - 1 - base :]
         del self._chains[first - base :]
+        del self._offsets[first - 1 - base :]
         self._entries.extend(entries[skip:])
         self._chains.extend(chains)
+        self._offsets.extend(offsets)
 
     def rebase(self, snapshot: SnapshotRef, log_base: int) -> None:
         """Compact: the log now starts after `log_base` (or after the snapshot, if the log ends before it),
@@ -324,20 +347,29 @@ class WriteAheadLog:
             entries: list[LogEntry] = []
             chains = [CHAIN_GENESIS]  # the chain restarts: the snapshot, not an entry, precedes what follows
             base = snapshot.op_number
+            kept_from = self._end
         else:
             base = max(log_base, self._base)
             entries = self._entries[base - self._base :]
             chains = self._chains[base - self._base :]
-        data = bytearray(
-            encode_record([KIND_BASE, base, chains[0], snapshot.op_number, snapshot.size, snapshot.checksum])
-        )
-        for entry, chain in zip(entries, chains[1:], strict=True):
-            data += _entry_record(entry, chain)
+            kept_from = self._offsets[base - self._base] if entries else self._end
+        head = encode_record([KIND_BASE, base, chains[0], snapshot.op_number, snapshot.size, snapshot.checksum])
+        try:
+            tail = os.pread(self._descriptor, self._end - kept_from, kept_from)
+        except OSError as error:
+            self._broken = f"compaction failed: {error}"
+            raise WalError(f"{self.path}: {self._broken}") from error
+        if len(tail) != self._end - kept_from:
+            self._broken = f"compaction read {len(tail)} bytes of {self._end - kept_from}"
+            raise WalError(f"{self.path}: {self._broken}")
+        data = head + tail
+        shift = len(head) - kept_from
+        offsets = [offset + shift for offset in self._offsets[base - self._base :]] if entries else []
         temporary = self.path.with_name(self.path.name + ".tmp")
         try:
             descriptor = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
             try:
-                view = memoryview(bytes(data))
+                view = memoryview(data)
                 while view:
                     view = view[os.write(descriptor, view) :]
                 if self._fsync:
@@ -356,6 +388,8 @@ class WriteAheadLog:
         os.lseek(descriptor, 0, os.SEEK_END)
         self._entries = list(entries)
         self._chains = list(chains)
+        self._offsets = offsets
+        self._end = len(data)
         self._base = base
         self.snapshot = snapshot
 
@@ -411,8 +445,8 @@ def _entry_record(entry: LogEntry, chain: bytes) -> bytes:
 
 def _replay(data: bytes, path: Path) -> tuple[_Replayed, int]:
     """(the log, end of the last good record) of the file contents `data`."""
-    log = _Replayed(entries=[], chains=[CHAIN_GENESIS])
-    entries, chains = log.entries, log.chains
+    log = _Replayed(entries=[], chains=[CHAIN_GENESIS], offsets=[])
+    entries, chains, offsets = log.entries, log.chains, log.offsets
     offset = 0
     while offset < len(data):
         payload = _record_at(data, offset)
@@ -445,6 +479,7 @@ def _replay(data: bytes, path: Path) -> tuple[_Replayed, int]:
                 )
             del entries[op_number - log.base :]
             del chains[op_number - log.base + 1 :]
+            del offsets[op_number - log.base :]
         else:
             view, op_number, client_id, request_number, operation, chain = fields
             if op_number != last + 1:
@@ -466,6 +501,7 @@ def _replay(data: bytes, path: Path) -> tuple[_Replayed, int]:
                 )
             entries.append(entry)
             chains.append(chain)
+            offsets.append(offset)
         offset += HEADER_BYTES + len(payload)
     return log, offset
 
