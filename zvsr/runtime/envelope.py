@@ -33,8 +33,8 @@ discarded, never accumulated in a Python list.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Final
+from collections.abc import Callable, Sequence
+from typing import Any, Final
 
 import zmq
 
@@ -48,6 +48,27 @@ DELIMITER: Final = b""
 # Plain ints: pyzmq's flag enums cost an enum operation per use, measurable on the hot path (~0.5 µs/message).
 NOBLOCK: Final = int(zmq.NOBLOCK)
 NOBLOCK_SNDMORE: Final = int(zmq.NOBLOCK | zmq.SNDMORE)
+
+# pyzmq's Socket.send and recv are Python wrappers (routing_id / group handling, which zvsr never uses) around
+# its compiled methods. Calling those directly costs 0.45 instead of 1.15 µs per send and 0.36 instead of
+# 0.53 µs per recv (measured with pyzmq 27): a few per request on the proxy's and the primary's hot paths.
+_COMPILED_SOCKET: Final[Any] = getattr(zmq.backend, "Socket", None)
+
+
+def fast_send(socket: zmq.Socket[bytes]) -> Callable[..., Any]:
+    """`socket.send`, bound to pyzmq's compiled method when there is one (same arguments and errors)."""
+    if _COMPILED_SOCKET is not None and isinstance(socket, _COMPILED_SOCKET):
+        method: Callable[..., Any] = _COMPILED_SOCKET.send.__get__(socket)
+        return method
+    return socket.send
+
+
+def fast_recv(socket: zmq.Socket[bytes]) -> Callable[..., Any]:
+    """`socket.recv`, bound to pyzmq's compiled method when there is one (same arguments and errors)."""
+    if _COMPILED_SOCKET is not None and isinstance(socket, _COMPILED_SOCKET):
+        method: Callable[..., Any] = _COMPILED_SOCKET.recv.__get__(socket)
+        return method
+    return socket.recv
 
 REASON_TOO_FEW_FRAMES: Final = "too few frames"
 REASON_TOO_MANY_FRAMES: Final = "too many frames"
@@ -124,7 +145,7 @@ def recv_frames(socket: zmq.Socket[bytes], frames_max: int) -> list[bytes]:
     `len(result) > frames_max` means "too many frames" and nothing more was kept.
     """
     # Frame.more instead of getsockopt(RCVMORE): measured ~35% cheaper per message (no option-enum lookup).
-    recv = socket.recv
+    recv = fast_recv(socket)
     frame = recv(NOBLOCK, copy=False)
     frames = [frame.bytes]
     while frame.more:
@@ -142,7 +163,7 @@ def send_answer(socket: zmq.Socket[bytes], envelope: ClientEnvelope, payload: by
     refuses (EHOSTUNREACH with ROUTER_MANDATORY, or Again at the high-water mark) on the first frame, so an
     answer is never half sent.
     """
-    send = socket.send
+    send = fast_send(socket)
     for frame in envelope:
         send(frame, NOBLOCK_SNDMORE)
     send(payload, NOBLOCK)

@@ -81,6 +81,7 @@ from zvsr.runtime.envelope import (
     NOBLOCK,
     ClientEnvelope,
     EnvelopeError,
+    fast_send,
     parse_client_frames,
     recv_frames,
     recv_frames_with_user,
@@ -280,6 +281,7 @@ class ReplicaNode:
             subscriber.connect(self.config.replicas[peer].heartbeat)
             self._subscribers[peer] = subscriber
         self._dealer_items = tuple(self._dealers.items())
+        self._peer_sends = {peer: fast_send(dealer) for peer, dealer in self._dealers.items()}
         self._poller = zmq.Poller()
         self._drains: dict[Socket, Callable[[float], None]] = {
             self._peer_router: self._drain_peers,
@@ -555,7 +557,7 @@ class ReplicaNode:
 
     def _send_peer(self, peer: int, dealer: Socket, data: bytes) -> None:
         try:
-            dealer.send(data, NOBLOCK)
+            self._peer_sends[peer](data, NOBLOCK)
             self._messages_out += 1
         except zmq.Again:
             reason = self._send_drop_reasons[peer]

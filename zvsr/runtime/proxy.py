@@ -127,7 +127,7 @@ from zvsr.protocol.messages import (
 from zvsr.protocol.ready import BROADCAST
 from zvsr.runtime import security
 from zvsr.runtime.config import ClusterConfig
-from zvsr.runtime.envelope import ClientEnvelope, EnvelopeError, parse_client_frames
+from zvsr.runtime.envelope import ClientEnvelope, EnvelopeError, fast_recv, fast_send, parse_client_frames
 from zvsr.runtime.logs import RateLimitedWarnings, setup_logging
 from zvsr.runtime.outcome import Attempts
 from zvsr.runtime.serving import run_until_stopped
@@ -245,6 +245,9 @@ class Proxy:
             self.close()
             raise
         self.endpoint: str = self._frontend.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._frontend_send = fast_send(self._frontend)
+        self._frontend_recv = fast_recv(self._frontend)
+        self._backend_sends = [fast_send(socket) for socket in self._backends]
 
     # --- sockets --------------------------------------------------------------------------------------------
 
@@ -359,18 +362,18 @@ class Proxy:
     # --- frontend -------------------------------------------------------------------------------------------
 
     def _drain_frontend(self) -> None:
-        # `envelope.recv_frames`, inlined with the raw option getter: this loop is the proxy's hot path.
-        receive, option = self._frontend.recv, self._frontend.get
+        # `envelope.recv_frames`, inlined: this loop is the proxy's hot path.
+        receive = self._frontend_recv
         for _ in range(PROXY_DRAIN_MAX):
             try:
-                frames = [receive(_NOBLOCK)]
+                frame = receive(_NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            while option(_RCVMORE):  # the rest of a multipart message is there already (atomic delivery)
+            frames = [frame.bytes]
+            while frame.more:  # the rest of a multipart message is there already (atomic delivery)
+                frame = receive(_NOBLOCK, copy=False)
                 if len(frames) <= CLIENT_ENVELOPE_FRAMES_MAX:
-                    frames.append(receive(_NOBLOCK))
-                else:
-                    receive(_NOBLOCK, copy=False)  # surplus frames are read and dropped, never kept
+                    frames.append(frame.bytes)  # surplus frames are read and dropped, never kept
             self._on_frontend(frames)
 
     def _on_frontend(self, frames: list[bytes]) -> None:
@@ -588,13 +591,13 @@ class Proxy:
             if not queued:
                 continue
             self._pending[index] = []
-            backend = self._backends[index]
+            send = self._backend_sends[index]
             start = 0
             for batched, group in batches([wire for _, wire in queued], CLIENT_MESSAGE_BYTES_MAX):
                 states = queued[start : start + len(group)]
                 start += len(group)
                 try:
-                    backend.send(encode_request_batch(group) if batched else group[0], _NOBLOCK)
+                    send(encode_request_batch(group) if batched else group[0], _NOBLOCK)
                 except zmq.Again:  # not connected (IMMEDIATE) or at the HWM: lost, like any message
                     self.counters["backend sends dropped"] += len(group)
                     continue
@@ -800,7 +803,7 @@ class Proxy:
     def _send_frontend(self, envelope: ClientEnvelope, payload: bytes) -> None:
         try:
             # send_multipart, unrolled: ROUTER refuses (Again / EHOSTUNREACH) at the first frame or not at all.
-            send = self._frontend.send
+            send = self._frontend_send
             for frame in envelope:
                 send(frame, _NOBLOCK_SNDMORE)
             send(payload, _NOBLOCK)
