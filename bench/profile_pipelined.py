@@ -1,10 +1,10 @@
-"""Profile the primary and the proxy under the pipelined load of `zvsr bench`, with py-spy.
+"""Profile the primary, a backup and the proxy under the pipelined load of `zvsr bench`, with py-spy.
 
     pip install py-spy
     python bench/profile_pipelined.py [--seconds 15] [--clients 2] [--window 64] [--fsync never] [--out DIR]
 
 Starts a 3-replica cluster and a proxy (as `zvsr bench` does: default timeouts), drives it with the bench's
-load generators (`zvsr.bench.loadgen`), samples the primary's and the proxy's Python stacks with
+load generators (`zvsr.bench.loadgen`), samples the primary's, a backup's and the proxy's Python stacks with
 ``py-spy record --format raw`` while the load runs (`--native` off; the GIL-holding Python frames are what we
 can change), and prints for each process the functions with the most samples on top of the stack ("self")
 and anywhere on the stack ("total"), as percentages of that process's samples. The collapsed stacks are kept
@@ -95,7 +95,9 @@ def main() -> int:
             cluster.start()
             primary = cluster.wait_for_primary(timeout_s=30)
             assert cluster.proxy is not None
-            targets = {"primary": cluster.nodes[primary].pid, "proxy": cluster.proxy.pid}
+            backup = (primary + 1) % len(cluster.nodes)
+            targets = {"primary": cluster.nodes[primary].pid, "backup": cluster.nodes[backup].pid}
+            targets["proxy"] = cluster.proxy.pid
             with Children(Path(work)) as children:
                 recorders = {
                     name: subprocess.Popen(
