@@ -209,7 +209,10 @@ def test_a_plain_req_socket_gets_answers(cluster: LocalCluster) -> None:
 def test_the_status_query_describes_the_replica(cluster: LocalCluster) -> None:
     cluster.call(0, Request(client_id=1, request_number=1, operation=operation("put", "a", value=1)))
     # A backup hears from its primary (Prepare, Commit); backups say nothing to each other in normal operation.
-    status = cluster.wait_status(1, "heard from the primary", lambda s: s["last_heard_ms"][0] is not None)
+    # Wait for the op too: a heartbeat (Commit) can reach the backup before the Prepare does.
+    status = cluster.wait_status(
+        1, "heard the primary's op", lambda s: s["last_heard_ms"][0] is not None and s["op_number"] >= 1
+    )
     assert status["replica"] == 1 and status["status"] == "normal" and status["role"] == "backup"
     assert status["view"] == 0 and status["primary"] == 0 and status["last_normal_view"] == 0
     assert status["state_transfer"] is False and status["start"] == "first_start"
