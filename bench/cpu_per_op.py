@@ -24,9 +24,8 @@ import threading
 import time
 from pathlib import Path
 
-from zvsr.bench.failover import make_cluster
 from zvsr.bench.procs import Children
-from zvsr.bench.runner import run_load
+from zvsr.bench.runner import pipelined_zvsr_load, zvsr_cluster
 
 _TICKS_S = os.sysconf("SC_CLK_TCK")
 _MACHINE_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
@@ -84,30 +83,24 @@ def main() -> int:
         sample("end")
 
     with tempfile.TemporaryDirectory(prefix="zvsr-cpu-") as work:
-        cluster = make_cluster(Path(work) / "cluster", fsync=arguments.fsync)
-        try:
-            cluster.start()
+        root = Path(work)
+        with zvsr_cluster(root / "cluster", fsync=arguments.fsync) as cluster, Children(root) as children:
             primary = cluster.wait_for_primary(timeout_s=30)
             assert cluster.proxy is not None
             names = {child.pid: f"replica {index}" for index, child in cluster.nodes.items()}
             names[cluster.nodes[primary].pid] += " (primary)"
             names[cluster.proxy.pid] = "proxy"
-            with Children(Path(work)) as children:
-                thread = threading.Thread(target=sampler)
-                thread.start()
-                load = run_load(
-                    children,
-                    cluster.config.proxy,
-                    mode="zvsr",
-                    clients=arguments.clients,
-                    sessions=arguments.window,
-                    warmup_s=1.0,
-                    duration_s=arguments.seconds,
-                    latencies=False,
-                )
-                thread.join()
-        finally:
-            cluster.cleanup()
+            thread = threading.Thread(target=sampler)
+            thread.start()
+            load = pipelined_zvsr_load(
+                children,
+                cluster,
+                clients=arguments.clients,
+                window=arguments.window,
+                warmup_s=1.0,
+                duration_s=arguments.seconds,
+            )
+            thread.join()
     (t0, ticks0, cpu0), (t1, ticks1, cpu1) = samples["start"], samples["end"]
     elapsed = t1 - t0
     ops = load.ops_s * elapsed

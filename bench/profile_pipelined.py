@@ -22,9 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from zvsr.bench.failover import make_cluster
 from zvsr.bench.procs import Children
-from zvsr.bench.runner import run_load
+from zvsr.bench.runner import pipelined_zvsr_load, zvsr_cluster
 
 
 def summarise(collapsed: Path, top: int) -> str:
@@ -90,42 +89,36 @@ def main() -> int:
     out = Path(arguments.out) if arguments.out else Path(tempfile.mkdtemp(prefix="zvsr-profile-"))
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="zvsr-profile-work-") as work:
-        cluster = make_cluster(Path(work) / "cluster", fsync=arguments.fsync)
-        try:
-            cluster.start()
+        root = Path(work)
+        with zvsr_cluster(root / "cluster", fsync=arguments.fsync) as cluster, Children(root) as children:
             primary = cluster.wait_for_primary(timeout_s=30)
             assert cluster.proxy is not None
             backup = (primary + 1) % len(cluster.nodes)
             targets = {"primary": cluster.nodes[primary].pid, "backup": cluster.nodes[backup].pid}
             targets["proxy"] = cluster.proxy.pid
-            with Children(Path(work)) as children:
-                recorders = {
-                    name: subprocess.Popen(
-                        [spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "200", "--nonblocking"]
-                        + ["--duration", str(int(arguments.seconds)), "--output", str(out / f"{name}.txt")],
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.PIPE,
-                        text=True,
-                    )
-                    for name, pid in targets.items()
-                }
-                time.sleep(0.5)
-                load = run_load(
-                    children,
-                    cluster.config.proxy,
-                    mode="zvsr",
-                    clients=arguments.clients,
-                    sessions=arguments.window,
-                    warmup_s=0.5,
-                    duration_s=arguments.seconds,
-                    latencies=False,
+            recorders = {
+                name: subprocess.Popen(
+                    [spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "200", "--nonblocking"]
+                    + ["--duration", str(int(arguments.seconds)), "--output", str(out / f"{name}.txt")],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    text=True,
                 )
-                for name, recorder in recorders.items():
-                    _, error = recorder.communicate(timeout=60)
-                    if recorder.returncode != 0:
-                        print(f"py-spy on the {name} failed: {error.strip()[-500:]}", file=sys.stderr)
-        finally:
-            cluster.cleanup()
+                for name, pid in targets.items()
+            }
+            time.sleep(0.5)
+            load = pipelined_zvsr_load(
+                children,
+                cluster,
+                clients=arguments.clients,
+                window=arguments.window,
+                warmup_s=0.5,
+                duration_s=arguments.seconds,
+            )
+            for name, recorder in recorders.items():
+                _, error = recorder.communicate(timeout=60)
+                if recorder.returncode != 0:
+                    print(f"py-spy on the {name} failed: {error.strip()[-500:]}", file=sys.stderr)
     in_flight = f"{arguments.clients} x {arguments.window} in flight"
     print(f"pipelined load: {load.ops_s:,.0f} committed ops/s ({in_flight}, --fsync {arguments.fsync})")
     for name in targets:

@@ -281,6 +281,22 @@ def zvsr_cluster(root: Path, *, fsync: str) -> Iterator[ProcessCluster]:
         cluster.cleanup()
 
 
+def pipelined_zvsr_load(
+    children: Children, cluster: ProcessCluster, *, clients: int, window: int, warmup_s: float, duration_s: float
+) -> Load:
+    """The bench's pipelined load (clients x window sessions, throughput only) through `cluster`'s proxy."""
+    return run_load(
+        children,
+        cluster.config.proxy,
+        mode="zvsr",
+        clients=clients,
+        sessions=window,
+        warmup_s=warmup_s,
+        duration_s=duration_s,
+        latencies=False,
+    )
+
+
 def start_raw_servers(children: Children) -> tuple[str, str]:
     """(echo endpoint, forwarder endpoint): an echo server and a Python forwarder in front of it."""
     echo_port, forward_port = free_ports(2)
