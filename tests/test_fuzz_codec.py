@@ -27,28 +27,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from zvsr import constants
-from zvsr.fuzz import (
+from zvsr.fuzz.generators import (
     ALL_KINDS,
-    BYTE_MUTATIONS,
     CLIENT,
     CONTENT_BOMBS,
-    EDGE_NUMBERS,
-    HUGE_HEADERS,
     PEER,
     PORTS,
     PROXY,
-    STRUCTURE_MUTATIONS,
     FrameGenerator,
     fresh_batch,
     fresh_message,
     limit_payloads,
     load_seeds,
-    mutate_bytes,
-    mutate_structure,
-    pack_array,
-    pack_map,
-    packb,
 )
+from zvsr.fuzz.msgpack_bytes import EDGE_NUMBERS, HUGE_HEADERS, pack_array, pack_map, packb
+from zvsr.fuzz.mutations import BYTE_MUTATIONS, STRUCTURE_MUTATIONS, mutate_bytes, mutate_structure
 from zvsr.protocol.messages import REPLICA_MESSAGES, DoViewChange, LogEntry, Request
 from zvsr.runtime.envelope import EnvelopeError, answer_frames, parse_client_frames
 from zvsr.wire import DECODE_ERROR_REASONS, TYPE_NUMBERS, DecodeError, Message, admin, codec

@@ -1,6 +1,6 @@
 """Live fuzz: fuzzed frames at every bound socket of a real cluster while clients write through the proxy.
 
-`zvsr.fuzz.run_live_fuzz` sends the frames (every replica's peer ROUTER — from random routing ids and from one
+`zvsr.fuzz.live.run_live_fuzz` sends the frames (every replica's peer ROUTER — from random routing ids and from one
 impersonating a member — and client ROUTER, and the proxy's frontend) and checks: every process alive, the
 cluster still serves, no acknowledged write lost, the workload's history linearizable, the bad-input counters
 grown, no decoder outside its contract, every answer readable. See the module docstring for what is sent.
@@ -25,7 +25,9 @@ import pytest
 import zmq
 
 from zvsr.constants import CLIENT_MESSAGE_BYTES_MAX
-from zvsr.fuzz import FuzzReport, container_bomb, run_live_fuzz
+from zvsr.fuzz.generators import container_bomb
+from zvsr.fuzz.live import run_live_fuzz
+from zvsr.fuzz.report import FuzzReport
 from zvsr.runtime.processes import process_cluster, wait_for
 
 pytestmark = pytest.mark.timeout(180)
@@ -36,7 +38,7 @@ SEED = 20_240_607
 
 def cluster_id(seed: int) -> int:
     """A random 64-bit cluster id, which no fuzzed frame carries (forging the cluster's own messages is not
-    bad input but a Byzantine peer: see zvsr.fuzz)."""
+    bad input but a Byzantine peer: see zvsr.fuzz.live)."""
     return 2**63 + random.Random(seed).getrandbits(62)
 
 

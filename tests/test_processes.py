@@ -19,7 +19,7 @@ import pytest
 import zmq
 
 from zvsr.client import Client, SessionExpired
-from zvsr.fuzz import Workload
+from zvsr.fuzz.workload import Workload
 from zvsr.lincheck import ZvsrModel, check
 from zvsr.runtime.processes import ProcessCluster, free_ports, port_is_free, process_cluster, wait_for
 from zvsr.runtime.status import query
@@ -34,7 +34,7 @@ def cluster(tmp_path: Path) -> Iterator[ProcessCluster]:
         yield started
 
 
-# --- a load of several clients, recorded for the checks: the fuzzer's workload (zvsr.fuzz.Workload) -------------
+# --- a load of several clients, recorded for the checks: the fuzzer's workload (zvsr.fuzz.workload) ----------
 
 
 def check_after_load(cluster: ProcessCluster, load: Workload) -> None:

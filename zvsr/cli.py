@@ -7,6 +7,7 @@
 - `zvsr status`       view, role, op and commit numbers of every replica
 - `zvsr sim`, `zvsr lincheck`   the simulator and the linearizability checker
 - `zvsr bench`        latency, throughput, failover and durability figures against baselines
+- `zvsr fuzz`         malformed frames at every socket of a local cluster under load, then checks
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import click
 
 from zvsr import __version__
 from zvsr.bench.cli import bench_command
-from zvsr.fuzz import fuzz_command
+from zvsr.fuzz.command import fuzz_command
 from zvsr.lincheck.cli import lincheck_command
 from zvsr.runtime.config import (
     ENVIRONMENT,
