@@ -14,12 +14,19 @@ import secrets
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import click
 
+from zvsr import constants as c
+
 if TYPE_CHECKING:
     from zvsr.fuzz.report import FuzzReport
+
+# The default of `zvsr.fuzz.live.IMPERSONATION_INTERVAL_S` (one burst per ZMTP heartbeat timeout), written out
+# so that loading this command does not load the fuzzer.
+IMPERSONATION_INTERVAL_S: Final = c.ZMTP_HEARTBEAT_TIMEOUT_MS / 1000
+
 
 def _progress(text: str) -> None:
     click.echo(f"  {text}", err=True)
@@ -28,7 +35,7 @@ def _progress(text: str) -> None:
 @click.command("fuzz")
 @click.option("--frames", type=click.IntRange(min=1), default=100_000, show_default=True, help="Frames to send.")
 @click.option("--seed", type=int, default=None, help="Seed for the frames (default: random, printed).")
-@click.option("--replicas", type=click.IntRange(1, 15), default=3, show_default=True)
+@click.option("--replicas", type=click.IntRange(1, c.REPLICAS_MAX), default=3, show_default=True)
 @click.option(
     "--huge/--no-huge",
     default=True,
@@ -39,7 +46,7 @@ def _progress(text: str) -> None:
 @click.option(
     "--impersonation-interval",
     type=click.FloatRange(0),
-    default=3.0,
+    default=IMPERSONATION_INTERVAL_S,
     show_default=True,
     help="Seconds between bursts from a DEALER impersonating a member on each peer port.",
 )

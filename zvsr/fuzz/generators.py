@@ -223,7 +223,8 @@ def fresh_message(
     if cluster == avoid_cluster:
         cluster = (cluster + 1) % (c.ID_MAX + 1)
     view = random_number(rng)
-    header = {"cluster": cluster, "epoch": random_number(rng), "view": view, "replica": rng.randrange(15)}
+    epoch = random_number(rng)
+    header = {"cluster": cluster, "epoch": epoch, "view": view, "replica": rng.randrange(c.REPLICAS_MAX)}
     op_number = rng.randrange(8) if rng.random() < 0.8 else random_number(rng)
     commit_number = rng.randint(0, op_number)
     if kind is Prepare:
@@ -293,7 +294,10 @@ def fresh_message(
         return Reply(view=view, client_id=random_number(rng), request_number=random_number(rng), result=result)
     if kind is Redirect:
         return Redirect(
-            view=view, primary=rng.randrange(15), client_id=random_number(rng), request_number=random_number(rng)
+            view=view,
+            primary=rng.randrange(c.REPLICAS_MAX),
+            client_id=random_number(rng),
+            request_number=random_number(rng),
         )
     if kind is Error:
         message = "".join(chr(rng.choice((0x61, 0xE9, 0x1F600))) for _ in range(rng.randrange(12)))
@@ -311,8 +315,9 @@ def fresh_batch(rng: random.Random, *, seeds: Seeds | None = None) -> bytes:
     """A valid RequestBatch (or, now and then, ReplyBatch) of `zvsr.wire.batch`: what a proxy sends a replica."""
     from zvsr.wire.batch import encode_reply_batch, encode_request_batch
 
-    count = rng.choice((1, 2, 3, 8, 256)) if rng.random() < 0.95 else 256
-    if rng.random() < 0.8:  # small operations, so that even 256 of them fit the client port's MAXMSGSIZE
+    most = c.BATCH_MESSAGES_MAX
+    count = rng.choice((1, 2, 3, 8, most)) if rng.random() < 0.95 else most
+    if rng.random() < 0.8:  # small operations, so that even a full batch fits the client port's MAXMSGSIZE
         requests = [
             Request(client_id=random_number(rng), request_number=random_number(rng), operation=operation[:200])
             for operation in (random_operation(rng, seeds) for _ in range(count))
@@ -452,7 +457,9 @@ class FrameGenerator:
 
     def _many_frames(self) -> list[bytes]:
         rng = self.rng
-        count = rng.randint(9, 64) if rng.random() < 0.9 else rng.choice((1000, 10_000))
+        # More frames than any client envelope may have (CLIENT_ENVELOPE_FRAMES_MAX), ending in a status query.
+        fewest = c.CLIENT_ENVELOPE_FRAMES_MAX + 1
+        count = rng.randint(fewest, 64) if rng.random() < 0.9 else rng.choice((1000, 10_000))
         frames = [b"x"] * (count - 2) + [b"", encode_status_query()]
         return frames
 

@@ -29,7 +29,7 @@ growing) and only then closed, which avoids that trigger and lets the run check 
 
 Costs to know about. Impersonation is not free for the cluster: ROUTER_HANDOVER gives the impersonator the
 real peer's routing id, and the real peer's messages on that link vanish until its ZMTP heartbeat times out
-(~3 s) and it reconnects (see `zvsr.runtime.node`). Bursts are therefore spaced
+(ZMTP_HEARTBEAT_TIMEOUT_MS, ~3 s) and it reconnects (see `zvsr.runtime.node`). Bursts are therefore spaced
 (`impersonation_interval_s`). Oversized frames on the peer port are 256 MiB (MESSAGE_BYTES_MAX) and cost each
 replica about twice that in memory for a moment; `huge=False` leaves them out.
 """
@@ -59,13 +59,19 @@ from zvsr.fuzz.workload import Workload
 from zvsr.runtime.config import ClusterConfig
 from zvsr.runtime.node import routing_id
 from zvsr.runtime.status import query
+from zvsr.wire.admin import TYPE_STATUS_ANSWER
 from zvsr.wire.batch import decode_reply_batch, is_reply_batch
-from zvsr.wire.codec import DecodeError, decode_client_reply
+from zvsr.wire.codec import TYPE_ERROR, TYPE_REDIRECT, TYPE_REPLY, DecodeError, decode_client_reply
 
 if TYPE_CHECKING:
     from zvsr.runtime.processes import ProcessCluster
 
 Socket = zmq.Socket[bytes]
+
+# Spacing of impersonation bursts on a peer port: the impersonated peer's own link is dead until its ZMTP
+# heartbeat times out and it reconnects (see above), so at most one burst per heartbeat timeout.
+IMPERSONATION_INTERVAL_S: Final = c.ZMTP_HEARTBEAT_TIMEOUT_MS / 1000
+
 
 @dataclass(frozen=True)
 class Target:
@@ -96,11 +102,11 @@ def _readable_answer(port: str, payload: bytes) -> str | None:
     kind = value.get("type")
     if port == PROXY and kind is None and set(value) >= {"error", "message"}:
         return None  # a legacy error map
-    if port == PROXY and kind not in (21, 22, 23, 31):
+    if port == PROXY and kind not in (TYPE_REPLY, TYPE_REDIRECT, TYPE_ERROR, TYPE_STATUS_ANSWER):
         return None  # a bare result that happens to be a map
-    if kind == 31:
+    if kind == TYPE_STATUS_ANSWER:
         return None
-    if kind == 23 and set(value) == {"type", "code", "message"}:
+    if kind == TYPE_ERROR and set(value) == {"type", "code", "message"}:
         return None  # the bare error: "could not read what you sent"
     try:
         decode_client_reply(payload)
@@ -333,7 +339,7 @@ def run_live_fuzz(
     huge: bool = True,
     sockets_per_target: int = 3,
     send_timeout_ms: int = 5000,
-    impersonation_interval_s: float = 3.0,
+    impersonation_interval_s: float = IMPERSONATION_INTERVAL_S,
     impersonation_burst: int = 2000,
     resets: bool = True,
     peer_rate: float | None = None,

@@ -20,6 +20,8 @@ from typing import Any, Final
 
 import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 
+from zvsr import constants as c
+
 
 def packb(value: Any) -> bytes:
     """`value` as msgpack, the way zvsr writes it (bin for bytes, str for str)."""
@@ -80,8 +82,8 @@ EDGE_NUMBERS: Final[tuple[bytes, ...]] = (
     b"\xcf" + b"\x00" * 8,  # 0 as uint64 (non-canonical, valid)
     b"\xcd\x00\x00",  # 0 as uint16
     b"\x01",
-    b"\x0e",  # 14: the largest replica index
-    b"\x0f",  # 15: REPLICAS_MAX
+    packb(c.REPLICAS_MAX - 1),  # the largest replica index
+    packb(c.REPLICAS_MAX),
     b"\xce\xff\xff\xff\xff",  # 2^32 - 1
     b"\xcf\x00\x00\x00\x01\x00\x00\x00\x00",  # 2^32
     b"\xcf\x00\x20\x00\x00\x00\x00\x00\x01",  # 2^53 + 1
@@ -104,13 +106,13 @@ EDGE_NUMBERS: Final[tuple[bytes, ...]] = (
 # Container and string headers that declare far more than follows.
 HUGE_HEADERS: Final[tuple[bytes, ...]] = (
     b"\xdd\xff\xff\xff\xff",  # array32 of 4 294 967 295
-    b"\xdd\x00\x3d\x09\x00",  # array32 of LOG_ENTRIES_MAX
-    b"\xdd\x00\x3d\x09\x01",  # array32 of LOG_ENTRIES_MAX + 1
+    b"\xdd" + struct.pack(">I", c.LOG_ENTRIES_MAX),
+    b"\xdd" + struct.pack(">I", c.LOG_ENTRIES_MAX + 1),
     b"\xdc\xff\xff",  # array16
     b"\xdf\xff\xff\xff\xff",  # map32
     b"\xde\xff\xff",  # map16
     b"\xc6\xff\xff\xff\xff",  # bin32
-    b"\xc6\x00\x01\x00\x01",  # bin32 of OPERATION_BYTES_MAX + 1
+    b"\xc6" + struct.pack(">I", c.OPERATION_BYTES_MAX + 1),
     b"\xc5\xff\xff",  # bin16
     b"\xc4\xff",  # bin8
     b"\xdb\xff\xff\xff\xff",  # str32

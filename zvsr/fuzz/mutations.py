@@ -25,6 +25,7 @@ from typing import Any, Final
 import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 
 from zvsr import constants as c
+from zvsr.apps.adapter import OPERATION_NESTING_MAX
 from zvsr.fuzz.msgpack_bytes import (
     EDGE_NUMBERS,
     HUGE_HEADERS,
@@ -37,7 +38,7 @@ from zvsr.fuzz.msgpack_bytes import (
 
 # --- values -------------------------------------------------------------------------------------------------
 
-EDGE_INTS: Final = (0, 1, 14, 15, 2**32 - 1, 2**32, 2**53 + 1, c.ID_MAX - 1, c.ID_MAX)
+EDGE_INTS: Final = (0, 1, c.REPLICAS_MAX - 1, c.REPLICAS_MAX, 2**32 - 1, 2**32, 2**53 + 1, c.ID_MAX - 1, c.ID_MAX)
 
 FIELD_NAMES: Final = (
     "type", "cluster", "epoch", "view", "replica", "op_number", "commit_number", "entries", "last_normal_view",
@@ -90,8 +91,9 @@ def random_raw_value(rng: random.Random) -> bytes:
 
 
 def deep_nesting(rng: random.Random) -> bytes:
-    """Arrays or maps nested 2..20 000 deep (the app allows 64; msgpack's C unpacker stops at 1024)."""
-    depth = rng.choice((2, 63, 64, 65, 100, 1000, 1023, 1024, 1025, 5000, 20_000))
+    """Arrays or maps nested 2..20 000 deep: around the app's limit, and msgpack's (its C unpacker: 1024)."""
+    app = OPERATION_NESTING_MAX
+    depth = rng.choice((2, app - 1, app, app + 1, 100, 1000, 1023, 1024, 1025, 5000, 20_000))
     if rng.random() < 0.5:
         return b"\x91" * depth + b"\xc0"
     return b"\x81\xa1k" * depth + b"\xc0"
