@@ -4,16 +4,23 @@ Method: a fresh local 3-replica cluster and a proxy as real processes (default t
 mode); one client (`zvsr.client.Client`) writes through the proxy in a loop; after a steady `WARM_WRITES`
 writes the primary is killed with SIGKILL; failover time is from the kill to the first write acknowledged after
 it that was also *issued* after it (a reply already on its way at the kill says nothing about failover).
-Each run starts a fresh cluster, so runs are independent. `bench/failover.py` runs this alone.
+Each run starts a fresh cluster, so runs are independent. `zvsr bench` runs it as one of its phases, next
+to every other figure and the baselines; run alone, it reports the median of N runs:
+
+    python -m zvsr.bench.failover [--runs 5] [--fsync always|never]
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Final
 
+from zvsr.bench.stats import median
 from zvsr.client import Client, ZvsrError
 from zvsr.runtime.processes import ProcessCluster, wait_for
 
@@ -66,3 +73,25 @@ def one_run(root: Path, *, fsync: str = "always") -> float:
         raise
     finally:
         cluster.cleanup()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Failover time after kill -9 of the primary: median of N runs.")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--fsync", choices=("always", "never"), default="always")
+    arguments = parser.parse_args()
+    results = []
+    for run in range(arguments.runs):
+        with tempfile.TemporaryDirectory(prefix="zvsr-failover-") as root:
+            seconds = one_run(Path(root) / "cluster", fsync=arguments.fsync)
+        results.append(seconds)
+        print(f"run {run + 1}: failover {seconds * 1000:.0f} ms", flush=True)
+    print(
+        f"failover after kill -9 (default timeouts): median {median(results) * 1000:.0f} ms, "
+        f"min {min(results) * 1000:.0f} ms, max {max(results) * 1000:.0f} ms over {len(results)} runs"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

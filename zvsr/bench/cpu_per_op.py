@@ -1,6 +1,6 @@
 """CPU time per committed op of every process under the pipelined load of `zvsr bench`, and of the machine.
 
-    python bench/cpu_per_op.py [--seconds 8] [--clients 2] [--window 64] [--fsync never]
+    python -m zvsr.bench.cpu_per_op [--seconds 8] [--clients 2] [--window 64] [--fsync never]
 
 Starts a 3-replica cluster and a proxy (default timeouts, as `zvsr bench` does), drives it with the bench's
 load generators, and reads /proc (Linux) around a window in the middle of the load: each process's user +

@@ -1,7 +1,7 @@
 """Profile the primary, a backup and the proxy under the pipelined load of `zvsr bench`, with py-spy.
 
     pip install py-spy
-    python bench/profile_pipelined.py [--seconds 15] [--clients 2] [--window 64] [--fsync never] [--out DIR]
+    python -m zvsr.bench.profile_pipelined [--seconds 15] [--clients 2] [--window 64] [--fsync never] [--out DIR]
 
 Starts a 3-replica cluster and a proxy (as `zvsr bench` does: default timeouts), drives it with the bench's
 load generators (`zvsr.bench.loadgen`), samples the primary's, a backup's and the proxy's Python stacks with

@@ -1,6 +1,6 @@
 """Memory and disk under a long steady load: do replica RSS and data-dir size stay flat after warm-up?
 
-    python bench/steady_state.py --ops 1000000 [--fsync always|never] [--sessions 64] [--json out.json]
+    python -m zvsr.bench.steady_state --ops 1000000 [--fsync always|never] [--sessions 64] [--json out.json]
 
 Starts a local 3-replica cluster and a proxy (real processes, `zvsr.runtime.processes`), drives it with the
 benchmark load generator (`zvsr.bench.loadgen`: W client sessions pipelined through the proxy, each a put of a
