@@ -34,13 +34,12 @@ from typing import Any, Final
 import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 import zmq
 
+from zvsr.wire.codec import TYPE_ERROR, TYPE_REPLY, TYPE_REQUEST
+
 MODES: Final = ("zvsr", "raw")
 VALUE_BYTES: Final = 32
 RETRY_PAUSE_S: Final = 0.002
 RESEND_AFTER_S: Final = 15.0
-_TYPE_REQUEST: Final = 20
-_TYPE_REPLY: Final = 21
-_TYPE_ERROR: Final = 23
 _NOBLOCK: Final = int(zmq.NOBLOCK)
 
 
@@ -53,7 +52,7 @@ def operation(session: int, value_bytes: int = VALUE_BYTES) -> bytes:
 
 def request(client_id: int, request_number: int, op: bytes) -> bytes:
     data: bytes = msgpack.packb(
-        {"type": _TYPE_REQUEST, "client_id": client_id, "request_number": request_number, "operation": op},
+        {"type": TYPE_REQUEST, "client_id": client_id, "request_number": request_number, "operation": op},
         use_bin_type=True,
     )
     return data
@@ -72,7 +71,7 @@ def run_load(
     """Keep `sessions` requests in flight on `socket` (connected to `endpoint`) until `end`."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    expected = _TYPE_REPLY if mode == "zvsr" else _TYPE_REQUEST
+    expected = TYPE_REPLY if mode == "zvsr" else TYPE_REQUEST
     ids = [secrets.randbits(64) for _ in range(sessions)]
     ops = {cid: operation(index) for index, cid in enumerate(ids)}
     numbers = dict.fromkeys(ids, 0)
@@ -134,7 +133,7 @@ def run_load(
                     if latencies:
                         recorded.append(int((now - sent_at[cid]) * 1_000_000))
                 send_next(cid, now)
-            elif kind == _TYPE_ERROR:
+            elif kind == TYPE_ERROR:
                 code = str(answer.get("code"))
                 errors[code] += 1
                 if code == "bad_request":

@@ -18,7 +18,9 @@ from typing import Final
 
 import zmq
 
-DRAIN_MAX: Final = 256
+from zvsr import constants as c
+
+DRAIN_MAX: Final = c.PROXY_DRAIN_MAX  # as the zvsr proxy drains, so the two are compared like for like
 _NOBLOCK: Final = int(zmq.NOBLOCK)
 
 

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from zvsr import constants as c
 from zvsr.runtime.processes import process_cluster
 
 
@@ -45,7 +46,7 @@ def main() -> int:
     parser.add_argument("--fsync", choices=("always", "never"), default="always")
     parser.add_argument("--sessions", type=int, default=64)
     parser.add_argument("--window-s", type=float, default=10.0)
-    parser.add_argument("--snapshot-interval", type=int, default=10_000)
+    parser.add_argument("--snapshot-interval", type=int, default=c.SNAPSHOT_INTERVAL_OPS)
     parser.add_argument("--json", dest="json_path", default=None)
     arguments = parser.parse_args()
     samples: list[dict[str, Any]] = []
