@@ -30,7 +30,9 @@ Operations and their results are built and read by module-level functions (`_Cal
 `watch(config, prefix)` is the other way to read: a live, eventually consistent copy of the keys under a prefix
 and a stream of their changes (`zvsr.watch.Watcher`, the zguide's Clone pattern over the replicas' watch
 stream). It is a module function, not a `Client` method, because the stream comes from every replica's
-``watch`` endpoint, which proxies do not carry: it takes the cluster configuration that names them.
+``watch`` endpoint, which proxies do not carry: it takes the cluster configuration that names them. It is
+defined in `zvsr.watch` and re-exported here, with `Curve` and the CLI's `curve_for_*` helpers (defined in
+`zvsr.connect`, which both modules use): this module imports the watcher, never the other way round.
 """
 
 from __future__ import annotations
@@ -43,14 +45,17 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Generic, NamedTuple, TypeVar
+from typing import Any, Final, Generic, NamedTuple, TypeVar
 
 import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 import zmq
 import zmq.asyncio
 
+from zvsr.connect import Curve as Curve  # re-exported: users build a Client with zvsr.client.Curve
+from zvsr.connect import apply_curve, check_endpoints
+from zvsr.connect import curve_for_proxy as curve_for_proxy
+from zvsr.connect import curve_for_replicas as curve_for_replicas
 from zvsr.constants import (
     CLIENT_DIRECT_RETRY_MAX_MS,
     CLIENT_DIRECT_RETRY_MS,
@@ -73,13 +78,9 @@ from zvsr.protocol.messages import (
     ERROR_UNAVAILABLE,
 )
 from zvsr.protocol.ready import BROADCAST
-from zvsr.runtime.config import ClusterConfig, load_config
 from zvsr.runtime.outcome import Attempts
-from zvsr.runtime.security import read_pair, read_public
+from zvsr.watch import watch as watch  # re-exported: the README's zvsr.client.watch
 from zvsr.wire.codec import DecodeError, decode_client_reply, encode
-
-if TYPE_CHECKING:
-    from zvsr.watch import Derive, Watcher
 
 T = TypeVar("T")
 
@@ -284,7 +285,7 @@ def _result_value(call: _Call[T], result: bytes) -> T:
 
 
 def _endpoints(
-    proxy: str | Sequence[str] | None, replicas: Sequence[str] | None, timeout_ms: int
+    proxy: str | Sequence[str] | None, replicas: Sequence[str] | None, timeout_ms: int, curve: Curve | None
 ) -> tuple[list[str], bool]:
     """(endpoints, via_proxies), after checking every argument (before any socket exists)."""
     if type(timeout_ms) is not int or timeout_ms < 1:
@@ -297,8 +298,11 @@ def _endpoints(
     else:
         assert replicas is not None
         endpoints = list(replicas)  # index order: replica i is primary of views i, i + n, ...
-    if not endpoints or not all(isinstance(e, str) and "://" in e for e in endpoints):
-        raise ValueError(f"endpoints must be ZeroMQ endpoints like tcp://host:port, got {endpoints!r}")
+    if not endpoints:
+        raise ValueError("endpoints must be ZeroMQ endpoints like tcp://host:port, got none")
+    check_endpoints(endpoints)
+    if curve is not None:
+        curve.check(len(endpoints))
     return endpoints, proxy is not None
 
 
@@ -430,53 +434,6 @@ class _Exchange:
 # --- the clients --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Curve:
-    """CurveZMQ for a client: the servers' public keys — one per endpoint, in order, or one for all — and the
-    client's own key pair, all z85 (40 bytes). The cluster admits the client only if its public key is in the
-    cluster's ``keys/clients`` directory (docs/security.md)."""
-
-    server_keys: Sequence[bytes]
-    public_key: bytes
-    secret_key: bytes
-
-    @classmethod
-    def from_files(cls, key_secret_file: str, *server_key_files: str) -> Curve:
-        """From key files: the client's ``.key_secret`` and the servers' ``.key`` files."""
-        pair = read_pair(Path(key_secret_file))
-        return cls([read_public(Path(f)) for f in server_key_files], pair.public, pair.secret)
-
-    def options(self, index: int) -> dict[str, bytes]:
-        server = self.server_keys[index] if len(self.server_keys) > 1 else self.server_keys[0]
-        return {"CURVE_SERVERKEY": server, "CURVE_PUBLICKEY": self.public_key, "CURVE_SECRETKEY": self.secret_key}
-
-
-def curve_for_proxy(config: ClusterConfig) -> Curve | None:
-    """The CLI tools' Curve settings for `config`'s proxy (its ``client_key``), or None with security off."""
-    keys, pair = config.keys(), config.client_pair()
-    if keys is None or pair is None:
-        return None
-    return Curve([keys.proxy_public()], pair.public, pair.secret)
-
-
-def curve_for_replicas(config: ClusterConfig) -> Curve | None:
-    """The CLI tools' Curve settings for `config`'s replicas (their public keys in index order, and the
-    ``client_key``), or None with security off: what a watcher connects with."""
-    keys, pair = config.keys(), config.client_pair()
-    if keys is None or pair is None:
-        return None
-    return Curve(list(keys.replicas), pair.public, pair.secret)
-
-
-def _apply_curve(socket: zmq.Socket[Any], curve: Curve | None, index: int, count: int) -> None:
-    if curve is None:
-        return
-    if len(curve.server_keys) not in (1, count):
-        raise ValueError(f"Curve has {len(curve.server_keys)} server keys for {count} endpoints")
-    for name, value in curve.options(index).items():
-        socket.setsockopt(getattr(zmq, name), value)
-
-
 class Client:
     """A thread-safe zvsr client (one request at a time). Use as a context manager, or call `close()`.
 
@@ -494,7 +451,7 @@ class Client:
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
         curve: Curve | None = None,
     ) -> None:
-        endpoints, via_proxies = _endpoints(proxy, replicas, timeout_ms)
+        endpoints, via_proxies = _endpoints(proxy, replicas, timeout_ms, curve)
         context = zmq.Context.instance() if context is None else context
         self._lock = threading.Lock()
         self._poller = zmq.Poller()
@@ -505,7 +462,7 @@ class Client:
                 socket = context.socket(zmq.DEALER)
                 sockets.append(socket)
                 _configure(socket)
-                _apply_curve(socket, curve, index, len(endpoints))
+                apply_curve(socket, curve, index)
                 socket.connect(endpoint)
                 self._poller.register(socket, zmq.POLLIN)
                 self._index[socket] = index
@@ -609,7 +566,7 @@ class AsyncClient:
         context: zmq.asyncio.Context | None = None,
         curve: Curve | None = None,
     ) -> None:
-        endpoints, via_proxies = _endpoints(proxy, replicas, timeout_ms)
+        endpoints, via_proxies = _endpoints(proxy, replicas, timeout_ms, curve)
         context = zmq.asyncio.Context(zmq.Context.instance()) if context is None else context
         self._lock = asyncio.Lock()
         self._poller = zmq.asyncio.Poller()
@@ -621,7 +578,7 @@ class AsyncClient:
                 socket = context.socket(zmq.DEALER)
                 self._sockets.append(socket)
                 _configure(socket)
-                _apply_curve(socket, curve, index, len(endpoints))
+                apply_curve(socket, curve, index)
                 socket.connect(endpoint)
                 self._poller.register(socket, zmq.POLLIN)
                 self._index[socket] = index
@@ -696,43 +653,3 @@ class AsyncClient:
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
         self.close()
-
-
-# --- the watch stream ---------------------------------------------------------------------------------------
-
-
-def watch(
-    cluster: ClusterConfig | str | Path,
-    prefix: str = "",
-    *,
-    curve: Curve | None = None,
-    context: zmq.Context[zmq.Socket[bytes]] | None = None,
-    derive: Derive | None = None,
-) -> Watcher:
-    """A `zvsr.watch.Watcher`: a live copy of the keys under `prefix`, and their changes as events.
-
-    `cluster`: a `ClusterConfig` or the path of a cluster TOML file. The watch stream is published by the
-    replicas, not by proxies (a `Client` talks to proxies), so the watcher connects to every replica's
-    ``watch`` and ``client`` endpoint, which the configuration names. `curve`: by default, from the
-    configuration's ``[security]`` (``client_key`` and the replicas' public keys). Close the watcher after use.
-
-        with watch("cluster.toml", "config/") as watcher:
-            for event in watcher:           # WatchEvent(op_number, key, value, deleted)
-                print(event.key, event.value, watcher.state)
-    """
-    from zvsr.watch import Watcher, coordination_changes
-
-    config = cluster if isinstance(cluster, ClusterConfig) else load_config(cluster)
-    without = [index for index, address in enumerate(config.replicas) if address.watch is None]
-    if without:
-        raise ValueError(
-            f'replicas {without} have no watch endpoint: add watch = "tcp://..." to their [[replica]]'
-        )
-    return Watcher(
-        [address.watch for address in config.replicas if address.watch is not None],
-        [address.client for address in config.replicas],
-        prefix,
-        curve=curve_for_replicas(config) if curve is None else curve,
-        context=context,
-        derive=coordination_changes if derive is None else derive,
-    )
