@@ -7,15 +7,20 @@ outstanding (a lock serialises callers; `AsyncClient` uses an asyncio lock). It 
 protocol — `Request` out, `Reply` / `Redirect` / `Error` in (`zvsr.wire.codec`) — over one DEALER per endpoint
 (the zguide's Freelance pattern), so each attempt goes to a chosen endpoint:
 
-- via proxies (`Client("tcp://host:7700")` or several): the first attempt goes to one proxy (the list is
-  shuffled once per client, spreading load); the proxy finds the primary and follows failover itself. With no
-  answer within `CLIENT_PROXY_RETRY_MS` the *same* request is sent to every proxy;
+- via proxies (`Client("tcp://host:7700")` or several): a request goes to one proxy (the list is shuffled once
+  per client, spreading load), which finds the primary, follows failover and retries toward the replicas
+  itself, and answers by its own `request_timeout_ms`. The client keeps only its own deadline: it sends the
+  same request again only when that proxy cannot answer — no connection to it (IMMEDIATE refuses the send: the
+  next proxy at once), an error answer (`timeout`, `unavailable`, `busy`: the next proxy, while the deadline is
+  ahead), or `CLIENT_PROXY_QUIET_MS` without any answer (a proxy restarted with the request in flight);
+  this is the sans-IO `RelaySession`;
 - direct (`Client(replicas=[...])`, the replicas' client endpoints in index order): the client finds the
-  primary itself, following Redirects, and re-sends the same request to every replica on timeout.
+  primary itself, following Redirects, and re-sends the same request to every replica on timeout: the sans-IO
+  `ClientSession` that the proxy and the simulator run too.
 
-Either way the retry logic is the sans-IO `ClientSession` (`zvsr.protocol.client`) that the proxy and the
-simulator run too. Because every retry carries the same (client_id, request_number), the replicas' client
-table executes a request at most once however often it is sent (rule 8).
+Both are in `zvsr.protocol.client` (docs/protocol.md, "Who retries what"). Because every retry carries the
+same (client_id, request_number), the replicas' client table executes a request at most once however often it
+is sent (rule 8).
 
 A call ends in a result or an exception (`ZvsrError` and its subclasses). `Timeout` means the outcome is
 unknown: the request may have been executed. `Unavailable` and `Busy` are raised only when the client *knows*
@@ -59,8 +64,7 @@ from zvsr.connect import curve_for_replicas as curve_for_replicas
 from zvsr.constants import (
     CLIENT_DIRECT_RETRY_MAX_MS,
     CLIENT_DIRECT_RETRY_MS,
-    CLIENT_PROXY_RETRY_MAX_MS,
-    CLIENT_PROXY_RETRY_MS,
+    CLIENT_PROXY_QUIET_MS,
     CLIENT_REPLY_BYTES_MAX,
     CLIENT_SNDHWM,
     CLIENT_TICK_MS,
@@ -69,7 +73,7 @@ from zvsr.constants import (
     ZMTP_HEARTBEAT_IVL_MS,
     ZMTP_HEARTBEAT_TIMEOUT_MS,
 )
-from zvsr.protocol.client import ClientSession, Completion
+from zvsr.protocol.client import ClientSession, Completion, RelaySession
 from zvsr.protocol.messages import (
     ERROR_BAD_REQUEST,
     ERROR_BUSY,
@@ -306,41 +310,68 @@ def _endpoints(
     return endpoints, proxy is not None
 
 
-def _configure(socket: zmq.Socket[Any]) -> None:
+def _configure(socket: zmq.Socket[Any], *, via_proxies: bool) -> None:
     socket.setsockopt(zmq.LINGER, 0)
     socket.setsockopt(zmq.SNDHWM, CLIENT_SNDHWM)
     socket.setsockopt(zmq.MAXMSGSIZE, CLIENT_REPLY_BYTES_MAX)
     socket.setsockopt(zmq.HEARTBEAT_IVL, ZMTP_HEARTBEAT_IVL_MS)
     socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, ZMTP_HEARTBEAT_TIMEOUT_MS)
-    # No IMMEDIATE: the first request of a new client waits in the queue until the connection is up, instead
-    # of being refused and retried a retry period later. A dead endpoint's queue is bounded by SNDHWM.
+    if via_proxies:
+        # IMMEDIATE: a send to a proxy with no connection up is refused at once, which is how the client knows
+        # that proxy is gone and moves to the next (RelaySession.on_send_refused); a refused send is tried again
+        # every tick, so a new client's first request leaves as soon as a connection is up.
+        socket.setsockopt(zmq.IMMEDIATE, 1)
+    # Direct to replicas, no IMMEDIATE: the first request of a new client waits in the queue until the connection
+    # is up, instead of being refused and retried a retry period later. A dead endpoint's queue is bounded by
+    # SNDHWM.
 
 
 class _Exchange:
-    """Drives one request at a time through a ClientSession over `sockets` (sync or shadows of async ones)."""
+    """Drives one request at a time through a session over `sockets` (sync or shadows of async ones): a
+    `RelaySession` via proxies (they retry toward the replicas; the client keeps its deadline), a
+    `ClientSession` direct to the replicas (the client finds the primary and retries itself)."""
 
     def __init__(self, sockets: list[zmq.Socket[bytes]], *, via_proxies: bool, timeout_ms: int) -> None:
-        retry_ms, retry_max_ms = (
-            (CLIENT_PROXY_RETRY_MS, CLIENT_PROXY_RETRY_MAX_MS)
-            if via_proxies
-            else (CLIENT_DIRECT_RETRY_MS, CLIENT_DIRECT_RETRY_MAX_MS)
-        )
         self.sockets = sockets
         self.timeout_ms = timeout_ms
+        self.via_proxies = via_proxies
         self._target = "proxy" if via_proxies else "replica"
-        self._session_settings: dict[str, Any] = {
-            "replica_count": len(sockets),
-            "prng": random.Random(),  # retry jitter only
-            "request_timeout_ticks": max(1, retry_ms // CLIENT_TICK_MS),
-            "request_timeout_max_ticks": max(1, retry_max_ms // CLIENT_TICK_MS),
-            "deadline_ticks": max(1, math.ceil(timeout_ms / CLIENT_TICK_MS)),
-        }
-        self.session = ClientSession(client_id=secrets.randbits(64), **self._session_settings)
+        self._deadline_ticks = max(1, math.ceil(timeout_ms / CLIENT_TICK_MS))
+        self._prng = random.Random()  # retry jitter only
+        self.session = self._new_session(secrets.randbits(64))
         self._attempts = Attempts()
         self._wire = b""
         self._tick_s = CLIENT_TICK_MS / 1000
         self._next_tick = 0.0
         self.completion: Completion | None = None
+
+    def _new_session(
+        self, client_id: int, *, after: ClientSession | RelaySession | None = None
+    ) -> ClientSession | RelaySession:
+        """A session for `client_id`, keeping what `after` learnt (view, or proxy) and, for the same client_id
+        only, its numbering (a new client_id starts from request 1: the cluster executes nothing else of a session
+        it does not know)."""
+        same_client = after is not None and after.client_id == client_id
+        request_number = after.request_number if after is not None and same_client else 0
+        if self.via_proxies:
+            return RelaySession(
+                client_id=client_id,
+                relay_count=len(self.sockets),
+                request_number=request_number,
+                relay=after.relay if isinstance(after, RelaySession) else 0,
+                deadline_ticks=self._deadline_ticks,
+                quiet_ticks=max(1, CLIENT_PROXY_QUIET_MS // CLIENT_TICK_MS),
+            )
+        return ClientSession(
+            client_id=client_id,
+            replica_count=len(self.sockets),
+            prng=self._prng,
+            request_number=request_number,
+            view=after.view if isinstance(after, ClientSession) else 0,
+            request_timeout_ticks=max(1, CLIENT_DIRECT_RETRY_MS // CLIENT_TICK_MS),
+            request_timeout_max_ticks=max(1, CLIENT_DIRECT_RETRY_MAX_MS // CLIENT_TICK_MS),
+            deadline_ticks=self._deadline_ticks,
+        )
 
     @property
     def client_id(self) -> int:
@@ -357,12 +388,9 @@ class _Exchange:
     def abandon(self) -> None:
         """The caller gave up waiting (an exception, a cancelled coroutine): forget the request in flight.
 
-        A ClientSession cannot drop its outstanding request, so a new one continues this client's numbering
-        and view; a late answer to the abandoned number is then ignored like any stale answer."""
-        old = self.session
-        self.session = ClientSession(
-            client_id=old.client_id, request_number=old.request_number, view=old.view, **self._session_settings
-        )
+        A session cannot drop its outstanding request, so a new one continues this client's numbering and what
+        it learnt; a late answer to the abandoned number is then ignored like any stale answer."""
+        self.session = self._new_session(self.session.client_id, after=self.session)
         self.completion = None
 
     def wait_ms(self) -> int:
@@ -403,17 +431,23 @@ class _Exchange:
         self._flush()
 
     def _flush(self) -> None:
-        outstanding = self.session.outstanding
-        for destination, request in self.session.take_outbox():
-            if request is not outstanding:
-                continue
-            targets = self.sockets if destination == BROADCAST else (self.sockets[destination],)
-            for socket in targets:
-                try:
-                    socket.send(self._wire, zmq.NOBLOCK)
-                except zmq.Again:  # that endpoint's queue is full: this attempt is lost, a later one may not be
+        session = self.session
+        outstanding = session.outstanding
+        # A RelaySession told of a refused send names another proxy at once: send until it asks for nothing more
+        # (each refusal names a proxy not yet tried this round, so this ends).
+        while outbox := session.take_outbox():
+            for destination, request in outbox:
+                if request is not outstanding:
                     continue
-                self._attempts.sent += 1
+                targets = self.sockets if destination == BROADCAST else (self.sockets[destination],)
+                for socket in targets:
+                    try:
+                        socket.send(self._wire, zmq.NOBLOCK)
+                    except zmq.Again:  # proxy: not connected; replica: its queue is full. This attempt is lost.
+                        if isinstance(session, RelaySession):
+                            session.on_send_refused(destination)
+                        continue
+                    self._attempts.sent += 1
 
     def result(self) -> bytes:
         """The result of the finished request, or its exception."""
@@ -427,7 +461,7 @@ class _Exchange:
         else:
             code, message = completion.error, completion.message
         if code == ERROR_SESSION_EXPIRED:  # continue under a new client_id: the old one is refused for good
-            self.session = ClientSession(client_id=secrets.randbits(64), **self._session_settings)
+            self.session = self._new_session(secrets.randbits(64), after=self.session)
         raise _ERRORS.get(code, ZvsrError)(code, message)
 
 
@@ -461,7 +495,7 @@ class Client:
             for index, endpoint in enumerate(endpoints):
                 socket = context.socket(zmq.DEALER)
                 sockets.append(socket)
-                _configure(socket)
+                _configure(socket, via_proxies=via_proxies)
                 apply_curve(socket, curve, index)
                 socket.connect(endpoint)
                 self._poller.register(socket, zmq.POLLIN)
@@ -577,7 +611,7 @@ class AsyncClient:
             for index, endpoint in enumerate(endpoints):
                 socket = context.socket(zmq.DEALER)
                 self._sockets.append(socket)
-                _configure(socket)
+                _configure(socket, via_proxies=via_proxies)
                 apply_curve(socket, curve, index)
                 socket.connect(endpoint)
                 self._poller.register(socket, zmq.POLLIN)
