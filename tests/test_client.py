@@ -16,8 +16,11 @@ import zmq.asyncio
 from zmq_fakes import (
     NODES_AVAILABLE,
     FakeApp,
+    FakeReplica,
     IncrementLoad,
+    Script,
     fake_replicas,
+    free_ports,
     local_config,
     node_cluster,
     node_config,
@@ -26,6 +29,7 @@ from zmq_fakes import (
     wait_for,
 )
 
+from zvsr import client as client_module
 from zvsr.client import (
     AppError,
     AsyncClient,
@@ -38,6 +42,7 @@ from zvsr.client import (
     Unavailable,
     ZvsrError,
 )
+from zvsr.protocol.client import RelaySession
 from zvsr.protocol.messages import ClientReply, Error, Redirect, Request
 from zvsr.runtime.config import ClusterConfig
 
@@ -217,6 +222,138 @@ def test_one_client_shared_by_threads_sends_one_request_at_a_time(
                 thread.join(timeout=20)
             assert client.get("n") == 100
     assert [r.request_number for r in app.executed] == list(range(1, 102))
+
+
+# --- via proxies: the proxy retries toward the replicas, the client keeps only its deadline -------------------
+
+
+def fake_proxies(context: zmq.Context[zmq.Socket[bytes]], *scripts: Script) -> list[FakeReplica]:
+    """Fakes at free ports that answer like proxies: the client speaks the same Request / Reply to both."""
+    ports = free_ports(len(scripts))
+    return [
+        FakeReplica(f"tcp://127.0.0.1:{port}", context, script).start()
+        for port, script in zip(ports, scripts, strict=True)
+    ]
+
+
+def test_through_proxies_each_request_goes_once_to_one_proxy(
+    context: zmq.Context[zmq.Socket[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two proxies, both alive. Request 2 is answered only after the client's clock has run 150 ticks (1.5 s of
+    its time, past the 1 s after which it used to re-send to every proxy): still, every request number reaches
+    exactly one proxy, once."""
+    ticks = [0]
+    tick = RelaySession.tick
+
+    def counting_tick(session: RelaySession) -> None:
+        ticks[0] += 1
+        tick(session)
+
+    monkeypatch.setattr(RelaySession, "tick", counting_tick)
+    app = FakeApp()
+
+    def slow_for_request_2(request: Request) -> list[ClientReply | bytes]:
+        if request.request_number == 2:
+            wait_for(lambda: ticks[0] >= 150, what="150 ticks of the client")
+        return app(request)
+
+    proxies = fake_proxies(context, slow_for_request_2, slow_for_request_2)
+    try:
+        with Client([p.endpoint for p in proxies], timeout_ms=5000, context=context) as client:
+            for _ in range(3):
+                client.incr("n")
+        assert ticks[0] >= 150
+        received = sorted(r.request_number for p in proxies for r in p.requests())
+        assert received == [1, 2, 3]
+    finally:
+        for fake in proxies:
+            fake.stop()
+
+
+def test_through_a_proxy_the_clients_own_deadline_decides_when_the_caller_gets_timeout(
+    context: zmq.Context[zmq.Socket[bytes]],
+) -> None:
+    """The proxy gives up after its 300 ms (silent replicas) and answers `timeout`; the client's deadline,
+    1000 ms, is still ahead, so it asks again, and the caller gets Timeout at the client's deadline: the
+    exception is the client's own ("within 1000 ms"), not the proxy's answer passed on."""
+    config = local_config(tick_ms=5, request_timeout_ms=300)
+    with fake_replicas(config, context), running_proxy(config, context) as proxy:
+        with Client(proxy.endpoint, timeout_ms=1000, context=context) as client:
+            with pytest.raises(Timeout) as raised:
+                client.get("k")
+        assert "no answer within 1000 ms" in str(raised.value)
+        assert proxy.counters["answered timeout"] >= 1 and proxy.counters["requests"] >= 2
+
+
+def test_a_request_lost_in_a_proxy_restart_is_sent_again_after_the_quiet_period(
+    context: zmq.Context[zmq.Socket[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The proxy takes request 1 and restarts before answering: its table of requests in flight is gone, and
+    nothing tells the client. After `CLIENT_PROXY_QUIET_MS` without an answer the client sends the same request
+    again, and the restarted proxy answers it within the client's deadline."""
+    monkeypatch.setattr(client_module, "CLIENT_PROXY_QUIET_MS", 300)
+    (before,) = fake_proxies(context, silent)
+    app = FakeApp()
+    after: list[FakeReplica] = []
+
+    def restart() -> None:
+        wait_for(before.requests, what="request 1 at the proxy")
+        before.stop()
+        after.append(wait_for(lambda: _bound(FakeReplica(before.endpoint, context, app)), what="the new proxy"))
+
+    restarter = threading.Thread(target=restart)
+    restarter.start()
+    try:
+        with Client(before.endpoint, timeout_ms=5000, context=context) as client:
+            assert client.incr("n") == 1
+    finally:
+        restarter.join(timeout=10)
+        for fake in after:
+            fake.stop()
+    assert [r.request_number for r in before.requests()] == [1]
+    assert [r.request_number for r in app.executed] == [1]
+
+
+def _bound(fake: FakeReplica) -> FakeReplica | None:
+    """`fake` started, or None while its endpoint is still held by the socket just closed there."""
+    try:
+        return fake.start()
+    except zmq.ZMQError:
+        return None
+
+
+def test_a_proxy_that_is_down_is_skipped_at_once(context: zmq.Context[zmq.Socket[bytes]]) -> None:
+    """Two proxies, one not running: a send to it is refused (no connection), so every request goes to the
+    other, once each."""
+    (live,) = fake_proxies(context, FakeApp())
+    (dead_port,) = free_ports(1)
+    try:
+        with Client([f"tcp://127.0.0.1:{dead_port}", live.endpoint], timeout_ms=5000, context=context) as client:
+            for expected in (1, 2, 3):
+                assert client.incr("n") == expected
+        assert [r.request_number for r in live.requests()] == [1, 2, 3]
+    finally:
+        live.stop()
+
+
+def test_the_proxy_recovers_a_lost_request_and_the_client_sent_it_once(
+    context: zmq.Context[zmq.Socket[bytes]],
+) -> None:
+    """The primary loses the first copy: the proxy's own retry recovers it, and the client, which sent the request
+    once, gets the result."""
+    config = local_config(tick_ms=5)
+    app = FakeApp()
+    seen: list[Request] = []
+
+    def loses_the_first_copy(request: Request) -> list[ClientReply | bytes]:
+        seen.append(request)
+        return app(request) if len(seen) >= 2 else []
+
+    with fake_replicas(config, context, loses_the_first_copy), running_proxy(config, context) as proxy:
+        with Client(proxy.endpoint, context=context) as client:
+            assert client.incr("n") == 1
+        assert len(seen) >= 2 and seen[0] == seen[1]  # the proxy's retry, with the same numbers
+        assert proxy.counters["requests"] == 1 and proxy.counters["client retries joined"] == 0
 
 
 # --- asyncio ----------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""The client side: the replica's client table (§4.1 steps 2-3, rule 8, VR-NOTES §11.5) and the sans-IO
-`ClientSession` (primary discovery, retry with the same request_number, error handling)."""
+"""The client side: the replica's client table (§4.1 steps 2-3, rule 8, VR-NOTES §11.5), the sans-IO
+`ClientSession` (primary discovery, retry with the same request_number, error handling) and the sans-IO
+`RelaySession` (a client through proxies: one proxy at a time, only its own deadline)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import random
 import pytest
 from test_seed_flaws import header, operations, steady_config, view_change_to_one
 
-from zvsr.protocol.client import RETRY_AFTER_ERROR_TICKS, ClientSession, Completion
+from zvsr.protocol.client import RETRY_AFTER_ERROR_TICKS, ClientSession, Completion, RelaySession
 from zvsr.protocol.config import Config
 from zvsr.protocol.messages import (
     ERROR_BAD_REQUEST,
     ERROR_BUSY,
+    ERROR_SESSION_EXPIRED,
     ERROR_TIMEOUT,
     ERROR_UNAVAILABLE,
     ERROR_VIEW_CHANGE,
@@ -266,3 +268,123 @@ def test_session_against_a_cluster_whose_primary_fails() -> None:
     cluster.tick(cluster.replicas[1].config.heartbeat_ticks, only={1})
     cluster.deliver_all()
     assert [app.applied for app in cluster.apps] == [[b"op"]] * 3, "executed exactly once everywhere"
+
+
+# --- RelaySession: through proxies ------------------------------------------------------------------------------
+
+
+def new_relay_session(**overrides: int) -> RelaySession:
+    arguments: dict[str, int] = {"client_id": 42, "relay_count": 3, "deadline_ticks": 500, "quiet_ticks": 250}
+    arguments.update(overrides)
+    return RelaySession(**arguments)
+
+
+def relay_error(code: str, number: int = 1) -> Error:
+    return Error(view=0, client_id=42, request_number=number, code=code, message=f"proxy says {code}")
+
+
+def test_relay_session_sends_each_request_once_to_one_relay_while_it_answers() -> None:
+    """Proxy 1 answers every request, one after 200 ticks (a failover behind it): nothing is ever sent twice,
+    nor to another proxy — the proxy retries toward the replicas, not the client."""
+    session = new_relay_session(relay=1)
+    sent: list[tuple[int, Request]] = []
+    for number in (1, 2, 3):
+        request = session.submit(b"op")
+        for _ in range(200 if number == 2 else 1):
+            session.tick()
+            sent += session.take_outbox()
+        sent += session.take_outbox()
+        session.on_reply(Reply(view=0, client_id=42, request_number=number, result=b"r"))
+        assert session.take_completion() == Completion(request_number=number, result=b"r")
+        assert request.request_number == number
+    assert [(relay, request.request_number) for relay, request in sent] == [(1, 1), (1, 2), (1, 3)]
+
+
+def test_relay_session_only_its_own_deadline_ends_a_request_in_timeout() -> None:
+    """A silent proxy: no re-send before the quiet period, and the request ends exactly at the client's
+    deadline, with `timeout` (outcome unknown) — not earlier, and not at any timer of the proxy's."""
+    session = new_relay_session(deadline_ticks=100, quiet_ticks=1000)
+    request = session.submit(b"op")
+    assert session.take_outbox() == [(0, request)]
+    for _ in range(99):
+        session.tick()
+    assert session.take_outbox() == [] and session.take_completion() is None
+    session.tick()
+    completion = session.take_completion()
+    assert completion is not None and completion.error == ERROR_TIMEOUT and session.outstanding is None
+
+
+def test_relay_session_asks_the_next_relay_once_after_a_relay_gives_up_and_its_deadline_is_ahead() -> None:
+    """Proxy 0's own session ended (`timeout`, `unavailable` or `busy`): the client's deadline is still ahead,
+    so after a short pause the same request goes once to proxy 1; the proxy's answer does not end the call."""
+    for code in (ERROR_TIMEOUT, ERROR_UNAVAILABLE, ERROR_BUSY):
+        session = new_relay_session()
+        request = session.submit(b"op")
+        session.take_outbox()
+        session.on_reply(relay_error(code))
+        session.on_reply(relay_error(code))  # a second error during the pause asks for nothing more
+        assert session.take_completion() is None and session.outstanding == request
+        for _ in range(RETRY_AFTER_ERROR_TICKS - 1):
+            session.tick()
+        assert session.take_outbox() == [], code
+        session.tick()
+        assert session.take_outbox() == [(1, request)], code
+        for _ in range(100):
+            session.tick()
+        assert session.take_outbox() == [], "one re-send per answer, not a timer"
+
+
+def test_relay_session_ends_at_once_on_a_final_error() -> None:
+    for code in (ERROR_BAD_REQUEST, ERROR_SESSION_EXPIRED):
+        session = new_relay_session()
+        session.submit(b"op")
+        session.on_reply(relay_error(code))
+        completion = session.take_completion()
+        assert completion is not None and completion.error == code and completion.message == f"proxy says {code}"
+
+
+def test_relay_session_moves_to_the_next_relay_when_a_send_is_refused() -> None:
+    """Proxy 0 has no connection (the driver's send was refused): the request goes to proxy 1 at once. When all
+    three refuse, nothing leaves until the next tick, which tries again; the next request starts at the proxy
+    that took the last one."""
+    session = new_relay_session()
+    request = session.submit(b"a")
+    assert session.take_outbox() == [(0, request)]
+    session.on_send_refused(0)
+    assert session.take_outbox() == [(1, request)]
+    session.on_send_refused(1)
+    assert session.take_outbox() == [(2, request)]
+    session.on_send_refused(2)
+    assert session.take_outbox() == []
+    session.tick()
+    assert session.take_outbox() == [(0, request)]  # a local attempt: the connection may be up by now
+    session.on_send_refused(0)
+    assert session.take_outbox() == [(1, request)]  # proxy 1 took it
+    session.on_reply(Reply(view=0, client_id=42, request_number=1, result=b"r"))
+    assert session.take_completion() is not None
+    assert session.submit(b"b").request_number == 2 and session.take_outbox()[0][0] == 1
+
+
+def test_relay_session_sends_again_after_a_quiet_period_the_loss_a_restarted_proxy_cannot_report() -> None:
+    """Proxy 0 restarts with the request in flight and forgets it; nothing says so. After `quiet_ticks` without
+    any answer the request goes to the next proxy, once per quiet period, until the deadline."""
+    session = new_relay_session(quiet_ticks=50, deadline_ticks=160, relay_count=2)
+    request = session.submit(b"op")
+    session.take_outbox()
+    sent: list[tuple[int, int]] = []
+    for tick in range(1, 160):
+        session.tick()
+        sent += [(tick, relay) for relay, _ in session.take_outbox()]
+    assert sent == [(50, 1), (100, 0), (150, 1)]
+    session.tick()
+    completion = session.take_completion()
+    assert completion is not None and completion.error == ERROR_TIMEOUT
+    # With an answer before the quiet period ends, nothing is sent again.
+    session = new_relay_session(quiet_ticks=50)
+    session.submit(b"op")
+    session.take_outbox()
+    for _ in range(49):
+        session.tick()
+    session.on_reply(Reply(view=0, client_id=42, request_number=request.request_number, result=b"r"))
+    session.tick()
+    assert session.take_outbox() == [] and session.take_completion() is not None

@@ -7,15 +7,20 @@ outstanding (a lock serialises callers; `AsyncClient` uses an asyncio lock). It 
 protocol — `Request` out, `Reply` / `Redirect` / `Error` in (`zvsr.wire.codec`) — over one DEALER per endpoint
 (the zguide's Freelance pattern), so each attempt goes to a chosen endpoint:
 
-- via proxies (`Client("tcp://host:7700")` or several): the first attempt goes to one proxy (the list is
-  shuffled once per client, spreading load); the proxy finds the primary and follows failover itself. With no
-  answer within `CLIENT_PROXY_RETRY_MS` the *same* request is sent to every proxy;
+- via proxies (`Client("tcp://host:7700")` or several): a request goes to one proxy (the list is shuffled once
+  per client, spreading load), which finds the primary, follows failover and retries toward the replicas
+  itself, and answers by its own `request_timeout_ms`. The client keeps only its own deadline: it sends the
+  same request again only when that proxy cannot answer — no connection to it (IMMEDIATE refuses the send: the
+  next proxy at once), an error answer (`timeout`, `unavailable`, `busy`: the next proxy, while the deadline is
+  ahead), or `CLIENT_PROXY_QUIET_MS` without any answer (a proxy restarted with the request in flight);
+  this is the sans-IO `RelaySession`;
 - direct (`Client(replicas=[...])`, the replicas' client endpoints in index order): the client finds the
-  primary itself, following Redirects, and re-sends the same request to every replica on timeout.
+  primary itself, following Redirects, and re-sends the same request to every replica on timeout: the sans-IO
+  `ClientSession` that the proxy and the simulator run too.
 
-Either way the retry logic is the sans-IO `ClientSession` (`zvsr.protocol.client`) that the proxy and the
-simulator run too. Because every retry carries the same (client_id, request_number), the replicas' client
-table executes a request at most once however often it is sent (rule 8).
+Both are in `zvsr.protocol.client` (docs/protocol.md, "Who retries what"). Because every retry carries the
+same (client_id, request_number), the replicas' client table executes a request at most once however often it
+is sent (rule 8).
 
 A call ends in a result or an exception (`ZvsrError` and its subclasses). `Timeout` means the outcome is
 unknown: the request may have been executed. `Unavailable` and `Busy` are raised only when the client *knows*
@@ -30,7 +35,9 @@ Operations and their results are built and read by module-level functions (`_Cal
 `watch(config, prefix)` is the other way to read: a live, eventually consistent copy of the keys under a prefix
 and a stream of their changes (`zvsr.watch.Watcher`, the zguide's Clone pattern over the replicas' watch
 stream). It is a module function, not a `Client` method, because the stream comes from every replica's
-``watch`` endpoint, which proxies do not carry: it takes the cluster configuration that names them.
+``watch`` endpoint, which proxies do not carry: it takes the cluster configuration that names them. It is
+defined in `zvsr.watch` and re-exported here, with `Curve` and the CLI's `curve_for_*` helpers (defined in
+`zvsr.connect`, which both modules use): this module imports the watcher, never the other way round.
 """
 
 from __future__ import annotations
@@ -43,19 +50,21 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Generic, NamedTuple, TypeVar
+from typing import Any, Final, Generic, NamedTuple, TypeVar
 
 import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 import zmq
 import zmq.asyncio
 
+from zvsr.connect import Curve as Curve  # re-exported: users build a Client with zvsr.client.Curve
+from zvsr.connect import apply_curve, check_endpoints
+from zvsr.connect import curve_for_proxy as curve_for_proxy
+from zvsr.connect import curve_for_replicas as curve_for_replicas
 from zvsr.constants import (
     CLIENT_DIRECT_RETRY_MAX_MS,
     CLIENT_DIRECT_RETRY_MS,
-    CLIENT_PROXY_RETRY_MAX_MS,
-    CLIENT_PROXY_RETRY_MS,
+    CLIENT_PROXY_QUIET_MS,
     CLIENT_REPLY_BYTES_MAX,
     CLIENT_SNDHWM,
     CLIENT_TICK_MS,
@@ -64,7 +73,7 @@ from zvsr.constants import (
     ZMTP_HEARTBEAT_IVL_MS,
     ZMTP_HEARTBEAT_TIMEOUT_MS,
 )
-from zvsr.protocol.client import ClientSession, Completion
+from zvsr.protocol.client import ClientSession, Completion, RelaySession
 from zvsr.protocol.messages import (
     ERROR_BAD_REQUEST,
     ERROR_BUSY,
@@ -73,13 +82,9 @@ from zvsr.protocol.messages import (
     ERROR_UNAVAILABLE,
 )
 from zvsr.protocol.ready import BROADCAST
-from zvsr.runtime.config import ClusterConfig, load_config
 from zvsr.runtime.outcome import Attempts
-from zvsr.runtime.security import read_pair, read_public
+from zvsr.watch import watch as watch  # re-exported: the README's zvsr.client.watch
 from zvsr.wire.codec import DecodeError, decode_client_reply, encode
-
-if TYPE_CHECKING:
-    from zvsr.watch import Derive, Watcher
 
 T = TypeVar("T")
 
@@ -284,7 +289,7 @@ def _result_value(call: _Call[T], result: bytes) -> T:
 
 
 def _endpoints(
-    proxy: str | Sequence[str] | None, replicas: Sequence[str] | None, timeout_ms: int
+    proxy: str | Sequence[str] | None, replicas: Sequence[str] | None, timeout_ms: int, curve: Curve | None
 ) -> tuple[list[str], bool]:
     """(endpoints, via_proxies), after checking every argument (before any socket exists)."""
     if type(timeout_ms) is not int or timeout_ms < 1:
@@ -297,46 +302,76 @@ def _endpoints(
     else:
         assert replicas is not None
         endpoints = list(replicas)  # index order: replica i is primary of views i, i + n, ...
-    if not endpoints or not all(isinstance(e, str) and "://" in e for e in endpoints):
-        raise ValueError(f"endpoints must be ZeroMQ endpoints like tcp://host:port, got {endpoints!r}")
+    if not endpoints:
+        raise ValueError("endpoints must be ZeroMQ endpoints like tcp://host:port, got none")
+    check_endpoints(endpoints)
+    if curve is not None:
+        curve.check(len(endpoints))
     return endpoints, proxy is not None
 
 
-def _configure(socket: zmq.Socket[Any]) -> None:
+def _configure(socket: zmq.Socket[Any], *, via_proxies: bool) -> None:
     socket.setsockopt(zmq.LINGER, 0)
     socket.setsockopt(zmq.SNDHWM, CLIENT_SNDHWM)
     socket.setsockopt(zmq.MAXMSGSIZE, CLIENT_REPLY_BYTES_MAX)
     socket.setsockopt(zmq.HEARTBEAT_IVL, ZMTP_HEARTBEAT_IVL_MS)
     socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, ZMTP_HEARTBEAT_TIMEOUT_MS)
-    # No IMMEDIATE: the first request of a new client waits in the queue until the connection is up, instead
-    # of being refused and retried a retry period later. A dead endpoint's queue is bounded by SNDHWM.
+    if via_proxies:
+        # IMMEDIATE: a send to a proxy with no connection up is refused at once, which is how the client knows
+        # that proxy is gone and moves to the next (RelaySession.on_send_refused); a refused send is tried again
+        # every tick, so a new client's first request leaves as soon as a connection is up.
+        socket.setsockopt(zmq.IMMEDIATE, 1)
+    # Direct to replicas, no IMMEDIATE: the first request of a new client waits in the queue until the connection
+    # is up, instead of being refused and retried a retry period later. A dead endpoint's queue is bounded by
+    # SNDHWM.
 
 
 class _Exchange:
-    """Drives one request at a time through a ClientSession over `sockets` (sync or shadows of async ones)."""
+    """Drives one request at a time through a session over `sockets` (sync or shadows of async ones): a
+    `RelaySession` via proxies (they retry toward the replicas; the client keeps its deadline), a
+    `ClientSession` direct to the replicas (the client finds the primary and retries itself)."""
 
     def __init__(self, sockets: list[zmq.Socket[bytes]], *, via_proxies: bool, timeout_ms: int) -> None:
-        retry_ms, retry_max_ms = (
-            (CLIENT_PROXY_RETRY_MS, CLIENT_PROXY_RETRY_MAX_MS)
-            if via_proxies
-            else (CLIENT_DIRECT_RETRY_MS, CLIENT_DIRECT_RETRY_MAX_MS)
-        )
         self.sockets = sockets
         self.timeout_ms = timeout_ms
+        self.via_proxies = via_proxies
         self._target = "proxy" if via_proxies else "replica"
-        self._session_settings: dict[str, Any] = {
-            "replica_count": len(sockets),
-            "prng": random.Random(),  # retry jitter only
-            "request_timeout_ticks": max(1, retry_ms // CLIENT_TICK_MS),
-            "request_timeout_max_ticks": max(1, retry_max_ms // CLIENT_TICK_MS),
-            "deadline_ticks": max(1, math.ceil(timeout_ms / CLIENT_TICK_MS)),
-        }
-        self.session = ClientSession(client_id=secrets.randbits(64), **self._session_settings)
+        self._deadline_ticks = max(1, math.ceil(timeout_ms / CLIENT_TICK_MS))
+        self._prng = random.Random()  # retry jitter only
+        self.session = self._new_session(secrets.randbits(64))
         self._attempts = Attempts()
         self._wire = b""
         self._tick_s = CLIENT_TICK_MS / 1000
         self._next_tick = 0.0
         self.completion: Completion | None = None
+
+    def _new_session(
+        self, client_id: int, *, after: ClientSession | RelaySession | None = None
+    ) -> ClientSession | RelaySession:
+        """A session for `client_id`, keeping what `after` learnt (view, or proxy) and, for the same client_id
+        only, its numbering (a new client_id starts from request 1: the cluster executes nothing else of a session
+        it does not know)."""
+        same_client = after is not None and after.client_id == client_id
+        request_number = after.request_number if after is not None and same_client else 0
+        if self.via_proxies:
+            return RelaySession(
+                client_id=client_id,
+                relay_count=len(self.sockets),
+                request_number=request_number,
+                relay=after.relay if isinstance(after, RelaySession) else 0,
+                deadline_ticks=self._deadline_ticks,
+                quiet_ticks=max(1, CLIENT_PROXY_QUIET_MS // CLIENT_TICK_MS),
+            )
+        return ClientSession(
+            client_id=client_id,
+            replica_count=len(self.sockets),
+            prng=self._prng,
+            request_number=request_number,
+            view=after.view if isinstance(after, ClientSession) else 0,
+            request_timeout_ticks=max(1, CLIENT_DIRECT_RETRY_MS // CLIENT_TICK_MS),
+            request_timeout_max_ticks=max(1, CLIENT_DIRECT_RETRY_MAX_MS // CLIENT_TICK_MS),
+            deadline_ticks=self._deadline_ticks,
+        )
 
     @property
     def client_id(self) -> int:
@@ -353,12 +388,9 @@ class _Exchange:
     def abandon(self) -> None:
         """The caller gave up waiting (an exception, a cancelled coroutine): forget the request in flight.
 
-        A ClientSession cannot drop its outstanding request, so a new one continues this client's numbering
-        and view; a late answer to the abandoned number is then ignored like any stale answer."""
-        old = self.session
-        self.session = ClientSession(
-            client_id=old.client_id, request_number=old.request_number, view=old.view, **self._session_settings
-        )
+        A session cannot drop its outstanding request, so a new one continues this client's numbering and what
+        it learnt; a late answer to the abandoned number is then ignored like any stale answer."""
+        self.session = self._new_session(self.session.client_id, after=self.session)
         self.completion = None
 
     def wait_ms(self) -> int:
@@ -399,17 +431,23 @@ class _Exchange:
         self._flush()
 
     def _flush(self) -> None:
-        outstanding = self.session.outstanding
-        for destination, request in self.session.take_outbox():
-            if request is not outstanding:
-                continue
-            targets = self.sockets if destination == BROADCAST else (self.sockets[destination],)
-            for socket in targets:
-                try:
-                    socket.send(self._wire, zmq.NOBLOCK)
-                except zmq.Again:  # that endpoint's queue is full: this attempt is lost, a later one may not be
+        session = self.session
+        outstanding = session.outstanding
+        # A RelaySession told of a refused send names another proxy at once: send until it asks for nothing more
+        # (each refusal names a proxy not yet tried this round, so this ends).
+        while outbox := session.take_outbox():
+            for destination, request in outbox:
+                if request is not outstanding:
                     continue
-                self._attempts.sent += 1
+                targets = self.sockets if destination == BROADCAST else (self.sockets[destination],)
+                for socket in targets:
+                    try:
+                        socket.send(self._wire, zmq.NOBLOCK)
+                    except zmq.Again:  # proxy: not connected; replica: its queue is full. This attempt is lost.
+                        if isinstance(session, RelaySession):
+                            session.on_send_refused(destination)
+                        continue
+                    self._attempts.sent += 1
 
     def result(self) -> bytes:
         """The result of the finished request, or its exception."""
@@ -423,58 +461,11 @@ class _Exchange:
         else:
             code, message = completion.error, completion.message
         if code == ERROR_SESSION_EXPIRED:  # continue under a new client_id: the old one is refused for good
-            self.session = ClientSession(client_id=secrets.randbits(64), **self._session_settings)
+            self.session = self._new_session(secrets.randbits(64), after=self.session)
         raise _ERRORS.get(code, ZvsrError)(code, message)
 
 
 # --- the clients --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Curve:
-    """CurveZMQ for a client: the servers' public keys — one per endpoint, in order, or one for all — and the
-    client's own key pair, all z85 (40 bytes). The cluster admits the client only if its public key is in the
-    cluster's ``keys/clients`` directory (docs/security.md)."""
-
-    server_keys: Sequence[bytes]
-    public_key: bytes
-    secret_key: bytes
-
-    @classmethod
-    def from_files(cls, key_secret_file: str, *server_key_files: str) -> Curve:
-        """From key files: the client's ``.key_secret`` and the servers' ``.key`` files."""
-        pair = read_pair(Path(key_secret_file))
-        return cls([read_public(Path(f)) for f in server_key_files], pair.public, pair.secret)
-
-    def options(self, index: int) -> dict[str, bytes]:
-        server = self.server_keys[index] if len(self.server_keys) > 1 else self.server_keys[0]
-        return {"CURVE_SERVERKEY": server, "CURVE_PUBLICKEY": self.public_key, "CURVE_SECRETKEY": self.secret_key}
-
-
-def curve_for_proxy(config: ClusterConfig) -> Curve | None:
-    """The CLI tools' Curve settings for `config`'s proxy (its ``client_key``), or None with security off."""
-    keys, pair = config.keys(), config.client_pair()
-    if keys is None or pair is None:
-        return None
-    return Curve([keys.proxy_public()], pair.public, pair.secret)
-
-
-def curve_for_replicas(config: ClusterConfig) -> Curve | None:
-    """The CLI tools' Curve settings for `config`'s replicas (their public keys in index order, and the
-    ``client_key``), or None with security off: what a watcher connects with."""
-    keys, pair = config.keys(), config.client_pair()
-    if keys is None or pair is None:
-        return None
-    return Curve(list(keys.replicas), pair.public, pair.secret)
-
-
-def _apply_curve(socket: zmq.Socket[Any], curve: Curve | None, index: int, count: int) -> None:
-    if curve is None:
-        return
-    if len(curve.server_keys) not in (1, count):
-        raise ValueError(f"Curve has {len(curve.server_keys)} server keys for {count} endpoints")
-    for name, value in curve.options(index).items():
-        socket.setsockopt(getattr(zmq, name), value)
 
 
 class Client:
@@ -494,7 +485,7 @@ class Client:
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
         curve: Curve | None = None,
     ) -> None:
-        endpoints, via_proxies = _endpoints(proxy, replicas, timeout_ms)
+        endpoints, via_proxies = _endpoints(proxy, replicas, timeout_ms, curve)
         context = zmq.Context.instance() if context is None else context
         self._lock = threading.Lock()
         self._poller = zmq.Poller()
@@ -504,8 +495,8 @@ class Client:
             for index, endpoint in enumerate(endpoints):
                 socket = context.socket(zmq.DEALER)
                 sockets.append(socket)
-                _configure(socket)
-                _apply_curve(socket, curve, index, len(endpoints))
+                _configure(socket, via_proxies=via_proxies)
+                apply_curve(socket, curve, index)
                 socket.connect(endpoint)
                 self._poller.register(socket, zmq.POLLIN)
                 self._index[socket] = index
@@ -609,7 +600,7 @@ class AsyncClient:
         context: zmq.asyncio.Context | None = None,
         curve: Curve | None = None,
     ) -> None:
-        endpoints, via_proxies = _endpoints(proxy, replicas, timeout_ms)
+        endpoints, via_proxies = _endpoints(proxy, replicas, timeout_ms, curve)
         context = zmq.asyncio.Context(zmq.Context.instance()) if context is None else context
         self._lock = asyncio.Lock()
         self._poller = zmq.asyncio.Poller()
@@ -620,8 +611,8 @@ class AsyncClient:
             for index, endpoint in enumerate(endpoints):
                 socket = context.socket(zmq.DEALER)
                 self._sockets.append(socket)
-                _configure(socket)
-                _apply_curve(socket, curve, index, len(endpoints))
+                _configure(socket, via_proxies=via_proxies)
+                apply_curve(socket, curve, index)
                 socket.connect(endpoint)
                 self._poller.register(socket, zmq.POLLIN)
                 self._index[socket] = index
@@ -696,43 +687,3 @@ class AsyncClient:
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
         self.close()
-
-
-# --- the watch stream ---------------------------------------------------------------------------------------
-
-
-def watch(
-    cluster: ClusterConfig | str | Path,
-    prefix: str = "",
-    *,
-    curve: Curve | None = None,
-    context: zmq.Context[zmq.Socket[bytes]] | None = None,
-    derive: Derive | None = None,
-) -> Watcher:
-    """A `zvsr.watch.Watcher`: a live copy of the keys under `prefix`, and their changes as events.
-
-    `cluster`: a `ClusterConfig` or the path of a cluster TOML file. The watch stream is published by the
-    replicas, not by proxies (a `Client` talks to proxies), so the watcher connects to every replica's
-    ``watch`` and ``client`` endpoint, which the configuration names. `curve`: by default, from the
-    configuration's ``[security]`` (``client_key`` and the replicas' public keys). Close the watcher after use.
-
-        with watch("cluster.toml", "config/") as watcher:
-            for event in watcher:           # WatchEvent(op_number, key, value, deleted)
-                print(event.key, event.value, watcher.state)
-    """
-    from zvsr.watch import Watcher, coordination_changes
-
-    config = cluster if isinstance(cluster, ClusterConfig) else load_config(cluster)
-    without = [index for index, address in enumerate(config.replicas) if address.watch is None]
-    if without:
-        raise ValueError(
-            f'replicas {without} have no watch endpoint: add watch = "tcp://..." to their [[replica]]'
-        )
-    return Watcher(
-        [address.watch for address in config.replicas if address.watch is not None],
-        [address.client for address in config.replicas],
-        prefix,
-        curve=curve_for_replicas(config) if curve is None else curve,
-        context=context,
-        derive=coordination_changes if derive is None else derive,
-    )

@@ -75,8 +75,9 @@ CLIENT_TICK_MS: Final = 10  # the client's retry clock
 CLIENT_TIMEOUT_MS: Final = 5000  # default time a call may take before it raises Timeout
 CLIENT_DIRECT_RETRY_MS: Final = 200  # direct to replicas: re-send to all after this long without an answer
 CLIENT_DIRECT_RETRY_MAX_MS: Final = 1600  # ... doubling (with jitter) up to this
-CLIENT_PROXY_RETRY_MS: Final = 1000  # via proxies (which retry themselves): re-send to all proxies after this
-CLIENT_PROXY_RETRY_MAX_MS: Final = 4000
+# Via proxies, which retry toward the replicas themselves and always answer: a request is sent again (to the
+# next proxy) only after this long without any answer — the loss of a proxy that restarted with it in flight.
+CLIENT_PROXY_QUIET_MS: Final = 2500
 CLIENT_SNDHWM: Final = 1000  # messages queued towards one endpoint (replica or proxy)
 
 # --- replica node (zvsr.runtime.node) ---

@@ -35,8 +35,9 @@ copy does not track them (the snapshot query lists keys only). For another app, 
 from (operation, result, prefix) to the changes, and give that app an ``items_with_prefix(prefix)``.
 
 The stream is on the replicas, not the proxies: a watcher needs every replica's watch and client endpoints
-(`zvsr.client.watch` takes them from a cluster configuration). With CurveZMQ on, it connects with a client key
-(``keys/clients``) and the replicas' public keys.
+(`watch`, also offered as `zvsr.client.watch`, takes them from a cluster configuration). With CurveZMQ on, it
+connects with a client key (``keys/clients``) and the replicas' public keys (`zvsr.connect`). This module
+imports nothing from `zvsr.client`: the dependency points one way, client → watch.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, NamedTuple
 
@@ -51,7 +53,8 @@ import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 import zmq
 
 from zvsr import constants as c
-from zvsr.client import Curve
+from zvsr.connect import Curve, apply_curve, check_endpoints, curve_for_replicas
+from zvsr.runtime.config import ClusterConfig, load_config
 from zvsr.wire import admin
 from zvsr.wire.codec import DecodeError
 
@@ -271,11 +274,9 @@ class Watcher:
         watch_endpoints, client_endpoints = list(watch_endpoints), list(client_endpoints)
         if not watch_endpoints or len(watch_endpoints) != len(client_endpoints):
             raise ValueError("give every replica's watch and client endpoint, in index order")
-        if curve is not None and len(curve.server_keys) not in (1, len(watch_endpoints)):
-            raise ValueError(f"Curve has {len(curve.server_keys)} server keys for {len(watch_endpoints)} replicas")
-        for endpoint in watch_endpoints + client_endpoints:
-            if not isinstance(endpoint, str) or "://" not in endpoint:
-                raise ValueError(f"endpoints must be ZeroMQ endpoints like tcp://host:port, got {endpoint!r}")
+        if curve is not None:
+            curve.check(len(watch_endpoints))
+        check_endpoints(watch_endpoints + client_endpoints)
         self.clone = CloneState(prefix, gap_ms=gap_ms, derive=derive)
         self._query = admin.encode_snapshot_query(prefix)
         context = zmq.Context.instance() if context is None else context
@@ -288,7 +289,7 @@ class Watcher:
                 subscriber = context.socket(zmq.SUB)
                 self._subscribers.append(subscriber)
                 self._options(subscriber, MAXMSGSIZE=c.WATCH_MESSAGE_BYTES_MAX, RCVHWM=c.NODE_WATCH_SNDHWM)
-                self._curve(subscriber, curve, index)
+                apply_curve(subscriber, curve, index)
                 subscriber.setsockopt(zmq.SUBSCRIBE, b"")  # both topics: ops and commits
                 subscriber.connect(endpoint)
                 self._register(subscriber, True, index)
@@ -296,7 +297,7 @@ class Watcher:
                 querier = context.socket(zmq.DEALER)
                 self._queriers.append(querier)
                 self._options(querier, MAXMSGSIZE=c.SNAPSHOT_ANSWER_BYTES_MAX + 1024, SNDHWM=QUERY_SNDHWM)
-                self._curve(querier, curve, index)
+                apply_curve(querier, curve, index)
                 querier.connect(endpoint)
                 self._register(querier, False, index)
         except BaseException:
@@ -468,11 +469,6 @@ class Watcher:
         for name, value in options.items():
             socket.setsockopt(getattr(zmq, name), value)
 
-    @staticmethod
-    def _curve(socket: zmq.Socket[bytes], curve: Curve | None, index: int) -> None:
-        for name, value in ({} if curve is None else curve.options(index)).items():
-            socket.setsockopt(getattr(zmq, name), value)
-
     def _register(self, socket: zmq.Socket[bytes], subscriber: bool, index: int) -> None:
         self._poller.register(socket, zmq.POLLIN)
         self._index[socket] = (subscriber, index)
@@ -497,3 +493,42 @@ class Watcher:
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
         self.close()
+
+
+# --- from a cluster configuration -------------------------------------------------------------------------------
+
+
+def watch(
+    cluster: ClusterConfig | str | Path,
+    prefix: str = "",
+    *,
+    curve: Curve | None = None,
+    context: zmq.Context[zmq.Socket[bytes]] | None = None,
+    derive: Derive | None = None,
+) -> Watcher:
+    """A `Watcher`: a live copy of the keys under `prefix`, and their changes as events.
+
+    `cluster`: a `ClusterConfig` or the path of a cluster TOML file. The watch stream is published by the
+    replicas, not by proxies (a `Client` talks to proxies), so the watcher connects to every replica's
+    ``watch`` and ``client`` endpoint, which the configuration names. `curve`: by default, from the
+    configuration's ``[security]`` (``client_key`` and the replicas' public keys). Close the watcher after use.
+    Also reachable as `zvsr.client.watch`.
+
+        with watch("cluster.toml", "config/") as watcher:
+            for event in watcher:           # WatchEvent(op_number, key, value, deleted)
+                print(event.key, event.value, watcher.state)
+    """
+    config = cluster if isinstance(cluster, ClusterConfig) else load_config(cluster)
+    without = [index for index, address in enumerate(config.replicas) if address.watch is None]
+    if without:
+        raise ValueError(
+            f'replicas {without} have no watch endpoint: add watch = "tcp://..." to their [[replica]]'
+        )
+    return Watcher(
+        [address.watch for address in config.replicas if address.watch is not None],
+        [address.client for address in config.replicas],
+        prefix,
+        curve=curve_for_replicas(config) if curve is None else curve,
+        context=context,
+        derive=coordination_changes if derive is None else derive,
+    )

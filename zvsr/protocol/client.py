@@ -1,13 +1,36 @@
-"""The client side of VR (§4, "client"), sans-IO: primary discovery and idempotent retry.
+"""The client side of VR (§4, "client"), sans-IO: primary discovery and idempotent retry, direct or via relays.
 
-One `ClientSession` is one client_id with at most one request outstanding (§4). It keeps the view it believes
-current and sends to that view's primary; a Redirect moves it to the view and primary named there (never to an
-older view); a timeout re-sends the *same* (client_id, request_number) to every replica, so whichever is primary
-answers, from the client table if the request was already executed (rule 8). Errors that mean "not now"
-(`view_change`, `unavailable`, `busy`) are retried after a backoff; `bad_request` completes the request.
+Direct to the replicas. One `ClientSession` is one client_id with at most one request outstanding (§4). It
+keeps the view it believes current and sends to that view's primary; a Redirect moves it to the view and
+primary named there (never to an older view); a timeout re-sends the *same* (client_id, request_number) to
+every replica, so whichever is primary answers, from the client table if the request was already executed
+(rule 8). Errors that mean "not now" (`view_change`, `unavailable`, `busy`) are retried after a backoff;
+`bad_request` completes the request.
 
-The proxy, the Python client and the simulator's clients all run this code; they differ only in how they move
-bytes and how often they call `tick()`.
+The proxy, the Python client in direct mode and the simulator's clients all run this code; they differ only in
+how they move bytes and how often they call `tick()`.
+
+Via relays (proxies). A relay runs a `ClientSession` of its own for each request toward the replicas and
+answers every request it holds by its own deadline (the proxy's `request_timeout_ms`): a result, or an error
+saying why not. A client going through relays therefore does not retry on a short timer — that would be a
+second retry session racing the relay's, multiplying traffic by the number of relays. A `RelaySession` sends a
+request to one relay and waits until its own deadline, sending the *same* (client_id, request_number) again
+only when that relay cannot answer:
+- the send was refused because there is no connection to the relay (the driver says so with
+  `on_send_refused`): the request goes to the next relay at once; when every relay refused, the next relay is
+  tried again on the next tick (a local attempt, nothing on the network), so a new client's first request
+  leaves as soon as a connection is up;
+- the relay answered an error other than a final one (`timeout`, `unavailable`, `busy`): its own session ended
+  without a result; while the client's deadline is ahead, the request goes once more, to the next relay, after
+  a short pause;
+- nothing came back for `quiet_ticks` after the last send: the one loss nothing reports — a relay that
+  restarted forgot its table of requests in flight, and the copy or the answer went with the old connection.
+  The request goes once more, to the next relay (with one relay, to the same one: it joins a copy it still
+  holds), and again after each further quiet period, always within the client's deadline. The period is long
+  next to a relay's usual answer (milliseconds), so a live relay sees one copy unless a failover keeps it
+  busy that long.
+Re-sending is always safe: the relay joins a copy of the request it holds, and the replicas' client table
+answers one already executed (rule 8). At the client's deadline the request completes with `timeout`.
 """
 
 from __future__ import annotations
@@ -30,6 +53,7 @@ from zvsr.protocol.timeout import Prng, Timeout
 REQUEST_TIMEOUT_TICKS = 20
 REQUEST_TIMEOUT_MAX_TICKS = 160
 RETRY_AFTER_ERROR_TICKS = 5
+RELAY_QUIET_TICKS = 250  # silence after a send to a relay before a RelaySession sends again (see above)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,4 +165,124 @@ class ClientSession:
     def _complete(self, completion: Completion) -> None:
         self.outstanding = None
         self._retry.stop()
+        self._done.append(completion)
+
+
+class RelaySession:
+    """One client_id going through `relay_count` relays (proxies), at most one request outstanding (§4).
+
+    `relay` is the relay the request in flight went to last, and where the next request goes first (see the
+    module docstring for when the request moves on). `submit`, `on_reply`, `tick`, `take_outbox` and
+    `take_completion` work as in `ClientSession`; outbox destinations are relay indexes.
+    """
+
+    def __init__(
+        self,
+        *,
+        client_id: int,
+        relay_count: int,
+        request_number: int = 0,
+        relay: int = 0,
+        deadline_ticks: int | None = None,
+        quiet_ticks: int = RELAY_QUIET_TICKS,
+    ) -> None:
+        assert relay_count >= 1 and 0 <= relay < relay_count and request_number >= 0
+        self.client_id = client_id
+        self.relay_count = relay_count
+        self.request_number = request_number  # the last one used; requests go out with +1
+        self.relay = relay
+        self.deadline_ticks = deadline_ticks
+        self.outstanding: Request | None = None
+        self._refused: set[int] = set()  # relays that refused this round's send (not connected)
+        self._connect_wait = False  # every relay refused: try again next tick
+        self._elapsed = 0
+        self._quiet = Timeout("relay quiet", after=quiet_ticks)  # since the last send
+        self._pause = Timeout("relay pause", after=RETRY_AFTER_ERROR_TICKS)  # after a relay's error answer
+        self._outbox: list[tuple[int, Request]] = []
+        self._done: list[Completion] = []
+
+    def submit(self, operation: bytes, *, request_number: int | None = None) -> Request:
+        """Start a request; the caller waits for its Completion before submitting another (§4)."""
+        assert self.outstanding is None, "a client has at most one outstanding request"
+        if request_number is None:
+            request_number = self.request_number + 1
+        assert request_number >= self.request_number, "request numbers never go backwards"
+        self.request_number = request_number
+        self.outstanding = Request(client_id=self.client_id, request_number=request_number, operation=operation)
+        self._elapsed = 0
+        self._new_round(self.relay)  # the relay that took the last request
+        return self.outstanding
+
+    def on_send_refused(self, relay: int) -> None:
+        """The driver could not hand the request to `relay` (no connection to it): it never left."""
+        if self.outstanding is None:
+            return
+        self._refused.add(relay)
+        for step in range(1, self.relay_count):
+            candidate = (relay + step) % self.relay_count
+            if candidate not in self._refused:
+                self._send(candidate)
+                return
+        self._connect_wait = True
+
+    def on_reply(self, reply: ClientReply) -> None:
+        if self.outstanding is None or reply.client_id != self.client_id:
+            return
+        if reply.request_number != self.outstanding.request_number:
+            return  # an answer to an earlier request
+        if isinstance(reply, Reply):
+            self._complete(Completion(request_number=reply.request_number, result=reply.result))
+        elif isinstance(reply, Error):
+            if reply.code in (ERROR_BAD_REQUEST, ERROR_SESSION_EXPIRED):  # final: retrying cannot help
+                self._complete(
+                    Completion(request_number=reply.request_number, error=reply.code, message=reply.message)
+                )
+            elif not self._pause.running:
+                # The relay's own session ended without a result, or it refused the request: ask the next relay,
+                # after a pause (a relay refusing at once must not make us spin).
+                self._pause.start()
+        # A Redirect never comes from a relay (it follows them itself): nothing to learn from one.
+
+    def tick(self) -> None:
+        if self.outstanding is None:
+            return
+        self._elapsed += 1
+        self._quiet.tick()
+        self._pause.tick()
+        if self.deadline_ticks is not None and self._elapsed >= self.deadline_ticks:
+            self._complete(
+                Completion(
+                    request_number=self.outstanding.request_number,
+                    error=ERROR_TIMEOUT,
+                    message="no answer in time; the request may or may not have been executed",
+                )
+            )
+            return
+        if self._connect_wait or self._pause.fired() or self._quiet.fired():
+            self._new_round((self.relay + 1) % self.relay_count)
+
+    def take_outbox(self) -> list[tuple[int, Request]]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    def take_completion(self) -> Completion | None:
+        return self._done.pop(0) if self._done else None
+
+    def _new_round(self, relay: int) -> None:
+        self._refused.clear()
+        self._connect_wait = False
+        self._send(relay)
+
+    def _send(self, relay: int) -> None:
+        assert self.outstanding is not None
+        self.relay = relay
+        self._outbox.append((relay, self.outstanding))
+        self._pause.stop()
+        self._quiet.start()  # the quiet period counts from the last send
+
+    def _complete(self, completion: Completion) -> None:
+        self.outstanding = None
+        self._connect_wait = False
+        self._quiet.stop()
+        self._pause.stop()
         self._done.append(completion)

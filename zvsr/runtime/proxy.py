@@ -24,7 +24,9 @@ Requests. Every request runs in a `ClientSession` (`zvsr.protocol.client`): the 
 discovery the simulator's clients run. It sends to the primary of the view the proxy believes current, follows
 Redirects, re-sends the *same* (client_id, request_number) to every replica on timeout (so failover is
 at-most-once: the client table answers a retry of an executed request from its cache, rule 8), and gives up
-after `config.request_timeout_ms`. Two kinds of client:
+after `config.request_timeout_ms`. The proxy owns the retries toward the replicas: its zvsr clients keep only
+their own deadline and do not re-send on a timer (`RelaySession`; docs/protocol.md §5, "Who retries what"), so
+every request is answered here, by this deadline. Two kinds of client:
 - zvsr clients send a `Request` (codec type 20). The proxy relays it with the client's own numbers, one session
   per client_id, and answers with the encoded `Reply` (the replica's bytes, passed through) or an `Error`.
   A Redirect is followed, never passed on. The client's retry of the request in flight (same number) joins it:
