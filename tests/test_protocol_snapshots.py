@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
-from test_seed_flaws import counted, header, operations, view_change_to_one
+from scenarios import counted, header, operations, view_change_to_one
 
 from zvsr.constants import RECOVERY_STALL_ROUNDS
 from zvsr.protocol import snapshot as snapshots

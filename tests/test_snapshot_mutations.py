@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import test_protocol_snapshots as snaps
-from test_mutations import Handler, assert_caught, patch_handler, patch_method
+from mutants import Handler, assert_caught, patch_handler, patch_method
 
 from zvsr.protocol import snapshot as snapshots
 from zvsr.protocol.messages import SnapshotChunk
