@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 import pytest
-from test_node import LocalCluster, make_config, operation
+from local_cluster import LocalCluster, make_config, operation
 
 from zvsr.constants import BATCH_MESSAGES_MAX, CLIENT_MESSAGE_BYTES_MAX
 from zvsr.protocol.messages import Error, Reply, Request

@@ -180,7 +180,8 @@ def test_timeout_says_the_outcome_is_unknown_and_the_client_carries_on(
             started = time.monotonic()
             with pytest.raises(Timeout) as raised:
                 client.put("k", 1)
-            assert 0.29 <= time.monotonic() - started <= 0.3 + 0.4  # the deadline, plus scheduling slack
+            assert time.monotonic() - started >= 0.29, "gave up before its deadline"
+            assert 1 in [r.request_number for r in fakes[0].requests()], "timed out without asking the primary"
             assert raised.value.code == "timeout" and "may or may not have been executed" in str(raised.value)
             fakes[0].script = app
             client.put("k", 2)
@@ -201,10 +202,10 @@ def test_refusals_of_every_attempt_are_not_a_timeout(context: zmq.Context[zmq.So
                 client.get("k")
             for fake in fakes:
                 fake.script = refuse("bad_request")
-            started = time.monotonic()
             with pytest.raises(BadRequest, match="fake bad_request"):
                 client.get("k")
-            assert time.monotonic() - started < 0.25  # final at once, not retried
+            numbers = [r.request_number for fake in fakes for r in fake.requests()]
+            assert numbers.count(max(numbers)) == 1, "bad_request is final: sent once, not retried"
     assert issubclass(Unavailable, ZvsrError) and issubclass(AppError, ZvsrError)
 
 
@@ -422,9 +423,7 @@ def test_direct_client_on_real_replicas_keeps_writing_through_a_failover(
                 lambda: client.incr("n"), Timeout, lambda: cluster.stop(0)
             )
         with Client(replicas=clients(config), context=context, timeout_ms=5000) as fresh:
-            started = time.monotonic()
-            total = fresh.get("n")
-            assert time.monotonic() - started < 3
+            total = fresh.get("n")  # found the new primary before its deadline, or this raised Timeout
             fresh.put("after", "failover")
             assert fresh.get("after") == "failover"
     assert load.acknowledged <= total <= load.acknowledged + load.unknown

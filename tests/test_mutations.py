@@ -1,5 +1,6 @@
 """Mutation checks (ARCHITECTURE §5.3): each seed flaw, re-introduced into the core by monkeypatching, must make
-its regression scenario from `test_seed_flaws.py` fail. A check that cannot fail is a defect.
+its regression scenario (in `scenarios.py`, run as a test by `test_protocol_rules.py`) fail. A check that cannot
+fail is a defect.
 
 How the core is patched. Message handlers are dispatched through `zvsr.protocol.replica._HANDLERS`, a table built
 at import time, so a flawed handler replaces the table entry (patching `Replica.on_prepare` alone would change
@@ -18,10 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-import test_protocol_client as client
-import test_protocol_sessions as sessions
-import test_protocol_state_transfer as state_transfer
-import test_seed_flaws as flaws
+import scenarios
+from mutants import Handler, assert_caught, patch_handler, patch_method
 
 from zvsr.protocol import messages
 from zvsr.protocol import replica as replica_module
@@ -36,26 +35,6 @@ from zvsr.protocol.messages import (
     StartView,
 )
 from zvsr.protocol.replica import ClientEntry, Replica, Status
-
-Handler = Callable[[Replica, Any], None]
-
-
-def patch_handler(monkeypatch: pytest.MonkeyPatch, kind: type, make: Callable[[Handler], Handler]) -> None:
-    """Replace the dispatch-table entry for `kind` by `make(original)`."""
-    original = replica_module._HANDLERS[kind]
-    monkeypatch.setitem(replica_module._HANDLERS, kind, make(original))
-
-
-def patch_method(monkeypatch: pytest.MonkeyPatch, name: str, make: Callable[[Any], Any]) -> None:
-    monkeypatch.setattr(Replica, name, make(getattr(Replica, name)))
-
-
-def assert_caught(scenario: Callable[[], object]) -> None:
-    """The scenario must fail: an AssertionError, from the scenario's own checks, the harness's invariants, or
-    an assertion in the core."""
-    with pytest.raises(AssertionError):
-        scenario()
-
 
 # --- the mutants: each re-introduces one flaw; tests below install one and run its scenario -----------------
 
@@ -329,62 +308,73 @@ def mutant_hole_finish_on_first_chunk(monkeypatch: MonkeyPatch) -> None:
 # --- each seed flaw's mutant is caught by its regression scenario -------------------------------------------
 
 
-def test_s01_mutant_prepare_ok_to_local_primary_is_caught(monkeypatch: MonkeyPatch) -> None:
+def test_mutant_prepare_ok_to_local_primary_is_caught(monkeypatch: MonkeyPatch) -> None:
+    """Seed review flaw 1: PrepareOk to the primary of the local view."""
     mutant_s01_prepare_ok_to_local_primary(monkeypatch)
-    assert_caught(flaws.scenario_s01_prepare_ok_goes_to_the_sender)
+    assert_caught(scenarios.prepare_ok_goes_to_the_sender)
 
 
-def test_s02_mutant_any_commit_resets_primary_timeout_is_caught(monkeypatch: MonkeyPatch) -> None:
+def test_mutant_any_commit_resets_primary_timeout_is_caught(monkeypatch: MonkeyPatch) -> None:
+    """Seed review flaw 2: view-less heartbeats."""
     mutant_s02_view_less_heartbeat(monkeypatch)
-    assert_caught(flaws.scenario_s02_stale_heartbeats_do_not_reset_the_timer)
+    assert_caught(scenarios.stale_heartbeats_do_not_reset_the_primary_timeout)
 
 
-def test_s03_mutant_new_primary_does_not_execute_is_caught(monkeypatch: MonkeyPatch) -> None:
+def test_mutant_new_primary_does_not_execute_is_caught(monkeypatch: MonkeyPatch) -> None:
+    """Seed review flaw 3: the new primary does not execute committed ops."""
     mutant_s03_new_primary_does_not_execute(monkeypatch)
-    assert_caught(flaws.scenario_s03_new_primary_executes_committed_ops)
+    assert_caught(scenarios.new_primary_executes_committed_ops)
 
 
-def test_s03_mutant_backup_does_not_execute_on_start_view_is_caught(monkeypatch: MonkeyPatch) -> None:
+def test_mutant_backup_does_not_execute_on_start_view_is_caught(monkeypatch: MonkeyPatch) -> None:
+    """Seed review flaw 3: a backup does not execute committed ops on StartView."""
     mutant_s03_backup_does_not_execute(monkeypatch)
-    assert_caught(flaws.scenario_s03_backup_executes_committed_ops_on_start_view)
+    assert_caught(scenarios.backup_executes_committed_ops_on_start_view)
 
 
-def test_s04_mutant_new_state_from_any_sender_is_caught(monkeypatch: MonkeyPatch) -> None:
+def test_mutant_new_state_from_any_sender_is_caught(monkeypatch: MonkeyPatch) -> None:
+    """Seed review flaw 4: NewState trusted from any sender."""
     mutant_s04_new_state_from_anyone(monkeypatch)
-    assert_caught(flaws.scenario_s04_new_state_only_from_the_primary_of_our_view)
+    assert_caught(scenarios.new_state_only_from_the_primary_of_our_view)
 
 
 @pytest.mark.parametrize("replica_count", [3, 5])
-def test_s05_mutant_quorum_of_others_is_caught(monkeypatch: MonkeyPatch, replica_count: int) -> None:
+def test_mutant_quorum_of_others_is_caught(monkeypatch: MonkeyPatch, replica_count: int) -> None:
+    """Seed review flaw 5: the DoViewChange quorum counts only the others."""
     mutant_s05_quorum_of_others(monkeypatch)
-    assert_caught(lambda: flaws.scenario_s05_do_view_change_quorum_counts_self(replica_count))
+    assert_caught(lambda: scenarios.do_view_change_quorum_counts_self(replica_count))
 
 
 @pytest.mark.parametrize(
-    "votes", [flaws.S06_BEST_BY_VIEW, flaws.S06_BEST_BY_OP_NUMBER], ids=["by-view", "by-op-number"]
+    "votes", [scenarios.VOTES_BEST_BY_VIEW, scenarios.VOTES_BEST_BY_OP_NUMBER], ids=["by-view", "by-op-number"]
 )
-def test_s06_mutant_log_from_last_message_is_caught(
+def test_mutant_log_from_last_message_is_caught(
     monkeypatch: MonkeyPatch, votes: tuple[tuple[int, int, int, tuple[Any, ...]], ...]
 ) -> None:
+    """Seed review flaw 6: the log chosen from the last DoViewChange only."""
     mutant_s06_log_from_last_message(monkeypatch)
-    assert_caught(lambda: flaws.scenario_s06_log_chosen_from_all_do_view_changes(votes))
+    assert_caught(lambda: scenarios.log_chosen_from_all_do_view_changes(votes))
 
 
-def test_s07_mutant_new_primary_without_heartbeat_is_caught(monkeypatch: MonkeyPatch) -> None:
+def test_mutant_new_primary_without_heartbeat_is_caught(monkeypatch: MonkeyPatch) -> None:
+    """Seed review flaw 7: the new primary starts no heartbeats."""
     mutant_s07_primary_without_heartbeat(monkeypatch)
-    assert_caught(flaws.scenario_s07_new_primary_starts_heartbeats)
+    assert_caught(scenarios.new_primary_starts_heartbeats)
 
 
-def test_s07_mutant_backup_keeps_old_primary_timer_is_caught(monkeypatch: MonkeyPatch) -> None:
+def test_mutant_backup_keeps_old_primary_timer_is_caught(monkeypatch: MonkeyPatch) -> None:
+    """Seed review flaw 7: a backup keeps its old primary timer."""
     mutant_s07_backup_keeps_old_timer(monkeypatch)
-    assert_caught(flaws.scenario_s07_backup_timer_restarts_on_start_view)
+    assert_caught(scenarios.backup_timer_restarts_on_start_view)
 
 
 # S8: the flaw is a message kind that exists but does nothing; no behaviour of the core can express it. What can
 # be checked is that the closed-set test fails once such a kind is added to the message set or module.
 
 
-def test_s08_mutant_vestigial_message_kind_is_caught(monkeypatch: MonkeyPatch) -> None:
+def test_mutant_vestigial_message_kind_is_caught(monkeypatch: MonkeyPatch) -> None:
+    """Seed review flaw 8: a vestigial ViewChangeOk."""
+
     @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
     class ViewChangeOk:
         cluster: int
@@ -393,30 +383,34 @@ def test_s08_mutant_vestigial_message_kind_is_caught(monkeypatch: MonkeyPatch) -
         replica: int
 
     monkeypatch.setattr(messages, "REPLICA_MESSAGES", (*messages.REPLICA_MESSAGES, ViewChangeOk))
-    assert_caught(flaws.scenario_s08_message_set_is_closed)
+    assert_caught(scenarios.message_set_is_closed)
     monkeypatch.undo()
     monkeypatch.setattr(messages, "ViewChangeOk", ViewChangeOk, raising=False)
-    assert_caught(flaws.scenario_s08_message_set_is_closed)
+    assert_caught(scenarios.message_set_is_closed)
 
 
-def test_s09_mutant_prepare_ok_of_any_view_counts_is_caught(monkeypatch: MonkeyPatch) -> None:
+def test_mutant_prepare_ok_of_any_view_counts_is_caught(monkeypatch: MonkeyPatch) -> None:
+    """Seed review flaw 9: PrepareOk counts not keyed by view."""
     mutant_s09_acks_of_any_view(monkeypatch)
-    assert_caught(flaws.scenario_s09_old_view_acks_do_not_commit)
+    assert_caught(scenarios.old_view_acks_do_not_commit)
 
 
-def test_s10_mutant_naive_view_adoption_is_caught(monkeypatch: MonkeyPatch) -> None:
+def test_mutant_naive_view_adoption_is_caught(monkeypatch: MonkeyPatch) -> None:
+    """Seed review flaw 10: a Prepare of a newer view adopted with the old log."""
     mutant_s10_naive_view_adoption(monkeypatch)
-    assert_caught(flaws.scenario_s10_higher_view_prepare_state_transfer)
+    assert_caught(scenarios.newer_view_prepare_fetches_the_views_log_first)
 
 
-def test_s11_mutant_client_table_ignored_is_caught(monkeypatch: MonkeyPatch) -> None:
+def test_mutant_client_table_ignored_is_caught(monkeypatch: MonkeyPatch) -> None:
+    """Seed review flaw 11: no client table, no at-most-once."""
     mutant_s11_no_client_table(monkeypatch)
-    assert_caught(flaws.scenario_s11_duplicate_request_executes_once)
+    assert_caught(scenarios.duplicate_request_executes_once)
 
 
-def test_s12_mutant_quorum_check_always_true_is_caught(monkeypatch: MonkeyPatch) -> None:
+def test_mutant_quorum_check_always_true_is_caught(monkeypatch: MonkeyPatch) -> None:
+    """Seed review flaw 12: the quorum check is a no-op."""
     mutant_s12_quorum_check_always_true(monkeypatch)
-    assert_caught(flaws.scenario_s12_isolated_primary_answers_unavailable)
+    assert_caught(scenarios.isolated_primary_answers_unavailable)
 
 
 @pytest.mark.parametrize(
@@ -424,42 +418,43 @@ def test_s12_mutant_quorum_check_always_true_is_caught(monkeypatch: MonkeyPatch)
     [lambda n: n // 2, lambda n: (n - 1) // 2 + 1],
     ids=["half", "f-plus-one-also-for-even-n"],
 )
-def test_s12_mutant_quorum_not_a_majority_is_caught(
-    monkeypatch: MonkeyPatch, quorum: Callable[[int], int]
-) -> None:
+def test_mutant_quorum_not_a_majority_is_caught(monkeypatch: MonkeyPatch, quorum: Callable[[int], int]) -> None:
+    """Seed review flaw 12: a quorum size that is not a majority."""
     # Config's quorum is not a behaviour of the Replica: the property test is what catches a wrong one.
     monkeypatch.setattr(Config, "quorum", property(lambda self: quorum(self.replica_count)))
-    assert_caught(flaws.scenario_s12_quorums_are_intersecting_majorities)
+    assert_caught(scenarios.quorums_are_intersecting_majorities)
 
 
 @pytest.mark.parametrize(
     ("index", "kind"), [(0, Prepare), (1, Commit), (2, StartView), (3, NewState)], ids=lambda v: str(v)
 )
-def test_s13_mutant_sender_identity_not_checked_is_caught(
-    monkeypatch: MonkeyPatch, index: int, kind: type
-) -> None:
+def test_mutant_sender_identity_not_checked_is_caught(monkeypatch: MonkeyPatch, index: int, kind: type) -> None:
+    """Seed review flaw 13: leader identity not checked."""
     mutant_s13_identity_not_checked(kind)(monkeypatch)
-    assert_caught(lambda: flaws.scenario_s13_messages_from_non_primary_are_dropped(index))
+    assert_caught(lambda: scenarios.leader_messages_from_non_primary_are_dropped(index))
 
 
-def test_s14_mutant_new_state_overwrites_is_caught(monkeypatch: MonkeyPatch) -> None:
+def test_mutant_new_state_overwrites_is_caught(monkeypatch: MonkeyPatch) -> None:
+    """Seed review flaw 14: NewState overwrites, moving a replica backwards."""
     mutant_s14_new_state_overwrites(monkeypatch)
-    assert_caught(flaws.scenario_s14_new_state_cannot_regress)
+    assert_caught(scenarios.new_state_cannot_regress)
 
 
-def test_s14_mutant_any_replica_answers_get_state_is_caught(monkeypatch: MonkeyPatch) -> None:
+def test_mutant_any_replica_answers_get_state_is_caught(monkeypatch: MonkeyPatch) -> None:
+    """Seed review flaw 14: GetState answered by any replica."""
     mutant_s14_any_replica_answers_get_state(monkeypatch)
-    assert_caught(flaws.scenario_s14_get_state_answered_only_by_primary_in_normal_status)
+    assert_caught(scenarios.get_state_answered_only_by_primary_in_normal_status)
 
 
 def both_paper_hole_scenarios(*, white_box: bool = True) -> None:
     """The rule is caught whether the core truncates at adoption (then the first scenario loses A) or keeps its
     old log until the view's log arrives (then the second loses B)."""
-    flaws.scenario_paper_hole_state_transfer_last_normal_view(white_box=white_box)
-    flaws.scenario_paper_hole_stale_suffix_last_normal_view()
+    scenarios.last_normal_view_kept_until_the_views_log_arrives(white_box=white_box)
+    scenarios.last_normal_view_kept_with_a_stale_suffix()
 
 
-def test_paper_hole_mutant_last_normal_view_set_on_adoption_is_caught(monkeypatch: MonkeyPatch) -> None:
+def test_mutant_last_normal_view_set_on_adoption_is_caught(monkeypatch: MonkeyPatch) -> None:
+    """The paper's hole (VR-NOTES §11.1): last_normal_view set when a view is adopted, before its log."""
     mutant_hole_last_normal_view_on_adoption(monkeypatch)
     assert_caught(both_paper_hole_scenarios)
     # Not only white-box checks (ours, or the core's own invariants()): end to end, an acknowledged operation
@@ -469,22 +464,24 @@ def test_paper_hole_mutant_last_normal_view_set_on_adoption_is_caught(monkeypatc
         both_paper_hole_scenarios(white_box=False)
 
 
-def test_paper_hole_mutant_truncate_on_adoption_is_caught(monkeypatch: MonkeyPatch) -> None:
+def test_mutant_truncate_on_adoption_is_caught(monkeypatch: MonkeyPatch) -> None:
+    """The paper's second hole (docs/design.md): the uncommitted suffix dropped when a newer view is adopted."""
     mutant_hole_truncate_on_adoption(monkeypatch)
     with pytest.raises(AssertionError, match="the acknowledged op A was lost"):
-        flaws.scenario_truncation_on_newer_view_keeps_committed_ops()
+        scenarios.truncation_on_newer_view_keeps_committed_ops()
 
 
-def test_paper_hole_mutant_state_transfer_finished_on_a_partial_log_is_caught(monkeypatch: MonkeyPatch) -> None:
+def test_mutant_state_transfer_finished_on_a_partial_log_is_caught(monkeypatch: MonkeyPatch) -> None:
+    """The paper's hole, ARCHITECTURE rule 3's fine print: one chunk of the view's log taken for all of it."""
     mutant_hole_finish_on_first_chunk(monkeypatch)
     config = Config(replica_count=3, new_state_entries_max=1, primary_timeout_jitter_ticks=0)
-    assert_caught(lambda: state_transfer.scenario_chunked_state_transfer_last_normal_view(config))
+    assert_caught(lambda: scenarios.chunked_state_transfer_keeps_the_old_last_normal_view(config))
 
 
 # --- beyond the seed review ---------------------------------------------------------------------------------
 
 
-def test_vr_notes_11_5_mutant_in_progress_requests_forgotten_on_view_change_is_caught(
+def test_mutant_in_progress_requests_forgotten_on_view_change_is_caught(
     monkeypatch: MonkeyPatch,
 ) -> None:
     """VR-NOTES §11.5: requests in the log but not committed stay "in progress" across a view change."""
@@ -494,7 +491,7 @@ def test_vr_notes_11_5_mutant_in_progress_requests_forgotten_on_view_change_is_c
         self.client_pending = {}
 
     monkeypatch.setattr(Replica, "_rebuild_client_pending", forget)
-    assert_caught(client.scenario_request_in_progress_at_failover)
+    assert_caught(scenarios.request_in_progress_at_failover)
 
 
 # --- the simulator catches some of them too (ARCHITECTURE §5.3: "or the simulator within a bounded number of
@@ -521,7 +518,7 @@ def mutant_evicted_session_taken_for_new(monkeypatch: MonkeyPatch) -> None:
 
 def test_mutant_evicted_session_taken_for_new_is_caught(monkeypatch: MonkeyPatch) -> None:
     mutant_evicted_session_taken_for_new(monkeypatch)
-    assert_caught(sessions.test_a_retry_from_an_evicted_session_is_refused_and_never_executed_twice)
+    assert_caught(scenarios.retry_from_an_evicted_session_is_refused_and_never_executed_twice)
 
 
 SEEDS_MAX = 30

@@ -7,7 +7,8 @@ from __future__ import annotations
 import random
 
 import pytest
-from test_seed_flaws import header, operations, steady_config, view_change_to_one
+import scenarios
+from scenarios import header, steady_config, view_change_to_one
 
 from zvsr.protocol.client import RETRY_AFTER_ERROR_TICKS, ClientSession, Completion, RelaySession
 from zvsr.protocol.config import Config
@@ -19,16 +20,13 @@ from zvsr.protocol.messages import (
     ERROR_UNAVAILABLE,
     ERROR_VIEW_CHANGE,
     Error,
-    Prepare,
-    PrepareOk,
     Redirect,
     Reply,
     Request,
     StartViewChange,
 )
 from zvsr.protocol.ready import BROADCAST
-from zvsr.protocol.replica import Status
-from zvsr.sim.harness import Cluster, matching
+from zvsr.sim.harness import Cluster
 
 # --- the client table at the replicas -----------------------------------------------------------------------
 
@@ -96,32 +94,7 @@ def test_cached_reply_from_a_new_primary_after_failover() -> None:
 
 
 def test_request_in_progress_at_failover_is_not_appended_again_by_the_new_primary() -> None:
-    scenario_request_in_progress_at_failover()
-
-
-def scenario_request_in_progress_at_failover() -> None:
-    """VR-NOTES §11.5. Client 2's request is prepared at every replica but not committed when primary 0 fails.
-    The new primary's log holds it; the client's retry must not append it a second time; it commits once, and
-    the new primary answers the client when it does."""
-    cluster = Cluster(3, config=steady_config(3))
-    cluster.request(client_id=2, request_number=1, op=b"c", to=0)
-    cluster.deliver(matching(Prepare))
-    cluster.queue.clear()  # the acknowledgements are lost: nothing commits in view 0
-    cluster.partition({0}, {1, 2})
-    cluster.tick_until(1, lambda: cluster.replicas[1].view_number == 1)
-    cluster.deliver(lambda item: not isinstance(item.message, PrepareOk))  # SVC, DVC
-    cluster.deliver(lambda item: not isinstance(item.message, PrepareOk))  # StartView
-    new_primary = cluster.replicas[1]
-    assert new_primary.status is Status.NORMAL and operations(new_primary.log) == [b"c"]
-    assert new_primary.commit_number == 0
-    cluster.request(client_id=2, request_number=1, op=b"c", to=1)
-    assert new_primary.op_number == 1, "the retry was appended a second time"
-    cluster.deliver_all()  # replica 2's PrepareOk for the StartView commits it
-    assert new_primary.commit_number == 1
-    assert [r for r in cluster.replies if isinstance(r, Reply)] == [
-        Reply(view=1, client_id=2, request_number=1, result=b"1")
-    ]
-    assert cluster.apps[1].applied == [b"c"]
+    scenarios.request_in_progress_at_failover()
 
 
 def test_requests_waiting_in_the_queue_are_dropped_on_view_change() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from test_seed_flaws import entry, header, operations, steady_config
+from scenarios import entry, header, operations, steady_config
 
 from zvsr.protocol.config import Config
 from zvsr.protocol.messages import (

@@ -4,7 +4,7 @@ latest view it learns of, and then copies that primary's state."""
 
 from __future__ import annotations
 
-from test_seed_flaws import entry, header, operations, steady_config
+from scenarios import entry, header, operations, steady_config
 
 from zvsr.protocol.messages import (
     ERROR_UNAVAILABLE,

@@ -5,39 +5,20 @@ from __future__ import annotations
 
 import random
 
-from test_seed_flaws import steady_config
+import scenarios
+from scenarios import expired_answers, run_to_commit, sessions_cluster
 
 from zvsr.protocol import snapshot as snapshots
 from zvsr.protocol.client import ClientSession
 from zvsr.protocol.messages import ERROR_SESSION_EXPIRED, Error, Reply
-from zvsr.sim.harness import Cluster
-
-
-def a_cluster(**overrides: int) -> Cluster:
-    return Cluster(3, config=steady_config(3, client_table_max=3, **overrides))
-
-
-def run(cluster: Cluster, client_id: int, request_number: int, op: bytes) -> None:
-    cluster.request(client_id=client_id, request_number=request_number, op=op, to=0)
-    cluster.deliver_all()
-    cluster.tick(cluster.replicas[0].config.heartbeat_ticks, only={0})  # backups learn the commit
-    cluster.deliver_all()
-
-
-def expired_answers(cluster: Cluster, client_id: int) -> list[Error]:
-    return [
-        r
-        for r in cluster.replies
-        if isinstance(r, Error) and r.client_id == client_id and r.code == ERROR_SESSION_EXPIRED
-    ]
 
 
 def test_the_least_recently_executed_session_is_evicted_the_same_way_on_every_replica() -> None:
-    cluster = a_cluster()
+    cluster = sessions_cluster()
     for client_id in (1, 2, 3):
-        run(cluster, client_id, 1, b"c%d" % client_id)
-    run(cluster, 1, 2, b"c1-again")  # client 1 is now the most recent
-    run(cluster, 4, 1, b"c4")  # a fourth session: client 2, the least recently executed, goes
+        run_to_commit(cluster, client_id, 1, b"c%d" % client_id)
+    run_to_commit(cluster, 1, 2, b"c1-again")  # client 1 is now the most recent
+    run_to_commit(cluster, 4, 1, b"c4")  # a fourth session: client 2, the least recently executed, goes
     for replica in cluster.replicas:
         assert list(replica.client_table) == [3, 1, 4]
         assert list(replica.client_expired) == [2]
@@ -45,21 +26,11 @@ def test_the_least_recently_executed_session_is_evicted_the_same_way_on_every_re
 
 
 def test_a_retry_from_an_evicted_session_is_refused_and_never_executed_twice() -> None:
-    """Client 2's request 1 executed, its reply was lost, its session was evicted; the retry must not run."""
-    cluster = a_cluster()
-    for client_id in (1, 2, 3, 4):
-        run(cluster, client_id, 1, b"c%d" % client_id)
-    applied = list(cluster.apps[0].applied)
-    cluster.replies.clear()
-    cluster.request(client_id=1, request_number=1, op=b"c1", to=0)  # evicted at request 1: the expired list
-    cluster.request(client_id=1, request_number=2, op=b"c1-next", to=0)  # any later number from it, too
-    assert len(expired_answers(cluster, 1)) == 2
-    cluster.deliver_all()
-    assert cluster.apps[0].applied == applied and cluster.replicas[0].op_number == len(applied)
+    scenarios.retry_from_an_evicted_session_is_refused_and_never_executed_twice()
 
 
 def test_a_first_request_numbered_above_one_from_an_unknown_client_is_refused() -> None:
-    cluster = a_cluster()
+    cluster = sessions_cluster()
     cluster.request(client_id=77, request_number=5, op=b"x", to=0)
     assert len(expired_answers(cluster, 77)) == 1 and cluster.replicas[0].op_number == 0
 
@@ -67,7 +38,7 @@ def test_a_first_request_numbered_above_one_from_an_unknown_client_is_refused() 
 def test_a_session_with_a_request_in_the_log_is_not_refused() -> None:
     """Request 1 is prepared but not yet committed (the client table does not know it yet): request 2 of the
     same client is a newer request of a live session, not an expired one."""
-    cluster = a_cluster()
+    cluster = sessions_cluster()
     cluster.request(client_id=5, request_number=1, op=b"first", to=0)
     cluster.request(client_id=5, request_number=2, op=b"second", to=0)
     assert expired_answers(cluster, 5) == []
@@ -77,9 +48,9 @@ def test_a_session_with_a_request_in_the_log_is_not_refused() -> None:
 
 def test_the_session_bounds_travel_in_snapshots() -> None:
     """A replica that installs a snapshot refuses the evicted session exactly as the others do."""
-    cluster = a_cluster(snapshot_interval_ops=2)
+    cluster = sessions_cluster(snapshot_interval_ops=2)
     for client_id in (1, 2, 3, 4, 5):
-        run(cluster, client_id, 1, b"c%d" % client_id)
+        run_to_commit(cluster, client_id, 1, b"c%d" % client_id)
     primary = cluster.replicas[0]
     snapshot = snapshots.decode(primary.snapshot_data)  # taken at op 4: sessions 1..4 executed, 1 evicted
     assert snapshot.op_number == 4
@@ -105,8 +76,8 @@ def test_a_client_session_stops_on_session_expired() -> None:
 
 
 def test_a_cached_reply_still_answers_a_known_session() -> None:
-    cluster = a_cluster()
-    run(cluster, 1, 1, b"a")
+    cluster = sessions_cluster()
+    run_to_commit(cluster, 1, 1, b"a")
     cluster.replies.clear()
     cluster.request(client_id=1, request_number=1, op=b"a", to=0)
     assert cluster.replies == [Reply(view=0, client_id=1, request_number=1, result=b"1")]

@@ -4,7 +4,8 @@ uncommitted suffix, fetches the view's log, and becomes a normal member only onc
 
 from __future__ import annotations
 
-from test_seed_flaws import counted, entry, header, operations, steady_config, view_change_to_one
+import scenarios
+from scenarios import counted, entry, header, missed_view_one, operations, steady_config, view_change_to_one
 
 from zvsr.protocol.config import Config
 from zvsr.protocol.messages import (
@@ -106,23 +107,6 @@ def test_new_state_is_ignored_outside_normal_status() -> None:
 # --- a newer view learned from its primary (rule 3) ---------------------------------------------------------
 
 
-def missed_view_one(config: Config, *ops: bytes) -> Cluster:
-    """A committed in view 0 everywhere. View 1 starts with replicas 0 and 1 only; its primary appends `ops`
-    (acknowledged by replica 0). Replica 2 still believes in view 0 and has heard nothing of it."""
-    cluster = Cluster(3, config=config)
-    cluster.request(client_id=1, request_number=1, op=b"A", to=0)
-    cluster.deliver_all()
-    cluster.tick(config.heartbeat_ticks, only={0})
-    cluster.deliver_all()
-    view_change_to_one(cluster, without={2})
-    for client, op in enumerate(ops, start=10):
-        cluster.request(client_id=client, request_number=1, op=op, to=1)
-    cluster.deliver_all(where=lambda item: item.to != 2 and item.source != 2)
-    cluster.drop(matching(to=2))
-    assert cluster.replicas[2].view_number == 0 and cluster.replicas[2].status is Status.NORMAL
-    return cluster
-
-
 def test_commit_of_a_newer_view_starts_state_transfer_and_the_replica_rejoins() -> None:
     config = steady_config(3)
     cluster = missed_view_one(config, b"B", b"C")
@@ -175,25 +159,7 @@ def test_chunked_state_transfer_keeps_the_old_last_normal_view_until_the_last_ch
     """Rule 3: only a replica holding the view's whole log (up to the primary's op_number when it answered)
     may call the view its last normal one."""
     config = Config(replica_count=3, new_state_entries_max=1, primary_timeout_jitter_ticks=0)
-    scenario_chunked_state_transfer_last_normal_view(config)
-
-
-def scenario_chunked_state_transfer_last_normal_view(config: Config) -> None:
-    cluster = missed_view_one(config, b"B", b"C")
-    cluster.tick(config.heartbeat_ticks, only={1})
-    cluster.drop(matching(to=0))
-    cluster.deliver(matching(Commit, to=2))
-    backup = cluster.replicas[2]
-    transferred: list[list[bytes]] = []
-    while backup.state_transfer:
-        cluster.deliver(matching(GetState, to=1))
-        assert backup.last_normal_view == 0 and backup.state_transfer, f"after {transferred}"
-        chunk = cluster.queued(NewState, to=2)
-        assert len(chunk) == 1 and len(chunk[0].message.entries) <= 1
-        transferred.append(operations(chunk[0].message.entries))
-        cluster.deliver(matching(NewState, to=2))
-    assert transferred == [[b"B"], [b"C"]]
-    assert backup.last_normal_view == 1 and operations(backup.log) == [b"A", b"B", b"C"]
+    scenarios.chunked_state_transfer_keeps_the_old_last_normal_view(config)
 
 
 def test_old_primary_rejoins_dropping_its_uncommitted_ops() -> None:

@@ -4,14 +4,14 @@ re-sending on timers, escalation to the next view, and what late or stale replic
 
 from __future__ import annotations
 
-from test_seed_flaws import (
-    _s03_view_one_learns_commit_from_replica_3,
+from scenarios import (
     counted,
     entry,
     header,
     operations,
     steady_config,
     view_change_to_one,
+    view_one_learns_commit_from_replica_3,
 )
 
 from zvsr.protocol.messages import (
@@ -224,7 +224,7 @@ def test_primary_answers_a_late_start_view_change_or_do_view_change_with_start_v
 def test_start_view_carries_the_largest_commit_number() -> None:
     """The new primary learned from replica 3's DoViewChange that ops 1-2 are committed; the StartView it
     broadcasts must say so (k = max), so that backups execute them now (§4.2 step 5)."""
-    cluster = _s03_view_one_learns_commit_from_replica_3()
+    cluster = view_one_learns_commit_from_replica_3()
     start_views = [item.message for item in cluster.sent if isinstance(item.message, StartView)]
     assert start_views and all(m.commit_number == 2 for m in start_views), [m.commit_number for m in start_views]
     assert cluster.replicas[2].commit_number == 2

@@ -1,6 +1,7 @@
 """Mutation checks for the snapshot rules (ARCHITECTURE §5.3, as `test_mutations.py` does for the seed flaws):
-each mutant bends one snapshot rule of the core by monkeypatching, and the scenario of
-`test_protocol_snapshots.py` that pins the rule must then fail. A check that cannot fail is a defect.
+each mutant bends one snapshot rule of the core by monkeypatching, and the scenario of `snapshot_scenarios.py`
+that pins the rule (run as a test by `test_protocol_snapshots.py`) must then fail. A check that cannot fail is a
+defect.
 
 The mutants wrap the real code (a dispatch-table entry, or a method looked up on `self`) and change one thing,
 so they keep tracking the core as it evolves.
@@ -13,8 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-import test_protocol_snapshots as snaps
-from test_mutations import Handler, assert_caught, patch_handler, patch_method
+import snapshot_scenarios as snaps
+from mutants import Handler, assert_caught, patch_handler, patch_method
 
 from zvsr.protocol import snapshot as snapshots
 from zvsr.protocol.messages import SnapshotChunk

@@ -1,22 +1,22 @@
-"""One named regression test per flaw of the seed review (S1-S14, numbered as the review lists them), plus the
-paper's own hole in state transfer (VR-NOTES §11.1, ARCHITECTURE §3 rule 3).
+"""Protocol scenarios shared by the test modules — a helpers module, not a test module (STYLE rule 15).
 
-Each scenario is a plain function that raises AssertionError when the rule it pins is broken, so that
-`test_mutations.py` can re-introduce the flaw into the core and check that the same scenario catches it.
-Scenarios are built by hand with `zvsr.sim.harness.Cluster`: messages move only when the scenario says so.
+Builders (configs, log entries, message headers, a view change to replica 1, ...) and scenario functions.
+Each scenario is a plain function that raises AssertionError when the rule it pins is broken: a test module
+runs it as a test (`test_protocol_rules.py` for the seed review's flaws S1-S14 and the paper's holes,
+`test_protocol_client.py`, `test_protocol_state_transfer.py`, `test_protocol_sessions.py`), and
+`test_mutations.py` runs the same function with the flaw re-introduced into the core and checks that it fails.
+The section headings keep the seed review's numbers (S1-S14, as the review lists them). Scenarios are built by
+hand with `zvsr.sim.harness.Cluster`: messages move only when the scenario says so.
 """
 
 from __future__ import annotations
 
 import itertools
 
-import pytest
-
 from zvsr.protocol import messages
 from zvsr.protocol.config import Config
 from zvsr.protocol.messages import (
-    CLIENT_MESSAGES,
-    REPLICA_MESSAGES,
+    ERROR_SESSION_EXPIRED,
     Commit,
     DoViewChange,
     Error,
@@ -101,7 +101,7 @@ def acknowledged(cluster: Cluster, client_id: int, request_number: int) -> Reply
 # --- S1: PrepareOk goes to primary(prepare.view), the sender ------------------------------------------------
 
 
-def scenario_s01_prepare_ok_goes_to_the_sender() -> None:
+def prepare_ok_goes_to_the_sender() -> None:
     """Replica 2 misses the view change to view 1 (primary 1). Replica 0 is then cut off, so op 1 of view 1 can
     only commit with replica 2's PrepareOk: replica 2 must send it to replica 1, in view 1 — never to the primary
     of the view it still believed in."""
@@ -119,14 +119,10 @@ def scenario_s01_prepare_ok_goes_to_the_sender() -> None:
     assert acknowledged(cluster, 1, 1).view == 1
 
 
-def test_s01_prepare_ok_goes_to_primary_of_the_prepares_view() -> None:
-    scenario_s01_prepare_ok_goes_to_the_sender()
-
-
 # --- S2: heartbeats carry a view; only the current primary's resets the timer -------------------------------
 
 
-def scenario_s02_stale_heartbeats_do_not_reset_the_timer() -> None:
+def stale_heartbeats_do_not_reset_the_primary_timeout() -> None:
     """View 1 (primary 1) is running; replica 2 is its backup. The old primary 0 still sends Commit heartbeats of
     view 0, and replica 0 also claims view 1 in a Commit: neither may keep replica 2 from suspecting replica 1."""
     timeout = steady_config(3).primary_timeout_ticks
@@ -153,14 +149,10 @@ def scenario_s02_stale_heartbeats_do_not_reset_the_timer() -> None:
     assert cluster.replicas[2].view_number == 1 and cluster.replicas[2].status is Status.NORMAL
 
 
-def test_s02_heartbeat_of_older_view_or_non_primary_does_not_reset_primary_timeout() -> None:
-    scenario_s02_stale_heartbeats_do_not_reset_the_timer()
-
-
 # --- S3: committed ops are executed after a view change, at the new primary and at backups ------------------
 
 
-def _s03_view_one_learns_commit_from_replica_3() -> Cluster:
+def view_one_learns_commit_from_replica_3() -> Cluster:
     """5 replicas. Primary 0 commits A and B, but only replica 3 hears of the commit. Replicas 0 and 4 are cut
     off; view 1 starts with replicas 1, 2, 3, and the new primary learns commit_number 2 from replica 3."""
     cluster = Cluster(5, config=steady_config(5))
@@ -179,19 +171,19 @@ def _s03_view_one_learns_commit_from_replica_3() -> Cluster:
     return cluster
 
 
-def scenario_s03_new_primary_executes_committed_ops() -> None:
+def new_primary_executes_committed_ops() -> None:
     """The new primary must execute A and B, which it learned are committed from a DoViewChange."""
-    cluster = _s03_view_one_learns_commit_from_replica_3()
+    cluster = view_one_learns_commit_from_replica_3()
     primary = cluster.replicas[1]
     assert primary.status is Status.NORMAL and primary.view_number == 1
     assert primary.commit_number == 2 and cluster.apps[1].applied == [b"A", b"B"]
     cluster.check_applied()
 
 
-def scenario_s03_backup_executes_committed_ops_on_start_view() -> None:
+def backup_executes_committed_ops_on_start_view() -> None:
     """Replica 4 (holding A and B, commit_number 0) comes back and asks to join view 1; the primary answers
     with StartView (commit_number 2). After installing it, replica 4 must have executed A and B."""
-    cluster = _s03_view_one_learns_commit_from_replica_3()
+    cluster = view_one_learns_commit_from_replica_3()
     cluster.heal()
     cluster.partition({0}, {1, 2, 3, 4})
     late = cluster.replicas[4]
@@ -202,14 +194,6 @@ def scenario_s03_backup_executes_committed_ops_on_start_view() -> None:
     assert late.status is Status.NORMAL and late.view_number == 1
     assert late.commit_number == 2 and cluster.apps[4].applied == [b"A", b"B"]
     cluster.check_applied()
-
-
-def test_s03_new_primary_executes_ops_committed_before_the_view_change() -> None:
-    scenario_s03_new_primary_executes_committed_ops()
-
-
-def test_s03_backup_executes_committed_ops_when_installing_start_view() -> None:
-    scenario_s03_backup_executes_committed_ops_on_start_view()
 
 
 # --- S4: NewState only from the primary of our view ---------------------------------------------------------
@@ -229,7 +213,7 @@ def _replica_2_in_state_transfer() -> Cluster:
     return cluster
 
 
-def scenario_s04_new_state_only_from_the_primary_of_our_view() -> None:
+def new_state_only_from_the_primary_of_our_view() -> None:
     """Replica 2 waits for view 1's log. NewState claiming to be it, from replica 0 (not primary of view 1), from
     another view, or a stale answer that would move it backwards, changes nothing. (A NewState from the right
     primary whose only fault is a lower commit_number is not a forgery: it must never lower ours — S14 — but it
@@ -254,14 +238,10 @@ def scenario_s04_new_state_only_from_the_primary_of_our_view() -> None:
     assert not backup.state_transfer and operations(backup.log) == [b"A", b"B"]
 
 
-def test_s04_new_state_from_non_primary_other_view_or_lower_commit_is_ignored() -> None:
-    scenario_s04_new_state_only_from_the_primary_of_our_view()
-
-
 # --- S5: the DoViewChange quorum counts the new primary itself ----------------------------------------------
 
 
-def scenario_s05_do_view_change_quorum_counts_self(replica_count: int) -> None:
+def do_view_change_quorum_counts_self(replica_count: int) -> None:
     """Replica 0 (and in a 5-cluster replica 4) is down. Replica 1 becomes primary of view 1 with its own
     DoViewChange plus f others: one peer in a 3-cluster, two in a 5-cluster."""
     cluster = Cluster(replica_count, config=steady_config(replica_count))
@@ -279,26 +259,21 @@ def scenario_s05_do_view_change_quorum_counts_self(replica_count: int) -> None:
     assert cluster.replicas[1].view_number == 1
 
 
-@pytest.mark.parametrize("replica_count", [3, 5])
-def test_s05_view_change_completes_with_f_peer_do_view_changes_plus_own(replica_count: int) -> None:
-    scenario_s05_do_view_change_quorum_counts_self(replica_count)
-
-
 # --- S6: the log is chosen by max (last_normal_view, op_number) over ALL DoViewChanges ----------------------
 
-S06_BEST_BY_VIEW = (
+VOTES_BEST_BY_VIEW = (
     # (sender, last_normal_view, commit_number, log): the best log (newest normal view) arrives FIRST.
     (2, 4, 0, (entry(1, b"A"), entry(2, b"B", view=4))),
     (3, 3, 1, (entry(1, b"A"), entry(2, b"X", view=3), entry(3, b"X", view=3), entry(4, b"X", view=3))),
 )
-S06_BEST_BY_OP_NUMBER = (
+VOTES_BEST_BY_OP_NUMBER = (
     # Same last_normal_view: the longer log wins; it arrives first, the shorter one last.
     (2, 3, 1, (entry(1, b"A"), entry(2, b"B", view=3), entry(3, b"C", view=3))),
     (3, 3, 0, (entry(1, b"A"), entry(2, b"B", view=3))),
 )
 
 
-def scenario_s06_log_chosen_from_all_do_view_changes(
+def log_chosen_from_all_do_view_changes(
     votes: tuple[tuple[int, int, int, tuple[LogEntry, ...]], ...],
 ) -> None:
     """5 replicas; replica 1 (empty log) collects DoViewChange for view 6 from replicas 2 and 3 (crafted). It
@@ -328,17 +303,10 @@ def scenario_s06_log_chosen_from_all_do_view_changes(
     cluster.check_applied()
 
 
-@pytest.mark.parametrize("votes", [S06_BEST_BY_VIEW, S06_BEST_BY_OP_NUMBER], ids=["by-view", "by-op-number"])
-def test_s06_log_chosen_by_max_last_normal_view_then_op_number_over_all_votes(
-    votes: tuple[tuple[int, int, int, tuple[LogEntry, ...]], ...],
-) -> None:
-    scenario_s06_log_chosen_from_all_do_view_changes(votes)
-
-
 # --- S7: timers belong to roles -----------------------------------------------------------------------------
 
 
-def scenario_s07_new_primary_starts_heartbeats() -> None:
+def new_primary_starts_heartbeats() -> None:
     """After view 1 starts (replica 0 is gone), the cluster stays idle for three primary timeouts: the new
     primary's Commit heartbeats must keep its backup from starting another view change."""
     config = steady_config(3)
@@ -351,7 +319,7 @@ def scenario_s07_new_primary_starts_heartbeats() -> None:
     assert [(r.view_number, r.status) for r in cluster.replicas[1:]] == [(1, Status.NORMAL)] * 2
 
 
-def scenario_s07_backup_timer_restarts_on_start_view() -> None:
+def backup_timer_restarts_on_start_view() -> None:
     """5 replicas, replica 0 gone. Replica 2 has not heard from replica 0 for one tick less than its timeout
     when view 1 starts without it; it then installs StartView. Its primary timer must start over — no spurious
     view change on the next tick — and must be armed: silence from replica 1 is noticed after a full timeout."""
@@ -367,14 +335,6 @@ def scenario_s07_backup_timer_restarts_on_start_view() -> None:
     assert backup.view_number == 1 and backup.status is Status.NORMAL
     ticks = cluster.tick_until(2, lambda: backup.status is Status.VIEW_CHANGE, ticks_max=3 * timeout)
     assert ticks == timeout, f"backup suspected the new primary after {ticks} ticks, expected {timeout}"
-
-
-def test_s07_new_primary_starts_heartbeats() -> None:
-    scenario_s07_new_primary_starts_heartbeats()
-
-
-def test_s07_backup_primary_timer_restarts_when_it_installs_start_view() -> None:
-    scenario_s07_backup_timer_restarts_on_start_view()
 
 
 # --- S8: no vestigial messages ------------------------------------------------------------------------------
@@ -397,7 +357,7 @@ SNAPSHOT_TRANSFER_MESSAGES = {"GetSnapshot", "SnapshotChunk"}
 ZVSR_REPLICA_MESSAGES = PAPER_REPLICA_MESSAGES | SNAPSHOT_TRANSFER_MESSAGES
 
 
-def scenario_s08_message_set_is_closed() -> None:
+def message_set_is_closed() -> None:
     assert {kind.__name__ for kind in messages.REPLICA_MESSAGES} == ZVSR_REPLICA_MESSAGES
     assert len(messages.REPLICA_MESSAGES) == len(ZVSR_REPLICA_MESSAGES)
     assert not hasattr(messages, "ViewChangeOk")
@@ -406,7 +366,7 @@ def scenario_s08_message_set_is_closed() -> None:
     assert set(replica_module._HANDLERS) == set(messages.REPLICA_MESSAGES), "a kind without a handler"
 
 
-def scenario_s08_every_kind_is_used() -> set[str]:
+def message_kinds_sent_by_every_sub_protocol() -> set[str]:
     """Normal operation, a view change, state transfer, snapshots and recovery (which, with the primary's log
     truncated, fetches its snapshot): collect what goes over the wire."""
     cluster = Cluster(3, config=steady_config(3, snapshot_interval_ops=2, snapshot_chunk_bytes=8))
@@ -423,31 +383,10 @@ def scenario_s08_every_kind_is_used() -> set[str]:
     return {type(item.message).__name__ for item in cluster.sent}
 
 
-def test_s08_message_set_is_closed_and_has_no_view_change_ok() -> None:
-    scenario_s08_message_set_is_closed()
-    assert scenario_s08_every_kind_is_used() == ZVSR_REPLICA_MESSAGES
-
-
-def test_s08_codec_rejects_unknown_message_types() -> None:
-    wire = pytest.importorskip("zvsr.wire")
-    import msgpack
-
-    assert set(wire.TYPE_NUMBERS) == set(REPLICA_MESSAGES) | set(CLIENT_MESSAGES)
-    unused = max(wire.TYPE_NUMBERS.values()) + 1
-    for type_number in (unused, 11, 99, -1):
-        if type_number in wire.TYPE_NUMBERS.values():
-            continue
-        data = msgpack.packb({"type": type_number, "cluster": 0, "epoch": 0, "view": 1, "replica": 0})
-        with pytest.raises(wire.DecodeError):
-            wire.decode_replica_message(data)
-        with pytest.raises(wire.DecodeError):
-            wire.decode(data)
-
-
 # --- S9: PrepareOk accounting is keyed by view --------------------------------------------------------------
 
 
-def scenario_s09_old_view_acks_do_not_commit() -> None:
+def old_view_acks_do_not_commit() -> None:
     """View 1 (primary 1) without replica 0. The new primary prepares B at op 1. A PrepareOk of view 0 for op 1
     from replica 2 (an ack of whatever op 1 was in view 0) must not commit B; replica 2's ack of view 1 does."""
     cluster = Cluster(3, config=steady_config(3))
@@ -465,14 +404,10 @@ def scenario_s09_old_view_acks_do_not_commit() -> None:
     assert acknowledged(cluster, 1, 1).view == 1
 
 
-def test_s09_prepare_ok_of_older_view_does_not_commit_in_newer_view() -> None:
-    scenario_s09_old_view_acks_do_not_commit()
-
-
 # --- S10: a Prepare of a newer view means state transfer first ----------------------------------------------
 
 
-def scenario_s10_higher_view_prepare_state_transfer() -> None:
+def newer_view_prepare_fetches_the_views_log_first() -> None:
     """5 replicas. A is committed everywhere. Primary 0 prepares X at op 2, which only replica 2 receives. View 1
     starts with replicas 1, 3, 4 (X is not in its log); replica 1 prepares Y (op 2) and Z (op 3). Replica 2 missed
     all of it and now receives the Prepare of Z in view 1. It must adopt view 1, ask replica 1 for view 1's log
@@ -512,14 +447,10 @@ def scenario_s10_higher_view_prepare_state_transfer() -> None:
     cluster.check_applied()
 
 
-def test_s10_backup_receiving_prepare_of_newer_view_truncates_transfers_then_acks() -> None:
-    scenario_s10_higher_view_prepare_state_transfer()
-
-
 # --- S11: client table, at-most-once ------------------------------------------------------------------------
 
 
-def scenario_s11_duplicate_request_executes_once() -> None:
+def duplicate_request_executes_once() -> None:
     """Client 1 sends request 1 twice, before and after a failover; it is executed once and both answers carry
     the same result, the last one from the new primary."""
     cluster = Cluster(3, config=steady_config(3))
@@ -543,14 +474,10 @@ def scenario_s11_duplicate_request_executes_once() -> None:
         assert cluster.apps[index].applied == [b"A"], f"r{index} executed the request more than once"
 
 
-def test_s11_duplicate_request_executes_once_and_gets_cached_reply_also_after_failover() -> None:
-    scenario_s11_duplicate_request_executes_once()
-
-
 # --- S12: quorum gating is real -----------------------------------------------------------------------------
 
 
-def scenario_s12_isolated_primary_answers_unavailable() -> None:
+def isolated_primary_answers_unavailable() -> None:
     config = steady_config(3)
     cluster = Cluster(3, config=config)
     cluster.partition({0}, {1, 2})
@@ -563,7 +490,7 @@ def scenario_s12_isolated_primary_answers_unavailable() -> None:
     assert cluster.replicas[0].op_number == 0 and not cluster.queued(Prepare)
 
 
-def scenario_s12_quorums_are_intersecting_majorities() -> None:
+def quorums_are_intersecting_majorities() -> None:
     for replica_count in range(1, 8):
         config = Config(replica_count=replica_count)
         quorum = config.quorum
@@ -576,18 +503,10 @@ def scenario_s12_quorums_are_intersecting_majorities() -> None:
             assert set(a) & set(b), f"n={replica_count}: quorums {a} and {b} do not intersect"
 
 
-def test_s12_primary_without_quorum_answers_unavailable() -> None:
-    scenario_s12_isolated_primary_answers_unavailable()
-
-
-def test_s12_quorum_is_a_majority_and_quorums_intersect_for_n_1_to_7() -> None:
-    scenario_s12_quorums_are_intersecting_majorities()
-
-
 # --- S13: leader identity is checked on every leader-to-follower message ------------------------------------
 
 
-def _s13_forgeries() -> list[tuple[int, object]]:
+def _leader_message_forgeries() -> list[tuple[int, object]]:
     """(receiver, message) pairs, each from a replica that is not primary(message.view)."""
     bogus = (entry(1, b"evil"),)
     return [
@@ -598,9 +517,9 @@ def _s13_forgeries() -> list[tuple[int, object]]:
     ]
 
 
-def scenario_s13_messages_from_non_primary_are_dropped(index: int) -> None:
+def leader_messages_from_non_primary_are_dropped(index: int) -> None:
     cluster = Cluster(3, config=steady_config(3))
-    to, forged = _s13_forgeries()[index]
+    to, forged = _leader_message_forgeries()[index]
     receiver = cluster.replicas[to]
     before = (list(receiver.log), receiver.view_number, receiver.status, receiver.commit_number)
     counted = sum(receiver.counters.values())
@@ -611,15 +530,10 @@ def scenario_s13_messages_from_non_primary_are_dropped(index: int) -> None:
     assert any("not the primary" in reason for reason in receiver.counters)
 
 
-@pytest.mark.parametrize("index", range(4), ids=["Prepare", "Commit", "StartView", "NewState"])
-def test_s13_leader_messages_from_a_replica_that_is_not_primary_of_the_view_are_dropped(index: int) -> None:
-    scenario_s13_messages_from_non_primary_are_dropped(index)
-
-
 # --- S14: state transfer never moves a replica backwards ----------------------------------------------------
 
 
-def scenario_s14_new_state_cannot_regress() -> None:
+def new_state_cannot_regress() -> None:
     """Replica 1 holds A, B, both committed. A NewState from the primary of its view with a shorter log or a
     lower commit_number (a delayed answer to an old GetState) changes nothing."""
     cluster = Cluster(3, config=steady_config(3))
@@ -637,7 +551,7 @@ def scenario_s14_new_state_cannot_regress() -> None:
         assert after == before, f"{stale} moved replica 1 backwards"
 
 
-def scenario_s14_get_state_answered_only_by_primary_in_normal_status() -> None:
+def get_state_answered_only_by_primary_in_normal_status() -> None:
     cluster = Cluster(3, config=steady_config(3))
     commit_in_view_zero(cluster, b"A")
     cluster.queue.clear()
@@ -655,18 +569,10 @@ def scenario_s14_get_state_answered_only_by_primary_in_normal_status() -> None:
     assert not cluster.queued(NewState), "answered GetState while in view-change status"
 
 
-def test_s14_new_state_with_shorter_log_or_lower_commit_is_a_no_op() -> None:
-    scenario_s14_new_state_cannot_regress()
-
-
-def test_s14_get_state_answered_only_by_the_primary_in_normal_status_in_that_view() -> None:
-    scenario_s14_get_state_answered_only_by_primary_in_normal_status()
-
-
 # --- the paper's hole (VR-NOTES §11.1, ARCHITECTURE rule 3) -------------------------------------------------
 
 
-def scenario_paper_hole_state_transfer_last_normal_view(*, white_box: bool = True) -> None:
+def last_normal_view_kept_until_the_views_log_arrives(*, white_box: bool = True) -> None:
     """Vanlightly's trace, in 5 replicas. Primary 0 commits A with replicas 1, 2, 4 holding it, and answers the
     client; replica 3 misses it; then replica 0 is cut off. View 1 starts with replicas 1, 3, 4 (its log has A)
     but the StartView reaches nobody. Replica 4, still voting in view 1, gets a Prepare of view 1: it adopts
@@ -720,7 +626,7 @@ def scenario_paper_hole_state_transfer_last_normal_view(*, white_box: bool = Tru
     cluster.check_applied()
 
 
-def scenario_paper_hole_stale_suffix_last_normal_view() -> None:
+def last_normal_view_kept_with_a_stale_suffix() -> None:
     """The same rule seen from a core that keeps its old log until the new view's log arrives. 5 replicas.
     Primary 0 prepares X1, X2, X3, which only replica 4 receives; replica 0 is cut off. View 1 starts with
     replicas 1, 2, 3 (log empty); replica 1 commits B with them and answers the client. Replica 4 then gets a
@@ -760,12 +666,7 @@ def scenario_paper_hole_stale_suffix_last_normal_view() -> None:
     cluster.check_applied()
 
 
-def test_paper_hole_state_transfer_last_normal_view() -> None:
-    scenario_paper_hole_state_transfer_last_normal_view()
-    scenario_paper_hole_stale_suffix_last_normal_view()
-
-
-def scenario_truncation_on_newer_view_keeps_committed_ops() -> None:
+def truncation_on_newer_view_keeps_committed_ops() -> None:
     """Beyond the paper's hole: the paper's truncation itself loses ops. 5 replicas: primary 0 commits A with
     replicas 1 and 2 and answers the client; replicas 3, 4 miss it. View 1 starts with replicas 1, 3, 4 (log
     [A]); its StartView reaches nobody. Replica 2 (normal, view 0, log [A], commit_number 0) gets a Prepare of
@@ -807,5 +708,103 @@ def scenario_truncation_on_newer_view_keeps_committed_ops() -> None:
     assert operations(new_primary.log[:1]) == [b"A"], "the acknowledged op A was lost"
 
 
-def test_truncation_on_a_newer_view_does_not_lose_an_acknowledged_op() -> None:
-    scenario_truncation_on_newer_view_keeps_committed_ops()
+# --- VR-NOTES §11.5: a request in the log but not committed stays in progress across a view change ---------
+
+
+def request_in_progress_at_failover() -> None:
+    """VR-NOTES §11.5. Client 2's request is prepared at every replica but not committed when primary 0 fails.
+    The new primary's log holds it; the client's retry must not append it a second time; it commits once, and
+    the new primary answers the client when it does."""
+    cluster = Cluster(3, config=steady_config(3))
+    cluster.request(client_id=2, request_number=1, op=b"c", to=0)
+    cluster.deliver(matching(Prepare))
+    cluster.queue.clear()  # the acknowledgements are lost: nothing commits in view 0
+    cluster.partition({0}, {1, 2})
+    cluster.tick_until(1, lambda: cluster.replicas[1].view_number == 1)
+    cluster.deliver(lambda item: not isinstance(item.message, PrepareOk))  # SVC, DVC
+    cluster.deliver(lambda item: not isinstance(item.message, PrepareOk))  # StartView
+    new_primary = cluster.replicas[1]
+    assert new_primary.status is Status.NORMAL and operations(new_primary.log) == [b"c"]
+    assert new_primary.commit_number == 0
+    cluster.request(client_id=2, request_number=1, op=b"c", to=1)
+    assert new_primary.op_number == 1, "the retry was appended a second time"
+    cluster.deliver_all()  # replica 2's PrepareOk for the StartView commits it
+    assert new_primary.commit_number == 1
+    assert [r for r in cluster.replies if isinstance(r, Reply)] == [
+        Reply(view=1, client_id=2, request_number=1, result=b"1")
+    ]
+    assert cluster.apps[1].applied == [b"c"]
+
+
+# --- state transfer to a newer view learned from its primary (ARCHITECTURE rule 3) --------------------------
+
+
+def missed_view_one(config: Config, *ops: bytes) -> Cluster:
+    """A committed in view 0 everywhere. View 1 starts with replicas 0 and 1 only; its primary appends `ops`
+    (acknowledged by replica 0). Replica 2 still believes in view 0 and has heard nothing of it."""
+    cluster = Cluster(3, config=config)
+    cluster.request(client_id=1, request_number=1, op=b"A", to=0)
+    cluster.deliver_all()
+    cluster.tick(config.heartbeat_ticks, only={0})
+    cluster.deliver_all()
+    view_change_to_one(cluster, without={2})
+    for client, op in enumerate(ops, start=10):
+        cluster.request(client_id=client, request_number=1, op=op, to=1)
+    cluster.deliver_all(where=lambda item: item.to != 2 and item.source != 2)
+    cluster.drop(matching(to=2))
+    assert cluster.replicas[2].view_number == 0 and cluster.replicas[2].status is Status.NORMAL
+    return cluster
+
+
+def chunked_state_transfer_keeps_the_old_last_normal_view(config: Config) -> None:
+    cluster = missed_view_one(config, b"B", b"C")
+    cluster.tick(config.heartbeat_ticks, only={1})
+    cluster.drop(matching(to=0))
+    cluster.deliver(matching(Commit, to=2))
+    backup = cluster.replicas[2]
+    transferred: list[list[bytes]] = []
+    while backup.state_transfer:
+        cluster.deliver(matching(GetState, to=1))
+        assert backup.last_normal_view == 0 and backup.state_transfer, f"after {transferred}"
+        chunk = cluster.queued(NewState, to=2)
+        assert len(chunk) == 1 and len(chunk[0].message.entries) <= 1
+        transferred.append(operations(chunk[0].message.entries))
+        cluster.deliver(matching(NewState, to=2))
+    assert transferred == [[b"B"], [b"C"]]
+    assert backup.last_normal_view == 1 and operations(backup.log) == [b"A", b"B", b"C"]
+
+
+# --- bounded client sessions (issue 6) ---------------------------------------------------------------------
+
+
+def sessions_cluster(**overrides: int) -> Cluster:
+    return Cluster(3, config=steady_config(3, client_table_max=3, **overrides))
+
+
+def run_to_commit(cluster: Cluster, client_id: int, request_number: int, op: bytes) -> None:
+    cluster.request(client_id=client_id, request_number=request_number, op=op, to=0)
+    cluster.deliver_all()
+    cluster.tick(cluster.replicas[0].config.heartbeat_ticks, only={0})  # backups learn the commit
+    cluster.deliver_all()
+
+
+def expired_answers(cluster: Cluster, client_id: int) -> list[Error]:
+    return [
+        r
+        for r in cluster.replies
+        if isinstance(r, Error) and r.client_id == client_id and r.code == ERROR_SESSION_EXPIRED
+    ]
+
+
+def retry_from_an_evicted_session_is_refused_and_never_executed_twice() -> None:
+    """Client 1's request 1 executed, its reply was lost, its session was evicted; the retry must not run."""
+    cluster = sessions_cluster()
+    for client_id in (1, 2, 3, 4):
+        run_to_commit(cluster, client_id, 1, b"c%d" % client_id)
+    applied = list(cluster.apps[0].applied)
+    cluster.replies.clear()
+    cluster.request(client_id=1, request_number=1, op=b"c1", to=0)  # evicted at request 1: the expired list
+    cluster.request(client_id=1, request_number=2, op=b"c1-next", to=0)  # any later number from it, too
+    assert len(expired_answers(cluster, 1)) == 2
+    cluster.deliver_all()
+    assert cluster.apps[0].applied == applied and cluster.replicas[0].op_number == len(applied)
