@@ -9,6 +9,8 @@ Scenarios are built by hand with `zvsr.sim.harness.Cluster`: messages move only 
 from __future__ import annotations
 
 import itertools
+import re
+import typing
 
 import pytest
 
@@ -401,9 +403,13 @@ def scenario_s08_message_set_is_closed() -> None:
     assert {kind.__name__ for kind in messages.REPLICA_MESSAGES} == ZVSR_REPLICA_MESSAGES
     assert len(messages.REPLICA_MESSAGES) == len(ZVSR_REPLICA_MESSAGES)
     assert not hasattr(messages, "ViewChangeOk")
-    from zvsr.protocol import replica as replica_module
+    from zvsr.protocol.replica import Replica
 
-    assert set(replica_module._HANDLERS) == set(messages.REPLICA_MESSAGES), "a kind without a handler"
+    # The dispatch matches every member of the union (mypy checks it is exhaustive); each has its handler.
+    assert set(typing.get_args(messages.ReplicaMessage)) == set(messages.REPLICA_MESSAGES), "a kind not dispatched"
+    for kind in messages.REPLICA_MESSAGES:
+        handler = "on_" + re.sub(r"(?<!^)(?=[A-Z])", "_", kind.__name__).lower()
+        assert callable(getattr(Replica, handler, None)), f"{kind.__name__} has no handler {handler}"
 
 
 def scenario_s08_every_kind_is_used() -> set[str]:
