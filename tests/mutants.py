@@ -1,32 +1,39 @@
 """How the mutation tests (`test_mutations.py`, `test_snapshot_mutations.py`) bend the core and check that a
 scenario catches it — a helpers module, not a test module (STYLE rule 15).
 
-Message handlers are dispatched through `zvsr.protocol.replica._HANDLERS`, a table built at import time, so a
-flawed handler replaces the table entry (patching `Replica.on_prepare` alone would change nothing). Internal
-steps are looked up on `self` and are patched on the class.
+`Replica.on_message` dispatches with a `match` on the message's class and calls `self.on_<kind>`, so a flawed
+handler is patched on the class, like internal steps (`_maybe_start_view`, ...) and the methods of the
+replica's parts (`RoleTimers.enter_backup`, `Snapshots.expire_pins`, ...).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from zvsr.protocol import replica as replica_module
 from zvsr.protocol.replica import Replica
 
 Handler = Callable[[Replica, Any], None]
 
 
+def handler_name(kind: type) -> str:
+    """`PrepareOk` -> `on_prepare_ok`: the handler the dispatch calls for a message kind."""
+    return "on_" + re.sub(r"(?<!^)(?=[A-Z])", "_", kind.__name__).lower()
+
+
 def patch_handler(monkeypatch: pytest.MonkeyPatch, kind: type, make: Callable[[Handler], Handler]) -> None:
-    """Replace the dispatch-table entry for `kind` by `make(original)`."""
-    original = replica_module._HANDLERS[kind]
-    monkeypatch.setitem(replica_module._HANDLERS, kind, make(original))
+    """Replace the handler of `kind` by `make(original)`."""
+    patch_method(monkeypatch, handler_name(kind), make)
 
 
-def patch_method(monkeypatch: pytest.MonkeyPatch, name: str, make: Callable[[Any], Any]) -> None:
-    monkeypatch.setattr(Replica, name, make(getattr(Replica, name)))
+def patch_method(
+    monkeypatch: pytest.MonkeyPatch, name: str, make: Callable[[Any], Any], *, owner: type = Replica
+) -> None:
+    """Replace `owner.name` (a method of the replica, or of one of its parts) by `make(original)`."""
+    monkeypatch.setattr(owner, name, make(getattr(owner, name)))
 
 
 def assert_caught(scenario: Callable[[], object]) -> None:

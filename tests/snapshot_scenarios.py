@@ -15,7 +15,7 @@ from typing import TypeVar
 from scenarios import counted, header, operations, view_change_to_one
 
 from zvsr.constants import RECOVERY_STALL_ROUNDS
-from zvsr.protocol import snapshot as snapshots
+from zvsr.protocol import snapshots
 from zvsr.protocol.config import Config
 from zvsr.protocol.messages import (
     Commit,
@@ -175,14 +175,14 @@ def scenario_snapshot_cadence() -> None:
         snapshot_records = [r for r in cluster.persisted[index] if isinstance(r, PersistSnapshot)]
         assert [(r.op_number, r.log_base) for r in snapshot_records] == [(3, 0), (6, 3), (9, 6)]
         last = snapshots.decode(snapshot_records[-1].data)
-        assert last.op_number == 9 and snapshot_records[-1].data == replica.snapshot_data
+        assert last.op_number == 9 and snapshot_records[-1].data == replica.snapshots.data
         # op 9 is client 2's request 5, op 8 client 1's request 4; the result is the op count (EchoLog)
         assert sorted(last.client_table) == [(1, 4, b"8"), (2, 5, b"9")]
         restored = type(cluster.apps[index])()
         restored.restore(last.app_state)
         assert restored.applied == ALL_OPS[:9]
         disk = cluster.disks[index]
-        assert disk.snapshot == replica.snapshot_data and disk.log_base == 6 and disk.log == replica.log
+        assert disk.snapshot == replica.snapshots.data and disk.log_base == 6 and disk.log == replica.log
     cluster.check_applied()
 
 
@@ -219,7 +219,7 @@ def scenario_catch_up_by_snapshot_in_chunks() -> None:
     same_state(cluster, 0, 2)
     assert backup.commit_number == 10 and cluster.apps[2].applied == ALL_OPS
     assert (backup.snapshot_op, backup.log_base, operations(backup.log)) == (9, 9, [b"op10"])
-    size = len(cluster.replicas[0].snapshot_data)
+    size = len(cluster.replicas[0].snapshots.data)
     chunks = sent(cluster, SnapshotChunk, source=0, to=2)
     assert len(chunks) == -(-size // 16) >= 3
     assert [c.offset for c in chunks] == list(range(0, size, 16))
@@ -289,7 +289,7 @@ def scenario_slow_download_completes_while_the_primary_keeps_snapshotting() -> N
     cluster.deliver(matching(Commit, to=2))
     cluster.deliver(matching(GetState, source=2))
     primary, backup = cluster.replicas[0], cluster.replicas[2]
-    size = len(primary.snapshot_data)
+    size = len(primary.snapshots.data)
     rounds = -(-size // 8)
     assert rounds >= 10
     next_op = 11
@@ -309,8 +309,10 @@ def scenario_slow_download_completes_while_the_primary_keeps_snapshotting() -> N
         assert len(cluster.queued(SnapshotChunk, to=2)) == 1
         assert primary.commit_number == next_op - 1 and primary.snapshot_op == 3 * ((next_op - 1) // 3)
         assert primary.log_base == 9, "the log after the pinned snapshot was dropped"
-        assert 9 in primary.snapshots_pinned and primary.snapshot_pins[2][0] == 9
-        assert backup.download is not None and backup.download.snapshot_op == 9, "the download started over"
+        assert 9 in primary.snapshots.pinned and primary.snapshots.pins[2][0] == 9
+        assert backup.snapshots.download is not None and backup.snapshots.download.snapshot_op == 9, (
+            "the download started over"
+        )
         assert backup.status is Status.NORMAL and backup.view_number == 0
     assert (
         backup.counters.get("snapshot installed", 0) == 1
@@ -338,24 +340,24 @@ def scenario_pin_expires_without_requests() -> None:
     cluster.deliver(matching(SnapshotChunk, to=2))
     cluster.deliver(matching(GetSnapshot, source=2))  # the primary's last request from replica 2
     primary = cluster.replicas[0]
-    asked_at = primary.snapshot_pins[2][1]
-    assert primary.snapshot_pins == {2: (9, asked_at)}
+    asked_at = primary.snapshots.pins[2][1]
+    assert primary.snapshots.pins == {2: (9, asked_at)}
     cluster.partition({2}, {0, 1})
     commit_ops(cluster, 11, 15)
-    assert primary.snapshot_op == 15 and primary.log_base == 9 and 9 in primary.snapshots_pinned
+    assert primary.snapshot_op == 15 and primary.log_base == 9 and 9 in primary.snapshots.pinned
     idle(cluster, config.snapshot_pin_ticks - (primary.now - asked_at), frozen=2)
     assert primary.now - asked_at == config.snapshot_pin_ticks
     commit_ops(cluster, 16, 18)  # a snapshot at op 18, exactly snapshot_pin_ticks after the last ask: pinned
-    assert primary.snapshot_op == 18 and primary.log_base == 9 and 2 in primary.snapshot_pins
+    assert primary.snapshot_op == 18 and primary.log_base == 9 and 2 in primary.snapshots.pins
     idle(cluster, 1, frozen=2)
     commit_ops(cluster, 19, 21)  # one tick later: expired
     assert primary.snapshot_op == 21
-    assert primary.snapshot_pins == {} and primary.snapshots_pinned == {}
+    assert primary.snapshots.pins == {} and primary.snapshots.pinned == {}
     assert primary.log_base == 18 and [e.op_number for e in primary.log] == [19, 20, 21]
     # The downloader comes back asking for the rest of snapshot 9: it is gone; it gets the latest from offset 0
     cluster.heal()
     backup = cluster.replicas[2]
-    assert backup.download is not None and backup.download.snapshot_op == 9
+    assert backup.snapshots.download is not None and backup.snapshots.download.snapshot_op == 9
     cluster.tick(config.repair_ticks, only={2})
     cluster.deliver(matching(GetSnapshot, source=2))
     restart = queued(cluster, SnapshotChunk, to=2)[-1]
@@ -402,7 +404,7 @@ def scenario_download_overtaken_by_the_log_is_dropped() -> None:
     cluster.deliver(matching(Commit, to=2))
     cluster.deliver(matching(GetState, source=2))
     cluster.deliver(matching(SnapshotChunk, to=2))
-    assert backup.download is not None and backup.download.snapshot_op == 12
+    assert backup.snapshots.download is not None and backup.snapshots.download.snapshot_op == 12
     assert cluster.drop(matching(GetSnapshot, source=2)) == 1  # lost
     cluster.queue.extend(delayed)
     cluster.deliver(matching(NewState, to=2))
@@ -424,9 +426,9 @@ def scenario_download_overtaken_by_the_log_is_dropped() -> None:
     asked = sent(cluster, GetSnapshot, source=2)[asked_before:]
     assert len(asked) <= 1, (
         f"replica 2 asked {len(asked)} more times for snapshot {asked[0].snapshot_op}, at or below its "
-        f"commit_number {backup.commit_number}; download left in place: {backup.download is not None}"
+        f"commit_number {backup.commit_number}; download left in place: {backup.snapshots.download is not None}"
     )
-    assert primary.snapshot_pins == {} and primary.snapshots_pinned == {}, "the pin never expires"
+    assert primary.snapshots.pins == {} and primary.snapshots.pinned == {}, "the pin never expires"
     assert primary.op_number - primary.log_base <= 2 * config.snapshot_interval_ops, (
         f"primary keeps the log after op {primary.log_base} while its snapshot is at {primary.snapshot_op}"
     )
@@ -441,7 +443,7 @@ def chunk_for(
     primary = cluster.replicas[0]
     return SnapshotChunk(
         **header(view=primary.view_number, replica=0),
-        snapshot_op=snapshots.op_number_of(primary.snapshot_data),
+        snapshot_op=snapshots.op_number_of(primary.snapshots.data),
         size=len(data) if size is None else size,
         checksum=checksum,
         offset=0,
@@ -457,7 +459,7 @@ def scenario_corrupted_snapshot_is_never_installed() -> None:
     cluster = Cluster(3, config=snapshot_config(chunk=1024))
     ten_ops_without(cluster, behind=2)
     backup = cluster.replicas[2]
-    good = cluster.replicas[0].snapshot_data
+    good = cluster.replicas[0].snapshots.data
     flipped = bytearray(good)
     flipped[-1] ^= 0x01  # in the app state: it would still decode
     snapshots.decode(bytes(flipped))
@@ -466,7 +468,7 @@ def scenario_corrupted_snapshot_is_never_installed() -> None:
     assert backup.counters.get("on_snapshot_chunk: snapshot checksum mismatch", 0) == 2
     assert "snapshot installed" not in backup.counters
     assert backup.commit_number == 0 and backup.snapshot_op == 0 and cluster.apps[2].applied == []
-    assert backup.download is None and not cluster.queued(GetState, source=2)
+    assert backup.snapshots.download is None and not cluster.queued(GetState, source=2)
     cluster.heal()
     heartbeat(cluster)
     same_state(cluster, 0, 2)
@@ -497,10 +499,10 @@ def scenario_recovery_fetches_the_primarys_snapshot() -> None:
     cluster.deliver_all()
     assert status(recovering) is Status.NORMAL and recovering.view_number == 0
     assert (recovering.snapshot_op, recovering.log_base, operations(recovering.log)) == (9, 9, [b"op10"])
-    assert len(sent(cluster, SnapshotChunk, to=2)) == -(-len(cluster.replicas[0].snapshot_data) // 32) >= 2
+    assert len(sent(cluster, SnapshotChunk, to=2)) == -(-len(cluster.replicas[0].snapshots.data) // 32) >= 2
     same_state(cluster, 0, 2)
     cluster.check_applied()
-    assert cluster.disks[2].snapshot == recovering.snapshot_data and cluster.disks[2].log_base == 9
+    assert cluster.disks[2].snapshot == recovering.snapshots.data and cluster.disks[2].log_base == 9
     assert cluster.disks[2].last_normal_view == 0 and cluster.disks[2].initialized
 
 
@@ -519,7 +521,7 @@ def scenario_recovery_starts_over_when_the_primary_changes_view() -> None:
     cluster.deliver(matching(RecoveryResponse))
     cluster.deliver(matching(GetSnapshot))
     cluster.deliver(matching(SnapshotChunk))
-    assert recovering.download is not None and len(recovering.download.data) == 16
+    assert recovering.snapshots.download is not None and len(recovering.snapshots.download.data) == 16
     view_change_to_one(cluster, without={2})  # drops replica 2's GetSnapshot and anything to it
     assert recovering.status is Status.RECOVERING
     cluster.tick(config.recovery_resend_ticks, only={2})  # one quiet round: a slow link, not yet a stall
@@ -600,8 +602,9 @@ def scenario_start_view_beyond_our_commit_keeps_the_old_log_until_the_new_one_is
     cluster.deliver(matching(GetState, source=2))
     while cluster.deliver(matching((SnapshotChunk, GetSnapshot))):
         pass
-    assert backup.state_transfer_snapshot is not None and backup.download is None
-    assert snapshots.op_number_of(backup.state_transfer_snapshot) == 9
+    transfer = backup.state_transfer
+    assert transfer is not None and transfer.snapshot is not None and backup.snapshots.download is None
+    assert snapshots.op_number_of(transfer.snapshot) == 9
     assert operations(backup.log) == old_log and backup.commit_number == 2 and backup.snapshot_op == 0
     assert backup.last_normal_view == 0 and cluster.apps[2].applied == [b"op1", b"op2"]
     disk = cluster.disks[2]
@@ -613,7 +616,7 @@ def scenario_start_view_beyond_our_commit_keeps_the_old_log_until_the_new_one_is
     cluster.deliver_all()
     assert not backup.state_transfer and backup.last_normal_view == 1
     assert (backup.snapshot_op, backup.log_base, operations(backup.log)) == (9, 9, [b"op10"])
-    assert disk.snapshot == backup.snapshot_data and operations(disk.log) == [b"op10"]
+    assert disk.snapshot == backup.snapshots.data and operations(disk.log) == [b"op10"]
     assert (disk.view_number, disk.last_normal_view) == (1, 1)
     heartbeat(cluster, primary=1)
     same_state(cluster, 1, 2)
@@ -697,7 +700,7 @@ def scenario_stray_chunks_are_ignored_and_counted() -> None:
     cluster = Cluster(3, config=snapshot_config(chunk=1024))
     ten_ops_without(cluster, behind=2)
     backup = cluster.replicas[2]
-    good = cluster.replicas[0].snapshot_data
+    good = cluster.replicas[0].snapshots.data
     checksum = snapshots.checksum(good)
 
     def chunk(*, view: int, sender: int, offset: int, data: bytes, snapshot_op: int = 9) -> SnapshotChunk:
@@ -714,14 +717,14 @@ def scenario_stray_chunks_are_ignored_and_counted() -> None:
     assert counted(backup, "on_snapshot_chunk", "sender is not the primary") == 1
     cluster.inject(2, chunk(view=0, sender=0, offset=8, data=good[8:]))
     assert counted(backup, "on_snapshot_chunk", "not the start of a snapshot") == 1
-    assert backup.download is None
+    assert backup.snapshots.download is None
     cluster.inject(2, chunk(view=0, sender=0, offset=0, data=good[:8]))
-    assert backup.download is not None and len(backup.download.data) == 8
+    assert backup.snapshots.download is not None and len(backup.snapshots.download.data) == 8
     cluster.inject(2, chunk(view=0, sender=0, offset=16, data=good[16:24]))
     assert counted(backup, "on_snapshot_chunk", "out of order") == 1
     cluster.inject(2, chunk(view=0, sender=0, offset=0, data=good[:8]))  # a duplicate of the first
     assert counted(backup, "on_snapshot_chunk", "out of order") == 2
-    assert len(backup.download.data) == 8
+    assert len(backup.snapshots.download.data) == 8
     assert backup.commit_number == 0 and "snapshot installed" not in backup.counters
 
     # replica 2 learns of view 1 (primary 1): view 0's primary's chunks are from an old view
@@ -730,7 +733,7 @@ def scenario_stray_chunks_are_ignored_and_counted() -> None:
     cluster.partition({0}, {1, 2})
     cluster.tick_until(1, lambda: cluster.replicas[1].status is Status.VIEW_CHANGE)
     cluster.run_until(lambda: backup.view_number == 1 and backup.status is Status.NORMAL, ticks_max=300)
-    assert backup.download is None or backup.download.view == 1
+    assert backup.snapshots.download is None or backup.snapshots.download.view == 1
     cluster.inject(2, chunk(view=0, sender=0, offset=0, data=good))
     assert counted(backup, "on_snapshot_chunk", "other view") == 1
     cluster.run_until(lambda: backup.commit_number == 10 and not backup.state_transfer, ticks_max=300)

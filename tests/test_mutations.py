@@ -2,11 +2,11 @@
 its regression scenario (in `scenarios.py`, run as a test by `test_protocol_rules.py`) fail. A check that cannot
 fail is a defect.
 
-How the core is patched. Message handlers are dispatched through `zvsr.protocol.replica._HANDLERS`, a table built
-at import time, so a flawed handler replaces the table entry (patching `Replica.on_prepare` alone would change
-nothing). Internal steps (`_maybe_start_view`, `_enter_backup_timers`, ...) are looked up on `self` and are
-patched on the class. Most mutants wrap the real code and bend one thing — the message they see, or one helper
-during one call — so they keep tracking the core as it evolves instead of being stale copies of it.
+How the core is patched. `Replica.on_message` dispatches with a `match` on the message's class and calls
+`self.on_<kind>`, so a flawed handler is patched on the class, like internal steps (`_maybe_start_view`, ...)
+and the methods of the replica's parts (`RoleTimers.enter_backup`, `Snapshots.expire_pins`, ...). Most mutants
+wrap the real code and bend one thing — the message they see, or one helper during one call — so they keep
+tracking the core as it evolves instead of being stale copies of it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import scenarios
 from mutants import Handler, assert_caught, patch_handler, patch_method
 
 from zvsr.protocol import messages
-from zvsr.protocol import replica as replica_module
+from zvsr.protocol.client_table import ClientEntry, ClientTable
 from zvsr.protocol.config import Config
 from zvsr.protocol.messages import (
     Commit,
@@ -34,7 +34,8 @@ from zvsr.protocol.messages import (
     ReplicaMessage,
     StartView,
 )
-from zvsr.protocol.replica import ClientEntry, Replica, Status
+from zvsr.protocol.replica import Replica, Status
+from zvsr.protocol.timers import RoleTimers
 
 # --- the mutants: each re-introduces one flaw; tests below install one and run its scenario -----------------
 
@@ -63,7 +64,7 @@ def mutant_s01_prepare_ok_to_local_primary(monkeypatch: MonkeyPatch) -> None:
 def mutant_s02_view_less_heartbeat(monkeypatch: MonkeyPatch) -> None:
     def make(original: Handler) -> Handler:
         def flawed(self: Replica, message: Commit) -> None:
-            self.primary_timeout.reset()  # before looking at view or sender
+            self.timers.primary.reset()  # before looking at view or sender
             original(self, message)
 
         return flawed
@@ -146,26 +147,26 @@ def mutant_s06_log_from_last_message(monkeypatch: MonkeyPatch) -> None:
 
 
 def mutant_s07_primary_without_heartbeat(monkeypatch: MonkeyPatch) -> None:
-    def make(original: Callable[..., None]) -> Callable[..., None]:
-        def flawed(self: Replica, **kwargs: Any) -> None:
-            original(self, **kwargs)
-            self.heartbeat_timeout.stop()
+    def make(original: Callable[[RoleTimers], None]) -> Callable[[RoleTimers], None]:
+        def flawed(self: RoleTimers) -> None:
+            original(self)
+            self.heartbeat.stop()
 
         return flawed
 
-    patch_method(monkeypatch, "_enter_primary_timers", make)
+    patch_method(monkeypatch, "enter_primary", make, owner=RoleTimers)
 
 
 def mutant_s07_backup_keeps_old_timer(monkeypatch: MonkeyPatch) -> None:
-    def make(original: Callable[[Replica], None]) -> Callable[[Replica], None]:
-        def flawed(self: Replica) -> None:
-            kept = copy.copy(self.primary_timeout)  # the follower's timer runs on from the old role
-            original(self)
-            self.primary_timeout = kept
+    def make(original: Callable[[RoleTimers, Any], None]) -> Callable[[RoleTimers, Any], None]:
+        def flawed(self: RoleTimers, prng: Any) -> None:
+            kept = copy.copy(self.primary)  # the follower's timer runs on from the old role
+            original(self, prng)
+            self.primary.after, self.primary._ticks, self.primary._running = kept.after, kept._ticks, kept._running
 
         return flawed
 
-    patch_method(monkeypatch, "_enter_backup_timers", make)
+    patch_method(monkeypatch, "enter_backup", make, owner=RoleTimers)
 
 
 def mutant_s09_acks_of_any_view(monkeypatch: MonkeyPatch) -> None:
@@ -192,7 +193,7 @@ def mutant_s10_naive_view_adoption(monkeypatch: MonkeyPatch) -> None:
                 self.status = Status.NORMAL
                 self.last_normal_view = message.view
                 self._reset_view_votes()
-                self._enter_backup_timers()
+                self.timers.enter_backup(self.prng)
             original(self, message)
 
         return flawed
@@ -203,12 +204,12 @@ def mutant_s10_naive_view_adoption(monkeypatch: MonkeyPatch) -> None:
 def mutant_s11_no_client_table(monkeypatch: MonkeyPatch) -> None:
     def make(original: Callable[[Replica, Any], None]) -> Callable[[Replica, Any], None]:
         def flawed(self: Replica, request: Any) -> None:
-            table, pending = self.client_table, self.client_pending
-            self.client_table, self.client_pending = {}, {}  # the request path never looks at them
+            table = self.client_table
+            self.client_table = ClientTable(size_max=table.size_max)  # the request path never looks at it
             try:
                 original(self, request)
             finally:
-                self.client_table, self.client_pending = table, pending
+                self.client_table = table
 
         return flawed
 
@@ -245,7 +246,7 @@ def mutant_s14_new_state_overwrites(monkeypatch: MonkeyPatch) -> None:
         self.op_number = len(self.log)
         self.commit_number = min(message.commit_number, self.op_number)
 
-    monkeypatch.setitem(replica_module._HANDLERS, NewState, flawed)
+    monkeypatch.setattr(Replica, "on_new_state", flawed)
 
 
 def mutant_s14_any_replica_answers_get_state(monkeypatch: MonkeyPatch) -> None:
@@ -297,8 +298,8 @@ def mutant_hole_finish_on_first_chunk(monkeypatch: MonkeyPatch) -> None:
     def make(original: Handler) -> Handler:
         def flawed(self: Replica, message: NewState) -> None:
             original(self, message)
-            if self.state_transfer and message.entries:  # a first chunk taken for the whole log
-                self._finish_state_transfer()
+            if self.state_transfer is not None and message.entries:  # a first chunk taken for the whole log
+                self._finish_state_transfer(self.state_transfer)
 
         return flawed
 
@@ -488,7 +489,7 @@ def test_mutant_in_progress_requests_forgotten_on_view_change_is_caught(
 
     def forget(self: Replica) -> None:
         self.request_queue.clear()
-        self.client_pending = {}
+        self.client_table.pending = {}
 
     monkeypatch.setattr(Replica, "_rebuild_client_pending", forget)
     assert_caught(scenarios.request_in_progress_at_failover)
@@ -500,15 +501,17 @@ def test_mutant_in_progress_requests_forgotten_on_view_change_is_caught(
 # 300 seeds: S2, S7 (primary without heartbeat: view changes just happen more often), S9, the paper hole's
 # truncation; S4, S13 and S14's GetState need a peer that forges or lies, which the simulator does not model.
 
+
 def mutant_evicted_session_taken_for_new(monkeypatch: MonkeyPatch) -> None:
     """A bounded client table without the expiry rule: an evicted session's retry looks like its next request."""
 
     def make(original: Callable[[Replica, Any], None]) -> Callable[[Replica, Any], None]:
         def flawed(self: Replica, request: Any) -> None:
-            if request.client_id not in self.client_table and request.client_id not in self.client_pending:
-                self.client_expired.pop(request.client_id, None)
+            table = self.client_table
+            if request.client_id not in table and request.client_id not in table.pending:
+                table.expired.pop(request.client_id, None)
                 if request.request_number > 1:
-                    self.client_table[request.client_id] = ClientEntry(request.request_number - 1, b"")
+                    table.entries[request.client_id] = ClientEntry(request.request_number - 1, b"")
             original(self, request)
 
         return flawed

@@ -8,7 +8,7 @@ import random
 import scenarios
 from scenarios import expired_answers, run_to_commit, sessions_cluster
 
-from zvsr.protocol import snapshot as snapshots
+from zvsr.protocol import snapshots
 from zvsr.protocol.client import ClientSession
 from zvsr.protocol.messages import ERROR_SESSION_EXPIRED, Error, Reply
 
@@ -21,7 +21,7 @@ def test_the_least_recently_executed_session_is_evicted_the_same_way_on_every_re
     run_to_commit(cluster, 4, 1, b"c4")  # a fourth session: client 2, the least recently executed, goes
     for replica in cluster.replicas:
         assert list(replica.client_table) == [3, 1, 4]
-        assert list(replica.client_expired) == [2]
+        assert list(replica.client_table.expired) == [2]
         assert replica.counters["client session evicted"] == 1
 
 
@@ -52,12 +52,12 @@ def test_the_session_bounds_travel_in_snapshots() -> None:
     for client_id in (1, 2, 3, 4, 5):
         run_to_commit(cluster, client_id, 1, b"c%d" % client_id)
     primary = cluster.replicas[0]
-    snapshot = snapshots.decode(primary.snapshot_data)  # taken at op 4: sessions 1..4 executed, 1 evicted
+    snapshot = snapshots.decode(primary.snapshots.data)  # taken at op 4: sessions 1..4 executed, 1 evicted
     assert snapshot.op_number == 4
     assert [client_id for client_id, _, _ in snapshot.client_table] == [2, 3, 4] and snapshot.expired == (1,)
     cluster.crash_and_restart_from_disk(0, cluster.durable_state(0))
     restored = cluster.replicas[0]
-    assert list(restored.client_table) == [3, 4, 5] and list(restored.client_expired) == [1, 2]
+    assert list(restored.client_table) == [3, 4, 5] and list(restored.client_table.expired) == [1, 2]
 
 
 def test_a_client_session_stops_on_session_expired() -> None:

@@ -39,7 +39,7 @@ from snapshot_scenarios import (
     ten_ops_without,
 )
 
-from zvsr.protocol import snapshot as snapshots
+from zvsr.protocol import snapshots
 from zvsr.protocol.messages import (
     Commit,
     GetSnapshot,
@@ -107,7 +107,7 @@ def test_a_lost_chunk_is_asked_for_again_after_the_repair_timeout() -> None:
     cluster.deliver(matching(SnapshotChunk, to=2))
     assert cluster.drop(matching(GetSnapshot, source=2)) == 1  # lost
     backup = cluster.replicas[2]
-    assert backup.download is not None and len(backup.download.data) == 16
+    assert backup.snapshots.download is not None and len(backup.snapshots.download.data) == 16
     cluster.tick(backup.config.repair_ticks, only={2})
     assert [m.offset for m in queued(cluster, GetSnapshot, source=2)] == [16]
     cluster.deliver_all()
@@ -146,11 +146,11 @@ def test_a_snapshot_with_a_checksum_mismatch_is_never_installed() -> None:
 def test_a_snapshot_longer_than_announced_is_dropped() -> None:
     cluster = Cluster(3, config=snapshot_config(chunk=1024))
     ten_ops_without(cluster, behind=2)
-    good = cluster.replicas[0].snapshot_data
+    good = cluster.replicas[0].snapshots.data
     cluster.inject(2, chunk_for(cluster, 2, data=good + b"x", checksum=snapshots.checksum(good), size=len(good)))
     backup = cluster.replicas[2]
     assert counted(backup, "on_snapshot_chunk", "more bytes than announced") == 1
-    assert backup.download is None and backup.commit_number == 0
+    assert backup.snapshots.download is None and backup.commit_number == 0
 
 
 def test_a_well_checksummed_malformed_snapshot_is_never_installed() -> None:
@@ -241,7 +241,7 @@ def test_chunks_a_recovering_replica_did_not_ask_for_are_ignored_and_counted() -
     cluster = Cluster(3, config=snapshot_config(chunk=1024))
     commit_ops(cluster, 1, 10)
     heartbeat(cluster)
-    good = cluster.replicas[0].snapshot_data
+    good = cluster.replicas[0].snapshots.data
     cluster.crash_and_recover(2)
     recovering = cluster.replicas[2]
     cluster.deliver(matching(Recovery))
@@ -262,7 +262,7 @@ def test_chunks_a_recovering_replica_did_not_ask_for_are_ignored_and_counted() -
     assert counted(recovering, "on_snapshot_chunk", "recovering, not fetching from this view") == 1
     cluster.inject(2, chunk(view=0, sender=0, snapshot_op=3))
     assert counted(recovering, "on_snapshot_chunk", "older than the log the primary recovers us with") == 1
-    assert status(recovering) is Status.RECOVERING and recovering.download is None
+    assert status(recovering) is Status.RECOVERING and recovering.snapshots.download is None
     cluster.deliver_all()
     assert status(recovering) is Status.NORMAL
     same_state(cluster, 0, 2)

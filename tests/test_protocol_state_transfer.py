@@ -184,7 +184,7 @@ def test_old_primary_rejoins_dropping_its_uncommitted_ops() -> None:
     cluster.deliver_all()
     assert old_primary.view_number == 1 and not old_primary.is_primary() and not old_primary.state_transfer
     assert operations(old_primary.log) == [b"A", b"Y"]
-    assert old_primary.client_pending.get(2) is None, "X is no longer in progress: the client will retry"
+    assert old_primary.client_table.pending.get(2) is None, "X is no longer in progress: the client will retry"
     cluster.check_applied()
 
 

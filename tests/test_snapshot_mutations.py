@@ -17,9 +17,11 @@ import pytest
 import snapshot_scenarios as snaps
 from mutants import Handler, assert_caught, patch_handler, patch_method
 
-from zvsr.protocol import snapshot as snapshots
+from zvsr.protocol import snapshots
+from zvsr.protocol.client_table import ClientTable
 from zvsr.protocol.messages import SnapshotChunk
 from zvsr.protocol.replica import Replica, Status
+from zvsr.protocol.snapshots import Snapshots
 
 MonkeyPatch = pytest.MonkeyPatch
 Method = Callable[..., Any]
@@ -31,7 +33,7 @@ def mutant_snapshot_forgets_the_client_table(monkeypatch: MonkeyPatch) -> None:
     def make(original: Method) -> Method:
         def flawed(self: Replica, data: bytes) -> None:
             original(self, data)
-            self.client_table = {}
+            self.client_table = ClientTable(size_max=self.client_table.size_max)
 
         return flawed
 
@@ -45,8 +47,8 @@ def mutant_truncate_at_the_latest_snapshot(monkeypatch: MonkeyPatch) -> None:
         def flawed(self: Replica) -> None:
             taken = self.counters.get("snapshot taken", 0)
             original(self)
-            if self.counters.get("snapshot taken", 0) > taken and not self.snapshot_pins:
-                self._truncate_log(self.snapshot_op)
+            if self.counters.get("snapshot taken", 0) > taken and not self.snapshots.pins:
+                self._truncate_log(self.snapshots.op_number)
 
         return flawed
 
@@ -58,11 +60,11 @@ def mutant_no_pins(monkeypatch: MonkeyPatch) -> None:
 
     def make(original: Method) -> Method:
         def flawed(self: Replica) -> None:
-            pins, self.snapshot_pins = self.snapshot_pins, {}
+            pins, self.snapshots.pins = self.snapshots.pins, {}
             try:
                 original(self)
             finally:
-                self.snapshot_pins = pins
+                self.snapshots.pins = pins
 
         return flawed
 
@@ -70,7 +72,7 @@ def mutant_no_pins(monkeypatch: MonkeyPatch) -> None:
 
 
 def mutant_pins_never_expire(monkeypatch: MonkeyPatch) -> None:
-    patch_method(monkeypatch, "_expire_pins", lambda original: lambda self: None)
+    patch_method(monkeypatch, "expire_pins", lambda original: lambda self, *, now: None, owner=Snapshots)
 
 
 def mutant_checksum_of_what_arrived(monkeypatch: MonkeyPatch) -> None:
@@ -134,10 +136,9 @@ def mutant_state_transfer_ends_with_the_snapshot(monkeypatch: MonkeyPatch) -> No
 
     def make(original: Method) -> Method:
         def flawed(self: Replica, data: bytes) -> None:
-            if self.state_transfer and self.status is Status.NORMAL:
-                self.state_transfer_snapshot = data
-                self.state_transfer_entries = []
-                self._finish_state_transfer()
+            if self.state_transfer is not None and self.status is Status.NORMAL:
+                self.state_transfer.take_snapshot(data)
+                self._finish_state_transfer(self.state_transfer)
                 self._request_state(force=True)
                 return
             original(self, data)
@@ -152,8 +153,8 @@ def mutant_recovery_never_starts_over(monkeypatch: MonkeyPatch) -> None:
 
     def make(original: Method) -> Method:
         def flawed(self: Replica) -> None:
-            if self.download is not None:
-                self.download.progress_at = self.now
+            if self.snapshots.download is not None:
+                self.snapshots.download.progress_at = self.now
             original(self)
 
         return flawed

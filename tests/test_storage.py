@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from zvsr.protocol import snapshot as snapshots
+from zvsr.protocol import snapshots
 from zvsr.protocol.messages import LogEntry
 from zvsr.protocol.ready import PersistLog, PersistSnapshot, PersistViewState
 from zvsr.protocol.replica import DurableState

@@ -1,8 +1,8 @@
 """The watch stream (issue 7, deliverable 4): replicas publish executed ops; a watcher keeps a live copy.
 
 Without sockets: what an op and its result change (`coordination_changes`); the Clone algorithm's ordering,
-de-duplication, gap detection and resync (`CloneState`); the replica side's numbering of what the core executed
-(`WatchRecorder`), its publishing (`WatchPublisher`) and its snapshot answers; the wire shapes; the ``watch``
+de-duplication, gap detection and resync (`CloneState`); the replica side's publishing of what each Ready
+executed (`WatchPublisher`) and its snapshot answers; the wire shapes; the ``watch``
 endpoint in the configuration. On real processes (`process_cluster`): a watcher sees exactly the changes under
 its prefix and ends equal to a direct read after a load; a watcher that loses ops keeps a correct copy across a
 kill -9 of the primary and the restart of that replica (gaps found, resyncs taken); a watcher started late gets
@@ -24,10 +24,12 @@ import zmq
 from zvsr import constants
 from zvsr.apps.coordination import CoordinationApp
 from zvsr.client import AppError, Client, ZvsrError, curve_for_proxy, watch
+from zvsr.protocol.messages import LogEntry
+from zvsr.protocol.ready import Executed
 from zvsr.runtime.config import ClusterConfig, ConfigError, ReplicaAddress, load_config, local_cluster, to_toml
 from zvsr.runtime.processes import ProcessCluster, process_cluster, wait_for
 from zvsr.runtime.security import generate
-from zvsr.runtime.watch import WatchPublisher, WatchRecorder, snapshot_answer
+from zvsr.runtime.watch_publisher import WatchPublisher, snapshot_answer
 from zvsr.watch import CloneState, Watcher, WatchEvent, coordination_changes
 from zvsr.wire import admin
 from zvsr.wire.codec import DecodeError
@@ -151,43 +153,14 @@ def test_a_full_buffer_forces_a_resync_and_values_compare_as_msgpack() -> None:
 # --- the replica side, without sockets -----------------------------------------------------------------------
 
 
-class EchoMachine:
-    def __init__(self) -> None:
-        self.restored: list[bytes] = []
-
-    def apply(self, operation: bytes) -> bytes:
-        return b"r" + operation
-
-    def snapshot(self) -> bytes:
-        return b"state"
-
-    def restore(self, data: bytes) -> None:
-        self.restored.append(data)
-
-
-def test_the_recorder_numbers_what_the_core_executed_from_its_commit_numbers() -> None:
-    machine = EchoMachine()
-    recorder = WatchRecorder(machine)
-    assert recorder.apply(b"a") == b"ra" and recorder.apply(b"b") == b"rb"
-    assert recorder.take(0, 2) == ([(1, b"a", b"ra"), (2, b"b", b"rb")], 0)
-    assert recorder.take(2, 2) == ([], 0)
-    recorder.apply(b"c")
-    assert recorder.take(2, 4) == ([], 1)  # does not add up: nothing published rather than a wrong number
-    # A restore (state transfer, restart): ops before it follow the old commit_number, ops after it end at
-    # the new one.
-    recorder.apply(b"d")
-    recorder.restore(b"snapshot")
-    recorder.apply(b"e")
-    recorder.apply(b"f")
-    assert machine.restored == [b"snapshot"] and recorder.snapshot() == b"state"
-    assert recorder.take(4, 12) == ([(5, b"d", b"rd"), (11, b"e", b"re"), (12, b"f", b"rf")], 0)
-    for step in (b"x", None, b"y", None, b"z"):  # two restores: the op between them cannot be numbered
-        recorder.apply(step) if step is not None else recorder.restore(b"s")
-    assert recorder.take(12, 30) == ([(13, b"x", b"rx"), (30, b"z", b"rz")], 1)
-    small = WatchRecorder(EchoMachine(), ops_max=2)
-    for step in (b"1", b"2", b"3"):
-        small.apply(step)
-    assert small.take(0, 3) == ([], 3)
+def executed(*ops: tuple[int, bytes]) -> list[Executed]:
+    """What a Ready reports for these (op_number, operation) pairs, each with the result b"r" + operation."""
+    return [
+        Executed(
+            number, LogEntry(view=0, op_number=number, client_id=1, request_number=number, operation=op), b"r" + op
+        )
+        for number, op in ops
+    ]
 
 
 class FakeXPub:
@@ -206,41 +179,43 @@ class FakeXPub:
 
 def test_the_publisher_sends_each_op_in_order_then_its_commit_number_now_and_then() -> None:
     socket, counted = FakeXPub([b"\x01"]), {}
-    recorder = WatchRecorder(EchoMachine())
 
     def count(reason: str, amount: int) -> None:
         counted[reason] = counted.get(reason, 0) + amount
 
-    publisher = WatchPublisher(socket, recorder, count, commit_interval_ms=200)  # type: ignore[arg-type]
+    publisher = WatchPublisher(socket, count, commit_interval_ms=200, step_ops_max=3)  # type: ignore[arg-type]
     publisher.drain_subscriptions(0.0)  # a first subscription, to everything
     assert publisher.topics == {b""}
-    recorder.apply(b"a")
-    recorder.apply(b"b")
-    publisher.publish(2, now=10.0)
+    publisher.publish(executed((1, b"a"), (2, b"b")), 2, now=10.0)
     messages = [admin.decode_watch_message(*frames) for frames in socket.sent]
     assert messages == [admin.WatchOp(1, b"a", b"ra"), admin.WatchOp(2, b"b", b"rb"), admin.WatchCommit(2)]
     socket.sent.clear()
-    publisher.publish(2, now=10.1)
+    publisher.publish([], 2, now=10.1)
     assert socket.sent == []
-    recorder.apply(b"c")
-    publisher.publish(3, now=10.25)
-    assert [frames[0] for frames in socket.sent] == [admin.TOPIC_OP, admin.TOPIC_COMMIT]
+    # After a snapshot restore the ops go on from the snapshot's op_number: published as numbered (a watcher
+    # sees the gap and resyncs).
+    publisher.publish(executed((11, b"c")), 11, now=10.25)
+    assert [admin.decode_watch_message(*frames) for frames in socket.sent] == [
+        admin.WatchOp(11, b"c", b"rc"),
+        admin.WatchCommit(11),
+    ]
     assert counted == {"watch: ops published": 3}
+    # A step beyond the bound (a restart re-executing a long log) is not published, and counted.
+    socket.sent.clear()
+    publisher.publish(executed((12, b"d"), (13, b"e"), (14, b"f"), (15, b"g")), 15, now=10.3)
+    assert socket.sent == [] and counted["watch: ops not published"] == 4
 
 
-def test_with_no_subscriber_nothing_is_encoded_or_sent_but_the_numbering_goes_on() -> None:
+def test_with_no_subscriber_nothing_is_encoded_or_sent() -> None:
     socket = FakeXPub([b"\x01op", b"\x00op", b"garbage"])
-    recorder = WatchRecorder(EchoMachine())
-    publisher = WatchPublisher(socket, recorder, lambda reason, amount: None)  # type: ignore[arg-type]
+    publisher = WatchPublisher(socket, lambda reason, amount: None)  # type: ignore[arg-type]
     publisher.drain_subscriptions(0.0)  # subscribed, then unsubscribed (the last subscriber went away)
     assert publisher.topics == set() and socket.received == []
-    recorder.apply(b"a")
-    publisher.publish(1, now=1.0)
+    publisher.publish(executed((1, b"a")), 1, now=1.0)
     assert socket.sent == []
     socket.received.append(b"\x01")
     publisher.drain_subscriptions(1.0)
-    recorder.apply(b"b")
-    publisher.publish(2, now=1.1)
+    publisher.publish(executed((2, b"b")), 2, now=1.1)
     assert [admin.decode_watch_message(*frames) for frames in socket.sent] == [
         admin.WatchOp(2, b"b", b"rb"),
         admin.WatchCommit(2),

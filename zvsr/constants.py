@@ -97,7 +97,7 @@ LOG_WARNING_REASONS_MAX: Final = 1024  # distinct rate-limited warning reasons t
 STATUS_ANSWER_BYTES_MAX: Final = 1024 * 1024  # one encoded status answer (zvsr.wire.admin)
 LOG_DETAIL_CHARS_MAX: Final = 512  # peer-controlled text in one rate-limited warning (decode errors quote input)
 
-# --- watch stream (zvsr.runtime.watch publishes, zvsr.watch subscribes; docs/protocol.md §12) ---
+# --- watch stream (zvsr.runtime.watch_publisher publishes, zvsr.watch subscribes; docs/protocol.md §12) ---
 NODE_WATCH_SNDHWM: Final = 4096  # watch XPUB queue per subscriber; beyond, ops are dropped (the watcher resyncs)
 WATCH_SUBSCRIPTION_BYTES_MAX: Final = 1024  # watch XPUB MAXMSGSIZE: it only reads subscriptions
 WATCH_TOPICS_MAX: Final = 1024  # distinct subscribed topics a replica tracks (to know whether anyone watches)

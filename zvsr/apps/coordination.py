@@ -144,8 +144,9 @@ class CoordinationApp:
     def items_with_prefix(self, prefix: str) -> dict[str, Any]:
         """The keys starting with `prefix` and their values, in sorted key order; locks are not included.
 
-        Read-only and local: a replica answers the watch stream's snapshot query with it (zvsr.runtime.watch),
-        consistent with its commit_number because the node's single thread calls it between core steps.
+        Read-only and local: a replica answers the watch stream's snapshot query with it
+        (zvsr.runtime.watch_publisher), consistent with its commit_number because the node's single thread
+        calls it between core steps.
         """
         if type(prefix) is not str:
             raise TypeError(f"prefix must be a str, not {_kind(prefix)}")

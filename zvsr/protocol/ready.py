@@ -4,8 +4,16 @@ The contract (ARCHITECTURE §2; etcd-io/raft's Ready in spirit), followed by the
 1. persist `persist`, in order, durably where a data dir is configured;
 2. only then send `messages` (PrepareOk and view-change votes depend on step 1);
 3. only then send `replies` to clients (the state machine has already applied the committed operations in
-   memory; no effect of that leaves the process before step 1 is done);
+   memory; no effect of that leaves the process before step 1 is done), and act on `executed` and `restored`
+   (the watch stream publishes them; the simulator checks them);
 4. call `Replica.ready()` again next step (taking a Ready clears it: that is the "done").
+
+`executed` and `restored` say everything the core did to the state machine in the step, in order: every op it
+applied, with its op number and result (`Executed`), and every snapshot it installed over the app state
+(`restored`: the snapshot's op_number). Ops applied after a restore follow the snapshot's op_number; ops
+before it precede it. Nothing outside the core needs to wrap the app to learn what happened (raft's
+`Ready.CommittedEntries` plays the same part). The list is bounded by what one step can execute: the
+pipeline (`pipeline_ops_max`) in normal operation, the kept log (two snapshot intervals) at a restart.
 Because every message in a Ready is sent after all of its records are durable, "PrepareOk only after the
 prepare is durable" and "votes only after the view state is durable" hold by construction, and a driver may
 batch several Readys behind one fsync (group commit) as long as it keeps the order.
@@ -14,7 +22,7 @@ batch several Readys behind one fsync (group commit) as long as it keeps the ord
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, NamedTuple
 
 from zvsr.protocol.messages import ClientReply, LogEntry, ReplicaMessage
 
@@ -40,7 +48,7 @@ class PersistViewState:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PersistSnapshot:
-    """The state after op `op_number` is `data` (a `zvsr.protocol.snapshot` encoding); the log before op
+    """The state after op `op_number` is `data` (a `zvsr.protocol.snapshots` encoding); the log before op
     `log_base + 1` may be dropped (`log_base <= op_number`). Comes before any PersistLog of the same Ready: a
     snapshot installed from the primary may be followed by log that starts right after it."""
 
@@ -50,6 +58,14 @@ class PersistSnapshot:
 
 
 PersistRecord = PersistLog | PersistViewState | PersistSnapshot
+
+
+class Executed(NamedTuple):
+    """One op the core applied to the state machine in this step (a tuple: one is built per committed op)."""
+
+    op_number: int
+    entry: LogEntry
+    result: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +79,53 @@ class Ready:
     persist: list[PersistRecord] = field(default_factory=list)
     messages: list[Envelope] = field(default_factory=list)
     replies: list[ClientReply] = field(default_factory=list)
+    executed: list[Executed] = field(default_factory=list)
+    restored: list[int] = field(default_factory=list)  # op_number of each snapshot installed, in order
 
     def empty(self) -> bool:
-        return not (self.persist or self.messages or self.replies)
+        return not (self.persist or self.messages or self.replies or self.executed or self.restored)
+
+
+class Outbox:
+    """What the core has produced since its driver last took a Ready (`Replica.ready`).
+
+    Messages, replies and executed ops are collected as they happen. What to persist is collected as marks —
+    a snapshot, the first log position that changed, whether the view state changed — and turned into records
+    only when the Ready is taken, so a step that appends a thousand ops writes one PersistLog.
+    """
+
+    __slots__ = ("ready", "snapshot", "log_from", "view_state")
+
+    def __init__(self) -> None:
+        self.ready = Ready()
+        self.snapshot: PersistSnapshot | None = None
+        self.log_from: int | None = None  # the first op whose log entry changed (appended or replaced)
+        self.view_state = False
+
+    def log_changed_from(self, op_number: int) -> None:
+        if self.log_from is None or op_number < self.log_from:
+            self.log_from = op_number
+
+    def take(
+        self, log: list[LogEntry], log_base: int, *, view_number: int, last_normal_view: int, commit_number: int
+    ) -> Ready:
+        out = self.ready
+        # The order storage writes them in: the snapshot, the log after it, then the view state (which must
+        # never claim a log the disk does not hold yet).
+        if self.snapshot is not None:
+            out.persist.append(self.snapshot)
+        if self.log_from is not None:
+            # Ops up to log_base are in the snapshot persisted above (or an earlier one): never rewritten.
+            first = max(self.log_from, log_base + 1)
+            out.persist.append(PersistLog(op_number_first=first, entries=tuple(log[first - 1 - log_base :])))
+        if self.view_state:
+            out.persist.append(
+                PersistViewState(
+                    view_number=view_number, last_normal_view=last_normal_view, commit_number=commit_number
+                )
+            )
+        self.ready = Ready()
+        self.snapshot = None
+        self.log_from = None
+        self.view_state = False
+        return out

@@ -2,25 +2,27 @@
 
 Theory of operation. A `Replica` is driven by three inputs — `on_message` (a decoded replica message),
 `on_request` (a decoded client request) and `tick` (one unit of logical time) — and produces one output,
-`ready()`, which says what to persist, what to send and what to answer, in that order (see `ready.py`). It never
-touches a socket, a file, a clock or a global random generator: the same object runs under the ZeroMQ node and
-under the deterministic simulator.
+`ready()`, which says what to persist, what to send, what to answer, and which ops it executed, in that order
+(see `ready.py`). It never touches a socket, a file, a clock or a global random generator: the same object runs
+under the ZeroMQ node and under the deterministic simulator.
 
 State is named as in the paper (§4): view_number, status, op_number, log, commit_number, client_table, plus
 last_normal_view (v' in DoViewChange). `commit_number` is also the number of the last executed operation: ops
 are applied to the state machine the moment they are known committed, so "committed" and "executed" never
-disagree inside one replica.
+disagree inside one replica. What one sub-protocol owns lives in a named part with its own reset:
+`client_table` (`ClientTable`), `state_transfer` (a `StateTransfer` while one runs, else None), `snapshots`
+(`Snapshots`: ours, the pinned ones peers download, our download) and `timers` (`RoleTimers`).
 
-One handler per message kind. Each handler starts with guards — status, older view, newer view, is the sender
-the primary of that view — and every rejected case is counted (and logged, if a logger is attached) with its
-reason; then it asserts what the guards established; then it acts.
+This file holds the dispatch and every handler, in the paper's order: normal operation (§4.1), view change
+(§4.2), recovery (§4.3), state transfer (§5.2), snapshots. Each handler starts with guards — status, older
+view, newer view, is the sender the primary of that view — and every dropped message is counted with its
+reason (and logged, if a logger is attached); then it asserts what the guards established; then it acts.
 
 Where this departs from a literal reading of the paper, ARCHITECTURE §3 is the reason:
-- A replica that learns of a newer view from its primary's Prepare or Commit (rule 3) truncates its log to
-  commit_number and fetches the view's log with GetState. It does NOT advance last_normal_view until that log is
-  installed (NewState reaching the primary's op_number, or StartView). This closes the hole Vanlightly's TLA+
-  model found in the paper, where a truncated log reported with the new last_normal_view wins a later view
-  change and an acknowledged operation is lost.
+- A replica that learns of a newer view from its primary's Prepare or Commit (rule 3) adopts the view and
+  fetches its log with GetState, keeping its old log until all of the new one is here, and does NOT advance
+  last_normal_view until then (`zvsr.protocol.state_transfer`). This closes the hole Vanlightly's TLA+ model
+  found in the paper, where a truncated log reported with the new last_normal_view wins a later view change.
 - GetState is answered only by the primary of that view, in normal status, and NewState is accepted only from
   it (rule 7), in chunks, never moving commit_number backwards.
 - The primary answers `unavailable` when it has not heard from a quorum recently (rule 10).
@@ -34,9 +36,11 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import assert_never
 
 from zvsr.constants import RECOVERY_STALL_ROUNDS
-from zvsr.protocol import snapshot as snapshots
+from zvsr.protocol import snapshots
+from zvsr.protocol.client_table import Admission, ClientTable
 from zvsr.protocol.config import Config
 from zvsr.protocol.messages import (
     ERROR_BUSY,
@@ -62,9 +66,11 @@ from zvsr.protocol.messages import (
     StartView,
     StartViewChange,
 )
-from zvsr.protocol.ready import BROADCAST, Envelope, PersistLog, PersistSnapshot, PersistViewState, Ready
+from zvsr.protocol.ready import BROADCAST, Envelope, Executed, Outbox, PersistSnapshot, Ready
 from zvsr.protocol.state_machine import StateMachine
-from zvsr.protocol.timeout import Prng, Timeout
+from zvsr.protocol.state_transfer import StateTransfer
+from zvsr.protocol.timeout import Prng
+from zvsr.protocol.timers import RoleTimers
 
 
 class Status(Enum):
@@ -83,26 +89,6 @@ class DurableState:
     log: tuple[LogEntry, ...]  # ops log_base + 1 ..
     log_base: int = 0
     snapshot: bytes | None = None  # the latest snapshot (its op_number >= log_base), if any
-
-
-@dataclass(slots=True)
-class SnapshotDownload:
-    """A snapshot arriving in chunks from the primary of `view` (held in memory: one app state's size)."""
-
-    view: int
-    snapshot_op: int
-    size: int
-    checksum: bytes
-    data: bytearray
-    progress_at: int  # `now` of the last chunk that moved it forward
-
-
-@dataclass(slots=True)
-class ClientEntry:
-    """§4 client-table entry: the client's latest executed request and the result sent for it."""
-
-    request_number: int
-    result: bytes
 
 
 Logger = Callable[[str], None]
@@ -135,31 +121,10 @@ class Replica:
         self.log_base = 0
         self.op_number = 0
         self.commit_number = 0
-        # Least recently executed first (dict order): the oldest entry is evicted beyond client_table_max, and
-        # its client_id joins client_expired (also bounded) so a retry from it is refused, never re-executed.
-        self.client_table: dict[int, ClientEntry] = {}
-        self.client_expired: dict[int, None] = {}
-        # Requests in the log (or queued) but not yet executed: client_id -> request_number. Derived state,
-        # rebuilt from the log whenever the log is replaced.
-        self.client_pending: dict[int, int] = {}
-
-        # Rule 3 / §5.2: we adopted view_number but have not yet installed its log. Until we have all of it,
-        # our old log stays as it was (see _start_state_transfer) and the new view's log collects here.
-        self.state_transfer = False
-        self.state_transfer_base = 0  # our commit_number when the transfer began: the new log follows it
-        self.state_transfer_entries: list[LogEntry] = []
-        self.state_transfer_snapshot: bytes | None = None  # the primary's snapshot, when we were behind its log
-
-        # Snapshots: the latest of ours (encoded), older ones kept while a peer downloads them (pinned), and
-        # the download we are running, if any.
-        self.snapshot_op = 0
-        self.snapshot_data = b""
-        self.snapshot_checksum = b""
-        self.snapshot_pins: dict[int, tuple[int, int]] = {}  # replica -> (snapshot_op, now of its last ask)
-        self.snapshots_pinned: dict[int, tuple[bytes, bytes]] = {}  # older pinned: op -> (data, checksum)
-        self.download: SnapshotDownload | None = None
-        self.recovery_primary: RecoveryResponse | None = None  # recovering: the answer we complete it with
-        self.recovery_progress_at = 0  # `now` when that fetch began (or a chunk last moved it)
+        self.client_table = ClientTable(size_max=config.client_table_max)
+        self.state_transfer: StateTransfer | None = None  # rule 3: adopted a view, fetching its log
+        self.snapshots = snapshots.Snapshots(pin_ticks=config.snapshot_pin_ticks)
+        self.timers = RoleTimers(config)
 
         # Primary: PrepareOk accounting of *this* view (rule 6): backup -> highest op acknowledged.
         self.prepare_ok: dict[int, int] = {}
@@ -173,29 +138,17 @@ class Replica:
         self.do_view_change_from: dict[int, DoViewChange] = {}
         self._do_view_change_sent = False
 
-        # Recovery (§4.3)
+        # Recovery (§4.3), and the primary's answer we complete it with once its snapshot is here.
         self.recovery_nonce = 0
         self.recovery_responses: dict[int, RecoveryResponse] = {}
+        self.recovery_primary: RecoveryResponse | None = None
+        self.recovery_progress_at = 0  # `now` when that fetch began (or a chunk last moved it)
 
         # Logical time and liveness of peers (rule 10).
         self.now = 0
         self.last_heard: dict[int, int] = {}
 
-        cfg = config
-        self.heartbeat_timeout = Timeout("heartbeat", after=cfg.heartbeat_ticks)
-        self.primary_timeout = Timeout("primary", after=cfg.primary_timeout_ticks)
-        self.view_change_resend_timeout = Timeout("view_change_resend", after=cfg.view_change_resend_ticks)
-        self.view_change_timeout = Timeout(
-            "view_change", after=cfg.view_change_timeout_ticks, after_max=cfg.view_change_timeout_max_ticks
-        )
-        self.prepare_timeout = Timeout("prepare_resend", after=cfg.prepare_resend_ticks)
-        self.repair_timeout = Timeout("repair", after=cfg.repair_ticks)
-        self.recovery_timeout = Timeout("recovery", after=cfg.recovery_resend_ticks)
-
-        self._out = Ready()
-        self._persist_snapshot: PersistSnapshot | None = None
-        self._persist_from: int | None = None
-        self._persist_view_state = False
+        self._outbox = Outbox()
         self.counters: dict[str, int] = {}
 
         if durable is not None:
@@ -205,9 +158,9 @@ class Replica:
         elif self.status is Status.VIEW_CHANGE:
             self._resume_view_change()
         elif self.is_primary():
-            self._enter_primary_timers()
+            self._enter_primary()
         else:
-            self.primary_timeout.jitter(self.prng, cfg.primary_timeout_jitter_ticks)
+            self.timers.enter_backup(self.prng)
 
     # --- restart from disk (rule 12) ------------------------------------------------------------------------
 
@@ -229,8 +182,8 @@ class Replica:
         self.op_number = base + len(self.log)
         if durable.snapshot is not None:
             self._restore_snapshot(durable.snapshot)
-            if self.op_number < self.snapshot_op:  # the log after the snapshot is empty
-                self.log, self.log_base, self.op_number = [], self.snapshot_op, self.snapshot_op
+            if self.op_number < self.snapshots.op_number:  # the log after the snapshot is empty
+                self.log, self.log_base, self.op_number = [], self.snapshots.op_number, self.snapshots.op_number
         assert self.log_base <= self.commit_number
         self.prepare_ok_view = self.view_number
         self._prepared_sent = self.op_number
@@ -250,16 +203,20 @@ class Replica:
             self.do_view_change_from[self.replica] = self._do_view_change_message()
             self._do_view_change_sent = True
         self._send(BROADCAST, StartViewChange(**self._header()))
-        self.view_change_resend_timeout.start()
-        self.view_change_timeout.start()
+        self.timers.enter_view_change(self.prng)
 
-    # --- identities ---------------------------------------------------------------------------------------
+    # --- identities and diagnostics ---------------------------------------------------------------------------
 
     def primary_index(self, view: int | None = None) -> int:
         return self.config.primary(self.view_number if view is None else view)
 
     def is_primary(self) -> bool:
         return self.config.primary(self.view_number) == self.replica
+
+    @property
+    def snapshot_op(self) -> int:
+        """The op_number of our latest snapshot (0: none yet)."""
+        return self.snapshots.op_number
 
     def _header(self) -> dict[str, int]:
         return {
@@ -268,8 +225,6 @@ class Replica:
             "view": self.view_number,
             "replica": self.replica,
         }
-
-    # --- diagnostics --------------------------------------------------------------------------------------
 
     def _count(self, reason: str) -> None:
         self.counters[reason] = self.counters.get(reason, 0) + 1
@@ -283,45 +238,24 @@ class Replica:
         if self.logger is not None:
             self.logger(f"r{self.replica} {self.status.value} v{self.view_number}: {text}")
 
-    # --- outputs ------------------------------------------------------------------------------------------
+    # --- output -----------------------------------------------------------------------------------------------
 
     def ready(self) -> Ready:
         """Take what this step produced. Flushes batched Prepares first (primary)."""
         if self.status is Status.NORMAL and self.is_primary():
             self._flush_prepares()
         self._maybe_take_snapshot()
-        out = self._out
-        # The order storage writes them in: the snapshot, the log after it, then the view state (which must
-        # never claim a log the disk does not hold yet).
-        if self._persist_snapshot is not None:
-            out.persist.append(self._persist_snapshot)
-        if self._persist_from is not None:
-            # Ops up to log_base are in the snapshot persisted above (or an earlier one): never rewritten.
-            first = max(self._persist_from, self.log_base + 1)
-            out.persist.append(
-                PersistLog(op_number_first=first, entries=tuple(self.log[first - 1 - self.log_base :]))
-            )
-        if self._persist_view_state:
-            out.persist.append(
-                PersistViewState(
-                    view_number=self.view_number,
-                    last_normal_view=self.last_normal_view,
-                    commit_number=self.commit_number,
-                )
-            )
-        self._out = Ready()
-        self._persist_snapshot = None
-        self._persist_from = None
-        self._persist_view_state = False
-        return out
+        return self._outbox.take(
+            self.log,
+            self.log_base,
+            view_number=self.view_number,
+            last_normal_view=self.last_normal_view,
+            commit_number=self.commit_number,
+        )
 
     def _send(self, to: int, message: ReplicaMessage) -> None:
         assert to == BROADCAST or (0 <= to < self.config.replica_count and to != self.replica)
-        self._out.messages.append(Envelope(to, message))
-
-    def _log_changed_from(self, op_number: int) -> None:
-        if self._persist_from is None or op_number < self._persist_from:
-            self._persist_from = op_number
+        self._outbox.ready.messages.append(Envelope(to, message))
 
     def entry(self, op_number: int) -> LogEntry | None:
         """Op `op_number` of our log, or None if it is folded into the snapshot (or beyond op_number)."""
@@ -329,291 +263,49 @@ class Replica:
             return self.log[op_number - self.log_base - 1]
         return None
 
-    # --- snapshots and log truncation -----------------------------------------------------------------------
-
-    def _maybe_take_snapshot(self) -> None:
-        """Every snapshot_interval_ops committed ops: snapshot the app and client table, and drop the log
-        before the previous snapshot (one interval of log stays, so peers slightly behind catch up from the
-        log). A log needed by a download in progress stays too (the pins): no livelock."""
-        interval = self.config.snapshot_interval_ops
-        if interval == 0 or self.status is Status.RECOVERING:
-            return
-        if self.commit_number - self.snapshot_op < interval:
-            return
-        previous = self.snapshot_op
-        if self.snapshot_op and self._pinned(self.snapshot_op):
-            self.snapshots_pinned[self.snapshot_op] = (self.snapshot_data, self.snapshot_checksum)
-        data = snapshots.encode(
-            self.commit_number,
-            ((client_id, e.request_number, e.result) for client_id, e in self.client_table.items()),
-            self.state_machine.snapshot(),
-            self.client_expired,
-        )
-        self._set_snapshot(self.commit_number, data)
-        self._count("snapshot taken")
-        keep_from = min([previous, *(op for op, _ in self.snapshot_pins.values())])
-        self._truncate_log(keep_from)
-        self._persist_snapshot = PersistSnapshot(op_number=self.snapshot_op, log_base=self.log_base, data=data)
-
-    def _set_snapshot(self, op_number: int, data: bytes) -> None:
-        self.snapshot_op = op_number
-        self.snapshot_data = data
-        self.snapshot_checksum = snapshots.checksum(data)
-
-    def _pinned(self, snapshot_op: int) -> bool:
-        self._expire_pins()
-        return any(op == snapshot_op for op, _ in self.snapshot_pins.values())
-
-    def _expire_pins(self) -> None:
-        horizon = self.now - self.config.snapshot_pin_ticks
-        for replica, (_, asked_at) in list(self.snapshot_pins.items()):
-            if asked_at < horizon:
-                del self.snapshot_pins[replica]
-        live = {op for op, _ in self.snapshot_pins.values()}
-        for op in list(self.snapshots_pinned):
-            if op not in live:
-                del self.snapshots_pinned[op]
-
-    def _truncate_log(self, op_number: int) -> None:
-        """Drop ops up to `op_number` (committed, in a snapshot) from memory."""
-        op_number = min(op_number, self.snapshot_op)
-        if op_number <= self.log_base:
-            return
-        assert op_number <= self.commit_number
-        del self.log[: op_number - self.log_base]
-        self.log_base = op_number
-
-    def _restore_snapshot(self, data: bytes) -> None:
-        """Replace the app state and client table by a snapshot's; commit_number becomes its op_number."""
-        snapshot = snapshots.decode(data)  # the caller verified the checksum; damage here is our bug
-        self.state_machine.restore(snapshot.app_state)
-        self.client_table = {
-            client_id: ClientEntry(request_number, result)
-            for client_id, request_number, result in snapshot.client_table
-        }
-        self.client_expired = dict.fromkeys(snapshot.expired)
-        self.commit_number = snapshot.op_number
-        self._set_snapshot(snapshot.op_number, data)
-
-    def _install_snapshot(self, data: bytes, entries_after: list[LogEntry]) -> None:
-        """A snapshot from the primary that is ahead of our commit_number, followed by the log `entries_after`
-        it: the state machine jumps to the snapshot, the log restarts after it."""
-        op_number = snapshots.op_number_of(data)
-        assert op_number > self.commit_number
-        assert all(entry.op_number == op_number + index + 1 for index, entry in enumerate(entries_after))
-        self._log(f"install snapshot at op {op_number} (commit_number was {self.commit_number})")
-        self._count("snapshot installed")
-        self._restore_snapshot(data)
-        self.log = list(entries_after)
-        self.log_base = op_number
-        self.op_number = op_number + len(self.log)
-        self._persist_snapshot = PersistSnapshot(op_number=op_number, log_base=op_number, data=data)
-        # Always rewrite what follows the snapshot, even as nothing: a log we had after it may be stale.
-        self._persist_from = op_number + 1
-        self._rebuild_client_pending()
-
-    def on_get_snapshot(self, message: GetSnapshot) -> None:
-        """The primary serves its snapshot in chunks (rule 7: only the primary serves state)."""
-        if self.status is not Status.NORMAL:
-            return self._ignore("on_get_snapshot", f"status {self.status.value}")
-        if message.view != self.view_number:
-            return self._ignore("on_get_snapshot", "other view")
-        if not self.is_primary():
-            return self._ignore("on_get_snapshot", "not primary")
-        if self.snapshot_op == 0:
-            return self._ignore("on_get_snapshot", "no snapshot yet")
-        self._send_snapshot_chunk(message.replica, message.snapshot_op, message.offset)
-
-    def _send_snapshot_chunk(self, to: int, snapshot_op: int, offset: int) -> None:
-        self._expire_pins()
-        if snapshot_op in self.snapshots_pinned:
-            data, checksum = self.snapshots_pinned[snapshot_op]
-        else:  # the latest (asked for, or the one asked for is no longer kept: start over)
-            if snapshot_op != self.snapshot_op:
-                offset = 0
-            snapshot_op, data, checksum = self.snapshot_op, self.snapshot_data, self.snapshot_checksum
-        offset = min(offset, len(data))
-        self.snapshot_pins[to] = (snapshot_op, self.now)
-        chunk = data[offset : offset + self.config.snapshot_chunk_bytes]
-        self._send(
-            to,
-            SnapshotChunk(
-                **self._header(),
-                snapshot_op=snapshot_op,
-                size=len(data),
-                checksum=checksum,
-                offset=offset,
-                data=chunk,
-            ),
-        )
-
-    def on_snapshot_chunk(self, message: SnapshotChunk) -> None:
-        if message.replica != self.config.primary(message.view):
-            return self._ignore("on_snapshot_chunk", "sender is not the primary of its view")
-        if self.status is Status.RECOVERING:
-            primary = self.recovery_primary
-            if primary is None or message.view != primary.view:
-                return self._ignore("on_snapshot_chunk", "recovering, not fetching from this view")
-            assert primary.op_number is not None and primary.log is not None
-            if message.snapshot_op < primary.op_number - len(primary.log):
-                return self._ignore("on_snapshot_chunk", "older than the log the primary recovers us with")
-        elif self.status is Status.VIEW_CHANGE:
-            return self._ignore("on_snapshot_chunk", "view change")
-        elif message.view != self.view_number:
-            return self._ignore("on_snapshot_chunk", "other view")
-        elif self.is_primary():
-            return self._ignore("on_snapshot_chunk", "we are the primary")
-        if message.snapshot_op <= self.commit_number:  # installing it would move commit_number back
-            self._drop_overtaken_download()
-            return self._ignore("on_snapshot_chunk", "snapshot not ahead of our commit_number")
-        download = self.download
-        if download is None or download.snapshot_op != message.snapshot_op or download.view != message.view:
-            if message.offset != 0:
-                return self._ignore("on_snapshot_chunk", "not the start of a snapshot")
-            self._count("snapshot download started")
-            download = SnapshotDownload(
-                view=message.view,
-                snapshot_op=message.snapshot_op,
-                size=message.size,
-                checksum=message.checksum,
-                data=bytearray(),
-                progress_at=self.now,
-            )
-            self.download = download
-        if message.offset != len(download.data) or message.size != download.size:
-            return self._ignore("on_snapshot_chunk", "out of order")
-        if not message.data and len(download.data) < download.size:
-            return self._ignore("on_snapshot_chunk", "empty chunk")
-        download.data += message.data
-        download.progress_at = self.now
-        self.primary_timeout.reset()
-        if len(download.data) > download.size:
-            self.download = None
-            return self._ignore("on_snapshot_chunk", "more bytes than announced")
-        if len(download.data) < download.size:
-            self._ask_next_chunk()
-            return
-        self.download = None
-        data = bytes(download.data)
-        if snapshots.checksum(data) != download.checksum:
-            return self._ignore("on_snapshot_chunk", "snapshot checksum mismatch")
-        try:
-            if snapshots.decode(data).op_number != download.snapshot_op:
-                return self._ignore("on_snapshot_chunk", "snapshot op_number mismatch")
-        except snapshots.SnapshotError as error:
-            return self._ignore("on_snapshot_chunk", f"malformed snapshot ({error})")
-        self._snapshot_downloaded(data)
-
-    def _drop_overtaken_download(self) -> None:
-        """A download whose snapshot we have executed past (the log got there first) is dropped: asking on for
-        it would keep the primary's pin — and so its log — alive for nothing."""
-        download = self.download
-        if download is not None and download.snapshot_op <= self.commit_number and self.status is Status.NORMAL:
-            self.download = None
-            self._count("snapshot download overtaken by the log, dropped")
-
-    def _ask_next_chunk(self) -> None:
-        download = self.download
-        assert download is not None
-        header = self._header()
-        header["view"] = download.view  # a recovering replica asks in the view it is recovering into
-        self._send(
-            self.config.primary(download.view),
-            GetSnapshot(**header, snapshot_op=download.snapshot_op, offset=len(download.data)),
-        )
-        self.repair_timeout.reset()
-
-    def _snapshot_downloaded(self, data: bytes) -> None:
-        if self.status is Status.RECOVERING:
-            assert self.recovery_primary is not None
-            self._finish_recovery(self.recovery_primary, snapshot=data)
-            return
-        if self.state_transfer:
-            # Keep it on the side with the view's log after it, like the rest of the transfer.
-            self.state_transfer_snapshot = data
-            self.state_transfer_entries = []
-            self._request_state(force=True)
-            return
-        # The same view: our log is a prefix of the primary's, so what follows the snapshot in it stays.
-        op_number = snapshots.op_number_of(data)
-        kept = self.log[op_number - self.log_base :] if self.op_number > op_number else []
-        self._install_snapshot(data, kept)
-        self._request_state(force=True)
-
-    # --- inputs -------------------------------------------------------------------------------------------
+    # --- inputs -----------------------------------------------------------------------------------------------
 
     def on_message(self, message: ReplicaMessage) -> None:
         """Dispatch one decoded replica message (rule 1 checks first, then the kind's handler)."""
         cfg = self.config
         if message.cluster != cfg.cluster or message.epoch != cfg.epoch:
-            self._ignore("on_message", "other cluster or epoch")
-            return
+            return self._ignore("on_message", "other cluster or epoch")
         if not 0 <= message.replica < cfg.replica_count or message.replica == self.replica:
-            self._ignore("on_message", "sender is not a peer")
-            return
+            return self._ignore("on_message", "sender is not a peer")
         if message.view == self.view_number and self.status is Status.NORMAL:
             self.last_heard[message.replica] = self.now
-        handler = _HANDLERS.get(type(message))
-        if handler is None:  # the codec only builds known kinds; this is our bug if it happens
-            raise AssertionError(f"no handler for {type(message).__name__}")
-        handler(self, message)
-
-    def on_request(self, request: Request) -> None:
-        """§4.1 steps 1-3: a client request arrives at this replica."""
-        if self.status is Status.RECOVERING:
-            self._answer_error(request, ERROR_UNAVAILABLE, "replica is recovering")
-            return
-        if self.status is Status.VIEW_CHANGE:
-            self._answer_error(request, ERROR_VIEW_CHANGE, "view change in progress")
-            return
-        if not self.is_primary():
-            self._out.replies.append(
-                Redirect(
-                    view=self.view_number,
-                    primary=self.primary_index(),
-                    client_id=request.client_id,
-                    request_number=request.request_number,
-                )
-            )
-            return
-        assert not self.state_transfer  # a primary installed its view's log when it started the view
-        entry = self.client_table.get(request.client_id)
-        if entry is not None and request.request_number < entry.request_number:
-            self._count("on_request: older request number")
-            return
-        if entry is not None and request.request_number == entry.request_number:
-            # §4.1 step 2: the latest request again: re-send the cached reply, never execute twice.
-            self._count("on_request: cached reply")
-            self._reply(request.client_id, request.request_number, entry.result)
-            return
-        pending = self.client_pending.get(request.client_id)
-        if pending is not None and request.request_number <= pending:
-            self._count("on_request: already in progress")
-            return
-        if entry is None and pending is None and (
-            request.request_number > 1 or request.client_id in self.client_expired
-        ):
-            # A session starts at request 1. Anything else from a client we do not know may be a retry of a
-            # request executed before its entry was evicted: refuse, so it is never executed twice.
-            self._answer_error(request, ERROR_SESSION_EXPIRED, "the cluster no longer knows this client session")
-            return
-        if not self._quorum_recently_heard():
-            self._answer_error(request, ERROR_UNAVAILABLE, "primary cannot reach a quorum")
-            return
-        if self.op_number - self.commit_number >= self.config.pipeline_ops_max:
-            if len(self.request_queue) >= self.config.request_queue_max:
-                self._answer_error(request, ERROR_BUSY, "request queue is full")
-                return
-            self.request_queue.append(request)
-        else:
-            self._append_request(request)
-        self.client_pending[request.client_id] = request.request_number
+        match message:
+            case Prepare():
+                self.on_prepare(message)
+            case PrepareOk():
+                self.on_prepare_ok(message)
+            case Commit():
+                self.on_commit(message)
+            case StartViewChange():
+                self.on_start_view_change(message)
+            case DoViewChange():
+                self.on_do_view_change(message)
+            case StartView():
+                self.on_start_view(message)
+            case Recovery():
+                self.on_recovery(message)
+            case RecoveryResponse():
+                self.on_recovery_response(message)
+            case GetState():
+                self.on_get_state(message)
+            case NewState():
+                self.on_new_state(message)
+            case GetSnapshot():
+                self.on_get_snapshot(message)
+            case SnapshotChunk():
+                self.on_snapshot_chunk(message)
+            case _:  # the codec builds only these kinds; anything else is our bug
+                assert_never(message)
 
     def tick(self) -> None:
-        """One unit of logical time: advance the timers of the current role and act on those that fired."""
+        """One unit of logical time: advance the timers and act on those of the current role that fired."""
         self.now += 1
-        for timeout in self._timeouts():
-            timeout.tick()
+        self.timers.tick()
         if self.status is Status.NORMAL:
             if self.is_primary():
                 self._tick_primary()
@@ -624,18 +316,44 @@ class Replica:
         else:
             self._tick_recovering()
 
-    def _timeouts(self) -> tuple[Timeout, ...]:
-        return (
-            self.heartbeat_timeout,
-            self.primary_timeout,
-            self.view_change_resend_timeout,
-            self.view_change_timeout,
-            self.prepare_timeout,
-            self.repair_timeout,
-            self.recovery_timeout,
-        )
+    # --- normal operation: primary (§4.1) ---------------------------------------------------------------------
 
-    # --- normal operation: primary (§4.1) -----------------------------------------------------------------
+    def on_request(self, request: Request) -> None:
+        """§4.1 steps 1-3: a client request arrives at this replica."""
+        if self.status is Status.RECOVERING:
+            return self._answer_error(request, ERROR_UNAVAILABLE, "replica is recovering")
+        if self.status is Status.VIEW_CHANGE:
+            return self._answer_error(request, ERROR_VIEW_CHANGE, "view change in progress")
+        if not self.is_primary():
+            redirect = Redirect(
+                view=self.view_number,
+                primary=self.primary_index(),
+                client_id=request.client_id,
+                request_number=request.request_number,
+            )
+            self._outbox.ready.replies.append(redirect)
+            return
+        assert self.state_transfer is None  # a primary installed its view's log when it started the view
+        admission = self.client_table.admit(request.client_id, request.request_number)
+        if admission is Admission.CACHED:
+            # §4.1 step 2: the latest request again: re-send the cached reply, never execute twice.
+            self._count("on_request: cached reply")
+            cached = self.client_table[request.client_id]
+            return self._reply(request.client_id, request.request_number, cached.result)
+        if admission is Admission.SESSION_EXPIRED:
+            text = "the cluster no longer knows this client session"
+            return self._answer_error(request, ERROR_SESSION_EXPIRED, text)
+        if admission is not Admission.NEW:
+            return self._count(f"on_request: {admission.value}")
+        if not self._quorum_recently_heard():
+            return self._answer_error(request, ERROR_UNAVAILABLE, "primary cannot reach a quorum")
+        if self.op_number - self.commit_number >= self.config.pipeline_ops_max:
+            if len(self.request_queue) >= self.config.request_queue_max:
+                return self._answer_error(request, ERROR_BUSY, "request queue is full")
+            self.request_queue.append(request)
+        else:
+            self._append_request(request)
+        self.client_table.pending[request.client_id] = request.request_number
 
     def _append_request(self, request: Request) -> None:
         self.op_number += 1
@@ -648,7 +366,7 @@ class Replica:
                 operation=request.operation,
             )
         )
-        self._log_changed_from(self.op_number)
+        self._outbox.log_changed_from(self.op_number)
         if self.config.quorum == 1:
             self._commit_up_to(self.op_number)
 
@@ -685,29 +403,25 @@ class Replica:
         return tuple(out)
 
     def _tick_primary(self) -> None:
-        if self.heartbeat_timeout.fired():
-            self.heartbeat_timeout.reset()
-            self._send(BROADCAST, self._commit_message())
-        if self.prepare_timeout.fired():
-            self.prepare_timeout.reset()
+        if self.timers.heartbeat.fired():
+            self.timers.heartbeat.reset()
+            heartbeat = Commit(**self._header(), commit_number=self.commit_number, op_number=self.op_number)
+            self._send(BROADCAST, heartbeat)
+        if self.timers.prepare_resend.fired():
+            self.timers.prepare_resend.reset()
             self._resend_stalled_prepares()
-
-    def _commit_message(self) -> Commit:
-        return Commit(**self._header(), commit_number=self.commit_number, op_number=self.op_number)
 
     def _resend_stalled_prepares(self) -> None:
         """Rule 11: ZeroMQ drops silently; a backup whose acknowledgements have not moved gets prepares again.
 
         Backups that acknowledged nothing in this view are not sent the log here: they learn the view from our
         Commit heartbeats and fetch it with GetState (rule 3), or get StartView again in answer to their votes.
+        A backup behind our log's start needs our snapshot: it asks with GetState when our heartbeat shows it.
         """
         for backup, acked in self.prepare_ok.items():
-            if acked < self.log_base:
-                pass  # it needs our snapshot: it asks with GetState when our heartbeat shows it is behind
-            elif acked < self.op_number and self._prepare_ok_at_last_resend.get(backup) == acked:
-                entries = self._entries_after(
-                    acked, self.config.prepare_entries_max, self.config.prepare_bytes_max
-                )
+            if self.log_base <= acked < self.op_number and self._prepare_ok_at_last_resend.get(backup) == acked:
+                cfg = self.config
+                entries = self._entries_after(acked, cfg.prepare_entries_max, cfg.prepare_bytes_max)
                 self._send(backup, self._prepare(entries))
                 self._count("prepare resent")
             self._prepare_ok_at_last_resend[backup] = acked
@@ -738,11 +452,8 @@ class Replica:
             candidate = acks[needed - 1]
         if candidate > self.commit_number:
             self._commit_up_to(candidate)
-            self._admit_queued_requests()
-
-    def _admit_queued_requests(self) -> None:
-        while self.request_queue and self.op_number - self.commit_number < self.config.pipeline_ops_max:
-            self._append_request(self.request_queue.popleft())
+            while self.request_queue and self.op_number - self.commit_number < self.config.pipeline_ops_max:
+                self._append_request(self.request_queue.popleft())
 
     def _quorum_recently_heard(self) -> bool:
         needed = self.config.quorum - 1
@@ -752,19 +463,25 @@ class Replica:
         heard = sum(1 for at in self.last_heard.values() if at >= horizon)
         return heard >= needed
 
-    # --- normal operation: backups (§4.1) -----------------------------------------------------------------
+    def _enter_primary(self, *, heard: set[int] | None = None) -> None:
+        self.timers.enter_primary()
+        # A new primary has just heard from its DoViewChange voters; a cluster starting up in view 0 gives every
+        # peer one quorum timeout to show itself before the primary answers `unavailable` (rule 10).
+        peers = range(self.config.replica_count) if heard is None else heard
+        self.last_heard = {i: self.now for i in peers if i != self.replica}
+
+    # --- normal operation: backups (§4.1) ---------------------------------------------------------------------
 
     def on_prepare(self, message: Prepare) -> None:
         if not self._accept_from_primary("on_prepare", message.view, message.replica):
             return
-        self.primary_timeout.reset()
-        if self.state_transfer:
+        self.timers.primary.reset()
+        if self.state_transfer is not None:
             return self._ignore("on_prepare", "waiting for the view's log")
         first = message.entries[0].op_number
         if first > self.op_number + 1:
             self._count("on_prepare: gap")
-            self._request_state()
-            return
+            return self._request_state()
         for entry in message.entries:
             if entry.op_number <= self.op_number:
                 # The same view has one log (our log is a prefix of the primary's): a duplicate must match.
@@ -780,8 +497,8 @@ class Replica:
         assert entry.op_number == self.op_number + 1
         self.log.append(entry)
         self.op_number += 1
-        self._log_changed_from(entry.op_number)
-        self.client_pending[entry.client_id] = entry.request_number
+        self._outbox.log_changed_from(entry.op_number)
+        self.client_table.pending[entry.client_id] = entry.request_number
 
     def _prepare_ok_message(self) -> PrepareOk:
         return PrepareOk(**self._header(), op_number=self.op_number)
@@ -789,9 +506,10 @@ class Replica:
     def on_commit(self, message: Commit) -> None:
         if not self._accept_from_primary("on_commit", message.view, message.replica):
             return
-        self.primary_timeout.reset()
-        if self.state_transfer:
-            return  # our suffix may not be this view's: commit nothing until its log is installed
+        self.timers.primary.reset()
+        if self.state_transfer is not None:
+            # Our suffix may not be this view's: commit nothing until its log is installed.
+            return self._ignore("on_commit", "waiting for the view's log")
         if message.commit_number > self.op_number:
             # We miss committed ops: repair (rule 11). Ops the primary prepared but has not committed are
             # usually still in flight to us (and re-sent if lost): asking for them too would double the traffic.
@@ -819,210 +537,47 @@ class Replica:
         self._start_state_transfer(view)
         return True
 
-    def _start_state_transfer(self, view: int) -> None:
-        """Rule 3 / §5.2: adopt the view and fetch its log, after our commit_number, from its primary.
-
-        The paper truncates the log to commit_number right here. That is unsafe, and not only through
-        last_normal_view (Vanlightly's finding): the uncommitted suffix we would drop may hold an op that
-        was committed in an older view with *our* PrepareOk, by a primary whose commit we never heard of. If
-        we forget it and join the next view change, a quorum without that op can form (scenario test
-        `test_state_transfer_keeps_an_op_committed_with_our_ack`). So we keep the old log, with the old
-        last_normal_view — exactly what a replica that never saw this view would report — and replace the
-        suffix only once the whole of the view's log has arrived (`_finish_state_transfer`).
-        """
-        assert view >= self.view_number
-        self._log(f"state transfer to view {view} (commit_number {self.commit_number})")
-        self._count("state transfer started")
-        self.view_number = view
-        self.status = Status.NORMAL
-        self.state_transfer = True
-        self.state_transfer_base = self.commit_number
-        self.state_transfer_entries = []
-        self.state_transfer_snapshot = None
-        self.download = None
-        self._persist_view_state = True
-        self._reset_view_votes()
-        self._rebuild_client_pending()
-        self._enter_backup_timers()
-        self._request_state(force=True)
-
-    def _request_state(self, *, force: bool = False) -> None:
-        if force or not self.repair_timeout.running or self.repair_timeout.fired():
-            if self.download is not None and self.download.view == self.view_number:
-                self._ask_next_chunk()
-                return
-            self._send(self.primary_index(), GetState(**self._header(), op_number=self._state_op_number()))
-            self.repair_timeout.reset()
-
-    def _state_op_number(self) -> int:
-        """The op after which we need the primary's log: ours, or during a transfer what we have collected."""
-        if self.state_transfer:
-            if self.state_transfer_snapshot is not None:
-                base = snapshots.op_number_of(self.state_transfer_snapshot)
-            else:
-                base = self.state_transfer_base
-            return base + len(self.state_transfer_entries)
-        return self.op_number
-
     def _tick_backup(self) -> None:
-        if self.primary_timeout.fired():
+        if self.timers.primary.fired():
             self._log("primary timeout")
             self._start_view_change(self.view_number + 1)
             return
-        if self.repair_timeout.fired():
-            if self.state_transfer or self.download is not None:
+        if self.timers.repair.fired():
+            if self.state_transfer is not None or self.snapshots.download is not None:
                 self._request_state(force=True)
             else:
-                self.repair_timeout.stop()
+                self.timers.repair.stop()
 
-    def _enter_primary_timers(self, *, heard: set[int] | None = None) -> None:
-        self.primary_timeout.stop()
-        self.view_change_resend_timeout.stop()
-        self.view_change_timeout.stop()
-        self.repair_timeout.stop()
-        self.recovery_timeout.stop()
-        self.heartbeat_timeout.start()
-        self.prepare_timeout.start()
-        # A new primary has just heard from its DoViewChange voters; a cluster starting up in view 0 gives every
-        # peer one quorum timeout to show itself before the primary answers `unavailable` (rule 10).
-        peers = range(self.config.replica_count) if heard is None else heard
-        self.last_heard = {i: self.now for i in peers if i != self.replica}
-
-    def _enter_backup_timers(self) -> None:
-        self.heartbeat_timeout.stop()
-        self.prepare_timeout.stop()
-        self.view_change_resend_timeout.stop()
-        self.view_change_timeout.stop()
-        self.recovery_timeout.stop()
-        self.repair_timeout.stop()
-        self.primary_timeout.jitter(self.prng, self.config.primary_timeout_jitter_ticks)
-
-    # --- state transfer (§5.2, rule 7) --------------------------------------------------------------------
-
-    def on_get_state(self, message: GetState) -> None:
-        if self.status is not Status.NORMAL:
-            return self._ignore("on_get_state", f"status {self.status.value}")
-        if message.view != self.view_number:
-            return self._ignore("on_get_state", "other view")
-        if not self.is_primary():
-            return self._ignore("on_get_state", "not primary")
-        if message.op_number > self.op_number:
-            return self._ignore("on_get_state", "op_number beyond ours")
-        if message.op_number < self.log_base:
-            # What it misses is folded into our snapshot: send that first; it asks for the log after it.
-            self._count("on_get_state: snapshot sent")
-            return self._send_snapshot_chunk(message.replica, self.snapshot_op, 0)
-        entries: tuple[LogEntry, ...] = ()
-        if message.op_number < self.op_number:
-            entries = self._entries_after(
-                message.op_number, self.config.new_state_entries_max, self.config.new_state_bytes_max
-            )
-        # §5.2 NEWSTATE<v, l, n, k>: n and k are ours; l is a bounded chunk, the requester asks for the rest.
-        self._send(
-            message.replica,
-            NewState(
-                **self._header(), op_number=self.op_number, commit_number=self.commit_number, entries=entries
-            ),
-        )
-
-    def on_new_state(self, message: NewState) -> None:
-        if self.status is not Status.NORMAL:
-            return self._ignore("on_new_state", f"status {self.status.value}")
-        if message.view != self.view_number:
-            return self._ignore("on_new_state", "other view")
-        if message.replica != self.primary_index():
-            return self._ignore("on_new_state", "sender is not the primary")
-        if self.is_primary():
-            return self._ignore("on_new_state", "we are the primary")
-        have = self._state_op_number()
-        if message.op_number < have:
-            return self._ignore("on_new_state", "would move op_number backwards")
-        if message.entries and message.entries[0].op_number != have + 1:
-            return self._ignore("on_new_state", "does not follow what we hold")
-        assert message.commit_number <= message.op_number
-        self.primary_timeout.reset()
-        if self.state_transfer:
-            self.state_transfer_entries.extend(message.entries)
-            if self._state_op_number() == message.op_number:
-                # We hold everything the primary had when it answered, so at least the log this view started
-                # with: only now may it replace our suffix and become our last normal view.
-                self._finish_state_transfer()
-        else:
-            for entry in message.entries:
-                self._append_entry(entry)
-        if self._state_op_number() < message.op_number:
-            self._request_state(force=True)
-        else:
-            self.repair_timeout.stop()
-        if not self.state_transfer:
-            # A NewState may know less of the commit point than we do (a new primary learns commit_number
-            # from its voters only); _commit_up_to never moves it backwards (rule 7).
-            self._commit_up_to(min(message.commit_number, self.op_number))
-            self._send(self.primary_index(), self._prepare_ok_message())
-
-    def _finish_state_transfer(self) -> None:
-        base = self.state_transfer_base
-        assert base <= self.commit_number == base  # nothing commits during a transfer
-        self._log(f"state transfer done: ops {base + 1}..{self._state_op_number()}")
-        if self.state_transfer_snapshot is not None:
-            self._install_snapshot(self.state_transfer_snapshot, self.state_transfer_entries)
-        else:
-            del self.log[base - self.log_base :]
-            self.log.extend(self.state_transfer_entries)
-            self.op_number = self.log_base + len(self.log)
-            self._log_changed_from(base + 1)
-        self.state_transfer = False
-        self.state_transfer_entries = []
-        self.state_transfer_snapshot = None
-        self.last_normal_view = self.view_number
-        self._persist_view_state = True
-        self._rebuild_client_pending()
-        self.repair_timeout.stop()
-
-    # --- commit and execution (§4.1 steps 5, 7; §4.2 steps 4-5) --------------------------------------------
+    # --- commit and execution (§4.1 steps 5, 7; §4.2 steps 4-5) -----------------------------------------------
 
     def _commit_up_to(self, op_number: int) -> None:
-        """Execute every op up to op_number, in order, exactly once; the primary replies to their clients."""
+        """Execute every op up to op_number, in order, exactly once; the primary replies to their clients.
+        Each execution is reported in the Ready (`executed`), so the driver never has to guess."""
         assert op_number <= self.op_number
         if op_number <= self.commit_number:
             return
         replying = self.status is Status.NORMAL and self.is_primary()
+        apply = self.state_machine.apply
+        executed = self._outbox.ready.executed
+        table = self.client_table
         for entry in self.log[self.commit_number - self.log_base : op_number - self.log_base]:
-            known = self.client_table.get(entry.client_id)
-            assert known is None or entry.request_number > known.request_number, "request executed twice"
-            result = self.state_machine.apply(entry.operation)
-            self._remember_client(entry.client_id, ClientEntry(entry.request_number, result))
-            if self.client_pending.get(entry.client_id) == entry.request_number:
-                del self.client_pending[entry.client_id]
+            result = apply(entry.operation)
+            if table.executed(entry.client_id, entry.request_number, result):
+                self._count("client session evicted")
+            executed.append(Executed(entry.op_number, entry, result))
             if replying:
                 self._reply(entry.client_id, entry.request_number, result)
         self.commit_number = op_number
         self._drop_overtaken_download()
 
-    def _remember_client(self, client_id: int, entry: ClientEntry) -> None:
-        """Update the client table in execution order (the same on every replica), evicting the least recently
-        executed session beyond client_table_max."""
-        table = self.client_table
-        table.pop(client_id, None)
-        table[client_id] = entry
-        self.client_expired.pop(client_id, None)
-        if len(table) > self.config.client_table_max:
-            evicted = next(iter(table))
-            del table[evicted]
-            self._count("client session evicted")
-            expired = self.client_expired
-            expired[evicted] = None
-            if len(expired) > self.config.client_table_max:
-                del expired[next(iter(expired))]
-
     def _reply(self, client_id: int, request_number: int, result: bytes) -> None:
-        self._out.replies.append(
+        self._outbox.ready.replies.append(
             Reply(view=self.view_number, client_id=client_id, request_number=request_number, result=result)
         )
 
     def _answer_error(self, request: Request, code: str, text: str) -> None:
         self._count(f"on_request: {code}")
-        self._out.replies.append(
+        self._outbox.ready.replies.append(
             Error(
                 view=self.view_number,
                 client_id=request.client_id,
@@ -1033,14 +588,27 @@ class Replica:
         )
 
     def _rebuild_client_pending(self) -> None:
-        """Requests in the log beyond commit_number are in progress: a retry of one must not be appended again
-        (VR-NOTES §11.5). Queued requests were never prepared; they are dropped and the clients retry."""
+        """Requests in the log beyond commit_number are in progress (VR-NOTES §11.5). Queued requests were never
+        prepared; they are dropped and the clients retry."""
         self.request_queue.clear()
-        self.client_pending = {}
-        for entry in self.log[self.commit_number - self.log_base :]:
-            self.client_pending[entry.client_id] = entry.request_number
+        self.client_table.rebuild_pending(self.log[self.commit_number - self.log_base :])
 
-    # --- view change (§4.2) -------------------------------------------------------------------------------
+    # --- view change (§4.2) -----------------------------------------------------------------------------------
+
+    def on_start_view_change(self, message: StartViewChange) -> None:
+        if self.status is Status.RECOVERING:
+            return self._ignore("on_start_view_change", "recovering")
+        if message.view < self.view_number:
+            return self._ignore("on_start_view_change", "older view")
+        if message.view == self.view_number and self.status is Status.NORMAL:
+            if self.is_primary():
+                self._send(message.replica, self._start_view_message())  # it missed our StartView
+            return self._ignore("on_start_view_change", "view already started")
+        if message.view > self.view_number:
+            self._start_view_change(message.view)
+        assert self.status is Status.VIEW_CHANGE and message.view == self.view_number
+        self.start_view_change_from.add(message.replica)
+        self._maybe_send_do_view_change()
 
     def _start_view_change(self, view: int) -> None:
         """§4.2 step 1: move to `view` in view-change status and tell everyone."""
@@ -1048,27 +616,17 @@ class Replica:
         self._log(f"start view change to view {view}")
         self.view_number = view
         self.status = Status.VIEW_CHANGE
-        self.state_transfer = False  # the old log stands as it is (with its last_normal_view) in our vote
-        self.state_transfer_entries = []
-        self.state_transfer_snapshot = None
-        self.download = None
+        self.state_transfer = None  # the old log stands as it is (with its last_normal_view) in our vote
+        self.snapshots.download = None
         self._reset_view_votes()
         self._rebuild_client_pending()
         self.start_view_change_from.add(self.replica)
         if self.config.primary(view) == self.replica:
             self.do_view_change_from[self.replica] = self._do_view_change_message()
             self._do_view_change_sent = True
-        self._persist_view_state = True
+        self._outbox.view_state = True
         self._send(BROADCAST, StartViewChange(**self._header()))
-        self.heartbeat_timeout.stop()
-        self.prepare_timeout.stop()
-        self.primary_timeout.stop()
-        self.repair_timeout.stop()
-        self.view_change_resend_timeout.start()
-        if self.view_change_timeout.running:
-            self.view_change_timeout.backoff(self.prng)
-        else:
-            self.view_change_timeout.start()
+        self.timers.enter_view_change(self.prng)
         self._maybe_send_do_view_change()
         self._maybe_start_view()
 
@@ -1091,36 +649,19 @@ class Replica:
         )
 
     def _tick_view_change(self) -> None:
-        if self.view_change_timeout.fired():
+        if self.timers.view_change.fired():
             self._log("view change timeout: trying the next view")
             self._start_view_change(self.view_number + 1)
             return
-        if self.view_change_resend_timeout.fired():
-            self.view_change_resend_timeout.reset()
+        if self.timers.view_change_resend.fired():
+            self.timers.view_change_resend.reset()
             self._send(BROADCAST, StartViewChange(**self._header()))
             if self._do_view_change_sent and self.primary_index() != self.replica:
                 self._send(self.primary_index(), self._do_view_change_message())
 
-    def on_start_view_change(self, message: StartViewChange) -> None:
-        if self.status is Status.RECOVERING:
-            return self._ignore("on_start_view_change", "recovering")
-        if message.view < self.view_number:
-            return self._ignore("on_start_view_change", "older view")
-        if message.view == self.view_number and self.status is Status.NORMAL:
-            if self.is_primary():
-                self._send(message.replica, self._start_view_message())  # it missed our StartView
-            return self._ignore("on_start_view_change", "view already started")
-        if message.view > self.view_number:
-            self._start_view_change(message.view)
-        assert self.status is Status.VIEW_CHANGE and message.view == self.view_number
-        self.start_view_change_from.add(message.replica)
-        self._maybe_send_do_view_change()
-
     def _maybe_send_do_view_change(self) -> None:
         """§4.2 step 2: after StartViewChange from quorum - 1 others, send DoViewChange to the new primary."""
-        if self._do_view_change_sent:
-            return
-        if len(self.start_view_change_from) < self.config.quorum:  # the set includes us
+        if self._do_view_change_sent or len(self.start_view_change_from) < self.config.quorum:  # includes us
             return
         self._do_view_change_sent = True
         self._send(self.primary_index(), self._do_view_change_message())
@@ -1171,13 +712,13 @@ class Replica:
         )
         self._install_log(best.log, best_base)
         self.status = Status.NORMAL
-        self.state_transfer = False
+        self.state_transfer = None
         self.last_normal_view = self.view_number
-        self._persist_view_state = True
+        self._outbox.view_state = True
         self.prepare_ok = {}
         self.prepare_ok_view = self.view_number
         self._prepared_sent = self.op_number  # the log travels in StartView, not in Prepares
-        self._enter_primary_timers(heard=set(votes))
+        self._enter_primary(heard=set(votes))
         # Execute first: StartView must carry the largest commit_number of the votes (§4.2 step 3).
         self._commit_up_to(commit_number)
         self._send(BROADCAST, self._start_view_message())
@@ -1198,7 +739,7 @@ class Replica:
         del self.log[commit - self.log_base :]
         self.log.extend(log[commit - base :])
         self.op_number = base + len(log)
-        self._log_changed_from(commit + 1)
+        self._outbox.log_changed_from(commit + 1)
         self._rebuild_client_pending()
 
     def on_start_view(self, message: StartView) -> None:
@@ -1208,7 +749,7 @@ class Replica:
             return self._ignore("on_start_view", "older view")
         if message.replica != self.config.primary(message.view):
             return self._ignore("on_start_view", "sender is not the primary of its view")
-        if message.view == self.view_number and self.status is Status.NORMAL and not self.state_transfer:
+        if message.view == self.view_number and self.status is Status.NORMAL and self.state_transfer is None:
             if self.is_primary():
                 return self._ignore("on_start_view", "we are the primary of this view")
             # A re-sent StartView: we hold this view's log, possibly more of it. Never go back.
@@ -1221,62 +762,61 @@ class Replica:
         if base > self.commit_number:
             # Its log starts after ops we have not executed (they are in the primary's snapshot): adopt the
             # view and fetch snapshot and log, keeping our old log until all of it is here (rule 3).
-            if not (self.state_transfer and message.view == self.view_number):
+            if self.state_transfer is None or message.view != self.view_number:
                 self._start_state_transfer(message.view)
             return
         self._log(f"install view {message.view}: n={message.op_number} k={message.commit_number}")
         self.view_number = message.view
-        self.download = None
+        self.snapshots.download = None
         self._install_log(message.log, base)
         self.status = Status.NORMAL
-        self.state_transfer = False
-        self.state_transfer_entries = []
-        self.state_transfer_snapshot = None
+        self.state_transfer = None
         self.last_normal_view = message.view
-        self._persist_view_state = True
+        self._outbox.view_state = True
         self._reset_view_votes()
-        self._enter_backup_timers()
+        self.timers.enter_backup(self.prng)
         self._commit_up_to(max(self.commit_number, message.commit_number))
         if self.op_number > self.commit_number:
             self._send(self.primary_index(), self._prepare_ok_message())
 
-    # --- recovery (§4.3) ----------------------------------------------------------------------------------
+    # --- recovery (§4.3) --------------------------------------------------------------------------------------
 
     def _start_recovery(self) -> None:
         self.recovery_nonce = self.prng.getrandbits(64)
         self.recovery_responses = {}
         self.recovery_primary = None
-        self.download = None
+        self.snapshots.download = None
         self._send(BROADCAST, Recovery(**self._header(), nonce=self.recovery_nonce))
-        self.recovery_timeout.start()
+        self.timers.enter_recovering()
 
     def _ask_recovery_snapshot(self) -> None:
         primary = self.recovery_primary
         assert primary is not None
-        if self.download is not None:
+        if self.snapshots.download is not None:
             self._ask_next_chunk()
         else:
             header = self._header()
             header["view"] = primary.view
             self._send(primary.replica, GetSnapshot(**header, snapshot_op=0, offset=0))
-        self.recovery_timeout.reset()
+        self.timers.recovery.reset()
 
     def _tick_recovering(self) -> None:
-        if self.recovery_timeout.fired():
-            self.recovery_timeout.reset()
-            if self.recovery_primary is not None:
-                # Ask again (a request or a chunk may have been lost) while the download moves; a primary quiet
-                # for several rounds went away or changed view: begin again, with a new nonce.
-                progress_at = self.recovery_progress_at
-                if self.download is not None:
-                    progress_at = max(progress_at, self.download.progress_at)
-                if self.now - progress_at <= RECOVERY_STALL_ROUNDS * self.config.recovery_resend_ticks:
-                    self._ask_recovery_snapshot()
-                    return
-                self._count("recovery: snapshot download stalled, starting over")
-                self._start_recovery()
-                return
+        if not self.timers.recovery.fired():
+            return
+        self.timers.recovery.reset()
+        if self.recovery_primary is None:
             self._send(BROADCAST, Recovery(**self._header(), nonce=self.recovery_nonce))
+            return
+        # Ask again (a request or a chunk may have been lost) while the download moves; a primary quiet for
+        # several rounds went away or changed view: begin again, with a new nonce.
+        progress_at = self.recovery_progress_at
+        if self.snapshots.download is not None:
+            progress_at = max(progress_at, self.snapshots.download.progress_at)
+        if self.now - progress_at <= RECOVERY_STALL_ROUNDS * self.config.recovery_resend_ticks:
+            self._ask_recovery_snapshot()
+            return
+        self._count("recovery: snapshot download stalled, starting over")
+        self._start_recovery()
 
     def on_recovery(self, message: Recovery) -> None:
         if self.status is not Status.NORMAL:
@@ -1318,7 +858,7 @@ class Replica:
             self._log(f"recovery: fetching the snapshot of r{primary.replica} (view {primary.view})")
             self.recovery_primary = primary
             self.recovery_progress_at = self.now
-            self.download = None
+            self.snapshots.download = None
             self._ask_recovery_snapshot()
             return
         self._finish_recovery(primary)
@@ -1338,53 +878,301 @@ class Replica:
             assert base == 0
             self.log = list(primary.log)
             self.op_number = len(self.log)
-            self._log_changed_from(1)
+            self._outbox.log_changed_from(1)
         else:
             snapshot_op = snapshots.op_number_of(snapshot)
             assert base <= snapshot_op  # the primary's log base never passes its snapshot
             self._install_snapshot(snapshot, list(primary.log[snapshot_op - base :]))
-        self._persist_view_state = True
+        self._outbox.view_state = True
         self._rebuild_client_pending()
         self._commit_up_to(max(self.commit_number, min(primary.commit_number, self.op_number)))
         self._reset_view_votes()
-        self._enter_backup_timers()
+        self.timers.enter_backup(self.prng)
         if self.op_number > self.commit_number:
             self._send(self.primary_index(), self._prepare_ok_message())
 
-    # --- invariants ---------------------------------------------------------------------------------------
+    # --- state transfer (§5.2, rules 3 and 7) -----------------------------------------------------------------
+
+    def _start_state_transfer(self, view: int) -> None:
+        """Rule 3 / §5.2: adopt the view and fetch its log, after our commit_number, from its primary.
+
+        The paper truncates the log to commit_number right here. That is unsafe, and not only through
+        last_normal_view (Vanlightly's finding): the uncommitted suffix we would drop may hold an op that
+        was committed in an older view with *our* PrepareOk, by a primary whose commit we never heard of. If
+        we forget it and join the next view change, a quorum without that op can form (scenario test
+        `test_state_transfer_keeps_an_op_committed_with_our_ack`). So we keep the old log, with the old
+        last_normal_view — exactly what a replica that never saw this view would report — and replace the
+        suffix only once the whole of the view's log has arrived (`_finish_state_transfer`).
+        """
+        assert view >= self.view_number
+        self._log(f"state transfer to view {view} (commit_number {self.commit_number})")
+        self._count("state transfer started")
+        self.view_number = view
+        self.status = Status.NORMAL
+        self.state_transfer = StateTransfer(base=self.commit_number)
+        self.snapshots.download = None
+        self._outbox.view_state = True
+        self._reset_view_votes()
+        self._rebuild_client_pending()
+        self.timers.enter_backup(self.prng)
+        self._request_state(force=True)
+
+    def _request_state(self, *, force: bool = False) -> None:
+        repair = self.timers.repair
+        if force or not repair.running or repair.fired():
+            download = self.snapshots.download
+            if download is not None and download.view == self.view_number:
+                return self._ask_next_chunk()
+            self._send(self.primary_index(), GetState(**self._header(), op_number=self._state_op_number()))
+            repair.reset()
+
+    def _state_op_number(self) -> int:
+        """The op after which we need the primary's log: ours, or during a transfer what we have collected."""
+        return self.op_number if self.state_transfer is None else self.state_transfer.op_number()
+
+    def on_get_state(self, message: GetState) -> None:
+        if self.status is not Status.NORMAL:
+            return self._ignore("on_get_state", f"status {self.status.value}")
+        if message.view != self.view_number:
+            return self._ignore("on_get_state", "other view")
+        if not self.is_primary():
+            return self._ignore("on_get_state", "not primary")
+        if message.op_number > self.op_number:
+            return self._ignore("on_get_state", "op_number beyond ours")
+        if message.op_number < self.log_base:
+            # What it misses is folded into our snapshot: send that first; it asks for the log after it.
+            self._count("on_get_state: snapshot sent")
+            return self._send_snapshot_chunk(message.replica, self.snapshots.op_number, 0)
+        entries: tuple[LogEntry, ...] = ()
+        if message.op_number < self.op_number:
+            cfg = self.config
+            entries = self._entries_after(message.op_number, cfg.new_state_entries_max, cfg.new_state_bytes_max)
+        # §5.2 NEWSTATE<v, l, n, k>: n and k are ours; l is a bounded chunk, the requester asks for the rest.
+        self._send(
+            message.replica,
+            NewState(
+                **self._header(), op_number=self.op_number, commit_number=self.commit_number, entries=entries
+            ),
+        )
+
+    def on_new_state(self, message: NewState) -> None:
+        if self.status is not Status.NORMAL:
+            return self._ignore("on_new_state", f"status {self.status.value}")
+        if message.view != self.view_number:
+            return self._ignore("on_new_state", "other view")
+        if message.replica != self.primary_index():
+            return self._ignore("on_new_state", "sender is not the primary")
+        if self.is_primary():
+            return self._ignore("on_new_state", "we are the primary")
+        have = self._state_op_number()
+        if message.op_number < have:
+            return self._ignore("on_new_state", "would move op_number backwards")
+        if message.entries and message.entries[0].op_number != have + 1:
+            return self._ignore("on_new_state", "does not follow what we hold")
+        assert message.commit_number <= message.op_number
+        self.timers.primary.reset()
+        transfer = self.state_transfer
+        if transfer is not None:
+            transfer.entries.extend(message.entries)
+            if transfer.op_number() == message.op_number:
+                # We hold everything the primary had when it answered, so at least the log this view started
+                # with: only now may it replace our suffix and become our last normal view.
+                self._finish_state_transfer(transfer)
+        else:
+            for entry in message.entries:
+                self._append_entry(entry)
+        if self._state_op_number() < message.op_number:
+            self._request_state(force=True)
+        else:
+            self.timers.repair.stop()
+        if self.state_transfer is None:
+            # A NewState may know less of the commit point than we do (a new primary learns commit_number
+            # from its voters only); _commit_up_to never moves it backwards (rule 7).
+            self._commit_up_to(min(message.commit_number, self.op_number))
+            self._send(self.primary_index(), self._prepare_ok_message())
+
+    def _finish_state_transfer(self, transfer: StateTransfer) -> None:
+        base = transfer.base
+        assert base == self.commit_number  # nothing commits during a transfer
+        self._log(f"state transfer done: ops {base + 1}..{transfer.op_number()}")
+        if transfer.snapshot is not None:
+            self._install_snapshot(transfer.snapshot, transfer.entries)
+        else:
+            del self.log[base - self.log_base :]
+            self.log.extend(transfer.entries)
+            self.op_number = self.log_base + len(self.log)
+            self._outbox.log_changed_from(base + 1)
+        self.state_transfer = None
+        self.last_normal_view = self.view_number
+        self._outbox.view_state = True
+        self._rebuild_client_pending()
+        self.timers.repair.stop()
+
+    # --- snapshots and log truncation -------------------------------------------------------------------------
+
+    def on_get_snapshot(self, message: GetSnapshot) -> None:
+        """The primary serves its snapshot in chunks (rule 7: only the primary serves state)."""
+        if self.status is not Status.NORMAL:
+            return self._ignore("on_get_snapshot", f"status {self.status.value}")
+        if message.view != self.view_number:
+            return self._ignore("on_get_snapshot", "other view")
+        if not self.is_primary():
+            return self._ignore("on_get_snapshot", "not primary")
+        if self.snapshots.op_number == 0:
+            return self._ignore("on_get_snapshot", "no snapshot yet")
+        self._send_snapshot_chunk(message.replica, message.snapshot_op, message.offset)
+
+    def _send_snapshot_chunk(self, to: int, snapshot_op: int, offset: int) -> None:
+        chunk = self.snapshots.chunk(
+            to, snapshot_op, offset, now=self.now, chunk_bytes=self.config.snapshot_chunk_bytes
+        )
+        self._send(
+            to,
+            SnapshotChunk(
+                **self._header(),
+                snapshot_op=chunk.snapshot_op,
+                size=chunk.size,
+                checksum=chunk.checksum,
+                offset=chunk.offset,
+                data=chunk.data,
+            ),
+        )
+
+    def on_snapshot_chunk(self, message: SnapshotChunk) -> None:
+        if message.replica != self.config.primary(message.view):
+            return self._ignore("on_snapshot_chunk", "sender is not the primary of its view")
+        if self.status is Status.RECOVERING:
+            primary = self.recovery_primary
+            if primary is None or message.view != primary.view:
+                return self._ignore("on_snapshot_chunk", "recovering, not fetching from this view")
+            assert primary.op_number is not None and primary.log is not None
+            if message.snapshot_op < primary.op_number - len(primary.log):
+                return self._ignore("on_snapshot_chunk", "older than the log the primary recovers us with")
+        elif self.status is Status.VIEW_CHANGE:
+            return self._ignore("on_snapshot_chunk", "view change")
+        elif message.view != self.view_number:
+            return self._ignore("on_snapshot_chunk", "other view")
+        elif self.is_primary():
+            return self._ignore("on_snapshot_chunk", "we are the primary")
+        if message.snapshot_op <= self.commit_number:  # installing it would move commit_number back
+            self._drop_overtaken_download()
+            return self._ignore("on_snapshot_chunk", "snapshot not ahead of our commit_number")
+        refused = self.snapshots.append_chunk(message, now=self.now, count=self._count)
+        if refused is not None:
+            return self._ignore("on_snapshot_chunk", refused)
+        self.timers.primary.reset()
+        outcome = self.snapshots.finish_download()
+        if outcome is None:
+            return self._ask_next_chunk()
+        if isinstance(outcome, str):
+            return self._ignore("on_snapshot_chunk", outcome)
+        self._snapshot_downloaded(outcome)
+
+    def _drop_overtaken_download(self) -> None:
+        """A download whose snapshot we have executed past (the log got there first) is dropped: asking on for
+        it would keep the primary's pin — and so its log — alive for nothing."""
+        download = self.snapshots.download
+        if download is not None and download.snapshot_op <= self.commit_number and self.status is Status.NORMAL:
+            self.snapshots.download = None
+            self._count("snapshot download overtaken by the log, dropped")
+
+    def _ask_next_chunk(self) -> None:
+        download = self.snapshots.download
+        assert download is not None
+        header = self._header()
+        header["view"] = download.view  # a recovering replica asks in the view it is recovering into
+        self._send(
+            self.config.primary(download.view),
+            GetSnapshot(**header, snapshot_op=download.snapshot_op, offset=len(download.data)),
+        )
+        self.timers.repair.reset()
+
+    def _snapshot_downloaded(self, data: bytes) -> None:
+        if self.status is Status.RECOVERING:
+            assert self.recovery_primary is not None
+            return self._finish_recovery(self.recovery_primary, snapshot=data)
+        if self.state_transfer is not None:
+            # Keep it on the side with the view's log after it, like the rest of the transfer.
+            self.state_transfer.take_snapshot(data)
+            return self._request_state(force=True)
+        # The same view: our log is a prefix of the primary's, so what follows the snapshot in it stays.
+        op_number = snapshots.op_number_of(data)
+        kept = self.log[op_number - self.log_base :] if self.op_number > op_number else []
+        self._install_snapshot(data, kept)
+        self._request_state(force=True)
+
+    def _maybe_take_snapshot(self) -> None:
+        """Every snapshot_interval_ops committed ops: snapshot the app and client table, and drop the log
+        before the previous snapshot (one interval of log stays, so peers slightly behind catch up from the
+        log). A log needed by a download in progress stays too (the pins): no livelock."""
+        interval = self.config.snapshot_interval_ops
+        if interval == 0 or self.status is Status.RECOVERING:
+            return
+        if self.commit_number - self.snapshots.op_number < interval:
+            return
+        previous = self.snapshots.op_number
+        table = self.client_table
+        data = snapshots.encode(self.commit_number, table.rows(), self.state_machine.snapshot(), table.expired)
+        self.snapshots.take(self.commit_number, data, now=self.now)
+        self._count("snapshot taken")
+        self._truncate_log(self.snapshots.log_kept_from(previous, now=self.now))
+        self._outbox.snapshot = PersistSnapshot(op_number=self.commit_number, log_base=self.log_base, data=data)
+
+    def _truncate_log(self, op_number: int) -> None:
+        """Drop ops up to `op_number` (committed, in a snapshot) from memory."""
+        op_number = min(op_number, self.snapshots.op_number)
+        if op_number <= self.log_base:
+            return
+        assert op_number <= self.commit_number
+        del self.log[: op_number - self.log_base]
+        self.log_base = op_number
+
+    def _restore_snapshot(self, data: bytes) -> None:
+        """Replace the app state and client table by a snapshot's; commit_number becomes its op_number."""
+        snapshot = snapshots.decode(data)  # the caller verified the checksum; damage here is our bug
+        self.state_machine.restore(snapshot.app_state)
+        self.client_table.restore(snapshot.client_table, snapshot.expired)
+        self.commit_number = snapshot.op_number
+        self.snapshots.set_latest(snapshot.op_number, data)
+        self._outbox.ready.restored.append(snapshot.op_number)
+
+    def _install_snapshot(self, data: bytes, entries_after: list[LogEntry]) -> None:
+        """A snapshot from the primary that is ahead of our commit_number, followed by the log `entries_after`
+        it: the state machine jumps to the snapshot, the log restarts after it."""
+        op_number = snapshots.op_number_of(data)
+        assert op_number > self.commit_number
+        assert all(entry.op_number == op_number + index + 1 for index, entry in enumerate(entries_after))
+        self._log(f"install snapshot at op {op_number} (commit_number was {self.commit_number})")
+        self._count("snapshot installed")
+        self._restore_snapshot(data)
+        self.log = list(entries_after)
+        self.log_base = op_number
+        self.op_number = op_number + len(self.log)
+        self._outbox.snapshot = PersistSnapshot(op_number=op_number, log_base=op_number, data=data)
+        # Always rewrite what follows the snapshot, even as nothing: a log we had after it may be stale.
+        self._outbox.log_from = op_number + 1
+        self._rebuild_client_pending()
+
+    # --- invariants -------------------------------------------------------------------------------------------
 
     def invariants(self) -> None:
         """Checked after every step by the tests and the simulator (TigerBeetle style)."""
         assert 0 <= self.log_base <= self.commit_number <= self.op_number == self.log_base + len(self.log)
         assert not self.log or self.log[-1].op_number == self.op_number
-        assert self.log_base <= self.snapshot_op <= self.commit_number or self.status is Status.RECOVERING
+        assert self.log_base <= self.snapshots.op_number <= self.commit_number or self.status is Status.RECOVERING
         assert self.last_normal_view <= self.view_number
-        if self.status is Status.NORMAL and not self.state_transfer:
+        if self.status is Status.NORMAL and self.state_transfer is None:
             assert self.last_normal_view == self.view_number
-        if self.state_transfer:
+        if self.state_transfer is not None:
             assert self.status is Status.NORMAL and self.last_normal_view < self.view_number
-            assert self.commit_number == self.state_transfer_base
+            assert self.commit_number == self.state_transfer.base
         if self.status is Status.NORMAL and self.is_primary():
-            assert not self.state_transfer
+            assert self.state_transfer is None
             assert self.prepare_ok_view == self.view_number
             assert all(op <= self.op_number for op in self.prepare_ok.values())
             assert self.op_number - self.commit_number <= self.config.pipeline_ops_max
         else:
             assert not self.request_queue
         assert len(self.request_queue) <= self.config.request_queue_max
-
-
-_HANDLERS: dict[type, Callable[[Replica, ReplicaMessage], None]] = {
-    Prepare: Replica.on_prepare,  # type: ignore[dict-item]
-    PrepareOk: Replica.on_prepare_ok,  # type: ignore[dict-item]
-    Commit: Replica.on_commit,  # type: ignore[dict-item]
-    StartViewChange: Replica.on_start_view_change,  # type: ignore[dict-item]
-    DoViewChange: Replica.on_do_view_change,  # type: ignore[dict-item]
-    StartView: Replica.on_start_view,  # type: ignore[dict-item]
-    GetState: Replica.on_get_state,  # type: ignore[dict-item]
-    NewState: Replica.on_new_state,  # type: ignore[dict-item]
-    Recovery: Replica.on_recovery,  # type: ignore[dict-item]
-    RecoveryResponse: Replica.on_recovery_response,  # type: ignore[dict-item]
-    GetSnapshot: Replica.on_get_snapshot,  # type: ignore[dict-item]
-    SnapshotChunk: Replica.on_snapshot_chunk,  # type: ignore[dict-item]
-}
+        self.client_table.invariants()
+        self.snapshots.invariants()

@@ -39,7 +39,7 @@ index order — the paper's configuration (§4): replica i is `[[replica]]` numb
 Every value is validated here, so a typo fails at start with a message naming the key, not later.
 
 A replica's ``watch`` endpoint is optional: with it the replica publishes every operation it executes (the
-watch stream, `zvsr.runtime.watch`, docs/protocol.md §12); without it the replica publishes nothing.
+watch stream, `zvsr.runtime.watch_publisher`, docs/protocol.md §12); without it the replica publishes nothing.
 """
 
 from __future__ import annotations

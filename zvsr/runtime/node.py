@@ -28,7 +28,7 @@ to peer j      DEALER      connect j's ``peer``               our messages to j;
 heartbeat      PUB         bind own ``heartbeat``             the core's Commit broadcasts (heartbeats)
 from peer j    SUB         connect j's ``heartbeat``          j's Commits (CONFLATE: only the latest counts)
 client         ROUTER      bind own ``client``                Requests, status queries; answers back
-watch          XPUB        bind own ``watch`` (optional)      executed ops, for watchers (`zvsr.runtime.watch`)
+watch          XPUB        bind own ``watch`` (optional)      executed ops, for watchers (`watch_publisher`)
 =============  ==========  =================================  =============================================
 
 Each DEALER's routing id is its replica id, so the identity frame on the peer ROUTER names the sender: a
@@ -90,7 +90,7 @@ from zvsr.runtime.envelope import (
 from zvsr.runtime.logs import RateLimitedWarnings, ReplicaLogger, setup_logging
 from zvsr.runtime.serving import run_until_stopped
 from zvsr.runtime.storage import START_DISK, START_RECOVERY, Storage, StorageError
-from zvsr.runtime.watch import WatchPublisher, WatchRecorder, snapshot_answer
+from zvsr.runtime.watch_publisher import WatchPublisher, snapshot_answer
 from zvsr.wire import admin
 from zvsr.wire.batch import batches, decode_request_batch, encode_reply_batch, is_request_batch
 from zvsr.wire.codec import DecodeError, EncodeError, decode_replica_message, decode_request, encode
@@ -146,10 +146,9 @@ class ReplicaNode:
         self._running = False
 
         machine = MsgpackStateMachine(load_app(config.app) if app is None else app)
-        # The watch stream (zvsr.runtime.watch): with a watch endpoint, the core's state machine is wrapped so
-        # the node learns what each step executed and publishes it; the snapshot query reads the app.
+        # The watch stream (zvsr.runtime.watch_publisher) publishes what each Ready executed; the snapshot query
+        # reads the app between core steps.
         self._app = machine.app
-        self._watch_recorder = None if self.address.watch is None else WatchRecorder(machine)
         self._watch: WatchPublisher | None = None
         self._storage = Storage.open(
             config.replica_data_dir(replica),
@@ -179,7 +178,7 @@ class ReplicaNode:
         self._core = Replica(
             config=config.protocol_config(),
             replica=replica,
-            state_machine=machine if self._watch_recorder is None else self._watch_recorder,
+            state_machine=machine,
             prng=random.Random(self.seed),
             recovering=self._storage.recovering,
             durable=self._storage.durable,
@@ -293,8 +292,8 @@ class ReplicaNode:
             self._poller.register(socket, zmq.POLLIN)
 
     def _open_watch(self) -> None:
-        """The watch stream's PUB (zvsr.runtime.watch), if this replica has a watch endpoint."""
-        if self._watch_recorder is None or self.address.watch is None:
+        """The watch stream's PUB (zvsr.runtime.watch_publisher), if this replica has a watch endpoint."""
+        if self.address.watch is None:
             return
         curve: dict[str, int | bytes] = {}
         if self._keys is not None and self._pair is not None:  # admitted clients (and proxies) may subscribe
@@ -304,7 +303,7 @@ class ReplicaNode:
             zmq.XPUB, SNDHWM=c.NODE_WATCH_SNDHWM, MAXMSGSIZE=c.WATCH_SUBSCRIPTION_BYTES_MAX, **curve
         )
         self._bind(socket, self.address.watch, "watch")
-        self._watch = WatchPublisher(socket, self._watch_recorder, self._count)
+        self._watch = WatchPublisher(socket, self._count)
         self._drains[socket] = self._watch.drain_subscriptions
         self._poller.register(socket, zmq.POLLIN)
 
@@ -367,8 +366,8 @@ class ReplicaNode:
             self._send_replica(envelope.to, envelope.message)
         if ready.replies:
             self._send_answers(ready.replies)
-        if self._watch is not None:  # after the Ready: publish what this step executed (zvsr.runtime.watch)
-            self._watch.publish(self.core.commit_number, time.monotonic())
+        if self._watch is not None:  # after the Ready: publish what this step executed
+            self._watch.publish(ready.executed, self.core.commit_number, time.monotonic())
 
     # --- inbound ------------------------------------------------------------------------------------------
 
@@ -524,8 +523,9 @@ class ReplicaNode:
         self._send_client(envelope, data)
 
     def _answer_snapshot_query(self, envelope: ClientEnvelope, payload: bytes) -> bool:
-        """Answer a snapshot query (type 32, zvsr.runtime.watch) from the app as of commit_number; False if
-        `payload` is not one. Between core steps, so the state is exactly that after ops 1..commit_number."""
+        """Answer a snapshot query (type 32, zvsr.runtime.watch_publisher) from the app as of commit_number;
+        False if `payload` is not one. Between core steps, so the state is exactly that after ops
+        1..commit_number."""
         core = self.core
         recovering = core.status is Status.RECOVERING
         answer = snapshot_answer(payload, self._app, core.commit_number, recovering=recovering)
@@ -634,7 +634,7 @@ class ReplicaNode:
             "op_number": core.op_number,
             "commit_number": core.commit_number,
             "last_normal_view": core.last_normal_view,
-            "state_transfer": core.state_transfer,
+            "state_transfer": core.state_transfer is not None,
             "start": self._storage.start,
             "last_heard_ms": {
                 peer: (None if peer not in heard else round((now - heard[peer]) * 1000)) for peer in self._peers
@@ -670,7 +670,7 @@ class ReplicaNode:
 
     def _current_state(self) -> State:
         core = self.core
-        return (core.status, core.view_number, core.is_primary(), core.state_transfer)
+        return (core.status, core.view_number, core.is_primary(), core.state_transfer is not None)
 
     def _notice_state(self) -> None:
         state = self._current_state()

@@ -66,7 +66,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from zvsr.protocol import snapshot as snapshots
+from zvsr.protocol import snapshots
 from zvsr.protocol.ready import PersistLog, PersistRecord, PersistSnapshot, PersistViewState
 from zvsr.protocol.replica import DurableState
 from zvsr.storage import (

@@ -222,7 +222,7 @@ class Cluster:
             commit_number=replica.commit_number,
             log=tuple(replica.log),
             log_base=replica.log_base,
-            snapshot=replica.snapshot_data if replica.snapshot_op else None,
+            snapshot=replica.snapshots.data if replica.snapshot_op else None,
         )
 
     def run_until(self, predicate: Callable[[], bool], *, ticks_max: int = 2000) -> None:

@@ -1,7 +1,9 @@
 """What must hold after every simulator event, checked incrementally so a run stays fast.
 
 - committed-prefix agreement: every replica's op n, once committed there, equals everyone else's committed op n;
-- commit_number never decreases within one replica's life (a diskless crash starts a new life);
+- each replica executes the committed log in order, each op once, exactly up to its commit_number, as its
+  Ready says (`executed`, `restored`): commit_number never decreases within one replica's life (a diskless
+  crash starts a new life), and each op's result is the one the committed log gives;
 - one log per view: replicas in normal status in view v hold prefixes of one and the same log;
 - app state identical at equal commit_number (snapshot digests);
 - no (client_id, request_number) is committed at two op numbers, nor executed twice;
@@ -16,6 +18,7 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 
 from zvsr.protocol.messages import LogEntry, Reply
+from zvsr.protocol.ready import Ready
 from zvsr.protocol.replica import Replica, Status
 
 if TYPE_CHECKING:
@@ -54,25 +57,28 @@ class Checker:
         self.checked_view[index] = (-1, False)
         self.checked_view_op[index] = 0
 
-    def after_step(self, index: int, replica: Replica) -> None:
-        self._check_commits(index, replica)
+    def after_step(self, index: int, replica: Replica, ready: Ready) -> None:
+        self._check_executed(index, replica, ready)
         self._check_view_log(index, replica)
 
-    def _check_commits(self, index: int, replica: Replica) -> None:
+    def _check_executed(self, index: int, replica: Replica, ready: Ready) -> None:
+        """What the replica says it executed (`Ready.executed`, `Ready.restored`) is the committed log, in order,
+        each op exactly once, and brings it exactly to its commit_number; its app state agrees with every other
+        replica's at that op. The core's own report is checked, not its internals: a driver relies on it."""
         before = self.checked_commit[index]
-        commit_number = replica.commit_number
-        if commit_number < before:
-            raise self.fail(f"r{index}: commit_number went back from {before} to {commit_number}")
-        if commit_number == before:
-            return
-        for op_number in range(before + 1, commit_number + 1):
-            entry = replica.entry(op_number)
-            if entry is None:
-                # Installed from a snapshot: the entry is gone; the app digest below checks the state. Every op
-                # in a snapshot was committed (and checked) at the replica that took it first.
-                if op_number > len(self.committed):
-                    raise self.fail(f"r{index}: snapshot covers op {op_number}, which nobody committed")
-                continue
+        expected = before + 1  # the next op the replica may execute
+        restores = iter(ready.restored)
+        restore = next(restores, None)
+        for op_number, entry, result in ready.executed:
+            while restore is not None and restore < op_number:
+                # A snapshot installed before this op: the state jumps to it. Every op in a snapshot was committed
+                # (and checked) at the replica that took it first.
+                self._check_restore(index, restore, expected - 1)
+                expected = restore + 1
+                restore = next(restores, None)
+            if op_number != expected:
+                raise self.fail(f"r{index}: executed op {op_number} where op {expected} was next")
+            expected += 1
             if op_number <= len(self.committed):
                 if self.committed[op_number - 1] != entry:
                     raise self.fail(
@@ -86,11 +92,29 @@ class Checker:
                 self.committed.append(entry)
                 # A reference copy of the app, fed the committed log once, gives the result each op must have.
                 self.committed_results.append(self.reference.apply(entry.operation))
+            if result != self.committed_results[op_number - 1]:
+                raise self.fail(f"r{index}: op {op_number} gave a result that differs from the committed one")
+        for later in (restore, *restores):
+            if later is not None:
+                self._check_restore(index, later, expected - 1)
+                expected = later + 1
+        commit_number = replica.commit_number
+        if commit_number != expected - 1:
+            raise self.fail(f"r{index}: commit_number {commit_number}, but executed up to op {expected - 1}")
+        if commit_number == before:
+            return
         self.checked_commit[index] = commit_number
         digest = hashlib.blake2b(replica.state_machine.snapshot(), digest_size=16).digest()
         known = self.digests.setdefault(commit_number, digest)
         if known != digest:
             raise self.fail(f"r{index}: app state at commit_number {commit_number} differs from another replica")
+
+    def _check_restore(self, index: int, snapshot_op: int, executed: int) -> None:
+        if snapshot_op < executed or snapshot_op > len(self.committed):
+            raise self.fail(
+                f"r{index}: restored a snapshot at op {snapshot_op} after executing op {executed} "
+                f"({len(self.committed)} ops committed in the cluster)"
+            )
 
     def _check_view_log(self, index: int, replica: Replica) -> None:
         # A replica in state transfer still holds its old view's log: it is not (yet) one of this view's.

@@ -286,7 +286,7 @@ class Simulation:
             if owner is not None:
                 self.network.send(self.now, index, ("c", owner), self._wire(reply, decode_client_reply))
         replica.invariants()
-        self.checker.after_step(index, replica)
+        self.checker.after_step(index, replica, ready)
 
     def _wire(self, message: Any, decode: Callable[[bytes], Any]) -> Any:
         """What the receiver gets: the message through the real codec, so the core never sends what the wire
