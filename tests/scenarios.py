@@ -400,7 +400,7 @@ def old_view_acks_do_not_commit() -> None:
     view_change_to_one(cluster, without={0})
     cluster.deliver_all()
     primary = cluster.replicas[1]
-    assert primary.prepare_ok == {} and primary.prepare_ok_view == 1
+    assert primary.pipeline.prepare_ok == {} and primary.pipeline.view == 1
     cluster.request(client_id=1, request_number=1, op=b"B", to=1)
     cluster.inject(1, PrepareOk(**header(view=0, replica=2), op_number=1))
     assert primary.commit_number == 0, "an acknowledgement of view 0 committed an op of view 1"
@@ -449,7 +449,7 @@ def newer_view_prepare_fetches_the_views_log_first() -> None:
     assert operations(backup.log) == [b"A", b"Y", b"Z"] == operations(cluster.replicas[1].log)
     oks = [item for item in cluster.sent[mark:] if isinstance(item.message, PrepareOk) and item.source == 2]
     assert oks and all(item.to == 1 and item.message.view == 1 for item in oks)
-    assert cluster.replicas[1].prepare_ok.get(2) == 3
+    assert cluster.replicas[1].pipeline.prepare_ok.get(2) == 3
     cluster.check_applied()
 
 

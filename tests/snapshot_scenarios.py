@@ -516,7 +516,7 @@ def scenario_recovery_starts_over_when_the_primary_changes_view() -> None:
     heartbeat(cluster)
     cluster.crash_and_recover(2)
     recovering = cluster.replicas[2]
-    first_nonce = recovering.recovery_nonce
+    first_nonce = recovering.recovery.nonce
     cluster.deliver(matching(Recovery))
     cluster.deliver(matching(RecoveryResponse))
     cluster.deliver(matching(GetSnapshot))
@@ -526,11 +526,11 @@ def scenario_recovery_starts_over_when_the_primary_changes_view() -> None:
     assert recovering.status is Status.RECOVERING
     cluster.tick(config.recovery_resend_ticks, only={2})  # one quiet round: a slow link, not yet a stall
     assert recovering.counters.get("recovery: snapshot download stalled, starting over", 0) == 0
-    assert recovering.recovery_nonce == first_nonce
+    assert recovering.recovery.nonce == first_nonce
     cluster.tick(RECOVERY_STALL_ROUNDS * config.recovery_resend_ticks, only={2})
     assert recovering.counters.get("recovery: snapshot download stalled, starting over", 0) == 1
-    assert recovering.recovery_nonce != first_nonce
-    assert {m.nonce for m in queued(cluster, Recovery, source=2)} == {recovering.recovery_nonce}
+    assert recovering.recovery.nonce != first_nonce
+    assert {m.nonce for m in queued(cluster, Recovery, source=2)} == {recovering.recovery.nonce}
     cluster.run_until(lambda: recovering.status is Status.NORMAL, ticks_max=200)
     assert recovering.view_number == 1 and recovering.commit_number == 10
     assert [m for m in sent(cluster, GetSnapshot, source=2, to=1) if m.view == 1] != []

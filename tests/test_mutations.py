@@ -112,7 +112,7 @@ def mutant_s04_new_state_from_anyone(monkeypatch: MonkeyPatch) -> None:
 def mutant_s05_quorum_of_others(monkeypatch: MonkeyPatch) -> None:
     def make(original: Callable[[Replica], None]) -> Callable[[Replica], None]:
         def flawed(self: Replica) -> None:
-            others = [r for r in self.do_view_change_from if r != self.replica]
+            others = [r for r in self.votes.do_view_change_from if r != self.replica]
             if len(others) < self.config.quorum:  # the seed: a majority of the *other* replicas
                 return
             original(self)
@@ -125,21 +125,21 @@ def mutant_s05_quorum_of_others(monkeypatch: MonkeyPatch) -> None:
 def mutant_s06_log_from_last_message(monkeypatch: MonkeyPatch) -> None:
     def make(original: Callable[[Replica], None]) -> Callable[[Replica], None]:
         def flawed(self: Replica) -> None:
-            collected = self.do_view_change_from
+            collected = self.votes.do_view_change_from
             if self.replica not in collected or len(collected) < self.config.quorum:
                 return original(self)
             own = collected[self.replica]
             last = list(collected.values())[-1]  # the DoViewChange that tipped the quorum
             chosen = last if last.op_number > own.op_number else own
             # Let the real selection see only `chosen` as a candidate (commit_number stays the max of all).
-            self.do_view_change_from = {
+            self.votes.do_view_change_from = {
                 sender: vote if vote is chosen else dataclasses.replace(vote, last_normal_view=-1)
                 for sender, vote in collected.items()
             }
             try:
                 original(self)
             finally:
-                self.do_view_change_from = collected
+                self.votes.do_view_change_from = collected
 
         return flawed
 
@@ -488,7 +488,7 @@ def test_mutant_in_progress_requests_forgotten_on_view_change_is_caught(
     """VR-NOTES §11.5: requests in the log but not committed stay "in progress" across a view change."""
 
     def forget(self: Replica) -> None:
-        self.request_queue.clear()
+        self.pipeline.request_queue.clear()
         self.client_table.pending = {}
 
     monkeypatch.setattr(Replica, "_rebuild_client_pending", forget)

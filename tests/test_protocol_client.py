@@ -104,9 +104,9 @@ def test_requests_waiting_in_the_queue_are_dropped_on_view_change() -> None:
     primary = cluster.replicas[0]
     cluster.request(client_id=1, request_number=1, to=0)
     cluster.request(client_id=2, request_number=1, to=0)
-    assert len(primary.request_queue) == 1 and primary.client_table.pending == {1: 1, 2: 1}
+    assert len(primary.pipeline.request_queue) == 1 and primary.client_table.pending == {1: 1, 2: 1}
     cluster.inject(0, StartViewChange(**header(view=1, replica=1)))
-    assert not primary.request_queue
+    assert not primary.pipeline.request_queue
     assert primary.client_table.pending == {1: 1}, "only the prepared request is still in progress"
 
 

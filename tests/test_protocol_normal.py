@@ -165,7 +165,7 @@ def test_pipelining_several_prepares_in_flight_and_cumulative_acks() -> None:
     assert primary.commit_number == 3
     assert [r.client_id for r in replies_of(cluster, Reply)] == [1, 2, 3]
     cluster.inject(0, PrepareOk(**header(view=0, replica=1), op_number=2))  # a late, older ack: no effect
-    assert primary.commit_number == 3 and primary.prepare_ok[1] == 3
+    assert primary.commit_number == 3 and primary.pipeline.prepare_ok[1] == 3
 
 
 def test_full_pipeline_queues_requests_and_full_queue_answers_busy() -> None:
@@ -174,14 +174,14 @@ def test_full_pipeline_queues_requests_and_full_queue_answers_busy() -> None:
     primary = cluster.replicas[0]
     cluster.request(client_id=1, request_number=1, to=0)
     cluster.request(client_id=2, request_number=1, to=0)  # waits: one op already in flight
-    assert primary.op_number == 1 and len(primary.request_queue) == 1
+    assert primary.op_number == 1 and len(primary.pipeline.request_queue) == 1
     cluster.request(client_id=3, request_number=1, to=0)  # the queue is full too
     busy = replies_of(cluster, Error)
     assert [(e.client_id, e.code) for e in busy] == [(3, ERROR_BUSY)]
     cluster.request(client_id=2, request_number=1, to=0)  # a retry of the queued one is not queued twice
-    assert len(primary.request_queue) == 1 and len(replies_of(cluster, Error)) == 1
+    assert len(primary.pipeline.request_queue) == 1 and len(replies_of(cluster, Error)) == 1
     cluster.deliver_all()  # op 1 commits; the queued request takes its place in the pipeline and commits too
-    assert primary.commit_number == 2 and not primary.request_queue
+    assert primary.commit_number == 2 and not primary.pipeline.request_queue
     assert [r.client_id for r in replies_of(cluster, Reply)] == [1, 2]
 
 

@@ -59,7 +59,7 @@ def test_backup_restarted_without_memory_recovers_the_primarys_state() -> None:
     assert recovering.status is Status.RECOVERING and recovering.log == []
     recoveries = cluster.queued(Recovery, source=2)
     assert sorted(i.to for i in recoveries) == [0, 1]
-    assert {i.message.nonce for i in recoveries} == {recovering.recovery_nonce}
+    assert {i.message.nonce for i in recoveries} == {recovering.recovery.nonce}
     cluster.deliver(matching(Recovery))
     answers = {i.source: i.message for i in cluster.queued(RecoveryResponse, to=2)}
     assert answers[0].log is not None and operations(answers[0].log) == [b"A", b"B"]
@@ -102,7 +102,7 @@ def test_recovery_waits_for_the_primary_of_the_latest_view_it_learns_of() -> Non
     cluster = Cluster(5, config=steady_config(5))
     cluster.crash_and_recover(4)
     recovering = cluster.replicas[4]
-    nonce = recovering.recovery_nonce
+    nonce = recovering.recovery.nonce
     old = (entry(1, b"A"),)
     new = (entry(1, b"A"), entry(2, b"B", view=1))
     cluster.inject(4, response(view=0, sender=0, nonce=nonce, log=old, commit_number=1, primary=True))
@@ -121,13 +121,13 @@ def test_answers_to_an_older_recovery_are_ignored() -> None:
     """Replica 2 restarts twice. Answers to the first attempt (its old nonce) must not complete the second."""
     cluster = committed_cluster(3, b"A")
     cluster.crash_and_recover(2)
-    first_nonce = cluster.replicas[2].recovery_nonce
+    first_nonce = cluster.replicas[2].recovery.nonce
     cluster.deliver(matching(Recovery))
     stale = [i.message for i in cluster.queue if isinstance(i.message, RecoveryResponse)]
     assert len(stale) == 2
     cluster.crash_and_recover(2)  # lost its memory again, before the answers arrived
     recovering = cluster.replicas[2]
-    assert recovering.recovery_nonce != first_nonce
+    assert recovering.recovery.nonce != first_nonce
     for message in stale:
         cluster.inject(2, message)
     assert recovering.status is Status.RECOVERING
@@ -175,7 +175,7 @@ def test_recovery_is_resent_with_the_same_nonce_until_answered() -> None:
     cluster.tick(recovering.config.recovery_resend_ticks, only={2})
     resent = cluster.queued(Recovery, source=2)
     assert sorted(i.to for i in resent) == [0, 1]
-    assert {i.message.nonce for i in resent} == {recovering.recovery_nonce}
+    assert {i.message.nonce for i in resent} == {recovering.recovery.nonce}
     cluster.deliver_all()
     assert recovering.status is Status.NORMAL
 

@@ -246,7 +246,7 @@ def test_chunks_a_recovering_replica_did_not_ask_for_are_ignored_and_counted() -
     recovering = cluster.replicas[2]
     cluster.deliver(matching(Recovery))
     cluster.deliver(matching(RecoveryResponse))
-    assert recovering.recovery_primary is not None and recovering.recovery_primary.view == 0
+    assert recovering.recovery.primary is not None and recovering.recovery.primary.view == 0
 
     def chunk(*, view: int, sender: int, snapshot_op: int) -> SnapshotChunk:
         return SnapshotChunk(

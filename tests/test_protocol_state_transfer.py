@@ -120,7 +120,7 @@ def test_commit_of_a_newer_view_starts_state_transfer_and_the_replica_rejoins() 
     cluster.deliver_all()
     assert not backup.state_transfer and backup.last_normal_view == 1
     assert operations(backup.log) == [b"A", b"B", b"C"]
-    assert cluster.replicas[1].prepare_ok[2] == 3
+    assert cluster.replicas[1].pipeline.prepare_ok[2] == 3
     cluster.check_applied()
 
 

@@ -87,7 +87,7 @@ def test_new_primary_needs_quorum_including_itself_and_counts_each_sender_once()
     cluster = Cluster(5)
     primary = cluster.replicas[1]
     cluster.inject(1, StartViewChange(**header(view=1, replica=2)))
-    assert primary.status is Status.VIEW_CHANGE and 1 in primary.do_view_change_from
+    assert primary.status is Status.VIEW_CHANGE and 1 in primary.votes.do_view_change_from
     cluster.inject(1, do_view_change(view=1, sender=2))
     cluster.inject(1, do_view_change(view=1, sender=2))
     assert primary.status is Status.VIEW_CHANGE, "two DoViewChange from one replica are one vote"
@@ -238,9 +238,9 @@ def test_prepare_ok_accounting_is_cleared_on_every_view_change() -> None:
     cluster.request(client_id=1, request_number=1, to=0)
     cluster.deliver_all()
     primary = cluster.replicas[0]
-    assert primary.prepare_ok == {1: 1, 2: 1}
+    assert primary.pipeline.prepare_ok == {1: 1, 2: 1}
     cluster.inject(0, StartViewChange(**header(view=1, replica=1)))
-    assert primary.prepare_ok == {} and primary.prepare_ok_view == 1
+    assert primary.pipeline.prepare_ok == {} and primary.pipeline.view == 1
 
 
 def test_view_change_votes_are_resent_on_a_timer() -> None:

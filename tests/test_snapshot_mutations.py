@@ -117,12 +117,12 @@ def mutant_behind_primary_starts_the_view_with_its_own_log(monkeypatch: MonkeyPa
 
     def make(original: Method) -> Method:
         def flawed(self: Replica) -> None:
-            votes = self.do_view_change_from
+            votes = self.votes.do_view_change_from
             if self.status is Status.VIEW_CHANGE and self.replica in votes and len(votes) >= self.config.quorum:
                 best = max(votes.values(), key=lambda m: (m.last_normal_view, m.op_number))
                 if best.op_number - len(best.log) > self.commit_number:
                     own = votes[self.replica]
-                    self.do_view_change_from = {r: dataclasses.replace(own, replica=r) for r in votes}
+                    self.votes.do_view_change_from = {r: dataclasses.replace(own, replica=r) for r in votes}
             original(self)
 
         return flawed

@@ -32,7 +32,6 @@ Where this departs from a literal reading of the paper, ARCHITECTURE §3 is the 
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -66,11 +65,14 @@ from zvsr.protocol.messages import (
     StartView,
     StartViewChange,
 )
+from zvsr.protocol.pipeline import Pipeline
 from zvsr.protocol.ready import BROADCAST, Envelope, Executed, Outbox, PersistSnapshot, Ready
+from zvsr.protocol.recovery import RecoveryState
 from zvsr.protocol.state_machine import StateMachine
 from zvsr.protocol.state_transfer import StateTransfer
 from zvsr.protocol.timeout import Prng
 from zvsr.protocol.timers import RoleTimers
+from zvsr.protocol.view_change import ViewChangeVotes
 
 
 class Status(Enum):
@@ -126,23 +128,9 @@ class Replica:
         self.snapshots = snapshots.Snapshots(pin_ticks=config.snapshot_pin_ticks)
         self.timers = RoleTimers(config)
 
-        # Primary: PrepareOk accounting of *this* view (rule 6): backup -> highest op acknowledged.
-        self.prepare_ok: dict[int, int] = {}
-        self.prepare_ok_view = 0
-        self._prepare_ok_at_last_resend: dict[int, int] = {}
-        self._prepared_sent = 0  # highest op already sent in a Prepare (primary)
-        self.request_queue: deque[Request] = deque()
-
-        # View change: votes of the view in view_number.
-        self.start_view_change_from: set[int] = set()
-        self.do_view_change_from: dict[int, DoViewChange] = {}
-        self._do_view_change_sent = False
-
-        # Recovery (§4.3), and the primary's answer we complete it with once its snapshot is here.
-        self.recovery_nonce = 0
-        self.recovery_responses: dict[int, RecoveryResponse] = {}
-        self.recovery_primary: RecoveryResponse | None = None
-        self.recovery_progress_at = 0  # `now` when that fetch began (or a chunk last moved it)
+        self.pipeline = Pipeline()  # primary: ops in flight, PrepareOk of this view, queued requests
+        self.votes = ViewChangeVotes()  # of the view change to view_number
+        self.recovery = RecoveryState()
 
         # Logical time and liveness of peers (rule 10).
         self.now = 0
@@ -185,8 +173,8 @@ class Replica:
             if self.op_number < self.snapshots.op_number:  # the log after the snapshot is empty
                 self.log, self.log_base, self.op_number = [], self.snapshots.op_number, self.snapshots.op_number
         assert self.log_base <= self.commit_number
-        self.prepare_ok_view = self.view_number
-        self._prepared_sent = self.op_number
+        self.pipeline.view = self.view_number
+        self.pipeline.prepared = self.op_number
         # commit_number is persisted lazily: it is a lower bound, and the primary tells us the rest. Executing
         # in view-change status keeps the primary from answering clients for ops it answered before the crash.
         self.status = Status.VIEW_CHANGE
@@ -198,10 +186,10 @@ class Replica:
 
     def _resume_view_change(self) -> None:
         """After a restart in view-change status: vote again in the same view (the votes were lost)."""
-        self.start_view_change_from = {self.replica}
+        self.votes.start_view_change_from.add(self.replica)
         if self.is_primary():
-            self.do_view_change_from[self.replica] = self._do_view_change_message()
-            self._do_view_change_sent = True
+            self.votes.do_view_change_from[self.replica] = self._do_view_change_message()
+            self.votes.do_view_change_sent = True
         self._send(BROADCAST, StartViewChange(**self._header()))
         self.timers.enter_view_change(self.prng)
 
@@ -348,9 +336,9 @@ class Replica:
         if not self._quorum_recently_heard():
             return self._answer_error(request, ERROR_UNAVAILABLE, "primary cannot reach a quorum")
         if self.op_number - self.commit_number >= self.config.pipeline_ops_max:
-            if len(self.request_queue) >= self.config.request_queue_max:
+            if len(self.pipeline.request_queue) >= self.config.request_queue_max:
                 return self._answer_error(request, ERROR_BUSY, "request queue is full")
-            self.request_queue.append(request)
+            self.pipeline.request_queue.append(request)
         else:
             self._append_request(request)
         self.client_table.pending[request.client_id] = request.request_number
@@ -372,11 +360,12 @@ class Replica:
 
     def _flush_prepares(self) -> None:
         """Send every op appended since the last flush, in as few bounded Prepares as possible (batching)."""
-        while self._prepared_sent < self.op_number:
+        pipeline = self.pipeline
+        while pipeline.prepared < self.op_number:
             entries = self._entries_after(
-                self._prepared_sent, self.config.prepare_entries_max, self.config.prepare_bytes_max
+                pipeline.prepared, self.config.prepare_entries_max, self.config.prepare_bytes_max
             )
-            self._prepared_sent = entries[-1].op_number
+            pipeline.prepared = entries[-1].op_number
             self._send(BROADCAST, self._prepare(entries))
 
     def _prepare(self, entries: tuple[LogEntry, ...]) -> Prepare:
@@ -413,18 +402,13 @@ class Replica:
 
     def _resend_stalled_prepares(self) -> None:
         """Rule 11: ZeroMQ drops silently; a backup whose acknowledgements have not moved gets prepares again.
-
         Backups that acknowledged nothing in this view are not sent the log here: they learn the view from our
-        Commit heartbeats and fetch it with GetState (rule 3), or get StartView again in answer to their votes.
-        A backup behind our log's start needs our snapshot: it asks with GetState when our heartbeat shows it.
-        """
-        for backup, acked in self.prepare_ok.items():
-            if self.log_base <= acked < self.op_number and self._prepare_ok_at_last_resend.get(backup) == acked:
-                cfg = self.config
-                entries = self._entries_after(acked, cfg.prepare_entries_max, cfg.prepare_bytes_max)
-                self._send(backup, self._prepare(entries))
-                self._count("prepare resent")
-            self._prepare_ok_at_last_resend[backup] = acked
+        Commit heartbeats and fetch it with GetState (rule 3), or get StartView again in answer to their votes."""
+        cfg = self.config
+        for backup, acked in self.pipeline.stalled(self.log_base, self.op_number):
+            entries = self._entries_after(acked, cfg.prepare_entries_max, cfg.prepare_bytes_max)
+            self._send(backup, self._prepare(entries))
+            self._count("prepare resent")
 
     def on_prepare_ok(self, message: PrepareOk) -> None:
         if self.status is not Status.NORMAL:
@@ -435,25 +419,19 @@ class Replica:
             return self._ignore("on_prepare_ok", "not primary")
         if message.op_number > self.op_number:
             return self._ignore("on_prepare_ok", "op_number beyond ours")
-        assert self.prepare_ok_view == self.view_number
-        if message.op_number > self.prepare_ok.get(message.replica, -1):
-            self.prepare_ok[message.replica] = message.op_number
+        assert self.pipeline.view == self.view_number
+        self.pipeline.acknowledged(message.replica, message.op_number)
         self._commit_by_quorum()
 
     def _commit_by_quorum(self) -> None:
         """§4.1 step 5: an op is committed once quorum - 1 backups (plus us) acknowledged it in this view."""
         needed = self.config.quorum - 1
-        if needed == 0:
-            candidate = self.op_number
-        else:
-            acks = sorted(self.prepare_ok.values(), reverse=True)
-            if len(acks) < needed:
-                return
-            candidate = acks[needed - 1]
-        if candidate > self.commit_number:
+        candidate = self.op_number if needed == 0 else self.pipeline.committable(needed)
+        if candidate is not None and candidate > self.commit_number:
             self._commit_up_to(candidate)
-            while self.request_queue and self.op_number - self.commit_number < self.config.pipeline_ops_max:
-                self._append_request(self.request_queue.popleft())
+            queue = self.pipeline.request_queue
+            while queue and self.op_number - self.commit_number < self.config.pipeline_ops_max:
+                self._append_request(queue.popleft())
 
     def _quorum_recently_heard(self) -> bool:
         needed = self.config.quorum - 1
@@ -590,7 +568,7 @@ class Replica:
     def _rebuild_client_pending(self) -> None:
         """Requests in the log beyond commit_number are in progress (VR-NOTES §11.5). Queued requests were never
         prepared; they are dropped and the clients retry."""
-        self.request_queue.clear()
+        self.pipeline.request_queue.clear()
         self.client_table.rebuild_pending(self.log[self.commit_number - self.log_base :])
 
     # --- view change (§4.2) -----------------------------------------------------------------------------------
@@ -607,7 +585,7 @@ class Replica:
         if message.view > self.view_number:
             self._start_view_change(message.view)
         assert self.status is Status.VIEW_CHANGE and message.view == self.view_number
-        self.start_view_change_from.add(message.replica)
+        self.votes.start_view_change_from.add(message.replica)
         self._maybe_send_do_view_change()
 
     def _start_view_change(self, view: int) -> None:
@@ -620,10 +598,10 @@ class Replica:
         self.snapshots.download = None
         self._reset_view_votes()
         self._rebuild_client_pending()
-        self.start_view_change_from.add(self.replica)
+        self.votes.start_view_change_from.add(self.replica)
         if self.config.primary(view) == self.replica:
-            self.do_view_change_from[self.replica] = self._do_view_change_message()
-            self._do_view_change_sent = True
+            self.votes.do_view_change_from[self.replica] = self._do_view_change_message()
+            self.votes.do_view_change_sent = True
         self._outbox.view_state = True
         self._send(BROADCAST, StartViewChange(**self._header()))
         self.timers.enter_view_change(self.prng)
@@ -631,13 +609,8 @@ class Replica:
         self._maybe_start_view()
 
     def _reset_view_votes(self) -> None:
-        self.start_view_change_from = set()
-        self.do_view_change_from = {}
-        self._do_view_change_sent = False
-        self.prepare_ok = {}
-        self._prepare_ok_at_last_resend = {}
-        self.prepare_ok_view = self.view_number
-        self.request_queue.clear()
+        self.votes.reset()
+        self.pipeline.reset(self.view_number)
 
     def _do_view_change_message(self) -> DoViewChange:
         return DoViewChange(
@@ -656,14 +629,15 @@ class Replica:
         if self.timers.view_change_resend.fired():
             self.timers.view_change_resend.reset()
             self._send(BROADCAST, StartViewChange(**self._header()))
-            if self._do_view_change_sent and self.primary_index() != self.replica:
+            if self.votes.do_view_change_sent and self.primary_index() != self.replica:
                 self._send(self.primary_index(), self._do_view_change_message())
 
     def _maybe_send_do_view_change(self) -> None:
         """§4.2 step 2: after StartViewChange from quorum - 1 others, send DoViewChange to the new primary."""
-        if self._do_view_change_sent or len(self.start_view_change_from) < self.config.quorum:  # includes us
+        votes = self.votes
+        if votes.do_view_change_sent or len(votes.start_view_change_from) < self.config.quorum:  # includes us
             return
-        self._do_view_change_sent = True
+        votes.do_view_change_sent = True
         self._send(self.primary_index(), self._do_view_change_message())
 
     def on_do_view_change(self, message: DoViewChange) -> None:
@@ -682,8 +656,8 @@ class Replica:
                 return  # our own vote completed the view (a one-replica quorum)
         assert self.status is Status.VIEW_CHANGE and message.view == self.view_number
         assert self.is_primary()
-        self.start_view_change_from.add(message.replica)  # a DoViewChange implies its StartViewChange
-        self.do_view_change_from.setdefault(message.replica, message)
+        self.votes.start_view_change_from.add(message.replica)  # a DoViewChange implies its StartViewChange
+        self.votes.do_view_change_from.setdefault(message.replica, message)
         self._maybe_start_view()
 
     def _maybe_start_view(self) -> None:
@@ -691,11 +665,11 @@ class Replica:
         (last_normal_view, op_number) among all of them, and the largest commit_number."""
         if self.status is not Status.VIEW_CHANGE or not self.is_primary():
             return
-        votes = self.do_view_change_from
+        votes = self.votes.do_view_change_from
         if self.replica not in votes or len(votes) < self.config.quorum:
             return
-        best = max(votes.values(), key=lambda m: (m.last_normal_view, m.op_number))
-        commit_number = max(m.commit_number for m in votes.values())
+        best = self.votes.best()
+        commit_number = self.votes.commit_number()
         assert commit_number <= best.op_number, "a committed op is missing from the chosen log"
         best_base = best.op_number - len(best.log)
         if best_base > self.commit_number:
@@ -715,9 +689,8 @@ class Replica:
         self.state_transfer = None
         self.last_normal_view = self.view_number
         self._outbox.view_state = True
-        self.prepare_ok = {}
-        self.prepare_ok_view = self.view_number
-        self._prepared_sent = self.op_number  # the log travels in StartView, not in Prepares
+        self.pipeline.reset(self.view_number)
+        self.pipeline.prepared = self.op_number  # the log travels in StartView, not in Prepares
         self._enter_primary(heard=set(votes))
         # Execute first: StartView must carry the largest commit_number of the votes (§4.2 step 3).
         self._commit_up_to(commit_number)
@@ -782,15 +755,13 @@ class Replica:
     # --- recovery (§4.3) --------------------------------------------------------------------------------------
 
     def _start_recovery(self) -> None:
-        self.recovery_nonce = self.prng.getrandbits(64)
-        self.recovery_responses = {}
-        self.recovery_primary = None
+        self.recovery.begin(self.prng.getrandbits(64))
         self.snapshots.download = None
-        self._send(BROADCAST, Recovery(**self._header(), nonce=self.recovery_nonce))
+        self._send(BROADCAST, Recovery(**self._header(), nonce=self.recovery.nonce))
         self.timers.enter_recovering()
 
     def _ask_recovery_snapshot(self) -> None:
-        primary = self.recovery_primary
+        primary = self.recovery.primary
         assert primary is not None
         if self.snapshots.download is not None:
             self._ask_next_chunk()
@@ -804,12 +775,12 @@ class Replica:
         if not self.timers.recovery.fired():
             return
         self.timers.recovery.reset()
-        if self.recovery_primary is None:
-            self._send(BROADCAST, Recovery(**self._header(), nonce=self.recovery_nonce))
+        if self.recovery.primary is None:
+            self._send(BROADCAST, Recovery(**self._header(), nonce=self.recovery.nonce))
             return
         # Ask again (a request or a chunk may have been lost) while the download moves; a primary quiet for
         # several rounds went away or changed view: begin again, with a new nonce.
-        progress_at = self.recovery_progress_at
+        progress_at = self.recovery.progress_at
         if self.snapshots.download is not None:
             progress_at = max(progress_at, self.snapshots.download.progress_at)
         if self.now - progress_at <= RECOVERY_STALL_ROUNDS * self.config.recovery_resend_ticks:
@@ -838,26 +809,20 @@ class Replica:
     def on_recovery_response(self, message: RecoveryResponse) -> None:
         if self.status is not Status.RECOVERING:
             return self._ignore("on_recovery_response", f"status {self.status.value}")
-        if message.nonce != self.recovery_nonce:
+        if message.nonce != self.recovery.nonce:
             return self._ignore("on_recovery_response", "other nonce")
-        if self.recovery_primary is not None:
+        if self.recovery.primary is not None:
             return self._ignore("on_recovery_response", "already fetching the primary's snapshot")
-        previous = self.recovery_responses.get(message.replica)
-        if previous is None or message.view >= previous.view:
-            self.recovery_responses[message.replica] = message
         # §4.3: f + 1 responses from other replicas (a quorum not counting ourselves: we hold nothing).
-        if len(self.recovery_responses) < self.config.quorum:
+        if not self.recovery.add(message, quorum=self.config.quorum, primary_of=self.config.primary):
             return
-        latest = max(r.view for r in self.recovery_responses.values())
-        primary = self.recovery_responses.get(self.config.primary(latest))
-        if primary is None or primary.view != latest or primary.log is None:
-            return
-        assert primary.op_number is not None and primary.commit_number is not None
+        primary = self.recovery.primary_answer(self.config.primary)
+        assert primary.op_number is not None and primary.log is not None
         if primary.op_number > len(primary.log):
             # Its log starts after a snapshot: fetch that (still recovering: we vote for nothing meanwhile).
             self._log(f"recovery: fetching the snapshot of r{primary.replica} (view {primary.view})")
-            self.recovery_primary = primary
-            self.recovery_progress_at = self.now
+            self.recovery.primary = primary
+            self.recovery.progress_at = self.now
             self.snapshots.download = None
             self._ask_recovery_snapshot()
             return
@@ -872,7 +837,7 @@ class Replica:
         self.view_number = primary.view
         self.last_normal_view = primary.view
         self.status = Status.NORMAL
-        self.recovery_primary = None
+        self.recovery.primary = None
         base = primary.op_number - len(primary.log)
         if snapshot is None:
             assert base == 0
@@ -1042,7 +1007,7 @@ class Replica:
         if message.replica != self.config.primary(message.view):
             return self._ignore("on_snapshot_chunk", "sender is not the primary of its view")
         if self.status is Status.RECOVERING:
-            primary = self.recovery_primary
+            primary = self.recovery.primary
             if primary is None or message.view != primary.view:
                 return self._ignore("on_snapshot_chunk", "recovering, not fetching from this view")
             assert primary.op_number is not None and primary.log is not None
@@ -1089,8 +1054,8 @@ class Replica:
 
     def _snapshot_downloaded(self, data: bytes) -> None:
         if self.status is Status.RECOVERING:
-            assert self.recovery_primary is not None
-            return self._finish_recovery(self.recovery_primary, snapshot=data)
+            assert self.recovery.primary is not None
+            return self._finish_recovery(self.recovery.primary, snapshot=data)
         if self.state_transfer is not None:
             # Keep it on the side with the view's log after it, like the rest of the transfer.
             self.state_transfer.take_snapshot(data)
@@ -1168,11 +1133,11 @@ class Replica:
             assert self.commit_number == self.state_transfer.base
         if self.status is Status.NORMAL and self.is_primary():
             assert self.state_transfer is None
-            assert self.prepare_ok_view == self.view_number
-            assert all(op <= self.op_number for op in self.prepare_ok.values())
+            assert self.pipeline.view == self.view_number
+            assert all(op <= self.op_number for op in self.pipeline.prepare_ok.values())
             assert self.op_number - self.commit_number <= self.config.pipeline_ops_max
         else:
-            assert not self.request_queue
-        assert len(self.request_queue) <= self.config.request_queue_max
+            assert not self.pipeline.request_queue
+        assert len(self.pipeline.request_queue) <= self.config.request_queue_max
         self.client_table.invariants()
         self.snapshots.invariants()

@@ -1,0 +1,54 @@
+"""The primary's pipeline (§4.1 steps 3-5): ops prepared but not yet committed, and who acknowledged what.
+
+Theory of operation. The primary appends requests to its log and sends them in Prepares (`prepared`: the last op
+sent). Each backup answers PrepareOk with the highest op it holds; `prepare_ok` keeps, per backup, the highest
+acknowledged *in this view* (rule 6: accounting is keyed by view and cleared on every view change, so an
+acknowledgement of an older view's op at the same number never commits this view's op). An op is committed once
+a quorum holds it, counting the primary. At most `pipeline_ops_max` ops are uncommitted at once; requests beyond
+wait in `request_queue` (bounded: beyond, `busy`), and are dropped at a view change (they were never prepared;
+their clients retry). Since ZeroMQ drops silently, a backup whose acknowledgement has not moved since the last
+look is sent its missing prepares again (`stalled`).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+
+from zvsr.protocol.messages import Request
+
+
+class Pipeline:
+    __slots__ = ("view", "prepare_ok", "prepared", "request_queue", "_prepare_ok_at_last_look")
+
+    def __init__(self) -> None:
+        self.view = 0  # the view the acknowledgements below belong to
+        self.prepare_ok: dict[int, int] = {}  # backup -> highest op it acknowledged in `view`
+        self.prepared = 0  # the highest op already sent in a Prepare
+        self.request_queue: deque[Request] = deque()
+        self._prepare_ok_at_last_look: dict[int, int] = {}
+
+    def reset(self, view: int) -> None:
+        """A new view: no acknowledgement carries over (rule 6), and queued requests are dropped."""
+        self.view = view
+        self.prepare_ok = {}
+        self._prepare_ok_at_last_look = {}
+        self.request_queue.clear()
+
+    def acknowledged(self, backup: int, op_number: int) -> None:
+        if op_number > self.prepare_ok.get(backup, -1):
+            self.prepare_ok[backup] = op_number
+
+    def committable(self, backups_needed: int) -> int | None:
+        """The highest op that `backups_needed` backups acknowledged (None: not that many answered yet)."""
+        acks = sorted(self.prepare_ok.values(), reverse=True)
+        return acks[backups_needed - 1] if len(acks) >= backups_needed else None
+
+    def stalled(self, log_base: int, op_number: int) -> Iterator[tuple[int, int]]:
+        """(backup, its highest acknowledged op) for each backup behind us whose acknowledgement has not moved
+        since the last look. A backup behind `log_base` is left out: it needs our snapshot, and asks for it with
+        GetState when our heartbeat shows it is behind."""
+        for backup, acked in self.prepare_ok.items():
+            if log_base <= acked < op_number and self._prepare_ok_at_last_look.get(backup) == acked:
+                yield backup, acked
+            self._prepare_ok_at_last_look[backup] = acked
