@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from zvsr.protocol.config import primary_of
 from zvsr.protocol.messages import (
     ERROR_BAD_REQUEST,
     ERROR_SESSION_EXPIRED,
@@ -94,7 +95,7 @@ class ClientSession:
 
     @property
     def primary(self) -> int:
-        return self.view % self.replica_count
+        return primary_of(self.view, self.replica_count)
 
     def submit(self, operation: bytes, *, request_number: int | None = None) -> Request:
         """Start a request; the caller must wait for its Completion before submitting another (§4).

@@ -114,6 +114,7 @@ from zvsr.constants import (
     ZMTP_HEARTBEAT_TIMEOUT_MS,
 )
 from zvsr.protocol.client import ClientSession, Completion
+from zvsr.protocol.config import primary_of
 from zvsr.protocol.messages import (
     ERROR_BAD_REQUEST,
     ERROR_BUSY,
@@ -355,7 +356,7 @@ class Proxy:
             "endpoint": self.endpoint,
             "cluster": self.config.cluster_id,
             "view": self.view,
-            "primary": self.view % self._replica_count,
+            "primary": primary_of(self.view, self._replica_count),
             "sessions": len(self._sessions),
             "in_flight": len(self._in_flight),
             "counters": dict(self.counters),
@@ -676,7 +677,7 @@ class Proxy:
                     f"expected cluster {self.config.cluster_id} epoch {self.config.epoch}",
                 )
                 continue
-            if message.replica != message.view % self._replica_count:
+            if message.replica != primary_of(message.view, self._replica_count):
                 self.counters["heartbeat not from the primary of its view"] += 1  # rule 1
                 continue
             if message.view > self.view:
@@ -686,7 +687,7 @@ class Proxy:
         """View `view` has started: use it, and move every request in flight in an older view to its primary."""
         self.view = view
         self.counters["views learnt"] += 1
-        primary = view % self._replica_count
+        primary = primary_of(view, self._replica_count)
         for state in list(self._in_flight.values()):
             session = state.session
             outstanding = session.outstanding
