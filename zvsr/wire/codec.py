@@ -99,6 +99,7 @@ from zvsr.constants import (
     RESULT_BYTES_MAX,
     SNAPSHOT_BYTES_MAX,
     SNAPSHOT_CHUNK_BYTES,
+    STREAM_DECODE_ABOVE,
 )
 from zvsr.protocol.messages import (
     ERROR_CODES,
@@ -407,10 +408,6 @@ _BIN_BYTES_MAX: Final = max(OPERATION_BYTES_MAX, RESULT_BYTES_MAX)
 _STR_BYTES_MAX: Final = 4 * ERROR_MESSAGE_CHARS_MAX
 
 _unpackb = msgpack.unpackb
-
-# Frames up to this size are unpacked in one call (fast; worst case ~60 bytes of memory per input byte, so a
-# few MiB); bigger ones field by field. Above every client request and an ordinary Prepare's size.
-STREAM_DECODE_ABOVE: Final = 128 * 1024
 
 
 def _unpack(data: bytes, size_max: int) -> dict[str, Any]:
