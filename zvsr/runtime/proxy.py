@@ -113,6 +113,8 @@ from zvsr.constants import (
     ZMTP_HEARTBEAT_IVL_MS,
     ZMTP_HEARTBEAT_TIMEOUT_MS,
 )
+from zvsr.constants import PROXY_CATCH_UP_TICKS_MAX as _CATCH_UP_TICKS_MAX
+from zvsr.constants import PROXY_EVICTION_SCAN_MAX as _EVICTION_SCAN_MAX
 from zvsr.protocol.client import ClientSession, Completion
 from zvsr.protocol.config import primary_of
 from zvsr.protocol.messages import (
@@ -163,14 +165,10 @@ _ZVSR_TYPES: Final = frozenset({TYPE_REQUEST, TYPE_REPLY, TYPE_REDIRECT, TYPE_ER
 # How the codec (and every zvsr client that writes "type" first) begins a Request: map of 4, "type", 20. Such a
 # payload goes straight to `decode_request`, the hot path; anything else is unpacked once to classify it.
 _REQUEST_PREFIX: Final = b"\x84\xa4type\x14"
-# Ticks caught up at once after a stall; beyond, deadlines are late rather than the loop spinning for long.
-_CATCH_UP_TICKS_MAX: Final = 1000
 # Flags and option as plain ints: pyzmq's enum wrappers cost ~1 µs per call on the hot path.
 _NOBLOCK: Final = int(zmq.NOBLOCK)
 _NOBLOCK_SNDMORE: Final = int(zmq.NOBLOCK | zmq.SNDMORE)
 _RCVMORE: Final = int(zmq.RCVMORE)
-# Sessions looked at, oldest first, for an idle one to evict when the table is full.
-_EVICTION_SCAN_MAX: Final = 8
 
 
 class _Session:

@@ -14,7 +14,7 @@ from typing import Any
 import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 import zmq
 
-from zvsr.constants import STATUS_ANSWER_BYTES_MAX
+from zvsr.constants import STATUS_ANSWER_BYTES_MAX, STATUS_TIMEOUT_MS
 from zvsr.runtime.config import ClusterConfig
 from zvsr.runtime.security import client_options
 from zvsr.wire.admin import TYPE_STATUS_ANSWER, encode_status_query
@@ -51,7 +51,7 @@ def query(
         socket.close()
 
 
-def collect_status(config: ClusterConfig, *, timeout_ms: int = 1000) -> dict[str, Any]:
+def collect_status(config: ClusterConfig, *, timeout_ms: int = STATUS_TIMEOUT_MS) -> dict[str, Any]:
     keys, pair = config.keys(), config.client_pair()
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     try:
