@@ -123,6 +123,7 @@ from zvsr.protocol.messages import (
     StartView,
     StartViewChange,
 )
+from zvsr.protocol.snapshots import CHECKSUM_BYTES
 
 Message = ReplicaMessage | Request | ClientReply
 
@@ -882,9 +883,9 @@ def _decode_snapshot_chunk(value: dict[str, Any]) -> SnapshotChunk:
     data = _bytes(value, "data", SNAPSHOT_CHUNK_BYTES)
     if offset + len(data) > size:
         raise _inconsistent(f"chunk at {offset} of {len(data)} bytes ends beyond the snapshot's {size}")
-    checksum = _bytes(value, "checksum", 16)
-    if len(checksum) != 16:
-        raise _inconsistent(f"checksum has {len(checksum)} bytes, not 16")
+    checksum = _bytes(value, "checksum", CHECKSUM_BYTES)
+    if len(checksum) != CHECKSUM_BYTES:
+        raise _inconsistent(f"checksum has {len(checksum)} bytes, not {CHECKSUM_BYTES}")
     return SnapshotChunk(
         **checked, snapshot_op=snapshot_op, size=size, checksum=checksum, offset=offset, data=data
     )
