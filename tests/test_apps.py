@@ -25,7 +25,7 @@ from zvsr.apps import (
     MsgpackStateMachine,
     load_app,
 )
-from zvsr.apps.adapter import OPERATION_NESTING_MAX
+from zvsr.constants import OPERATION_NESTING_MAX
 from zvsr.protocol.state_machine import StateMachine
 
 

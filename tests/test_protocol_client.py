@@ -10,7 +10,8 @@ import pytest
 import scenarios
 from scenarios import header, steady_config, view_change_to_one
 
-from zvsr.protocol.client import RETRY_AFTER_ERROR_TICKS, ClientSession, Completion, RelaySession
+from zvsr.constants import RETRY_AFTER_ERROR_TICKS
+from zvsr.protocol.client import ClientSession, Completion, RelaySession
 from zvsr.protocol.config import Config
 from zvsr.protocol.messages import (
     ERROR_BAD_REQUEST,

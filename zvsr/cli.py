@@ -21,9 +21,11 @@ import click
 
 from zvsr import __version__
 from zvsr.bench.cli import bench_command
+from zvsr.constants import CLIENT_TIMEOUT_MS, REPLICAS_MAX, STATUS_TIMEOUT_MS
 from zvsr.fuzz.command import fuzz_command
 from zvsr.lincheck.cli import lincheck_command
 from zvsr.runtime.config import (
+    DEFAULT_BASE_PORT,
     ENVIRONMENT,
     FSYNC_MODES,
     LOG_FORMATS,
@@ -150,11 +152,11 @@ def cluster_group() -> None:
 
 
 @cluster_group.command("up")
-@click.option("--replicas", type=click.IntRange(1, 15), default=3, show_default=True)
+@click.option("--replicas", type=click.IntRange(1, REPLICAS_MAX), default=3, show_default=True)
 @click.option(
     "--base-port",
     type=click.IntRange(1024, 65000),
-    default=7700,
+    default=DEFAULT_BASE_PORT,
     show_default=True,
     help="The proxy listens here; replica i on base+10(i+1) .. base+10(i+1)+2.",
 )
@@ -190,7 +192,7 @@ def cluster_up_command(
 
 @main.command("keygen")
 @click.option("--dir", "directory", type=click.Path(file_okay=False), default="keys", show_default=True)
-@click.option("--replicas", type=click.IntRange(1, 15), default=3, show_default=True)
+@click.option("--replicas", type=click.IntRange(1, REPLICAS_MAX), default=3, show_default=True)
 @click.option("--client", "clients", multiple=True, help="A client key pair to create (repeatable).")
 def keygen_command(directory: str, replicas: int, clients: tuple[str, ...]) -> None:
     """Create CurveZMQ key pairs: one per replica, the proxies', `admin` (the CLI tools) and each --client.
@@ -211,7 +213,7 @@ def keygen_command(directory: str, replicas: int, clients: tuple[str, ...]) -> N
 @main.command("status")
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON document with every replica's status.")
-@click.option("--timeout-ms", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--timeout-ms", type=click.IntRange(min=1), default=STATUS_TIMEOUT_MS, show_default=True)
 def status_command(config_path: str | None, as_json: bool, timeout_ms: int) -> None:
     """View, status, role, op_number, commit_number, last heard and lag of every replica."""
     from zvsr.runtime.status import collect_status, format_status
@@ -243,7 +245,7 @@ def parse_value(text: str) -> Any:
     envvar="ZVSR_PROXY",
     help="Proxy endpoint (default: the local cluster's, tcp://127.0.0.1:7700).",
 )
-@click.option("--timeout-ms", type=click.IntRange(min=1), default=5000, show_default=True)
+@click.option("--timeout-ms", type=click.IntRange(min=1), default=CLIENT_TIMEOUT_MS, show_default=True)
 @click.pass_context
 def kv_group(
     context: click.Context, config_path: str | None, proxy_endpoint: str | None, timeout_ms: int

@@ -25,6 +25,14 @@ RECOVERY_RESEND_TICKS: Final = 10  # a recovering replica re-sends Recovery
 RECOVERY_STALL_ROUNDS: Final = 4  # ... and starts over if the primary's snapshot made no progress for this many
 QUORUM_TIMEOUT_TICKS: Final = 30  # primary answers `unavailable` if it heard from < f backups within this
 
+# --- client session (zvsr.protocol.client, driven by zvsr.client and the proxy), in ticks of its driver ---
+REQUEST_TIMEOUT_TICKS: Final = 20  # re-send a request that has had no answer for this long ...
+REQUEST_TIMEOUT_MAX_TICKS: Final = 160  # ... backing off up to this, so a struggling cluster is not flooded
+RETRY_AFTER_ERROR_TICKS: Final = 5  # after a retryable Error (busy, unavailable, view_change): retry this soon
+# A RelaySession (client via proxies) sends again only after this long without an answer from its relay: long
+# next to a relay's usual answer, so a live relay sees one copy (the relay retries towards the replicas itself).
+RELAY_QUIET_TICKS: Final = 250
+
 # --- sizes ---
 OPERATION_BYTES_MAX: Final = 64 * 1024  # one client operation (opaque bytes)
 RESULT_BYTES_MAX: Final = 1024 * 1024  # one application result
@@ -51,6 +59,17 @@ MESSAGE_BYTES_MAX: Final = 256 * 1024 * 1024  # one encoded message (MAXMSGSIZE 
 CLIENT_MESSAGE_BYTES_MAX: Final = OPERATION_BYTES_MAX + 1024  # one encoded client request (or RequestBatch)
 BATCH_MESSAGES_MAX: Final = 256  # client messages in one RequestBatch / ReplyBatch (zvsr.wire.batch)
 ERROR_MESSAGE_CHARS_MAX: Final = 1024
+# Operations nested deeper are refused before they reach the app (zvsr.apps.adapter): msgpack decodes values
+# nested ~1000 deep, beyond what a recursive app (and Python's recursion limit, which depends on the driver's
+# stack depth, hence on the replica) handles deterministically.
+OPERATION_NESTING_MAX: Final = 64
+# Frames up to this many bytes are decoded in one msgpack call (fast; at worst ~60 bytes of memory per input
+# byte, so a few MiB), bigger ones field by field (zvsr.wire.codec). Above every client request and every
+# ordinary Prepare, so the hot path takes the fast call.
+STREAM_DECODE_ABOVE: Final = 128 * 1024
+
+# --- durable storage (zvsr.storage) ---
+SUPERBLOCK_COPY_BYTES_MAX: Final = 4096  # a superblock copy is ~150 bytes; a bigger file is not a superblock
 
 # --- identities ---
 REPLICAS_MAX: Final = 15  # configurations of 1..15 replicas (f = (n - 1) // 2)
@@ -64,6 +83,11 @@ PROXY_FRAME_BYTES_MAX: Final = 1024 * 1024  # frontend MAXMSGSIZE: bigger frames
 PROXY_DRAIN_MAX: Final = 256  # messages taken from one socket before looking at the others (fairness)
 PROXY_BACKEND_SNDHWM: Final = 4096  # messages queued towards one replica; beyond, the send is dropped (retried)
 PROXY_SWEEP_MS: Final = 1000  # how often idle sessions are looked for
+PROXY_EVICTION_SCAN_MAX: Final = 8  # sessions looked at, oldest first, for an idle one to evict when full
+PROXY_CATCH_UP_TICKS_MAX: Final = 1000  # ticks run at once after a stall; beyond, deadlines are late, not spun
+# Default `request_timeout_ms` of a cluster file (zvsr.runtime.config): a request relayed by the proxy that has
+# no result for this long is answered `timeout` (it may or may not have executed).
+PROXY_REQUEST_TIMEOUT_MS: Final = 5000
 BAD_INPUT_LOG_INTERVAL_MS: Final = 10_000  # at most one warning per reason per interval; the rest are counted
 HEARTBEAT_MESSAGE_BYTES_MAX: Final = 1024  # MAXMSGSIZE of a heartbeat SUB: a Commit is ~70 bytes
 CLIENT_REPLY_BYTES_MAX: Final = RESULT_BYTES_MAX + 1024  # one encoded Reply / Redirect / Error
@@ -110,3 +134,13 @@ WATCH_JOIN_MS: Final = 1000  # a new watcher waits this long at most for a first
 WATCH_SNAPSHOT_GRACE_MS: Final = 100  # after the first snapshot answer, wait this long for fresher ones
 WATCH_SNAPSHOT_RETRY_MS: Final = 1000  # no usable snapshot answer within this long: ask every replica again
 WATCH_PENDING_OPS_MAX: Final = 100_000  # ops buffered ahead of the watcher's state; beyond, it resyncs
+WATCH_DRAIN_MAX: Final = 1024  # messages a watcher takes from one socket before looking at the others
+WATCH_QUERY_SNDHWM: Final = 2  # snapshot queries queued towards one replica (a down one keeps at most this many)
+
+# --- operator commands (zvsr status: zvsr.runtime.status; zvsr start: zvsr.runtime.launcher) ---
+STATUS_TIMEOUT_MS: Final = 1000  # `zvsr status` shows a replica as unreachable after this long without an answer
+LAUNCHER_READY_TIMEOUT_S: Final = 30.0  # `zvsr start` fails if no primary and proxy answer within this
+LAUNCHER_READY_QUERY_TIMEOUT_MS: Final = 300  # ... asking each replica and the proxy with this timeout per round
+LAUNCHER_READY_POLL_S: Final = 0.05  # ... and pausing this long between rounds (no event to wait for)
+LAUNCHER_SUPERVISE_INTERVAL_S: Final = 0.2  # how often `zvsr start` checks that a majority and the proxy live
+LAUNCHER_STOP_GRACE_S: Final = 5.0  # after SIGTERM, children get this long to exit before SIGKILL

@@ -47,19 +47,18 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, NamedTuple
+from typing import Any, NamedTuple
 
 import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 import zmq
 
 from zvsr import constants as c
 from zvsr.connect import Curve, apply_curve, check_endpoints, curve_for_replicas
+from zvsr.constants import WATCH_DRAIN_MAX as DRAIN_MAX
+from zvsr.constants import WATCH_QUERY_SNDHWM as QUERY_SNDHWM
 from zvsr.runtime.config import ClusterConfig, load_config
 from zvsr.wire import admin
 from zvsr.wire.codec import DecodeError
-
-DRAIN_MAX: Final = 1024  # messages taken from one socket before looking at the others
-QUERY_SNDHWM: Final = 2  # snapshot queries queued towards one replica (a down one keeps at most this many)
 
 Change = tuple[str, Any, bool]  # (key, value, deleted)
 Derive = Callable[[bytes, bytes, str], list[Change]]

@@ -26,7 +26,7 @@ from typing import Any
 import msgpack  # type: ignore[import-untyped]
 
 from zvsr import constants
-from zvsr.apps.adapter import OPERATION_NESTING_MAX, MsgpackStateMachine
+from zvsr.apps.adapter import MsgpackStateMachine
 from zvsr.apps.coordination import CoordinationApp
 from zvsr.protocol.messages import (
     Commit,
@@ -996,8 +996,8 @@ COORDINATION: list[tuple[str, Any]] = [
     ("bad_not_msgpack", ("raw", b"\xc1")),
     ("bad_empty_operation", ("raw", b"")),
     ("bad_two_values", ("raw", pack(op("get", key="x")) + b"\xc0")),
-    ("bad_nested_too_deep", op("put", key="deep", value=deep_value(OPERATION_NESTING_MAX))),
-    ("put_nested_at_limit", op("put", key="deep", value=deep_value(OPERATION_NESTING_MAX - 1))),
+    ("bad_nested_too_deep", op("put", key="deep", value=deep_value(constants.OPERATION_NESTING_MAX))),
+    ("put_nested_at_limit", op("put", key="deep", value=deep_value(constants.OPERATION_NESTING_MAX - 1))),
 ]
 
 

@@ -34,13 +34,11 @@ import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 from zvsr.apps.base import ERROR_APP_ERROR, ERROR_BAD_REQUEST, App, error_result
 from zvsr.constants import ERROR_MESSAGE_CHARS_MAX, OPERATION_BYTES_MAX, RESULT_BYTES_MAX
 
+# Re-exported (`as` itself) until zvsr.fuzz.mutations imports it from zvsr.constants: it predates the move.
+from zvsr.constants import OPERATION_NESTING_MAX as OPERATION_NESTING_MAX
+
 if TYPE_CHECKING:
     from zvsr.protocol.state_machine import StateMachine
-
-# Deeper operations are refused before they reach the app: msgpack can decode values nested ~1000 deep, which
-# exceeds what a recursive app (and Python's recursion limit, which depends on the driver's stack depth, hence
-# on the replica) can handle deterministically. Belongs in zvsr.constants; kept here until it moves.
-OPERATION_NESTING_MAX: Final = 64
 
 DEFAULT_APP_SPEC: Final = "zvsr.apps.coordination:CoordinationApp"
 

@@ -37,6 +37,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from zvsr.constants import (
+    RELAY_QUIET_TICKS,
+    REQUEST_TIMEOUT_MAX_TICKS,
+    REQUEST_TIMEOUT_TICKS,
+    RETRY_AFTER_ERROR_TICKS,
+)
+from zvsr.protocol.config import primary_of
 from zvsr.protocol.messages import (
     ERROR_BAD_REQUEST,
     ERROR_SESSION_EXPIRED,
@@ -49,11 +56,6 @@ from zvsr.protocol.messages import (
 )
 from zvsr.protocol.ready import BROADCAST
 from zvsr.protocol.timeout import Prng, Timeout
-
-REQUEST_TIMEOUT_TICKS = 20
-REQUEST_TIMEOUT_MAX_TICKS = 160
-RETRY_AFTER_ERROR_TICKS = 5
-RELAY_QUIET_TICKS = 250  # silence after a send to a relay before a RelaySession sends again (see above)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,7 +96,7 @@ class ClientSession:
 
     @property
     def primary(self) -> int:
-        return self.view % self.replica_count
+        return primary_of(self.view, self.replica_count)
 
     def submit(self, operation: bytes, *, request_number: int | None = None) -> Request:
         """Start a request; the caller must wait for its Completion before submitting another (§4).

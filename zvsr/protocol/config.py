@@ -12,6 +12,12 @@ from dataclasses import dataclass
 from zvsr import constants as c
 
 
+def primary_of(view: int, replica_count: int) -> int:
+    """The primary of view `view` among `replica_count` replicas: replica view mod n (§4, round robin). The one
+    place this rule is written; replicas, client sessions and the proxy all ask here."""
+    return view % replica_count
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     replica_count: int
@@ -82,4 +88,4 @@ class Config:
         return self.replica_count // 2 + 1
 
     def primary(self, view: int) -> int:
-        return view % self.replica_count
+        return primary_of(view, self.replica_count)

@@ -58,7 +58,6 @@ from zvsr.runtime.security import KeyPair, Keys, SecurityError, read_pair
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_BASE_PORT = 7700
 DEFAULT_APP = "zvsr.apps.coordination:CoordinationApp"
-DEFAULT_REQUEST_TIMEOUT_MS = 5000
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 FSYNC_MODES = ("always", "never")
@@ -117,7 +116,7 @@ class ClusterConfig:
     tick_ms: int = constants.TICK_MS
     app: str = DEFAULT_APP
     proxy: str = f"tcp://{DEFAULT_HOST}:{DEFAULT_BASE_PORT}"
-    request_timeout_ms: int = DEFAULT_REQUEST_TIMEOUT_MS
+    request_timeout_ms: int = constants.PROXY_REQUEST_TIMEOUT_MS
     data_dir: str | None = None
     log_level: str = "info"
     log_format: str = "text"

@@ -21,11 +21,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from zvsr.constants import (
+    LAUNCHER_READY_POLL_S,
+    LAUNCHER_READY_QUERY_TIMEOUT_MS,
+    LAUNCHER_READY_TIMEOUT_S,
+    LAUNCHER_STOP_GRACE_S,
+    LAUNCHER_SUPERVISE_INTERVAL_S,
+)
 from zvsr.runtime.config import ClusterConfig, local_cluster, to_toml
-
-READY_TIMEOUT_S = 30.0
-STOP_GRACE_S = 5.0
-SUPERVISE_INTERVAL_S = 0.2
 
 
 class _Stop(Exception):
@@ -100,7 +103,7 @@ def _wait_until_serving(
 
     from zvsr.runtime.status import collect_status, query
 
-    deadline = time.monotonic() + READY_TIMEOUT_S
+    deadline = time.monotonic() + LAUNCHER_READY_TIMEOUT_S
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     try:
         while time.monotonic() < deadline:
@@ -108,14 +111,17 @@ def _wait_until_serving(
                 if child.poll() is not None:
                     echo(f"{name} exited with code {child.returncode} during start-up")
                     return False
-            replicas = collect_status(config, timeout_ms=300)["replicas"]
+            replicas = collect_status(config, timeout_ms=LAUNCHER_READY_QUERY_TIMEOUT_MS)["replicas"]
             led = any(r.get("role") == "primary" and r.get("status") == "normal" for r in replicas)
-            if led and query(config.proxy, timeout_ms=300, context=context) is not None:
+            if (
+                led
+                and query(config.proxy, timeout_ms=LAUNCHER_READY_QUERY_TIMEOUT_MS, context=context) is not None
+            ):
                 return True
-            time.sleep(0.05)  # polling a start-up: there is no event to wait for across processes
+            time.sleep(LAUNCHER_READY_POLL_S)  # polling a start-up: there is no event to wait for across processes
     finally:
         context.destroy(linger=0)
-    echo(f"the cluster did not answer within {READY_TIMEOUT_S:.0f} s")
+    echo(f"the cluster did not answer within {LAUNCHER_READY_TIMEOUT_S:.0f} s")
     return False
 
 
@@ -130,14 +136,14 @@ def _supervise(children: Mapping[str, subprocess.Popen[bytes]], replicas: int, e
         if children["proxy"].poll() is not None or alive < replicas // 2 + 1:
             echo("no longer a majority of replicas and a proxy: stopping")
             return 1
-        time.sleep(SUPERVISE_INTERVAL_S)
+        time.sleep(LAUNCHER_SUPERVISE_INTERVAL_S)
 
 
 def _stop_all(children: Mapping[str, subprocess.Popen[bytes]]) -> None:
     for child in children.values():
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE_S
+    deadline = time.monotonic() + LAUNCHER_STOP_GRACE_S
     for child in children.values():
         try:
             child.wait(timeout=max(0.0, deadline - time.monotonic()))

@@ -113,7 +113,10 @@ from zvsr.constants import (
     ZMTP_HEARTBEAT_IVL_MS,
     ZMTP_HEARTBEAT_TIMEOUT_MS,
 )
+from zvsr.constants import PROXY_CATCH_UP_TICKS_MAX as _CATCH_UP_TICKS_MAX
+from zvsr.constants import PROXY_EVICTION_SCAN_MAX as _EVICTION_SCAN_MAX
 from zvsr.protocol.client import ClientSession, Completion
+from zvsr.protocol.config import primary_of
 from zvsr.protocol.messages import (
     ERROR_BAD_REQUEST,
     ERROR_BUSY,
@@ -162,14 +165,10 @@ _ZVSR_TYPES: Final = frozenset({TYPE_REQUEST, TYPE_REPLY, TYPE_REDIRECT, TYPE_ER
 # How the codec (and every zvsr client that writes "type" first) begins a Request: map of 4, "type", 20. Such a
 # payload goes straight to `decode_request`, the hot path; anything else is unpacked once to classify it.
 _REQUEST_PREFIX: Final = b"\x84\xa4type\x14"
-# Ticks caught up at once after a stall; beyond, deadlines are late rather than the loop spinning for long.
-_CATCH_UP_TICKS_MAX: Final = 1000
 # Flags and option as plain ints: pyzmq's enum wrappers cost ~1 µs per call on the hot path.
 _NOBLOCK: Final = int(zmq.NOBLOCK)
 _NOBLOCK_SNDMORE: Final = int(zmq.NOBLOCK | zmq.SNDMORE)
 _RCVMORE: Final = int(zmq.RCVMORE)
-# Sessions looked at, oldest first, for an idle one to evict when the table is full.
-_EVICTION_SCAN_MAX: Final = 8
 
 
 class _Session:
@@ -355,7 +354,7 @@ class Proxy:
             "endpoint": self.endpoint,
             "cluster": self.config.cluster_id,
             "view": self.view,
-            "primary": self.view % self._replica_count,
+            "primary": primary_of(self.view, self._replica_count),
             "sessions": len(self._sessions),
             "in_flight": len(self._in_flight),
             "counters": dict(self.counters),
@@ -676,7 +675,7 @@ class Proxy:
                     f"expected cluster {self.config.cluster_id} epoch {self.config.epoch}",
                 )
                 continue
-            if message.replica != message.view % self._replica_count:
+            if message.replica != primary_of(message.view, self._replica_count):
                 self.counters["heartbeat not from the primary of its view"] += 1  # rule 1
                 continue
             if message.view > self.view:
@@ -686,7 +685,7 @@ class Proxy:
         """View `view` has started: use it, and move every request in flight in an older view to its primary."""
         self.view = view
         self.counters["views learnt"] += 1
-        primary = view % self._replica_count
+        primary = primary_of(view, self._replica_count)
         for state in list(self._in_flight.values()):
             session = state.session
             outstanding = session.outstanding

@@ -14,12 +14,10 @@ from typing import Any
 import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 import zmq
 
+from zvsr.constants import STATUS_ANSWER_BYTES_MAX, STATUS_TIMEOUT_MS
 from zvsr.runtime.config import ClusterConfig
 from zvsr.runtime.security import client_options
-
-STATUS_QUERY = {"type": 30}
-STATUS_ANSWER_TYPE = 31
-STATUS_ANSWER_BYTES_MAX = 1024 * 1024
+from zvsr.wire.admin import TYPE_STATUS_ANSWER, encode_status_query
 
 
 def query(
@@ -36,7 +34,7 @@ def query(
         socket.setsockopt(getattr(zmq, name), value)
     try:
         socket.connect(endpoint)
-        socket.send_multipart([b"", msgpack.packb(STATUS_QUERY)])
+        socket.send_multipart([b"", encode_status_query()])
         deadline = time.monotonic() + timeout_ms / 1000
         while (left := deadline - time.monotonic()) > 0:
             if not socket.poll(int(left * 1000) + 1):
@@ -46,14 +44,14 @@ def query(
                 answer = msgpack.unpackb(frames[-1], raw=False, strict_map_key=False)
             except (ValueError, msgpack.UnpackException):
                 continue
-            if isinstance(answer, dict) and answer.get("type") == STATUS_ANSWER_TYPE:
+            if isinstance(answer, dict) and answer.get("type") == TYPE_STATUS_ANSWER:
                 return answer
         return None
     finally:
         socket.close()
 
 
-def collect_status(config: ClusterConfig, *, timeout_ms: int = 1000) -> dict[str, Any]:
+def collect_status(config: ClusterConfig, *, timeout_ms: int = STATUS_TIMEOUT_MS) -> dict[str, Any]:
     keys, pair = config.keys(), config.client_pair()
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     try:

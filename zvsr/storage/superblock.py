@@ -33,11 +33,12 @@ from typing import Final
 
 import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 
+from zvsr.constants import SUPERBLOCK_COPY_BYTES_MAX
+
 COPY_NAMES: Final = ("superblock.a", "superblock.b")
 FORMAT: Final = "zvsr.superblock"
 VERSION: Final = 1
 CHECKSUM_BYTES: Final = 16
-COPY_BYTES_MAX: Final = 4096  # a copy is ~150 bytes; anything bigger is not a superblock
 
 _FIELDS: Final = (
     "sequence",
@@ -74,7 +75,7 @@ def encode(state: SuperblockState) -> bytes:
 
 def decode(data: bytes) -> SuperblockState | None:
     """The state in one copy's bytes, or None if they are not a valid superblock copy."""
-    if len(data) > COPY_BYTES_MAX or len(data) <= CHECKSUM_BYTES:
+    if len(data) > SUPERBLOCK_COPY_BYTES_MAX or len(data) <= CHECKSUM_BYTES:
         return None
     stored, payload = data[:CHECKSUM_BYTES], data[CHECKSUM_BYTES:]
     if hashlib.blake2b(payload, digest_size=CHECKSUM_BYTES).digest() != stored:
@@ -128,7 +129,7 @@ def _newest(directory: Path) -> tuple[SuperblockState | None, int, bool]:
     for index, name in enumerate(COPY_NAMES):
         try:
             with open(directory / name, "rb") as file:
-                data = file.read(COPY_BYTES_MAX + 1)
+                data = file.read(SUPERBLOCK_COPY_BYTES_MAX + 1)
         except FileNotFoundError:
             continue
         present = True
