@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 from click.testing import CliRunner
 
+from zvsr.protocol.ready import Ready
 from zvsr.protocol.replica import DurableState, Replica
 from zvsr.sim.cli import sim_command
 from zvsr.sim.simulator import SimOptions, Simulation, Violation, run_seed
@@ -101,3 +102,30 @@ def test_a_restart_that_forgets_its_disk_is_caught(monkeypatch: pytest.MonkeyPat
     with pytest.raises(Violation):
         for seed in range(200):
             run_seed(seed)
+
+
+@pytest.mark.parametrize("flaw", ["skips an op", "misnumbers an op", "forgets a restore"])
+def test_a_core_whose_ready_misreports_what_it_executed_is_caught(
+    monkeypatch: pytest.MonkeyPatch, flaw: str
+) -> None:
+    """The checker reads what the core says it executed (`Ready.executed`, `Ready.restored`), which is all the
+    watch stream knows: a report that drops an op, numbers one wrong or hides a snapshot restore is a
+    violation, even though the core's own state is right."""
+    original = Replica.ready
+
+    def misreporting(self: Replica) -> Ready:
+        ready = original(self)
+        if flaw == "skips an op" and len(ready.executed) >= 2:
+            del ready.executed[1]
+        elif flaw == "misnumbers an op" and ready.executed:
+            first = ready.executed[0]
+            ready.executed[0] = first._replace(op_number=first.op_number + 1)
+        elif flaw == "forgets a restore":
+            ready.restored.clear()
+        return ready
+
+    monkeypatch.setattr(Replica, "ready", misreporting)
+    with pytest.raises(Violation) as caught:
+        for seed in range(200):
+            run_seed(seed)
+    assert "executed" in caught.value.invariant or "executed" in caught.value.report

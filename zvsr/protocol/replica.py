@@ -9,14 +9,16 @@ under the ZeroMQ node and under the deterministic simulator.
 State is named as in the paper (§4): view_number, status, op_number, log, commit_number, client_table, plus
 last_normal_view (v' in DoViewChange). `commit_number` is also the number of the last executed operation: ops
 are applied to the state machine the moment they are known committed, so "committed" and "executed" never
-disagree inside one replica. What one sub-protocol owns lives in a named part with its own reset:
-`client_table` (`ClientTable`), `state_transfer` (a `StateTransfer` while one runs, else None), `snapshots`
-(`Snapshots`: ours, the pinned ones peers download, our download) and `timers` (`RoleTimers`).
+disagree inside one replica. The state, and the mechanics that change it without deciding when (appending,
+installing and truncating the log, executing, snapshots, restart from disk, the output), are in
+`replica_state.py`; what one sub-protocol owns lives in a named part with its own reset: `client_table`,
+`state_transfer`, `snapshots`, `timers`, `pipeline`, `votes`, `recovery` (docs/design.md has the map).
 
-This file holds the dispatch and every handler, in the paper's order: normal operation (§4.1), view change
-(§4.2), recovery (§4.3), state transfer (§5.2), snapshots. Each handler starts with guards — status, older
-view, newer view, is the sender the primary of that view — and every dropped message is counted with its
-reason (and logged, if a logger is attached); then it asserts what the guards established; then it acts.
+This file is the protocol: the dispatch and every handler, in the paper's order — normal operation (§4.1),
+view change (§4.2), recovery (§4.3), state transfer (§5.2), snapshots — with the role transitions they make,
+and `invariants()`. Each handler starts with guards — status, older view, newer view, is the sender the primary
+of that view — and every dropped message is counted with its reason (and logged, if a logger is attached);
+then it asserts what the guards established; then it acts.
 
 Where this departs from a literal reading of the paper, ARCHITECTURE §3 is the reason:
 - A replica that learns of a newer view from its primary's Prepare or Commit (rule 3) adopts the view and
@@ -32,14 +34,11 @@ Where this departs from a literal reading of the paper, ARCHITECTURE §3 is the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from enum import Enum
 from typing import assert_never
 
 from zvsr.constants import RECOVERY_STALL_ROUNDS
 from zvsr.protocol import snapshots
-from zvsr.protocol.client_table import Admission, ClientTable
+from zvsr.protocol.client_table import Admission
 from zvsr.protocol.config import Config
 from zvsr.protocol.messages import (
     ERROR_BUSY,
@@ -48,7 +47,6 @@ from zvsr.protocol.messages import (
     ERROR_VIEW_CHANGE,
     Commit,
     DoViewChange,
-    Error,
     GetSnapshot,
     GetState,
     LogEntry,
@@ -59,44 +57,21 @@ from zvsr.protocol.messages import (
     RecoveryResponse,
     Redirect,
     ReplicaMessage,
-    Reply,
     Request,
     SnapshotChunk,
     StartView,
     StartViewChange,
 )
-from zvsr.protocol.pipeline import Pipeline
-from zvsr.protocol.ready import BROADCAST, Envelope, Executed, Outbox, PersistSnapshot, Ready
-from zvsr.protocol.recovery import RecoveryState
+from zvsr.protocol.ready import BROADCAST
+from zvsr.protocol.replica_state import DurableState, Logger, ReplicaState, Status
 from zvsr.protocol.state_machine import StateMachine
 from zvsr.protocol.state_transfer import StateTransfer
 from zvsr.protocol.timeout import Prng
-from zvsr.protocol.timers import RoleTimers
-from zvsr.protocol.view_change import ViewChangeVotes
+
+__all__ = ["DurableState", "Logger", "Replica", "Status"]
 
 
-class Status(Enum):
-    NORMAL = "normal"
-    VIEW_CHANGE = "view_change"
-    RECOVERING = "recovering"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DurableState:
-    """What a restarted replica reads back from its disk (superblock and write-ahead log)."""
-
-    view_number: int
-    last_normal_view: int
-    commit_number: int
-    log: tuple[LogEntry, ...]  # ops log_base + 1 ..
-    log_base: int = 0
-    snapshot: bytes | None = None  # the latest snapshot (its op_number >= log_base), if any
-
-
-Logger = Callable[[str], None]
-
-
-class Replica:
+class Replica(ReplicaState):
     def __init__(
         self,
         *,
@@ -108,39 +83,15 @@ class Replica:
         durable: DurableState | None = None,
         logger: Logger | None = None,
     ) -> None:
-        assert 0 <= replica < config.replica_count
-        assert not (recovering and durable is not None)
-        self.config = config
-        self.replica = replica
-        self.state_machine = state_machine
-        self.prng = prng
-        self.logger = logger
-
-        self.view_number = 0
-        self.last_normal_view = 0
-        self.status = Status.RECOVERING if recovering else Status.NORMAL
-        self.log: list[LogEntry] = []  # ops log_base + 1 .. op_number; those before are in the snapshot
-        self.log_base = 0
-        self.op_number = 0
-        self.commit_number = 0
-        self.client_table = ClientTable(size_max=config.client_table_max)
-        self.state_transfer: StateTransfer | None = None  # rule 3: adopted a view, fetching its log
-        self.snapshots = snapshots.Snapshots(pin_ticks=config.snapshot_pin_ticks)
-        self.timers = RoleTimers(config)
-
-        self.pipeline = Pipeline()  # primary: ops in flight, PrepareOk of this view, queued requests
-        self.votes = ViewChangeVotes()  # of the view change to view_number
-        self.recovery = RecoveryState()
-
-        # Logical time and liveness of peers (rule 10).
-        self.now = 0
-        self.last_heard: dict[int, int] = {}
-
-        self._outbox = Outbox()
-        self.counters: dict[str, int] = {}
-
-        if durable is not None:
-            self._restore(durable)
+        super().__init__(
+            config=config,
+            replica=replica,
+            state_machine=state_machine,
+            prng=prng,
+            recovering=recovering,
+            durable=durable,
+            logger=logger,
+        )
         if self.status is Status.RECOVERING:
             self._start_recovery()
         elif self.status is Status.VIEW_CHANGE:
@@ -150,40 +101,6 @@ class Replica:
         else:
             self.timers.enter_backup(self.prng)
 
-    # --- restart from disk (rule 12) ------------------------------------------------------------------------
-
-    def _restore(self, durable: DurableState) -> None:
-        """Come back with what was durable: the view state and the log, and re-execute the committed prefix.
-
-        Everything we ever acknowledged or voted for was durable before it left (the Ready contract), so the
-        restarted replica keeps every promise it made. If the last durable view is the last normal one we are
-        back in normal status there (as its primary or a backup); otherwise we had left it for a view change
-        (or were fetching its log) and resume voting in that view: never an older one.
-        """
-        assert durable.last_normal_view <= durable.view_number
-        base = durable.log_base
-        assert all(entry.op_number == base + index + 1 for index, entry in enumerate(durable.log))
-        self.view_number = durable.view_number
-        self.last_normal_view = durable.last_normal_view
-        self.log = list(durable.log)
-        self.log_base = base
-        self.op_number = base + len(self.log)
-        if durable.snapshot is not None:
-            self._restore_snapshot(durable.snapshot)
-            if self.op_number < self.snapshots.op_number:  # the log after the snapshot is empty
-                self.log, self.log_base, self.op_number = [], self.snapshots.op_number, self.snapshots.op_number
-        assert self.log_base <= self.commit_number
-        self.pipeline.view = self.view_number
-        self.pipeline.prepared = self.op_number
-        # commit_number is persisted lazily: it is a lower bound, and the primary tells us the rest. Executing
-        # in view-change status keeps the primary from answering clients for ops it answered before the crash.
-        self.status = Status.VIEW_CHANGE
-        self._commit_up_to(min(max(durable.commit_number, self.commit_number), self.op_number))
-        self._rebuild_client_pending()
-        if durable.last_normal_view == durable.view_number:
-            self.status = Status.NORMAL
-        self._log(f"restored from disk: view {self.view_number}, op {self.op_number}, commit {self.commit_number}")
-
     def _resume_view_change(self) -> None:
         """After a restart in view-change status: vote again in the same view (the votes were lost)."""
         self.votes.start_view_change_from.add(self.replica)
@@ -192,64 +109,6 @@ class Replica:
             self.votes.do_view_change_sent = True
         self._send(BROADCAST, StartViewChange(**self._header()))
         self.timers.enter_view_change(self.prng)
-
-    # --- identities and diagnostics ---------------------------------------------------------------------------
-
-    def primary_index(self, view: int | None = None) -> int:
-        return self.config.primary(self.view_number if view is None else view)
-
-    def is_primary(self) -> bool:
-        return self.config.primary(self.view_number) == self.replica
-
-    @property
-    def snapshot_op(self) -> int:
-        """The op_number of our latest snapshot (0: none yet)."""
-        return self.snapshots.op_number
-
-    def _header(self) -> dict[str, int]:
-        return {
-            "cluster": self.config.cluster,
-            "epoch": self.config.epoch,
-            "view": self.view_number,
-            "replica": self.replica,
-        }
-
-    def _count(self, reason: str) -> None:
-        self.counters[reason] = self.counters.get(reason, 0) + 1
-
-    def _ignore(self, handler: str, reason: str) -> None:
-        self._count(f"{handler}: {reason}")
-        if self.logger is not None:
-            self._log(f"{handler}: ignored ({reason})")
-
-    def _log(self, text: str) -> None:
-        if self.logger is not None:
-            self.logger(f"r{self.replica} {self.status.value} v{self.view_number}: {text}")
-
-    # --- output -----------------------------------------------------------------------------------------------
-
-    def ready(self) -> Ready:
-        """Take what this step produced. Flushes batched Prepares first (primary)."""
-        if self.status is Status.NORMAL and self.is_primary():
-            self._flush_prepares()
-        self._maybe_take_snapshot()
-        return self._outbox.take(
-            self.log,
-            self.log_base,
-            view_number=self.view_number,
-            last_normal_view=self.last_normal_view,
-            commit_number=self.commit_number,
-        )
-
-    def _send(self, to: int, message: ReplicaMessage) -> None:
-        assert to == BROADCAST or (0 <= to < self.config.replica_count and to != self.replica)
-        self._outbox.ready.messages.append(Envelope(to, message))
-
-    def entry(self, op_number: int) -> LogEntry | None:
-        """Op `op_number` of our log, or None if it is folded into the snapshot (or beyond op_number)."""
-        if self.log_base < op_number <= self.op_number:
-            return self.log[op_number - self.log_base - 1]
-        return None
 
     # --- inputs -----------------------------------------------------------------------------------------------
 
@@ -343,54 +202,6 @@ class Replica:
             self._append_request(request)
         self.client_table.pending[request.client_id] = request.request_number
 
-    def _append_request(self, request: Request) -> None:
-        self.op_number += 1
-        self.log.append(
-            LogEntry(
-                view=self.view_number,
-                op_number=self.op_number,
-                client_id=request.client_id,
-                request_number=request.request_number,
-                operation=request.operation,
-            )
-        )
-        self._outbox.log_changed_from(self.op_number)
-        if self.config.quorum == 1:
-            self._commit_up_to(self.op_number)
-
-    def _flush_prepares(self) -> None:
-        """Send every op appended since the last flush, in as few bounded Prepares as possible (batching)."""
-        pipeline = self.pipeline
-        while pipeline.prepared < self.op_number:
-            entries = self._entries_after(
-                pipeline.prepared, self.config.prepare_entries_max, self.config.prepare_bytes_max
-            )
-            pipeline.prepared = entries[-1].op_number
-            self._send(BROADCAST, self._prepare(entries))
-
-    def _prepare(self, entries: tuple[LogEntry, ...]) -> Prepare:
-        # A Prepare re-sent to a lagging backup may end before our commit_number; it can only vouch for its own
-        # ops (a Prepare with commit_number > op_number is malformed on the wire). Commits tell the rest.
-        return Prepare(
-            **self._header(),
-            op_number=entries[-1].op_number,
-            commit_number=min(self.commit_number, entries[-1].op_number),
-            entries=entries,
-        )
-
-    def _entries_after(self, op_number: int, count_max: int, bytes_max: int) -> tuple[LogEntry, ...]:
-        """Entries op_number+1 .. bounded by count and operation bytes (always at least one if any)."""
-        assert self.log_base <= op_number < self.op_number
-        out: list[LogEntry] = []
-        size = 0
-        start = op_number - self.log_base
-        for entry in self.log[start : start + count_max]:
-            size += len(entry.operation)
-            if out and size > bytes_max:
-                break
-            out.append(entry)
-        return tuple(out)
-
     def _tick_primary(self) -> None:
         if self.timers.heartbeat.fired():
             self.timers.heartbeat.reset()
@@ -433,14 +244,6 @@ class Replica:
             while queue and self.op_number - self.commit_number < self.config.pipeline_ops_max:
                 self._append_request(queue.popleft())
 
-    def _quorum_recently_heard(self) -> bool:
-        needed = self.config.quorum - 1
-        if needed == 0:
-            return True
-        horizon = self.now - self.config.quorum_timeout_ticks
-        heard = sum(1 for at in self.last_heard.values() if at >= horizon)
-        return heard >= needed
-
     def _enter_primary(self, *, heard: set[int] | None = None) -> None:
         self.timers.enter_primary()
         # A new primary has just heard from its DoViewChange voters; a cluster starting up in view 0 gives every
@@ -470,16 +273,6 @@ class Replica:
             self._append_entry(entry)
         self._send(self.primary_index(), self._prepare_ok_message())
         self._commit_up_to(min(message.commit_number, self.op_number))
-
-    def _append_entry(self, entry: LogEntry) -> None:
-        assert entry.op_number == self.op_number + 1
-        self.log.append(entry)
-        self.op_number += 1
-        self._outbox.log_changed_from(entry.op_number)
-        self.client_table.pending[entry.client_id] = entry.request_number
-
-    def _prepare_ok_message(self) -> PrepareOk:
-        return PrepareOk(**self._header(), op_number=self.op_number)
 
     def on_commit(self, message: Commit) -> None:
         if not self._accept_from_primary("on_commit", message.view, message.replica):
@@ -526,51 +319,6 @@ class Replica:
             else:
                 self.timers.repair.stop()
 
-    # --- commit and execution (§4.1 steps 5, 7; §4.2 steps 4-5) -----------------------------------------------
-
-    def _commit_up_to(self, op_number: int) -> None:
-        """Execute every op up to op_number, in order, exactly once; the primary replies to their clients.
-        Each execution is reported in the Ready (`executed`), so the driver never has to guess."""
-        assert op_number <= self.op_number
-        if op_number <= self.commit_number:
-            return
-        replying = self.status is Status.NORMAL and self.is_primary()
-        apply = self.state_machine.apply
-        executed = self._outbox.ready.executed
-        table = self.client_table
-        for entry in self.log[self.commit_number - self.log_base : op_number - self.log_base]:
-            result = apply(entry.operation)
-            if table.executed(entry.client_id, entry.request_number, result):
-                self._count("client session evicted")
-            executed.append(Executed(entry.op_number, entry, result))
-            if replying:
-                self._reply(entry.client_id, entry.request_number, result)
-        self.commit_number = op_number
-        self._drop_overtaken_download()
-
-    def _reply(self, client_id: int, request_number: int, result: bytes) -> None:
-        self._outbox.ready.replies.append(
-            Reply(view=self.view_number, client_id=client_id, request_number=request_number, result=result)
-        )
-
-    def _answer_error(self, request: Request, code: str, text: str) -> None:
-        self._count(f"on_request: {code}")
-        self._outbox.ready.replies.append(
-            Error(
-                view=self.view_number,
-                client_id=request.client_id,
-                request_number=request.request_number,
-                code=code,
-                message=text,
-            )
-        )
-
-    def _rebuild_client_pending(self) -> None:
-        """Requests in the log beyond commit_number are in progress (VR-NOTES §11.5). Queued requests were never
-        prepared; they are dropped and the clients retry."""
-        self.pipeline.request_queue.clear()
-        self.client_table.rebuild_pending(self.log[self.commit_number - self.log_base :])
-
     # --- view change (§4.2) -----------------------------------------------------------------------------------
 
     def on_start_view_change(self, message: StartViewChange) -> None:
@@ -607,19 +355,6 @@ class Replica:
         self.timers.enter_view_change(self.prng)
         self._maybe_send_do_view_change()
         self._maybe_start_view()
-
-    def _reset_view_votes(self) -> None:
-        self.votes.reset()
-        self.pipeline.reset(self.view_number)
-
-    def _do_view_change_message(self) -> DoViewChange:
-        return DoViewChange(
-            **self._header(),
-            last_normal_view=self.last_normal_view,
-            op_number=self.op_number,
-            commit_number=self.commit_number,
-            log=tuple(self.log),
-        )
 
     def _tick_view_change(self) -> None:
         if self.timers.view_change.fired():
@@ -696,24 +431,6 @@ class Replica:
         self._commit_up_to(commit_number)
         self._send(BROADCAST, self._start_view_message())
         self._commit_by_quorum()
-
-    def _start_view_message(self) -> StartView:
-        return StartView(
-            **self._header(), op_number=self.op_number, commit_number=self.commit_number, log=tuple(self.log)
-        )
-
-    def _install_log(self, log: tuple[LogEntry, ...], base: int) -> None:
-        """Replace our log after commit_number by the view's (`log` holds ops base + 1 ..). Where both hold an
-        op we executed, they must agree (committed ops are in every later view's log at the same place)."""
-        commit = self.commit_number
-        assert base <= commit <= base + len(log), "new log does not cover what we executed"
-        overlap = range(max(base, self.log_base), commit)
-        assert all(log[op - base] == self.log[op - self.log_base] for op in overlap), "committed prefix changed"
-        del self.log[commit - self.log_base :]
-        self.log.extend(log[commit - base :])
-        self.op_number = base + len(log)
-        self._outbox.log_changed_from(commit + 1)
-        self._rebuild_client_pending()
 
     def on_start_view(self, message: StartView) -> None:
         if self.status is Status.RECOVERING:
@@ -891,10 +608,6 @@ class Replica:
             self._send(self.primary_index(), GetState(**self._header(), op_number=self._state_op_number()))
             repair.reset()
 
-    def _state_op_number(self) -> int:
-        """The op after which we need the primary's log: ours, or during a transfer what we have collected."""
-        return self.op_number if self.state_transfer is None else self.state_transfer.op_number()
-
     def on_get_state(self, message: GetState) -> None:
         if self.status is not Status.NORMAL:
             return self._ignore("on_get_state", f"status {self.status.value}")
@@ -973,7 +686,7 @@ class Replica:
         self._rebuild_client_pending()
         self.timers.repair.stop()
 
-    # --- snapshots and log truncation -------------------------------------------------------------------------
+    # --- snapshots -------------------------------------------------------------------------------------------
 
     def on_get_snapshot(self, message: GetSnapshot) -> None:
         """The primary serves its snapshot in chunks (rule 7: only the primary serves state)."""
@@ -1033,14 +746,6 @@ class Replica:
             return self._ignore("on_snapshot_chunk", outcome)
         self._snapshot_downloaded(outcome)
 
-    def _drop_overtaken_download(self) -> None:
-        """A download whose snapshot we have executed past (the log got there first) is dropped: asking on for
-        it would keep the primary's pin — and so its log — alive for nothing."""
-        download = self.snapshots.download
-        if download is not None and download.snapshot_op <= self.commit_number and self.status is Status.NORMAL:
-            self.snapshots.download = None
-            self._count("snapshot download overtaken by the log, dropped")
-
     def _ask_next_chunk(self) -> None:
         download = self.snapshots.download
         assert download is not None
@@ -1065,58 +770,6 @@ class Replica:
         kept = self.log[op_number - self.log_base :] if self.op_number > op_number else []
         self._install_snapshot(data, kept)
         self._request_state(force=True)
-
-    def _maybe_take_snapshot(self) -> None:
-        """Every snapshot_interval_ops committed ops: snapshot the app and client table, and drop the log
-        before the previous snapshot (one interval of log stays, so peers slightly behind catch up from the
-        log). A log needed by a download in progress stays too (the pins): no livelock."""
-        interval = self.config.snapshot_interval_ops
-        if interval == 0 or self.status is Status.RECOVERING:
-            return
-        if self.commit_number - self.snapshots.op_number < interval:
-            return
-        previous = self.snapshots.op_number
-        table = self.client_table
-        data = snapshots.encode(self.commit_number, table.rows(), self.state_machine.snapshot(), table.expired)
-        self.snapshots.take(self.commit_number, data, now=self.now)
-        self._count("snapshot taken")
-        self._truncate_log(self.snapshots.log_kept_from(previous, now=self.now))
-        self._outbox.snapshot = PersistSnapshot(op_number=self.commit_number, log_base=self.log_base, data=data)
-
-    def _truncate_log(self, op_number: int) -> None:
-        """Drop ops up to `op_number` (committed, in a snapshot) from memory."""
-        op_number = min(op_number, self.snapshots.op_number)
-        if op_number <= self.log_base:
-            return
-        assert op_number <= self.commit_number
-        del self.log[: op_number - self.log_base]
-        self.log_base = op_number
-
-    def _restore_snapshot(self, data: bytes) -> None:
-        """Replace the app state and client table by a snapshot's; commit_number becomes its op_number."""
-        snapshot = snapshots.decode(data)  # the caller verified the checksum; damage here is our bug
-        self.state_machine.restore(snapshot.app_state)
-        self.client_table.restore(snapshot.client_table, snapshot.expired)
-        self.commit_number = snapshot.op_number
-        self.snapshots.set_latest(snapshot.op_number, data)
-        self._outbox.ready.restored.append(snapshot.op_number)
-
-    def _install_snapshot(self, data: bytes, entries_after: list[LogEntry]) -> None:
-        """A snapshot from the primary that is ahead of our commit_number, followed by the log `entries_after`
-        it: the state machine jumps to the snapshot, the log restarts after it."""
-        op_number = snapshots.op_number_of(data)
-        assert op_number > self.commit_number
-        assert all(entry.op_number == op_number + index + 1 for index, entry in enumerate(entries_after))
-        self._log(f"install snapshot at op {op_number} (commit_number was {self.commit_number})")
-        self._count("snapshot installed")
-        self._restore_snapshot(data)
-        self.log = list(entries_after)
-        self.log_base = op_number
-        self.op_number = op_number + len(self.log)
-        self._outbox.snapshot = PersistSnapshot(op_number=op_number, log_base=op_number, data=data)
-        # Always rewrite what follows the snapshot, even as nothing: a log we had after it may be stale.
-        self._outbox.log_from = op_number + 1
-        self._rebuild_client_pending()
 
     # --- invariants -------------------------------------------------------------------------------------------
 

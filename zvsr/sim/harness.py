@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from zvsr.protocol.config import Config
 from zvsr.protocol.messages import ClientReply, ReplicaMessage, Request
-from zvsr.protocol.ready import BROADCAST
+from zvsr.protocol.ready import BROADCAST, Executed
 from zvsr.protocol.replica import DurableState, Replica
 
 
@@ -77,6 +77,9 @@ class Cluster:
     blocked: set[tuple[int, int]] = field(default_factory=set)
     trace: list[str] = field(default_factory=list)
     incarnations: dict[int, int] = field(default_factory=dict)
+    # What each replica's Readys reported in its current incarnation: ops executed, snapshots restored.
+    executed: dict[int, list[Executed]] = field(default_factory=dict)
+    restored: dict[int, list[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.config is None:
@@ -92,6 +95,7 @@ class Cluster:
         assert self.config is not None
         # Each incarnation gets its own PRNG stream: a restarted replica must not reuse its recovery nonce.
         self.incarnations[index] = self.incarnations.get(index, 0) + 1
+        self.executed[index], self.restored[index] = [], []
         return Replica(
             config=self.config,
             replica=index,
@@ -116,6 +120,8 @@ class Cluster:
                 self.queue.append(InFlight(index, to, envelope.message))
                 self.sent.append(self.queue[-1])
         self.replies.extend(ready.replies)
+        self.executed[index].extend(ready.executed)
+        self.restored[index].extend(ready.restored)
         replica.invariants()
 
     def request(self, *, client_id: int, request_number: int, op: bytes = b"op", to: int | None = None) -> None:
@@ -168,6 +174,20 @@ class Cluster:
             applied = self.apps[index].applied
             assert len(applied) == replica.commit_number, f"r{index} applied {len(applied)} ops"
             assert applied[base:] == committed, f"r{index} applied state differs from its log"
+            self.check_reported(index)
+
+    def check_reported(self, index: int) -> None:
+        """What replica `index` reported executing (its Readys' `executed` and `restored`, this incarnation)
+        is exactly what its app did: ops in order, each once, after the last restore; up to commit_number."""
+        replica, app = self.replicas[index], self.apps[index]
+        executed, restored = self.executed[index], self.restored[index]
+        start = restored[-1] if restored else 0
+        after = [e for e in executed if e.op_number > start]
+        assert [e.op_number for e in after] == list(range(start + 1, replica.commit_number + 1)), (
+            f"r{index} reported executing {[e.op_number for e in after]} after op {start}"
+        )
+        assert [e.entry.operation for e in after] == app.applied[start:], f"r{index} report differs from its app"
+        assert all(e.result == str(e.op_number).encode() for e in after), f"r{index} reported a wrong result"
 
     def drop(self, where: Callable[[InFlight], bool] = lambda m: True) -> int:
         before = len(self.queue)

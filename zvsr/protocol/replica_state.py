@@ -1,0 +1,422 @@
+"""The replica's state, and the steps that change it without deciding when (sans-IO, like `replica.py`).
+
+Theory of operation. `Replica` (`replica.py`) is the protocol: the dispatch, one handler per message kind, the
+role transitions and `invariants()`; it decides *when* the log, the execution point or the view change. This
+base holds *what* changes and how, keeping the invariants the handlers rely on:
+- the paper's state (§4): view_number, status, last_normal_view, the log (ops log_base + 1 .. op_number; those
+  before are in the latest snapshot), commit_number (also the last op executed), and the named parts that one
+  sub-protocol each owns: `client_table`, `state_transfer`, `snapshots`, `timers`, `pipeline`, `votes`,
+  `recovery`;
+- the log's mechanics: append, install a view's log over our suffix, truncate before a snapshot;
+- execution: committed ops applied in order, exactly once, each recorded in the client table and reported in
+  the Ready (`Executed`), with a reply from the primary;
+- snapshots taken every interval, restored from disk or installed from the primary (reported as `restored`);
+- restart from disk (rule 12), and the output: what to persist, send and answer (`ready()`, `Outbox`).
+Nothing here sends or writes: everything lands in the Outbox, which the driver takes with `ready()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from zvsr.protocol import snapshots
+from zvsr.protocol.client_table import ClientTable
+from zvsr.protocol.config import Config
+from zvsr.protocol.messages import (
+    DoViewChange,
+    Error,
+    LogEntry,
+    Prepare,
+    PrepareOk,
+    ReplicaMessage,
+    Reply,
+    Request,
+    StartView,
+)
+from zvsr.protocol.pipeline import Pipeline
+from zvsr.protocol.ready import BROADCAST, Envelope, Executed, Outbox, PersistSnapshot, Ready
+from zvsr.protocol.recovery import RecoveryState
+from zvsr.protocol.state_machine import StateMachine
+from zvsr.protocol.state_transfer import StateTransfer
+from zvsr.protocol.timeout import Prng
+from zvsr.protocol.timers import RoleTimers
+from zvsr.protocol.view_change import ViewChangeVotes
+
+
+class Status(Enum):
+    NORMAL = "normal"
+    VIEW_CHANGE = "view_change"
+    RECOVERING = "recovering"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DurableState:
+    """What a restarted replica reads back from its disk (superblock and write-ahead log)."""
+
+    view_number: int
+    last_normal_view: int
+    commit_number: int
+    log: tuple[LogEntry, ...]  # ops log_base + 1 ..
+    log_base: int = 0
+    snapshot: bytes | None = None  # the latest snapshot (its op_number >= log_base), if any
+
+
+Logger = Callable[[str], None]
+
+
+class ReplicaState:
+    """The base of `Replica`: its state and mechanics. Constructed with a durable state, it is restored from it;
+    `Replica.__init__` then enters the role that state implies."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        replica: int,
+        state_machine: StateMachine,
+        prng: Prng,
+        recovering: bool = False,
+        durable: DurableState | None = None,
+        logger: Logger | None = None,
+    ) -> None:
+        assert 0 <= replica < config.replica_count
+        assert not (recovering and durable is not None)
+        self.config = config
+        self.replica = replica
+        self.state_machine = state_machine
+        self.prng = prng
+        self.logger = logger
+
+        self.view_number = 0
+        self.last_normal_view = 0
+        self.status = Status.RECOVERING if recovering else Status.NORMAL
+        self.log: list[LogEntry] = []  # ops log_base + 1 .. op_number; those before are in the snapshot
+        self.log_base = 0
+        self.op_number = 0
+        self.commit_number = 0
+        self.client_table = ClientTable(size_max=config.client_table_max)
+        self.state_transfer: StateTransfer | None = None  # rule 3: adopted a view, fetching its log
+        self.snapshots = snapshots.Snapshots(pin_ticks=config.snapshot_pin_ticks)
+        self.timers = RoleTimers(config)
+
+        self.pipeline = Pipeline()  # primary: ops in flight, PrepareOk of this view, queued requests
+        self.votes = ViewChangeVotes()  # of the view change to view_number
+        self.recovery = RecoveryState()
+
+        # Logical time and liveness of peers (rule 10).
+        self.now = 0
+        self.last_heard: dict[int, int] = {}
+
+        self._outbox = Outbox()
+        self.counters: dict[str, int] = {}
+
+        if durable is not None:
+            self._restore(durable)
+
+    # --- restart from disk (rule 12) ---------------------------------------------------------------------------
+
+    def _restore(self, durable: DurableState) -> None:
+        """Come back with what was durable: the view state and the log, and re-execute the committed prefix.
+
+        Everything we ever acknowledged or voted for was durable before it left (the Ready contract), so the
+        restarted replica keeps every promise it made. If the last durable view is the last normal one we are
+        back in normal status there (as its primary or a backup); otherwise we had left it for a view change
+        (or were fetching its log) and resume voting in that view: never an older one.
+        """
+        assert durable.last_normal_view <= durable.view_number
+        base = durable.log_base
+        assert all(entry.op_number == base + index + 1 for index, entry in enumerate(durable.log))
+        self.view_number = durable.view_number
+        self.last_normal_view = durable.last_normal_view
+        self.log = list(durable.log)
+        self.log_base = base
+        self.op_number = base + len(self.log)
+        if durable.snapshot is not None:
+            self._restore_snapshot(durable.snapshot)
+            if self.op_number < self.snapshots.op_number:  # the log after the snapshot is empty
+                self.log, self.log_base, self.op_number = [], self.snapshots.op_number, self.snapshots.op_number
+        assert self.log_base <= self.commit_number
+        self.pipeline.view = self.view_number
+        self.pipeline.prepared = self.op_number
+        # commit_number is persisted lazily: it is a lower bound, and the primary tells us the rest. Executing
+        # in view-change status keeps the primary from answering clients for ops it answered before the crash.
+        self.status = Status.VIEW_CHANGE
+        self._commit_up_to(min(max(durable.commit_number, self.commit_number), self.op_number))
+        self._rebuild_client_pending()
+        if durable.last_normal_view == durable.view_number:
+            self.status = Status.NORMAL
+        self._log(f"restored from disk: view {self.view_number}, op {self.op_number}, commit {self.commit_number}")
+
+    # --- identities and diagnostics ----------------------------------------------------------------------------
+
+    def primary_index(self, view: int | None = None) -> int:
+        return self.config.primary(self.view_number if view is None else view)
+
+    def is_primary(self) -> bool:
+        return self.config.primary(self.view_number) == self.replica
+
+    @property
+    def snapshot_op(self) -> int:
+        """The op_number of our latest snapshot (0: none yet)."""
+        return self.snapshots.op_number
+
+    def _header(self) -> dict[str, int]:
+        return {
+            "cluster": self.config.cluster,
+            "epoch": self.config.epoch,
+            "view": self.view_number,
+            "replica": self.replica,
+        }
+
+    def _count(self, reason: str) -> None:
+        self.counters[reason] = self.counters.get(reason, 0) + 1
+
+    def _ignore(self, handler: str, reason: str) -> None:
+        self._count(f"{handler}: {reason}")
+        if self.logger is not None:
+            self._log(f"{handler}: ignored ({reason})")
+
+    def _log(self, text: str) -> None:
+        if self.logger is not None:
+            self.logger(f"r{self.replica} {self.status.value} v{self.view_number}: {text}")
+
+    # --- output: what the driver must do (ready.py) ------------------------------------------------------------
+
+    def ready(self) -> Ready:
+        """Take what this step produced. Flushes batched Prepares first (primary)."""
+        if self.status is Status.NORMAL and self.is_primary():
+            self._flush_prepares()
+        self._maybe_take_snapshot()
+        return self._outbox.take(
+            self.log,
+            self.log_base,
+            view_number=self.view_number,
+            last_normal_view=self.last_normal_view,
+            commit_number=self.commit_number,
+        )
+
+    def _send(self, to: int, message: ReplicaMessage) -> None:
+        assert to == BROADCAST or (0 <= to < self.config.replica_count and to != self.replica)
+        self._outbox.ready.messages.append(Envelope(to, message))
+
+    def _reply(self, client_id: int, request_number: int, result: bytes) -> None:
+        self._outbox.ready.replies.append(
+            Reply(view=self.view_number, client_id=client_id, request_number=request_number, result=result)
+        )
+
+    def _answer_error(self, request: Request, code: str, text: str) -> None:
+        self._count(f"on_request: {code}")
+        self._outbox.ready.replies.append(
+            Error(
+                view=self.view_number,
+                client_id=request.client_id,
+                request_number=request.request_number,
+                code=code,
+                message=text,
+            )
+        )
+
+    # --- the log -----------------------------------------------------------------------------------------------
+
+    def entry(self, op_number: int) -> LogEntry | None:
+        """Op `op_number` of our log, or None if it is folded into the snapshot (or beyond op_number)."""
+        if self.log_base < op_number <= self.op_number:
+            return self.log[op_number - self.log_base - 1]
+        return None
+
+    def _entries_after(self, op_number: int, count_max: int, bytes_max: int) -> tuple[LogEntry, ...]:
+        """Entries op_number+1 .. bounded by count and operation bytes (always at least one if any)."""
+        assert self.log_base <= op_number < self.op_number
+        out: list[LogEntry] = []
+        size = 0
+        start = op_number - self.log_base
+        for entry in self.log[start : start + count_max]:
+            size += len(entry.operation)
+            if out and size > bytes_max:
+                break
+            out.append(entry)
+        return tuple(out)
+
+    def _append_request(self, request: Request) -> None:
+        self.op_number += 1
+        self.log.append(
+            LogEntry(
+                view=self.view_number,
+                op_number=self.op_number,
+                client_id=request.client_id,
+                request_number=request.request_number,
+                operation=request.operation,
+            )
+        )
+        self._outbox.log_changed_from(self.op_number)
+        if self.config.quorum == 1:
+            self._commit_up_to(self.op_number)
+
+    def _append_entry(self, entry: LogEntry) -> None:
+        assert entry.op_number == self.op_number + 1
+        self.log.append(entry)
+        self.op_number += 1
+        self._outbox.log_changed_from(entry.op_number)
+        self.client_table.pending[entry.client_id] = entry.request_number
+
+    def _install_log(self, log: tuple[LogEntry, ...], base: int) -> None:
+        """Replace our log after commit_number by the view's (`log` holds ops base + 1 ..). Where both hold an
+        op we executed, they must agree (committed ops are in every later view's log at the same place)."""
+        commit = self.commit_number
+        assert base <= commit <= base + len(log), "new log does not cover what we executed"
+        overlap = range(max(base, self.log_base), commit)
+        assert all(log[op - base] == self.log[op - self.log_base] for op in overlap), "committed prefix changed"
+        del self.log[commit - self.log_base :]
+        self.log.extend(log[commit - base :])
+        self.op_number = base + len(log)
+        self._outbox.log_changed_from(commit + 1)
+        self._rebuild_client_pending()
+
+    def _truncate_log(self, op_number: int) -> None:
+        """Drop ops up to `op_number` (committed, in a snapshot) from memory."""
+        op_number = min(op_number, self.snapshots.op_number)
+        if op_number <= self.log_base:
+            return
+        assert op_number <= self.commit_number
+        del self.log[: op_number - self.log_base]
+        self.log_base = op_number
+
+    def _rebuild_client_pending(self) -> None:
+        """Requests in the log beyond commit_number are in progress (VR-NOTES §11.5). Queued requests were never
+        prepared; they are dropped and the clients retry."""
+        self.pipeline.request_queue.clear()
+        self.client_table.rebuild_pending(self.log[self.commit_number - self.log_base :])
+
+    def _state_op_number(self) -> int:
+        """The op after which we need the primary's log: ours, or during a transfer what we have collected."""
+        return self.op_number if self.state_transfer is None else self.state_transfer.op_number()
+
+    # --- messages built from our state -------------------------------------------------------------------------
+
+    def _prepare(self, entries: tuple[LogEntry, ...]) -> Prepare:
+        # A Prepare re-sent to a lagging backup may end before our commit_number; it can only vouch for its own
+        # ops (a Prepare with commit_number > op_number is malformed on the wire). Commits tell the rest.
+        return Prepare(
+            **self._header(),
+            op_number=entries[-1].op_number,
+            commit_number=min(self.commit_number, entries[-1].op_number),
+            entries=entries,
+        )
+
+    def _prepare_ok_message(self) -> PrepareOk:
+        return PrepareOk(**self._header(), op_number=self.op_number)
+
+    def _do_view_change_message(self) -> DoViewChange:
+        return DoViewChange(
+            **self._header(),
+            last_normal_view=self.last_normal_view,
+            op_number=self.op_number,
+            commit_number=self.commit_number,
+            log=tuple(self.log),
+        )
+
+    def _start_view_message(self) -> StartView:
+        return StartView(
+            **self._header(), op_number=self.op_number, commit_number=self.commit_number, log=tuple(self.log)
+        )
+
+    # --- the primary's pipeline --------------------------------------------------------------------------------
+
+    def _flush_prepares(self) -> None:
+        """Send every op appended since the last flush, in as few bounded Prepares as possible (batching)."""
+        pipeline = self.pipeline
+        while pipeline.prepared < self.op_number:
+            entries = self._entries_after(
+                pipeline.prepared, self.config.prepare_entries_max, self.config.prepare_bytes_max
+            )
+            pipeline.prepared = entries[-1].op_number
+            self._send(BROADCAST, self._prepare(entries))
+
+    def _quorum_recently_heard(self) -> bool:
+        needed = self.config.quorum - 1
+        if needed == 0:
+            return True
+        horizon = self.now - self.config.quorum_timeout_ticks
+        heard = sum(1 for at in self.last_heard.values() if at >= horizon)
+        return heard >= needed
+
+    def _reset_view_votes(self) -> None:
+        self.votes.reset()
+        self.pipeline.reset(self.view_number)
+
+    # --- execution (§4.1 steps 5 and 7): ops run once, in order, and are reported ------------------------------
+
+    def _commit_up_to(self, op_number: int) -> None:
+        """Execute every op up to op_number, in order, exactly once; the primary replies to their clients.
+        Each execution is reported in the Ready (`executed`), so the driver never has to guess."""
+        assert op_number <= self.op_number
+        if op_number <= self.commit_number:
+            return
+        replying = self.status is Status.NORMAL and self.is_primary()
+        apply = self.state_machine.apply
+        executed = self._outbox.ready.executed
+        table = self.client_table
+        for entry in self.log[self.commit_number - self.log_base : op_number - self.log_base]:
+            result = apply(entry.operation)
+            if table.executed(entry.client_id, entry.request_number, result):
+                self._count("client session evicted")
+            executed.append(Executed(entry.op_number, entry, result))
+            if replying:
+                self._reply(entry.client_id, entry.request_number, result)
+        self.commit_number = op_number
+        self._drop_overtaken_download()
+
+    # --- snapshots: taken, restored, installed -----------------------------------------------------------------
+
+    def _maybe_take_snapshot(self) -> None:
+        """Every snapshot_interval_ops committed ops: snapshot the app and client table, and drop the log
+        before the previous snapshot (one interval of log stays, so peers slightly behind catch up from the
+        log). A log needed by a download in progress stays too (the pins): no livelock."""
+        interval = self.config.snapshot_interval_ops
+        if interval == 0 or self.status is Status.RECOVERING:
+            return
+        if self.commit_number - self.snapshots.op_number < interval:
+            return
+        previous = self.snapshots.op_number
+        table = self.client_table
+        data = snapshots.encode(self.commit_number, table.rows(), self.state_machine.snapshot(), table.expired)
+        self.snapshots.take(self.commit_number, data, now=self.now)
+        self._count("snapshot taken")
+        self._truncate_log(self.snapshots.log_kept_from(previous, now=self.now))
+        self._outbox.snapshot = PersistSnapshot(op_number=self.commit_number, log_base=self.log_base, data=data)
+
+    def _restore_snapshot(self, data: bytes) -> None:
+        """Replace the app state and client table by a snapshot's; commit_number becomes its op_number."""
+        snapshot = snapshots.decode(data)  # the caller verified the checksum; damage here is our bug
+        self.state_machine.restore(snapshot.app_state)
+        self.client_table.restore(snapshot.client_table, snapshot.expired)
+        self.commit_number = snapshot.op_number
+        self.snapshots.set_latest(snapshot.op_number, data)
+        self._outbox.ready.restored.append(snapshot.op_number)
+
+    def _install_snapshot(self, data: bytes, entries_after: list[LogEntry]) -> None:
+        """A snapshot from the primary that is ahead of our commit_number, followed by the log `entries_after`
+        it: the state machine jumps to the snapshot, the log restarts after it."""
+        op_number = snapshots.op_number_of(data)
+        assert op_number > self.commit_number
+        assert all(entry.op_number == op_number + index + 1 for index, entry in enumerate(entries_after))
+        self._log(f"install snapshot at op {op_number} (commit_number was {self.commit_number})")
+        self._count("snapshot installed")
+        self._restore_snapshot(data)
+        self.log = list(entries_after)
+        self.log_base = op_number
+        self.op_number = op_number + len(self.log)
+        self._outbox.snapshot = PersistSnapshot(op_number=op_number, log_base=op_number, data=data)
+        # Always rewrite what follows the snapshot, even as nothing: a log we had after it may be stale.
+        self._outbox.log_from = op_number + 1
+        self._rebuild_client_pending()
+
+    def _drop_overtaken_download(self) -> None:
+        """A download whose snapshot we have executed past (the log got there first) is dropped: asking on for
+        it would keep the primary's pin — and so its log — alive for nothing."""
+        download = self.snapshots.download
+        if download is not None and download.snapshot_op <= self.commit_number and self.status is Status.NORMAL:
+            self.snapshots.download = None
+            self._count("snapshot download overtaken by the log, dropped")
