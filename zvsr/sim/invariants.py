@@ -15,14 +15,13 @@
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from zvsr.protocol.messages import LogEntry, Reply
 from zvsr.protocol.ready import Ready
 from zvsr.protocol.replica import Replica, Status
-
-if TYPE_CHECKING:
-    from zvsr.sim.simulator import Simulation
+from zvsr.protocol.state_machine import StateMachine
 
 
 class Violation(AssertionError):
@@ -34,9 +33,11 @@ class Violation(AssertionError):
 
 
 class Checker:
-    def __init__(self, simulation: Simulation) -> None:
-        self.simulation = simulation
-        count = simulation.options.replicas
+    def __init__(self, *, replicas: int, reference: StateMachine, violation: Callable[[str], Violation]) -> None:
+        """`reference`: a fresh copy of the app, fed the committed log once; `violation`: how the simulation
+        turns a broken invariant into a report (with its seed and trace)."""
+        self._violation = violation
+        count = replicas
         self.committed: list[LogEntry] = []  # the one committed log, op n at index n - 1
         self.committed_results: list[bytes] = []
         self.committed_at: dict[tuple[int, int], int] = {}  # (client_id, request_number) -> op_number
@@ -47,10 +48,10 @@ class Checker:
         self.checked_commit = [0] * count
         self.checked_view = [(-1, False)] * count  # (view, normal) last checked
         self.checked_view_op = [0] * count
-        self.reference = simulation.new_state_machine()
+        self.reference = reference
 
     def fail(self, what: str) -> Violation:
-        return self.simulation._violation(what)
+        return self._violation(what)
 
     def on_crash(self, index: int) -> None:
         self.checked_commit[index] = 0

@@ -122,7 +122,9 @@ class Simulation:
         self.paused: set[int] = set()
         self.stalled: set[int] = set()
         self.backlog: dict[int, list[tuple[Any, Any]]] = {i: [] for i in range(self.options.replicas)}
-        self.checker = Checker(self)
+        self.checker = Checker(
+            replicas=self.options.replicas, reference=self.new_state_machine(), violation=self._violation
+        )
         self.disks = [Disk() for _ in range(self.options.replicas)]
         for index in range(self.options.replicas):
             self.replicas.append(self._new_replica(index, recovering=False))
