@@ -14,7 +14,7 @@ import msgpack  # type: ignore[import-untyped]
 import zmq
 
 from zvsr.protocol.messages import ClientReply, Request
-from zvsr.runtime.config import ClusterConfig
+from zvsr.runtime.cluster_config import ClusterConfig
 from zvsr.runtime.node import ReplicaNode
 from zvsr.runtime.processes import loopback_config, wait_for
 from zvsr.wire import admin, decode_client_reply, encode

@@ -42,9 +42,9 @@ from zvsr.client import (
     Unavailable,
     ZvsrError,
 )
-from zvsr.protocol.client import RelaySession
+from zvsr.protocol.client_session import RelaySession
 from zvsr.protocol.messages import ClientReply, Error, Redirect, Request
-from zvsr.runtime.config import ClusterConfig
+from zvsr.runtime.cluster_config import ClusterConfig
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -29,9 +29,9 @@ from zvsr.protocol.messages import (
     Reply,
     Request,
 )
+from zvsr.runtime.data_dir import MARKER_NAME, StorageError
 from zvsr.runtime.node import NodeStartError, ReplicaNode, routing_id
 from zvsr.runtime.processes import wait_for
-from zvsr.runtime.storage import MARKER_NAME, StorageError
 from zvsr.wire import admin, decode_client_reply, encode
 
 T = TypeVar("T")

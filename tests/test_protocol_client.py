@@ -11,7 +11,7 @@ import scenarios
 from scenarios import header, steady_config, view_change_to_one
 
 from zvsr.constants import RETRY_AFTER_ERROR_TICKS
-from zvsr.protocol.client import ClientSession, Completion, RelaySession
+from zvsr.protocol.client_session import ClientSession, Completion, RelaySession
 from zvsr.protocol.config import Config
 from zvsr.protocol.messages import (
     ERROR_BAD_REQUEST,

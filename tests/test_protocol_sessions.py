@@ -9,7 +9,7 @@ import scenarios
 from scenarios import expired_answers, run_to_commit, sessions_cluster
 
 from zvsr.protocol import snapshots
-from zvsr.protocol.client import ClientSession
+from zvsr.protocol.client_session import ClientSession
 from zvsr.protocol.messages import ERROR_SESSION_EXPIRED, Error, Reply
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from zvsr.runtime.config import ConfigError, load_config, local_cluster, to_toml
+from zvsr.runtime.cluster_config import ConfigError, load_config, local_cluster, to_toml
 
 
 def write(tmp_path: Path, text: str) -> Path:

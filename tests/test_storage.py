@@ -11,7 +11,7 @@ from zvsr.protocol import snapshots
 from zvsr.protocol.messages import LogEntry
 from zvsr.protocol.ready import PersistLog, PersistSnapshot, PersistViewState
 from zvsr.protocol.replica import DurableState
-from zvsr.runtime.storage import MARKER_NAME, START_DISK, START_FIRST, START_RECOVERY, Storage, StorageError
+from zvsr.runtime.data_dir import MARKER_NAME, START_DISK, START_FIRST, START_RECOVERY, Storage, StorageError
 
 
 def open_replica(path: Path | None, *, replica: int = 1, cluster_id: int = 7, init: bool = True) -> Storage:

@@ -26,7 +26,14 @@ from zvsr.apps.coordination import CoordinationApp
 from zvsr.client import AppError, Client, ZvsrError, curve_for_proxy, watch
 from zvsr.protocol.messages import LogEntry
 from zvsr.protocol.ready import Executed
-from zvsr.runtime.config import ClusterConfig, ConfigError, ReplicaAddress, load_config, local_cluster, to_toml
+from zvsr.runtime.cluster_config import (
+    ClusterConfig,
+    ConfigError,
+    ReplicaAddress,
+    load_config,
+    local_cluster,
+    to_toml,
+)
 from zvsr.runtime.processes import ProcessCluster, process_cluster, wait_for
 from zvsr.runtime.security import generate
 from zvsr.runtime.watch_publisher import WatchPublisher, snapshot_answer

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import zmq
 
 from zvsr.protocol.messages import ClientReply, Commit, Reply, Request
-from zvsr.runtime.config import ClusterConfig
+from zvsr.runtime.cluster_config import ClusterConfig
 from zvsr.runtime.processes import free_ports, loopback_config, wait_for
 from zvsr.runtime.proxy import Proxy
 

@@ -18,7 +18,7 @@ protocol — `Request` out, `Reply` / `Redirect` / `Error` in (`zvsr.wire.codec`
   primary itself, following Redirects, and re-sends the same request to every replica on timeout: the sans-IO
   `ClientSession` that the proxy and the simulator run too.
 
-Both are in `zvsr.protocol.client` (docs/protocol.md, "Who retries what"). Because every retry carries the
+Both are in `zvsr.protocol.client_session` (docs/protocol.md, "Who retries what"). Because every retry carries the
 same (client_id, request_number), the replicas' client table executes a request at most once however often it
 is sent (rule 8).
 
@@ -73,7 +73,7 @@ from zvsr.constants import (
     ZMTP_HEARTBEAT_IVL_MS,
     ZMTP_HEARTBEAT_TIMEOUT_MS,
 )
-from zvsr.protocol.client import ClientSession, Completion, RelaySession
+from zvsr.protocol.client_session import ClientSession, Completion, RelaySession
 from zvsr.protocol.messages import (
     ERROR_BAD_REQUEST,
     ERROR_BUSY,

@@ -20,7 +20,7 @@ from typing import Any
 
 import zmq
 
-from zvsr.runtime.config import ClusterConfig
+from zvsr.runtime.cluster_config import ClusterConfig
 from zvsr.runtime.security import read_pair, read_public
 
 

@@ -25,7 +25,7 @@ RECOVERY_RESEND_TICKS: Final = 10  # a recovering replica re-sends Recovery
 RECOVERY_STALL_ROUNDS: Final = 4  # ... and starts over if the primary's snapshot made no progress for this many
 QUORUM_TIMEOUT_TICKS: Final = 30  # primary answers `unavailable` if it heard from < f backups within this
 
-# --- client session (zvsr.protocol.client, driven by zvsr.client and the proxy), in ticks of its driver ---
+# --- client session (zvsr.protocol.client_session, driven by zvsr.client and the proxy), in driver ticks ---
 REQUEST_TIMEOUT_TICKS: Final = 20  # re-send a request that has had no answer for this long ...
 REQUEST_TIMEOUT_MAX_TICKS: Final = 160  # ... backing off up to this, so a struggling cluster is not flooded
 RETRY_AFTER_ERROR_TICKS: Final = 5  # after a retryable Error (busy, unavailable, view_change): retry this soon
@@ -85,8 +85,8 @@ PROXY_BACKEND_SNDHWM: Final = 4096  # messages queued towards one replica; beyon
 PROXY_SWEEP_MS: Final = 1000  # how often idle sessions are looked for
 PROXY_EVICTION_SCAN_MAX: Final = 8  # sessions looked at, oldest first, for an idle one to evict when full
 PROXY_CATCH_UP_TICKS_MAX: Final = 1000  # ticks run at once after a stall; beyond, deadlines are late, not spun
-# Default `request_timeout_ms` of a cluster file (zvsr.runtime.config): a request relayed by the proxy that has
-# no result for this long is answered `timeout` (it may or may not have executed).
+# Default `request_timeout_ms` of a cluster file (zvsr.runtime.cluster_config): a request relayed by the proxy
+# that has no result for this long is answered `timeout` (it may or may not have executed).
 PROXY_REQUEST_TIMEOUT_MS: Final = 5000
 BAD_INPUT_LOG_INTERVAL_MS: Final = 10_000  # at most one warning per reason per interval; the rest are counted
 HEARTBEAT_MESSAGE_BYTES_MAX: Final = 1024  # MAXMSGSIZE of a heartbeat SUB: a Commit is ~70 bytes

@@ -56,7 +56,7 @@ from zvsr import constants as c
 from zvsr.connect import Curve, apply_curve, check_endpoints, curve_for_replicas
 from zvsr.constants import WATCH_DRAIN_MAX as DRAIN_MAX
 from zvsr.constants import WATCH_QUERY_SNDHWM as QUERY_SNDHWM
-from zvsr.runtime.config import ClusterConfig, load_config
+from zvsr.runtime.cluster_config import ClusterConfig, load_config
 from zvsr.wire import admin
 from zvsr.wire.codec import DecodeError
 

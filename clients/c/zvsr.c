@@ -38,7 +38,7 @@
 #define DIRECT_RETRY_MAX_MS 1600
 #define PROXY_RETRY_MS 1000
 #define PROXY_RETRY_MAX_MS 4000
-#define RETRY_AFTER_ERROR_TICKS 5 /* zvsr/protocol/client.py */
+#define RETRY_AFTER_ERROR_TICKS 5 /* zvsr/protocol/client_session.py */
 #define CLIENT_SNDHWM 1000
 #define ZMTP_HEARTBEAT_IVL_MS 1000
 #define ZMTP_HEARTBEAT_TIMEOUT_MS 3000
@@ -1223,7 +1223,7 @@ zvsr_status zvsr_client_new(const char *const endpoints[], size_t n, const zvsr_
     return ZVSR_OK;
 }
 
-/* --- one call: the sans-IO ClientSession of zvsr/protocol/client.py plus zvsr/runtime/outcome.py -------- */
+/* --- one call: the sans-IO ClientSession of zvsr/protocol/client_session.py plus zvsr/runtime/outcome.py -------- */
 
 typedef struct {
     uint64_t number;

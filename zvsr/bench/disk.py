@@ -2,7 +2,7 @@
 
 Each operation appends `RECORD_BYTES` to a file and calls `os.fdatasync` before the next: one fsync per
 operation, what a log without group commit pays. zvsr with ``--fsync always`` syncs once per batch of records
-(`zvsr.runtime.storage`), so its committed ops/s divided by this rate — measured on the same disk (a file in
+(`zvsr.runtime.data_dir`), so its committed ops/s divided by this rate — measured on the same disk (a file in
 the data directory's parent) in the same run — is its group-commit gain.
 """
 

@@ -52,7 +52,7 @@ from zvsr.bench.procs import ChildError, Children, read_line
 from zvsr.bench.progress import Progress
 from zvsr.bench.stats import finite, median, percentile
 from zvsr.client import Client
-from zvsr.runtime.config import ClusterConfig
+from zvsr.runtime.cluster_config import ClusterConfig
 from zvsr.runtime.processes import ProcessCluster, free_ports
 from zvsr.runtime.status import collect_status
 

@@ -56,7 +56,7 @@ from zvsr.client import Client
 from zvsr.fuzz.generators import CLIENT, PEER, PROXY, FrameGenerator, limit_payloads, peer_limit_buffer
 from zvsr.fuzz.report import FuzzReport, TargetStats, bad_input_counts, decoder_bug_counts, judge
 from zvsr.fuzz.workload import Workload
-from zvsr.runtime.config import ClusterConfig
+from zvsr.runtime.cluster_config import ClusterConfig
 from zvsr.runtime.node import routing_id
 from zvsr.runtime.status import query
 from zvsr.wire.admin import TYPE_STATUS_ANSWER

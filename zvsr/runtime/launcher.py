@@ -28,7 +28,7 @@ from zvsr.constants import (
     LAUNCHER_STOP_GRACE_S,
     LAUNCHER_SUPERVISE_INTERVAL_S,
 )
-from zvsr.runtime.config import ClusterConfig, local_cluster, to_toml
+from zvsr.runtime.cluster_config import ClusterConfig, local_cluster, to_toml
 
 
 class _Stop(Exception):

@@ -44,7 +44,7 @@ the envelope of its latest request (an LRU of `NODE_CLIENT_ROUTES_MAX`) to route
 Error back in the same shape. A status query (`zvsr.wire.admin`) is answered at once from `status()`.
 Unreadable input gets a ``bad_request`` Error (see `zvsr.wire.admin` for its two shapes).
 
-Start-up (`zvsr.runtime.storage`): a first start writes the data-dir marker and starts the core normally; a
+Start-up (`zvsr.runtime.data_dir`): a first start writes the data-dir marker and starts the core normally; a
 restart (marker present) starts the core in Recovery (§4.3), which takes part in nothing until a quorum
 answered. Logging (`zvsr.runtime.logs`): view changes, becoming primary or backup, recovery and state transfer
 at INFO, detected by comparing (status, view, role, state transfer) after each wake-up; bad input at
@@ -76,7 +76,8 @@ from zvsr.protocol.messages import ERROR_BAD_REQUEST, ClientReply, Commit, Error
 from zvsr.protocol.ready import BROADCAST, Ready
 from zvsr.protocol.replica import Replica, Status
 from zvsr.runtime import security
-from zvsr.runtime.config import ClusterConfig
+from zvsr.runtime.cluster_config import ClusterConfig
+from zvsr.runtime.data_dir import START_DISK, START_RECOVERY, Storage, StorageError
 from zvsr.runtime.envelope import (
     NOBLOCK,
     ClientEnvelope,
@@ -89,7 +90,6 @@ from zvsr.runtime.envelope import (
 )
 from zvsr.runtime.logs import RateLimitedWarnings, ReplicaLogger, setup_logging
 from zvsr.runtime.serving import run_until_stopped
-from zvsr.runtime.storage import START_DISK, START_RECOVERY, Storage, StorageError
 from zvsr.runtime.watch_publisher import WatchPublisher, snapshot_answer
 from zvsr.wire import admin
 from zvsr.wire.batch import batches, decode_request_batch, encode_reply_batch, is_request_batch

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import zmq
 
-from zvsr.runtime.config import ClusterConfig, ReplicaAddress, to_toml
+from zvsr.runtime.cluster_config import ClusterConfig, ReplicaAddress, to_toml
 from zvsr.runtime.security import client_options
 from zvsr.runtime.status import query
 

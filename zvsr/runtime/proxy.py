@@ -20,9 +20,9 @@ Sockets:
   its heartbeat PUB. A `Commit` of our cluster and epoch, sent by the primary of its view (rule 1), names a
   view that has started: the proxy adopts it if it is newer than what it knew.
 
-Requests. Every request runs in a `ClientSession` (`zvsr.protocol.client`): the same sans-IO retry and primary
-discovery the simulator's clients run. It sends to the primary of the view the proxy believes current, follows
-Redirects, re-sends the *same* (client_id, request_number) to every replica on timeout (so failover is
+Requests. Every request runs in a `ClientSession` (`zvsr.protocol.client_session`): the same sans-IO retry and
+primary discovery the simulator's clients run. It sends to the primary of the view the proxy believes current,
+follows Redirects, re-sends the *same* (client_id, request_number) to every replica on timeout (so failover is
 at-most-once: the client table answers a retry of an executed request from its cache, rule 8), and gives up
 after `config.request_timeout_ms`. The proxy owns the retries toward the replicas: its zvsr clients keep only
 their own deadline and do not re-send on a timer (`RelaySession`; docs/protocol.md §5, "Who retries what"), so
@@ -115,7 +115,7 @@ from zvsr.constants import (
 )
 from zvsr.constants import PROXY_CATCH_UP_TICKS_MAX as _CATCH_UP_TICKS_MAX
 from zvsr.constants import PROXY_EVICTION_SCAN_MAX as _EVICTION_SCAN_MAX
-from zvsr.protocol.client import ClientSession, Completion
+from zvsr.protocol.client_session import ClientSession, Completion
 from zvsr.protocol.config import primary_of
 from zvsr.protocol.messages import (
     ERROR_BAD_REQUEST,
@@ -131,7 +131,7 @@ from zvsr.protocol.messages import (
 )
 from zvsr.protocol.ready import BROADCAST
 from zvsr.runtime import security
-from zvsr.runtime.config import ClusterConfig
+from zvsr.runtime.cluster_config import ClusterConfig
 from zvsr.runtime.envelope import ClientEnvelope, EnvelopeError, fast_recv, fast_send, parse_client_frames
 from zvsr.runtime.logs import RateLimitedWarnings, setup_logging
 from zvsr.runtime.outcome import Attempts

@@ -15,7 +15,7 @@ import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 import zmq
 
 from zvsr.constants import STATUS_ANSWER_BYTES_MAX, STATUS_TIMEOUT_MS
-from zvsr.runtime.config import ClusterConfig
+from zvsr.runtime.cluster_config import ClusterConfig
 from zvsr.runtime.security import client_options
 from zvsr.wire.admin import TYPE_STATUS_ANSWER, encode_status_query
 

@@ -31,7 +31,7 @@ from zvsr.apps.adapter import MsgpackStateMachine
 from zvsr.apps.coordination import CoordinationApp
 from zvsr.constants import TICK_MS
 from zvsr.lincheck import UNKNOWN, Operation, ZvsrModel, check
-from zvsr.protocol.client import ClientSession
+from zvsr.protocol.client_session import ClientSession
 from zvsr.protocol.config import Config
 from zvsr.protocol.messages import ERROR_SESSION_EXPIRED, Error, LogEntry, Redirect, Reply, Request
 from zvsr.protocol.ready import BROADCAST, PersistLog, PersistRecord, PersistSnapshot, PersistViewState

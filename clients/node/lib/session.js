@@ -2,7 +2,7 @@
 /**
  * The client side of VR, sans-IO: primary discovery, idempotent retry, and what a failure means.
  *
- * A port of `zvsr/protocol/client.py` (`ClientSession`) and `zvsr/runtime/outcome.py` (`Attempts`), the code
+ * A port of `zvsr/protocol/client_session.py` (`ClientSession`) and `zvsr/runtime/outcome.py` (`Attempts`), the code
  * the Python client and the proxy run (docs/protocol.md §5), with time in milliseconds instead of ticks.
  * Nothing here touches a socket or a timer: the driver (`Client`) calls `submit`, `onReply` and `poll(now)`,
  * sends what `takeOutbox()` returns, and wakes up at `wakeAt()`.

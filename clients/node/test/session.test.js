@@ -1,6 +1,6 @@
 'use strict';
 // lib/session.js, sans-IO with a fake clock: the retry schedule, primary discovery and what an ending means,
-// as zvsr/protocol/client.py and zvsr/runtime/outcome.py define them.
+// as zvsr/protocol/client_session.py and zvsr/runtime/outcome.py define them.
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
