@@ -144,3 +144,7 @@ LAUNCHER_READY_QUERY_TIMEOUT_MS: Final = 300  # ... asking each replica and the 
 LAUNCHER_READY_POLL_S: Final = 0.05  # ... and pausing this long between rounds (no event to wait for)
 LAUNCHER_SUPERVISE_INTERVAL_S: Final = 0.2  # how often `zvsr start` checks that a majority and the proxy live
 LAUNCHER_STOP_GRACE_S: Final = 5.0  # after SIGTERM, children get this long to exit before SIGKILL
+
+# --- deterministic simulator (zvsr.sim) ---
+SIM_TRACE_EVENTS_KEPT: Final = 400  # the last events a violation report prints (a ring: older ones are dropped)
+SIM_LIVENESS_MS_MAX: Final = 120_000  # virtual time the liveness phase may take to commit after faults stop

@@ -54,8 +54,6 @@ import zmq
 
 from zvsr import constants as c
 from zvsr.connect import Curve, apply_curve, check_endpoints, curve_for_replicas
-from zvsr.constants import WATCH_DRAIN_MAX as DRAIN_MAX
-from zvsr.constants import WATCH_QUERY_SNDHWM as QUERY_SNDHWM
 from zvsr.runtime.cluster_config import ClusterConfig, load_config
 from zvsr.wire import admin
 from zvsr.wire.codec import DecodeError
@@ -295,7 +293,7 @@ class Watcher:
             for index, endpoint in enumerate(client_endpoints):
                 querier = context.socket(zmq.DEALER)
                 self._queriers.append(querier)
-                self._options(querier, MAXMSGSIZE=c.SNAPSHOT_ANSWER_BYTES_MAX + 1024, SNDHWM=QUERY_SNDHWM)
+                self._options(querier, MAXMSGSIZE=c.SNAPSHOT_ANSWER_BYTES_MAX + 1024, SNDHWM=c.WATCH_QUERY_SNDHWM)
                 apply_curve(querier, curve, index)
                 querier.connect(endpoint)
                 self._register(querier, False, index)
@@ -414,7 +412,7 @@ class Watcher:
                 continue
 
     def _drain(self, socket: zmq.Socket[bytes], subscriber: bool, index: int) -> None:
-        for _ in range(DRAIN_MAX):
+        for _ in range(c.WATCH_DRAIN_MAX):
             try:
                 frames = socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:

@@ -32,10 +32,9 @@ from typing import TYPE_CHECKING, Any, Final, cast
 import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 
 from zvsr.apps.base import ERROR_APP_ERROR, ERROR_BAD_REQUEST, App, error_result
-from zvsr.constants import ERROR_MESSAGE_CHARS_MAX, OPERATION_BYTES_MAX, RESULT_BYTES_MAX
 
 # Re-exported (`as` itself) until zvsr.fuzz.mutations imports it from zvsr.constants: it predates the move.
-from zvsr.constants import OPERATION_NESTING_MAX as OPERATION_NESTING_MAX
+from zvsr.constants import ERROR_MESSAGE_CHARS_MAX, OPERATION_BYTES_MAX, OPERATION_NESTING_MAX, RESULT_BYTES_MAX
 
 if TYPE_CHECKING:
     from zvsr.protocol.state_machine import StateMachine

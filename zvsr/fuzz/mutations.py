@@ -25,7 +25,7 @@ from typing import Any, Final
 import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 
 from zvsr import constants as c
-from zvsr.apps.adapter import OPERATION_NESTING_MAX
+from zvsr.constants import OPERATION_NESTING_MAX
 from zvsr.fuzz.msgpack_bytes import (
     EDGE_NUMBERS,
     HUGE_HEADERS,

@@ -104,7 +104,9 @@ from zvsr.constants import (
     HEARTBEAT_MESSAGE_BYTES_MAX,
     OPERATION_BYTES_MAX,
     PROXY_BACKEND_SNDHWM,
+    PROXY_CATCH_UP_TICKS_MAX,
     PROXY_DRAIN_MAX,
+    PROXY_EVICTION_SCAN_MAX,
     PROXY_FRAME_BYTES_MAX,
     PROXY_IN_FLIGHT_MAX,
     PROXY_SESSION_IDLE_MS,
@@ -113,8 +115,6 @@ from zvsr.constants import (
     ZMTP_HEARTBEAT_IVL_MS,
     ZMTP_HEARTBEAT_TIMEOUT_MS,
 )
-from zvsr.constants import PROXY_CATCH_UP_TICKS_MAX as _CATCH_UP_TICKS_MAX
-from zvsr.constants import PROXY_EVICTION_SCAN_MAX as _EVICTION_SCAN_MAX
 from zvsr.protocol.client_session import ClientSession, Completion
 from zvsr.protocol.config import primary_of
 from zvsr.protocol.messages import (
@@ -330,7 +330,7 @@ class Proxy:
             if now >= next_tick:
                 ticks = int((now - next_tick) / self._tick_s) + 1
                 next_tick += ticks * self._tick_s
-                self._tick(min(ticks, _CATCH_UP_TICKS_MAX))
+                self._tick(min(ticks, PROXY_CATCH_UP_TICKS_MAX))
             self._send_pending()
             if now >= next_sweep:
                 next_sweep = now + PROXY_SWEEP_MS / 1000
@@ -542,7 +542,7 @@ class Proxy:
         Only the oldest few are looked at: if they are all in flight, the table is full of work, and `busy`
         is the honest answer."""
         for count, (client_id, state) in enumerate(self._sessions.items()):
-            if count == _EVICTION_SCAN_MAX:
+            if count == PROXY_EVICTION_SCAN_MAX:
                 break
             if state.session.outstanding is None:
                 self._forget(client_id)

@@ -7,6 +7,7 @@ import time
 
 import click
 
+from zvsr.constants import REPLICAS_MAX
 from zvsr.sim.network import NetworkOptions
 from zvsr.sim.simulator import SimOptions, Violation, run_seed
 
@@ -16,7 +17,7 @@ from zvsr.sim.simulator import SimOptions, Violation, run_seed
 @click.option(
     "--seed", type=click.IntRange(min=0), default=None, help="First seed (default: 0, or the one to replay)."
 )
-@click.option("--replicas", type=click.IntRange(1, 15), default=3, show_default=True)
+@click.option("--replicas", type=click.IntRange(1, REPLICAS_MAX), default=3, show_default=True)
 @click.option("--clients", type=click.IntRange(1, 64), default=4, show_default=True)
 @click.option(
     "--events",

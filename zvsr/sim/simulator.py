@@ -27,6 +27,7 @@ from typing import Any
 
 import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 
+from zvsr import constants as c
 from zvsr.apps.adapter import MsgpackStateMachine
 from zvsr.apps.coordination import CoordinationApp
 from zvsr.constants import TICK_MS
@@ -47,8 +48,6 @@ from zvsr.wire.codec import (
     encode,
 )
 
-TRACE_EVENTS_KEPT = 400
-LIVENESS_MS_MAX = 120_000
 KEYS = ("k0", "k1", "k2")
 
 
@@ -116,7 +115,7 @@ class Simulation:
         )
         self.crash_while_writing: set[int] = set()  # crash these at their next write (torn_write)
         self.now = 0
-        self.trace: deque[tuple[int, str]] = deque(maxlen=TRACE_EVENTS_KEPT)
+        self.trace: deque[tuple[int, str]] = deque(maxlen=c.SIM_TRACE_EVENTS_KEPT)
         self.replicas: list[Replica | None] = []
         self.incarnation = [0] * self.options.replicas
         self.paused: set[int] = set()
@@ -207,7 +206,7 @@ class Simulation:
         while self.event_count < self.options.events:
             self._step()
         self._start_liveness_phase()
-        deadline = self.now + LIVENESS_MS_MAX
+        deadline = self.now + c.SIM_LIVENESS_MS_MAX
         while any(c.session.outstanding is not None for c in self.clients.values()):
             if self.now > deadline:
                 raise self._violation("liveness: requests still outstanding after every fault healed")
