@@ -39,7 +39,6 @@ from typing import assert_never
 from zvsr.constants import RECOVERY_STALL_ROUNDS
 from zvsr.protocol import snapshots
 from zvsr.protocol.client_table import Admission
-from zvsr.protocol.config import Config
 from zvsr.protocol.messages import (
     ERROR_BUSY,
     ERROR_SESSION_EXPIRED,
@@ -64,34 +63,16 @@ from zvsr.protocol.messages import (
 )
 from zvsr.protocol.ready import BROADCAST
 from zvsr.protocol.replica_state import DurableState, Logger, ReplicaState, Status
-from zvsr.protocol.state_machine import StateMachine
 from zvsr.protocol.state_transfer import StateTransfer
-from zvsr.protocol.timeout import Prng
 
 __all__ = ["DurableState", "Logger", "Replica", "Status"]
 
 
 class Replica(ReplicaState):
-    def __init__(
-        self,
-        *,
-        config: Config,
-        replica: int,
-        state_machine: StateMachine,
-        prng: Prng,
-        recovering: bool = False,
-        durable: DurableState | None = None,
-        logger: Logger | None = None,
-    ) -> None:
-        super().__init__(
-            config=config,
-            replica=replica,
-            state_machine=state_machine,
-            prng=prng,
-            recovering=recovering,
-            durable=durable,
-            logger=logger,
-        )
+    """Built as `Replica(config=, replica=, state_machine=, prng=, recovering=False, durable=None, logger=None)`
+    (`ReplicaState.__init__`): fresh, recovering (§4.3: it lost its state), or restarted from `durable`."""
+
+    def _enter_initial_role(self) -> None:
         if self.status is Status.RECOVERING:
             self._start_recovery()
         elif self.status is Status.VIEW_CHANGE:
@@ -222,12 +203,8 @@ class Replica(ReplicaState):
             self._count("prepare resent")
 
     def on_prepare_ok(self, message: PrepareOk) -> None:
-        if self.status is not Status.NORMAL:
-            return self._ignore("on_prepare_ok", f"status {self.status.value}")
-        if message.view != self.view_number:
-            return self._ignore("on_prepare_ok", "other view")
-        if not self.is_primary():
-            return self._ignore("on_prepare_ok", "not primary")
+        if not self._accept_as_primary("on_prepare_ok", message.view):
+            return
         if message.op_number > self.op_number:
             return self._ignore("on_prepare_ok", "op_number beyond ours")
         assert self.pipeline.view == self.view_number
@@ -287,6 +264,19 @@ class Replica(ReplicaState):
             self._request_state()
         self._send(self.primary_index(), self._prepare_ok_message())  # also tells the primary we are alive
         self._commit_up_to(min(message.commit_number, self.op_number))
+
+    def _accept_as_primary(self, handler: str, view: int) -> bool:
+        """Guards shared by what only the primary of our view answers (PrepareOk, GetState, GetSnapshot)."""
+        if self.status is not Status.NORMAL:
+            self._ignore(handler, f"status {self.status.value}")
+            return False
+        if view != self.view_number:
+            self._ignore(handler, "other view")
+            return False
+        if not self.is_primary():
+            self._ignore(handler, "not primary")
+            return False
+        return True
 
     def _accept_from_primary(self, handler: str, view: int, sender: int) -> bool:
         """Guards shared by Prepare and Commit: status, view, sender is that view's primary (rules 1, 3, 4)."""
@@ -609,12 +599,8 @@ class Replica(ReplicaState):
             repair.reset()
 
     def on_get_state(self, message: GetState) -> None:
-        if self.status is not Status.NORMAL:
-            return self._ignore("on_get_state", f"status {self.status.value}")
-        if message.view != self.view_number:
-            return self._ignore("on_get_state", "other view")
-        if not self.is_primary():
-            return self._ignore("on_get_state", "not primary")
+        if not self._accept_as_primary("on_get_state", message.view):  # rule 7: only the primary serves state
+            return
         if message.op_number > self.op_number:
             return self._ignore("on_get_state", "op_number beyond ours")
         if message.op_number < self.log_base:
@@ -690,30 +676,16 @@ class Replica(ReplicaState):
 
     def on_get_snapshot(self, message: GetSnapshot) -> None:
         """The primary serves its snapshot in chunks (rule 7: only the primary serves state)."""
-        if self.status is not Status.NORMAL:
-            return self._ignore("on_get_snapshot", f"status {self.status.value}")
-        if message.view != self.view_number:
-            return self._ignore("on_get_snapshot", "other view")
-        if not self.is_primary():
-            return self._ignore("on_get_snapshot", "not primary")
+        if not self._accept_as_primary("on_get_snapshot", message.view):
+            return
         if self.snapshots.op_number == 0:
             return self._ignore("on_get_snapshot", "no snapshot yet")
         self._send_snapshot_chunk(message.replica, message.snapshot_op, message.offset)
 
     def _send_snapshot_chunk(self, to: int, snapshot_op: int, offset: int) -> None:
-        chunk = self.snapshots.chunk(
-            to, snapshot_op, offset, now=self.now, chunk_bytes=self.config.snapshot_chunk_bytes
-        )
+        chunk_bytes = self.config.snapshot_chunk_bytes
         self._send(
-            to,
-            SnapshotChunk(
-                **self._header(),
-                snapshot_op=chunk.snapshot_op,
-                size=chunk.size,
-                checksum=chunk.checksum,
-                offset=chunk.offset,
-                data=chunk.data,
-            ),
+            to, self.snapshots.chunk(self._header(), to, snapshot_op, offset, now=self.now, size=chunk_bytes)
         )
 
     def on_snapshot_chunk(self, message: SnapshotChunk) -> None:

@@ -68,7 +68,7 @@ Logger = Callable[[str], None]
 
 class ReplicaState:
     """The base of `Replica`: its state and mechanics. Constructed with a durable state, it is restored from it;
-    `Replica.__init__` then enters the role that state implies."""
+    then `_enter_initial_role` (the protocol's, in `Replica`) starts the role that state implies."""
 
     def __init__(
         self,
@@ -114,6 +114,11 @@ class ReplicaState:
 
         if durable is not None:
             self._restore(durable)
+        self._enter_initial_role()
+
+    def _enter_initial_role(self) -> None:
+        """Start the timers and first messages of the role the state implies (defined by `Replica`)."""
+        raise NotImplementedError
 
     # --- restart from disk (rule 12) ---------------------------------------------------------------------------
 

@@ -39,7 +39,7 @@ import hashlib
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Final, NamedTuple
+from typing import Final
 
 from zvsr.protocol.messages import SnapshotChunk
 
@@ -149,16 +149,6 @@ class SnapshotDownload:
     progress_at: int  # `now` of the last chunk that moved it forward
 
 
-class ChunkToSend(NamedTuple):
-    """The snapshot fields of a SnapshotChunk (the replica adds its header)."""
-
-    snapshot_op: int
-    size: int
-    checksum: bytes
-    offset: int
-    data: bytes
-
-
 class Snapshots:
     """The latest snapshot of a replica, older ones kept while a peer downloads them, and our own download."""
 
@@ -203,9 +193,11 @@ class Snapshots:
             if op not in live:
                 del self.pinned[op]
 
-    def chunk(self, to: int, snapshot_op: int, offset: int, *, now: int, chunk_bytes: int) -> ChunkToSend:
-        """The SnapshotChunk fields answering `to`'s ask for `snapshot_op` at `offset` (it is pinned meanwhile).
-        A snapshot no longer kept is answered with the latest, from its start."""
+    def chunk(
+        self, header: dict[str, int], to: int, snapshot_op: int, offset: int, *, now: int, size: int
+    ) -> SnapshotChunk:
+        """The SnapshotChunk (of at most `size` bytes) answering `to`'s ask for `snapshot_op` at `offset`; that
+        snapshot is pinned meanwhile. A snapshot no longer kept is answered with the latest, from its start."""
         self.expire_pins(now=now)
         if snapshot_op in self.pinned:
             data, digest = self.pinned[snapshot_op]
@@ -215,7 +207,14 @@ class Snapshots:
             snapshot_op, data, digest = self.op_number, self.data, self.checksum
         offset = min(offset, len(data))
         self.pins[to] = (snapshot_op, now)
-        return ChunkToSend(snapshot_op, len(data), digest, offset, data[offset : offset + chunk_bytes])
+        return SnapshotChunk(
+            **header,
+            snapshot_op=snapshot_op,
+            size=len(data),
+            checksum=digest,
+            offset=offset,
+            data=data[offset : offset + size],
+        )
 
     def append_chunk(self, message: SnapshotChunk, *, now: int, count: Callable[[str], None]) -> str | None:
         """Add a chunk to our download (starting one at offset 0). A reason if it cannot be added, else None."""
