@@ -68,7 +68,81 @@ class Completion:
     message: str = ""
 
 
-class ClientSession:
+class _Session:
+    """What both sessions share: one client_id, its request numbers, one request outstanding (§4), the
+    caller's deadline, and the outbox / completions the driver takes."""
+
+    def __init__(self, *, client_id: int, request_number: int, deadline_ticks: int | None) -> None:
+        assert request_number >= 0
+        self.client_id = client_id
+        self.request_number = request_number  # the last one used; requests go out with +1
+        self.deadline_ticks = deadline_ticks
+        self.outstanding: Request | None = None
+        self._elapsed = 0
+        self._outbox: list[tuple[int, Request]] = []
+        self._done: list[Completion] = []
+
+    def _start(self, operation: bytes, request_number: int | None) -> Request:
+        """Number a new request (the caller's number, for a proxy relaying a client that numbers its own, must
+        not go backwards: the replicas would ignore it) and make it the outstanding one."""
+        assert self.outstanding is None, "a client has at most one outstanding request"
+        if request_number is None:
+            request_number = self.request_number + 1
+        assert request_number >= self.request_number, "request numbers never go backwards"
+        self.request_number = request_number
+        self.outstanding = Request(client_id=self.client_id, request_number=request_number, operation=operation)
+        self._elapsed = 0
+        return self.outstanding
+
+    def _answers_outstanding(self, reply: ClientReply) -> bool:
+        """Is this an answer to the request in flight? (Not to an earlier attempt of an earlier request.)"""
+        outstanding = self.outstanding
+        return (
+            outstanding is not None
+            and reply.client_id == self.client_id
+            and reply.request_number == outstanding.request_number
+        )
+
+    def _final(self, reply: Reply | Error) -> bool:
+        """Complete the request if `reply` ends it: a result, or an error retrying cannot help."""
+        if isinstance(reply, Reply):
+            self._complete(Completion(request_number=reply.request_number, result=reply.result))
+            return True
+        if reply.code in (ERROR_BAD_REQUEST, ERROR_SESSION_EXPIRED):
+            self._complete(
+                Completion(request_number=reply.request_number, error=reply.code, message=reply.message)
+            )
+            return True
+        return False
+
+    def _past_deadline(self) -> bool:
+        """One tick of the outstanding request's life; at the caller's deadline it ends with `timeout`."""
+        assert self.outstanding is not None
+        self._elapsed += 1
+        if self.deadline_ticks is None or self._elapsed < self.deadline_ticks:
+            return False
+        self._complete(
+            Completion(
+                request_number=self.outstanding.request_number,
+                error=ERROR_TIMEOUT,
+                message="no answer in time; the request may or may not have been executed",
+            )
+        )
+        return True
+
+    def take_outbox(self) -> list[tuple[int, Request]]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    def take_completion(self) -> Completion | None:
+        return self._done.pop(0) if self._done else None
+
+    def _complete(self, completion: Completion) -> None:
+        self.outstanding = None
+        self._done.append(completion)
+
+
+class ClientSession(_Session):
     def __init__(
         self,
         *,
@@ -81,18 +155,12 @@ class ClientSession:
         request_timeout_max_ticks: int = REQUEST_TIMEOUT_MAX_TICKS,
         deadline_ticks: int | None = None,
     ) -> None:
-        assert replica_count >= 1 and request_number >= 0
-        self.client_id = client_id
+        assert replica_count >= 1
+        super().__init__(client_id=client_id, request_number=request_number, deadline_ticks=deadline_ticks)
         self.replica_count = replica_count
         self.prng = prng
-        self.request_number = request_number  # the last one used; requests go out with +1
         self.view = view
-        self.deadline_ticks = deadline_ticks
-        self.outstanding: Request | None = None
-        self._elapsed = 0
         self._retry = Timeout("request", after=request_timeout_ticks, after_max=request_timeout_max_ticks)
-        self._outbox: list[tuple[int, Request]] = []
-        self._done: list[Completion] = []
 
     @property
     def primary(self) -> int:
@@ -101,76 +169,47 @@ class ClientSession:
     def submit(self, operation: bytes, *, request_number: int | None = None) -> Request:
         """Start a request; the caller must wait for its Completion before submitting another (§4).
 
-        `request_number` is for a proxy relaying a client that numbers its own requests; it must not go
-        backwards (the replicas would ignore it). By default the session numbers requests itself.
+        `request_number` is for a proxy relaying a client that numbers its own requests; by default the session
+        numbers requests itself.
         """
-        assert self.outstanding is None, "a client has at most one outstanding request"
-        if request_number is None:
-            request_number = self.request_number + 1
-        assert request_number >= self.request_number, "request numbers never go backwards"
-        self.request_number = request_number
-        self.outstanding = Request(client_id=self.client_id, request_number=request_number, operation=operation)
-        self._elapsed = 0
+        request = self._start(operation, request_number)
         self._retry.start()
-        self._outbox.append((self.primary, self.outstanding))
-        return self.outstanding
+        self._outbox.append((self.primary, request))
+        return request
 
     def on_reply(self, reply: ClientReply) -> None:
-        if self.outstanding is None or reply.client_id != self.client_id:
+        if not self._answers_outstanding(reply):
             return
-        if reply.request_number != self.outstanding.request_number:
-            return  # an answer to an earlier attempt of an earlier request
+        assert self.outstanding is not None
         if isinstance(reply, Reply):
             self.view = max(self.view, reply.view)
-            self._complete(Completion(request_number=reply.request_number, result=reply.result))
-        elif isinstance(reply, Redirect):
+        if isinstance(reply, Redirect):
             # Only replicas in normal status redirect, so the view they name has started. Never go back.
             if reply.view > self.view:
                 self.view = reply.view
                 self._outbox.append((self.primary, self.outstanding))
-        elif isinstance(reply, Error):
-            # The view of an Error may be one that never starts (a replica voting in it): keep ours.
-            if reply.code in (ERROR_BAD_REQUEST, ERROR_SESSION_EXPIRED):  # final: retrying cannot help
-                self._complete(
-                    Completion(request_number=reply.request_number, error=reply.code, message=reply.message)
-                )
-            else:
-                # Not now: try again soon (same request_number, so it executes at most once).
-                self._retry.after = min(self._retry.after, RETRY_AFTER_ERROR_TICKS)
-                self._retry.reset()
+        elif not self._final(reply):
+            # "Not now" (the view of an Error may be one that never starts: keep ours): try again soon, with the
+            # same request_number, so it executes at most once.
+            self._retry.after = min(self._retry.after, RETRY_AFTER_ERROR_TICKS)
+            self._retry.reset()
 
     def tick(self) -> None:
         if self.outstanding is None:
             return
-        self._elapsed += 1
         self._retry.tick()
-        if self.deadline_ticks is not None and self._elapsed >= self.deadline_ticks:
-            self._complete(
-                Completion(
-                    request_number=self.outstanding.request_number,
-                    error=ERROR_TIMEOUT,
-                    message="no answer in time; the request may or may not have been executed",
-                )
-            )
+        if self._past_deadline():
             return
         if self._retry.fired():
             self._retry.backoff(self.prng)
             self._outbox.append((BROADCAST, self.outstanding))
 
-    def take_outbox(self) -> list[tuple[int, Request]]:
-        out, self._outbox = self._outbox, []
-        return out
-
-    def take_completion(self) -> Completion | None:
-        return self._done.pop(0) if self._done else None
-
     def _complete(self, completion: Completion) -> None:
-        self.outstanding = None
         self._retry.stop()
-        self._done.append(completion)
+        super()._complete(completion)
 
 
-class RelaySession:
+class RelaySession(_Session):
     """One client_id going through `relay_count` relays (proxies), at most one request outstanding (§4).
 
     `relay` is the relay the request in flight went to last, and where the next request goes first (see the
@@ -188,32 +227,20 @@ class RelaySession:
         deadline_ticks: int | None = None,
         quiet_ticks: int = RELAY_QUIET_TICKS,
     ) -> None:
-        assert relay_count >= 1 and 0 <= relay < relay_count and request_number >= 0
-        self.client_id = client_id
+        assert relay_count >= 1 and 0 <= relay < relay_count
+        super().__init__(client_id=client_id, request_number=request_number, deadline_ticks=deadline_ticks)
         self.relay_count = relay_count
-        self.request_number = request_number  # the last one used; requests go out with +1
         self.relay = relay
-        self.deadline_ticks = deadline_ticks
-        self.outstanding: Request | None = None
         self._refused: set[int] = set()  # relays that refused this round's send (not connected)
         self._connect_wait = False  # every relay refused: try again next tick
-        self._elapsed = 0
         self._quiet = Timeout("relay quiet", after=quiet_ticks)  # since the last send
         self._pause = Timeout("relay pause", after=RETRY_AFTER_ERROR_TICKS)  # after a relay's error answer
-        self._outbox: list[tuple[int, Request]] = []
-        self._done: list[Completion] = []
 
     def submit(self, operation: bytes, *, request_number: int | None = None) -> Request:
         """Start a request; the caller waits for its Completion before submitting another (§4)."""
-        assert self.outstanding is None, "a client has at most one outstanding request"
-        if request_number is None:
-            request_number = self.request_number + 1
-        assert request_number >= self.request_number, "request numbers never go backwards"
-        self.request_number = request_number
-        self.outstanding = Request(client_id=self.client_id, request_number=request_number, operation=operation)
-        self._elapsed = 0
+        request = self._start(operation, request_number)
         self._new_round(self.relay)  # the relay that took the last request
-        return self.outstanding
+        return request
 
     def on_send_refused(self, relay: int) -> None:
         """The driver could not hand the request to `relay` (no connection to it): it never left."""
@@ -228,47 +255,23 @@ class RelaySession:
         self._connect_wait = True
 
     def on_reply(self, reply: ClientReply) -> None:
-        if self.outstanding is None or reply.client_id != self.client_id:
-            return
-        if reply.request_number != self.outstanding.request_number:
-            return  # an answer to an earlier request
-        if isinstance(reply, Reply):
-            self._complete(Completion(request_number=reply.request_number, result=reply.result))
-        elif isinstance(reply, Error):
-            if reply.code in (ERROR_BAD_REQUEST, ERROR_SESSION_EXPIRED):  # final: retrying cannot help
-                self._complete(
-                    Completion(request_number=reply.request_number, error=reply.code, message=reply.message)
-                )
-            elif not self._pause.running:
-                # The relay's own session ended without a result, or it refused the request: ask the next relay,
-                # after a pause (a relay refusing at once must not make us spin).
-                self._pause.start()
         # A Redirect never comes from a relay (it follows them itself): nothing to learn from one.
+        if not self._answers_outstanding(reply) or isinstance(reply, Redirect):
+            return
+        if not self._final(reply) and not self._pause.running:
+            # The relay's own session ended without a result, or it refused the request: ask the next relay,
+            # after a pause (a relay refusing at once must not make us spin).
+            self._pause.start()
 
     def tick(self) -> None:
         if self.outstanding is None:
             return
-        self._elapsed += 1
         self._quiet.tick()
         self._pause.tick()
-        if self.deadline_ticks is not None and self._elapsed >= self.deadline_ticks:
-            self._complete(
-                Completion(
-                    request_number=self.outstanding.request_number,
-                    error=ERROR_TIMEOUT,
-                    message="no answer in time; the request may or may not have been executed",
-                )
-            )
+        if self._past_deadline():
             return
         if self._connect_wait or self._pause.fired() or self._quiet.fired():
             self._new_round((self.relay + 1) % self.relay_count)
-
-    def take_outbox(self) -> list[tuple[int, Request]]:
-        out, self._outbox = self._outbox, []
-        return out
-
-    def take_completion(self) -> Completion | None:
-        return self._done.pop(0) if self._done else None
 
     def _new_round(self, relay: int) -> None:
         self._refused.clear()
@@ -283,8 +286,7 @@ class RelaySession:
         self._quiet.start()  # the quiet period counts from the last send
 
     def _complete(self, completion: Completion) -> None:
-        self.outstanding = None
         self._connect_wait = False
         self._quiet.stop()
         self._pause.stop()
-        self._done.append(completion)
+        super()._complete(completion)
