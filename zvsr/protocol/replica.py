@@ -72,25 +72,6 @@ class Replica(ReplicaState):
     """Built as `Replica(config=, replica=, state_machine=, prng=, recovering=False, durable=None, logger=None)`
     (`ReplicaState.__init__`): fresh, recovering (§4.3: it lost its state), or restarted from `durable`."""
 
-    def _enter_initial_role(self) -> None:
-        if self.status is Status.RECOVERING:
-            self._start_recovery()
-        elif self.status is Status.VIEW_CHANGE:
-            self._resume_view_change()
-        elif self.is_primary():
-            self._enter_primary()
-        else:
-            self.timers.enter_backup(self.prng)
-
-    def _resume_view_change(self) -> None:
-        """After a restart in view-change status: vote again in the same view (the votes were lost)."""
-        self.votes.start_view_change_from.add(self.replica)
-        if self.is_primary():
-            self.votes.do_view_change_from[self.replica] = self._do_view_change_message()
-            self.votes.do_view_change_sent = True
-        self._send(BROADCAST, StartViewChange(**self._header()))
-        self.timers.enter_view_change(self.prng)
-
     # --- inputs -----------------------------------------------------------------------------------------------
 
     def on_message(self, message: ReplicaMessage) -> None:
@@ -143,6 +124,17 @@ class Replica(ReplicaState):
             self._tick_view_change()
         else:
             self._tick_recovering()
+
+    def _enter_initial_role(self) -> None:
+        """At construction: the role the (restored) state implies, with its timers and first messages."""
+        if self.status is Status.RECOVERING:
+            self._start_recovery()
+        elif self.status is Status.VIEW_CHANGE:
+            self._resume_view_change()
+        elif self.is_primary():
+            self._enter_primary()
+        else:
+            self.timers.enter_backup(self.prng)
 
     # --- normal operation: primary (§4.1) ---------------------------------------------------------------------
 
@@ -201,6 +193,19 @@ class Replica(ReplicaState):
             entries = self._entries_after(acked, cfg.prepare_entries_max, cfg.prepare_bytes_max)
             self._send(backup, self._prepare(entries))
             self._count("prepare resent")
+
+    def _accept_as_primary(self, handler: str, view: int) -> bool:
+        """Guards shared by what only the primary of our view answers (PrepareOk, GetState, GetSnapshot)."""
+        if self.status is not Status.NORMAL:
+            self._ignore(handler, f"status {self.status.value}")
+            return False
+        if view != self.view_number:
+            self._ignore(handler, "other view")
+            return False
+        if not self.is_primary():
+            self._ignore(handler, "not primary")
+            return False
+        return True
 
     def on_prepare_ok(self, message: PrepareOk) -> None:
         if not self._accept_as_primary("on_prepare_ok", message.view):
@@ -265,19 +270,6 @@ class Replica(ReplicaState):
         self._send(self.primary_index(), self._prepare_ok_message())  # also tells the primary we are alive
         self._commit_up_to(min(message.commit_number, self.op_number))
 
-    def _accept_as_primary(self, handler: str, view: int) -> bool:
-        """Guards shared by what only the primary of our view answers (PrepareOk, GetState, GetSnapshot)."""
-        if self.status is not Status.NORMAL:
-            self._ignore(handler, f"status {self.status.value}")
-            return False
-        if view != self.view_number:
-            self._ignore(handler, "other view")
-            return False
-        if not self.is_primary():
-            self._ignore(handler, "not primary")
-            return False
-        return True
-
     def _accept_from_primary(self, handler: str, view: int, sender: int) -> bool:
         """Guards shared by Prepare and Commit: status, view, sender is that view's primary (rules 1, 3, 4)."""
         if self.status is Status.RECOVERING:
@@ -325,6 +317,15 @@ class Replica(ReplicaState):
         assert self.status is Status.VIEW_CHANGE and message.view == self.view_number
         self.votes.start_view_change_from.add(message.replica)
         self._maybe_send_do_view_change()
+
+    def _resume_view_change(self) -> None:
+        """After a restart in view-change status: vote again in the same view (the votes were lost)."""
+        self.votes.start_view_change_from.add(self.replica)
+        if self.is_primary():
+            self.votes.do_view_change_from[self.replica] = self._do_view_change_message()
+            self.votes.do_view_change_sent = True
+        self._send(BROADCAST, StartViewChange(**self._header()))
+        self.timers.enter_view_change(self.prng)
 
     def _start_view_change(self, view: int) -> None:
         """§4.2 step 1: move to `view` in view-change status and tell everyone."""
