@@ -178,9 +178,7 @@ replica_messages = st.one_of(
     st.builds(GetState, cluster=ids, epoch=ids, view=ids, replica=replica_indexes, op_number=ids),
     new_states(),
     st.builds(Recovery, cluster=ids, epoch=ids, view=ids, replica=replica_indexes, nonce=ids),
-    st.builds(
-        GetSnapshot, cluster=ids, epoch=ids, view=ids, replica=replica_indexes, snapshot_op=ids, offset=ids
-    ),
+    st.builds(GetSnapshot, cluster=ids, epoch=ids, view=ids, replica=replica_indexes, snapshot_op=ids, offset=ids),
     snapshot_chunks(),
     recovery_responses(),
 )

@@ -537,7 +537,13 @@ def test_a_legal_view_change_log_decodes_within_the_same_bound() -> None:
         for op in range(1, 40_001)
     )
     message = DoViewChange(
-        cluster=1, epoch=0, view=4, replica=2, last_normal_view=3, op_number=40_000, commit_number=39_000,
+        cluster=1,
+        epoch=0,
+        view=4,
+        replica=2,
+        last_normal_view=3,
+        op_number=40_000,
+        commit_number=39_000,
         log=entries,
     )
     data = encode(message)
