@@ -51,6 +51,7 @@ from zvsr.wire import (
     decode_request,
     encode,
 )
+from zvsr.wire import entries as wire_entries
 
 ID_MAX = constants.ID_MAX
 
@@ -178,9 +179,7 @@ replica_messages = st.one_of(
     st.builds(GetState, cluster=ids, epoch=ids, view=ids, replica=replica_indexes, op_number=ids),
     new_states(),
     st.builds(Recovery, cluster=ids, epoch=ids, view=ids, replica=replica_indexes, nonce=ids),
-    st.builds(
-        GetSnapshot, cluster=ids, epoch=ids, view=ids, replica=replica_indexes, snapshot_op=ids, offset=ids
-    ),
+    st.builds(GetSnapshot, cluster=ids, epoch=ids, view=ids, replica=replica_indexes, snapshot_op=ids, offset=ids),
     snapshot_chunks(),
     recovery_responses(),
 )
@@ -499,7 +498,8 @@ def test_numbers_above_id_max_are_out_of_range(monkeypatch: pytest.MonkeyPatch) 
     # msgpack cannot carry an integer above 2**64 - 1 == ID_MAX at all, so the check can only fire with a
     # smaller bound; lower it to show the check is live, for headers and entries alike.
     assert decode(pack(a_prepare(epoch=ID_MAX))).epoch == ID_MAX  # type: ignore[union-attr]
-    monkeypatch.setattr(codec, "ID_MAX", 1000)
+    monkeypatch.setattr(codec, "ID_MAX", 1000)  # where headers are checked
+    monkeypatch.setattr(wire_entries, "ID_MAX", 1000)  # where log entries are
     assert reason_of(pack(a_prepare(epoch=1001))) == "out_of_range"
     big_client = a_prepare()
     big_client["entries"][0][2] = 1001

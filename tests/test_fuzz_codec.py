@@ -44,7 +44,7 @@ from zvsr.fuzz.msgpack_bytes import EDGE_NUMBERS, HUGE_HEADERS, pack_array, pack
 from zvsr.fuzz.mutations import BYTE_MUTATIONS, STRUCTURE_MUTATIONS, mutate_bytes, mutate_structure
 from zvsr.protocol.messages import REPLICA_MESSAGES, DoViewChange, LogEntry, Request
 from zvsr.runtime.envelope import EnvelopeError, answer_frames, parse_client_frames
-from zvsr.wire import DECODE_ERROR_REASONS, TYPE_NUMBERS, DecodeError, Message, admin, codec
+from zvsr.wire import DECODE_ERROR_REASONS, TYPE_NUMBERS, DecodeError, Message, admin, unpack
 from zvsr.wire.batch import decode_reply_batch, decode_request_batch
 from zvsr.wire.codec import decode, decode_client_reply, decode_replica_message, decode_request, encode
 
@@ -84,16 +84,16 @@ def decode_both_ways(decoder: Any, data: bytes) -> Message | DecodeError:
     """`decoder(data)` unpacked in one call and field by field (as frames above STREAM_DECODE_ABOVE are): the
     two must agree — the same message, or both a DecodeError with a known reason."""
     outcomes: list[Message | DecodeError] = []
-    saved = codec.STREAM_DECODE_ABOVE
+    saved = unpack.STREAM_DECODE_ABOVE
     for threshold in (saved, -1) if len(data) <= saved else (2**62, saved):
-        codec.STREAM_DECODE_ABOVE = threshold  # type: ignore[misc]
+        unpack.STREAM_DECODE_ABOVE = threshold  # type: ignore[misc]
         try:
             outcomes.append(decoder(data))
         except DecodeError as error:
             assert error.reason in DECODE_ERROR_REASONS, error
             outcomes.append(error)
         finally:
-            codec.STREAM_DECODE_ABOVE = saved  # type: ignore[misc]
+            unpack.STREAM_DECODE_ABOVE = saved  # type: ignore[misc]
     one_call, streaming = outcomes
     if isinstance(one_call, DecodeError) or isinstance(streaming, DecodeError):
         assert isinstance(one_call, DecodeError) and isinstance(streaming, DecodeError), (one_call, streaming)
@@ -520,7 +520,7 @@ def test_no_hostile_peer_frame_costs_more_than_a_bounded_multiple_of_its_size(sh
     container but a log entry before it is built: each shape here is refused at ≤ 16 bytes per input byte."""
     size = 512 * 1024
     data = CONTENT_BOMBS[shape](size)
-    assert len(data) > codec.STREAM_DECODE_ABOVE
+    assert len(data) > unpack.STREAM_DECODE_ABOVE
     peak, outcome = peak_memory_of(decode_replica_message, data)
     assert isinstance(outcome, DecodeError) and outcome.reason in DECODE_ERROR_REASONS
     assert peak / len(data) <= BYTES_PER_INPUT_BYTE_MAX, (
@@ -537,11 +537,17 @@ def test_a_legal_view_change_log_decodes_within_the_same_bound() -> None:
         for op in range(1, 40_001)
     )
     message = DoViewChange(
-        cluster=1, epoch=0, view=4, replica=2, last_normal_view=3, op_number=40_000, commit_number=39_000,
+        cluster=1,
+        epoch=0,
+        view=4,
+        replica=2,
+        last_normal_view=3,
+        op_number=40_000,
+        commit_number=39_000,
         log=entries,
     )
     data = encode(message)
-    assert len(data) > codec.STREAM_DECODE_ABOVE
+    assert len(data) > unpack.STREAM_DECODE_ABOVE
     peak, outcome = peak_memory_of(decode_replica_message, data)
     assert outcome == message
     assert peak / len(data) <= BYTES_PER_INPUT_BYTE_MAX
@@ -551,8 +557,8 @@ def test_a_legal_view_change_log_decodes_within_the_same_bound() -> None:
 def test_a_frame_unpacked_in_one_call_costs_a_few_mib_at_most(shape: str) -> None:
     """Below STREAM_DECODE_ABOVE (every client request, every ordinary Prepare) the one fast unpackb call is
     kept: the worst shape there costs a few MiB, once per frame."""
-    data = CONTENT_BOMBS[shape](codec.STREAM_DECODE_ABOVE - 64)
-    assert len(data) <= codec.STREAM_DECODE_ABOVE
+    data = CONTENT_BOMBS[shape](unpack.STREAM_DECODE_ABOVE - 64)
+    assert len(data) <= unpack.STREAM_DECODE_ABOVE
     peak, outcome = peak_memory_of(decode_replica_message, data)
     assert isinstance(outcome, DecodeError)
     assert peak <= 16 * 2**20, f"{shape}: {peak / 2**20:.1f} MiB"

@@ -64,7 +64,7 @@ ERROR_MESSAGE_CHARS_MAX: Final = 1024
 # stack depth, hence on the replica) handles deterministically.
 OPERATION_NESTING_MAX: Final = 64
 # Frames up to this many bytes are decoded in one msgpack call (fast; at worst ~60 bytes of memory per input
-# byte, so a few MiB), bigger ones field by field (zvsr.wire.codec). Above every client request and every
+# byte, so a few MiB), bigger ones field by field (zvsr.wire.unpack). Above every client request and every
 # ordinary Prepare, so the hot path takes the fast call.
 STREAM_DECODE_ABOVE: Final = 128 * 1024
 

@@ -9,8 +9,9 @@
  * the *declared* length before the elements arrive (a hostile 5-byte header could ask for gigabytes) and
  * refuses values nested deeper than MSGPACK_EMBED_STACK_SIZE (32), while the coordination app accepts 64
  * levels. The reader below allocates nothing, checks every length against the input, and mirrors the
- * checks (and their order) of the zvsr codec (zvsr/wire/codec.py), so it refuses exactly what zvsr refuses,
- * with the same reason. Encoding uses msgpack-c's packer, whose output is the canonical form of §3.
+ * checks (and their order) of the zvsr codec (zvsr/wire/codec.py and unpack.py), so it refuses exactly what
+ * zvsr refuses, with the same reason. Encoding uses msgpack-c's packer, whose output is the canonical form
+ * of §3.
  */
 #define _DEFAULT_SOURCE
 #define _POSIX_C_SOURCE 200809L
@@ -516,7 +517,8 @@ static zvsr_decode_result field_bin(const top_map *m, const char *name, size_t m
         if (r_ != ZVSR_DECODE_OK) return r_;                                                                 \
     } while (0)
 
-/* The codec's _unpack + _dispatch + one of the _decode_* functions. `want` lists the kinds accepted. */
+/* The codec's unpack_map (zvsr/wire/unpack.py) + _dispatch + one of the _decode_* functions. `want` lists
+ * the kinds accepted. */
 static zvsr_decode_result decode_client_kind(const uint8_t *data, size_t len, size_t size_max, bool request,
                                              zvsr_wire_message *msg) {
     memset(msg, 0, sizeof *msg);

@@ -89,7 +89,7 @@ def container_bomb(size: int) -> bytes:
 
     Unpacked in one call, every byte of it becomes a Python list before the codec can look at the field:
     about 60 bytes of memory per input byte. The codec unpacks frames this big field by field instead (see
-    `zvsr.wire.codec._unpack_streaming` and tests/test_fuzz_codec.py).
+    `zvsr.wire.unpack` and tests/test_fuzz_codec.py).
     """
     head = b"\x82\xa4type\x14\xa9client_id"
     per = min(c.LOG_ENTRIES_MAX, max(1, size))
