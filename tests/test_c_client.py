@@ -13,13 +13,16 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 import pytest
 import zmq
+from zmq_fakes import fake_replicas, local_config, running_proxy
 
 from zvsr.protocol.messages import Error, Redirect, Reply, Request
 from zvsr.runtime.processes import ProcessCluster, free_ports, process_cluster, wait_for
@@ -194,12 +197,18 @@ def test_bad_endpoints_and_timeouts_fail_clearly(built: Path) -> None:
     bad = kv("get", "k", endpoints=["bogus://127.0.0.1:7700"])
     expect(bad, EXIT_USAGE)
     assert "cannot connect" in bad.stderr
-    # nobody listens there: the call ends at its deadline, outcome unknown
+    # nobody listens there. Straight to a replica, the request waits in the socket's queue for a connection that
+    # never comes: the call ends at its deadline, outcome unknown.
     port = free_ports(1)[0]
-    timed_out = kv("put", "k", "v", endpoints=[f"tcp://127.0.0.1:{port}"], timeout_ms=400)
+    timed_out = kv("put", "k", "v", endpoints=[f"tcp://127.0.0.1:{port}"], direct=True, timeout_ms=400)
     expect(timed_out, EXIT_TIMEOUT, "")
     assert "timeout: no answer within 400 ms" in timed_out.stderr
     assert "may or may not have been executed" in timed_out.stderr
+    # Through a proxy, a send with no connection up is refused (IMMEDIATE): nothing ever left, so the request
+    # certainly did not execute.
+    refused = kv("put", "k", "v", endpoints=[f"tcp://127.0.0.1:{port}"], timeout_ms=400)
+    expect(refused, EXIT_UNAVAILABLE, "")
+    assert "unavailable: no proxy reachable within 400 ms; the request was not executed" in refused.stderr
     # the command line is checked first
     expect(kv("incr", "k", "one", endpoints=[f"tcp://127.0.0.1:{port}"]), EXIT_USAGE)
     expect(kv("frobnicate", "k", endpoints=[f"tcp://127.0.0.1:{port}"]), EXIT_USAGE)
@@ -390,6 +399,264 @@ def test_a_result_that_is_not_the_apps_is_a_protocol_error(
                 process.wait()
         expect(done, EXIT_PROTOCOL, "")
         assert "protocol_error" in done.stderr
+
+
+# --- via proxies: the proxy retries toward the replicas, the client keeps only its deadline ----------------------
+# (docs/protocol.md §5, "Who retries what"; the RelaySession of zvsr/protocol/client_session.py). The fakes above
+# stand in for proxies: a client speaks the same Request / Reply to both.
+
+QUIET_S = 2.5  # CLIENT_PROXY_QUIET_MS: via proxies, the client re-sends after this long without any answer
+
+
+@dataclass
+class Copy:
+    at: float  # time.monotonic() when the test took it
+    proxy: int
+    identity: bytes
+    request: Request
+
+
+def _copies_until_exit(
+    fake: FakeReplicas, process: subprocess.Popen[str], answer: Callable[[Copy], bytes | None] | None = None
+) -> tuple[list[Copy], subprocess.CompletedProcess[str]]:
+    """Every request the fakes receive until `process` exits (plus any still on the way), each answered by
+    `answer` (None or no answer: silence)."""
+    copies: list[Copy] = []
+    poller = zmq.Poller()
+    for socket in fake.sockets:
+        poller.register(socket, zmq.POLLIN)
+    deadline = time.monotonic() + 60
+    while True:
+        running = process.poll() is None
+        assert time.monotonic() < deadline, "the client did not end"
+        for socket, _ in poller.poll(20 if running else 200):
+            index = fake.sockets.index(socket)
+            identity, request = fake.receive(index)
+            copy = Copy(time.monotonic(), index, identity, request)
+            copies.append(copy)
+            reply = answer(copy) if answer is not None else None
+            if reply is not None:
+                socket.send_multipart([identity, reply])
+        if not running:
+            return copies, _finish(process)
+
+
+@pytest.mark.timeout(120)
+def test_through_proxies_a_silent_proxy_gets_one_copy_and_the_next_one_after_the_quiet_period(
+    fakes: tuple[zmq.Context[zmq.Socket[bytes]], list[FakeReplicas]],
+) -> None:
+    """Two proxies that never answer, a 4 s call: the request goes to one proxy, and only after the quiet period
+    (2.5 s: it may have restarted and forgotten the request) once to the other. No re-send on a short timer
+    (the client used to re-send to every proxy after 1 s, 3 s, ...). At the deadline: timeout, outcome unknown."""
+    context, made = fakes
+    fake = FakeReplicas(context, 2)
+    made.append(fake)
+    process = _start(["--timeout-ms", "4000", "-e", fake.endpoints[0], "-e", fake.endpoints[1], "put", "k", "v"])
+    try:
+        copies, done = _copies_until_exit(fake, process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    expect(done, EXIT_TIMEOUT, "")
+    assert "no answer within 4000 ms; the request may or may not have been executed" in done.stderr
+    assert len(copies) == 2, [(round(c.at - copies[0].at, 3), c.proxy) for c in copies]
+    first, second = copies
+    assert {first.proxy, second.proxy} == {0, 1}  # the next proxy
+    assert first.request == second.request and first.request.request_number == 1  # the same request
+    assert second.at - first.at >= QUIET_S - 0.5, second.at - first.at
+
+
+@pytest.mark.timeout(120)
+def test_through_proxies_a_late_answer_is_waited_for_without_a_copy(
+    fakes: tuple[zmq.Context[zmq.Socket[bytes]], list[FakeReplicas]],
+) -> None:
+    """The proxy holding the request answers 1.5 s later (past the 1 s after which the client used to re-send
+    to every proxy, short of the quiet period): no proxy sees a second copy, and the late answer is the result."""
+    context, made = fakes
+    fake = FakeReplicas(context, 2)
+    made.append(fake)
+    process = _start(["--timeout-ms", "10000", "-e", fake.endpoints[0], "-e", fake.endpoints[1], "get", "k"])
+    try:
+        poller = zmq.Poller()
+        for socket in fake.sockets:
+            poller.register(socket, zmq.POLLIN)
+        first = dict(poller.poll(20_000))
+        assert len(first) == 1, "one proxy got the request"
+        (index,) = (fake.sockets.index(socket) for socket in first)
+        identity, request = fake.receive(index)
+        # An observation window, not synchronisation: nothing may arrive in it.
+        assert poller.poll(1500) == [], "a second copy of the request"
+        reply = Reply(view=0, client_id=request.client_id, request_number=1, result=msgpack.packb("late"))
+        fake.sockets[index].send_multipart([identity, encode(reply)])
+        copies, done = _copies_until_exit(fake, process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    expect(done, 0, "late\n")
+    assert copies == []
+
+
+@pytest.mark.timeout(120)
+def test_through_proxies_a_proxy_that_is_down_is_skipped_at_once(
+    fakes: tuple[zmq.Context[zmq.Socket[bytes]], list[FakeReplicas]],
+) -> None:
+    """One proxy is not running, the other answers. The proxies are shuffled per client, so over 8 clients the
+    dead one comes first for some (all but surely): its send is refused (no connection, IMMEDIATE) and the
+    request goes to the live one at once — well within a 900 ms call, shorter than the 1 s after which the
+    client used to re-send — once."""
+    context, made = fakes
+    live = FakeReplicas(context, 1)
+    made.append(live)
+    (dead_port,) = free_ports(1)
+    endpoints = [f"tcp://127.0.0.1:{dead_port}", live.endpoints[0]]
+
+    def answer(copy: Copy) -> bytes:
+        return encode(Reply(view=0, client_id=copy.request.client_id, request_number=1, result=msgpack.packb(1)))
+
+    for run in range(8):
+        first, second = endpoints[run % 2], endpoints[1 - run % 2]
+        process = _start(["--timeout-ms", "900", "-e", first, "-e", second, "incr", "n"])
+        try:
+            copies, done = _copies_until_exit(live, process, answer)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        expect(done, 0, "1\n")
+        assert len(copies) == 1, copies
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("code", ["timeout", "unavailable", "busy"])
+def test_through_proxies_an_error_answer_sends_the_request_once_to_the_next_proxy(
+    fakes: tuple[zmq.Context[zmq.Socket[bytes]], list[FakeReplicas]], code: str
+) -> None:
+    """The proxy holding the request answers `timeout` (its own deadline passed), `unavailable` or `busy`: its
+    session ended without a result. The client's deadline is ahead, so after a short pause the same request goes
+    once to the next proxy — long before the quiet period — and that one's answer is the result."""
+    context, made = fakes
+    fake = FakeReplicas(context, 2)
+    made.append(fake)
+    process = _start(["--timeout-ms", "10000", "-e", fake.endpoints[0], "-e", fake.endpoints[1], "get", "k"])
+
+    answered: list[Copy] = []
+
+    def answer(copy: Copy) -> bytes:
+        """The first copy gets the error, any other the result."""
+        answered.append(copy)
+        me = copy.request.client_id
+        if len(answered) == 1:
+            return encode(Error(view=0, client_id=me, request_number=1, code=code, message="no"))
+        return encode(Reply(view=0, client_id=me, request_number=1, result=msgpack.packb("v")))
+
+    try:
+        copies, done = _copies_until_exit(fake, process, answer)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    expect(done, 0, "v\n")
+    assert len(copies) == 2, [(c.proxy, c.request.request_number) for c in copies]
+    first, second = copies
+    assert first.proxy != second.proxy and first.request == second.request
+    assert second.at - first.at < QUIET_S - 0.5, second.at - first.at  # the pause, not the quiet period
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("code", "exit_code"), [("bad_request", EXIT_BAD_REQUEST), ("session_expired", EXIT_TIMEOUT)]
+)
+def test_through_proxies_a_final_error_ends_the_call(
+    fakes: tuple[zmq.Context[zmq.Socket[bytes]], list[FakeReplicas]], code: str, exit_code: int
+) -> None:
+    """`bad_request` and `session_expired` are final: no other proxy is asked."""
+    context, made = fakes
+    fake = FakeReplicas(context, 2)
+    made.append(fake)
+    process = _start(["--timeout-ms", "10000", "-e", fake.endpoints[0], "-e", fake.endpoints[1], "put", "k", "v"])
+
+    def answer(copy: Copy) -> bytes:
+        request = copy.request
+        return encode(Error(view=0, client_id=request.client_id, request_number=1, code=code, message="final"))
+
+    try:
+        copies, done = _copies_until_exit(fake, process, answer)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    expect(done, exit_code, "")
+    assert f"{code}: final" in done.stderr, done.stderr
+    assert len(copies) == 1
+
+
+@pytest.mark.timeout(120)
+def test_through_a_proxy_a_request_lost_in_a_restart_is_sent_again_after_the_quiet_period(
+    fakes: tuple[zmq.Context[zmq.Socket[bytes]], list[FakeReplicas]],
+) -> None:
+    """The only proxy takes request 1 and restarts before answering: the request is gone with it, and nothing
+    tells the client. After the quiet period without an answer the client sends the same request again (to the
+    same proxy: there is no other), and the restarted proxy answers it within the client's deadline."""
+    context, made = fakes
+    before = FakeReplicas(context, 1)
+    made.append(before)
+    endpoint = before.endpoints[0]
+    process = _start(["--timeout-ms", "10000", "-e", endpoint, "get", "k"])
+    try:
+        _, lost = before.receive(0)
+        lost_at = time.monotonic()
+        before.close()
+        after = wait_for(lambda: _bound_at(context, endpoint), what="the restarted proxy")
+        made.append(after)
+        assert after.sockets[0].poll(20_000), "no copy after the restart"
+        identity, again = after.receive(0)
+        resent_at = time.monotonic()
+        reply = Reply(view=0, client_id=again.client_id, request_number=1, result=msgpack.packb("again"))
+        after.sockets[0].send_multipart([identity, encode(reply)])
+        done = _finish(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    expect(done, 0, "again\n")
+    assert again == lost
+    assert resent_at - lost_at >= QUIET_S - 0.5, resent_at - lost_at
+
+
+def _bound_at(context: zmq.Context[zmq.Socket[bytes]], endpoint: str) -> FakeReplicas | None:
+    """A fake bound at `endpoint`, or None while the socket just closed there still holds it."""
+    socket = context.socket(zmq.ROUTER)
+    socket.setsockopt(zmq.LINGER, 0)
+    try:
+        socket.bind(endpoint)
+    except zmq.ZMQError:
+        socket.close(linger=0)
+        return None
+    fake = FakeReplicas(context, 0)
+    fake.sockets.append(socket)
+    fake.endpoints.append(endpoint)
+    return fake
+
+
+@pytest.mark.timeout(120)
+def test_through_a_real_proxy_the_clients_own_deadline_decides(built: Path) -> None:
+    """A real proxy over silent replicas gives up after its 300 ms and answers `timeout`. The client's deadline
+    (2000 ms) is ahead, so it asks again — one copy at a time, never joining a copy the proxy still holds — and
+    the call ends at the client's own deadline with its own timeout (outcome unknown)."""
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        config = local_config(tick_ms=5, request_timeout_ms=300)
+        with fake_replicas(config, context), running_proxy(config, context) as proxy:
+            done = kv("put", "k", "v", endpoints=[proxy.endpoint], timeout_ms=2000)
+            counters = dict(proxy.counters)
+    finally:
+        context.term()
+    expect(done, EXIT_TIMEOUT, "")
+    assert "no answer within 2000 ms; the request may or may not have been executed" in done.stderr
+    assert counters["answered timeout"] >= 2 and counters["requests"] >= 3, counters
+    assert counters.get("client retries joined", 0) == 0, counters
 
 
 # --- last: a failover, so a real replica redirects ---------------------------------------------------------

@@ -37,8 +37,7 @@
 #define CLIENT_TICK_MS 10
 #define DIRECT_RETRY_MS 200
 #define DIRECT_RETRY_MAX_MS 1600
-#define PROXY_RETRY_MS 1000
-#define PROXY_RETRY_MAX_MS 4000
+#define CLIENT_PROXY_QUIET_MS 2500 /* via proxies: re-send after this long without any answer */
 #define RETRY_AFTER_ERROR_TICKS 5 /* zvsr/protocol/client_session.py */
 #define CLIENT_SNDHWM 1000
 #define ZMTP_HEARTBEAT_IVL_MS 1000
@@ -1000,7 +999,9 @@ struct zvsr_client {
     size_t n;
     bool direct;
     int timeout_ms;
-    int retry_ticks, retry_max_ticks;
+    int retry_ticks, retry_max_ticks; /* direct: the re-send period and its cap */
+    int quiet_ticks;                  /* via proxies: CLIENT_PROXY_QUIET_MS */
+    size_t relay;                     /* via proxies: the proxy the last request went to (and the next goes to first) */
     uint64_t client_id;
     uint64_t request_number; /* the last one used */
     uint64_t view;           /* the highest seen */
@@ -1141,10 +1142,9 @@ zvsr_status zvsr_client_new(const char *const endpoints[], size_t n, const zvsr_
     }
     c->direct = o->direct;
     c->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : ZVSR_DEFAULT_TIMEOUT_MS;
-    int retry_ms = c->direct ? DIRECT_RETRY_MS : PROXY_RETRY_MS;
-    int retry_max_ms = c->direct ? DIRECT_RETRY_MAX_MS : PROXY_RETRY_MAX_MS;
-    c->retry_ticks = retry_ms / CLIENT_TICK_MS > 0 ? retry_ms / CLIENT_TICK_MS : 1;
-    c->retry_max_ticks = retry_max_ms / CLIENT_TICK_MS > 0 ? retry_max_ms / CLIENT_TICK_MS : 1;
+    c->retry_ticks = DIRECT_RETRY_MS / CLIENT_TICK_MS > 0 ? DIRECT_RETRY_MS / CLIENT_TICK_MS : 1;
+    c->retry_max_ticks = DIRECT_RETRY_MAX_MS / CLIENT_TICK_MS > 0 ? DIRECT_RETRY_MAX_MS / CLIENT_TICK_MS : 1;
+    c->quiet_ticks = CLIENT_PROXY_QUIET_MS / CLIENT_TICK_MS > 0 ? CLIENT_PROXY_QUIET_MS / CLIENT_TICK_MS : 1;
     uint64_t seed = 0;
     if (!random_u64(&c->client_id) || !random_u64(&seed)) {
         zvsr_client_free(c);
@@ -1191,12 +1191,17 @@ zvsr_status zvsr_client_new(const char *const endpoints[], size_t n, const zvsr_
         c->sockets[k] = s;
         c->n = k + 1;
         int64_t maxmsg = ZVSR_REPLY_BYTES_MAX;
-        /* No ZMQ_IMMEDIATE: a request waits in the queue until the connection is up, instead of being
-         * refused and retried a retry period later. A dead endpoint's queue is bounded by SNDHWM. */
+        /* Via proxies, ZMQ_IMMEDIATE: a send to a proxy with no connection up is refused at once, which is how
+         * the client knows that proxy is gone and moves to the next (relay_round); when every proxy refuses,
+         * the send is tried again every tick, so a new client's first request leaves as soon as a connection is
+         * up. Direct to replicas, no ZMQ_IMMEDIATE: a request waits in the queue until the connection is up,
+         * instead of being refused and retried a retry period later; a dead endpoint's queue is bounded by
+         * SNDHWM. (As the Python client, zvsr/client.py.) */
         if (set_int(s, ZMQ_LINGER, 0) || set_int(s, ZMQ_SNDHWM, CLIENT_SNDHWM) ||
             zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) ||
             set_int(s, ZMQ_HEARTBEAT_IVL, ZMTP_HEARTBEAT_IVL_MS) ||
-            set_int(s, ZMQ_HEARTBEAT_TIMEOUT, ZMTP_HEARTBEAT_TIMEOUT_MS)) {
+            set_int(s, ZMQ_HEARTBEAT_TIMEOUT, ZMTP_HEARTBEAT_TIMEOUT_MS) ||
+            (!c->direct && set_int(s, ZMQ_IMMEDIATE, 1))) {
             status = new_failed(ZVSR_ERR_ZMQ, "zmq_setsockopt: %s", zmq_strerror(errno));
             break;
         }
@@ -1225,7 +1230,23 @@ zvsr_status zvsr_client_new(const char *const endpoints[], size_t n, const zvsr_
     return ZVSR_OK;
 }
 
-/* --- one call: the sans-IO ClientSession of zvsr/protocol/client_session.py plus zvsr/runtime/outcome.py -------- */
+/* --- one call: the sans-IO sessions of zvsr/protocol/client_session.py plus zvsr/runtime/outcome.py ---------
+ *
+ * Direct to the replicas, a call is a ClientSession: the request goes to the primary of the highest view seen,
+ * follows Redirects, and is re-sent to every replica on a backing-off timer and shortly after a "not now" Error.
+ *
+ * Via proxies, a call is a RelaySession. A proxy runs its own session toward the replicas and answers every
+ * request it holds by its own deadline, so the client keeps only its deadline: it sends the request to one
+ * proxy (the one the last request went to) and sends the *same* (client_id, request_number) again only when
+ * that proxy cannot answer, always to the next proxy:
+ *   - the send is refused (ZMQ_IMMEDIATE: no connection to that proxy): the next proxy at once; when every
+ *     proxy refused, the round is tried again on the next tick (a local attempt: nothing on the network);
+ *   - the proxy answered an Error other than a final one (timeout, unavailable, busy, ...): its session ended
+ *     without a result; after RETRY_AFTER_ERROR_TICKS, once, to the next proxy;
+ *   - nothing came back for CLIENT_PROXY_QUIET_MS after the last send (a proxy that restarted forgot the
+ *     request in flight, and nothing reports that): the next proxy (with one proxy, the same one), and again
+ *     after each further quiet period.
+ * bad_request and session_expired end the call; so does the client's deadline. */
 
 typedef struct {
     uint64_t number;
@@ -1234,8 +1255,12 @@ typedef struct {
     zvsr_buffer *result;
     /* ticks */
     int elapsed, deadline;
+    /* direct (ClientSession): the re-send timer */
     int after, ticks, backoffs;
     bool retry_running;
+    /* via proxies (RelaySession): since the last send, and since an Error answer; every proxy refused */
+    int quiet, pause;
+    bool quiet_running, pause_running, connect_wait;
     /* attempts (outcome.py): sends that left and answers that refused one */
     uint64_t sent, refused;
     bool have_error;
@@ -1258,10 +1283,32 @@ static void broadcast(zvsr_client *c, call *k) {
     for (size_t i = 0; i < c->n; i++) send_to(c, k, i);
 }
 
+/* Via proxies: one round of sending, from proxy `first` on. A refused send (no connection to that proxy) never
+ * left, so the next proxy is tried at once; when all refused, the next tick starts a new round. The quiet period
+ * counts from the last send, and a send ends any pause after an Error answer. */
+static void relay_round(zvsr_client *c, call *k, size_t first) {
+    k->connect_wait = true;
+    for (size_t step = 0; step < c->n; step++) {
+        size_t index = (first + step) % c->n;
+        c->relay = index;
+        if (zmq_send(c->sockets[index], c->wire.data, c->wire.len, ZMQ_DONTWAIT) >= 0) {
+            k->sent++;
+            k->connect_wait = false;
+            break;
+        }
+    }
+    k->pause_running = false;
+    k->quiet_running = true;
+    k->quiet = 0;
+}
+
 static void finish(call *k, zvsr_status status) {
     k->done = true;
     k->status = status;
     k->retry_running = false;
+    k->quiet_running = false;
+    k->pause_running = false;
+    k->connect_wait = false;
 }
 
 static void on_answer(zvsr_client *c, call *k, const zvsr_wire_message *m) {
@@ -1280,6 +1327,7 @@ static void on_answer(zvsr_client *c, call *k, const zvsr_wire_message *m) {
         return;
     case ZVSR_TYPE_REDIRECT:
         k->refused++;
+        if (!c->direct) return; /* a proxy follows Redirects itself: nothing to learn from one */
         /* Only replicas in normal status redirect, so the view they name has started. Never go back. */
         if (m->view > c->view) {
             c->view = m->view;
@@ -1307,6 +1355,15 @@ static void on_answer(zvsr_client *c, call *k, const zvsr_wire_message *m) {
             }
             set_message(c, "%s", k->error_message);
             finish(k, ZVSR_ERR_SESSION_EXPIRED);
+            return;
+        }
+        if (!c->direct) {
+            /* The proxy's own session ended without a result, or it refused the request: ask the next proxy,
+             * after a pause (a proxy refusing at once must not make us spin). */
+            if (!k->pause_running) {
+                k->pause_running = true;
+                k->pause = 0;
+            }
             return;
         }
         /* Not now: try again soon, with the same request_number (so it executes at most once). The view
@@ -1373,8 +1430,16 @@ static void time_out(zvsr_client *c, call *k) {
 static void tick(zvsr_client *c, call *k) {
     k->elapsed++;
     if (k->retry_running) k->ticks++;
+    if (k->quiet_running) k->quiet++;
+    if (k->pause_running) k->pause++;
     if (k->elapsed >= k->deadline) {
         time_out(c, k);
+        return;
+    }
+    if (!c->direct) {
+        if (k->connect_wait || (k->pause_running && k->pause >= RETRY_AFTER_ERROR_TICKS) ||
+            (k->quiet_running && k->quiet >= c->quiet_ticks))
+            relay_round(c, k, (c->relay + 1) % c->n);
         return;
     }
     if (k->retry_running && k->ticks >= k->after) {
@@ -1412,12 +1477,15 @@ zvsr_status zvsr_execute(zvsr_client *c, const uint8_t *operation, size_t len, z
     }
     c->request_number++; /* a new request: numbers increase by exactly one, retries repeat them */
 
-    call k = {.number = c->request_number, .result = result, .after = c->retry_ticks, .retry_running = true};
+    call k = {.number = c->request_number, .result = result, .after = c->retry_ticks, .retry_running = c->direct};
     k.deadline = (int)(((int64_t)c->timeout_ms + CLIENT_TICK_MS - 1) / CLIENT_TICK_MS);
     if (k.deadline < 1) k.deadline = 1;
     const int64_t tick_ns = (int64_t)CLIENT_TICK_MS * 1000000LL;
     int64_t next_tick = now_ns() + tick_ns;
-    send_to(c, &k, (size_t)(c->view % c->n));
+    if (c->direct)
+        send_to(c, &k, (size_t)(c->view % c->n)); /* the primary of the highest view seen */
+    else
+        relay_round(c, &k, c->relay); /* the proxy that took the last request */
 
     while (!k.done) {
         int64_t wait_ns = next_tick - now_ns();

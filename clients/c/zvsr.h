@@ -8,13 +8,20 @@
  *     client per thread, or a lock);
  *   - one DEALER socket per endpoint; the endpoints are either proxies (default) or, with
  *     options.direct, every replica's client endpoint in replica-index order;
- *   - a call sends its Request to the primary (view mod n; for proxies: the first, shuffled), follows
- *     Redirects to newer views, and re-sends the *same* (client_id, request_number, operation) to every
- *     endpoint when no answer arrives in time (200 ms doubling to 1.6 s direct, 1 s to 4 s via proxies,
- *     with jitter) or shortly after an Error unavailable / busy / view_change; bad_request ends the call;
+ *   - direct: a call sends its Request to the primary (view mod n), follows Redirects to newer views, and
+ *     re-sends the *same* (client_id, request_number, operation) to every replica when no answer arrives
+ *     in time (200 ms doubling to 1.6 s, with jitter) or shortly after an Error unavailable / busy /
+ *     view_change;
+ *   - via proxies (shuffled once per client): the proxy retries toward the replicas and answers by its own
+ *     deadline, so a call sends its Request to one proxy (the one the last request went to) and re-sends
+ *     the same request, to the next proxy, only when that one cannot answer: its socket has no connection
+ *     (ZMQ_IMMEDIATE refuses the send: at once), it answered an Error timeout / unavailable / busy (after
+ *     50 ms), or 2.5 s passed without any answer (a proxy restarted and forgot the request);
+ *   - bad_request and session_expired end the call;
  *   - every call ends within options.timeout_ms with a result or a status. ZVSR_ERR_TIMEOUT means the
  *     outcome is unknown (the request may have been executed); ZVSR_ERR_UNAVAILABLE and ZVSR_ERR_BUSY are
- *     reported only when every attempt that left was refused, so the request certainly did not execute.
+ *     reported only when nothing left (no proxy connected) or every attempt that left was refused, so the
+ *     request certainly did not execute.
  *
  * Everything received is validated (types, lengths, bounds) before use; malformed answers are ignored.
  * Functions never print; details of the last failure are in zvsr_last_message().
@@ -97,8 +104,9 @@ void zvsr_options_init(zvsr_options *options);
 typedef struct zvsr_client zvsr_client;
 
 /* A new client for `n` endpoints ("tcp://host:port"); `options` may be NULL (defaults). Connecting is
- * asynchronous: an unreachable endpoint shows up as a timeout of the first call, not here. On failure
- * *client is NULL and zvsr_last_message(NULL) says why (per thread). */
+ * asynchronous: unreachable endpoints show up in the first call, not here (every proxy unreachable:
+ * ZVSR_ERR_UNAVAILABLE, nothing was sent; replicas: ZVSR_ERR_TIMEOUT). On failure *client is NULL and
+ * zvsr_last_message(NULL) says why (per thread). */
 zvsr_status zvsr_client_new(const char *const endpoints[], size_t n, const zvsr_options *options,
                             zvsr_client **client);
 
