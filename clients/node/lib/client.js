@@ -19,10 +19,11 @@
  *   replica when 200 ms (doubling up to 1.6 s) pass without an answer.
  *
  * The retry logic is `RelaySession` / `ClientSession` (lib/session.js), ports of the sessions the Python
- * client (and, for `ClientSession`, the proxy) runs (docs/protocol.md §5, "Who retries what"). Because every retry carries the same (client_id, request_number), the replicas execute a request at
- * most once however often it is sent. A call ends in a result or an exception: `Timeout` means the outcome is
- * unknown; `Unavailable` / `Busy` are thrown only when every attempt that left was refused, so the request
- * certainly did not execute.
+ * client (and, for `ClientSession`, the proxy) runs (docs/protocol.md §5, "Who retries what"). Because every
+ * retry carries the same (client_id, request_number), the replicas execute a request at most once however
+ * often it is sent. A call ends in a result or an exception: `Timeout` means the outcome is unknown;
+ * `Unavailable` / `Busy` are thrown only when every attempt that left was refused, so the request certainly
+ * did not execute.
  */
 
 const crypto = require('node:crypto');
