@@ -15,7 +15,7 @@ const { Client, socketOptions } = require('./lib/client');
 const errors = require('./lib/errors');
 const codec = require('./lib/codec');
 const msgpack = require('./lib/msgpack');
-const { ClientSession, Attempts } = require('./lib/session');
+const { ClientSession, RelaySession, Attempts } = require('./lib/session');
 
 module.exports = {
   Client,
@@ -31,6 +31,7 @@ module.exports = {
   codec,
   msgpack,
   ClientSession,
+  RelaySession,
   Attempts,
   socketOptions,
 };

@@ -8,18 +8,22 @@
  * out, `Reply` / `Redirect` / `Error` in (docs/protocol.md §4) — over one ZeroMQ DEALER per endpoint, so each
  * attempt goes to a chosen endpoint:
  *
- * - via proxies (`new Client({proxy: "tcp://host:7700"})`, or several): the first attempt goes to one proxy
- *   (the list is shuffled once per client); the proxy finds the primary and follows failover itself. With no
- *   answer within 1 s the *same* request goes to every proxy, and so on with backoff;
+ * - via proxies (`new Client({proxy: "tcp://host:7700"})`, or several): a request goes to one proxy (the list
+ *   is shuffled once per client), which finds the primary, follows failover and retries toward the replicas
+ *   itself, and answers by its own `request_timeout_ms`. The client keeps only its own deadline: it sends the
+ *   *same* request again only when that proxy cannot answer — no connection to it (`immediate` refuses the
+ *   send: the next proxy at once), an error answer (`timeout`, `unavailable`, `busy`: the next proxy, while the
+ *   deadline is ahead), or 2.5 s without any answer (a proxy restarted with the request in flight);
  * - direct (`new Client({replicas: [...]})`, the replicas' client endpoints in index order): the client finds
  *   the primary itself — replica `view mod n`, following Redirects — and re-sends the same request to every
  *   replica when 200 ms (doubling up to 1.6 s) pass without an answer.
  *
- * The retry logic is `ClientSession` (lib/session.js), a port of the session the Python client and the proxy
- * run. Because every retry carries the same (client_id, request_number), the replicas execute a request at
- * most once however often it is sent. A call ends in a result or an exception: `Timeout` means the outcome is
- * unknown; `Unavailable` / `Busy` are thrown only when every attempt that left was refused, so the request
- * certainly did not execute.
+ * The retry logic is `RelaySession` / `ClientSession` (lib/session.js), ports of the sessions the Python
+ * client (and, for `ClientSession`, the proxy) runs (docs/protocol.md §5, "Who retries what"). Because every
+ * retry carries the same (client_id, request_number), the replicas execute a request at most once however
+ * often it is sent. A call ends in a result or an exception: `Timeout` means the outcome is unknown;
+ * `Unavailable` / `Busy` are thrown only when every attempt that left was refused, so the request certainly
+ * did not execute.
  */
 
 const crypto = require('node:crypto');
@@ -27,7 +31,7 @@ const { performance } = require('node:perf_hooks');
 const zmq = require('zeromq');
 
 const codec = require('./codec');
-const { ClientSession, Attempts, BROADCAST } = require('./session');
+const { ClientSession, RelaySession, Attempts, BROADCAST, RELAY_QUIET_MS } = require('./session');
 const { ops, resultValue } = require('./coordination');
 const { errorFor, BadRequest } = require('./errors');
 
@@ -35,8 +39,7 @@ const DEFAULTS = {
   timeoutMs: 5000, // CLIENT_TIMEOUT_MS
   directRetryMs: 200, // CLIENT_DIRECT_RETRY_MS
   directRetryMaxMs: 1600,
-  proxyRetryMs: 1000, // CLIENT_PROXY_RETRY_MS
-  proxyRetryMaxMs: 4000,
+  proxyQuietMs: RELAY_QUIET_MS, // CLIENT_PROXY_QUIET_MS
   sendHighWaterMark: 1000, // CLIENT_SNDHWM
   replyBytesMax: codec.RESULT_BYTES_MAX + 1024, // CLIENT_REPLY_BYTES_MAX
   heartbeatIntervalMs: 1000, // ZMTP_HEARTBEAT_IVL_MS
@@ -65,17 +68,31 @@ function positiveInt(name, value) {
   return value;
 }
 
-/** The socket options a client's DEALERs get (exported for tests): linger 0, bounds, heartbeats, CURVE. */
-function socketOptions(options = {}) {
+/**
+ * The socket options a client's DEALERs get (exported for tests): linger 0, bounds, heartbeats, CURVE, and
+ * `immediate` on sockets to proxies (`viaProxies`).
+ */
+function socketOptions(options = {}, { viaProxies = false } = {}) {
   const socket = {
     linger: 0, // close() never waits for unsent requests: no hanging process
-    sendTimeout: 0, // never block: a full queue loses that attempt, a later one may not be
+    // Never block. zeromq.js 6 then sends with ZMQ_DONTWAIT at the call and returns a promise already settled:
+    // rejected with code EAGAIN when libzmq cannot queue the message (a full queue; with `immediate`, no
+    // connection up). It never waits for the socket to become writable.
+    sendTimeout: 0,
     sendHighWaterMark: DEFAULTS.sendHighWaterMark,
     maxMessageSize: DEFAULTS.replyBytesMax,
     heartbeatInterval: DEFAULTS.heartbeatIntervalMs,
     heartbeatTimeout: DEFAULTS.heartbeatTimeoutMs,
-    // No `immediate`: the first request of a new client waits in the queue until the connection is up.
   };
+  if (viaProxies) {
+    // ZMQ_IMMEDIATE: a send to a proxy with no connection up is refused at once (the EAGAIN above), which is
+    // how the client knows that proxy cannot answer and moves to the next (RelaySession.onSendRefused); when
+    // every proxy refused, the next is tried again 10 ms later, so a new client's first request leaves as soon
+    // as a connection is up.
+    socket.immediate = true;
+  }
+  // Direct to replicas, no `immediate`: the first request of a new client waits in the queue until the
+  // connection is up, instead of being refused and retried a retry period later (the queue is bounded).
   const { curveServerKey, curvePublicKey, curveSecretKey } = options;
   if (curveServerKey == null) {
     if (curvePublicKey != null || curveSecretKey != null) {
@@ -124,8 +141,9 @@ class Client {
    *   timeoutMs: how long a call may take before it throws Timeout (default 5000)
    *   curveServerKey, curvePublicKey, curveSecretKey: CurveZMQ (Z85 strings): the server's public key, and
    *     this client's key pair (default: a fresh pair)
-   *   retryMs, retryMaxMs: the first retry period and its cap (default 200 / 1600 direct, 1000 / 4000 via
-   *     proxies)
+   *   retryMs, retryMaxMs (direct only): the first retry period and its cap (default 200 / 1600)
+   *   quietMs (via proxies only): how long a proxy may stay silent before the request goes to the next one
+   *     (default 2500); proxies retry toward the replicas themselves, so there is no retry timer
    */
   constructor(proxyOrOptions, moreOptions = {}) {
     const options =
@@ -134,20 +152,23 @@ class Client {
         : { ...proxyOrOptions };
     const { endpoints, viaProxies } = endpointsOf(options);
     this.timeoutMs = positiveInt('timeoutMs', options.timeoutMs ?? DEFAULTS.timeoutMs);
-    const retryMs = positiveInt(
-      'retryMs',
-      options.retryMs ?? (viaProxies ? DEFAULTS.proxyRetryMs : DEFAULTS.directRetryMs),
-    );
-    const retryMaxMs = positiveInt(
-      'retryMaxMs',
-      options.retryMaxMs ?? Math.max(retryMs, viaProxies ? DEFAULTS.proxyRetryMaxMs : DEFAULTS.directRetryMaxMs),
-    );
-    const settings = socketOptions(options);
+    if (viaProxies) {
+      if (options.retryMs != null || options.retryMaxMs != null) {
+        throw new TypeError('retryMs / retryMaxMs are for replicas: through proxies the client has no retry timer');
+      }
+      const quietMs = positiveInt('quietMs', options.quietMs ?? DEFAULTS.proxyQuietMs);
+      this._sessionSettings = { relayCount: endpoints.length, quietMs };
+    } else {
+      if (options.quietMs != null) throw new TypeError('quietMs is for proxies');
+      const retryMs = positiveInt('retryMs', options.retryMs ?? DEFAULTS.directRetryMs);
+      const retryMaxMs = positiveInt('retryMaxMs', options.retryMaxMs ?? Math.max(retryMs, DEFAULTS.directRetryMaxMs));
+      this._sessionSettings = { endpointCount: endpoints.length, retryMs, retryMaxMs };
+    }
+    const settings = socketOptions(options, { viaProxies });
     this.endpoints = endpoints;
     this.viaProxies = viaProxies;
     this._target = viaProxies ? 'proxy' : 'replica';
-    this._sessionSettings = { endpointCount: endpoints.length, retryMs, retryMaxMs };
-    this._session = new ClientSession({ clientId: randomClientId(), ...this._sessionSettings });
+    this._session = this._newSession(randomClientId());
     this._sockets = [];
     try {
       for (const endpoint of endpoints) {
@@ -179,7 +200,7 @@ class Client {
     return this._session.requestNumber;
   }
 
-  /** The highest view this client has seen. */
+  /** The highest view this client has seen (through proxies: the highest a Reply named). */
   get view() {
     return this._session.view;
   }
@@ -254,6 +275,19 @@ class Client {
   }
 
   // --- plumbing ---
+
+  /**
+   * A session for `clientId`: a `RelaySession` via proxies (they retry toward the replicas; the client keeps its
+   * deadline), a `ClientSession` direct to the replicas (the client finds the primary and retries itself). Via
+   * proxies a new session starts at the proxy the last one used, as the Python client's does.
+   */
+  _newSession(clientId) {
+    if (this.viaProxies) {
+      const relay = this._session instanceof RelaySession ? this._session.relay : 0;
+      return new RelaySession({ clientId, relay, ...this._sessionSettings });
+    }
+    return new ClientSession({ clientId, ...this._sessionSettings });
+  }
 
   _run(call, requestNumber) {
     const run = () =>
@@ -334,7 +368,8 @@ class Client {
 
   _flush() {
     const call = this._call;
-    for (const [destination, request] of this._session.takeOutbox()) {
+    const session = this._session;
+    for (const [destination, request] of session.takeOutbox()) {
       if (call === null || request !== call.request) continue;
       const targets = destination === BROADCAST ? this._sockets : [this._sockets[destination]];
       for (const socket of targets) {
@@ -343,7 +378,17 @@ class Client {
             call.attempts.sent += 1;
             this.stats.sent += 1;
           },
-          () => {}, // EAGAIN: that endpoint's queue is full; this attempt is lost, a later one may not be
+          (error) => {
+            // EAGAIN (sendTimeout 0: known at the call, reported here). Replica: its queue is full; this attempt
+            // is lost, a later one may not be. Proxy (`immediate`): no connection to it; the session names
+            // another proxy at once, or one to try again shortly — each refusal names a proxy not yet tried
+            // this round, so this ends.
+            if (error?.code !== 'EAGAIN' || !(session instanceof RelaySession)) return;
+            if (this._call !== call || this._session !== session) return; // the call ended meanwhile
+            session.onSendRefused(destination, performance.now());
+            this._flush();
+            this._schedule();
+          },
         );
       }
     }
@@ -368,7 +413,7 @@ class Client {
     }
     if (code === 'session_expired') {
       // The cluster refuses this client_id for good: continue under a new one.
-      this._session = new ClientSession({ clientId: randomClientId(), ...this._sessionSettings });
+      this._session = this._newSession(randomClientId());
       this._last = null; // nothing to retry: the new session cannot resend the old one's request
     }
     this._finish(null, errorFor(code, message));

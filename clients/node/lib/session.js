@@ -2,22 +2,40 @@
 /**
  * The client side of VR, sans-IO: primary discovery, idempotent retry, and what a failure means.
  *
- * A port of `zvsr/protocol/client_session.py` (`ClientSession`) and `zvsr/runtime/outcome.py` (`Attempts`), the code
- * the Python client and the proxy run (docs/protocol.md §5), with time in milliseconds instead of ticks.
- * Nothing here touches a socket or a timer: the driver (`Client`) calls `submit`, `onReply` and `poll(now)`,
- * sends what `takeOutbox()` returns, and wakes up at `wakeAt()`.
+ * A port of `zvsr/protocol/client_session.py` (`ClientSession`, `RelaySession`) and `zvsr/runtime/outcome.py`
+ * (`Attempts`), the code the Python client and the proxy run (docs/protocol.md §5, "Who retries what"), with
+ * time in milliseconds instead of ticks. Nothing here touches a socket or a timer: the driver (`Client`) calls
+ * `submit`, `onReply` and `poll(now)`, sends what `takeOutbox()` returns, and wakes up at `wakeAt()`.
  *
- * One session is one client_id with at most one request outstanding. It keeps the highest view it has seen
- * and sends to that view's primary (`view mod n`); a Redirect of a newer view moves it there (never back); a
- * retry timeout re-sends the *same* (client_id, request_number) to every endpoint, doubling the period with
- * jitter up to a cap; an Error `unavailable`, `busy` or `view_change` makes the next retry come sooner; an
- * Error `bad_request` ends the request. When the deadline passes the request ends with `timeout` — or, when
- * every attempt that left was refused (so it certainly did not execute), with `unavailable` / `busy`.
+ * Direct to the replicas (`ClientSession`). One session is one client_id with at most one request outstanding.
+ * It keeps the highest view it has seen and sends to that view's primary (`view mod n`); a Redirect of a newer
+ * view moves it there (never back); a retry timeout re-sends the *same* (client_id, request_number) to every
+ * endpoint, doubling the period with jitter up to a cap; an Error `unavailable`, `busy` or `view_change` makes
+ * the next retry come sooner; an Error `bad_request` ends the request. When the deadline passes the request
+ * ends with `timeout` — or, when every attempt that left was refused (so it certainly did not execute), with
+ * `unavailable` / `busy`.
+ *
+ * Via proxies (`RelaySession`). A proxy retries toward the replicas itself and answers every request it holds
+ * by its own deadline, so the client keeps only its own deadline and sends a request to **one** proxy, sending
+ * the same (client_id, request_number) again only when that proxy cannot answer:
+ * - the send was refused because there is no connection to it (the driver says so with `onSendRefused`): the
+ *   next proxy at once; when every proxy refused, the next one is tried again `connectRetryMs` later (a local
+ *   attempt, nothing on the network);
+ * - it answered an error other than a final one (`timeout`, `unavailable`, `busy`): while the deadline is
+ *   ahead, once more to the next proxy after a short pause;
+ * - nothing came back for `quietMs` after the last send (a proxy that restarted forgot the request, and
+ *   nothing reports that): once more to the next proxy (with one proxy, the same one), and again after each
+ *   further quiet period.
+ * `bad_request` and `session_expired` end the request; otherwise only the deadline does, with `timeout`.
  */
 
 const BROADCAST = -1;
 const RETRY_AFTER_ERROR_MS = 50; // 5 ticks of 10 ms in the Python client
 const BACKOFF_DOUBLINGS_MAX = 16;
+const RELAY_QUIET_MS = 2500; // CLIENT_PROXY_QUIET_MS in zvsr/constants.py
+const RELAY_CONNECT_RETRY_MS = 10; // CLIENT_TICK_MS: when every proxy refused a send, try again this soon
+const FINAL_ERRORS = new Set(['bad_request', 'session_expired']); // retrying cannot help
+const TIMEOUT_MESSAGE = 'no answer in time; the request may or may not have been executed';
 
 // Error codes that refuse an attempt without executing it, and what the caller is told if all attempts got one.
 const REFUSALS = { busy: 'busy', unavailable: 'unavailable', view_change: 'unavailable' };
@@ -132,7 +150,7 @@ class ClientSession {
       }
     } else if (reply.kind === 'Error') {
       // The view of an Error may be one that never starts (a replica voting in it): keep ours.
-      if (reply.code === 'bad_request' || reply.code === 'session_expired') {
+      if (FINAL_ERRORS.has(reply.code)) {
         this.complete({ requestNumber: reply.request_number, error: reply.code, message: reply.message });
       } else {
         // Not now: try again soon, with the same request_number, so it executes at most once.
@@ -149,7 +167,7 @@ class ClientSession {
       this.complete({
         requestNumber: this.outstanding.request_number,
         error: 'timeout',
-        message: 'no answer in time; the request may or may not have been executed',
+        message: TIMEOUT_MESSAGE,
       });
       return;
     }
@@ -188,4 +206,160 @@ class ClientSession {
   }
 }
 
-module.exports = { ClientSession, Attempts, BROADCAST, RETRY_AFTER_ERROR_MS };
+/**
+ * One client_id going through `relayCount` proxies (relays), at most one request outstanding. `relay` is the
+ * proxy the request in flight went to last, and where the next request goes first. `submit`, `onReply`,
+ * `poll`, `wakeAt`, `takeOutbox`, `takeCompletion` and `abandon` work as in `ClientSession`; outbox
+ * destinations are proxy indexes. `view` is only the highest view a Reply named (the proxy follows views).
+ */
+class RelaySession {
+  constructor({
+    clientId,
+    relayCount,
+    quietMs = RELAY_QUIET_MS,
+    pauseMs = RETRY_AFTER_ERROR_MS,
+    connectRetryMs = RELAY_CONNECT_RETRY_MS,
+    requestNumber = 0n,
+    relay = 0,
+    view = 0n,
+  }) {
+    if (!(relayCount >= 1)) throw new RangeError('at least one proxy');
+    if (!(Number.isInteger(relay) && relay >= 0 && relay < relayCount)) throw new RangeError('relay out of range');
+    this.clientId = clientId;
+    this.relayCount = relayCount;
+    this.quietMs = quietMs;
+    this.pauseMs = pauseMs;
+    this.connectRetryMs = connectRetryMs;
+    this.requestNumber = requestNumber; // the last one used
+    this.relay = relay;
+    this.view = view;
+    this.outstanding = null;
+    this.deadline = Infinity;
+    this.quietAt = Infinity; // the quiet period since the last send ends
+    this.pauseAt = Infinity; // the pause after a proxy's error answer ends
+    this.connectAt = Infinity; // every proxy refused this round's send: try again then
+    this.refused = new Set(); // proxies that refused this round's send (not connected)
+    this.outbox = [];
+    this.completion = null;
+  }
+
+  /** Start a request at time `now`, to end by `now + timeoutMs` (see `ClientSession.submit`). */
+  submit(operation, { now, timeoutMs, requestNumber }) {
+    if (this.outstanding !== null) throw new Error('a client has at most one outstanding request');
+    const number = requestNumber ?? this.requestNumber + 1n;
+    if (number < this.requestNumber) throw new RangeError('request numbers never go backwards');
+    this.requestNumber = number;
+    this.outstanding = { kind: 'Request', client_id: this.clientId, request_number: number, operation };
+    this.completion = null;
+    this.deadline = now + timeoutMs;
+    this.newRound(this.relay, now); // the proxy that took the last request
+    return this.outstanding;
+  }
+
+  /** Forget the request in flight (the caller gave up); a late answer to it is then ignored. */
+  abandon() {
+    this.outstanding = null;
+    this.outbox = [];
+    this.stopTimers();
+  }
+
+  /** The driver could not hand the request to proxy `relay` (no connection to it): it never left. */
+  onSendRefused(relay, now) {
+    if (this.outstanding === null) return;
+    this.refused.add(relay);
+    for (let step = 1; step < this.relayCount; step++) {
+      const candidate = (relay + step) % this.relayCount;
+      if (!this.refused.has(candidate)) {
+        this.send(candidate, now);
+        return;
+      }
+    }
+    this.connectAt = now + this.connectRetryMs;
+  }
+
+  onReply(reply, now) {
+    const outstanding = this.outstanding;
+    if (outstanding === null || reply.client_id !== this.clientId) return;
+    if (reply.request_number !== outstanding.request_number) return; // an answer to an earlier request
+    if (reply.kind === 'Reply') {
+      if (reply.view > this.view) this.view = reply.view;
+      this.complete({ requestNumber: reply.request_number, result: reply.result });
+    } else if (reply.kind === 'Error') {
+      if (FINAL_ERRORS.has(reply.code)) {
+        this.complete({ requestNumber: reply.request_number, error: reply.code, message: reply.message });
+      } else if (this.pauseAt === Infinity) {
+        // The proxy's own session ended without a result, or it refused the request: ask the next proxy, after
+        // a pause (a proxy refusing at once must not make us spin). Further errors meanwhile ask nothing more.
+        this.pauseAt = now + this.pauseMs;
+      }
+    }
+    // A Redirect never comes from a proxy (it follows them itself): nothing to learn from one.
+  }
+
+  /** Run the timers due at `now`: the deadline, then a re-send to the next proxy if one is due. */
+  poll(now) {
+    if (this.outstanding === null) return;
+    if (now >= this.deadline) {
+      this.complete({ requestNumber: this.outstanding.request_number, error: 'timeout', message: TIMEOUT_MESSAGE });
+      return;
+    }
+    if (now >= this.connectAt || now >= this.pauseAt || now >= this.quietAt) {
+      this.newRound((this.relay + 1) % this.relayCount, now);
+    }
+  }
+
+  /** When `poll` has something to do next (ms, same clock as `now`), or Infinity. */
+  wakeAt() {
+    if (this.outstanding === null) return Infinity;
+    return Math.min(this.deadline, this.connectAt, this.pauseAt, this.quietAt);
+  }
+
+  takeOutbox() {
+    const out = this.outbox;
+    this.outbox = [];
+    return out;
+  }
+
+  takeCompletion() {
+    const completion = this.completion;
+    this.completion = null;
+    return completion;
+  }
+
+  newRound(relay, now) {
+    this.refused.clear();
+    this.connectAt = Infinity;
+    this.send(relay, now);
+  }
+
+  send(relay, now) {
+    this.relay = relay;
+    this.outbox.push([relay, this.outstanding]);
+    this.pauseAt = Infinity;
+    this.quietAt = now + this.quietMs; // the quiet period counts from the last send
+  }
+
+  stopTimers() {
+    this.deadline = Infinity;
+    this.quietAt = Infinity;
+    this.pauseAt = Infinity;
+    this.connectAt = Infinity;
+    this.refused.clear();
+  }
+
+  complete(completion) {
+    this.outstanding = null;
+    this.stopTimers();
+    this.completion = completion;
+  }
+}
+
+module.exports = {
+  ClientSession,
+  RelaySession,
+  Attempts,
+  BROADCAST,
+  RETRY_AFTER_ERROR_MS,
+  RELAY_QUIET_MS,
+  RELAY_CONNECT_RETRY_MS,
+};

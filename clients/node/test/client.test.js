@@ -220,29 +220,120 @@ test('answers for other clients, older numbers, and garbage are ignored', async 
   );
 });
 
-test('via a proxy: one endpoint, same numbers on retry, results decoded', async () => {
+test('via a proxy: one endpoint, same numbers on a re-send after a quiet period, results decoded', async () => {
   const map = msgpack.encode({ ok: true, owner: 'w', token: 3 });
   await withServers(
     1,
     (index, request, count) => (count === 1 ? null : reply(request, { view: 2n, result: map })),
     async (servers) => {
-      await withClient({ proxy: servers.endpoints[0], retryMs: 100, timeoutMs: 10_000 }, async (client) => {
+      // The first copy is lost (the proxy restarted with it in flight): after quietMs the same request again.
+      await withClient({ proxy: servers.endpoints[0], quietMs: 100, timeoutMs: 10_000 }, async (client) => {
         assert.deepEqual(await client.lock('l', 'w'), { ok: true, owner: 'w', token: 3 });
         assert.deepEqual(servers.requests.map(([, r]) => r.request_number), [1n, 1n]);
+        assert.equal(client.view, 2n);
       });
     },
   );
-  // The shorthand constructor, and several proxies: each is tried when the first stays silent.
+  // The shorthand constructor, and several proxies: the next is tried when the first stays silent.
   await withServers(2, (index, request) => (index === 1 ? reply(request) : null), async (servers) => {
     await withClient(servers.endpoints, async (client) => {
       assert.equal(client.viaProxies, true);
     });
-    const client = new Client(servers.endpoints, { retryMs: 50, timeoutMs: 10_000 });
+    const client = new Client(servers.endpoints, { quietMs: 100, timeoutMs: 10_000 });
     try {
       assert.equal(await client.put('k', 1), null);
+      const sent = servers.requests.map(([index, r]) => [index, r.request_number]);
+      // The list is shuffled: proxy 1 first (one copy), or silent proxy 0 and, a quiet period later, proxy 1.
+      assert.ok(sent.length === 1 || (sent.length === 2 && sent[0][0] === 0), JSON.stringify(sent, (k, v) => `${v}`));
+      assert.deepEqual(sent[sent.length - 1], [1, 1n]);
     } finally {
       client.close();
     }
+  });
+});
+
+test('via proxies: one send per request while the proxy answers, to the proxy that took the last one', async () => {
+  await withServers(3, (index, request) => reply(request), async (servers) => {
+    await withClient({ proxy: servers.endpoints, timeoutMs: 10_000 }, async (client) => {
+      for (let i = 0; i < 4; i++) await client.put('k', i);
+      const [[first]] = servers.requests;
+      assert.deepEqual(
+        servers.requests.map(([index, r]) => [index, r.request_number]),
+        [[first, 1n], [first, 2n], [first, 3n], [first, 4n]],
+      );
+    });
+  });
+});
+
+test('via proxies: the deadline alone ends a call; a silent proxy gets one copy', async () => {
+  await withServers(2, () => null, async (servers) => {
+    // Longer than the 1 s retry timer the client once had through proxies: that timer is gone.
+    await withClient({ proxy: servers.endpoints, quietMs: 60_000, timeoutMs: 1500 }, async (client) => {
+      const started = performance.now();
+      await assert.rejects(client.get('k'), (e) => e instanceof Timeout && /may or may not/.test(e.message));
+      assert.ok(performance.now() - started >= 1490, 'not before the deadline');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      assert.equal(servers.requests.length, 1, 'no retry timer through proxies');
+    });
+  });
+});
+
+test('via proxies: an error answer sends once more to the next proxy, while the deadline is ahead', async () => {
+  for (const code of ['timeout', 'unavailable', 'busy']) {
+    const answered = [];
+    await withServers(
+      2,
+      (index, request) => {
+        answered.push(index);
+        return answered.length === 1 ? error(request, code) : reply(request, { result: msgpack.encode('v') });
+      },
+      async (servers) => {
+        await withClient({ proxy: servers.endpoints, quietMs: 60_000, timeoutMs: 10_000 }, async (client) => {
+          assert.equal(await client.get('k'), 'v', code);
+          const sent = servers.requests.map(([index, r]) => [index, r.request_number]);
+          assert.deepEqual(sent, [[sent[0][0], 1n], [1 - sent[0][0], 1n]], `${code}: once more, to the other proxy`);
+        });
+      },
+    );
+  }
+  // A proxy that keeps refusing: the caller hears what every attempt said (not executed), at its own deadline.
+  await withServers(1, (index, request) => error(request, 'busy'), async (servers) => {
+    await withClient({ proxy: servers.endpoints, timeoutMs: 400 }, async (client) => {
+      await assert.rejects(client.get('k'), (e) => e instanceof Busy && /not executed/.test(e.message));
+      assert.ok(servers.requests.length >= 2, 'asked again after each answer');
+      assert.ok(servers.requests.length <= 12, `one copy per 50 ms pause, not a spin: ${servers.requests.length}`);
+    });
+  });
+});
+
+test('via proxies: a final error ends the call at once', async () => {
+  await withServers(2, (index, request) => error(request, 'bad_request'), async (servers) => {
+    await withClient({ proxy: servers.endpoints, timeoutMs: 10_000 }, async (client) => {
+      await assert.rejects(client.get('k'), BadRequest);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      assert.equal(servers.requests.length, 1, 'never retried');
+    });
+  });
+});
+
+test('via proxies: a proxy with no connection refuses the send at once, and the next one takes it', async () => {
+  await withServers(1, (index, request) => reply(request, { result: msgpack.encode('up') }), async (servers) => {
+    // Nothing listens on port 9: with `immediate` its socket refuses every send; the request never waits there.
+    const proxies = ['tcp://127.0.0.1:9', servers.endpoints[0]];
+    await withClient({ proxy: proxies, quietMs: 60_000, timeoutMs: 20_000 }, async (client) => {
+      for (let i = 0; i < 3; i++) {
+        const started = performance.now();
+        assert.equal(await client.get('k'), 'up');
+        assert.ok(performance.now() - started < 2000, 'not the quiet period');
+      }
+      assert.equal(servers.requests.length, 3, 'one copy per request');
+      assert.equal(client.stats.sent, 3, 'nothing was queued toward the proxy that is not there');
+    });
+  });
+  // No proxy reachable at all: nothing left, so the request certainly did not execute.
+  await withClient({ proxy: ['tcp://127.0.0.1:9', 'tcp://127.0.0.1:10'], timeoutMs: 300 }, async (client) => {
+    await assert.rejects(client.get('k'), (e) => e instanceof Unavailable && /no proxy reachable/.test(e.message));
+    assert.equal(client.stats.sent, 0);
   });
 });
 
@@ -305,6 +396,9 @@ test('arguments are checked before anything is sent', async () => {
   assert.throws(() => new Client({ proxy: 'a', replicas: ['b'] }), TypeError);
   assert.throws(() => new Client({ replicas: ['localhost:1'] }), TypeError);
   assert.throws(() => new Client({ replicas: ['tcp://127.0.0.1:1'], timeoutMs: 0 }), RangeError);
+  assert.throws(() => new Client({ proxy: 'tcp://127.0.0.1:1', retryMs: 100 }), /no retry timer/);
+  assert.throws(() => new Client({ replicas: ['tcp://127.0.0.1:1'], quietMs: 100 }), /quietMs is for proxies/);
+  assert.throws(() => new Client({ proxy: 'tcp://127.0.0.1:1', quietMs: 0 }), RangeError);
 });
 
 test('close: the call in flight fails, later calls fail, nothing hangs', async () => {
@@ -355,6 +449,9 @@ test('CurveZMQ: the options are applied to every socket', () => {
   assert.notEqual(ephemeral.curvePublicKey, mine.publicKey);
   assert.equal(socketOptions().linger, 0);
   assert.equal(socketOptions().curveServerKey, undefined);
+  assert.equal(socketOptions().immediate, undefined, 'direct: a first request waits for the connection');
+  assert.equal(socketOptions({}, { viaProxies: true }).immediate, true, 'via proxies: refused when not connected');
+  assert.equal(socketOptions({}, { viaProxies: true }).sendTimeout, 0);
   assert.throws(() => socketOptions({ curvePublicKey: mine.publicKey, curveSecretKey: mine.secretKey }), TypeError);
   assert.throws(() => socketOptions({ curveServerKey: server.publicKey, curvePublicKey: mine.publicKey }), TypeError);
   assert.throws(() => socketOptions({ curveServerKey: 'short' }), TypeError);
@@ -375,8 +472,16 @@ test('CurveZMQ: the options are applied to every socket', () => {
   const plain = new Client({ replicas: ['tcp://127.0.0.1:9'] });
   try {
     assert.equal(plain._sockets[0].securityMechanism, null);
+    assert.equal(plain._sockets[0].immediate, false);
   } finally {
     plain.close();
+  }
+  const viaProxy = new Client({ proxy: 'tcp://127.0.0.1:9', curveServerKey: server.publicKey });
+  try {
+    assert.equal(viaProxy._sockets[0].immediate, true);
+    assert.equal(viaProxy._sockets[0].securityMechanism, 'curve');
+  } finally {
+    viaProxy.close();
   }
 });
 
