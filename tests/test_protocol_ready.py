@@ -15,7 +15,7 @@ from zvsr.sim.harness import Cluster
 
 
 def reported(cluster: Cluster, index: int) -> list[tuple[int, bytes, bytes]]:
-    return [(e.op_number, e.entry.operation, e.result) for e in cluster.executed[index]]
+    return [(op_number, entry.operation, result) for op_number, entry, result in cluster.executed[index]]
 
 
 def test_primary_and_backups_report_each_op_once_with_its_number_and_result() -> None:
@@ -38,10 +38,10 @@ def test_a_ready_holds_only_what_its_step_executed() -> None:
     cluster = Cluster(1, config=steady_config(1))
     primary = cluster.replicas[0]
     cluster.request(client_id=1, request_number=1, op=b"A")  # one replica: committed at once
-    assert [e.op_number for e in cluster.executed[0]] == [1]
+    assert [op_number for op_number, _, _ in cluster.executed[0]] == [1]
     primary.on_request(Request(client_id=1, request_number=2, operation=b"B"))
     ready = primary.ready()
-    assert [(e.op_number, e.entry.operation, e.result) for e in ready.executed] == [(2, b"B", b"2")]
+    assert [(n, entry.operation, result) for n, entry, result in ready.executed] == [(2, b"B", b"2")]
     assert primary.ready().executed == []
 
 

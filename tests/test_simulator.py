@@ -118,8 +118,8 @@ def test_a_core_whose_ready_misreports_what_it_executed_is_caught(
         if flaw == "skips an op" and len(ready.executed) >= 2:
             del ready.executed[1]
         elif flaw == "misnumbers an op" and ready.executed:
-            first = ready.executed[0]
-            ready.executed[0] = first._replace(op_number=first.op_number + 1)
+            op_number, entry, result = ready.executed[0]
+            ready.executed[0] = (op_number + 1, entry, result)
         elif flaw == "forgets a restore":
             ready.restored.clear()
         return ready

@@ -36,7 +36,7 @@ from zvsr.protocol.messages import (
     StartView,
 )
 from zvsr.protocol.pipeline import Pipeline
-from zvsr.protocol.ready import BROADCAST, Envelope, Executed, Outbox, PersistSnapshot, Ready
+from zvsr.protocol.ready import BROADCAST, Envelope, Outbox, PersistSnapshot, Ready
 from zvsr.protocol.recovery import RecoveryState
 from zvsr.protocol.state_machine import StateMachine
 from zvsr.protocol.state_transfer import StateTransfer
@@ -367,7 +367,7 @@ class ReplicaState:
             result = apply(entry.operation)
             if table.executed(entry.client_id, entry.request_number, result):
                 self._count("client session evicted")
-            executed.append(Executed(entry.op_number, entry, result))
+            executed.append((entry.op_number, entry, result))
             if replying:
                 self._reply(entry.client_id, entry.request_number, result)
         self.commit_number = op_number

@@ -182,12 +182,13 @@ class Cluster:
         replica, app = self.replicas[index], self.apps[index]
         executed, restored = self.executed[index], self.restored[index]
         start = restored[-1] if restored else 0
-        after = [e for e in executed if e.op_number > start]
-        assert [e.op_number for e in after] == list(range(start + 1, replica.commit_number + 1)), (
-            f"r{index} reported executing {[e.op_number for e in after]} after op {start}"
+        after = [(op_number, entry, result) for op_number, entry, result in executed if op_number > start]
+        numbers = [op_number for op_number, _, _ in after]
+        assert numbers == list(range(start + 1, replica.commit_number + 1)), (
+            f"r{index} reported executing {numbers} after op {start}"
         )
-        assert [e.entry.operation for e in after] == app.applied[start:], f"r{index} report differs from its app"
-        assert all(e.result == str(e.op_number).encode() for e in after), f"r{index} reported a wrong result"
+        assert [entry.operation for _, entry, _ in after] == app.applied[start:], f"r{index} report != its app"
+        assert all(result == str(n).encode() for n, _, result in after), f"r{index} reported a wrong result"
 
     def drop(self, where: Callable[[InFlight], bool] = lambda m: True) -> int:
         before = len(self.queue)
