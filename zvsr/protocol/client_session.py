@@ -115,12 +115,10 @@ class _Session:
             return True
         return False
 
-    def _past_deadline(self) -> bool:
-        """One tick of the outstanding request's life; at the caller's deadline it ends with `timeout`."""
+    def _time_out(self) -> None:
+        """The caller's deadline passed (each session counts `_elapsed` in its own `tick`, inline: the proxy
+        ticks every session in flight a hundred times a second)."""
         assert self.outstanding is not None
-        self._elapsed += 1
-        if self.deadline_ticks is None or self._elapsed < self.deadline_ticks:
-            return False
         self._complete(
             Completion(
                 request_number=self.outstanding.request_number,
@@ -128,7 +126,6 @@ class _Session:
                 message="no answer in time; the request may or may not have been executed",
             )
         )
-        return True
 
     def take_outbox(self) -> list[tuple[int, Request]]:
         out, self._outbox = self._outbox, []
@@ -178,16 +175,20 @@ class ClientSession(_Session):
         return request
 
     def on_reply(self, reply: ClientReply) -> None:
-        if not self._answers_outstanding(reply):
+        outstanding = self.outstanding
+        if outstanding is None or reply.request_number != outstanding.request_number:
+            return  # nothing in flight, or an answer to an earlier attempt of an earlier request
+        if reply.client_id != self.client_id:
             return
-        assert self.outstanding is not None
-        if isinstance(reply, Reply):
-            self.view = max(self.view, reply.view)
+        if type(reply) is Reply:  # the common case, first (the proxy runs this once per relayed answer)
+            if reply.view > self.view:
+                self.view = reply.view
+            return self._complete(Completion(request_number=reply.request_number, result=reply.result))
         if isinstance(reply, Redirect):
             # Only replicas in normal status redirect, so the view they name has started. Never go back.
             if reply.view > self.view:
                 self.view = reply.view
-                self._outbox.append((self.primary, self.outstanding))
+                self._outbox.append((self.primary, outstanding))
         elif not self._final(reply):
             # "Not now" (the view of an Error may be one that never starts: keep ours): try again soon, with the
             # same request_number, so it executes at most once.
@@ -198,15 +199,17 @@ class ClientSession(_Session):
         if self.outstanding is None:
             return
         self._retry.tick()
-        if self._past_deadline():
-            return
+        self._elapsed += 1
+        if self.deadline_ticks is not None and self._elapsed >= self.deadline_ticks:
+            return self._time_out()
         if self._retry.fired():
             self._retry.backoff(self.prng)
             self._outbox.append((BROADCAST, self.outstanding))
 
     def _complete(self, completion: Completion) -> None:
         self._retry.stop()
-        super()._complete(completion)
+        self.outstanding = None
+        self._done.append(completion)
 
 
 class RelaySession(_Session):
@@ -268,8 +271,9 @@ class RelaySession(_Session):
             return
         self._quiet.tick()
         self._pause.tick()
-        if self._past_deadline():
-            return
+        self._elapsed += 1
+        if self.deadline_ticks is not None and self._elapsed >= self.deadline_ticks:
+            return self._time_out()
         if self._connect_wait or self._pause.fired() or self._quiet.fired():
             self._new_round((self.relay + 1) % self.relay_count)
 
