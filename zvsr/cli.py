@@ -22,7 +22,7 @@ import click
 from zvsr import __version__
 from zvsr.bench.cli import bench_command
 from zvsr.constants import CLIENT_TIMEOUT_MS, REPLICAS_MAX, STATUS_TIMEOUT_MS
-from zvsr.fuzz.command import fuzz_command
+from zvsr.fuzz.cli import fuzz_command
 from zvsr.lincheck.cli import lincheck_command
 from zvsr.runtime.cluster_config import (
     DEFAULT_BASE_PORT,

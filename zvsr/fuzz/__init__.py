@@ -14,7 +14,7 @@ Modules, each importing only those above it:
   tests/test_processes.py).
 - `report`: `FuzzReport`, what a live run found, and `judge`, the verdict.
 - `live`: `run_live_fuzz`, the driver that fires the frames at a running cluster and runs the checks.
-- `command`: `zvsr fuzz`, which starts a local cluster and runs the driver against it.
+- `cli`: `zvsr fuzz`, which starts a local cluster and runs the driver against it.
 
 tests/test_fuzz_codec.py drives the generators and mutators with hypothesis' `Random`;
 tests/test_fuzz_live.py runs the live driver. Import from the submodules.
