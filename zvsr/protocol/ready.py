@@ -88,7 +88,8 @@ class Outbox:
 
     Messages, replies and executed ops are collected as they happen. What to persist is collected as marks —
     a snapshot, the first log position that changed, whether the view state changed — and turned into records
-    only when the Ready is taken, so a step that appends a thousand ops writes one PersistLog.
+    only when the Ready is taken (`ReplicaState.ready`), so a step that appends a thousand ops writes one
+    PersistLog.
     """
 
     __slots__ = ("ready", "snapshot", "log_from", "view_state")
@@ -102,27 +103,3 @@ class Outbox:
     def log_changed_from(self, op_number: int) -> None:
         if self.log_from is None or op_number < self.log_from:
             self.log_from = op_number
-
-    def take(
-        self, log: list[LogEntry], log_base: int, *, view_number: int, last_normal_view: int, commit_number: int
-    ) -> Ready:
-        out = self.ready
-        # The order storage writes them in: the snapshot, the log after it, then the view state (which must
-        # never claim a log the disk does not hold yet).
-        if self.snapshot is not None:
-            out.persist.append(self.snapshot)
-        if self.log_from is not None:
-            # Ops up to log_base are in the snapshot persisted above (or an earlier one): never rewritten.
-            first = max(self.log_from, log_base + 1)
-            out.persist.append(PersistLog(op_number_first=first, entries=tuple(log[first - 1 - log_base :])))
-        if self.view_state:
-            out.persist.append(
-                PersistViewState(
-                    view_number=view_number, last_normal_view=last_normal_view, commit_number=commit_number
-                )
-            )
-        self.ready = Ready()
-        self.snapshot = None
-        self.log_from = None
-        self.view_state = False
-        return out

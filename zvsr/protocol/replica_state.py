@@ -36,7 +36,7 @@ from zvsr.protocol.messages import (
     StartView,
 )
 from zvsr.protocol.pipeline import Pipeline
-from zvsr.protocol.ready import BROADCAST, Envelope, Outbox, PersistSnapshot, Ready
+from zvsr.protocol.ready import BROADCAST, Envelope, Outbox, PersistLog, PersistSnapshot, PersistViewState, Ready
 from zvsr.protocol.recovery import RecoveryState
 from zvsr.protocol.state_machine import StateMachine
 from zvsr.protocol.state_transfer import StateTransfer
@@ -194,13 +194,30 @@ class ReplicaState:
         if self.status is Status.NORMAL and self.is_primary():
             self._flush_prepares()
         self._maybe_take_snapshot()
-        return self._outbox.take(
-            self.log,
-            self.log_base,
-            view_number=self.view_number,
-            last_normal_view=self.last_normal_view,
-            commit_number=self.commit_number,
-        )
+        outbox = self._outbox
+        out = outbox.ready
+        # The order storage writes them in: the snapshot, the log after it, then the view state (which must
+        # never claim a log the disk does not hold yet). Inline, not an Outbox method: with one request at a
+        # time this runs once per message, and the call would cost more than the work.
+        if outbox.snapshot is not None:
+            out.persist.append(outbox.snapshot)
+            outbox.snapshot = None
+        if outbox.log_from is not None:
+            # Ops up to log_base are in the snapshot persisted above (or an earlier one): never rewritten.
+            base = self.log_base
+            first = max(outbox.log_from, base + 1)
+            out.persist.append(PersistLog(op_number_first=first, entries=tuple(self.log[first - 1 - base :])))
+            outbox.log_from = None
+        if outbox.view_state:
+            view_state = PersistViewState(
+                view_number=self.view_number,
+                last_normal_view=self.last_normal_view,
+                commit_number=self.commit_number,
+            )
+            out.persist.append(view_state)
+            outbox.view_state = False
+        outbox.ready = Ready()
+        return out
 
     def _send(self, to: int, message: ReplicaMessage) -> None:
         assert to == BROADCAST or (0 <= to < self.config.replica_count and to != self.replica)
