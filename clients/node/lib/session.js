@@ -80,7 +80,78 @@ class Attempts {
   }
 }
 
-class ClientSession {
+/**
+ * What both sessions share: one client_id, its request numbers, at most one request outstanding (§4), the
+ * caller's deadline, the outbox and the completion the driver takes.
+ */
+class Session {
+  constructor({ clientId, requestNumber, view }) {
+    this.clientId = clientId;
+    this.requestNumber = requestNumber; // the last one used
+    this.view = view;
+    this.outstanding = null; // { kind, client_id, request_number, operation }
+    this.deadline = Infinity;
+    this.outbox = [];
+    this.completion = null;
+  }
+
+  /**
+   * Number a new request, started at `now`, to end by `now + timeoutMs`. `requestNumber` re-submits that
+   * number (it must not go backwards: the replicas ignore older numbers); by default the next one is used.
+   */
+  start(operation, { now, timeoutMs, requestNumber }) {
+    if (this.outstanding !== null) throw new Error('a client has at most one outstanding request');
+    const number = requestNumber ?? this.requestNumber + 1n;
+    if (number < this.requestNumber) throw new RangeError('request numbers never go backwards');
+    this.requestNumber = number;
+    this.outstanding = { kind: 'Request', client_id: this.clientId, request_number: number, operation };
+    this.completion = null;
+    this.deadline = now + timeoutMs;
+    return this.outstanding;
+  }
+
+  /** Is `reply` an answer to the request in flight (not to an earlier attempt of an earlier request)? */
+  answersOutstanding(reply) {
+    const outstanding = this.outstanding;
+    if (outstanding === null || reply.client_id !== this.clientId) return false;
+    return reply.request_number === outstanding.request_number;
+  }
+
+  /** Complete the request if `reply` ends it — a result, or an error retrying cannot help; true if it did. */
+  finishes(reply) {
+    if (reply.kind === 'Reply') {
+      if (reply.view > this.view) this.view = reply.view;
+      this.complete({ requestNumber: reply.request_number, result: reply.result });
+      return true;
+    }
+    if (reply.kind === 'Error' && FINAL_ERRORS.has(reply.code)) {
+      this.complete({ requestNumber: reply.request_number, error: reply.code, message: reply.message });
+      return true;
+    }
+    return false;
+  }
+
+  /** At the caller's deadline the request ends with `timeout`; true if it did. */
+  timedOut(now) {
+    if (now < this.deadline) return false;
+    this.complete({ requestNumber: this.outstanding.request_number, error: 'timeout', message: TIMEOUT_MESSAGE });
+    return true;
+  }
+
+  takeOutbox() {
+    const out = this.outbox;
+    this.outbox = [];
+    return out;
+  }
+
+  takeCompletion() {
+    const completion = this.completion;
+    this.completion = null;
+    return completion;
+  }
+}
+
+class ClientSession extends Session {
   /**
    * clientId: bigint; endpointCount: replicas (index order) or proxies; retryMs / retryMaxMs: the first retry
    * period and its cap; random: () => [0, 1) for jitter (default Math.random).
@@ -88,20 +159,14 @@ class ClientSession {
   constructor({ clientId, endpointCount, retryMs, retryMaxMs, random = Math.random, requestNumber = 0n, view = 0n }) {
     if (endpointCount < 1) throw new RangeError('at least one endpoint');
     if (retryMaxMs < retryMs) throw new RangeError('retryMaxMs must be >= retryMs');
-    this.clientId = clientId;
+    super({ clientId, requestNumber, view });
     this.endpointCount = endpointCount;
     this.retryMs = retryMs;
     this.retryMaxMs = retryMaxMs;
     this.random = random;
-    this.requestNumber = requestNumber; // the last one used
-    this.view = view;
-    this.outstanding = null; // { client_id, request_number, operation }
-    this.deadline = Infinity;
     this.retryAfter = retryMs;
     this.retryAt = Infinity;
     this.backoffs = 0;
-    this.outbox = [];
-    this.completion = null;
   }
 
   get primary() {
@@ -113,18 +178,12 @@ class ClientSession {
    * (it must not go backwards: the replicas ignore older numbers); by default the next one is used.
    */
   submit(operation, { now, timeoutMs, requestNumber }) {
-    if (this.outstanding !== null) throw new Error('a client has at most one outstanding request');
-    const number = requestNumber ?? this.requestNumber + 1n;
-    if (number < this.requestNumber) throw new RangeError('request numbers never go backwards');
-    this.requestNumber = number;
-    this.outstanding = { kind: 'Request', client_id: this.clientId, request_number: number, operation };
-    this.completion = null;
-    this.deadline = now + timeoutMs;
+    const request = this.start(operation, { now, timeoutMs, requestNumber });
     this.backoffs = 0;
     this.retryAfter = this.retryMs;
     this.retryAt = now + this.retryAfter;
-    this.outbox.push([this.primary, this.outstanding]);
-    return this.outstanding;
+    this.outbox.push([this.primary, request]);
+    return request;
   }
 
   /** Forget the request in flight (the caller gave up); a late answer to it is then ignored. */
@@ -136,41 +195,24 @@ class ClientSession {
   }
 
   onReply(reply, now) {
-    const outstanding = this.outstanding;
-    if (outstanding === null || reply.client_id !== this.clientId) return;
-    if (reply.request_number !== outstanding.request_number) return; // an answer to an earlier request
-    if (reply.kind === 'Reply') {
-      if (reply.view > this.view) this.view = reply.view;
-      this.complete({ requestNumber: reply.request_number, result: reply.result });
-    } else if (reply.kind === 'Redirect') {
+    if (!this.answersOutstanding(reply)) return;
+    if (reply.kind === 'Redirect') {
       // Only replicas in normal status redirect, so the view they name has started. Never go back.
       if (reply.view > this.view) {
         this.view = reply.view;
-        this.outbox.push([this.primary, outstanding]);
+        this.outbox.push([this.primary, this.outstanding]);
       }
-    } else if (reply.kind === 'Error') {
-      // The view of an Error may be one that never starts (a replica voting in it): keep ours.
-      if (FINAL_ERRORS.has(reply.code)) {
-        this.complete({ requestNumber: reply.request_number, error: reply.code, message: reply.message });
-      } else {
-        // Not now: try again soon, with the same request_number, so it executes at most once.
-        this.retryAfter = Math.min(this.retryAfter, RETRY_AFTER_ERROR_MS);
-        this.retryAt = now + this.retryAfter;
-      }
+    } else if (!this.finishes(reply)) {
+      // An Error meaning "not now" (its view may be one that never starts: keep ours): try again soon, with the
+      // same request_number, so it executes at most once.
+      this.retryAfter = Math.min(this.retryAfter, RETRY_AFTER_ERROR_MS);
+      this.retryAt = now + this.retryAfter;
     }
   }
 
   /** Run the timers due at `now`: the deadline, then the retry timeout. */
   poll(now) {
-    if (this.outstanding === null) return;
-    if (now >= this.deadline) {
-      this.complete({
-        requestNumber: this.outstanding.request_number,
-        error: 'timeout',
-        message: TIMEOUT_MESSAGE,
-      });
-      return;
-    }
+    if (this.outstanding === null || this.timedOut(now)) return;
     if (now >= this.retryAt) {
       // Double the period (up to the cap), add up to one base period of jitter, and send to everyone.
       this.backoffs = Math.min(this.backoffs + 1, BACKOFF_DOUBLINGS_MAX);
@@ -184,18 +226,6 @@ class ClientSession {
   /** When `poll` has something to do next (ms, same clock as `now`), or Infinity. */
   wakeAt() {
     return this.outstanding === null ? Infinity : Math.min(this.deadline, this.retryAt);
-  }
-
-  takeOutbox() {
-    const out = this.outbox;
-    this.outbox = [];
-    return out;
-  }
-
-  takeCompletion() {
-    const completion = this.completion;
-    this.completion = null;
-    return completion;
   }
 
   complete(completion) {
@@ -212,7 +242,7 @@ class ClientSession {
  * `poll`, `wakeAt`, `takeOutbox`, `takeCompletion` and `abandon` work as in `ClientSession`; outbox
  * destinations are proxy indexes. `view` is only the highest view a Reply named (the proxy follows views).
  */
-class RelaySession {
+class RelaySession extends Session {
   constructor({
     clientId,
     relayCount,
@@ -225,35 +255,23 @@ class RelaySession {
   }) {
     if (!(relayCount >= 1)) throw new RangeError('at least one proxy');
     if (!(Number.isInteger(relay) && relay >= 0 && relay < relayCount)) throw new RangeError('relay out of range');
-    this.clientId = clientId;
+    super({ clientId, requestNumber, view });
     this.relayCount = relayCount;
     this.quietMs = quietMs;
     this.pauseMs = pauseMs;
     this.connectRetryMs = connectRetryMs;
-    this.requestNumber = requestNumber; // the last one used
     this.relay = relay;
-    this.view = view;
-    this.outstanding = null;
-    this.deadline = Infinity;
     this.quietAt = Infinity; // the quiet period since the last send ends
     this.pauseAt = Infinity; // the pause after a proxy's error answer ends
     this.connectAt = Infinity; // every proxy refused this round's send: try again then
     this.refused = new Set(); // proxies that refused this round's send (not connected)
-    this.outbox = [];
-    this.completion = null;
   }
 
   /** Start a request at time `now`, to end by `now + timeoutMs` (see `ClientSession.submit`). */
   submit(operation, { now, timeoutMs, requestNumber }) {
-    if (this.outstanding !== null) throw new Error('a client has at most one outstanding request');
-    const number = requestNumber ?? this.requestNumber + 1n;
-    if (number < this.requestNumber) throw new RangeError('request numbers never go backwards');
-    this.requestNumber = number;
-    this.outstanding = { kind: 'Request', client_id: this.clientId, request_number: number, operation };
-    this.completion = null;
-    this.deadline = now + timeoutMs;
+    const request = this.start(operation, { now, timeoutMs, requestNumber });
     this.newRound(this.relay, now); // the proxy that took the last request
-    return this.outstanding;
+    return request;
   }
 
   /** Forget the request in flight (the caller gave up); a late answer to it is then ignored. */
@@ -278,31 +296,18 @@ class RelaySession {
   }
 
   onReply(reply, now) {
-    const outstanding = this.outstanding;
-    if (outstanding === null || reply.client_id !== this.clientId) return;
-    if (reply.request_number !== outstanding.request_number) return; // an answer to an earlier request
-    if (reply.kind === 'Reply') {
-      if (reply.view > this.view) this.view = reply.view;
-      this.complete({ requestNumber: reply.request_number, result: reply.result });
-    } else if (reply.kind === 'Error') {
-      if (FINAL_ERRORS.has(reply.code)) {
-        this.complete({ requestNumber: reply.request_number, error: reply.code, message: reply.message });
-      } else if (this.pauseAt === Infinity) {
-        // The proxy's own session ended without a result, or it refused the request: ask the next proxy, after
-        // a pause (a proxy refusing at once must not make us spin). Further errors meanwhile ask nothing more.
-        this.pauseAt = now + this.pauseMs;
-      }
-    }
     // A Redirect never comes from a proxy (it follows them itself): nothing to learn from one.
+    if (!this.answersOutstanding(reply) || reply.kind === 'Redirect') return;
+    if (!this.finishes(reply) && this.pauseAt === Infinity) {
+      // The proxy's own session ended without a result, or it refused the request: ask the next proxy, after a
+      // pause (a proxy refusing at once must not make us spin). Further errors meanwhile ask nothing more.
+      this.pauseAt = now + this.pauseMs;
+    }
   }
 
   /** Run the timers due at `now`: the deadline, then a re-send to the next proxy if one is due. */
   poll(now) {
-    if (this.outstanding === null) return;
-    if (now >= this.deadline) {
-      this.complete({ requestNumber: this.outstanding.request_number, error: 'timeout', message: TIMEOUT_MESSAGE });
-      return;
-    }
+    if (this.outstanding === null || this.timedOut(now)) return;
     if (now >= this.connectAt || now >= this.pauseAt || now >= this.quietAt) {
       this.newRound((this.relay + 1) % this.relayCount, now);
     }
@@ -312,18 +317,6 @@ class RelaySession {
   wakeAt() {
     if (this.outstanding === null) return Infinity;
     return Math.min(this.deadline, this.connectAt, this.pauseAt, this.quietAt);
-  }
-
-  takeOutbox() {
-    const out = this.outbox;
-    this.outbox = [];
-    return out;
-  }
-
-  takeCompletion() {
-    const completion = this.completion;
-    this.completion = null;
-    return completion;
   }
 
   newRound(relay, now) {
