@@ -416,6 +416,20 @@ class Copy:
     request: Request
 
 
+def _run_until_exit(
+    fake: FakeReplicas, args: list[str], answer: Callable[[Copy], bytes | None] | None = None
+) -> tuple[list[Copy], subprocess.CompletedProcess[str]]:
+    """Run `zvsr-kv args` against the fakes until it exits (killed if the test fails first): see
+    `_copies_until_exit`."""
+    process = _start(args)
+    try:
+        return _copies_until_exit(fake, process, answer)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def _copies_until_exit(
     fake: FakeReplicas, process: subprocess.Popen[str], answer: Callable[[Copy], bytes | None] | None = None
 ) -> tuple[list[Copy], subprocess.CompletedProcess[str]]:
@@ -451,13 +465,9 @@ def test_through_proxies_a_silent_proxy_gets_one_copy_and_the_next_one_after_the
     context, made = fakes
     fake = FakeReplicas(context, 2)
     made.append(fake)
-    process = _start(["--timeout-ms", "4000", "-e", fake.endpoints[0], "-e", fake.endpoints[1], "put", "k", "v"])
-    try:
-        copies, done = _copies_until_exit(fake, process)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    copies, done = _run_until_exit(
+        fake, ["--timeout-ms", "4000", "-e", fake.endpoints[0], "-e", fake.endpoints[1], "put", "k", "v"]
+    )
     expect(done, EXIT_TIMEOUT, "")
     assert "no answer within 4000 ms; the request may or may not have been executed" in done.stderr
     assert len(copies) == 2, [(round(c.at - copies[0].at, 3), c.proxy) for c in copies]
@@ -517,13 +527,9 @@ def test_through_proxies_a_proxy_that_is_down_is_skipped_at_once(
 
     for run in range(8):
         first, second = endpoints[run % 2], endpoints[1 - run % 2]
-        process = _start(["--timeout-ms", "900", "-e", first, "-e", second, "incr", "n"])
-        try:
-            copies, done = _copies_until_exit(live, process, answer)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        copies, done = _run_until_exit(
+            live, ["--timeout-ms", "900", "-e", first, "-e", second, "incr", "n"], answer
+        )
         expect(done, 0, "1\n")
         assert len(copies) == 1, copies
 
@@ -539,7 +545,6 @@ def test_through_proxies_an_error_answer_sends_the_request_once_to_the_next_prox
     context, made = fakes
     fake = FakeReplicas(context, 2)
     made.append(fake)
-    process = _start(["--timeout-ms", "10000", "-e", fake.endpoints[0], "-e", fake.endpoints[1], "get", "k"])
 
     answered: list[Copy] = []
 
@@ -551,12 +556,9 @@ def test_through_proxies_an_error_answer_sends_the_request_once_to_the_next_prox
             return encode(Error(view=0, client_id=me, request_number=1, code=code, message="no"))
         return encode(Reply(view=0, client_id=me, request_number=1, result=msgpack.packb("v")))
 
-    try:
-        copies, done = _copies_until_exit(fake, process, answer)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    copies, done = _run_until_exit(
+        fake, ["--timeout-ms", "10000", "-e", fake.endpoints[0], "-e", fake.endpoints[1], "get", "k"], answer
+    )
     expect(done, 0, "v\n")
     assert len(copies) == 2, [(c.proxy, c.request.request_number) for c in copies]
     first, second = copies
@@ -575,18 +577,14 @@ def test_through_proxies_a_final_error_ends_the_call(
     context, made = fakes
     fake = FakeReplicas(context, 2)
     made.append(fake)
-    process = _start(["--timeout-ms", "10000", "-e", fake.endpoints[0], "-e", fake.endpoints[1], "put", "k", "v"])
 
     def answer(copy: Copy) -> bytes:
         request = copy.request
         return encode(Error(view=0, client_id=request.client_id, request_number=1, code=code, message="final"))
 
-    try:
-        copies, done = _copies_until_exit(fake, process, answer)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    copies, done = _run_until_exit(
+        fake, ["--timeout-ms", "10000", "-e", fake.endpoints[0], "-e", fake.endpoints[1], "put", "k", "v"], answer
+    )
     expect(done, exit_code, "")
     assert f"{code}: final" in done.stderr, done.stderr
     assert len(copies) == 1
