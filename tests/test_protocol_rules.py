@@ -13,6 +13,8 @@ import pytest
 import scenarios
 from scenarios import VOTES_BEST_BY_OP_NUMBER, VOTES_BEST_BY_VIEW, ZVSR_REPLICA_MESSAGES
 
+from zvsr.constants import ID_MAX, REPLICAS_MAX
+from zvsr.protocol.config import Config, primary_of
 from zvsr.protocol.messages import CLIENT_MESSAGES, REPLICA_MESSAGES, LogEntry
 
 # --- message routing / view tracking ------------------------------------------------------------------------
@@ -126,6 +128,15 @@ def test_primary_without_quorum_answers_unavailable() -> None:
 def test_quorum_is_a_majority_and_quorums_intersect_for_n_1_to_7() -> None:
     """Seed review flaw 12: the quorum size is what makes quorums intersect; checked for every n from 1 to 7."""
     scenarios.quorums_are_intersecting_majorities()
+
+
+def test_the_primary_of_view_v_is_replica_v_mod_n_everywhere() -> None:
+    """§4: the primary of view v is replica v mod n. The core's `Config.primary` writes the arithmetic out (it is
+    asked about a dozen times per op); the proxy and the client sessions use `primary_of`: they must agree."""
+    for replica_count in range(1, REPLICAS_MAX + 1):
+        config = Config(replica_count=replica_count)
+        for view in (*range(3 * replica_count), ID_MAX - 1, ID_MAX):
+            assert config.primary(view) == primary_of(view, replica_count) == view % replica_count
 
 
 @pytest.mark.parametrize("index", range(4), ids=["Prepare", "Commit", "StartView", "NewState"])

@@ -13,8 +13,9 @@ from zvsr import constants as c
 
 
 def primary_of(view: int, replica_count: int) -> int:
-    """The primary of view `view` among `replica_count` replicas: replica view mod n (§4, round robin). The one
-    place this rule is written; replicas, client sessions and the proxy all ask here."""
+    """The primary of view `view` among `replica_count` replicas: replica view mod n (§4, round robin). Client
+    sessions and the proxy ask here; `Config.primary` writes the same arithmetic out for the core's hot path
+    (tests/test_protocol_rules.py checks the two agree for every n and view edge)."""
     return view % replica_count
 
 
