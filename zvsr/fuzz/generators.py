@@ -34,7 +34,9 @@ from zvsr import constants as c
 from zvsr.fuzz.msgpack_bytes import packb
 from zvsr.fuzz.mutations import mutate_bytes, mutate_structure, random_number, random_value
 from zvsr.protocol.messages import (
+    CLIENT_MESSAGES,
     ERROR_CODES,
+    REPLICA_MESSAGES,
     Commit,
     DoViewChange,
     Error,
@@ -64,21 +66,9 @@ PORTS: Final = (PEER, CLIENT, PROXY)
 # The repository's golden vectors (zvsr/fuzz/ -> zvsr/ -> the checkout); absent from an installed package.
 VECTORS_PATH: Final = Path(__file__).resolve().parents[2] / "clients" / "testdata" / "vectors.json"
 
-REPLICA_KINDS: Final = (
-    Prepare,
-    PrepareOk,
-    Commit,
-    StartViewChange,
-    DoViewChange,
-    StartView,
-    GetState,
-    NewState,
-    Recovery,
-    RecoveryResponse,
-    GetSnapshot,
-    SnapshotChunk,
-)
-CLIENT_KINDS: Final = (Request, Reply, Redirect, Error)
+# The message kinds, in the protocol's own order (frames per seed depend on it).
+REPLICA_KINDS: Final = REPLICA_MESSAGES
+CLIENT_KINDS: Final = CLIENT_MESSAGES
 ALL_KINDS: Final = REPLICA_KINDS + CLIENT_KINDS
 
 # --- content bombs ----------------------------------------------------------------------------------------------
