@@ -178,3 +178,26 @@ def test_report_medians_ratios_and_missing_figures() -> None:
     ]
     assert "ratio:a_vs_c" in report.skipped
     assert report.targets[0]["met"] is True
+
+
+# The tools bench/README.md documents, with the flags it shows: each runs as written (`python -m zvsr.bench.NAME`)
+# and accepts every documented flag. Running them for real takes minutes; --help proves the command line.
+DOCUMENTED_TOOLS = {
+    "failover": ["--runs", "--fsync"],
+    "cpu_per_op": ["--seconds", "--clients", "--window", "--fsync"],
+    "profile_pipelined": ["--seconds", "--clients", "--window", "--fsync", "--top", "--out"],
+    "steady_state": ["--ops", "--fsync", "--sessions", "--window-s", "--snapshot-interval", "--json"],
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name", sorted(DOCUMENTED_TOOLS))
+def test_the_documented_bench_tools_take_their_documented_flags(name: str) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "bench" / "README.md").read_text()
+    assert f"python -m zvsr.bench.{name}" in readme
+    done = subprocess.run(
+        [sys.executable, "-m", f"zvsr.bench.{name}", "--help"], capture_output=True, text=True, timeout=50
+    )
+    assert done.returncode == 0, done.stderr
+    for flag in DOCUMENTED_TOOLS[name]:
+        assert flag in done.stdout, f"{name}: {flag} is documented but not accepted"
