@@ -4,7 +4,7 @@ coordination service (`CoordinationApp`). This package knows nothing of the prot
 """
 
 from zvsr.apps.adapter import DEFAULT_APP_SPEC, AppLoadError, MsgpackStateMachine, load_app
-from zvsr.apps.base import ERROR_APP_ERROR, ERROR_BAD_REQUEST, App, error_result
+from zvsr.apps.base import ERROR_APP_ERROR, ERROR_BAD_REQUEST, App, OpContext, error_result
 from zvsr.apps.coordination import CoordinationApp
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "AppLoadError",
     "CoordinationApp",
     "MsgpackStateMachine",
+    "OpContext",
     "error_result",
     "load_app",
 ]

@@ -6,6 +6,13 @@ result of `apply` and the bytes of `snapshot` may depend only on the operations 
 snapshot restored) — never on time, randomness, the process, the host, dict ordering of unordered inputs,
 floating-point environment, or object identities.
 
+Time comes from the log: the primary stamps every op with *cluster time* (`OpContext.timestamp_ns`), which never
+goes backwards along the log, across view changes, restarts and snapshots (docs/design.md, "Cluster time").
+An app that needs time (expiry, TTLs) takes `apply(op, ctx)` and reads `ctx.timestamp_ns`; it never reads a
+clock. An app that wants something to happen at a time, with no client asking (a lease that expires),
+implements `due(timestamp_ns)`: the primary asks it, with the current cluster time, for an operation to put
+through the log, and every replica then applies that operation like any other.
+
 Operations and results are msgpack values (None, bool, int, float, str, bytes, lists, maps), so clients in any
 language can speak to any application. `zvsr.apps.adapter.MsgpackStateMachine` turns an `App` into the bytes
 interface the protocol core uses (`zvsr.protocol.state_machine.StateMachine`), decoding operations, encoding
@@ -17,11 +24,26 @@ arguments, and checks that the instance has `apply`, `snapshot` and `restore` (`
 
 from __future__ import annotations
 
-from typing import Any, Final, Protocol, runtime_checkable
+from typing import Any, Final, NamedTuple, Protocol, runtime_checkable
 
 # Error results share one shape, {"error": code, "message": text}, whoever produces them.
 ERROR_BAD_REQUEST: Final = "bad_request"  # the operation itself is malformed; retrying cannot help
 ERROR_APP_ERROR: Final = "app_error"  # the application raised, or returned something unencodable
+
+
+class OpContext(NamedTuple):
+    """Where an operation is in the log, and the cluster time at which it was put there.
+
+    Identical on every replica for the same op. `timestamp_ns` is the primary's stamp (nanoseconds of cluster
+    time, not wall-clock time: it starts near 0 when a cluster is created and advances with the primaries'
+    monotonic clocks); it strictly increases along the log for every op stamped since the cluster had cluster
+    time. `view` is the view in which the op got its number: the first op of a view whose number is larger than
+    the previous op's marks a failover.
+    """
+
+    op_number: int
+    timestamp_ns: int
+    view: int
 
 
 @runtime_checkable
@@ -30,6 +52,10 @@ class App(Protocol):
 
     def apply(self, op: Any) -> Any:
         """Execute one committed operation (a msgpack value) and return its result (a msgpack value).
+
+        An app may instead define ``apply(self, op, ctx)``: it then gets the op's `OpContext` as well (the
+        adapter looks at the signature once, when it wraps the app). Apps written against ``apply(op)`` keep
+        working unchanged.
 
         Raising is allowed but discouraged: the adapter turns it into an ``app_error`` result for the client.
         State changes made before the exception stay (they are equally made on every replica).
@@ -43,6 +69,15 @@ class App(Protocol):
     def restore(self, data: bytes) -> None:
         """Replace the whole state with that of a snapshot; raise ValueError for bytes that are not one."""
         ...
+
+
+# Optional, not part of the Protocol (most apps have no timers):
+#
+#     def due(self, timestamp_ns: int) -> Any:
+#         """Called on the primary only, between operations, with the current cluster time: an operation
+#         (msgpack value) to propose through the log now, or None. Must not change the app's state: it is a
+#         question, and only the operation it returns, once committed, changes every replica alike. The
+#         primary proposes at most one such operation at a time and asks again after it committed."""
 
 
 def error_result(code: str, message: str) -> dict[str, str]:
