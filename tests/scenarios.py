@@ -44,7 +44,12 @@ def steady_config(replica_count: int, **overrides: int) -> Config:
 
 def entry(op_number: int, operation: bytes, *, view: int = 0, client_id: int = 9) -> LogEntry:
     return LogEntry(
-        view=view, op_number=op_number, client_id=client_id, request_number=op_number, operation=operation
+        view=view,
+        op_number=op_number,
+        client_id=client_id,
+        request_number=op_number,
+        operation=operation,
+        timestamp=op_number,
     )
 
 

@@ -26,6 +26,7 @@ from zvsr.apps import (
     load_app,
 )
 from zvsr.constants import OPERATION_NESTING_MAX
+from zvsr.protocol.messages import LogEntry
 from zvsr.protocol.state_machine import StateMachine
 
 
@@ -35,12 +36,27 @@ class Replica:
     def __init__(self, app: App | None = None) -> None:
         self.app = app if app is not None else CoordinationApp()
         self.machine: StateMachine = MsgpackStateMachine(self.app)
+        self.op_number = 0
 
     def do(self, op: Any) -> Any:
-        return msgpack.unpackb(self.machine.apply(msgpack.packb(op)), strict_map_key=False)
+        return self.raw(msgpack.packb(op))
 
     def raw(self, operation: bytes) -> Any:
-        return msgpack.unpackb(self.machine.apply(operation), strict_map_key=False)
+        """Apply as the next op of view 0, one ms of cluster time after the previous."""
+        self.op_number += 1
+        entry = as_entry(operation, op_number=self.op_number, timestamp=self.op_number * 1_000_000)
+        return msgpack.unpackb(self.machine.apply(entry), strict_map_key=False)
+
+
+def as_entry(operation: bytes, *, op_number: int = 1, timestamp: int = 1, view: int = 0) -> LogEntry:
+    return LogEntry(
+        view=view,
+        op_number=op_number,
+        client_id=1,
+        request_number=op_number,
+        operation=operation,
+        timestamp=timestamp,
+    )
 
 
 @pytest.fixture
@@ -429,7 +445,9 @@ def test_results_that_cannot_be_encoded_or_are_too_large_are_app_errors() -> Non
 @settings(max_examples=300)
 @given(st.binary(max_size=100))
 def test_random_operation_bytes_never_crash_the_state_machine(operation: bytes) -> None:
-    result = msgpack.unpackb(MsgpackStateMachine(CoordinationApp()).apply(operation), strict_map_key=False)
+    result = msgpack.unpackb(
+        MsgpackStateMachine(CoordinationApp()).apply(as_entry(operation)), strict_map_key=False
+    )
     assert isinstance(result, dict) and "error" in result
 
 

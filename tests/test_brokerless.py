@@ -28,6 +28,7 @@ import pytest
 import zmq
 
 from zvsr.apps import MsgpackStateMachine
+from zvsr.protocol.messages import LogEntry
 from zvsr.runtime.processes import ProcessCluster, free_ports, process_cluster, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,6 +63,11 @@ def _kill_group(process: subprocess.Popen[Any]) -> None:
 
 
 @pytest.mark.timeout(30)
+def _entry(operation: bytes) -> LogEntry:
+    """An op as a replica applies it (the ledger app takes apply(op): its place and time do not matter)."""
+    return LogEntry(view=0, op_number=1, client_id=1, request_number=1, operation=operation, timestamp=1)
+
+
 def test_ledger_app_snapshot_restores_the_same_state_and_refuses_garbage() -> None:
     ops = [
         {"cmd": "deposit", "account": "alice", "amount": 100, "memo": "salary"},
@@ -72,7 +78,7 @@ def test_ledger_app_snapshot_restores_the_same_state_and_refuses_garbage() -> No
         {"cmd": "history", "account": "alice"},
     ]
     machine = MsgpackStateMachine(LedgerApp())
-    results = [msgpack.unpackb(machine.apply(msgpack.packb(op)), raw=False) for op in ops]
+    results = [msgpack.unpackb(machine.apply(_entry(msgpack.packb(op))), raw=False) for op in ops]
     assert results[0] == {"ok": True, "entry": 1, "balance": 100}
     assert results[1] == {"ok": False, "reason": "insufficient funds", "balance": 100}
     assert results[2] == {"ok": True, "entry": 2, "balance": 70}
@@ -83,7 +89,9 @@ def test_ledger_app_snapshot_restores_the_same_state_and_refuses_garbage() -> No
     copy.restore(machine.snapshot())
     assert copy.snapshot() == machine.snapshot()
     more = [{"cmd": "deposit", "account": "carol", "amount": 5}, {"cmd": "balance", "account": "bob"}]
-    assert [copy.apply(msgpack.packb(op)) for op in more] == [machine.apply(msgpack.packb(op)) for op in more]
+    assert [copy.apply(_entry(msgpack.packb(op))) for op in more] == [
+        machine.apply(_entry(msgpack.packb(op))) for op in more
+    ]
     assert copy.snapshot() == machine.snapshot()
 
     state = msgpack.unpackb(machine.snapshot(), raw=False)

@@ -74,6 +74,7 @@ def entry_runs(draw: st.DrawFn, *, view: int, last_op_number: int, count: int) -
             client_id=draw(ids),
             request_number=draw(ids),
             operation=draw(st.binary(max_size=24)),
+            timestamp=draw(ids),
         )
         for index in range(count)
     )
@@ -238,7 +239,14 @@ def decodes_or_rejects(data: bytes) -> None:
 
 
 def entry(op_number: int, *, view: int = 1, operation: bytes = b"op") -> LogEntry:
-    return LogEntry(view=view, op_number=op_number, client_id=7, request_number=op_number, operation=operation)
+    return LogEntry(
+        view=view,
+        op_number=op_number,
+        client_id=7,
+        request_number=op_number,
+        operation=operation,
+        timestamp=op_number,
+    )
 
 
 def a_prepare(**changes: Any) -> dict[str, Any]:
@@ -300,9 +308,29 @@ def test_prepare_ok_encodes_to_the_documented_golden_bytes() -> None:
     assert decode(golden) == message
 
 
-def test_prepare_entries_travel_as_five_arrays_with_binary_operations() -> None:
+def test_prepare_entries_travel_as_six_arrays_with_binary_operations_and_a_timestamp() -> None:
     value = a_prepare()
-    assert value["entries"][0] == [1, 3, 7, 3, b"op"]
+    assert value["entries"][0] == [1, 3, 7, 3, b"op", 3]
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "reason"),
+    [(-1, "out_of_range"), (1.5, "wrong_type"), (None, "wrong_type"), (True, "wrong_type"), ("7", "wrong_type")],
+)
+def test_an_entry_whose_timestamp_is_not_a_uint64_is_refused(timestamp: Any, reason: str) -> None:
+    value = a_prepare()
+    value["entries"][1][5] = timestamp
+    with pytest.raises(DecodeError) as caught:
+        decode_replica_message(msgpack.packb(value, use_bin_type=True))
+    assert caught.value.reason == reason
+    assert "entries[1].timestamp" in str(caught.value)
+
+
+def test_an_entry_of_five_fields_from_before_cluster_time_is_refused() -> None:
+    value = a_prepare()
+    value["entries"] = [entry[:5] for entry in value["entries"]]
+    with pytest.raises(DecodeError, match="6-array"):
+        decode_replica_message(msgpack.packb(value, use_bin_type=True))
 
 
 def test_largest_legal_messages_round_trip() -> None:
@@ -409,7 +437,7 @@ msgpack_values = st.recursive(
 
 small_numbers = st.integers(0, 6) | st.sampled_from([-1, ID_MAX, constants.REPLICAS_MAX])
 plausible_entries = st.lists(
-    st.lists(small_numbers, min_size=4, max_size=4).map(lambda numbers: [*numbers, b"op"]) | msgpack_values,
+    st.lists(small_numbers, min_size=5, max_size=5).map(lambda n: [*n[:4], b"op", n[4]]) | msgpack_values,
     max_size=5,
 )
 
@@ -552,14 +580,14 @@ def test_prepare_whose_entries_do_not_end_at_its_op_number_is_inconsistent() -> 
     from_a_later_view["entries"][2][0] = 3
     assert reason_of(pack(from_a_later_view)) == "inconsistent"
     before_op_one = a_prepare(op_number=2, commit_number=0)
-    before_op_one["entries"] = [[1, 0, 7, 0, b""], [1, 1, 7, 1, b""], [1, 2, 7, 2, b""]]
+    before_op_one["entries"] = [[1, 0, 7, 0, b"", 0], [1, 1, 7, 1, b"", 1], [1, 2, 7, 2, b"", 2]]
     assert reason_of(pack(before_op_one)) == "inconsistent"
 
 
 def test_prepare_entry_count_must_be_between_one_and_the_batch_bound() -> None:
     assert reason_of(pack(a_prepare(entries=[]))) == "out_of_range"
     count = constants.PREPARE_ENTRIES_MAX + 1
-    too_many = a_prepare(op_number=count, entries=[[1, n, 7, n, b""] for n in range(1, count + 1)])
+    too_many = a_prepare(op_number=count, entries=[[1, n, 7, n, b"", n] for n in range(1, count + 1)])
     assert reason_of(pack(too_many)) == "too_large"
     assert reason_of(pack(a_prepare(entries={"0": 1}))) == "wrong_type"
     assert reason_of(pack(a_prepare(entries=[[1, 5, 7, 5]]))) == "wrong_type"
@@ -582,7 +610,7 @@ def test_logs_must_be_numbered_consecutively_up_to_op_number(cls: type) -> None:
     assert reason_of(pack(a_log_message(cls, op_number=2, commit_number=1))) == "inconsistent"
     assert reason_of(pack(a_log_message(cls, commit_number=4))) == "inconsistent"
     renumbered = a_log_message(cls)
-    renumbered["log"] = [[1, n + 1, 7, n, b""] for n in range(1, 4)]
+    renumbered["log"] = [[1, n + 1, 7, n, b"", n] for n in range(1, 4)]
     assert reason_of(pack(renumbered)) == "inconsistent"
     later_view = a_log_message(cls)
     later_view["log"][0][0] = 5
@@ -632,10 +660,10 @@ def test_new_state_chunk_ends_at_or_before_its_op_number_and_respects_its_bound(
     assert decode(pack(value | {"op_number": 9, "commit_number": 6})).op_number == 9  # type: ignore[union-attr]
     assert reason_of(pack(value | {"op_number": 4, "commit_number": 4})) == "inconsistent"
     assert reason_of(pack(value | {"commit_number": 6})) == "inconsistent"
-    gap = value | {"entries": [[1, 4, 7, 4, b""], [1, 6, 7, 6, b""]]}
+    gap = value | {"entries": [[1, 4, 7, 4, b"", 4], [1, 6, 7, 6, b"", 6]]}
     assert reason_of(pack(gap)) == "inconsistent"
     count = constants.NEW_STATE_ENTRIES_MAX + 1
-    oversized = value | {"op_number": count, "entries": [[1, n, 7, n, b""] for n in range(1, count + 1)]}
+    oversized = value | {"op_number": count, "entries": [[1, n, 7, n, b"", n] for n in range(1, count + 1)]}
     assert reason_of(pack(oversized)) == "too_large"
 
 

@@ -234,7 +234,7 @@ def test_a_non_canonical_encoding_decodes_to_the_same_message(kind: type, rng: r
 
 EDGE_VALUES: list[Any] = [
     0, 1, 14, 15, 2**32, 2**53 + 1, ID_MAX - 1, ID_MAX, -1, -(2**63), float(2**64), 1.0, True, False, None,
-    "", "x", b"", b"\x00" * 16, [], [[1, 1, 1, 1, b""]], {}, msgpack.ExtType(1, b""),
+    "", "x", b"", b"\x00" * 16, [], [[1, 1, 1, 1, b"", 1]], {}, msgpack.ExtType(1, b""),
 ]  # fmt: skip
 
 
@@ -533,7 +533,7 @@ def test_no_hostile_peer_frame_costs_more_than_a_bounded_multiple_of_its_size(sh
 def test_a_legal_view_change_log_decodes_within_the_same_bound() -> None:
     """The streaming path is for the big legal messages too: a DoViewChange with 40 000 entries (~1.3 MiB)."""
     entries = tuple(
-        LogEntry(view=3, op_number=op, client_id=70_000 + op, request_number=op, operation=b"x" * 16)
+        LogEntry(view=3, op_number=op, client_id=70_000 + op, request_number=op, operation=b"x" * 16, timestamp=op)
         for op in range(1, 40_001)
     )
     message = DoViewChange(

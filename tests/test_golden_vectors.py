@@ -113,7 +113,9 @@ def to_message(value: dict[str, Any]) -> Message:
     for name in ("entries", "log"):
         if value.get(name) is not None:
             value[name] = tuple(
-                LogEntry(view=e[0], op_number=e[1], client_id=e[2], request_number=e[3], operation=e[4])
+                LogEntry(
+                    view=e[0], op_number=e[1], client_id=e[2], request_number=e[3], operation=e[4], timestamp=e[5]
+                )
                 for e in value[name]
             )
     message: Message = cls(**value)
@@ -185,13 +187,22 @@ def test_invalid_vectors_cover_every_reason_and_every_decoder() -> None:
 def test_coordination_sequence_gives_the_documented_results() -> None:
     """Applied in order to one fresh app (behind the msgpack adapter, as on a replica): the same bytes out."""
     machine = MsgpackStateMachine(CoordinationApp())
-    for step in COORDINATION_STEPS:
+    for index, step in enumerate(COORDINATION_STEPS):
         operation = bytes.fromhex(step["op"]["hex"])
         if "value" in step["op"]:
             # The bytes are the documented op map, and encoding that map gives the same bytes ("op" first).
             assert same(render(unpack(operation)), step["op"]["value"]), step["name"]
             assert msgpack.packb(parse(step["op"]["value"]), use_bin_type=True) == operation, step["name"]
-        result = machine.apply(operation)
+        # Step n is op n of view 0 at cluster time 5 s + n s (clients/testdata/README.md).
+        entry = LogEntry(
+            view=0,
+            op_number=index + 1,
+            client_id=1,
+            request_number=index + 1,
+            operation=operation,
+            timestamp=5_000_000_000 + (index + 1) * 1_000_000_000,
+        )
+        result = machine.apply(entry)
         assert result.hex() == step["result"]["hex"], step["name"]
         assert same(render(unpack(result)), step["result"]["value"]), step["name"]
 

@@ -36,6 +36,7 @@ from zvsr.wire import admin, decode_client_reply, encode
 
 T = TypeVar("T")
 
+
 @pytest.fixture
 def cluster() -> Iterator[LocalCluster]:
     local = LocalCluster(make_config())
@@ -179,7 +180,7 @@ def test_bad_input_on_the_peer_port_is_counted_and_changes_nothing(cluster: Loca
     target = cluster.config.replicas[1].peer
     impostor = cluster.socket(zmq.DEALER, target, ROUTING_ID=routing_id(2))
     too_many = tuple(
-        LogEntry(view=0, op_number=n, client_id=1, request_number=n, operation=b"")
+        LogEntry(view=0, op_number=n, client_id=1, request_number=n, operation=b"", timestamp=n)
         for n in range(1, constants.PREPARE_ENTRIES_MAX + 2)
     )
     oversized = encode(

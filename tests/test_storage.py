@@ -48,7 +48,7 @@ def test_a_first_start_writes_its_marker_only_when_it_begins(tmp_path: Path) -> 
 def test_a_restart_with_its_superblock_comes_back_from_disk(tmp_path: Path) -> None:
     first = open_replica(tmp_path)
     first.begin()
-    entry = LogEntry(view=0, op_number=1, client_id=5, request_number=1, operation=b"x")
+    entry = LogEntry(view=0, op_number=1, client_id=5, request_number=1, operation=b"x", timestamp=1)
     first.persist([PersistLog(op_number_first=1, entries=(entry,))])
     first.persist([PersistViewState(view_number=2, last_normal_view=2, commit_number=1)])
     first.close()
@@ -110,7 +110,7 @@ def test_a_data_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
 
 def log_entries(first: int, last: int) -> tuple[LogEntry, ...]:
     return tuple(
-        LogEntry(view=0, op_number=op, client_id=5, request_number=op, operation=b"op%d" % op)
+        LogEntry(view=0, op_number=op, client_id=5, request_number=op, operation=b"op%d" % op, timestamp=op)
         for op in range(first, last + 1)
     )
 

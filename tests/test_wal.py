@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,17 @@ from zvsr.storage import (
     WriteAheadLog,
 )
 from zvsr.storage.superblock import COPY_NAMES
-from zvsr.storage.wal import HEADER_BYTES, KIND_BASE, KIND_ENTRY, WAL_NAME, SnapshotRef, chain_of, encode_record
+from zvsr.storage.wal import (
+    HEADER_BYTES,
+    KIND_BASE,
+    KIND_ENTRY,
+    KIND_ENTRY_V1,
+    WAL_NAME,
+    SnapshotRef,
+    chain_of,
+    chain_of_v1,
+    encode_record,
+)
 
 
 def entry(op_number: int, view: int = 1, operation: bytes | None = None) -> LogEntry:
@@ -28,6 +39,7 @@ def entry(op_number: int, view: int = 1, operation: bytes | None = None) -> LogE
         client_id=1000 + op_number,
         request_number=op_number,
         operation=operation if operation is not None else b"op-%d" % op_number,
+        timestamp=op_number * 10,
     )
 
 
@@ -181,7 +193,7 @@ def _append_raw(path: Path, record: bytes) -> None:
 def test_an_intact_record_that_breaks_the_chain_is_corruption(tmp_path: Path) -> None:
     write_log(tmp_path, (1, entries(1, 2)))
     bad = entry(3)
-    _append_raw(tmp_path, encode_record([KIND_ENTRY, 1, 3, bad.client_id, 3, bad.operation, bytes(16)]))
+    _append_raw(tmp_path, encode_record([KIND_ENTRY, 1, 3, bad.client_id, 3, bad.operation, 30, bytes(16)]))
     with pytest.raises(WalCorruption, match="hash chain"):
         reopen(tmp_path)
 
@@ -192,7 +204,7 @@ def test_a_log_spliced_from_another_log_breaks_the_chain(tmp_path: Path) -> None
     other = chain_of(chain_of(bytes(16), entry(1)), entry(2, view=7))
     e3 = entry(3)
     chain = chain_of(other, e3)
-    _append_raw(tmp_path, encode_record([KIND_ENTRY, 1, 3, e3.client_id, 3, e3.operation, chain]))
+    _append_raw(tmp_path, encode_record([KIND_ENTRY, 1, 3, e3.client_id, 3, e3.operation, e3.timestamp, chain]))
     with pytest.raises(WalCorruption, match="offset"):
         reopen(tmp_path)
 
@@ -200,8 +212,47 @@ def test_a_log_spliced_from_another_log_breaks_the_chain(tmp_path: Path) -> None
 def test_an_intact_record_with_the_wrong_op_number_is_corruption(tmp_path: Path) -> None:
     write_log(tmp_path, (1, entries(1, 2)))
     e5 = entry(5)
-    _append_raw(tmp_path, encode_record([KIND_ENTRY, 1, 5, e5.client_id, 5, e5.operation, bytes(16)]))
+    _append_raw(tmp_path, encode_record([KIND_ENTRY, 1, 5, e5.client_id, 5, e5.operation, 50, bytes(16)]))
     with pytest.raises(WalCorruption, match="op_number 5, expected 3"):
+        reopen(tmp_path)
+
+
+def _v1_record(entry: LogEntry, chain: bytes) -> bytes:
+    """An entry record as versions before cluster time wrote it: kind 1, no timestamp, the old chain."""
+    return encode_record(
+        [KIND_ENTRY_V1, entry.view, entry.op_number, entry.client_id, entry.request_number, entry.operation, chain]
+    )
+
+
+def test_a_log_written_before_cluster_time_opens_with_timestamp_0_and_grows_with_stamped_records(
+    tmp_path: Path,
+) -> None:
+    """An upgraded replica finds kind-1 records (no timestamp, the old chain) and opens them as they are; what
+    it appends next is kind 4, chained after them; and the mixed file opens again."""
+    old = [replace(e, timestamp=0) for e in entries(1, 3)]
+    chain = bytes(16)
+    for e in old:
+        chain = chain_of_v1(chain, e)
+        _append_raw(tmp_path, _v1_record(e, chain))
+    wal, log = reopen(tmp_path)
+    assert log == old
+    wal.persist_log(4, entries(4, 5))
+    wal.sync()
+    wal.close()
+    again, log = reopen(tmp_path)
+    assert log == old + entries(4, 5) and log[-1].timestamp == 50
+    again.close()
+
+
+def test_a_kind_1_record_is_checked_against_the_old_chain(tmp_path: Path) -> None:
+    """A kind-1 record whose chain is the new formula's (or garbage) does not verify: each kind has its own."""
+    write_log(tmp_path, (1, entries(1, 2)))
+    stale = replace(entry(3), timestamp=0)
+    wal, _ = reopen(tmp_path)
+    wal.close()
+    previous = chain_of(chain_of(bytes(16), entry(1)), entry(2))
+    _append_raw(tmp_path, _v1_record(stale, chain_of(previous, stale)))
+    with pytest.raises(WalCorruption, match="hash chain"):
         reopen(tmp_path)
 
 
@@ -385,7 +436,7 @@ def test_a_snapshot_beyond_the_log_restarts_it_after_the_snapshot(tmp_path: Path
 def test_a_base_record_anywhere_but_the_start_is_corruption(tmp_path: Path) -> None:
     write_log(tmp_path, (1, entries(1, 2)))
     _append_raw(tmp_path, encode_record([KIND_BASE, 1, bytes(16), 1, 10, bytes(16)]))
-    _append_raw(tmp_path, encode_record([KIND_ENTRY, 1, 3, 1, 1, b"x", bytes(16)]))
+    _append_raw(tmp_path, encode_record([KIND_ENTRY, 1, 3, 1, 1, b"x", 30, bytes(16)]))
     with pytest.raises(WalCorruption, match="base record"):
         reopen(tmp_path)
 

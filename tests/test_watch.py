@@ -163,7 +163,11 @@ def test_a_full_buffer_forces_a_resync_and_values_compare_as_msgpack() -> None:
 def executed(*ops: tuple[int, bytes]) -> list[Executed]:
     """What a Ready reports for these (op_number, operation) pairs, each with the result b"r" + operation."""
     return [
-        (number, LogEntry(view=0, op_number=number, client_id=1, request_number=number, operation=op), b"r" + op)
+        (
+            number,
+            LogEntry(view=0, op_number=number, client_id=1, request_number=number, operation=op, timestamp=number),
+            b"r" + op,
+        )
         for number, op in ops
     ]
 

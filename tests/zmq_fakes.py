@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import zmq
 
-from zvsr.protocol.messages import ClientReply, Commit, Reply, Request
+from zvsr.protocol.messages import ClientReply, Commit, LogEntry, Reply, Request
 from zvsr.runtime.cluster_config import ClusterConfig
 from zvsr.runtime.processes import free_ports, loopback_config, wait_for
 from zvsr.runtime.proxy import Proxy
@@ -157,8 +157,16 @@ class FakeApp:
             if latest is not None and request.request_number == latest[0]:
                 result = latest[1]
             else:
-                result = self.machine.apply(request.operation)
                 self.executed.append(request)
+                entry = LogEntry(
+                    view=self.view,
+                    op_number=len(self.executed),
+                    client_id=request.client_id,
+                    request_number=request.request_number,
+                    operation=request.operation,
+                    timestamp=len(self.executed) * 1_000_000,  # a millisecond of cluster time per op
+                )
+                result = self.machine.apply(entry)
                 self._table[request.client_id] = (request.request_number, result)
         return [
             Reply(

@@ -147,4 +147,5 @@ LAUNCHER_STOP_GRACE_S: Final = 5.0  # after SIGTERM, children get this long to e
 
 # --- deterministic simulator (zvsr.sim) ---
 SIM_TRACE_EVENTS_KEPT: Final = 400  # the last events a violation report prints (a ring: older ones are dropped)
+SIM_CLOCK_RATE_SPREAD: Final = 0.05  # each simulated replica's clock runs at 1 ± this of virtual time
 SIM_LIVENESS_MS_MAX: Final = 120_000  # virtual time the liveness phase may take to commit after faults stop

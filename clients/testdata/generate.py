@@ -118,9 +118,18 @@ INCR_HITS = pack(op("incr", key="hits"))
 LOCK_JOBS = pack(op("lock", name="jobs/leader", owner="worker-1"))
 
 
+STAMP = 5_004_000_000  # op 4's cluster time in LOG, for hand-built entry arrays
+
+
 def entry(view: int, op_number: int, client_id: int, request_number: int, operation: bytes) -> LogEntry:
+    # Cluster time ~5 s after the cluster started, 1 ms per op: above 2^32, so a uint64 on the wire.
     return LogEntry(
-        view=view, op_number=op_number, client_id=client_id, request_number=request_number, operation=operation
+        view=view,
+        op_number=op_number,
+        client_id=client_id,
+        request_number=request_number,
+        operation=operation,
+        timestamp=5_000_000_000 + op_number * 1_000_000,
     )
 
 
@@ -416,12 +425,13 @@ def noncanonical() -> list[dict[str, Any]]:
     prepare = Prepare(**header(1, 1), op_number=4, commit_number=3, entries=LOG[3:])
     entries = (
         bytes.fromhex("dc0001")
-        + bytes.fromhex("dc0005")
+        + bytes.fromhex("dc0006")
         + pack(1)
         + pack(4)
         + pack(CLIENT_B)
         + pack(2)
         + pack(LOCK_JOBS)
+        + pack(LOG[3].timestamp)
     )
     head = {"type": 1, **header(1, 1), "op_number": 4, "commit_number": 3}
     wide = bytes([0x80 | 8]) + b"".join(pack(k) + pack(v) for k, v in head.items()) + pack("entries") + entries
@@ -467,7 +477,7 @@ ERR = Error(view=1, client_id=CLIENT_A, request_number=3, code="busy", message="
 
 
 def arrays(entries: tuple[LogEntry, ...]) -> list[list[Any]]:
-    return [[e.view, e.op_number, e.client_id, e.request_number, e.operation] for e in entries]
+    return [[e.view, e.op_number, e.client_id, e.request_number, e.operation, e.timestamp] for e in entries]
 
 
 def invalid() -> list[tuple[str, str, str, bytes | dict[str, Any] | Any, str]]:
@@ -621,20 +631,34 @@ def invalid() -> list[tuple[str, str, str, bytes | dict[str, Any] | Any, str]]:
             "replica",
             "wrong_type",
             with_fields(PREP, entries=[[1, 4, 5, 2]], op_number=4),
-            "a log entry is a 5-array",
+            "a log entry is a 6-array",
+        ),
+        (
+            "entry_is_5_array",
+            "replica",
+            "wrong_type",
+            with_fields(PREP, entries=[[1, 4, 5, 2, op]], op_number=4),
+            "a log entry is a 6-array: the 5-array of before cluster time (no timestamp) is refused",
+        ),
+        (
+            "entry_timestamp_is_str",
+            "replica",
+            "wrong_type",
+            with_fields(PREP, entries=[[1, 4, 5, 2, op, "5000000000"]]),
+            "an entry's timestamp is an int",
         ),
         (
             "entry_operation_is_str",
             "replica",
             "wrong_type",
-            with_fields(PREP, entries=[[1, 4, 5, 2, "x"]]),
+            with_fields(PREP, entries=[[1, 4, 5, 2, "x", STAMP]]),
             "an entry's operation is bin",
         ),
         (
             "entry_op_number_is_str",
             "replica",
             "wrong_type",
-            with_fields(PREP, entries=[[1, "4", 5, 2, op]]),
+            with_fields(PREP, entries=[[1, "4", 5, 2, op, STAMP]]),
             "an entry's numbers are ints",
         ),
         (
@@ -667,8 +691,15 @@ def invalid() -> list[tuple[str, str, str, bytes | dict[str, Any] | Any, str]]:
             "entry_client_id_negative",
             "replica",
             "out_of_range",
-            with_fields(PREP, entries=[[1, 4, -5, 2, op]]),
+            with_fields(PREP, entries=[[1, 4, -5, 2, op, STAMP]]),
             "an entry's numbers are 0..2^64-1",
+        ),
+        (
+            "entry_timestamp_negative",
+            "replica",
+            "out_of_range",
+            with_fields(PREP, entries=[[1, 4, 5, 2, op, -1]]),
+            "an entry's timestamp is 0..2^64-1",
         ),
         (
             "unknown_error_code",
@@ -704,7 +735,7 @@ def invalid() -> list[tuple[str, str, str, bytes | dict[str, Any] | Any, str]]:
             "replica",
             "too_large",
             with_fields(
-                PREP, op_number=many, commit_number=0, entries=[[1, n, 5, n, b""] for n in range(1, many + 1)]
+                PREP, op_number=many, commit_number=0, entries=[[1, n, 5, n, b"", n] for n in range(1, many + 1)]
             ),
             "a Prepare carries at most PREPARE_ENTRIES_MAX (256) entries",
         ),
@@ -716,7 +747,7 @@ def invalid() -> list[tuple[str, str, str, bytes | dict[str, Any] | Any, str]]:
                 NS,
                 op_number=many_new,
                 commit_number=0,
-                entries=[[1, n, 5, n, b""] for n in range(1, many_new + 1)],
+                entries=[[1, n, 5, n, b"", n] for n in range(1, many_new + 1)],
             ),
             "a NewState carries at most NEW_STATE_ENTRIES_MAX (1024) entries",
         ),
@@ -745,7 +776,7 @@ def invalid() -> list[tuple[str, str, str, bytes | dict[str, Any] | Any, str]]:
             "entry_operation_over_64kib",
             "replica",
             "too_large",
-            with_fields(PREP, op_number=4, entries=[[1, 4, 5, 2, big_op]]),
+            with_fields(PREP, op_number=4, entries=[[1, 4, 5, 2, big_op, STAMP]]),
             "every entry's operation too",
         ),
         (
@@ -823,14 +854,14 @@ def invalid() -> list[tuple[str, str, str, bytes | dict[str, Any] | Any, str]]:
             "prepare_entry_from_later_view",
             "replica",
             "inconsistent",
-            with_fields(PREP, entries=[[2, 4, 5, 2, op]]),
+            with_fields(PREP, entries=[[2, 4, 5, 2, op, STAMP]]),
             "no entry's view is after the message's view",
         ),
         (
             "prepare_entry_op_0",
             "replica",
             "inconsistent",
-            with_fields(PREP, op_number=0, commit_number=0, entries=[[1, 0, 5, 2, op]]),
+            with_fields(PREP, op_number=0, commit_number=0, entries=[[1, 0, 5, 2, op, STAMP]]),
             "op numbers start at 1",
         ),
         (
@@ -879,7 +910,7 @@ def invalid() -> list[tuple[str, str, str, bytes | dict[str, Any] | Any, str]]:
             "new_state_entry_op_0",
             "replica",
             "inconsistent",
-            with_fields(NS, entries=[[1, 0, 5, 2, op]]),
+            with_fields(NS, entries=[[1, 0, 5, 2, op, STAMP]]),
             "op numbers start at 1",
         ),
     ]
@@ -1001,17 +1032,30 @@ COORDINATION: list[tuple[str, Any]] = [
 ]
 
 
+def coordination_entry(index: int, operation: bytes) -> LogEntry:
+    """Step `index` of the coordination sequence as the log entry a replica applies: op index + 1 of view 0, at
+    cluster time 5 s + 1 s per step (so a lease granted in one step has aged in the next)."""
+    return LogEntry(
+        view=0,
+        op_number=index + 1,
+        client_id=CLIENT_A,
+        request_number=index + 1,
+        operation=operation,
+        timestamp=5_000_000_000 + (index + 1) * 1_000_000_000,
+    )
+
+
 def coordination_vectors() -> list[dict[str, Any]]:
     machine = MsgpackStateMachine(CoordinationApp())
     out = []
-    for name, operation in COORDINATION:
+    for index, (name, operation) in enumerate(COORDINATION):
         if type(operation) is tuple:
             data = operation[1]
             op_vector: dict[str, Any] = {"hex": data.hex()}
         else:
             data = pack(operation)
             op_vector = {"hex": data.hex(), "value": render(operation)}
-        result = machine.apply(data)
+        result = machine.apply(coordination_entry(index, data))
         out.append(
             {"name": name, "op": op_vector, "result": {"hex": result.hex(), "value": render(unpack(result))}}
         )

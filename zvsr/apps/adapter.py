@@ -18,6 +18,12 @@ sits between it and the application and owns three promises the core relies on:
 3. Whatever reaches the app is a plain msgpack value within bounds (operation size, nesting), so anything the
    app stores can be encoded again in a snapshot.
 
+Cluster time reaches the app as an `OpContext` (op_number, timestamp_ns, view of the log entry), for apps
+whose ``apply`` takes a second parameter; the adapter decides once, from the signature, when it wraps the app,
+so apps written against ``apply(op)`` run unchanged. An app's optional ``due(timestamp_ns)`` is asked on the
+primary; its answer is encoded (and bounded) like an operation, and an exception or an unencodable answer
+counts as "nothing due" (`due_failures`), because a timer must not stop the primary.
+
 `load_app("package.module:Class")` imports the module, instantiates the class with no arguments and checks the
 instance has callable `apply`, `snapshot` and `restore`; every failure is an `AppLoadError` whose message says
 what was wrong, so `zvsr node --app …` can print it and exit.
@@ -26,17 +32,20 @@ what was wrong, so `zvsr node --app …` can print it and exit.
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 
-from zvsr.apps.base import ERROR_APP_ERROR, ERROR_BAD_REQUEST, App, error_result
+from zvsr.apps.base import ERROR_APP_ERROR, ERROR_BAD_REQUEST, App, OpContext, error_result
 
 # Re-exported (`as` itself) until zvsr.fuzz.mutations imports it from zvsr.constants: it predates the move.
 from zvsr.constants import ERROR_MESSAGE_CHARS_MAX, OPERATION_BYTES_MAX, OPERATION_NESTING_MAX, RESULT_BYTES_MAX
 
 if TYPE_CHECKING:
+    from zvsr.protocol.messages import LogEntry
     from zvsr.protocol.state_machine import StateMachine
 
 DEFAULT_APP_SPEC: Final = "zvsr.apps.coordination:CoordinationApp"
@@ -51,23 +60,31 @@ class AppLoadError(Exception):
 class MsgpackStateMachine:
     """The core's `StateMachine` (bytes in, bytes out) over an `App` of msgpack values."""
 
-    __slots__ = ("_app", "_packer")
+    __slots__ = ("_app", "_packer", "_with_context", "_due", "due_failures")
 
     def __init__(self, app: App) -> None:
         self._app = app
         # One packer per state machine: reused for speed, and a state machine is driven by one thread.
         self._packer = msgpack.Packer(use_bin_type=True)
+        self._with_context = takes_context(app.apply)
+        due = getattr(app, "due", None)
+        self._due: Callable[[int], Any] | None = due if callable(due) else None
+        self.due_failures = 0  # due() raised or answered something that is not an operation
 
     @property
     def app(self) -> App:
         return self._app
 
-    def apply(self, operation: bytes) -> bytes:
-        op, problem = _decode_operation(operation)
+    def apply(self, entry: LogEntry) -> bytes:
+        op, problem = _decode_operation(entry.operation)
         if problem is not None:
             return self._error(ERROR_BAD_REQUEST, problem)
         try:
-            result = self._app.apply(op)
+            if self._with_context:
+                context = OpContext(entry.op_number, entry.timestamp, entry.view)
+                result = self._app.apply(op, context)  # type: ignore[call-arg]  # the App protocol says apply(op)
+            else:
+                result = self._app.apply(op)
         except Exception as error:  # the app's bug or refusal; the replica must survive it (promise 1)
             return self._error(ERROR_APP_ERROR, _describe(error))
         try:
@@ -76,6 +93,22 @@ class MsgpackStateMachine:
             return self._error(ERROR_APP_ERROR, f"result cannot be encoded as msgpack: {_describe(error)}")
         if len(data) > RESULT_BYTES_MAX:
             return self._error(ERROR_APP_ERROR, f"result is {len(data)} bytes > {RESULT_BYTES_MAX}")
+        return data
+
+    def due(self, timestamp_ns: int) -> bytes | None:
+        if self._due is None:
+            return None
+        try:
+            op = self._due(timestamp_ns)
+            if op is None:
+                return None
+            data: bytes = self._packer.pack(op)
+        except Exception:  # the app's bug: no timer fires, the primary lives on
+            self.due_failures += 1
+            return None
+        if len(data) > OPERATION_BYTES_MAX:
+            self.due_failures += 1
+            return None
         return data
 
     def snapshot(self) -> bytes:
@@ -94,6 +127,21 @@ class MsgpackStateMachine:
         message = message.encode("utf-8", "replace").decode("utf-8")
         data: bytes = self._packer.pack(error_result(code, message))
         return data
+
+
+def takes_context(apply: Callable[..., Any]) -> bool:
+    """Whether a bound ``apply`` takes the op's context: ``apply(op, ctx)`` (or ``*args``), not ``apply(op)``."""
+    try:
+        parameters = inspect.signature(apply).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (a builtin): the original interface
+        return False
+    positional = 0
+    for parameter in parameters:
+        if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+            return True
+        if parameter.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
+            positional += 1
+    return positional >= 2
 
 
 def _decode_operation(operation: bytes) -> tuple[Any, str | None]:

@@ -116,11 +116,13 @@ CONTENT_BOMBS: Final[dict[str, Callable[[int], bytes]]] = {
     "two-character strings": lambda size: _log_frame(_padded(size, b"\xa2xy", _array32)),
     "three-byte ints": lambda size: _log_frame(_padded(size, b"\xcd\x01\x00", _array32)),
     "well-typed entries": lambda size: _log_frame(
-        _padded(size, b"\x95" + b"\xcd\x01\x00" * 4 + b"\xc4\x00", _array32)
+        _padded(size, b"\x96" + b"\xcd\x01\x00" * 4 + b"\xc4\x00" + b"\xcd\x01\x00", _array32)
     ),
-    "arrays of five empty arrays": lambda size: _log_frame(_padded(size, b"\x95\x90\x90\x90\x90\x90", _array32)),
-    "deep five-arrays": lambda size: _log_frame(
-        _array32(1, b"\x95\x90\x90\x90\x90" * max(1, (size - 16) // 5) + b"\x90")
+    "arrays of six empty arrays": lambda size: _log_frame(
+        _padded(size, b"\x96\x90\x90\x90\x90\x90\x90", _array32)
+    ),
+    "deep six-arrays": lambda size: _log_frame(
+        _array32(1, b"\x96\x90\x90\x90\x90\x90" * max(1, (size - 16) // 6) + b"\x90")
     ),
 }
 
@@ -194,6 +196,7 @@ def _entries(rng: random.Random, *, view: int, first: int, count: int, seeds: Se
             client_id=random_number(rng),
             request_number=random_number(rng),
             operation=rng.choice(seeds.operations) if rng.random() < 0.5 else rng.randbytes(rng.randrange(16)),
+            timestamp=random_number(rng),
         )
         for index in range(count)
     )

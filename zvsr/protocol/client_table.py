@@ -22,7 +22,7 @@ from collections.abc import ItemsView, Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 
-from zvsr.protocol.messages import LogEntry
+from zvsr.protocol.messages import INTERNAL_CLIENT_ID, LogEntry
 
 
 @dataclass(slots=True)
@@ -111,7 +111,7 @@ class ClientTable:
     def rebuild_pending(self, uncommitted: Iterable[LogEntry]) -> None:
         """The requests in the log beyond commit_number are in progress: a retry of one must not be appended
         again (VR-NOTES §11.5)."""
-        self.pending = {entry.client_id: entry.request_number for entry in uncommitted}
+        self.pending = {e.client_id: e.request_number for e in uncommitted if e.client_id != INTERNAL_CLIENT_ID}
 
     def rows(self) -> Iterator[tuple[int, int, bytes]]:
         """(client_id, request_number, result), least recently executed first: the snapshot's order."""

@@ -14,13 +14,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+# The client id of operations the primary proposes itself (an app's timers, `StateMachine.due`). No client may
+# use it: the core refuses a Request from it (bad_request), so no reply or client-table row ever belongs to it.
+INTERNAL_CLIENT_ID: Final = 0
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LogEntry:
     """One client request at its place in the log.
 
     `view` is the view in which the primary assigned `op_number`; it is kept so that logs can be compared and
-    so a later checksum chain (durability) has something stable to cover.
+    so a later checksum chain (durability) has something stable to cover. `timestamp` is the cluster time (ns)
+    at which that primary assigned it: it never decreases along a log (docs/design.md, "Cluster time"), and
+    the app sees it as `OpContext.timestamp_ns`. Client id `INTERNAL_CLIENT_ID` marks an operation the primary
+    proposed itself (an app's `due`): it has no client, no reply and no client-table row.
     """
 
     view: int
@@ -28,6 +35,7 @@ class LogEntry:
     client_id: int
     request_number: int
     operation: bytes
+    timestamp: int
 
 
 # --- replica <-> replica -------------------------------------------------------------------------------------

@@ -19,13 +19,14 @@ from zvsr.protocol.messages import Request
 
 
 class Pipeline:
-    __slots__ = ("view", "prepare_ok", "prepared", "request_queue", "_prepare_ok_at_last_look")
+    __slots__ = ("view", "prepare_ok", "prepared", "request_queue", "internal_op", "_prepare_ok_at_last_look")
 
     def __init__(self) -> None:
         self.view = 0  # the view the acknowledgements below belong to
         self.prepare_ok: dict[int, int] = {}  # backup -> highest op it acknowledged in `view`
         self.prepared = 0  # the highest op already sent in a Prepare
         self.request_queue: deque[Request] = deque()
+        self.internal_op = 0  # the cluster's own op (an app timer) of `view` not yet committed; 0: none
         self._prepare_ok_at_last_look: dict[int, int] = {}
 
     def reset(self, view: int) -> None:
@@ -34,6 +35,7 @@ class Pipeline:
         self.prepare_ok = {}
         self._prepare_ok_at_last_look = {}
         self.request_queue.clear()
+        self.internal_op = 0
 
     def acknowledged(self, backup: int, op_number: int) -> None:
         if op_number > self.prepare_ok.get(backup, -1):

@@ -40,10 +40,12 @@ from zvsr.constants import RECOVERY_STALL_ROUNDS
 from zvsr.protocol import snapshots
 from zvsr.protocol.client_table import Admission
 from zvsr.protocol.messages import (
+    ERROR_BAD_REQUEST,
     ERROR_BUSY,
     ERROR_SESSION_EXPIRED,
     ERROR_UNAVAILABLE,
     ERROR_VIEW_CHANGE,
+    INTERNAL_CLIENT_ID,
     Commit,
     DoViewChange,
     GetSnapshot,
@@ -69,8 +71,9 @@ __all__ = ["DurableState", "Logger", "Replica", "Status"]
 
 
 class Replica(ReplicaState):
-    """Built as `Replica(config=, replica=, state_machine=, prng=, recovering=False, durable=None, logger=None)`
-    (`ReplicaState.__init__`): fresh, recovering (§4.3: it lost its state), or restarted from `durable`."""
+    """Built as `Replica(config=, replica=, state_machine=, prng=, recovering=False, durable=None, logger=None,
+    clock=None)` (`ReplicaState.__init__`): fresh, recovering (§4.3: it lost its state), or restarted from
+    `durable`; `clock` is a monotonic ns counter for cluster time (`cluster_time.py`)."""
 
     # --- inputs -----------------------------------------------------------------------------------------------
 
@@ -140,6 +143,9 @@ class Replica(ReplicaState):
 
     def on_request(self, request: Request) -> None:
         """§4.1 steps 1-3: a client request arrives at this replica."""
+        if request.client_id == INTERNAL_CLIENT_ID:
+            text = "client_id 0 is reserved for the cluster's own ops"
+            return self._answer_error(request, ERROR_BAD_REQUEST, text)
         if self.status is Status.RECOVERING:
             return self._answer_error(request, ERROR_UNAVAILABLE, "replica is recovering")
         if self.status is Status.VIEW_CHANGE:
@@ -183,6 +189,25 @@ class Replica(ReplicaState):
         if self.timers.prepare_resend.fired():
             self.timers.prepare_resend.reset()
             self._resend_stalled_prepares()
+        self._propose_due()
+
+    def _propose_due(self) -> None:
+        """Put the app's timer that came due (a lease's expiry) through the log as the cluster's own op. Only
+        the primary asks, with its cluster time, one op at a time: a backup never acts on its own clock, and an
+        op a deposed primary proposes cannot commit (its view's quorum has moved on)."""
+        pipeline = self.pipeline
+        if pipeline.internal_op > self.commit_number:
+            return
+        if self.op_number - self.commit_number >= self.config.pipeline_ops_max:
+            return
+        if not self._quorum_recently_heard():
+            return
+        operation = self.state_machine.due(self.cluster_time.now())
+        if operation is None:
+            return
+        self._count("cluster op proposed")
+        self._append_new(INTERNAL_CLIENT_ID, 0, operation)
+        pipeline.internal_op = self.op_number
 
     def _resend_stalled_prepares(self) -> None:
         """Rule 11: ZeroMQ drops silently; a backup whose acknowledgements have not moved gets prepares again.
@@ -253,6 +278,7 @@ class Replica(ReplicaState):
                 )
                 continue
             self._append_entry(entry)
+        self.cluster_time.learn(message.entries[-1].timestamp)
         self._send(self.primary_index(), self._prepare_ok_message())
         self._commit_up_to(min(message.commit_number, self.op_number))
 
@@ -556,6 +582,8 @@ class Replica(ReplicaState):
             snapshot_op = snapshots.op_number_of(snapshot)
             assert base <= snapshot_op  # the primary's log base never passes its snapshot
             self._install_snapshot(snapshot, list(primary.log[snapshot_op - base :]))
+        if self.log:
+            self.cluster_time.learn(self.log[-1].timestamp)
         self._outbox.view_state = True
         self._rebuild_client_pending()
         self._commit_up_to(max(self.commit_number, min(primary.commit_number, self.op_number)))
@@ -646,6 +674,8 @@ class Replica(ReplicaState):
         else:
             for entry in message.entries:
                 self._append_entry(entry)
+            if message.entries:
+                self.cluster_time.learn(message.entries[-1].timestamp)
         if self._state_op_number() < message.op_number:
             self._request_state(force=True)
         else:
@@ -667,6 +697,8 @@ class Replica(ReplicaState):
             self.log.extend(transfer.entries)
             self.op_number = self.log_base + len(self.log)
             self._outbox.log_changed_from(base + 1)
+        if self.log:
+            self.cluster_time.learn(self.log[-1].timestamp)
         self.state_transfer = None
         self.last_normal_view = self.view_number
         self._outbox.view_state = True

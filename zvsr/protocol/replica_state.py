@@ -6,7 +6,7 @@ base holds *what* changes and how, keeping the invariants the handlers rely on:
 - the paper's state (§4): view_number, status, last_normal_view, the log (ops log_base + 1 .. op_number; those
   before are in the latest snapshot), commit_number (also the last op executed), and the named parts that one
   sub-protocol each owns: `client_table`, `state_transfer`, `snapshots`, `timers`, `pipeline`, `votes`,
-  `recovery`;
+  `recovery`, and `cluster_time` (the stamps on entries, learned from every log we hold);
 - the log's mechanics: append, install a view's log over our suffix, truncate before a snapshot;
 - execution: committed ops applied in order, exactly once, each recorded in the client table and reported in
   the Ready (`Executed`), with a reply from the primary;
@@ -21,10 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
+from zvsr.constants import TICK_MS
 from zvsr.protocol import snapshots
 from zvsr.protocol.client_table import ClientTable
+from zvsr.protocol.cluster_time import Clock, ClusterTime
 from zvsr.protocol.config import Config
 from zvsr.protocol.messages import (
+    INTERNAL_CLIENT_ID,
     DoViewChange,
     Error,
     LogEntry,
@@ -80,6 +83,7 @@ class ReplicaState:
         recovering: bool = False,
         durable: DurableState | None = None,
         logger: Logger | None = None,
+        clock: Clock | None = None,
     ) -> None:
         assert 0 <= replica < config.replica_count
         assert not (recovering and durable is not None)
@@ -108,6 +112,9 @@ class ReplicaState:
         # Logical time and liveness of peers (rule 10).
         self.now = 0
         self.last_heard: dict[int, int] = {}
+        # Cluster time (cluster_time.py): the driver's monotonic clock, or our ticks when it gives none.
+        self.cluster_time = ClusterTime(clock if clock is not None else self._tick_clock)
+        self.executed_timestamp = 0  # the stamp of op commit_number (what a snapshot taken now records)
 
         self._outbox = Outbox()
         self.counters: dict[str, int] = {}
@@ -119,6 +126,10 @@ class ReplicaState:
     def _enter_initial_role(self) -> None:
         """Start the timers and first messages of the role the state implies (defined by `Replica`)."""
         raise NotImplementedError
+
+    def _tick_clock(self) -> int:
+        """The clock of a replica whose driver gives none: its ticks, as nanoseconds."""
+        return self.now * TICK_MS * 1_000_000
 
     # --- restart from disk (rule 12) ---------------------------------------------------------------------------
 
@@ -143,6 +154,8 @@ class ReplicaState:
             if self.op_number < self.snapshots.op_number:  # the log after the snapshot is empty
                 self.log, self.log_base, self.op_number = [], self.snapshots.op_number, self.snapshots.op_number
         assert self.log_base <= self.commit_number
+        # The time we were down is not counted: cluster time resumes from the largest stamp on disk.
+        self.cluster_time.learn(self.log[-1].timestamp if self.log else self.executed_timestamp)
         self.pipeline.view = self.view_number
         self.pipeline.prepared = self.op_number
         # commit_number is persisted lazily: it is a lower bound, and the primary tells us the rest. Executing
@@ -262,14 +275,19 @@ class ReplicaState:
         return tuple(out)
 
     def _append_request(self, request: Request) -> None:
+        self._append_new(request.client_id, request.request_number, request.operation)
+
+    def _append_new(self, client_id: int, request_number: int, operation: bytes) -> None:
+        """The primary appends an op at the end of its log, stamped with cluster time."""
         self.op_number += 1
         self.log.append(
             LogEntry(
                 view=self.view_number,
                 op_number=self.op_number,
-                client_id=request.client_id,
-                request_number=request.request_number,
-                operation=request.operation,
+                client_id=client_id,
+                request_number=request_number,
+                operation=operation,
+                timestamp=self.cluster_time.stamp(),
             )
         )
         self._outbox.log_changed_from(self.op_number)
@@ -277,11 +295,14 @@ class ReplicaState:
             self._commit_up_to(self.op_number)
 
     def _append_entry(self, entry: LogEntry) -> None:
+        """A backup appends an op of the primary's (the caller learns the batch's last stamp once)."""
         assert entry.op_number == self.op_number + 1
+        assert not self.log or entry.timestamp >= self.log[-1].timestamp, "cluster time went backwards"
         self.log.append(entry)
         self.op_number += 1
         self._outbox.log_changed_from(entry.op_number)
-        self.client_table.pending[entry.client_id] = entry.request_number
+        if entry.client_id != INTERNAL_CLIENT_ID:
+            self.client_table.pending[entry.client_id] = entry.request_number
 
     def _install_log(self, log: tuple[LogEntry, ...], base: int) -> None:
         """Replace our log after commit_number by the view's (`log` holds ops base + 1 ..). Where both hold an
@@ -295,6 +316,8 @@ class ReplicaState:
         self.op_number = base + len(log)
         self._outbox.log_changed_from(commit + 1)
         self._rebuild_client_pending()
+        if log:  # a new primary continues from the largest stamp of the log it adopted
+            self.cluster_time.learn(log[-1].timestamp)
 
     def _truncate_log(self, op_number: int) -> None:
         """Drop ops up to `op_number` (committed, in a snapshot) from memory."""
@@ -380,14 +403,20 @@ class ReplicaState:
         apply = self.state_machine.apply
         executed = self._outbox.ready.executed
         table = self.client_table
+        internal = INTERNAL_CLIENT_ID
+        entry = None
         for entry in self.log[self.commit_number - self.log_base : op_number - self.log_base]:
-            result = apply(entry.operation)
+            result = apply(entry)
+            executed.append((entry.op_number, entry, result))
+            if entry.client_id == internal:
+                continue  # the cluster's own op: no client to answer or remember
             if table.executed(entry.client_id, entry.request_number, result):
                 self._count("client session evicted")
-            executed.append((entry.op_number, entry, result))
             if replying:
                 self._reply(entry.client_id, entry.request_number, result)
+        assert entry is not None
         self.commit_number = op_number
+        self.executed_timestamp = entry.timestamp
         self._drop_overtaken_download()
 
     # --- snapshots: taken, restored, installed -----------------------------------------------------------------
@@ -403,7 +432,13 @@ class ReplicaState:
             return
         previous = self.snapshots.op_number
         table = self.client_table
-        data = snapshots.encode(self.commit_number, table.rows(), self.state_machine.snapshot(), table.expired)
+        data = snapshots.encode(
+            self.commit_number,
+            table.rows(),
+            self.state_machine.snapshot(),
+            table.expired,
+            timestamp=self.executed_timestamp,
+        )
         self.snapshots.take(self.commit_number, data, now=self.now)
         self._count("snapshot taken")
         self._truncate_log(self.snapshots.log_kept_from(previous, now=self.now))
@@ -415,6 +450,8 @@ class ReplicaState:
         self.state_machine.restore(snapshot.app_state)
         self.client_table.restore(snapshot.client_table, snapshot.expired)
         self.commit_number = snapshot.op_number
+        self.executed_timestamp = snapshot.timestamp
+        self.cluster_time.learn(snapshot.timestamp)
         self.snapshots.set_latest(snapshot.op_number, data)
         self._outbox.ready.restored.append(snapshot.op_number)
 

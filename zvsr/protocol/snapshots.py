@@ -1,6 +1,8 @@
 """Snapshots: their encoding, the ones a replica keeps and serves, and the one it is downloading.
 
-A replica's snapshot is the application state and the client table after op `op_number`, as bytes.
+A replica's snapshot is the application state and the client table after op `op_number`, as bytes, with the
+cluster time of that op (`timestamp`), so that a replica restarted from it, or installing it, never stamps or
+reads a cluster time before it (docs/design.md, "Cluster time").
 
 Snapshots let a replica drop the log before them (memory and disk stay bounded while the log grows forever)
 and let a replica that is far behind catch up without the ops it missed. The client table travels with the app
@@ -9,13 +11,14 @@ replica that installed the snapshot (§4.1, ARCHITECTURE rule 8).
 
 The encoding is a fixed binary layout (the core imports no serialization library; see tests/test_purity.py):
 
-    magic "ZVSRSNP2" | op_number u64 | client count u32
+    magic "ZVSRSNP3" | op_number u64 | timestamp u64 | client count u32
     | client count x (client_id u64 | request_number u64 | result length u32 | result)
     | expired count u32 | expired count x client_id u64
     | app state length u64 | app state
 
-The client table is in least-recently-executed-first order and the expired client_ids oldest first, so a
-replica that installs the snapshot evicts exactly as the others do.
+Snapshots written before cluster time ("ZVSRSNP2": no timestamp field) still decode, with timestamp 0, so a data
+directory from an older version opens as it is. The client table is in least-recently-executed-first order and the
+expired client_ids oldest first, so a replica that installs the snapshot evicts exactly as the others do.
 
 all integers big-endian. `decode` checks every length against the input, so damaged or hostile bytes give a
 `SnapshotError`, never a partial state; integrity against bit flips is the checksum's job (`checksum`), checked
@@ -43,9 +46,11 @@ from typing import Final
 
 from zvsr.protocol.messages import SnapshotChunk
 
-MAGIC: Final = b"ZVSRSNP2"
+MAGIC: Final = b"ZVSRSNP3"
+MAGIC_V2: Final = b"ZVSRSNP2"  # before cluster time: read, never written
 CHECKSUM_BYTES: Final = 16
-_HEAD: Final = struct.Struct(">8sQI")
+_HEAD: Final = struct.Struct(">8sQQI")
+_HEAD_V2: Final = struct.Struct(">8sQI")
 _CLIENT: Final = struct.Struct(">QQI")
 _APP: Final = struct.Struct(">Q")
 _COUNT: Final = struct.Struct(">I")
@@ -59,6 +64,7 @@ class SnapshotError(ValueError):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Snapshot:
     op_number: int
+    timestamp: int  # the cluster time of op `op_number` (0 in a snapshot from before cluster time)
     client_table: tuple[tuple[int, int, bytes], ...]  # (client_id, request_number, result)
     expired: tuple[int, ...]  # client_ids evicted from the table, oldest first
     app_state: bytes
@@ -73,6 +79,8 @@ def encode(
     client_table: Iterable[tuple[int, int, bytes]],
     app_state: bytes,
     expired: Iterable[int] = (),
+    *,
+    timestamp: int = 0,
 ) -> bytes:
     parts: list[bytes] = []
     count = 0
@@ -83,7 +91,7 @@ def encode(
     expired_ids = [_ID.pack(client_id) for client_id in expired]
     return b"".join(
         [
-            _HEAD.pack(MAGIC, op_number, count),
+            _HEAD.pack(MAGIC, op_number, timestamp, count),
             *parts,
             _COUNT.pack(len(expired_ids)),
             *expired_ids,
@@ -93,20 +101,34 @@ def encode(
     )
 
 
+def _header(data: bytes) -> tuple[int, int, int, int]:
+    """(op_number, timestamp, client count, header size) of either snapshot format."""
+    if len(data) < _HEAD_V2.size:
+        raise SnapshotError(f"snapshot of {len(data)} bytes is shorter than its header")
+    magic = data[:8]
+    if magic == MAGIC:
+        head = _HEAD
+    elif magic == MAGIC_V2:
+        head = _HEAD_V2
+    else:
+        raise SnapshotError("not a zvsr snapshot (bad magic)")
+    if len(data) < head.size:
+        raise SnapshotError(f"snapshot of {len(data)} bytes is shorter than its header")
+    if head is _HEAD:
+        _, op_number, timestamp, count = _HEAD.unpack_from(data, 0)
+    else:
+        _, op_number, count = _HEAD_V2.unpack_from(data, 0)
+        timestamp = 0
+    return int(op_number), int(timestamp), int(count), head.size
+
+
 def op_number_of(data: bytes) -> int:
     """The op_number a snapshot covers, read from its header."""
-    if len(data) < _HEAD.size:
-        raise SnapshotError(f"snapshot of {len(data)} bytes is shorter than its header")
-    magic, op_number, _ = _HEAD.unpack_from(data, 0)
-    if magic != MAGIC:
-        raise SnapshotError("not a zvsr snapshot (bad magic)")
-    return int(op_number)
+    return _header(data)[0]
 
 
 def decode(data: bytes) -> Snapshot:
-    op_number = op_number_of(data)
-    _, _, count = _HEAD.unpack_from(data, 0)
-    offset = _HEAD.size
+    op_number, timestamp, count, offset = _header(data)
     table: list[tuple[int, int, bytes]] = []
     for _ in range(count):
         if offset + _CLIENT.size > len(data):
@@ -131,7 +153,13 @@ def decode(data: bytes) -> Snapshot:
     offset += _APP.size
     if offset + length != len(data):
         raise SnapshotError(f"snapshot app state of {length} bytes does not end the snapshot")
-    return Snapshot(op_number=op_number, client_table=tuple(table), expired=expired, app_state=data[offset:])
+    return Snapshot(
+        op_number=op_number,
+        timestamp=timestamp,
+        client_table=tuple(table),
+        expired=expired,
+        app_state=data[offset:],
+    )
 
 
 # --- the replica's part: snapshots kept, served and downloaded --------------------------------------------------

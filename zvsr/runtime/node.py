@@ -184,6 +184,7 @@ class ReplicaNode:
             durable=self._storage.durable,
             # The core formats its lines eagerly: attach it only when they would be written.
             logger=self._core_line if self._log.isEnabledFor(logging.DEBUG) else None,
+            clock=time.monotonic_ns,  # cluster time advances with this host's monotonic clock
         )
         self._state = self._current_state()
         self._started = time.monotonic()

@@ -16,21 +16,39 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from zvsr.protocol.cluster_time import Clock
 from zvsr.protocol.config import Config
-from zvsr.protocol.messages import ClientReply, ReplicaMessage, Request
+from zvsr.protocol.messages import ClientReply, LogEntry, ReplicaMessage, Request
 from zvsr.protocol.ready import BROADCAST, Executed
 from zvsr.protocol.replica import DurableState, Replica
 
 
 class EchoLog:
-    """A tiny deterministic state machine: remembers every operation; the result is the op count so far."""
+    """A tiny deterministic state machine: remembers every operation; the result is the op count so far.
+
+    It has one timer, for cluster-time scenarios: with `due_at` set, `due` answers `TIMER_OP` once cluster time
+    reaches it, and applying `TIMER_OP` clears it (as a lease expiry would)."""
+
+    TIMER_OP = b"timer"
 
     def __init__(self) -> None:
         self.applied: list[bytes] = []
+        self.stamps: list[int] = []  # the cluster time of every op applied
+        self.due_at: int | None = None
+        self.due_asked: list[int] = []  # the cluster times `due` was asked at
 
-    def apply(self, operation: bytes) -> bytes:
-        self.applied.append(operation)
+    def apply(self, entry: LogEntry) -> bytes:
+        self.applied.append(entry.operation)
+        self.stamps.append(entry.timestamp)
+        if entry.operation == self.TIMER_OP:
+            self.due_at = None
         return str(len(self.applied)).encode()
+
+    def due(self, timestamp_ns: int) -> bytes | None:
+        self.due_asked.append(timestamp_ns)
+        if self.due_at is not None and timestamp_ns >= self.due_at:
+            return self.TIMER_OP
+        return None
 
     def snapshot(self) -> bytes:
         return b"".join(len(op).to_bytes(4, "big") + op for op in self.applied)
@@ -80,6 +98,8 @@ class Cluster:
     # What each replica's Readys reported in its current incarnation: ops executed, snapshots restored.
     executed: dict[int, list[Executed]] = field(default_factory=dict)
     restored: dict[int, list[int]] = field(default_factory=dict)
+    # Replica index -> its monotonic clock (ns) for cluster time; a replica without one uses its ticks.
+    clocks: dict[int, Clock] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.config is None:
@@ -104,6 +124,7 @@ class Cluster:
             recovering=recovering,
             durable=durable,
             logger=self.trace.append,
+            clock=self.clocks.get(index),
         )
 
     # --- driving -----------------------------------------------------------------------------------------

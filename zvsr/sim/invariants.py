@@ -6,7 +6,9 @@
   crash starts a new life), and each op's result is the one the committed log gives;
 - one log per view: replicas in normal status in view v hold prefixes of one and the same log;
 - app state identical at equal commit_number (snapshot digests);
-- no (client_id, request_number) is committed at two op numbers, nor executed twice;
+- no (client_id, request_number) is committed at two op numbers, nor executed twice (the cluster's own ops,
+  client_id 0, have no request to repeat);
+- cluster time: the committed log's timestamps strictly increase, across view changes, restarts and snapshots;
 - every Reply a client receives carries the result committed for its (client_id, request_number);
 - acknowledged ops survive into every later view: a replica starting a view as its primary holds every op a
   client was answered for, at its op number (and every backup of the view holds a prefix of that log).
@@ -18,7 +20,7 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
-from zvsr.protocol.messages import LogEntry, Reply
+from zvsr.protocol.messages import INTERNAL_CLIENT_ID, LogEntry, Reply
 from zvsr.protocol.ready import Ready
 from zvsr.protocol.replica import Replica, Status
 from zvsr.protocol.state_machine import StateMachine
@@ -87,12 +89,17 @@ class Checker:
                     )
             else:
                 key = (entry.client_id, entry.request_number)
-                if key in self.committed_at:
+                if key in self.committed_at and entry.client_id != INTERNAL_CLIENT_ID:
                     raise self.fail(f"request {key} committed twice: ops {self.committed_at[key]} and {op_number}")
+                if self.committed and entry.timestamp <= self.committed[-1].timestamp:
+                    raise self.fail(
+                        f"cluster time went backwards: op {op_number} stamped {entry.timestamp} after "
+                        f"{self.committed[-1].timestamp} (views {self.committed[-1].view} -> {entry.view})"
+                    )
                 self.committed_at[key] = op_number
                 self.committed.append(entry)
                 # A reference copy of the app, fed the committed log once, gives the result each op must have.
-                self.committed_results.append(self.reference.apply(entry.operation))
+                self.committed_results.append(self.reference.apply(entry))
             if result != self.committed_results[op_number - 1]:
                 raise self.fail(f"r{index}: op {op_number} gave a result that differs from the committed one")
         for later in (restore, *restores):

@@ -125,6 +125,10 @@ class Simulation:
             replicas=self.options.replicas, reference=self.new_state_machine(), violation=self._violation
         )
         self.disks = [Disk() for _ in range(self.options.replicas)]
+        # Each replica's clock runs at its own rate (within SIM_CLOCK_RATE_SPREAD of true time), for good: cluster
+        # time must not depend on clocks agreeing, only on each one measuring elapsed time roughly right.
+        spread = c.SIM_CLOCK_RATE_SPREAD
+        self.clock_rates = [1 + self.prng.uniform(-spread, spread) for _ in range(self.options.replicas)]
         for index in range(self.options.replicas):
             self.replicas.append(self._new_replica(index, recovering=False))
         # Clients are keyed by a stable number (their process, for the history); a client whose session expired
@@ -174,6 +178,7 @@ class Simulation:
             recovering=recovering,
             durable=durable,
             logger=log,
+            clock=partial(self._clock, index),
         )
         how = " (recovering)" if recovering else " (from disk)" if durable is not None else ""
         self._note(f"{label} started{how}")
@@ -186,6 +191,10 @@ class Simulation:
             replica_count=self.options.replicas,
             prng=random.Random(self.prng.getrandbits(64)),
         )
+
+    def _clock(self, index: int) -> int:
+        """Replica `index`'s monotonic clock in ns: virtual time at its own rate."""
+        return int(self.now * 1_000_000 * self.clock_rates[index])
 
     @staticmethod
     def new_state_machine() -> MsgpackStateMachine:

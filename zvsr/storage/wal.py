@@ -6,8 +6,12 @@ The core describes every change to its log as a `PersistLog(op_number_first, ent
 op_number_first on is replaced by `entries`" (an append, a truncation after a view change, or both). The file
 never changes in place; each change appends records, and replaying the records from the start rebuilds the log:
 
-- an *entry* record ``[1, view, op_number, client_id, request_number, operation, chain]`` appends op
-  ``op_number``, which must be ``last + 1``;
+- an *entry* record ``[4, view, op_number, client_id, request_number, operation, timestamp, chain]`` appends
+  op ``op_number``, which must be ``last + 1``. Files written before cluster time existed hold kind-1 entry
+  records ``[1, view, op_number, client_id, request_number, operation, chain]``: they are still read (as
+  timestamp 0, with their own chain formula, below), and a file may hold both kinds in any order, so an
+  upgraded replica opens its old log as it is and appends kind-4 records after it; new records are always
+  kind 4;
 - a *truncate* record ``[2, op_number]`` says "the log ends at op_number; later entries are void" (``base <=
   op_number <= last``);
 - a *base* record ``[3, log_base, chain, snapshot_op, snapshot_size, snapshot_checksum]`` says "the log now
@@ -18,11 +22,12 @@ Each record on disk is ``length (4 bytes, big-endian) | blake2b-16(payload) | pa
 the msgpack (``use_bin_type=True``) list above, at most `MESSAGE_BYTES_MAX` bytes.
 
 ``chain`` is a hash chain in the manner of TigerBeetle's: ``chain(op) = blake2b-16(chain(op - 1) ||
-struct(">QQQQQ", view, op_number, client_id, request_number, len(operation)) || operation)``, with
-``chain(0)`` = 16 zero bytes. After a truncation to k the next entry continues from ``chain(k)``, so the chain
-always covers exactly the current log: a log whose entries were swapped, lost or mixed with another log's does
-not verify. The record checksum catches damage to one record; the chain catches records that are each intact
-but do not form this log (a bug, or a file spliced from elsewhere).
+struct(">QQQQQQ", view, op_number, client_id, request_number, timestamp, len(operation)) || operation)``, with
+``chain(0)`` = 16 zero bytes (a kind-1 record's chain omits the timestamp: ``struct(">QQQQQ", ...)``). After a
+truncation to k the next entry continues from ``chain(k)``, so the chain always covers exactly the current log: a
+log whose entries were swapped, lost or mixed with another log's does not verify. The record checksum catches
+damage to one record; the chain catches records that are each intact but do not form this log (a bug, or a file
+spliced from elsewhere).
 
 Durability is the caller's: `persist_log` only buffers records; `sync` writes them and ``fdatasync``s the file
 once for everything buffered since the last sync (group commit: the driver syncs once per step, before it
@@ -98,12 +103,14 @@ WAL_NAME: Final = "wal.log"
 HEADER_BYTES: Final = 4 + 16  # length + checksum
 CHECKSUM_BYTES: Final = 16
 CHAIN_GENESIS: Final = bytes(CHECKSUM_BYTES)
-KIND_ENTRY: Final = 1
+KIND_ENTRY_V1: Final = 1  # before cluster time: read, never written
 KIND_TRUNCATE: Final = 2
 KIND_BASE: Final = 3
+KIND_ENTRY: Final = 4
 
 _LENGTH: Final = struct.Struct(">I")
-_CHAIN_FIELDS: Final = struct.Struct(">QQQQQ")
+_CHAIN_FIELDS: Final = struct.Struct(">QQQQQQ")
+_CHAIN_FIELDS_V1: Final = struct.Struct(">QQQQQ")
 
 
 class WalError(Exception):
@@ -123,6 +130,23 @@ def chain_of(previous: bytes, entry: LogEntry) -> bytes:
     digest = hashlib.blake2b(previous, digest_size=CHECKSUM_BYTES)
     digest.update(
         _CHAIN_FIELDS.pack(
+            entry.view,
+            entry.op_number,
+            entry.client_id,
+            entry.request_number,
+            entry.timestamp,
+            len(entry.operation),
+        )
+    )
+    digest.update(entry.operation)
+    return digest.digest()
+
+
+def chain_of_v1(previous: bytes, entry: LogEntry) -> bytes:
+    """The chain value of a kind-1 record's entry (written before cluster time: no timestamp covered)."""
+    digest = hashlib.blake2b(previous, digest_size=CHECKSUM_BYTES)
+    digest.update(
+        _CHAIN_FIELDS_V1.pack(
             entry.view, entry.op_number, entry.client_id, entry.request_number, len(entry.operation)
         )
     )
@@ -179,7 +203,16 @@ def _decode(payload: bytes) -> tuple[int, list[Any]] | None:
     if not isinstance(items, list) or not items:
         return None
     kind = items[0]
-    if kind == KIND_ENTRY and type(kind) is int and len(items) == 7:
+    if kind == KIND_ENTRY and type(kind) is int and len(items) == 8:
+        view, op_number, client_id, request_number, operation, timestamp, chain = items[1:]
+        if (
+            all(_is_uint(v) for v in (view, op_number, client_id, request_number, timestamp))
+            and type(operation) is bytes
+            and type(chain) is bytes
+            and len(chain) == CHECKSUM_BYTES
+        ):
+            return KIND_ENTRY, items[1:]
+    elif kind == KIND_ENTRY_V1 and type(kind) is int and len(items) == 7:
         view, op_number, client_id, request_number, operation, chain = items[1:]
         if (
             all(_is_uint(v) for v in (view, op_number, client_id, request_number))
@@ -187,7 +220,8 @@ def _decode(payload: bytes) -> tuple[int, list[Any]] | None:
             and type(chain) is bytes
             and len(chain) == CHECKSUM_BYTES
         ):
-            return KIND_ENTRY, items[1:]
+            # The same fields as a kind-4 record, with the timestamp these entries never had.
+            return KIND_ENTRY_V1, [view, op_number, client_id, request_number, operation, 0, chain]
     elif kind == KIND_TRUNCATE and type(kind) is int and len(items) == 2 and _is_uint(items[1]):
         return KIND_TRUNCATE, items[1:]
     elif kind == KIND_BASE and type(kind) is int and len(items) == 6:
@@ -439,7 +473,16 @@ class WriteAheadLog:
 
 def _entry_record(entry: LogEntry, chain: bytes) -> bytes:
     return encode_record(
-        [KIND_ENTRY, entry.view, entry.op_number, entry.client_id, entry.request_number, entry.operation, chain]
+        [
+            KIND_ENTRY,
+            entry.view,
+            entry.op_number,
+            entry.client_id,
+            entry.request_number,
+            entry.operation,
+            entry.timestamp,
+            chain,
+        ]
     )
 
 
@@ -481,7 +524,7 @@ def _replay(data: bytes, path: Path) -> tuple[_Replayed, int]:
             del chains[op_number - log.base + 1 :]
             del offsets[op_number - log.base :]
         else:
-            view, op_number, client_id, request_number, operation, chain = fields
+            view, op_number, client_id, request_number, operation, timestamp, chain = fields
             if op_number != last + 1:
                 raise WalCorruption(
                     f"{path}: the entry record at offset {offset} has op_number {op_number}, expected {last + 1}"
@@ -492,8 +535,9 @@ def _replay(data: bytes, path: Path) -> tuple[_Replayed, int]:
                 client_id=client_id,
                 request_number=request_number,
                 operation=operation,
+                timestamp=timestamp,
             )
-            expected = chain_of(chains[-1], entry)
+            expected = (chain_of if kind == KIND_ENTRY else chain_of_v1)(chains[-1], entry)
             if chain != expected:
                 raise WalCorruption(
                     f"{path}: the entry record at offset {offset} (op {op_number}) does not continue the hash "

@@ -2,13 +2,13 @@
 
 Theory of operation
 -------------------
-Every message is one msgpack map. Key ``"type"`` holds a small unsigned integer naming the message class
-(table below); every other key is a dataclass field of that class, spelled exactly as the field. Bytes fields
+Every message is one msgpack map. Key ``"type"`` holds a small unsigned integer naming the message class (table
+below); every other key is a dataclass field of that class, spelled exactly as the field. Bytes fields
 (``operation``, ``result``) are msgpack *bin*, strings (``code``, ``message``) are msgpack *str*, numbers are
-msgpack unsigned ints, ``None`` is nil. A log entry is the 5-array
-``[view, op_number, client_id, request_number, operation]``, so a 256-entry Prepare does not repeat five key
-names per entry. The encoder writes ``"type"`` first and then the fields in dataclass order, so equal messages
-encode to identical bytes (golden test vectors rely on this).
+msgpack unsigned ints, ``None`` is nil. A log entry is the 6-array ``[view, op_number, client_id, request_number,
+operation, timestamp]``, so a 256-entry Prepare does not repeat six key names per entry. The encoder writes
+``"type"`` first and then the fields in dataclass order, so equal messages encode to identical bytes (golden test
+vectors rely on this).
 
 ======  ==================  ===============================================================================
 type    message             fields after ``type`` (in encoding order)
@@ -172,8 +172,8 @@ def _pack(value: dict[str, Any]) -> bytes:
     return data
 
 
-def _entry_arrays(entries: tuple[LogEntry, ...]) -> list[tuple[int, int, int, int, bytes]]:
-    return [(e.view, e.op_number, e.client_id, e.request_number, e.operation) for e in entries]
+def _entry_arrays(entries: tuple[LogEntry, ...]) -> list[tuple[int, int, int, int, bytes, int]]:
+    return [(e.view, e.op_number, e.client_id, e.request_number, e.operation, e.timestamp) for e in entries]
 
 
 def _encode_header(type_number: int, m: ReplicaMessage) -> dict[str, Any]:
@@ -531,7 +531,7 @@ def _decode_new_state(value: dict[str, Any]) -> NewState:
         first = None
         if type(head) is LogEntry:
             first = head.op_number
-        elif type(head) is list and len(head) == 5:
+        elif type(head) is list and len(head) == 6:
             first = head[1]
         if type(first) is int and 1 <= first <= op_number:
             last_op_number = first + len(raw_entries) - 1

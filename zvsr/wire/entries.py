@@ -2,8 +2,8 @@
 
 Theory of operation
 -------------------
-A log entry is the 5-array ``[view, op_number, client_id, request_number, operation]``, so a 256-entry
-Prepare does not repeat five key names per entry (`zvsr.wire.codec` writes them; this module reads them).
+A log entry is the 6-array ``[view, op_number, client_id, request_number, operation, timestamp]``, so a
+256-entry Prepare does not repeat six key names per entry (`zvsr.wire.codec` writes them; this module reads them).
 Entries are the bulk of large messages (a 256-entry Prepare, a whole log in DoViewChange), so reading them
 is tuned for the valid case: one combined test per entry, with the diagnosis (`_bad_entry`, which names the
 first bad part) run only on failure, and `LogEntry` objects built without the dataclass `__init__`
@@ -13,7 +13,7 @@ Two callers, both in `zvsr.wire` (package API, not for use outside it):
 
 - `decode_entries`: the list of entries of one message field, checked as a whole: its length, consecutive
   op numbers ending where the message says, no entry from a view after the message's. The codec's per-kind
-  decoders call it with raw 5-arrays (a frame unpacked in one call) or with `LogEntry` objects that
+  decoders call it with raw 6-arrays (a frame unpacked in one call) or with `LogEntry` objects that
   `entry_hook` already built (a frame unpacked field by field).
 - `entry_hook`: msgpack's ``list_hook`` while `zvsr.wire.unpack` streams a big frame. It checks each entry
   on its own (types and ranges) the moment msgpack completes it, so a wrong shape stops the unpacking at the
@@ -30,16 +30,18 @@ from zvsr.protocol.messages import LogEntry
 from zvsr.wire.errors import REASON_TOO_LARGE, REASON_WRONG_TYPE, DecodeError, bad_int, inconsistent
 
 # A frozen dataclass's __init__ goes through object.__setattr__ once per field: filling the slots directly is
-# ~2.5x faster. Valid only while LogEntry is exactly these five slots with no __post_init__; checked at import.
-_ENTRY_SLOTS: Final = ("view", "op_number", "client_id", "request_number", "operation")
+# ~2.5x faster. Valid only while LogEntry is exactly these six slots with no __post_init__; checked at import.
+_ENTRY_SLOTS: Final = ("view", "op_number", "client_id", "request_number", "operation", "timestamp")
 assert tuple(f.name for f in fields(LogEntry)) == _ENTRY_SLOTS and not hasattr(LogEntry, "__post_init__")
 _object_new = object.__new__
-_set_view, _set_op_number, _set_client_id, _set_request_number, _set_operation = (
+_set_view, _set_op_number, _set_client_id, _set_request_number, _set_operation, _set_timestamp = (
     getattr(LogEntry, name).__set__ for name in _ENTRY_SLOTS
 )
 
 
-def _new_entry(view: int, op_number: int, client_id: int, request_number: int, operation: bytes) -> LogEntry:
+def _new_entry(
+    view: int, op_number: int, client_id: int, request_number: int, operation: bytes, timestamp: int
+) -> LogEntry:
     """LogEntry(view=…, …) without the dataclass __init__; equal in every respect (tests check)."""
     entry: LogEntry = _object_new(LogEntry)
     _set_view(entry, view)
@@ -47,6 +49,7 @@ def _new_entry(view: int, op_number: int, client_id: int, request_number: int, o
     _set_client_id(entry, client_id)
     _set_request_number(entry, request_number)
     _set_operation(entry, operation)
+    _set_timestamp(entry, timestamp)
     return entry
 
 
@@ -66,21 +69,23 @@ def decode_entries(
     append = entries.append
     for index, item in enumerate(raw):
         # One combined test for the common, valid case; the diagnosis below runs only on failure.
-        if type(item) is list and len(item) == 5:
-            view, op_number, client_id, request_number, operation = item
+        if type(item) is list and len(item) == 6:
+            view, op_number, client_id, request_number, operation, timestamp = item
             if (
                 type(view) is int
                 and type(op_number) is int
                 and type(client_id) is int
                 and type(request_number) is int
                 and type(operation) is bytes
+                and type(timestamp) is int
                 and 0 <= view <= view_max
                 and op_number == expected
                 and 0 <= client_id <= ID_MAX
                 and 0 <= request_number <= ID_MAX
                 and len(operation) <= OPERATION_BYTES_MAX
+                and 0 <= timestamp <= ID_MAX
             ):
-                append(_new_entry(view, op_number, client_id, request_number, operation))
+                append(_new_entry(view, op_number, client_id, request_number, operation, timestamp))
                 expected += 1
                 continue
         elif type(item) is LogEntry:  # from `entry_hook`: types and ranges already checked
@@ -88,15 +93,15 @@ def decode_entries(
                 append(item)
                 expected += 1
                 continue
-            item = [item.view, item.op_number, item.client_id, item.request_number, item.operation]
+            item = [item.view, item.op_number, item.client_id, item.request_number, item.operation, item.timestamp]
         raise _bad_entry(item, name=f"{name}[{index}]", expected_op_number=expected, view_max=view_max)
     return tuple(entries)
 
 
 def _bad_entry(item: object, *, name: str, expected_op_number: int, view_max: int) -> DecodeError:
-    if type(item) is not list or len(item) != 5:
-        return DecodeError(REASON_WRONG_TYPE, f"{name} is not a 5-array")
-    view, op_number, client_id, request_number, operation = item
+    if type(item) is not list or len(item) != 6:
+        return DecodeError(REASON_WRONG_TYPE, f"{name} is not a 6-array")
+    view, op_number, client_id, request_number, operation, timestamp = item
     for part, number in (("view", view), ("op_number", op_number), ("client_id", client_id)):
         if type(number) is not int or not 0 <= number <= ID_MAX:
             return bad_int(f"{name}.{part}", number, ID_MAX)
@@ -106,6 +111,8 @@ def _bad_entry(item: object, *, name: str, expected_op_number: int, view_max: in
         return DecodeError(REASON_WRONG_TYPE, f"{name}.operation is {type(operation).__name__}, not bin")
     if len(operation) > OPERATION_BYTES_MAX:
         return DecodeError(REASON_TOO_LARGE, f"{name}.operation has {len(operation)} bytes")
+    if type(timestamp) is not int or not 0 <= timestamp <= ID_MAX:
+        return bad_int(f"{name}.timestamp", timestamp, ID_MAX)
     if op_number != expected_op_number:
         return inconsistent(f"{name}.op_number = {op_number}, expected {expected_op_number}")
     return inconsistent(f"{name}.view = {view} is after the message's view {view_max}")
@@ -114,20 +121,22 @@ def _bad_entry(item: object, *, name: str, expected_op_number: int, view_max: in
 def entry_hook(item: list[Any]) -> LogEntry:
     """msgpack calls this for every array it completes while streaming (innermost first): only a well-typed
     log entry survives, so nothing nested inside an entry outlives its first check."""
-    if len(item) == 5:
-        view, op_number, client_id, request_number, operation = item
+    if len(item) == 6:
+        view, op_number, client_id, request_number, operation, timestamp = item
         if (
             type(view) is int
             and type(op_number) is int
             and type(client_id) is int
             and type(request_number) is int
             and type(operation) is bytes
+            and type(timestamp) is int
             and 0 <= view <= ID_MAX
             and 0 <= op_number <= ID_MAX
             and 0 <= client_id <= ID_MAX
             and 0 <= request_number <= ID_MAX
             and len(operation) <= OPERATION_BYTES_MAX
+            and 0 <= timestamp <= ID_MAX
         ):
-            return _new_entry(view, op_number, client_id, request_number, operation)
+            return _new_entry(view, op_number, client_id, request_number, operation, timestamp)
     # The same diagnosis as the one-call path; op_number is checked against its neighbours later.
-    raise _bad_entry(item, name="entry", expected_op_number=item[1] if len(item) == 5 else 0, view_max=ID_MAX)
+    raise _bad_entry(item, name="entry", expected_op_number=item[1] if len(item) == 6 else 0, view_max=ID_MAX)

@@ -131,7 +131,7 @@ def _unpack_streaming(data: bytes) -> dict[str, Any]:
         max_buffer_size=size,
         max_bin_len=_BIN_BYTES_MAX,
         max_str_len=_STR_BYTES_MAX,
-        max_array_len=5,  # the only arrays unpacked whole are log entries; their parent array is walked here
+        max_array_len=6,  # the only arrays unpacked whole are log entries; their parent array is walked here
         max_map_len=0,  # the only map is the top level, read by its header
         max_ext_len=0,
         list_hook=entry_hook,
@@ -166,7 +166,7 @@ def _unpack_streaming(data: bytes) -> dict[str, Any]:
             for index in range(length):
                 item = unpack()
                 if type(item) is not LogEntry:
-                    raise DecodeError(REASON_WRONG_TYPE, f"{name!r}[{index}] is not a 5-array")
+                    raise DecodeError(REASON_WRONG_TYPE, f"{name!r}[{index}] is not a 6-array")
                 append(item)
             value[name] = items
         if tell() != size:
