@@ -1,7 +1,9 @@
 """Applications: the coordination service op by op, snapshots, the msgpack adapter's promises, and load_app.
 
 Most scenarios drive `CoordinationApp` through `MsgpackStateMachine`, exactly as a replica does: msgpack bytes
-in, msgpack bytes out.
+in, msgpack bytes out. The app takes `apply(op, ctx)`; `Clocked` gives each op the context the core would (op
+numbers 1, 2, 3, …, one millisecond of cluster time apart, view 0), so the adapter drives it as a one-parameter
+app. Leases, which read the context, have their own module (tests/test_leases_app.py).
 """
 
 from __future__ import annotations
@@ -23,18 +25,43 @@ from zvsr.apps import (
     AppLoadError,
     CoordinationApp,
     MsgpackStateMachine,
+    OpContext,
     load_app,
 )
 from zvsr.constants import OPERATION_NESTING_MAX
 from zvsr.protocol.state_machine import StateMachine
 
 
+def context(op_number: int) -> OpContext:
+    """The context the core gives op `op_number` in these scenarios: 1 ms of cluster time per op, view 0."""
+    return OpContext(op_number=op_number, timestamp_ns=op_number * 1_000_000, view=0)
+
+
+class Clocked:
+    """A `CoordinationApp` behind ``apply(op)``: numbers each op and stamps it with `context`, as the core does."""
+
+    def __init__(self, app: CoordinationApp) -> None:
+        self.app = app
+        self.op_number = 0
+
+    def apply(self, op: Any) -> Any:
+        self.op_number += 1
+        return self.app.apply(op, context(self.op_number))
+
+    def snapshot(self) -> bytes:
+        return self.app.snapshot()
+
+    def restore(self, data: bytes) -> None:
+        self.app.restore(data)
+
+
 class Replica:
     """One replica's application, driven through the adapter with msgpack bytes."""
 
     def __init__(self, app: App | None = None) -> None:
-        self.app = app if app is not None else CoordinationApp()
-        self.machine: StateMachine = MsgpackStateMachine(self.app)
+        self.app: Any = app if app is not None else CoordinationApp()
+        target = Clocked(self.app) if isinstance(self.app, CoordinationApp) else self.app
+        self.machine: StateMachine = MsgpackStateMachine(target)
 
     def do(self, op: Any) -> Any:
         return msgpack.unpackb(self.machine.apply(msgpack.packb(op)), strict_map_key=False)
@@ -274,8 +301,8 @@ def test_snapshot_through_the_adapter_is_bytes_and_restores() -> None:
 
 def good_snapshot_state() -> dict[str, Any]:
     app = CoordinationApp()
-    for op in SCENARIO:
-        app.apply(op)
+    for op_number, op in enumerate(SCENARIO, start=1):
+        app.apply(op, context(op_number))
     state: dict[str, Any] = msgpack.unpackb(app.snapshot(), strict_map_key=False)
     return state
 
@@ -300,7 +327,7 @@ def good_snapshot_state() -> dict[str, Any]:
 )
 def test_restoring_a_malformed_snapshot_raises_and_keeps_the_state(change: dict[str, Any]) -> None:
     app = CoordinationApp()
-    app.apply({"op": "put", "key": "keep", "value": "me"})
+    app.apply({"op": "put", "key": "keep", "value": "me"}, context(1))
     before = app.snapshot()
     with pytest.raises(ValueError, match="coordination snapshot"):
         app.restore(msgpack.packb(good_snapshot_state() | change))
@@ -429,7 +456,8 @@ def test_results_that_cannot_be_encoded_or_are_too_large_are_app_errors() -> Non
 @settings(max_examples=300)
 @given(st.binary(max_size=100))
 def test_random_operation_bytes_never_crash_the_state_machine(operation: bytes) -> None:
-    result = msgpack.unpackb(MsgpackStateMachine(CoordinationApp()).apply(operation), strict_map_key=False)
+    machine = MsgpackStateMachine(Clocked(CoordinationApp()))
+    result = msgpack.unpackb(machine.apply(operation), strict_map_key=False)
     assert isinstance(result, dict) and "error" in result
 
 

@@ -22,6 +22,7 @@ import pytest
 import zmq
 
 from zvsr import constants
+from zvsr.apps.base import OpContext
 from zvsr.apps.coordination import CoordinationApp
 from zvsr.client import AppError, Client, ZvsrError, curve_for_proxy, watch
 from zvsr.protocol.messages import LogEntry
@@ -231,9 +232,9 @@ def test_the_snapshot_query_is_answered_from_the_app_or_refused_with_a_reason(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     app = CoordinationApp()
-    for key, value in (("w/b", 2), ("w/a", [1]), ("x/a", 3)):
-        app.apply({"op": "put", "key": key, "value": value})
-    app.apply({"op": "lock", "name": "w/lock", "owner": "me"})
+    for op_number, (key, value) in enumerate((("w/b", 2), ("w/a", [1]), ("x/a", 3)), start=1):
+        app.apply({"op": "put", "key": key, "value": value}, OpContext(op_number, op_number * 1_000_000, 0))
+    app.apply({"op": "lock", "name": "w/lock", "owner": "me"}, OpContext(4, 4_000_000, 0))
     query = admin.encode_snapshot_query("w/")
     answer = admin.decode_snapshot_answer(snapshot_answer(query, app, 7, recovering=False) or b"")
     assert answer == admin.SnapshotAnswer(op_number=7, items={"w/a": [1], "w/b": 2})

@@ -57,7 +57,7 @@ from typing import Any, Final
 
 import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 
-from zvsr.apps.base import ERROR_BAD_REQUEST, error_result
+from zvsr.apps.base import ERROR_BAD_REQUEST, OpContext, error_result
 
 ERROR_TYPE_ERROR: Final = "type_error"
 ERROR_OUT_OF_RANGE: Final = "out_of_range"
@@ -110,7 +110,7 @@ class CoordinationApp:
 
     # --- App ------------------------------------------------------------------------------------------------
 
-    def apply(self, op: Any) -> Any:
+    def apply(self, op: Any, ctx: OpContext) -> Any:
         try:
             name = _check_request(op)
         except _BadRequest as error:
