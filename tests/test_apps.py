@@ -311,7 +311,8 @@ def good_snapshot_state() -> dict[str, Any]:
     "change",
     [
         {"format": "someone.else"},
-        {"version": 2},
+        {"version": 3},
+        {"version": 1},  # the keys of version 2
         {"last_token": -1},
         {"last_token": True},
         {"data": [1, 2]},
