@@ -91,11 +91,21 @@ def _unpack(data: bytes) -> tuple[bool, Any]:
 
 def coordination_changes(operation: bytes, result: bytes, prefix: str) -> list[Change]:
     """The changes a coordination op (`zvsr.apps.coordination`) made to keys under `prefix`, read from the op
-    and its result: the result says whether it took effect (see the module docstring)."""
+    and its result: the result says whether it took effect (see the module docstring).
+
+    A lease that ends deletes its keys: ``lease_revoke`` and ``lease_expire`` list them in their result's
+    ``deleted``, one delete each. A ``put`` with a lease is an ordinary put.
+    """
     ok, op = _unpack(operation)
     if not ok or type(op) is not dict:
         return []
     name, key = op.get("op"), op.get("key")
+    if name == "lease_revoke" or name == "lease_expire":
+        ok, value = _unpack(result)
+        deleted = value.get("deleted") if ok and type(value) is dict else None
+        if type(deleted) is not list:  # an error result
+            return []
+        return [(gone, None, True) for gone in deleted if type(gone) is str and gone.startswith(prefix)]
     if type(key) is not str or not key.startswith(prefix):
         return []
     ok, value = _unpack(result)
