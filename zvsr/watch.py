@@ -30,8 +30,10 @@ incr, and after a resync one per key that the new snapshot changed. `state` is t
 
 What changes a key is read from the operation *and* its result (`coordination_changes`): ``put`` with result
 nil sets the value; ``delete`` with result true removes the key; ``cas`` with ``ok: true`` sets ``new``;
-``incr`` with an int result sets that int; error results and ``get`` change nothing. Locks are not keys: the
-copy does not track them (the snapshot query lists keys only). For another app, pass ``derive``: a function
+``incr`` with an int result sets that int; ``lease_revoke`` and ``lease_expire`` (the primary's own op when a
+lease's time is up) remove every key their result lists under ``deleted``, so a lease ending shows as deletes of
+its keys; error results and ``get`` change nothing. Locks are not keys: the copy does not track them (the
+snapshot query lists keys only). For another app, pass ``derive``: a function
 from (operation, result, prefix) to the changes, and give that app an ``items_with_prefix(prefix)``.
 
 The stream is on the replicas, not the proxies: a watcher needs every replica's watch and client endpoints
