@@ -320,8 +320,10 @@ class Simulation:
 
     def _client(self, client_id: int) -> None:
         client = self.clients[client_id]
-        self.events.push(self.now + TICK_MS, "client", client_id)
         session = client.session
+        if self.liveness and session.outstanding is None:
+            return  # it issues nothing more: no need to tick it (its reply, if any, came already)
+        self.events.push(self.now + TICK_MS, "client", client_id)
         if session.outstanding is None and not self.liveness and self.now >= client.next_at:
             operation = self._random_operation()
             client.pending_input = operation
