@@ -12,16 +12,33 @@
 - every Reply a client receives carries the result committed for its (client_id, request_number);
 - acknowledged ops survive into every later view: a replica starting a view as its primary holds every op a
   client was answered for, at its op number (and every backup of the view holds a prefix of that log).
+
+Leases (`LeaseChecker`; lease ops are kept out of the linearizability history, whose model knows nothing of
+time). Every replica applies the same lease_expire ops with the same results at the same op numbers: the
+result check above covers that, and `LeaseChecker` counts them so a run shows it was exercised. Besides:
+- fencing tokens: each lock grant in the committed log has a token larger than every grant before it;
+- no lease ends early: a lease_expire that ends a lease was proposed at least TTL / (1 + SIM_CLOCK_RATE_SPREAD)
+  of virtual time after the lease was last refreshed — proposed, not committed: the grant or keepalive that set
+  its deadline, or the first op of the expire op's view (the app's failover refresh), whichever came later.
+  Cluster time advances at one primary's clock rate within a view (at most 1 + spread of virtual time), and a
+  new view's first op restarts every lease, so this is exact: a holder that keeps alive and whose keepalives
+  get committed never loses its lease, whatever a failover costs (the liveness promise of leases);
+- never two holders at once, as clients see it: a holder believes it holds a lock from the reply granting it
+  until (the first send of its last acknowledged keepalive or grant) + TTL / (1 + spread) of virtual time, or
+  until it sends a revoke; no other client may be granted that lock while one believes it holds it.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
+
 from zvsr.protocol.messages import INTERNAL_CLIENT_ID, LogEntry, Reply
-from zvsr.protocol.ready import Ready
+from zvsr.protocol.ready import PersistLog, Ready
 from zvsr.protocol.replica import Replica, Status
 from zvsr.protocol.state_machine import StateMachine
 
@@ -35,10 +52,18 @@ class Violation(AssertionError):
 
 
 class Checker:
-    def __init__(self, *, replicas: int, reference: StateMachine, violation: Callable[[str], Violation]) -> None:
+    def __init__(
+        self,
+        *,
+        replicas: int,
+        reference: StateMachine,
+        violation: Callable[[str], Violation],
+        leases: LeaseChecker | None = None,
+    ) -> None:
         """`reference`: a fresh copy of the app, fed the committed log once; `violation`: how the simulation
-        turns a broken invariant into a report (with its seed and trace)."""
+        turns a broken invariant into a report (with its seed and trace); `leases`: told every committed op."""
         self._violation = violation
+        self.leases = leases
         count = replicas
         self.committed: list[LogEntry] = []  # the one committed log, op n at index n - 1
         self.committed_results: list[bytes] = []
@@ -100,6 +125,8 @@ class Checker:
                 self.committed.append(entry)
                 # A reference copy of the app, fed the committed log once, gives the result each op must have.
                 self.committed_results.append(self.reference.apply(entry))
+                if self.leases is not None:
+                    self.leases.on_commit(entry, self.committed_results[-1])
             if result != self.committed_results[op_number - 1]:
                 raise self.fail(f"r{index}: op {op_number} gave a result that differs from the committed one")
         for later in (restore, *restores):
@@ -183,3 +210,148 @@ class Checker:
         previous = self.acknowledged.get(op_number)
         view = message.view if previous is None else min(previous[1], message.view)
         self.acknowledged[op_number] = (self.committed[op_number - 1], view)
+
+
+@dataclass(slots=True)
+class Holding:
+    """A client's belief that it holds a lock: from the reply granting it (`start`) until `end` (virtual ms)."""
+
+    name: str
+    owner: str
+    start: int
+    end: float
+
+
+class LeaseChecker:
+    """The lease invariants (module docstring): over the committed log, and over what lease clients are told.
+
+    Times are virtual ms. The simulator reports every Ready (`on_ready`: when each entry was first proposed),
+    the checker every op as it is first committed (`on_commit`), and the lease clients what they were answered
+    (`lock_granted`, `belief_extended`, `released`)."""
+
+    def __init__(self, *, spread: float, violation: Callable[[str], Violation]) -> None:
+        self._violation = violation
+        self.spread = spread
+        self.proposed: dict[LogEntry, int] = {}  # entry -> virtual ms at which its primary appended it
+        # The committed log as far as leases go.
+        self.view = -1
+        self.view_start = 0  # when the first committed op of the latest view was proposed (failover refresh)
+        self.live: dict[int, tuple[int, int]] = {}  # lease id -> (ttl_ms, when its deadline was last set)
+        self.lock_holders: dict[str, tuple[str, int]] = {}  # lock name -> (owner, token) of its last grant
+        self.last_token = 0
+        self.grants = 0  # lock grants committed (re-entrant ones not counted)
+        self.expire_ops = 0  # lease_expire ops committed
+        self.expired = 0  # leases they ended
+        self.expired_early_margin_ms: float | None = None  # the smallest (proposal gap - TTL bound) seen
+        # As clients see it.
+        self.holdings: dict[str, list[Holding]] = {}
+
+    def fail(self, what: str) -> Violation:
+        return self._violation(what)
+
+    def belief(self, sent_at: int, ttl_ms: int) -> float:
+        """Until when a lease acknowledged for a grant or keepalive first sent at `sent_at` surely lives."""
+        return sent_at + ttl_ms / (1 + self.spread)
+
+    # --- the committed log --------------------------------------------------------------------------------
+
+    def on_ready(self, ready: Ready, now: int) -> None:
+        for record in ready.persist:
+            if isinstance(record, PersistLog):
+                for entry in record.entries:
+                    self.proposed.setdefault(entry, now)
+
+    def on_commit(self, entry: LogEntry, result: bytes) -> None:
+        proposed = self.proposed.get(entry)
+        if proposed is None:
+            raise self.fail(f"op {entry.op_number} committed without ever being proposed: {entry}")
+        if entry.view > self.view:
+            self.view, self.view_start = entry.view, proposed
+        try:
+            op = msgpack.unpackb(entry.operation)
+            answer = msgpack.unpackb(result)
+        except Exception:  # not an op of ours (a fuzzer's bytes, say): nothing about leases
+            return
+        if type(op) is not dict or _is_error(answer):
+            return
+        kind = op.get("op")
+        if kind == "lease_grant":
+            self.live[answer["lease"]] = (op["ttl_ms"], proposed)
+        elif kind == "lease_keepalive":
+            lease = self.live.get(op["lease"])
+            if lease is not None:
+                self.live[op["lease"]] = (lease[0], proposed)
+        elif kind == "lease_revoke":
+            self.live.pop(op["lease"], None)
+        elif kind == "lease_expire":
+            self._expire(entry, proposed, answer["expired"])
+        elif kind == "lock" and answer.get("ok") is True:
+            self._granted(entry, op, answer["token"])
+
+    def _expire(self, entry: LogEntry, proposed: int, expired: list[int]) -> None:
+        self.expire_ops += 1
+        for lease_id in expired:
+            lease = self.live.pop(lease_id, None)
+            if lease is None:
+                raise self.fail(f"op {entry.op_number}: lease_expire ended lease {lease_id}, which was not live")
+            ttl_ms, refreshed = lease
+            since = max(refreshed, self.view_start)
+            margin = (proposed - since) - ttl_ms / (1 + self.spread)
+            if self.expired_early_margin_ms is None or margin < self.expired_early_margin_ms:
+                self.expired_early_margin_ms = margin
+            if margin < -1:  # 1 ms: virtual time is in whole ms
+                raise self.fail(
+                    f"lease {lease_id} (ttl {ttl_ms} ms) expired early: lease_expire (op {entry.op_number}, view "
+                    f"{entry.view}) proposed at {proposed} ms, {proposed - since} ms after its last refresh at "
+                    f"{since} ms (grant or keepalive at {refreshed} ms, view {self.view} began at "
+                    f"{self.view_start} ms)"
+                )
+            self.expired += 1
+
+    def _granted(self, entry: LogEntry, op: dict[str, Any], token: int) -> None:
+        name, owner = op["name"], op["owner"]
+        if self.lock_holders.get(name) == (owner, token):
+            return  # re-entrant: the same grant
+        if token <= self.last_token:
+            raise self.fail(
+                f"op {entry.op_number}: lock {name!r} granted to {owner!r} with fencing token {token}, not above "
+                f"the last grant's {self.last_token}"
+            )
+        self.last_token = token
+        self.lock_holders[name] = (owner, token)
+        self.grants += 1
+
+    # --- as the lease clients see it ------------------------------------------------------------------------
+
+    def lock_granted(self, name: str, owner: str, now: int, end: float) -> Holding:
+        """`owner` was just told it holds lock `name`; it believes so until `end`."""
+        holdings = self.holdings.setdefault(name, [])
+        for other in holdings:
+            if other.owner != owner and other.start <= now < other.end:
+                raise self.fail(
+                    f"two holders of lock {name!r}: {owner} was granted it at {now} ms while {other.owner} holds "
+                    f"it (since {other.start} ms, until {other.end:.1f} ms)"
+                )
+        holding = Holding(name, owner, now, end)
+        holdings.append(holding)
+        return holding
+
+    def belief_extended(self, holding: Holding, end: float) -> None:
+        """The holder's lease was acknowledged again: it now believes it holds the lock until `end`."""
+        if end <= holding.end:
+            return
+        for other in self.holdings[holding.name]:
+            if other.owner != holding.owner and holding.start <= other.start and holding.end <= other.start < end:
+                raise self.fail(
+                    f"two holders of lock {holding.name!r}: {holding.owner} holds it until {end:.1f} ms, but "
+                    f"{other.owner} was granted it at {other.start} ms"
+                )
+        holding.end = end
+
+    def released(self, holding: Holding, now: int) -> None:
+        """The holder gave the lock up (it sent a revoke): it no longer acts as its holder."""
+        holding.end = min(holding.end, now)
+
+
+def _is_error(value: Any) -> bool:
+    return type(value) is dict and value.keys() == {"error", "message"}

@@ -11,6 +11,15 @@ beyond that the paper's diskless model promises nothing), paused replicas (no ti
 clocks (messages, but no ticks). In the *liveness phase* every fault is healed and clients stop issuing new
 operations: every outstanding request must complete within a bounded virtual time.
 
+Lease holders. Besides the clients above, `lease_clients` clients work with leases (TTL a few hundred ms of
+virtual time, drawn per seed) and the locks `LOCKS`: each grants itself a lease, tries to lock one of the locks
+with it and, while it holds the lock or waits for it, keeps the lease alive every TTL/3 of its own clock (which
+runs at its own rate, like the replicas'). A holder lets go after a while: usually it revokes its lease, but
+sometimes it just stops keeping it alive (a "dead" holder), so the cluster expires the lease and a waiter gets
+the lock. Their ops are kept out of the linearizability history (the model knows nothing of time);
+`invariants.LeaseChecker` checks them instead. In the liveness phase, holders and waiters with a lease keep it
+alive for `LEASE_LIVENESS_TTLS` TTLs more, so leases are also checked in a healed cluster, then stop.
+
 After every event the checker (`invariants.py`) verifies what must always hold, incrementally; at the end the
 clients' history is checked for linearizability. A violation raises `Violation` carrying the seed, the
 invariant and the last events, so `zvsr sim --seed S` replays it exactly.
@@ -37,7 +46,7 @@ from zvsr.protocol.config import Config
 from zvsr.protocol.messages import ERROR_SESSION_EXPIRED, Error, LogEntry, Redirect, Reply, Request
 from zvsr.protocol.ready import BROADCAST, PersistLog, PersistRecord, PersistSnapshot, PersistViewState
 from zvsr.protocol.replica import DurableState, Replica, Status
-from zvsr.sim.invariants import Checker, Violation
+from zvsr.sim.invariants import Checker, Holding, LeaseChecker, Violation
 from zvsr.sim.network import EventQueue, Network, NetworkOptions
 from zvsr.wire.codec import (
     DecodeError,
@@ -49,6 +58,10 @@ from zvsr.wire.codec import (
 )
 
 KEYS = ("k0", "k1", "k2")
+LOCKS = ("l0", "l1")  # the locks lease holders contend for (fewer than holders, so some wait)
+LEASE_TTLS_MS = (200, 300, 500)  # swarm draws one per seed: short, so failovers often outlast what is left
+LEASE_LIVENESS_TTLS = 2  # in the liveness phase, lease holders keep alive this many TTLs more, then stop
+LEASE_CLIENT_BASE = 1500  # lease clients' numbers (and first client_ids): 1500, 1501, ...
 
 
 @dataclass(slots=True)
@@ -74,6 +87,9 @@ class SimOptions:
     torn_write: float = 0.3
     # Client sessions the replicas remember; small values make sessions expire (a client then starts a new one).
     client_table_max: int = 100_000
+    # Lease holders (besides `clients`) and their leases' TTL in ms of virtual time.
+    lease_clients: int = 2
+    lease_ttl_ms: int = 300
 
 
 @dataclass(slots=True)
@@ -85,6 +101,9 @@ class SimResult:
     views: int
     virtual_ms: int
     linearizable: str
+    lease_expire_ops: int = 0  # lease_expire ops committed (applied at the same op number by every replica)
+    leases_expired: int = 0  # leases they ended
+    lock_grants: int = 0  # lock grants committed (each with a larger fencing token)
 
 
 @dataclass(slots=True)
@@ -93,6 +112,31 @@ class SimClient:
     pending_input: dict[str, Any] | None = None
     pending_call: int = 0
     next_at: int = 0
+
+
+@dataclass(slots=True)
+class LeaseHolder:
+    """A lease client (module docstring). One request at a time: `pending` is the op in flight, first sent at
+    `sent_at`. `state`: idle (no lease), locking, holding, waiting (lock refused; retries), done (stopped)."""
+
+    name: str
+    session: ClientSession
+    rate: float  # its clock's rate: it keeps alive every TTL/3 of its own clock
+    state: str = "idle"
+    lease: int | None = None
+    owner: str = ""  # the lock owner it names: one per lease (a re-entrant lock would not move to a new lease)
+    lock: str = ""
+    belief_end: float = 0.0  # until when its lease surely lives (LeaseChecker.belief)
+    holding: Holding | None = None
+    keepalive_at: int = 0
+    retry_at: int = 0  # waiting: the next lock attempt
+    release_at: int = 0  # holding: revoke then; waiting: give up then
+    dead_at: int | None = None  # holding: stops keeping alive then (a dead holder), and returns at release_at
+    put_due: bool = False  # holding: it has yet to put a key attached to its lease
+    pending: dict[str, Any] | None = None
+    sent_at: int = 0
+    next_at: int = 0  # idle: the next round starts then
+    wake_at: int | None = None  # the one "holder" event that counts (later ones supersede nothing)
 
 
 class Simulation:
@@ -121,8 +165,12 @@ class Simulation:
         self.paused: set[int] = set()
         self.stalled: set[int] = set()
         self.backlog: dict[int, list[tuple[Any, Any]]] = {i: [] for i in range(self.options.replicas)}
+        self.leases = LeaseChecker(spread=c.SIM_CLOCK_RATE_SPREAD, violation=self._violation)
         self.checker = Checker(
-            replicas=self.options.replicas, reference=self.new_state_machine(), violation=self._violation
+            replicas=self.options.replicas,
+            reference=self.new_state_machine(),
+            violation=self._violation,
+            leases=self.leases,
         )
         self.disks = [Disk() for _ in range(self.options.replicas)]
         # Each replica's clock runs at its own rate (within SIM_CLOCK_RATE_SPREAD of true time), for good: cluster
@@ -141,6 +189,13 @@ class Simulation:
         self.history: list[Operation] = []
         self.event_count = 0
         self.liveness = False
+        self.liveness_started = 0
+        # Lease holders get a PRNG of their own, so adding them changes the rest of a seed's run less.
+        self.lease_prng = random.Random(self.prng.getrandbits(64))
+        self.holders: dict[int, LeaseHolder] = {}
+        for number in range(LEASE_CLIENT_BASE, LEASE_CLIENT_BASE + self.options.lease_clients):
+            rate = 1 + self.lease_prng.uniform(-spread, spread)
+            self.holders[number] = LeaseHolder(f"h{number}", self._new_session(number, number), rate)
 
     def _swarm(self, options: SimOptions) -> SimOptions:
         prng = self.prng
@@ -150,14 +205,27 @@ class Simulation:
             loss=prng.choice((0.0, 0.01, 0.05, 0.15)),
             duplicate=prng.choice((0.0, 0.01, 0.05)),
         )
+        fault_every_ms = prng.choice((40, 120, 300))
+        snapshot_interval_ops = prng.choice((0, 3, 8, 20, 60))
+        snapshot_chunk_bytes = prng.choice((16, 100, 4096))
+        torn_write = prng.choice((0.0, 0.3, 0.9))
+        client_table_max = prng.choice((3, 1000, 1000, 1000))
+        lease_clients = prng.choice((1, 2, 3))
+        if client_table_max == 3:
+            # Sessions expire (the regular clients churn through 3 rows), but lease clients get rows of their
+            # own: the core remembers only client_table_max evicted ids, so with many more sessions than rows a
+            # session evicted and then forgotten would have a retry of its first request executed again.
+            client_table_max += lease_clients
         return replace(
             options,
             network=network,
-            fault_every_ms=prng.choice((40, 120, 300)),
-            snapshot_interval_ops=prng.choice((0, 3, 8, 20, 60)),
-            snapshot_chunk_bytes=prng.choice((16, 100, 4096)),
-            torn_write=prng.choice((0.0, 0.3, 0.9)),
-            client_table_max=prng.choice((3, 1000, 1000, 1000)),
+            fault_every_ms=fault_every_ms,
+            snapshot_interval_ops=snapshot_interval_ops,
+            snapshot_chunk_bytes=snapshot_chunk_bytes,
+            torn_write=torn_write,
+            client_table_max=client_table_max,
+            lease_clients=lease_clients,
+            lease_ttl_ms=prng.choice(LEASE_TTLS_MS),
             swarm=False,
         )
 
@@ -211,19 +279,40 @@ class Simulation:
             self._flush(index)
         for client_id in self.clients:
             self.events.push(self.prng.randint(0, 20), "client", client_id)
+        for number, holder in self.holders.items():
+            holder.next_at = self.lease_prng.randint(0, 50)
+            self._holder_schedule(number)
         self.events.push(self.options.fault_every_ms, "fault", None)
         while self.event_count < self.options.events:
             self._step()
         self._start_liveness_phase()
         deadline = self.now + c.SIM_LIVENESS_MS_MAX
-        while any(c.session.outstanding is not None for c in self.clients.values()):
+        while self._busy():
             if self.now > deadline:
                 raise self._violation("liveness: requests still outstanding after every fault healed")
             self._step()
         verdict = self._check_history()
         views = max(r.view_number for r in self.replicas if r is not None)
         ok = sum(1 for op in self.history if op.output is not UNKNOWN)
-        return SimResult(self.seed, self.event_count, ok, len(self.history) - ok, views, self.now, verdict)
+        leases = self.leases
+        return SimResult(
+            self.seed,
+            self.event_count,
+            ok,
+            len(self.history) - ok,
+            views,
+            self.now,
+            verdict,
+            lease_expire_ops=leases.expire_ops,
+            leases_expired=leases.expired,
+            lock_grants=leases.grants,
+        )
+
+    def _busy(self) -> bool:
+        """Liveness phase: a request is still outstanding, or a lease holder is still keeping alive."""
+        if any(client.session.outstanding is not None for client in self.clients.values()):
+            return True
+        return any(h.session.outstanding is not None or h.state != "done" for h in self.holders.values())
 
     def _step(self) -> None:
         event = self.events.pop()
@@ -238,6 +327,8 @@ class Simulation:
                 self._tick(event.payload)
             elif kind == "client":
                 self._client(event.payload)
+            elif kind == "holder":
+                self._holder(event.payload)
             elif kind == "fault":
                 self._fault()
             elif kind == "restart":
@@ -255,8 +346,14 @@ class Simulation:
         if not self.network.delivered_through(source, to):
             return
         if isinstance(to, tuple):  # a client
-            client = self.clients[to[1]]
             self.checker.on_client_reply(message)
+            holder = self.holders.get(to[1])
+            if holder is not None:
+                holder.session.on_reply(message)
+                self._holder_progress(to[1])
+                self._holder_schedule(to[1])
+                return
+            client = self.clients[to[1]]
             client.session.on_reply(message)
             self._client_progress(to[1])
             return
@@ -276,6 +373,7 @@ class Simulation:
         replica = self.replicas[index]
         assert replica is not None
         ready = replica.ready()
+        self.leases.on_ready(ready, self.now)  # before a torn write: the entries were appended all the same
         if index in self.crash_while_writing and ready.persist:
             # The process dies in the middle of step 1: part of the writes land, nothing is sent.
             self.disks[index].apply(ready.persist, prng=self.prng)
@@ -369,6 +467,159 @@ class Simulation:
                 "new": self.prng.randint(0, 9),
             }
         return {"op": "incr", "key": f"n{key}", "by": 1}
+
+    # --- lease holders ------------------------------------------------------------------------------------
+
+    def _holder(self, number: int) -> None:
+        holder = self.holders[number]
+        if holder.wake_at != self.now:
+            return  # superseded by an earlier wake-up
+        holder.wake_at = None
+        if holder.session.outstanding is None:
+            self._holder_act(number, holder)
+        if holder.session.outstanding is not None:
+            holder.session.tick()
+        self._holder_progress(number)
+        self._holder_schedule(number)
+
+    def _holder_schedule(self, number: int) -> None:
+        """One wake-up: every tick while a request is in flight (for its retries), else at the next action."""
+        holder = self.holders[number]
+        if holder.session.outstanding is not None:
+            at = self.now + TICK_MS
+        elif holder.state == "done":
+            return
+        else:
+            at = max(self.now + 1, self._holder_next(holder))
+        if holder.wake_at is None or at < holder.wake_at:
+            holder.wake_at = at
+            self.events.push(at, "holder", number)
+
+    def _holder_next(self, holder: LeaseHolder) -> int:
+        if holder.state == "idle":
+            return holder.next_at
+        if holder.state == "locking" or (holder.put_due and holder.dead_at is None):
+            return self.now  # its lock request, right after the grant; or its put, right after the lock
+        times = []
+        if self.liveness:  # it stops then; it neither revokes nor gives up before
+            times.append(self.liveness_started + LEASE_LIVENESS_TTLS * self.options.lease_ttl_ms)
+        else:
+            times.append(holder.release_at)
+        if holder.dead_at is None or holder.keepalive_at < holder.dead_at:
+            times.append(holder.keepalive_at)
+        elif self.liveness:
+            times.append(holder.release_at)  # back from the dead, then done
+        if holder.state == "waiting":
+            times.append(holder.retry_at)
+        return min(times)
+
+    def _holder_act(self, number: int, holder: LeaseHolder) -> None:
+        """The holder's next request, if one is due (none is in flight)."""
+        now, ttl = self.now, self.options.lease_ttl_ms
+        if holder.state == "done":
+            return
+        if self.liveness and (holder.state == "idle" or now >= self.liveness_started + LEASE_LIVENESS_TTLS * ttl):
+            holder.state = "done"  # no new rounds once faults are healed; and the liveness check ran long enough
+            return
+        if holder.state == "idle":
+            if now >= holder.next_at:
+                self._holder_send(number, {"op": "lease_grant", "ttl_ms": ttl})
+            return
+        assert holder.lease is not None
+        if holder.state == "locking":
+            self._holder_send(number, self._lock_op(holder))
+        elif holder.dead_at is not None and now >= holder.dead_at:
+            if now >= holder.release_at:  # back from the dead: it knows nothing of its old lease and lock
+                self._holder_reset(holder)
+        elif now >= holder.release_at and not self.liveness:
+            if holder.holding is not None:
+                self.leases.released(holder.holding, now)  # from the moment it asks, it no longer acts as holder
+            self._holder_send(number, {"op": "lease_revoke", "lease": holder.lease})
+        elif now >= holder.keepalive_at:
+            holder.keepalive_at = now + int(ttl / 3 / holder.rate)  # TTL/3 of its own clock
+            self._holder_send(number, {"op": "lease_keepalive", "lease": holder.lease})
+        elif holder.put_due:  # a key that lives as long as the lease (deleted when it ends)
+            holder.put_due = False
+            key = f"{holder.lock}/holder"
+            self._holder_send(number, {"op": "put", "key": key, "value": holder.owner, "lease": holder.lease})
+        elif holder.state == "waiting" and now >= holder.retry_at:
+            self._holder_send(number, self._lock_op(holder))
+
+    def _lock_op(self, holder: LeaseHolder) -> dict[str, Any]:
+        return {"op": "lock", "name": holder.lock, "owner": holder.owner, "lease": holder.lease}
+
+    def _holder_send(self, number: int, operation: dict[str, Any]) -> None:
+        holder = self.holders[number]
+        holder.pending, holder.sent_at = operation, self.now
+        holder.session.submit(msgpack.packb(operation))
+
+    def _holder_reset(self, holder: LeaseHolder) -> None:
+        """The round is over (revoked, lost, given up, or back from the dead): a new one starts later."""
+        holder.state, holder.lease, holder.holding, holder.dead_at = "idle", None, None, None
+        holder.next_at = self.now + self.lease_prng.randint(0, self.options.lease_ttl_ms)
+
+    def _holder_progress(self, number: int) -> None:
+        holder = self.holders[number]
+        session = holder.session
+        for to, request in session.take_outbox():
+            targets = range(self.options.replicas) if to == BROADCAST else (to,)
+            wired = self._wire(request, decode_request)
+            for target in targets:
+                self.network.send(self.now, ("c", number), target, wired)
+        while (completion := session.take_completion()) is not None:
+            operation, holder.pending = holder.pending, None
+            assert operation is not None
+            if completion.result is None:  # the outcome is unknown: give the round up (its lease will expire)
+                if completion.error == ERROR_SESSION_EXPIRED:
+                    holder.session = self._new_session(number, 2000 + self.lease_prng.getrandbits(62))
+                self._holder_reset(holder)
+                continue
+            self._holder_answer(holder, operation, msgpack.unpackb(completion.result))
+            if holder.session.outstanding is None and holder.state != "done":
+                self._holder_act(number, holder)  # e.g. lock right after the grant: no idle tick in between
+
+    def _holder_answer(self, holder: LeaseHolder, operation: dict[str, Any], answer: Any) -> None:
+        now, ttl, prng = self.now, self.options.lease_ttl_ms, self.lease_prng
+        kind = operation["op"]
+        failed = type(answer) is dict and "error" in answer
+        if kind == "lease_grant":
+            if failed:
+                return self._holder_reset(holder)
+            holder.lease, holder.state, holder.lock = answer["lease"], "locking", prng.choice(LOCKS)
+            holder.owner = f"{holder.name}.{holder.lease}"
+            self._note(f"{holder.name}: lease {holder.lease} granted (sent at {holder.sent_at}ms)")
+            holder.belief_end = self.leases.belief(holder.sent_at, ttl)
+            holder.keepalive_at = holder.sent_at + int(ttl / 3 / holder.rate)
+            holder.release_at = now + prng.randint(2 * ttl, 6 * ttl)  # a waiter gives up then
+        elif kind == "lease_keepalive":
+            if failed:  # lease_not_found: the cluster expired it (legitimately: LeaseChecker judges)
+                self._note(f"{holder.name}: lease {holder.lease} lost (keepalive sent at {holder.sent_at}ms)")
+                return self._holder_reset(holder)
+            holder.belief_end = max(holder.belief_end, self.leases.belief(holder.sent_at, ttl))
+            if holder.holding is not None:
+                self.leases.belief_extended(holder.holding, holder.belief_end)
+        elif kind == "lock":
+            if failed:  # lease_not_found: the lease ended before the lock op
+                return self._holder_reset(holder)
+            if answer["ok"]:
+                token, until = answer["token"], holder.belief_end
+                self._note(f"{holder.owner}: holds {holder.lock} (token {token}) until {until:.0f}ms")
+                if holder.holding is None:
+                    holder.holding = self.leases.lock_granted(holder.lock, holder.owner, now, holder.belief_end)
+                holder.state = "holding"
+                holder.put_due = prng.random() < 0.5
+                holder.release_at = now + prng.randint(ttl // 2, 4 * ttl)
+                if prng.random() < 0.3:  # a dead holder: it stops keeping alive at some point while holding
+                    holder.dead_at = now + prng.randint(0, ttl)
+                    holder.release_at = holder.dead_at + prng.randint(ttl, 3 * ttl)  # and comes back then
+                    self._note(f"{holder.owner}: stops keeping alive at {holder.dead_at}ms")
+            else:
+                holder.state = "waiting"
+                holder.retry_at = now + prng.randint(TICK_MS, ttl // 2)
+        elif kind == "lease_revoke":
+            self._note(f"{holder.name}: lease {holder.lease} revoked")
+            self._holder_reset(holder)
+        return None
 
     # --- faults -------------------------------------------------------------------------------------------
 
@@ -482,6 +733,9 @@ class Simulation:
 
     def _start_liveness_phase(self) -> None:
         self.liveness = True
+        self.liveness_started = self.now
+        for number in self.holders:
+            self._holder_schedule(number)
         self._note("liveness phase: faults healed")
         self.network.heal()
         self.crash_while_writing.clear()
