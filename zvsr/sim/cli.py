@@ -59,6 +59,8 @@ def sim_command(
     violations = 0
     total_events = 0
     total_ops = 0
+    total_expire_ops = 0
+    total_lock_grants = 0
     unknown_verdicts = 0
     started = time.monotonic()
     for current in range(first, first + seeds):
@@ -76,15 +78,20 @@ def sim_command(
             continue
         total_events += result.events
         total_ops += result.ops_ok
+        total_expire_ops += result.lease_expire_ops
+        total_lock_grants += result.lock_grants
         unknown_verdicts += result.linearizable == "unknown"
         if verbose:
             click.echo(
                 f"seed={current} events={result.events} ops={result.ops_ok} unknown={result.ops_unknown} "
-                f"views={result.views} virtual_ms={result.virtual_ms} lincheck={result.linearizable}"
+                f"views={result.views} virtual_ms={result.virtual_ms} lincheck={result.linearizable} "
+                f"lease_expire_ops={result.lease_expire_ops} leases_expired={result.leases_expired} "
+                f"lock_grants={result.lock_grants}"
             )
     elapsed = time.monotonic() - started
     click.echo(
         f"seeds={seeds} violations={violations} events={total_events} ops={total_ops} "
-        f"lincheck_unknown={unknown_verdicts} elapsed_s={elapsed:.1f}"
+        f"lincheck_unknown={unknown_verdicts} lease_expire_ops={total_expire_ops} lock_grants={total_lock_grants} "
+        f"elapsed_s={elapsed:.1f}"
     )
     sys.exit(1 if violations else 0)
