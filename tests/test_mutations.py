@@ -532,7 +532,7 @@ SIMULATOR_CATCHES = [
     (mutant_s03_backup_does_not_execute, 5, 3000),
     (mutant_s05_quorum_of_others, 3, 3000),
     (mutant_s06_log_from_last_message, 5, 5000),
-    (mutant_s10_naive_view_adoption, 3, 3000),
+    (mutant_s10_naive_view_adoption, 3, 5000),  # rare (7-9 % of seeds at 3000 events): first caught at seed 7
     (mutant_s11_no_client_table, 3, 3000),
     (mutant_s14_new_state_overwrites, 3, 3000),
     (mutant_evicted_session_taken_for_new, 3, 3000),
