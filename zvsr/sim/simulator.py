@@ -275,7 +275,9 @@ class Simulation:
 
     # --- the run ------------------------------------------------------------------------------------------
 
-    def run(self) -> SimResult:
+    def start(self) -> None:
+        """The first events: every replica's and client's ticks, and the first fault. `run` calls it; a scenario
+        calls it, then drives the run itself with `run_until`, `crash` and the network."""
         for index in range(self.options.replicas):
             self.events.push(1 + index * 3 % TICK_MS, "tick", index)
             self._flush(index)
@@ -284,7 +286,42 @@ class Simulation:
         for number, holder in self.holders.items():
             holder.next_at = self.lease_prng.randint(0, 50)
             self._holder_schedule(number)
-        self.events.push(self.options.fault_every_ms, "fault", None)
+        options = self.options
+        if options.crash or options.pause or options.partition:
+            self.events.push(options.fault_every_ms, "fault", None)
+
+    def run_until(self, condition: Callable[[], bool], *, within_ms: int, what: str) -> None:
+        """Run events until `condition` holds (checked after each), failing if `within_ms` of virtual time pass
+        first. The checker runs as in `run`: a broken invariant raises `Violation`."""
+        deadline = self.now + within_ms
+        while not condition():
+            if self.now > deadline:
+                raise AssertionError(f"seed={self.seed} t={self.now}ms: not within {within_ms} ms: {what}")
+            self._step()
+
+    def crash(self, index: int, *, restart_after_ms: int) -> None:
+        """Crash replica `index` now, its disk kept; it restarts `restart_after_ms` later."""
+        self._crash_one(index, disk=True, restart_after_ms=restart_after_ms)
+
+    def tick_now(self, index: int) -> None:
+        """One extra tick of replica `index`, now (its regular ticks go on): a scenario's way to have the replica's
+        timers act before the next message reaches it."""
+        replica = self.replicas[index]
+        assert replica is not None
+        replica.tick()
+        self._flush(index)
+
+    def primary(self) -> int | None:
+        """The replica that is primary in normal status, in the highest such view."""
+        best: tuple[int, int] | None = None
+        for index, replica in enumerate(self.replicas):
+            if replica is not None and replica.status is Status.NORMAL and replica.is_primary():
+                if best is None or replica.view_number > best[0]:
+                    best = (replica.view_number, index)
+        return None if best is None else best[1]
+
+    def run(self) -> SimResult:
+        self.start()
         while self.event_count < self.options.events:
             self._step()
         self._start_liveness_phase()
@@ -695,7 +732,7 @@ class Simulation:
             return
         self._crash_one(self.prng.randrange(self.options.replicas), disk=False)
 
-    def _crash_one(self, index: int, *, disk: bool, during: str = "") -> None:
+    def _crash_one(self, index: int, *, disk: bool, during: str = "", restart_after_ms: int | None = None) -> None:
         if self.replicas[index] is None:
             return
         self.crash_while_writing.discard(index)
@@ -708,7 +745,9 @@ class Simulation:
         kept = "disk kept" if disk else "memory and disk lost"
         self._note(f"r{index} crashed ({kept}{', torn while writing' if during else ''})")
         self.checker.on_crash(index)
-        self.events.push(self.now + self.prng.randint(20, 600), "restart", index)
+        if restart_after_ms is None:
+            restart_after_ms = self.prng.randint(20, 600)
+        self.events.push(self.now + restart_after_ms, "restart", index)
 
     def _restart(self, index: int) -> None:
         if self.replicas[index] is not None:
