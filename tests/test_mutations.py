@@ -18,16 +18,21 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+import lease_scenarios
 import pytest
 import scenarios
 from mutants import Handler, assert_caught, patch_handler, patch_method
 
+from zvsr.apps.coordination import CoordinationApp
 from zvsr.protocol import messages
 from zvsr.protocol.client_table import ClientEntry, ClientTable
+from zvsr.protocol.cluster_time import ClusterTime
 from zvsr.protocol.config import Config
 from zvsr.protocol.messages import (
+    INTERNAL_CLIENT_ID,
     Commit,
     GetState,
+    LogEntry,
     NewState,
     Prepare,
     PrepareOk,
@@ -500,6 +505,9 @@ def test_mutant_in_progress_requests_forgotten_on_view_change_is_caught(
 # S14's overwriting NewState are caught; S1 only with 5 replicas (through the core's invariants). Not caught in
 # 300 seeds: S2, S7 (primary without heartbeat: view changes just happen more often), S9, the paper hole's
 # truncation; S4, S13 and S14's GetState need a peer that forges or lies, which the simulator does not model.
+# The lease and cluster-time mutants, with the default 2000 events, in 60 seeds: a backup expiring on its own
+# clock 56 (3 replicas) and 54 (5), a new primary not extending deadlines 33 and 20, cluster time not learned
+# 13 and 12; each from seed 0 or 1.
 
 
 def mutant_evicted_session_taken_for_new(monkeypatch: MonkeyPatch) -> None:
@@ -524,6 +532,57 @@ def test_mutant_evicted_session_taken_for_new_is_caught(monkeypatch: MonkeyPatch
     assert_caught(scenarios.retry_from_an_evicted_session_is_refused_and_never_executed_twice)
 
 
+# --- leases and cluster time (docs/design.md, "Cluster time and expiry") ---------------------------------------
+
+
+def mutant_backup_expires_on_its_own_clock(monkeypatch: MonkeyPatch) -> None:
+    """A backup asks its app what is due on its own cluster clock, on every tick, and applies the answer itself
+    instead of waiting for the primary's op through the log: replicas expire leases at different points."""
+
+    def make(original: Callable[[Replica], None]) -> Callable[[Replica], None]:
+        def flawed(self: Replica) -> None:
+            original(self)
+            if self.status is not Status.NORMAL or self.is_primary():
+                return
+            now = self.cluster_time.now()
+            operation = self.state_machine.due(now)
+            if operation is not None:
+                entry = LogEntry(
+                    view=self.view_number,
+                    op_number=self.commit_number,
+                    client_id=INTERNAL_CLIENT_ID,
+                    request_number=0,
+                    operation=operation,
+                    timestamp=now,
+                )
+                self.state_machine.apply(entry)
+
+        return flawed
+
+    patch_method(monkeypatch, "_tick_backup", make)
+
+
+def mutant_new_primary_does_not_extend_lease_deadlines(monkeypatch: MonkeyPatch) -> None:
+    """The app's failover rule made a no-op: the first op of a newer view leaves every lease's deadline as it
+    was, so a failover that outlasts a lease's remaining TTL ends it, however faithfully its holder kept alive."""
+    monkeypatch.setattr(CoordinationApp, "_refresh_leases", lambda self, now: None)
+
+
+def mutant_cluster_time_not_learned(monkeypatch: MonkeyPatch) -> None:
+    """A replica never learns the stamps of the logs it holds: a new or restarted primary stamps from its own
+    clock only (from its start), behind the stamps already in the log."""
+    monkeypatch.setattr(ClusterTime, "learn", lambda self, timestamp: None)
+
+
+def test_mutant_new_primary_does_not_extend_lease_deadlines_is_caught(monkeypatch: MonkeyPatch) -> None:
+    """The failover outlasts the lease's TTL while its holder keeps retrying its keepalive: without the refresh
+    the new primary's first ops expire the lease (the checker reports it, and the holder loses its lease)."""
+    mutant_new_primary_does_not_extend_lease_deadlines(monkeypatch)
+    assert_caught(lease_scenarios.holder_keeps_its_lease_through_a_failover_longer_than_its_ttl)
+    with pytest.raises(AssertionError, match="expired early"):
+        lease_scenarios.holder_keeps_its_lease_through_a_failover_longer_than_its_ttl(seed=2, ttl_ms=200)
+
+
 SEEDS_MAX = 30
 SIMULATOR_SECONDS_MAX = 20.0
 SIMULATOR_CATCHES = [
@@ -536,11 +595,20 @@ SIMULATOR_CATCHES = [
     (mutant_s11_no_client_table, 3, 3000),
     (mutant_s14_new_state_overwrites, 3, 3000),
     (mutant_evicted_session_taken_for_new, 3, 3000),
+    # Leases and cluster time, with the default number of events (what `zvsr sim` runs).
+    (mutant_backup_expires_on_its_own_clock, 3, 2000),
+    (mutant_backup_expires_on_its_own_clock, 5, 2000),
+    (mutant_new_primary_does_not_extend_lease_deadlines, 3, 2000),
+    (mutant_new_primary_does_not_extend_lease_deadlines, 5, 2000),
+    (mutant_cluster_time_not_learned, 3, 2000),
+    (mutant_cluster_time_not_learned, 5, 2000),
 ]
 
 
 @pytest.mark.parametrize(
-    ("install", "replicas", "events"), SIMULATOR_CATCHES, ids=[m.__name__ for m, _, _ in SIMULATOR_CATCHES]
+    ("install", "replicas", "events"),
+    SIMULATOR_CATCHES,
+    ids=[f"{m.__name__}-{r}" for m, r, _ in SIMULATOR_CATCHES],
 )
 def test_simulator_catches_mutant_within_bounded_seeds(
     monkeypatch: MonkeyPatch, install: Callable[[MonkeyPatch], None], replicas: int, events: int
