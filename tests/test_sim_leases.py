@@ -135,6 +135,16 @@ def test_a_grant_after_the_holder_revoked_or_its_belief_ended_passes() -> None:
     leases.lock_granted(LOCKS[0], "c", 155 + 286, leases.belief(400, 300))  # b's belief ended at 155 + 285.7
 
 
+def test_a_grant_answered_after_the_holders_lease_may_have_ended_starts_no_belief() -> None:
+    """Seed 50716: a lock grant's answer was held up so long that the lease it was granted under had expired,
+    and the lock granted to another client, before it arrived; the late holder has nothing to act on."""
+    leases = checker()
+    leases.lock_granted(LOCKS[1], "h1501.3", 745, leases.belief(730, 200))
+    late = leases.lock_granted(LOCKS[1], "h1500.2", 762, leases.belief(526, 200))
+    with pytest.raises(Violation, match="two holders"):  # ... unless its lease is acknowledged again
+        leases.belief_extended(late, leases.belief(700, 200))
+
+
 def test_a_belief_extended_past_another_grant_is_caught() -> None:
     """A keepalive acknowledged late says the lease lived: a grant to another client meanwhile is a violation."""
     leases = checker()

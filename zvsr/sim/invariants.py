@@ -324,29 +324,28 @@ class LeaseChecker:
     # --- as the lease clients see it ------------------------------------------------------------------------
 
     def lock_granted(self, name: str, owner: str, now: int, end: float) -> Holding:
-        """`owner` was just told it holds lock `name`; it believes so until `end`."""
-        holdings = self.holdings.setdefault(name, [])
-        for other in holdings:
-            if other.owner != owner and other.start <= now < other.end:
-                raise self.fail(
-                    f"two holders of lock {name!r}: {owner} was granted it at {now} ms while {other.owner} holds "
-                    f"it (since {other.start} ms, until {other.end:.1f} ms)"
-                )
+        """`owner` was just told it holds lock `name`; it believes so until `end` (if that is still ahead: a
+        grant whose answer arrives after the holder's lease may have ended gives it nothing to act on)."""
         holding = Holding(name, owner, now, end)
-        holdings.append(holding)
+        self._check_overlap(holding, now, end)
+        self.holdings.setdefault(name, []).append(holding)
         return holding
 
     def belief_extended(self, holding: Holding, end: float) -> None:
         """The holder's lease was acknowledged again: it now believes it holds the lock until `end`."""
         if end <= holding.end:
             return
-        for other in self.holdings[holding.name]:
-            if other.owner != holding.owner and holding.start <= other.start and holding.end <= other.start < end:
-                raise self.fail(
-                    f"two holders of lock {holding.name!r}: {holding.owner} holds it until {end:.1f} ms, but "
-                    f"{other.owner} was granted it at {other.start} ms"
-                )
+        self._check_overlap(holding, max(holding.start, holding.end), end)
         holding.end = end
+
+    def _check_overlap(self, holding: Holding, start: float, end: float) -> None:
+        """No other owner believes it holds `holding`'s lock at any time in [start, end)."""
+        for other in self.holdings.get(holding.name, ()):
+            if other.owner != holding.owner and max(start, other.start) < min(end, other.end):
+                raise self.fail(
+                    f"two holders of lock {holding.name!r}: {holding.owner} holds it from {holding.start} ms "
+                    f"until {end:.1f} ms, {other.owner} from {other.start} ms until {other.end:.1f} ms"
+                )
 
     def released(self, holding: Holding, now: int) -> None:
         """The holder gave the lock up (it sent a revoke): it no longer acts as its holder."""
