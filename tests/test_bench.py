@@ -184,6 +184,7 @@ def test_report_medians_ratios_and_missing_figures() -> None:
 # and accepts every documented flag. Running them for real takes minutes; --help proves the command line.
 DOCUMENTED_TOOLS = {
     "failover": ["--runs", "--fsync"],
+    "leases": ["--kills", "--rounds", "--ttl-ms", "--fsync", "--out", "--quick"],
     "cpu_per_op": ["--seconds", "--clients", "--window", "--fsync"],
     "profile_pipelined": ["--seconds", "--clients", "--window", "--fsync", "--top", "--out"],
     "steady_state": ["--ops", "--fsync", "--sessions", "--window-s", "--snapshot-interval", "--json"],
@@ -201,3 +202,46 @@ def test_the_documented_bench_tools_take_their_documented_flags(name: str) -> No
     assert done.returncode == 0, done.stderr
     for flag in DOCUMENTED_TOOLS[name]:
         assert flag in done.stdout, f"{name}: {flag} is documented but not accepted"
+
+
+# `python -m zvsr.bench.leases --quick`: the smoke run of the lease benchmark. As above, the figures are checked
+# for shape and consistency, never against a timing threshold; a spurious expiry or a fencing token that does not
+# grow is a wrong answer, not a slow one, and fails the test.
+
+
+@pytest.mark.timeout(150)
+def test_leases_quick_run_writes_well_formed_figures(tmp_path: Path) -> None:
+    out = tmp_path / "leases.json"
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    finished = subprocess.run(
+        [sys.executable, "-m", "zvsr.bench.leases", "--quick", "--out", str(out)],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=140,
+    )
+    assert finished.returncode == 0, finished.stderr[-6000:]
+    result = json.loads(out.read_text())
+    assert result["schema"] == "zvsr-bench-leases/1"
+    assert result["quick"] is True
+    settings = result["settings"]
+    spurious, takeover = result["spurious"], result["takeover"]
+    assert (spurious["kills"], takeover["rounds"]) == (2, 2) == (settings["kills"], settings["rounds"])
+    assert len(spurious["failover_s"]) == len(spurious["belief_gap_s"]) == spurious["kills"]
+    assert all(_number(value) and value > 0 for value in spurious["failover_s"] + spurious["belief_gap_s"])
+    ttl_s = settings["ttl_ms"] / 1000
+    assert spurious["outlasted_ttl"] == sum(1 for gap in spurious["belief_gap_s"] if gap > ttl_s)
+    assert spurious["spurious_expiries"] == 0 and spurious["lease_alive_at_end"] is True
+    assert spurious["keepalives"] > 0
+    assert len(takeover["takeover_s"]) == takeover["rounds"]
+    assert all(_number(value) and value > 0 for value in takeover["takeover_s"])
+    assert takeover["takeover_median_s"] == pytest.approx(median(takeover["takeover_s"]))
+    assert takeover["takeover_max_s"] == max(takeover["takeover_s"])
+    assert len(takeover["tokens"]) == takeover["rounds"] + 1 and takeover["tokens_increase"] is True
+    goals = {goal["name"]: goal for goal in result["goals"]}
+    assert set(goals) == {"no_spurious_expiry", "takeover_within_ttl_plus_1s", "tokens_increase"}
+    for goal in goals.values():
+        assert goal["met"] is _met(goal["value"], goal["op"], goal["bound"]), goal
+    assert goals["takeover_within_ttl_plus_1s"]["value"] == takeover["takeover_max_s"]
+    assert "goals:" in finished.stdout.splitlines()[-1]
