@@ -149,3 +149,10 @@ LAUNCHER_STOP_GRACE_S: Final = 5.0  # after SIGTERM, children get this long to e
 SIM_TRACE_EVENTS_KEPT: Final = 400  # the last events a violation report prints (a ring: older ones are dropped)
 SIM_CLOCK_RATE_SPREAD: Final = 0.05  # each simulated replica's clock runs at 1 ± this of virtual time
 SIM_LIVENESS_MS_MAX: Final = 120_000  # virtual time the liveness phase may take to commit after faults stop
+
+# --- lease holders (zvsr.client) ---
+# Replicas' clocks may run up to 5% apart in rate (the simulator draws each replica's rate within the same bound,
+# SIM_CLOCK_RATE_SPREAD), so cluster time may pass up to this much faster than a holder's clock measures: a holder
+# assumes its lease for at most ttl × (1 - LEASE_CLOCK_DRIFT), measured from the send time of the last keepalive
+# (or grant) that was acknowledged.
+LEASE_CLOCK_DRIFT: Final = 0.05
