@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 import pytest
@@ -685,3 +686,106 @@ def test_after_a_failover_the_client_follows_the_new_primary(cluster: ProcessClu
         seen = re.search(r"view=(\d+) status=ok", done.stderr)
         assert seen and int(seen.group(1)) == view["view"], done.stderr
         expect(kv("incr", "failover/count", endpoints=[cluster.config.proxy]), 0, "1\n")
+
+
+# --- leases ------------------------------------------------------------------------------------------------------
+
+
+def _answered(
+    fake: FakeReplicas, args: list[str], result: Any
+) -> tuple[dict[str, Any], subprocess.CompletedProcess[str]]:
+    """Run `zvsr-kv args` against one fake proxy answering `result` (a msgpack value): the op sent, the run."""
+    ops: list[dict[str, Any]] = []
+
+    def answer(copy: Copy) -> bytes:
+        ops.append(msgpack.unpackb(copy.request.operation, raw=False))
+        packed = msgpack.packb(result, use_bin_type=True)
+        return encode(Reply(view=0, client_id=copy.request.client_id, request_number=1, result=packed))
+
+    _, done = _run_until_exit(fake, ["--timeout-ms", "10000", "-e", fake.endpoints[0], *args], answer)
+    assert len(ops) == 1, ops
+    return ops[0], done
+
+
+@pytest.mark.timeout(120)
+def test_lease_commands_send_the_lease_operations_and_print_their_answers(
+    fakes: tuple[zmq.Context[zmq.Socket[bytes]], list[FakeReplicas]],
+) -> None:
+    context, made = fakes
+    fake = FakeReplicas(context, 1)
+    made.append(fake)
+    not_found = {"error": "lease_not_found", "message": "lease_keepalive: lease 43 is not live"}
+    cases: list[tuple[list[str], Any, dict[str, Any], int, str]] = [
+        (
+            ["lease", "grant", "5000"],
+            {"lease": 42, "ttl_ms": 5000},
+            {"op": "lease_grant", "ttl_ms": 5000},
+            0,
+            "42\n",
+        ),
+        (
+            ["lease", "grant", "5000", "250"],
+            {"lease": 43, "ttl_ms": 5000},
+            {"op": "lease_grant", "ttl_ms": 5000, "lock_delay_ms": 250},
+            0,
+            "43\n",
+        ),
+        (["lease", "keepalive", "42"], 4990, {"op": "lease_keepalive", "lease": 42}, 0, "4990\n"),
+        (["lease", "keepalive", "43"], not_found, {"op": "lease_keepalive", "lease": 43}, EXIT_APP, ""),
+        (
+            ["lease", "revoke", "42"],
+            {"ok": True, "deleted": ["a", "b"]},
+            {"op": "lease_revoke", "lease": 42},
+            0,
+            'revoked ["a", "b"]\n',
+        ),
+        (
+            ["lease", "revoke", "43"],
+            {"ok": False, "deleted": []},
+            {"op": "lease_revoke", "lease": 43},
+            EXIT_NO,
+            "not live\n",
+        ),
+        (
+            ["put", "--lease", "42", "k", "v"],
+            None,
+            {"op": "put", "key": "k", "value": "v", "lease": 42},
+            0,
+            "OK\n",
+        ),
+        (
+            ["lock", "--lease", "42", "L", "me"],
+            {"ok": True, "owner": "me", "token": 9},
+            {"op": "lock", "name": "L", "owner": "me", "lease": 42},
+            0,
+            "ok 9\n",
+        ),
+        (  # its holder's lease expired, and the lock delay is running: nobody holds it, nobody may take it
+            ["lock", "L", "you"],
+            {"ok": False, "owner": None, "token": 9, "delay_ms": 250},
+            {"op": "lock", "name": "L", "owner": "you"},
+            EXIT_NO,
+            "delayed 9\n",
+        ),
+    ]
+    for args, result, op, code, stdout in cases:
+        sent, done = _answered(fake, args, result)
+        assert sent == op, (args, sent)
+        expect(done, code, stdout)
+    _, done = _answered(fake, ["lease", "keepalive", "43"], not_found)
+    assert "app error lease_not_found: lease_keepalive: lease 43 is not live" in done.stderr
+    # The command line is checked before anything is sent.
+    for bad in (
+        ["lease"],
+        ["lease", "grant"],
+        ["lease", "grant", "soon"],
+        ["lease", "grant", "5000", "-1"],
+        ["lease", "keepalive"],
+        ["lease", "revoke", "1", "2"],
+        ["lease", "renew", "1"],
+        ["put", "--lease", "x", "k", "v"],
+        ["put", "--lease", "7", "k"],
+        ["lock", "--lease"],
+    ):
+        expect(kv(*bad, endpoints=fake.endpoints), EXIT_USAGE)
+    assert not fake.sockets[0].poll(0), "a usage error sent something"
