@@ -1,7 +1,9 @@
 """Applications: the coordination service op by op, snapshots, the msgpack adapter's promises, and load_app.
 
 Most scenarios drive `CoordinationApp` through `MsgpackStateMachine`, exactly as a replica does: msgpack bytes
-in, msgpack bytes out.
+in, msgpack bytes out, as log entries numbered 1, 2, 3, … one millisecond of cluster time apart in view 0 (the
+adapter hands the app its `OpContext`). Leases, which read the context, have their own module
+(tests/test_leases_app.py).
 """
 
 from __future__ import annotations
@@ -23,11 +25,17 @@ from zvsr.apps import (
     AppLoadError,
     CoordinationApp,
     MsgpackStateMachine,
+    OpContext,
     load_app,
 )
 from zvsr.constants import OPERATION_NESTING_MAX
 from zvsr.protocol.messages import LogEntry
 from zvsr.protocol.state_machine import StateMachine
+
+
+def context(op_number: int) -> OpContext:
+    """The context the core gives op `op_number` in these scenarios: 1 ms of cluster time per op, view 0."""
+    return OpContext(op_number=op_number, timestamp_ns=op_number * 1_000_000, view=0)
 
 
 class Replica:
@@ -290,8 +298,8 @@ def test_snapshot_through_the_adapter_is_bytes_and_restores() -> None:
 
 def good_snapshot_state() -> dict[str, Any]:
     app = CoordinationApp()
-    for op in SCENARIO:
-        app.apply(op)
+    for op_number, op in enumerate(SCENARIO, start=1):
+        app.apply(op, context(op_number))
     state: dict[str, Any] = msgpack.unpackb(app.snapshot(), strict_map_key=False)
     return state
 
@@ -300,7 +308,8 @@ def good_snapshot_state() -> dict[str, Any]:
     "change",
     [
         {"format": "someone.else"},
-        {"version": 2},
+        {"version": 3},
+        {"version": 1},  # the keys of version 2
         {"last_token": -1},
         {"last_token": True},
         {"data": [1, 2]},
@@ -316,7 +325,7 @@ def good_snapshot_state() -> dict[str, Any]:
 )
 def test_restoring_a_malformed_snapshot_raises_and_keeps_the_state(change: dict[str, Any]) -> None:
     app = CoordinationApp()
-    app.apply({"op": "put", "key": "keep", "value": "me"})
+    app.apply({"op": "put", "key": "keep", "value": "me"}, context(1))
     before = app.snapshot()
     with pytest.raises(ValueError, match="coordination snapshot"):
         app.restore(msgpack.packb(good_snapshot_state() | change))

@@ -210,11 +210,15 @@ def test_coordination_sequence_gives_the_documented_results() -> None:
 def test_coordination_sequence_covers_every_op_and_result_shape() -> None:
     ops = {step["op"]["value"].get("op") for step in COORDINATION_STEPS if type(step["op"].get("value")) is dict}
     assert {"get", "put", "delete", "cas", "incr", "lock", "unlock"} <= ops
+    # Every lease op whose answer does not depend on the time (lease_ttl's remaining_ms does; lease_expire is
+    # the primary's own op).
+    assert {"lease_grant", "lease_keepalive", "lease_revoke", "lease_list"} <= ops
     results = [step["result"]["value"] for step in COORDINATION_STEPS]
     errors = {r["error"] for r in results if type(r) is dict and set(r) == {"error", "message"}}
-    assert errors == {"bad_request", "type_error", "out_of_range"}
+    assert errors == {"bad_request", "type_error", "out_of_range", "lease_not_found"}
     shapes = {tuple(r) for r in results if type(r) is dict and "ok" in r}
-    assert shapes == {("ok", "value"), ("ok", "owner", "token"), ("ok",)}
+    assert shapes == {("ok", "value"), ("ok", "owner", "token"), ("ok",), ("ok", "deleted")}
+    assert {tuple(r) for r in results if type(r) is dict and "lease" in r} == {("lease", "ttl_ms")}
     assert any(step["op"].get("value") is None for step in COORDINATION_STEPS), "an op that is not msgpack"
 
 

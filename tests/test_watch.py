@@ -22,6 +22,7 @@ import pytest
 import zmq
 
 from zvsr import constants
+from zvsr.apps.base import OpContext
 from zvsr.apps.coordination import CoordinationApp
 from zvsr.client import AppError, Client, ZvsrError, curve_for_proxy, watch
 from zvsr.protocol.messages import LogEntry
@@ -80,6 +81,59 @@ def test_changes_are_read_from_the_operation_and_its_result() -> None:
     assert changes(op("put", key="x/a", value=1), packed(None), "w/") == []  # another prefix
     assert changes(b"\xc1", packed(None), "w/") == [] and changes(packed([1]), packed(None), "") == []
     assert changes(op("put", key="w/a", value=1), b"\xc1", "w/") == []
+
+
+def test_a_lease_that_ends_deletes_its_keys_under_the_prefix() -> None:
+    changes = coordination_changes
+    revoked = packed({"ok": True, "deleted": ["w/a", "w/b", "x/c"]})
+    assert changes(op("lease_revoke", lease=1), revoked, "w/") == [("w/a", None, True), ("w/b", None, True)]
+    assert changes(op("lease_revoke", lease=1), packed({"ok": False, "deleted": []}), "w/") == []
+    expired = packed({"expired": [1, 2], "deleted": ["w/a", "x/c"]})
+    assert changes(op("lease_expire"), expired, "") == [("w/a", None, True), ("x/c", None, True)]
+    assert changes(op("lease_expire"), expired, "y/") == []
+    assert changes(op("lease_expire"), packed({"expired": [], "deleted": []}), "w/") == []
+    bad = packed({"error": "bad_request", "message": "lease_revoke: 'lease' must be an int, not a str"})
+    assert changes(op("lease_revoke", lease="1"), bad, "w/") == []
+    assert changes(op("lease_revoke", lease=1), b"\xc1", "w/") == []
+    assert changes(op("lease_expire"), packed({"deleted": "w/a"}), "w/") == []
+    assert changes(op("lease_expire"), packed({"deleted": [7, "w/a"]}), "w/") == [("w/a", None, True)]
+    # A put with a lease is an ordinary put; the other lease ops change no key.
+    assert changes(op("put", key="w/a", value=1, lease=3), packed(None), "w/") == [("w/a", 1, False)]
+    not_found = packed({"error": "lease_not_found", "message": "put: no lease 9"})
+    assert changes(op("put", key="w/a", value=1, lease=9), not_found, "w/") == []
+    assert changes(op("lease_grant", ttl_ms=1000), packed({"lease": 1, "ttl_ms": 1000}), "") == []
+    assert changes(op("lease_keepalive", lease=1), packed(1000), "") == []
+    described = {"lease": 1, "ttl_ms": 1000, "remaining_ms": 5, "keys": ["w/a"], "locks": []}
+    assert changes(op("lease_ttl", lease=1), packed(described), "") == []
+    assert changes(op("lease_list"), packed([1]), "") == []
+
+
+def test_a_copy_fed_the_apps_ops_and_results_stays_equal_to_the_app_with_leases() -> None:
+    """The real app, ops with leases that end by revoke and by expiry: the watcher's copy follows it exactly."""
+    app, clone, rng = CoordinationApp(), CloneState("w/"), random.Random(11)
+    assert clone.on_snapshot(0, {}, 0.0) == []
+    now, last_lease = 0, 0
+    for op_number in range(1, 3001):
+        now += rng.choice((1, 20, 300)) * 1_000_000
+        key, lease = rng.choice(["w/a", "w/b", "w/c", "x/a"]), rng.randint(max(1, last_lease - 3), last_lease + 1)
+        operation = app.due(now) or rng.choice(
+            [
+                {"op": "lease_grant", "ttl_ms": rng.choice((10, 500))},
+                {"op": "lease_keepalive", "lease": lease},
+                {"op": "lease_revoke", "lease": lease},
+                {"op": "lease_expire"},
+                {"op": "put", "key": key, "value": op_number, "lease": lease},
+                {"op": "put", "key": key, "value": op_number},
+                {"op": "delete", "key": key},
+                {"op": "incr", "key": key},
+            ]
+        )
+        result = app.apply(operation, OpContext(op_number, now, 0))
+        if operation["op"] == "lease_grant":
+            last_lease = result["lease"]
+        clone.on_op(op_number, packed(operation), packed(result), 0.0)
+        assert clone.state == app.items_with_prefix("w/"), (op_number, operation, result)
+    assert last_lease > 50
 
 
 # --- the Clone algorithm, sans-IO ---------------------------------------------------------------------------
@@ -235,9 +289,9 @@ def test_the_snapshot_query_is_answered_from_the_app_or_refused_with_a_reason(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     app = CoordinationApp()
-    for key, value in (("w/b", 2), ("w/a", [1]), ("x/a", 3)):
-        app.apply({"op": "put", "key": key, "value": value})
-    app.apply({"op": "lock", "name": "w/lock", "owner": "me"})
+    for op_number, (key, value) in enumerate((("w/b", 2), ("w/a", [1]), ("x/a", 3)), start=1):
+        app.apply({"op": "put", "key": key, "value": value}, OpContext(op_number, op_number * 1_000_000, 0))
+    app.apply({"op": "lock", "name": "w/lock", "owner": "me"}, OpContext(4, 4_000_000, 0))
     query = admin.encode_snapshot_query("w/")
     answer = admin.decode_snapshot_answer(snapshot_answer(query, app, 7, recovering=False) or b"")
     assert answer == admin.SnapshotAnswer(op_number=7, items={"w/a": [1], "w/b": 2})

@@ -150,6 +150,19 @@ SIM_TRACE_EVENTS_KEPT: Final = 400  # the last events a violation report prints 
 SIM_CLOCK_RATE_SPREAD: Final = 0.05  # each simulated replica's clock runs at 1 ± this of virtual time
 SIM_LIVENESS_MS_MAX: Final = 120_000  # virtual time the liveness phase may take to commit after faults stop
 
+# --- leases (zvsr.apps.coordination), in milliseconds of cluster time (zvsr.apps.base.OpContext) ---
+LEASE_TTL_MS_MIN: Final = 1  # a lease_grant's ttl_ms below this is `out_of_range` ...
+LEASE_TTL_MS_MAX: Final = 24 * 60 * 60 * 1000  # ... and above this (1 day): longer-lived data needs no lease
+LEASES_MAX: Final = 100_000  # live leases per cluster; a lease_grant beyond gives `lease_limit`
+LEASE_KEYS_MAX: Final = 10_000  # keys + locks attached to one lease; attaching one more gives `lease_keys_limit`
+# ... and their names, counted as msgpack str (UTF-8 bytes + 5), at most this many bytes, also `lease_keys_limit`:
+# the names a lease_revoke, lease_ttl or lease_expire lists then always fit in one result (RESULT_BYTES_MAX).
+LEASE_NAMES_BYTES_MAX: Final = 512 * 1024
+LEASE_LOCK_DELAY_MS_MAX: Final = 60_000  # an expired lease's locks stay unavailable this long at most (lock delay)
+# Leases one lease_expire op ends (smallest deadline first; also no more than LEASE_NAMES_BYTES_MAX of key names):
+# the rest stay due, and the primary proposes another lease_expire for them.
+LEASE_EXPIRE_BATCH_MAX: Final = 1_000
+
 # --- lease holders (zvsr.client) ---
 # Replicas' clocks may run up to 5% apart in rate (the simulator draws each replica's rate within the same bound,
 # SIM_CLOCK_RATE_SPREAD), so cluster time may pass up to this much faster than a holder's clock measures: a holder

@@ -30,8 +30,10 @@ incr, and after a resync one per key that the new snapshot changed. `state` is t
 
 What changes a key is read from the operation *and* its result (`coordination_changes`): ``put`` with result
 nil sets the value; ``delete`` with result true removes the key; ``cas`` with ``ok: true`` sets ``new``;
-``incr`` with an int result sets that int; error results and ``get`` change nothing. Locks are not keys: the
-copy does not track them (the snapshot query lists keys only). For another app, pass ``derive``: a function
+``incr`` with an int result sets that int; ``lease_revoke`` and ``lease_expire`` (the primary's own op when a
+lease's time is up) remove every key their result lists under ``deleted``, so a lease ending shows as deletes of
+its keys; error results and ``get`` change nothing. Locks are not keys: the copy does not track them (the
+snapshot query lists keys only). For another app, pass ``derive``: a function
 from (operation, result, prefix) to the changes, and give that app an ``items_with_prefix(prefix)``.
 
 The stream is on the replicas, not the proxies: a watcher needs every replica's watch and client endpoints
@@ -91,11 +93,21 @@ def _unpack(data: bytes) -> tuple[bool, Any]:
 
 def coordination_changes(operation: bytes, result: bytes, prefix: str) -> list[Change]:
     """The changes a coordination op (`zvsr.apps.coordination`) made to keys under `prefix`, read from the op
-    and its result: the result says whether it took effect (see the module docstring)."""
+    and its result: the result says whether it took effect (see the module docstring).
+
+    A lease that ends deletes its keys: ``lease_revoke`` and ``lease_expire`` list them in their result's
+    ``deleted``, one delete each. A ``put`` with a lease is an ordinary put.
+    """
     ok, op = _unpack(operation)
     if not ok or type(op) is not dict:
         return []
     name, key = op.get("op"), op.get("key")
+    if name == "lease_revoke" or name == "lease_expire":
+        ok, value = _unpack(result)
+        deleted = value.get("deleted") if ok and type(value) is dict else None
+        if type(deleted) is not list:  # an error result
+            return []
+        return [(gone, None, True) for gone in deleted if type(gone) is str and gone.startswith(prefix)]
     if type(key) is not str or not key.startswith(prefix):
         return []
     ok, value = _unpack(result)

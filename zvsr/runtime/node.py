@@ -657,6 +657,8 @@ class ReplicaNode:
             "log_first_op": core.log_base + 1 if core.op_number > core.log_base else 0,
             "log_last_op": core.op_number,
             "snapshot_op": core.snapshot_op,
+            # This replica's cluster clock (docs/design.md "Cluster time"): the stamp a primary would give now.
+            "cluster_time_ns": core.cluster_time.now(),
             "data_dir_bytes": self._storage.size_bytes(),
             "fsync": self._storage.fsync,
         }

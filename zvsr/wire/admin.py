@@ -13,7 +13,8 @@ type    message          fields
 31      Status           ``type`` plus the fields of `zvsr.runtime.node.ReplicaNode.status` (see there):
                          replica, cluster, epoch, status, view, role, primary, op_number, commit_number,
                          last_normal_view, state_transfer, start, last_heard_ms, counters, traffic,
-                         uptime_s, endpoints, data_dir
+                         uptime_s, endpoints, data_dir, log_first_op, log_last_op, snapshot_op,
+                         cluster_time_ns, data_dir_bytes, fsync
 23      Error (bare)     ``{"type": 23, "code": "bad_request", "message": str}``
 32      SnapshotQuery    ``{"type": 32, "prefix": str}``: the watch stream's snapshot (below)
 33      Snapshot         ``{"type": 33, "op_number": uint, "items": {str: value}}``, or on failure

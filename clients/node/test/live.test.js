@@ -95,7 +95,7 @@ for (const mode of ['proxy', 'direct']) {
     assert.deepEqual(await c.execute({ op: 'get', key: key('c') }), 2);
     await assert.rejects(c.execute({ op: 'frobnicate' }), (e) => e instanceof AppError && e.code === 'bad_request');
     assert.deepEqual(await c.execute({ op: 'frobnicate' }, { raiseAppErrors: false }), {
-      error: 'bad_request', message: "'op' must be one of cas, delete, get, incr, lock, put, unlock",
+      error: 'bad_request', message: "'op' must be one of cas, delete, get, incr, lease_expire, lease_grant, lease_keepalive, lease_list, lease_revoke, lease_ttl, lock, put, unlock",
     });
     assert.ok(c.requestNumber >= 20n);
   });
