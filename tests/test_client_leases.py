@@ -17,7 +17,15 @@ import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 import pytest
 import zmq
 import zmq.asyncio
-from zmq_fakes import fake_replicas, local_config, wait_for
+from zmq_fakes import (
+    NODES_AVAILABLE,
+    fake_replicas,
+    local_config,
+    node_cluster,
+    node_config,
+    running_proxy,
+    wait_for,
+)
 
 from zvsr.client import (
     AppError,
@@ -344,3 +352,140 @@ def test_the_async_lease_is_kept_alive_by_a_task_lost_when_ended_and_revoked_on_
     with fake_primary(context) as (app, config):
         asyncio.run(asyncio.wait_for(scenario(app, replicas(config)), 30))
     assert issubclass(LeaseNotFound, ZvsrError)
+
+
+# --- real replica nodes: leases end through the log -----------------------------------------------------------
+
+requires_nodes = pytest.mark.skipif(not NODES_AVAILABLE, reason="zvsr.runtime.node is not importable")
+
+
+@contextmanager
+def real_cluster(context: zmq.Context[zmq.Socket[bytes]]) -> Iterator[str]:
+    """Three replica nodes (threads of this process) and a proxy; yields the proxy's endpoint."""
+    config = node_config()
+    with node_cluster(config, context), running_proxy(config, context) as proxy:
+        yield proxy.endpoint
+
+
+def gone(client: Client, key: str) -> bool:
+    return client.get(key) is None
+
+
+@requires_nodes
+@pytest.mark.timeout(60)
+def test_grant_keepalive_revoke_round_trip_on_real_replicas(context: zmq.Context[zmq.Socket[bytes]]) -> None:
+    with real_cluster(context) as proxy, Client(proxy, context=context, timeout_ms=10_000) as client:
+        grant = client.lease_grant(10_000)
+        assert grant.ttl_ms == 10_000 and grant.id >= 1
+        assert client.lease_keepalive(grant.id) == 10_000
+        client.put("eph", {"n": 1}, lease=grant.id)
+        held = client.lock("job", "me", lease=grant.id)
+        assert held.ok and held.lease == grant.id
+        status = client.lease_ttl(grant.id)
+        assert (status.id, status.ttl_ms, status.keys, status.locks) == (grant.id, 10_000, ["eph"], ["job"])
+        assert 0 < status.remaining_ms <= 10_000
+        assert grant.id in client.lease_list()
+        assert client.lease_revoke(grant.id) == RevokeResult(ok=True, deleted=["eph"])
+        assert client.get("eph") is None
+        after = client.lock("job", "other")
+        assert after.ok and after.token > held.token, "revoking released the lock at once (no lock delay)"
+        assert grant.id not in client.lease_list()
+        assert client.lease_revoke(grant.id) == RevokeResult(ok=False, deleted=[])
+        with pytest.raises(LeaseNotFound):
+            client.lease_keepalive(grant.id)
+        with pytest.raises(LeaseNotFound):
+            client.put("late", 1, lease=grant.id)
+        with pytest.raises(AppError) as out_of_range:
+            client.lease_grant(0)
+        assert out_of_range.value.code == "out_of_range"
+
+
+@requires_nodes
+@pytest.mark.timeout(60)
+def test_a_key_put_with_a_lease_goes_when_the_lease_is_revoked_and_when_it_expires(
+    context: zmq.Context[zmq.Socket[bytes]],
+) -> None:
+    with real_cluster(context) as proxy, Client(proxy, context=context, timeout_ms=10_000) as client:
+        revoked = client.lease_grant(30_000)
+        client.put("a", 1, lease=revoked.id)
+        client.lease_revoke(revoked.id)
+        assert client.get("a") is None
+        # Nobody keeps this one alive: the primary expires it through the log about a second after its grant,
+        # never before ttl × (1 - drift) after the grant was sent.
+        sent = time.monotonic()
+        expiring = client.lease_grant(1000)
+        client.put("b", 2, lease=expiring.id)
+        client.put("kept", 3)
+        assert client.get("b") == 2
+        wait_for(lambda: gone(client, "b"), timeout_s=1 + 5, what="the key of the expired lease to go")
+        assert time.monotonic() - sent >= 1.0 * (1 - LEASE_CLOCK_DRIFT)
+        assert client.get("kept") == 3
+        with pytest.raises(LeaseNotFound):
+            client.lease_ttl(expiring.id)
+
+
+@requires_nodes
+@pytest.mark.timeout(60)
+def test_a_kept_lease_outlives_its_ttl_three_times_and_is_revoked_on_exit(
+    context: zmq.Context[zmq.Socket[bytes]],
+) -> None:
+    with real_cluster(context) as proxy, Client(proxy, context=context, timeout_ms=10_000) as client:
+        with client.lease(ttl=1) as lease:
+            client.put("held", "yes", lease=lease.id)
+            assert client.lock("L", "me", lease=lease.id).ok
+            time.sleep(3)  # the point of the test: three ttls with only the background keepalives
+            assert not lease.lost.is_set()
+            assert client.get("held") == "yes"
+            assert client.lease_ttl(lease.id).keys == ["held"]
+            assert 0 < lease.valid_for() <= 1 * (1 - LEASE_CLOCK_DRIFT)
+        assert client.get("held") is None, "revoked on exit: its key went at once"
+        with pytest.raises(LeaseNotFound):
+            client.lease_keepalive(lease.id)
+        assert client.lock("L", "other").ok
+
+
+@requires_nodes
+@pytest.mark.timeout(60)
+def test_a_lock_whose_holder_stops_keeping_alive_is_taken_after_its_ttl_with_a_larger_token(
+    context: zmq.Context[zmq.Socket[bytes]],
+) -> None:
+    with (
+        real_cluster(context) as proxy,
+        Client(proxy, context=context, timeout_ms=10_000) as holder,
+        Client(proxy, context=context, timeout_ms=10_000) as waiter,
+    ):
+        sent = time.monotonic()
+        first = holder.lock("job", "holder", ttl=1)
+        assert first.ok and first.lease is not None
+        refused = waiter.lock("job", "waiter")
+        assert (refused.ok, refused.owner, refused.token) == (False, "holder", first.token)
+        # The holder stops keeping its lease alive (it died, or hangs): the waiter polls.
+        taken = wait_for(
+            lambda: (result := waiter.lock("job", "waiter")).ok and result,
+            timeout_s=1 + 1 - (time.monotonic() - sent),
+            interval_s=0.05,
+            what="the lock, once the holder's lease expired",
+        )
+        assert time.monotonic() - sent >= 1.0 * (1 - LEASE_CLOCK_DRIFT)
+        assert taken.token > first.token
+        with pytest.raises(LeaseNotFound):
+            holder.lease_keepalive(first.lease)
+
+
+@requires_nodes
+@pytest.mark.timeout(60)
+def test_the_async_kept_lease_on_real_replicas(context: zmq.Context[zmq.Socket[bytes]]) -> None:
+    async def scenario(proxy: str) -> None:
+        async with AsyncClient(proxy, context=zmq.asyncio.Context(context), timeout_ms=10_000) as client:
+            async with client.lease(ttl=1) as lease:
+                await client.put("async-held", 1, lease=lease.id)
+                await asyncio.sleep(2.5)  # more than two ttls, kept alive by the task alone
+                assert not lease.lost.is_set() and await client.get("async-held") == 1
+            assert await client.get("async-held") is None
+            locked = await client.lock("async-lock", "me", ttl=5)
+            assert locked.ok and locked.lease in await client.lease_list()
+            assert (await client.lease_revoke(locked.lease)).ok
+
+    with real_cluster(context) as proxy:
+        asyncio.run(asyncio.wait_for(scenario(proxy), 40))
+
