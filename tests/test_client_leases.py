@@ -7,6 +7,7 @@ unanswered), then against real replica nodes, where leases expire through the lo
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 import pytest
 import zmq
 import zmq.asyncio
+from click.testing import CliRunner, Result
 from zmq_fakes import (
     NODES_AVAILABLE,
     fake_replicas,
@@ -27,6 +29,7 @@ from zmq_fakes import (
     wait_for,
 )
 
+from zvsr.cli import main
 from zvsr.client import (
     AppError,
     AsyncClient,
@@ -489,3 +492,60 @@ def test_the_async_kept_lease_on_real_replicas(context: zmq.Context[zmq.Socket[b
     with real_cluster(context) as proxy:
         asyncio.run(asyncio.wait_for(scenario(proxy), 40))
 
+
+# --- the CLI: zvsr kv lease ..., kv put --lease, kv lock --ttl | --lease -----------------------------------------
+
+
+def kv(proxy: str, *args: str) -> Result:
+    return CliRunner().invoke(main, ["kv", "--proxy", proxy, "--timeout-ms", "10000", *args])
+
+
+def ok(result: Result) -> Any:
+    assert result.exit_code == 0, (result.exit_code, result.output, result.exception)
+    return json.loads(result.output)
+
+
+@requires_nodes
+@pytest.mark.timeout(60)
+def test_the_kv_lease_commands_on_real_replicas(context: zmq.Context[zmq.Socket[bytes]]) -> None:
+    with real_cluster(context) as proxy:
+        grant = ok(kv(proxy, "lease", "grant", "--ttl", "30"))
+        assert grant == {"lease": grant["lease"], "ttl_ms": 30_000}
+        lease = str(grant["lease"])
+        assert ok(kv(proxy, "put", "cli/eph", '{"a": 1}', "--lease", lease)) is None
+        assert ok(kv(proxy, "lease", "keepalive", lease)) == 30_000
+        status = ok(kv(proxy, "lease", "ttl", lease))
+        assert status == {**status, "lease": int(lease), "ttl_ms": 30_000, "keys": ["cli/eph"], "locks": []}
+        assert 0 < status["remaining_ms"] <= 30_000
+        assert int(lease) in ok(kv(proxy, "lease", "list"))
+        held = ok(kv(proxy, "lock", "cli/job", "w1", "--lease", lease))
+        assert held["ok"] is True and held["owner"] == "w1"
+        assert ok(kv(proxy, "lease", "revoke", lease)) == {"ok": True, "deleted": ["cli/eph"]}
+        assert ok(kv(proxy, "get", "cli/eph")) is None
+        # A lease that is not live: the app's error code, exit 1.
+        missing = kv(proxy, "lease", "keepalive", lease)
+        assert missing.exit_code == 1 and "lease_not_found" in missing.output
+        assert ok(kv(proxy, "lease", "revoke", lease)) == {"ok": False, "deleted": []}
+
+        # lock --ttl grants the lease itself and prints it with the token; nobody keeps it alive here.
+        mine = ok(kv(proxy, "lock", "cli/ttl", "w2", "--ttl", "1"))
+        assert mine["ok"] is True and type(mine["lease"]) is int and mine["token"] > held["token"]
+        theirs = ok(kv(proxy, "lock", "cli/ttl", "w3", "--ttl", "1"))
+        assert theirs == {"ok": False, "owner": "w2", "token": mine["token"]}, "not taken: no lease printed"
+        wait_for(lambda: ok(kv(proxy, "lock", "cli/ttl", "w3"))["ok"], timeout_s=6, what="w2's lease to expire")
+        # A lock delay keeps an expired holder's lock from anyone for a while.
+        delayed = ok(kv(proxy, "lease", "grant", "--ttl", "0.5", "--lock-delay", "30"))
+        assert ok(kv(proxy, "lock", "cli/delayed", "w4", "--lease", str(delayed["lease"])))["ok"]
+        answer = wait_for(
+            lambda: (a := ok(kv(proxy, "lock", "cli/delayed", "w5")))["owner"] is None and a,
+            timeout_s=6,
+            what="the lock delay",
+        )
+        assert answer["ok"] is False and 0 < answer["delay_ms"] <= 30_000
+
+        usage = kv(proxy, "lock", "cli/x", "w6", "--ttl", "1", "--lease", "1")
+        assert usage.exit_code == 2 and "not both" in usage.output
+        for bad in (["lease", "grant"], ["lease", "grant", "--ttl", "0"], ["lease", "keepalive", "x"]):
+            assert kv(proxy, *bad).exit_code == 2, bad
+        out_of_range = kv(proxy, "lease", "grant", "--ttl", "100000")
+        assert out_of_range.exit_code == 1 and "out_of_range" in out_of_range.output
