@@ -789,3 +789,39 @@ def test_lease_commands_send_the_lease_operations_and_print_their_answers(
     ):
         expect(kv(*bad, endpoints=fake.endpoints), EXIT_USAGE)
     assert not fake.sockets[0].poll(0), "a usage error sent something"
+
+
+@pytest.mark.timeout(180)
+def test_leases_on_a_real_cluster(cluster: ProcessCluster) -> None:
+    """A key and a lock on a lease nobody keeps alive go when it expires; the lock is then taken with a larger
+    token. Revoke deletes a lease's keys at once."""
+    proxy = [cluster.config.proxy]
+    with logs_on_failure(cluster):
+        lease = expect(kv("lease", "grant", "1000", endpoints=proxy), 0).strip()
+        assert lease.isdigit(), lease
+        expect(kv("lease", "keepalive", lease, endpoints=proxy), 0, "1000\n")
+        expect(kv("put", "--lease", lease, "c-lease/eph", "x", endpoints=proxy), 0, "OK\n")
+        held = re.fullmatch(
+            r"ok (\d+)\n", expect(kv("lock", "--lease", lease, "c-lease/job", "a", endpoints=proxy), 0)
+        )
+        assert held, "the lock on the lease"
+        expect(kv("lock", "c-lease/job", "b", endpoints=proxy), EXIT_NO, f"held a {held.group(1)}\n")
+
+        def taken() -> str | None:
+            result = kv("lock", "c-lease/job", "b", endpoints=proxy)
+            return result.stdout if result.returncode == 0 else None
+
+        after = wait_for(taken, timeout_s=20, what="the lock of the expired lease")
+        token = re.fullmatch(r"ok (\d+)\n", after)
+        assert token and int(token.group(1)) > int(held.group(1)), after
+        expect(kv("get", "c-lease/eph", endpoints=proxy), EXIT_NO, "")
+        expired = expect(kv("lease", "keepalive", lease, endpoints=proxy), EXIT_APP)
+        assert expired == ""
+        assert "lease_not_found" in kv("lease", "keepalive", lease, endpoints=proxy).stderr
+        expect(kv("lease", "revoke", lease, endpoints=proxy), EXIT_NO, "not live\n")
+
+        other = expect(kv("lease", "grant", "60000", "500", endpoints=proxy), 0).strip()
+        expect(kv("put", "--lease", other, "c-lease/a", "1", endpoints=proxy), 0, "OK\n")
+        expect(kv("put", "--lease", other, "c-lease/b", "2", endpoints=proxy), 0, "OK\n")
+        expect(kv("lease", "revoke", other, endpoints=proxy), 0, 'revoked ["c-lease/a", "c-lease/b"]\n')
+        expect(kv("get", "c-lease/a", endpoints=proxy), EXIT_NO, "")
