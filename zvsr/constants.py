@@ -164,3 +164,10 @@ LEASE_LOCK_DELAY_MS_MAX: Final = 60_000  # an expired lease's locks stay unavail
 # Leases one lease_expire op ends (smallest deadline first; also no more than LEASE_NAMES_BYTES_MAX of key names):
 # the rest stay due, and the primary proposes another lease_expire for them.
 LEASE_EXPIRE_BATCH_MAX: Final = 1_000
+
+# --- lease holders (zvsr.client) ---
+# Replicas' clocks may run up to 5% apart in rate (the simulator draws each replica's rate within the same bound,
+# SIM_CLOCK_RATE_SPREAD), so cluster time may pass up to this much faster than a holder's clock measures: a holder
+# assumes its lease for at most ttl × (1 - LEASE_CLOCK_DRIFT), measured from the send time of the last keepalive
+# (or grant) that was acknowledged.
+LEASE_CLOCK_DRIFT: Final = 0.05
