@@ -542,3 +542,73 @@ def test_load_app_accepts_a_user_class_and_a_dotted_attribute(user_module: str) 
 def test_load_app_explains_what_is_wrong(user_module: str, spec: str, complaint: str) -> None:
     with pytest.raises(AppLoadError, match=complaint):
         load_app(spec)
+
+
+# --- the op's context and the app's timers through the adapter ------------------------------------------------
+
+
+class _Recorder:
+    """An app with the two-parameter apply and a timer."""
+
+    def __init__(self) -> None:
+        self.contexts: list[OpContext] = []
+        self.answer: Any = None
+
+    def apply(self, op: Any, ctx: OpContext) -> Any:
+        self.contexts.append(ctx)
+        return op
+
+    def due(self, timestamp_ns: int) -> Any:
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+    def snapshot(self) -> bytes:
+        return b""
+
+    def restore(self, data: bytes) -> None:
+        pass
+
+
+class _OneParameter:
+    """An app written before cluster time: apply(op) only, no timer."""
+
+    def apply(self, op: Any) -> Any:
+        return op
+
+    def snapshot(self) -> bytes:
+        return b""
+
+    def restore(self, data: bytes) -> None:
+        pass
+
+
+def test_an_app_taking_a_context_gets_the_entrys_op_number_cluster_time_and_view() -> None:
+    app = _Recorder()
+    machine = MsgpackStateMachine(app)
+    result = machine.apply(as_entry(msgpack.packb("x"), op_number=7, timestamp=123_456, view=2))
+    assert msgpack.unpackb(result) == "x"
+    [context] = app.contexts
+    assert type(context) is OpContext and context == OpContext(op_number=7, timestamp_ns=123_456, view=2)
+    assert (context.op_number, context.timestamp_ns, context.view) == (7, 123_456, 2)
+
+
+def test_an_app_written_against_apply_op_runs_unchanged_and_has_nothing_due() -> None:
+    machine = MsgpackStateMachine(_OneParameter())
+    assert msgpack.unpackb(machine.apply(as_entry(msgpack.packb([1, 2])))) == [1, 2]
+    assert machine.due(10**12) is None
+
+
+def test_an_apps_due_answer_is_encoded_and_a_failing_or_unencodable_timer_counts_as_nothing_due() -> None:
+    app = _Recorder()
+    machine = MsgpackStateMachine(app)
+    assert machine.due(5) is None
+    app.answer = {"op": "lease_expire"}
+    assert machine.due(5) == msgpack.packb({"op": "lease_expire"}, use_bin_type=True)
+    app.answer = RuntimeError("timer bug")
+    assert machine.due(5) is None
+    app.answer = object()  # not a msgpack value
+    assert machine.due(5) is None
+    app.answer = "x" * (constants.OPERATION_BYTES_MAX + 1)
+    assert machine.due(5) is None
+    assert machine.due_failures == 3

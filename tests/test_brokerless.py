@@ -3,9 +3,10 @@
 - reqrep_service: the ledger handler as a zvsr app (snapshot/restore), the pre-zvsr REP server with its REQ
   client, and the same unchanged client against a cluster's proxy while the primary is killed with SIGKILL:
   every acknowledged request is in the final state exactly once.
-- worker_pool: workers serialising their writes to a fenced journal with a zvsr lock; one stalls inside the
-  critical section long enough to have its lock broken, then the zvsr primary is killed: the journal never
-  served a stale token, every job is written exactly once, and work goes on after the failover.
+- worker_pool: workers serialising their writes to a fenced journal with a zvsr lock held with a lease; one is
+  paused inside the critical section until its lease expired, one is killed holding the lock (its lease expires
+  and the lock goes on), then the zvsr primary is killed: the journal never served a stale token, every job is
+  written exactly once (but the one lost with the killed worker), and work goes on after the failover.
 
 Ports come from the kernel; every process is killed at the end; waits are for conditions, with deadlines.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -28,6 +30,8 @@ import pytest
 import zmq
 
 from zvsr.apps import MsgpackStateMachine
+from zvsr.client import Client, LeaseNotFound
+from zvsr.constants import LEASE_CLOCK_DRIFT
 from zvsr.protocol.messages import LogEntry
 from zvsr.runtime.processes import ProcessCluster, free_ports, process_cluster, wait_for
 
@@ -41,6 +45,8 @@ from brokerless.worker_pool.store import request as store_request  # noqa: E402
 from brokerless.worker_pool.store import verify  # noqa: E402
 
 LEDGER_APP = "brokerless.reqrep_service.app:LedgerApp"
+# What worker.py logs when --crash-at-job kills it inside the critical section.
+DIED = re.compile(r"w3: job (?P<job>\d+): dying with the lock \(token (?P<token>\d+), lease (?P<lease>\d+)")
 
 
 @pytest.fixture
@@ -263,8 +269,10 @@ def test_the_unchanged_req_client_through_the_proxy_survives_kill_9_of_the_prima
 def test_the_worker_pool_fences_a_stale_writer_and_survives_kill_9_of_the_primary(
     tmp_path: Path, importable: None
 ) -> None:
-    """Three workers, lease 1 s; w2 stalls 5 s inside its critical section (its lock is broken and its write
-    refused); then the zvsr primary is killed with SIGKILL while the pool keeps writing."""
+    """Three workers, lease 1 s. w2 is paused (SIGSTOP) 5 s inside its critical section: its lease expires, the
+    lock goes to another worker, and w2's stale write is refused. w3 is killed (SIGKILL) holding the lock, right
+    after renewing its lease: nobody releases the lock for it, yet the next token is served a whole ttl later,
+    once its lease expired through the log. Then the zvsr primary is killed while the pool keeps writing."""
     with process_cluster(tmp_path) as cluster:
         cluster.wait_for_primary()
         store, jobs = (f"tcp://127.0.0.1:{port}" for port in free_ports(2))
@@ -278,6 +286,7 @@ def test_the_worker_pool_fences_a_stale_writer_and_survives_kill_9_of_the_primar
                 "--lease-s", "1",
                 "--work-ms", "10",
                 "--stall", "2:3:5",
+                "--crash", "3:4",
                 "--store-endpoint", store,
                 "--jobs-endpoint", jobs,
                 "--json",
@@ -306,6 +315,23 @@ def test_the_worker_pool_fences_a_stale_writer_and_survives_kill_9_of_the_primar
                 stale_write_redone, timeout_s=40, what="w2's stale write to be refused, and the job redone"
             )
             assert rewritten_token > refused_token
+
+            def dead_holder_replaced() -> tuple[int, int] | None:
+                """(index of w3's last served request, index of the next one), once the next one was served."""
+                accepted = journal()["accepted"]
+                mine = [index for index, (_, writer, _, _) in enumerate(accepted) if writer == "w3"]
+                return (mine[-1], mine[-1] + 1) if mine and mine[-1] + 1 < len(accepted) else None
+
+            died = wait_for(
+                lambda: DIED.search((tmp_path / "pool.log").read_text(errors="replace")),
+                timeout_s=40,
+                what="w3 to die holding the lock",
+            )
+            dead_holder = wait_for(
+                dead_holder_replaced, timeout_s=20, what="dead w3's lock to go to another worker"
+            )
+            with Client(cluster.config.proxy, timeout_ms=10_000) as client, pytest.raises(LeaseNotFound):
+                client.lease_ttl(int(died.group("lease")))  # it expired: nobody revokes another worker's lease
             primary = cluster.wait_for_primary()
             at_kill = len(journal()["slots"])
             cluster.kill(primary)
@@ -327,8 +353,11 @@ def test_the_worker_pool_fences_a_stale_writer_and_survives_kill_9_of_the_primar
 
     assert report["problems"] == [], report["problems"]
     assert report["missing_jobs"] == [] and report["unknown_jobs"] == []
-    assert report["slots"] == report["handed_out"] >= at_kill + 40
-    assert set(report["worker_exit_codes"].values()) == {0}
+    (lost_job,) = report["crashed"].values()
+    assert list(report["crashed"]) == ["w3"] and type(lost_job) is int
+    assert report["slots"] == report["handed_out"] - 1 >= at_kill + 40  # all but the job lost with w3
+    assert report["worker_exit_codes"] == {"w1": 0, "w2": 0, "w3": -signal.SIGKILL}
+    assert lost_job not in [slot[2]["job"] for slot in last["slots"]]
     # The stalled job: its stale write was refused, and w2 wrote it again under a newer token.
     stale = [record for writer, record in report["refused_writes"] if writer == "w2"]
     assert stale, report["refused_writes"]
@@ -341,6 +370,15 @@ def test_the_worker_pool_fences_a_stale_writer_and_survives_kill_9_of_the_primar
     assert all(len(names) == 1 for names in writers.values()), "two writers used one token"
     job = stale[0]["job"]
     assert [slot[:2] for slot in last["slots"] if slot[2]["job"] == job] == [[rewritten_token, "w2"]]
+    # The killed holder: its last request (its length query, under its token) was served, it never wrote, and the
+    # next request — from another worker, under a newer token — was served only after a whole lease ttl (1 s):
+    # the lock stayed w3's until its lease expired, and nobody broke it.
+    assert int(died.group("job")) == lost_job
+    mine, following = dead_holder
+    token, writer, cmd, _ = last["accepted"][mine]
+    assert (token, writer, cmd) == (int(died.group("token")), "w3", "length")
+    assert last["accepted"][following][0] > token and last["accepted"][following][1] != "w3"
+    assert last["accepted_at"][following] - last["accepted_at"][mine] >= 1.0 * (1 - LEASE_CLOCK_DRIFT)
 
 
 # --- config distribution: agents follow a prefix through a failover ------------------------------------------

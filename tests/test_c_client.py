@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 import pytest
@@ -685,3 +686,142 @@ def test_after_a_failover_the_client_follows_the_new_primary(cluster: ProcessClu
         seen = re.search(r"view=(\d+) status=ok", done.stderr)
         assert seen and int(seen.group(1)) == view["view"], done.stderr
         expect(kv("incr", "failover/count", endpoints=[cluster.config.proxy]), 0, "1\n")
+
+
+# --- leases ------------------------------------------------------------------------------------------------------
+
+
+def _answered(
+    fake: FakeReplicas, args: list[str], result: Any
+) -> tuple[dict[str, Any], subprocess.CompletedProcess[str]]:
+    """Run `zvsr-kv args` against one fake proxy answering `result` (a msgpack value): the op sent, the run."""
+    ops: list[dict[str, Any]] = []
+
+    def answer(copy: Copy) -> bytes:
+        ops.append(msgpack.unpackb(copy.request.operation, raw=False))
+        packed = msgpack.packb(result, use_bin_type=True)
+        return encode(Reply(view=0, client_id=copy.request.client_id, request_number=1, result=packed))
+
+    _, done = _run_until_exit(fake, ["--timeout-ms", "10000", "-e", fake.endpoints[0], *args], answer)
+    assert len(ops) == 1, ops
+    return ops[0], done
+
+
+@pytest.mark.timeout(120)
+def test_lease_commands_send_the_lease_operations_and_print_their_answers(
+    fakes: tuple[zmq.Context[zmq.Socket[bytes]], list[FakeReplicas]],
+) -> None:
+    context, made = fakes
+    fake = FakeReplicas(context, 1)
+    made.append(fake)
+    not_found = {"error": "lease_not_found", "message": "lease_keepalive: lease 43 is not live"}
+    cases: list[tuple[list[str], Any, dict[str, Any], int, str]] = [
+        (
+            ["lease", "grant", "5000"],
+            {"lease": 42, "ttl_ms": 5000},
+            {"op": "lease_grant", "ttl_ms": 5000},
+            0,
+            "42\n",
+        ),
+        (
+            ["lease", "grant", "5000", "250"],
+            {"lease": 43, "ttl_ms": 5000},
+            {"op": "lease_grant", "ttl_ms": 5000, "lock_delay_ms": 250},
+            0,
+            "43\n",
+        ),
+        (["lease", "keepalive", "42"], 4990, {"op": "lease_keepalive", "lease": 42}, 0, "4990\n"),
+        (["lease", "keepalive", "43"], not_found, {"op": "lease_keepalive", "lease": 43}, EXIT_APP, ""),
+        (
+            ["lease", "revoke", "42"],
+            {"ok": True, "deleted": ["a", "b"]},
+            {"op": "lease_revoke", "lease": 42},
+            0,
+            'revoked ["a", "b"]\n',
+        ),
+        (
+            ["lease", "revoke", "43"],
+            {"ok": False, "deleted": []},
+            {"op": "lease_revoke", "lease": 43},
+            EXIT_NO,
+            "not live\n",
+        ),
+        (
+            ["put", "--lease", "42", "k", "v"],
+            None,
+            {"op": "put", "key": "k", "value": "v", "lease": 42},
+            0,
+            "OK\n",
+        ),
+        (
+            ["lock", "--lease", "42", "L", "me"],
+            {"ok": True, "owner": "me", "token": 9},
+            {"op": "lock", "name": "L", "owner": "me", "lease": 42},
+            0,
+            "ok 9\n",
+        ),
+        (  # its holder's lease expired, and the lock delay is running: nobody holds it, nobody may take it
+            ["lock", "L", "you"],
+            {"ok": False, "owner": None, "token": 9, "delay_ms": 250},
+            {"op": "lock", "name": "L", "owner": "you"},
+            EXIT_NO,
+            "delayed 9\n",
+        ),
+    ]
+    for args, result, op, code, stdout in cases:
+        sent, done = _answered(fake, args, result)
+        assert sent == op, (args, sent)
+        expect(done, code, stdout)
+    _, done = _answered(fake, ["lease", "keepalive", "43"], not_found)
+    assert "app error lease_not_found: lease_keepalive: lease 43 is not live" in done.stderr
+    # The command line is checked before anything is sent.
+    for bad in (
+        ["lease"],
+        ["lease", "grant"],
+        ["lease", "grant", "soon"],
+        ["lease", "grant", "5000", "-1"],
+        ["lease", "keepalive"],
+        ["lease", "revoke", "1", "2"],
+        ["lease", "renew", "1"],
+        ["put", "--lease", "x", "k", "v"],
+        ["put", "--lease", "7", "k"],
+        ["lock", "--lease"],
+    ):
+        expect(kv(*bad, endpoints=fake.endpoints), EXIT_USAGE)
+    assert not fake.sockets[0].poll(0), "a usage error sent something"
+
+
+@pytest.mark.timeout(180)
+def test_leases_on_a_real_cluster(cluster: ProcessCluster) -> None:
+    """A key and a lock on a lease nobody keeps alive go when it expires; the lock is then taken with a larger
+    token. Revoke deletes a lease's keys at once."""
+    proxy = [cluster.config.proxy]
+    with logs_on_failure(cluster):
+        lease = expect(kv("lease", "grant", "1000", endpoints=proxy), 0).strip()
+        assert lease.isdigit(), lease
+        expect(kv("lease", "keepalive", lease, endpoints=proxy), 0, "1000\n")
+        expect(kv("put", "--lease", lease, "c-lease/eph", "x", endpoints=proxy), 0, "OK\n")
+        held = re.fullmatch(
+            r"ok (\d+)\n", expect(kv("lock", "--lease", lease, "c-lease/job", "a", endpoints=proxy), 0)
+        )
+        assert held, "the lock on the lease"
+        expect(kv("lock", "c-lease/job", "b", endpoints=proxy), EXIT_NO, f"held a {held.group(1)}\n")
+
+        def taken() -> str | None:
+            result = kv("lock", "c-lease/job", "b", endpoints=proxy)
+            return result.stdout if result.returncode == 0 else None
+
+        after = wait_for(taken, timeout_s=20, what="the lock of the expired lease")
+        token = re.fullmatch(r"ok (\d+)\n", after)
+        assert token and int(token.group(1)) > int(held.group(1)), after
+        expect(kv("get", "c-lease/eph", endpoints=proxy), EXIT_NO, "")
+        expired = expect(kv("lease", "keepalive", lease, endpoints=proxy), EXIT_APP)
+        assert expired == ""
+        assert "lease_not_found" in kv("lease", "keepalive", lease, endpoints=proxy).stderr
+        expect(kv("lease", "revoke", lease, endpoints=proxy), EXIT_NO, "not live\n")
+
+        other = expect(kv("lease", "grant", "60000", "500", endpoints=proxy), 0).strip()
+        expect(kv("put", "--lease", other, "c-lease/a", "1", endpoints=proxy), 0, "OK\n")
+        expect(kv("put", "--lease", other, "c-lease/b", "2", endpoints=proxy), 0, "OK\n")
+        expect(kv("lease", "revoke", other, endpoints=proxy), 0, 'revoked ["c-lease/a", "c-lease/b"]\n')
+        expect(kv("get", "c-lease/a", endpoints=proxy), EXIT_NO, "")

@@ -7,8 +7,9 @@ grown, no decoder outside its contract, every answer readable. See the module do
 
 Two runs of ≥ 100 000 frames:
 - *hostile*: as fast as the replicas take them, with abrupt resets (TCP RST) of connections whose sends
-  time out and 256 MiB frames at the peer ports' MAXMSGSIZE. It currently FAILS: libzmq aborts the replicas
-  (test_a_replica_survives_a_peer_connection_reset_while_its_queue_is_full reduces it to its trigger);
+  time out and 256 MiB frames at the peer ports' MAXMSGSIZE. It once made libzmq abort the replicas
+  (test_a_replica_survives_a_peer_connection_reset_while_its_queue_is_full reduces that to its trigger and
+  keeps it fixed);
 - *paced*: the same frames, but peer-port connections are only closed once the replicas drained them, which
   avoids that trigger and checks everything else.
 

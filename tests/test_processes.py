@@ -19,9 +19,17 @@ import pytest
 import zmq
 
 from zvsr.client import Client, SessionExpired
+from zvsr.constants import TICK_MS
 from zvsr.fuzz.workload import Workload
 from zvsr.lincheck import ZvsrModel, check
-from zvsr.runtime.processes import ProcessCluster, free_ports, port_is_free, process_cluster, wait_for
+from zvsr.runtime.processes import (
+    TEST_TIMEOUTS,
+    ProcessCluster,
+    free_ports,
+    port_is_free,
+    process_cluster,
+    wait_for,
+)
 from zvsr.runtime.status import query
 
 pytestmark = pytest.mark.timeout(180)
@@ -403,3 +411,36 @@ def test_many_clients_through_the_proxy_are_batched_and_each_increment_runs_once
     assert proxy is not None and proxy["counters"].get("request batches sent", 0) >= 1
     primary = cluster.status(cluster.wait_for_primary())
     assert primary is not None and primary["counters"].get("client: request batches", 0) >= 1
+
+
+@pytest.mark.timeout(60)
+def test_a_new_cluster_whose_primary_starts_last_settles_in_view_0(tmp_path: Path) -> None:
+    """Replicas 1 and 2 of a new cluster start and wait longer than their primary timeout (with jitter) before
+    replica 0, the primary of view 0, starts at all: the startup grace keeps them from a view change, and the
+    cluster serves in view 0 (a clean `zvsr cluster up` must not begin with a view change)."""
+    # A grace longer than the default's 2 s, so a slow CI machine starting replica 0 cannot run past it.
+    cluster = ProcessCluster(tmp_path, timeouts={**TEST_TIMEOUTS, "startup_grace_ticks": 400})
+    try:
+        for index in (1, 2):
+            cluster.start_node(index)
+        cluster.start_proxy()
+        suspect_ticks = TEST_TIMEOUTS["primary_timeout_ticks"] + TEST_TIMEOUTS["primary_timeout_jitter_ticks"]
+        suspect_after_s = suspect_ticks * TICK_MS / 1000
+
+        def both_up_past_their_timeout() -> bool:
+            statuses = cluster.statuses()
+            return all(
+                index in statuses and statuses[index]["uptime_s"] > 1.5 * suspect_after_s for index in (1, 2)
+            )
+
+        wait_for(both_up_past_their_timeout, timeout_s=30, what="replicas 1 and 2 up past their primary timeout")
+        assert {status["view"] for status in cluster.statuses().values()} == {0}, "a view change before r0 ran"
+        cluster.start_node(0)
+        assert cluster.wait_for_primary(timeout_s=30) == 0
+        views = {index: status["view"] for index, status in cluster.statuses().items()}
+        assert views == {0: 0, 1: 0, 2: 0}, views
+    except BaseException:
+        print(cluster.logs())
+        raise
+    finally:
+        cluster.cleanup()

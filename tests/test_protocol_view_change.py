@@ -303,3 +303,27 @@ def test_new_primary_sends_heartbeats_and_backups_stay_quiet() -> None:
     view_change_to_one(cluster, without={0})
     cluster.tick(config.heartbeat_ticks, only={1})
     assert sorted(item.to for item in cluster.queued(Commit, source=1)) == [0, 2]
+
+
+def test_a_brand_new_backup_gives_the_primary_of_view_0_the_startup_grace_once() -> None:
+    """A new cluster: replica 1 starts, the primary of view 0 has not started yet. Replica 1 waits the startup
+    grace on top of its primary timeout before it suspects anyone; once it has heard from the primary, a
+    silence is suspected after the plain timeout again."""
+    grace, timeout = 50, 20
+    cluster = Cluster(3, config=steady_config(3, startup_grace_ticks=grace, primary_timeout_ticks=timeout))
+    backup = cluster.replicas[1]
+    waited = cluster.tick_until(1, lambda: backup.status is Status.VIEW_CHANGE)
+    assert waited == timeout + grace
+    # The same replica restarted from its disk gets no grace: it is not a cluster starting up.
+    restarted = Cluster(3, config=steady_config(3, startup_grace_ticks=grace, primary_timeout_ticks=timeout))
+    restarted.crash_and_restart_from_disk(1, restarted.durable_state(1))
+    assert restarted.tick_until(1, lambda: restarted.replicas[1].status is Status.VIEW_CHANGE) == timeout
+
+
+def test_the_startup_grace_lasts_one_period_a_heartbeat_resets_to_the_plain_primary_timeout() -> None:
+    grace, timeout = 50, 20
+    cluster = Cluster(3, config=steady_config(3, startup_grace_ticks=grace, primary_timeout_ticks=timeout))
+    cluster.tick(5, only={0})  # the primary's heartbeats go out
+    cluster.deliver_all()
+    backup = cluster.replicas[1]
+    assert cluster.tick_until(1, lambda: backup.status is Status.VIEW_CHANGE) == timeout

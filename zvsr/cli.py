@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -35,6 +37,9 @@ from zvsr.runtime.cluster_config import (
     load_config,
 )
 from zvsr.sim.cli import sim_command
+
+if TYPE_CHECKING:
+    from zvsr.client import Client
 
 
 @click.group()
@@ -255,7 +260,9 @@ def kv_group(
     context.obj = {"proxy": proxy_endpoint or config.proxy, "timeout_ms": timeout_ms, "config": config}
 
 
-def run_kv(context: click.Context, operation: dict[str, Any]) -> None:
+@contextmanager
+def kv_client(context: click.Context) -> Iterator[Client]:
+    """A client to the kv group's proxy; a ZvsrError in the block becomes a ClickException ("code: message")."""
     from zvsr.client import Client, ZvsrError, curve_for_proxy
 
     settings = context.find_object(dict)
@@ -266,10 +273,24 @@ def run_kv(context: click.Context, operation: dict[str, Any]) -> None:
         raise click.ClickException(str(error)) from error
     try:
         with Client(settings["proxy"], timeout_ms=settings["timeout_ms"], curve=curve) as client:
-            result = client.execute(operation)
+            yield client
     except ZvsrError as error:
         raise click.ClickException(f"{error.code}: {error}") from error
+
+
+def run_kv(context: click.Context, operation: dict[str, Any]) -> None:
+    with kv_client(context) as client:
+        result = client.execute(operation)
+    echo_json(result)
+
+
+def echo_json(result: Any) -> None:
     click.echo(json.dumps(result, default=_json_default))
+
+
+def seconds_to_ms(seconds: float) -> int:
+    """Whole milliseconds; a positive duration is at least 1 ms."""
+    return max(1, round(seconds * 1000)) if seconds > 0 else 0
 
 
 def _json_default(value: Any) -> Any:
@@ -286,13 +307,22 @@ def kv_get(context: click.Context, key: str) -> None:
     run_kv(context, {"op": "get", "key": key})
 
 
+lease_id_option = click.option(
+    "--lease", "lease_id", type=int, default=None, metavar="ID", help="Attach to this lease (`kv lease grant`)."
+)
+
+
 @kv_group.command("put")
 @click.argument("key")
 @click.argument("value")
+@lease_id_option
 @click.pass_context
-def kv_put(context: click.Context, key: str, value: str) -> None:
-    """Set KEY to VALUE."""
-    run_kv(context, {"op": "put", "key": key, "value": parse_value(value)})
+def kv_put(context: click.Context, key: str, value: str, lease_id: int | None) -> None:
+    """Set KEY to VALUE; with --lease, KEY is deleted when the lease ends."""
+    operation = {"op": "put", "key": key, "value": parse_value(value)}
+    if lease_id is not None:
+        operation["lease"] = lease_id
+    run_kv(context, operation)
 
 
 @kv_group.command("del")
@@ -325,10 +355,37 @@ def kv_incr(context: click.Context, key: str, by: int) -> None:
 @kv_group.command("lock")
 @click.argument("name")
 @click.argument("owner")
+@click.option(
+    "--ttl",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Grant a lease of this length for the lock and print its id: keep it alive with `kv lease keepalive`.",
+)
+@lease_id_option
 @click.pass_context
-def kv_lock(context: click.Context, name: str, owner: str) -> None:
-    """Acquire lock NAME for OWNER; prints ok, holder and fencing token."""
-    run_kv(context, {"op": "lock", "name": name, "owner": owner})
+def kv_lock(context: click.Context, name: str, owner: str, ttl: float | None, lease_id: int | None) -> None:
+    """Acquire lock NAME for OWNER; prints ok, holder and fencing token (and the lease, with --ttl).
+
+    With --lease or --ttl the lock is released when the lease ends; a lock whose lease expired may stay
+    unavailable for the lease's lock delay (the answer then has delay_ms).
+    """
+    if ttl is not None and lease_id is not None:
+        raise click.UsageError("give --ttl or --lease, not both")
+    if ttl is None:
+        operation: dict[str, Any] = {"op": "lock", "name": name, "owner": owner}
+        if lease_id is not None:
+            operation["lease"] = lease_id
+        run_kv(context, operation)
+        return
+    with kv_client(context) as client:
+        result = client.lock(name, owner, ttl=seconds_to_ms(ttl) / 1000)
+    answer: dict[str, Any] = {"ok": result.ok, "owner": result.owner, "token": result.token}
+    if result.lease is not None:
+        answer["lease"] = result.lease
+    if result.delay_ms:
+        answer["delay_ms"] = result.delay_ms
+    echo_json(answer)
 
 
 @kv_group.command("unlock")
@@ -338,3 +395,63 @@ def kv_lock(context: click.Context, name: str, owner: str) -> None:
 def kv_unlock(context: click.Context, name: str, owner: str) -> None:
     """Release lock NAME held by OWNER."""
     run_kv(context, {"op": "unlock", "name": name, "owner": owner})
+
+
+@kv_group.group("lease")
+def kv_lease_group() -> None:
+    """Leases: keys (`kv put --lease`) and locks (`kv lock --lease`) that end when their lease does.
+
+    A lease ends TTL seconds of cluster time after its grant or latest keepalive, or when revoked.
+    """
+
+
+@kv_lease_group.command("grant")
+@click.option(
+    "--ttl", type=click.FloatRange(min=0, min_open=True), required=True, metavar="SECONDS", help="Time to live."
+)
+@click.option(
+    "--lock-delay",
+    type=click.FloatRange(min=0),
+    default=0,
+    show_default=True,
+    metavar="SECONDS",
+    help="When the lease expires, its locks stay unavailable this long.",
+)
+@click.pass_context
+def kv_lease_grant(context: click.Context, ttl: float, lock_delay: float) -> None:
+    """Grant a lease; prints its id and ttl_ms."""
+    operation: dict[str, Any] = {"op": "lease_grant", "ttl_ms": seconds_to_ms(ttl)}
+    if lock_delay > 0:
+        operation["lock_delay_ms"] = seconds_to_ms(lock_delay)
+    run_kv(context, operation)
+
+
+@kv_lease_group.command("keepalive")
+@click.argument("lease_id", metavar="ID", type=int)
+@click.pass_context
+def kv_lease_keepalive(context: click.Context, lease_id: int) -> None:
+    """Renew lease ID for a full ttl; prints the milliseconds it has left."""
+    run_kv(context, {"op": "lease_keepalive", "lease": lease_id})
+
+
+@kv_lease_group.command("revoke")
+@click.argument("lease_id", metavar="ID", type=int)
+@click.pass_context
+def kv_lease_revoke(context: click.Context, lease_id: int) -> None:
+    """End lease ID now: deletes its keys and releases its locks; prints ok and the keys deleted."""
+    run_kv(context, {"op": "lease_revoke", "lease": lease_id})
+
+
+@kv_lease_group.command("ttl")
+@click.argument("lease_id", metavar="ID", type=int)
+@click.pass_context
+def kv_lease_ttl(context: click.Context, lease_id: int) -> None:
+    """Print lease ID's ttl_ms, remaining_ms, keys and locks."""
+    run_kv(context, {"op": "lease_ttl", "lease": lease_id})
+
+
+@kv_lease_group.command("list")
+@click.pass_context
+def kv_lease_list(context: click.Context) -> None:
+    """Print the ids of every live lease."""
+    run_kv(context, {"op": "lease_list"})

@@ -32,6 +32,14 @@ Operations and their results are built and read by module-level functions (`_Cal
 `AsyncClient`; the exchange with the sockets (`_Exchange`) is shared too, and only the waiting differs (a
 `zmq.Poller` or a `zmq.asyncio.Poller`).
 
+Leases (the coordination app's ``lease_*`` operations) end keys and locks whose holder stopped renewing them:
+`lease_grant` / `lease_keepalive` / `lease_revoke` / `lease_ttl` / `lease_list`, `put(..., lease=)` and
+`lock(..., lease=)` (or `lock(..., ttl=)`, which grants the lease itself). `client.lease(ttl)` is a lease kept
+alive in the background for the length of a with block (`Lease`: a thread with a client session of its own;
+`AsyncLease`: an asyncio task), with `lost` and `valid_for()` — how long the holder may still act, measured from
+the send time of its last acknowledged keepalive and shortened by `LEASE_CLOCK_DRIFT`, as cluster time may run
+that much faster than the holder's clock.
+
 `watch(config, prefix)` is the other way to read: a live, eventually consistent copy of the keys under a prefix
 and a stream of their changes (`zvsr.watch.Watcher`, the zguide's Clone pattern over the replicas' watch
 stream). It is a module function, not a `Client` method, because the stream comes from every replica's
@@ -69,6 +77,7 @@ from zvsr.constants import (
     CLIENT_SNDHWM,
     CLIENT_TICK_MS,
     CLIENT_TIMEOUT_MS,
+    LEASE_CLOCK_DRIFT,
     OPERATION_BYTES_MAX,
     ZMTP_HEARTBEAT_IVL_MS,
     ZMTP_HEARTBEAT_TIMEOUT_MS,
@@ -131,8 +140,17 @@ class Timeout(ZvsrError):
 
 class AppError(ZvsrError):
     """The application executed the request and answered with an error result; `code` is the app's code
-    (e.g. ``bad_request``, ``type_error``, ``out_of_range``, ``app_error``)."""
+    (e.g. ``bad_request``, ``type_error``, ``out_of_range``, ``app_error``, ``lease_limit``)."""
 
+
+class LeaseNotFound(AppError):
+    """The lease named is not live: it expired, was revoked, or never existed (code ``lease_not_found``).
+    Whatever was attached to it is gone (keys deleted, locks released)."""
+
+
+# App error codes with their own exception class (every other app code is a plain AppError).
+ERROR_LEASE_NOT_FOUND: Final = "lease_not_found"
+_APP_ERRORS: Final[dict[str, type[AppError]]] = {ERROR_LEASE_NOT_FOUND: LeaseNotFound}
 
 _ERRORS: Final[dict[str, type[ZvsrError]]] = {
     ERROR_UNAVAILABLE: Unavailable,
@@ -154,11 +172,44 @@ class CasResult(NamedTuple):
 
 
 class LockResult(NamedTuple):
-    """`lock`: whether `owner` holds the lock now, the holder, and the holder's fencing token."""
+    """`lock`: whether `owner` holds the lock now, the holder, and the holder's fencing token.
+
+    `lease`: the lease this call attached the lock to (its `lease` argument, or the lease its `ttl` granted);
+    None without one. `delay_ms`: the lock is in its lock delay — its holder's lease expired, and nobody may take
+    it for this long yet (`ok` is False, `owner` None, `token` the expired holder's).
+    """
 
     ok: bool
-    owner: str
+    owner: str | None
     token: int
+    lease: int | None = None
+    delay_ms: int = 0
+
+
+class LeaseGrant(NamedTuple):
+    """`lease_grant`: the new lease's id and its time to live, in milliseconds of cluster time."""
+
+    id: int
+    ttl_ms: int
+
+
+class LeaseStatus(NamedTuple):
+    """`lease_ttl`: a live lease's time to live, the time it has left as of that op (ms of cluster time), and
+    the keys and locks attached to it."""
+
+    id: int
+    ttl_ms: int
+    remaining_ms: int
+    keys: list[str]
+    locks: list[str]
+
+
+class RevokeResult(NamedTuple):
+    """`lease_revoke`: whether the lease was live (it is ended now), and the keys deleted with it (its locks are
+    released too)."""
+
+    ok: bool
+    deleted: list[str]
 
 
 # --- operations and their results: shared by Client and AsyncClient -----------------------------------------
@@ -185,6 +236,27 @@ def _str(name: str, value: object) -> str:
     return value
 
 
+def _int(name: str, value: object) -> int:
+    if type(value) is not int:
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    return value
+
+
+def _lease_id(lease: object) -> int:
+    return _int("lease", lease)
+
+
+def _seconds_to_ms(name: str, seconds: float, *, zero: bool = False) -> int:
+    """`seconds` (an int or float, at least a millisecond; or 0, with `zero`) in whole milliseconds."""
+    if type(seconds) not in (int, float) or not math.isfinite(seconds) or seconds < (0 if zero else 1e-3):
+        raise ValueError(f"{name} must be a {'' if zero else 'positive '}number of seconds, got {seconds!r}")
+    return 0 if seconds == 0 else max(1, round(seconds * 1000))
+
+
+def _is_str_list(value: Any) -> bool:
+    return type(value) is list and all(type(item) is str for item in value)
+
+
 def _is_error_result(value: Any) -> bool:
     return type(value) is dict and value.keys() == _ERROR_RESULT_KEYS and type(value["error"]) is str
 
@@ -192,7 +264,7 @@ def _is_error_result(value: Any) -> bool:
 def _checked(value: Any) -> Any:
     """`value`, unless it is the app's error result: then AppError."""
     if _is_error_result(value):
-        raise AppError(value["error"], str(value["message"]))
+        raise _APP_ERRORS.get(value["error"], AppError)(value["error"], str(value["message"]))
     return value
 
 
@@ -226,14 +298,59 @@ def _parse_cas(value: Any) -> CasResult:
     return CasResult(value["ok"], value.get("value"))
 
 
-def _parse_lock(value: Any) -> LockResult:
+def _parse_lock(value: Any, lease: int | None = None) -> LockResult:
     if (
         type(_checked(value)) is not dict
         or type(value.get("ok")) is not bool
         or type(value.get("token")) is not int
+        or type(value.get("delay_ms", 0)) is not int
     ):
         raise _unexpected("lock", value)
-    return LockResult(value["ok"], value.get("owner"), value["token"])
+    ok = value["ok"]
+    return LockResult(ok, value.get("owner"), value["token"], lease if ok else None, value.get("delay_ms", 0))
+
+
+def _parse_lease_grant(value: Any) -> LeaseGrant:
+    if (
+        type(_checked(value)) is not dict
+        or type(value.get("lease")) is not int
+        or type(value.get("ttl_ms")) is not int
+    ):
+        raise _unexpected("lease_grant", value)
+    return LeaseGrant(value["lease"], value["ttl_ms"])
+
+
+def _parse_lease_keepalive(value: Any) -> int:
+    if type(_checked(value)) is not int:
+        raise _unexpected("lease_keepalive", value)
+    return int(value)
+
+
+def _parse_lease_revoke(value: Any) -> RevokeResult:
+    if (
+        type(_checked(value)) is not dict
+        or type(value.get("ok")) is not bool
+        or not _is_str_list(value.get("deleted"))
+    ):
+        raise _unexpected("lease_revoke", value)
+    return RevokeResult(value["ok"], value["deleted"])
+
+
+def _parse_lease_ttl(value: Any) -> LeaseStatus:
+    if (
+        type(_checked(value)) is not dict
+        or any(type(value.get(field)) is not int for field in ("lease", "ttl_ms", "remaining_ms"))
+        or not _is_str_list(value.get("keys"))
+        or not _is_str_list(value.get("locks"))
+    ):
+        raise _unexpected("lease_ttl", value)
+    return LeaseStatus(value["lease"], value["ttl_ms"], value["remaining_ms"], value["keys"], value["locks"])
+
+
+def _parse_lease_list(value: Any) -> list[int]:
+    if type(_checked(value)) is not list or any(type(item) is not int for item in value):
+        raise _unexpected("lease_list", value)
+    return list(value)
 
 
 def _parse_unlock(value: Any) -> bool:
@@ -247,8 +364,11 @@ def _get(key: str) -> _Call[Any]:
     return _Call(_pack({"op": "get", "key": _str("key", key)}), _parse_any)
 
 
-def _put(key: str, value: Any) -> _Call[None]:
-    return _Call(_pack({"op": "put", "key": _str("key", key), "value": value}), _parse_none)
+def _put(key: str, value: Any, lease: int | None) -> _Call[None]:
+    op = {"op": "put", "key": _str("key", key), "value": value}
+    if lease is not None:
+        op["lease"] = _lease_id(lease)
+    return _Call(_pack(op), _parse_none)
 
 
 def _delete(key: str) -> _Call[bool]:
@@ -265,12 +385,47 @@ def _incr(key: str, by: int) -> _Call[int]:
     return _Call(_pack({"op": "incr", "key": _str("key", key), "by": by}), _parse_int)
 
 
-def _lock(name: str, owner: str) -> _Call[LockResult]:
-    return _Call(_pack({"op": "lock", "name": _str("name", name), "owner": _str("owner", owner)}), _parse_lock)
+def _lock(name: str, owner: str, lease: int | None = None) -> _Call[LockResult]:
+    op: dict[str, Any] = {"op": "lock", "name": _str("name", name), "owner": _str("owner", owner)}
+    if lease is not None:
+        op["lease"] = _lease_id(lease)
+    return _Call(_pack(op), lambda value: _parse_lock(value, lease))
 
 
 def _unlock(name: str, owner: str) -> _Call[bool]:
     return _Call(_pack({"op": "unlock", "name": _str("name", name), "owner": _str("owner", owner)}), _parse_unlock)
+
+
+def _lease_grant(ttl_ms: int, lock_delay_ms: int) -> _Call[LeaseGrant]:
+    op = {"op": "lease_grant", "ttl_ms": _int("ttl_ms", ttl_ms)}
+    if _int("lock_delay_ms", lock_delay_ms) != 0:  # the app's default: sent only when it is not
+        op["lock_delay_ms"] = lock_delay_ms
+    return _Call(_pack(op), _parse_lease_grant)
+
+
+def _lease_keepalive(lease: int) -> _Call[int]:
+    return _Call(_pack({"op": "lease_keepalive", "lease": _lease_id(lease)}), _parse_lease_keepalive)
+
+
+def _lease_revoke(lease: int) -> _Call[RevokeResult]:
+    return _Call(_pack({"op": "lease_revoke", "lease": _lease_id(lease)}), _parse_lease_revoke)
+
+
+def _lease_ttl(lease: int) -> _Call[LeaseStatus]:
+    return _Call(_pack({"op": "lease_ttl", "lease": _lease_id(lease)}), _parse_lease_ttl)
+
+
+def _lease_list() -> _Call[list[int]]:
+    return _Call(_pack({"op": "lease_list"}), _parse_lease_list)
+
+
+def _lock_args(lease: int | None, ttl: float | None) -> int | None:
+    """The ttl in ms for `lock(..., ttl=)` (None without), after checking that lease and ttl are not both given."""
+    if ttl is None:
+        return None
+    if lease is not None:
+        raise ValueError("give lock() a lease or a ttl, not both")
+    return _seconds_to_ms("ttl", ttl)
 
 
 def _execute(op: Any, raise_app_errors: bool) -> _Call[Any]:
@@ -468,6 +623,15 @@ class _Exchange:
 # --- the clients --------------------------------------------------------------------------------------------
 
 
+class _Settings(NamedTuple):
+    """A client's constructor arguments, for the sessions of its own that it opens (a lease's keepalives)."""
+
+    proxy: str | Sequence[str] | None
+    replicas: Sequence[str] | None
+    timeout_ms: int
+    curve: Curve | None
+
+
 class Client:
     """A thread-safe zvsr client (one request at a time). Use as a context manager, or call `close()`.
 
@@ -487,6 +651,8 @@ class Client:
     ) -> None:
         endpoints, via_proxies = _endpoints(proxy, replicas, timeout_ms, curve)
         context = zmq.Context.instance() if context is None else context
+        self._settings = _Settings(proxy, replicas, timeout_ms, curve)
+        self._context = context
         self._lock = threading.Lock()
         self._poller = zmq.Poller()
         self._index: dict[zmq.Socket[bytes], int] = {}
@@ -517,8 +683,10 @@ class Client:
         """The value of `key`, or None if it is missing (or holds None)."""
         return self._run(_get(key))
 
-    def put(self, key: str, value: Any) -> None:
-        self._run(_put(key, value))
+    def put(self, key: str, value: Any, lease: int | None = None) -> None:
+        """Set `key` to `value`; with `lease`, the key is deleted when that lease ends (LeaseNotFound: it is not
+        live)."""
+        self._run(_put(key, value, lease))
 
     def delete(self, key: str) -> bool:
         """Whether `key` existed."""
@@ -532,13 +700,65 @@ class Client:
         """Add `by` to the int at `key` (missing counts as 0); the new value."""
         return self._run(_incr(key, by))
 
-    def lock(self, name: str, owner: str) -> LockResult:
-        """Take lock `name` for `owner` (re-entrant); ok=False names the current holder and its token."""
-        return self._run(_lock(name, owner))
+    def lock(self, name: str, owner: str, lease: int | None = None, ttl: float | None = None) -> LockResult:
+        """Take lock `name` for `owner` (re-entrant); ok=False names the current holder and its token.
+
+        With `lease`, the lock is released when that lease ends. With `ttl` (seconds) instead, the call grants
+        a lease of that length and locks with it: the result's `lease` is its id, which the caller keeps alive
+        (`lease_keepalive`) or revokes; if the lock is not taken, the call revokes that lease again.
+        """
+        ttl_ms = _lock_args(lease, ttl)
+        if ttl_ms is None:
+            return self._run(_lock(name, owner, lease))
+        _str("name", name), _str("owner", owner)  # checked before the grant
+        grant = self.lease_grant(ttl_ms)
+        try:
+            result = self._run(_lock(name, owner, grant.id))
+        except BaseException:  # Timeout included: the lock may be held with the lease; revoking releases it
+            self._revoke_quietly(grant.id)
+            raise
+        if not result.ok:
+            self._revoke_quietly(grant.id)
+        return result
 
     def unlock(self, name: str, owner: str) -> bool:
         """Release lock `name` if `owner` holds it; whether it did."""
         return self._run(_unlock(name, owner))
+
+    # --- leases ---
+
+    def lease_grant(self, ttl_ms: int, lock_delay_ms: int = 0) -> LeaseGrant:
+        """A new lease that ends `ttl_ms` milliseconds of cluster time after its grant or latest keepalive.
+
+        `lock_delay_ms`: when it expires (not when it is revoked), its locks stay unavailable this long. Bounds
+        are the app's: out of them, AppError ``out_of_range``; too many live leases, ``lease_limit``.
+        """
+        return self._run(_lease_grant(ttl_ms, lock_delay_ms))
+
+    def lease_keepalive(self, lease: int) -> int:
+        """Renew `lease` for a full ttl; the milliseconds it now has left. LeaseNotFound: it is not live."""
+        return self._run(_lease_keepalive(lease))
+
+    def lease_revoke(self, lease: int) -> RevokeResult:
+        """End `lease` now: its keys are deleted and its locks released (at once, without lock delay)."""
+        return self._run(_lease_revoke(lease))
+
+    def lease_ttl(self, lease: int) -> LeaseStatus:
+        """`lease`'s ttl, time left, keys and locks. LeaseNotFound: it is not live."""
+        return self._run(_lease_ttl(lease))
+
+    def lease_list(self) -> list[int]:
+        """The ids of every live lease."""
+        return self._run(_lease_list())
+
+    def lease(self, ttl: float, *, lock_delay: float = 0) -> Lease:
+        """A lease of `ttl` seconds kept alive in the background: ``with client.lease(ttl=10) as lease: ...``.
+
+        Entering grants it (with this client); a daemon thread, on a client session of its own, keeps it alive
+        every ttl/3 until the block ends, which revokes it. `lease.lost` is set if it ended meanwhile; see
+        `Lease`.
+        """
+        return Lease(self, ttl, lock_delay)
 
     def execute(self, op: Any, *, raise_app_errors: bool = True) -> Any:
         """Run any operation (a msgpack value) and return the app's result value.
@@ -548,6 +768,18 @@ class Client:
         return self._run(_execute(op, raise_app_errors))
 
     # --- plumbing ---
+
+    def _revoke_quietly(self, lease: int) -> None:
+        """Revoke `lease`, ignoring failures: a lease that cannot be revoked now expires by itself."""
+        try:
+            self.lease_revoke(lease)
+        except ZvsrError:
+            pass
+
+    def _session(self, *, timeout_ms: int) -> Client:
+        """A new client (its own client_id and sockets) to the same endpoints with the same keys and context."""
+        proxy, replicas, _, curve = self._settings
+        return Client(proxy, replicas=replicas, timeout_ms=timeout_ms, context=self._context, curve=curve)
 
     def _run(self, call: _Call[T]) -> T:
         return _result_value(call, self._request(call.operation))
@@ -602,6 +834,8 @@ class AsyncClient:
     ) -> None:
         endpoints, via_proxies = _endpoints(proxy, replicas, timeout_ms, curve)
         context = zmq.asyncio.Context(zmq.Context.instance()) if context is None else context
+        self._settings = _Settings(proxy, replicas, timeout_ms, curve)
+        self._context = context
         self._lock = asyncio.Lock()
         self._poller = zmq.asyncio.Poller()
         self._index: dict[Any, int] = {}
@@ -633,8 +867,8 @@ class AsyncClient:
     async def get(self, key: str) -> Any:
         return await self._run(_get(key))
 
-    async def put(self, key: str, value: Any) -> None:
-        await self._run(_put(key, value))
+    async def put(self, key: str, value: Any, lease: int | None = None) -> None:
+        await self._run(_put(key, value, lease))
 
     async def delete(self, key: str) -> bool:
         return await self._run(_delete(key))
@@ -645,14 +879,56 @@ class AsyncClient:
     async def incr(self, key: str, by: int = 1) -> int:
         return await self._run(_incr(key, by))
 
-    async def lock(self, name: str, owner: str) -> LockResult:
-        return await self._run(_lock(name, owner))
+    async def lock(self, name: str, owner: str, lease: int | None = None, ttl: float | None = None) -> LockResult:
+        ttl_ms = _lock_args(lease, ttl)
+        if ttl_ms is None:
+            return await self._run(_lock(name, owner, lease))
+        _str("name", name), _str("owner", owner)
+        grant = await self.lease_grant(ttl_ms)
+        try:
+            result = await self._run(_lock(name, owner, grant.id))
+        except BaseException:
+            await self._revoke_quietly(grant.id)
+            raise
+        if not result.ok:
+            await self._revoke_quietly(grant.id)
+        return result
 
     async def unlock(self, name: str, owner: str) -> bool:
         return await self._run(_unlock(name, owner))
 
+    async def lease_grant(self, ttl_ms: int, lock_delay_ms: int = 0) -> LeaseGrant:
+        return await self._run(_lease_grant(ttl_ms, lock_delay_ms))
+
+    async def lease_keepalive(self, lease: int) -> int:
+        return await self._run(_lease_keepalive(lease))
+
+    async def lease_revoke(self, lease: int) -> RevokeResult:
+        return await self._run(_lease_revoke(lease))
+
+    async def lease_ttl(self, lease: int) -> LeaseStatus:
+        return await self._run(_lease_ttl(lease))
+
+    async def lease_list(self) -> list[int]:
+        return await self._run(_lease_list())
+
+    def lease(self, ttl: float, *, lock_delay: float = 0) -> AsyncLease:
+        """`Client.lease` for asyncio: ``async with client.lease(ttl=10) as lease: ...``; an asyncio task, on a
+        client session of its own, keeps the lease alive."""
+        return AsyncLease(self, ttl, lock_delay)
+
     async def execute(self, op: Any, *, raise_app_errors: bool = True) -> Any:
         return await self._run(_execute(op, raise_app_errors))
+
+    async def _revoke_quietly(self, lease: int) -> None:
+        try:
+            await self.lease_revoke(lease)
+        except ZvsrError:
+            pass
+
+    def _session(self, *, timeout_ms: int) -> AsyncClient:
+        proxy, replicas, _, curve = self._settings
+        return AsyncClient(proxy, replicas=replicas, timeout_ms=timeout_ms, context=self._context, curve=curve)
 
     async def _run(self, call: _Call[T]) -> T:
         return _result_value(call, await self._request(call.operation))
@@ -687,3 +963,229 @@ class AsyncClient:
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
         self.close()
+
+
+# --- leases kept alive in the background --------------------------------------------------------------------
+
+# After a keepalive that failed (no answer in time, the cluster unavailable), the next one is tried this soon.
+_KEEPALIVE_RETRY_S: Final = 5 * CLIENT_TICK_MS / 1000
+
+
+class _LeaseClock:
+    """What a holder knows of its lease's time: the send time (`time.monotonic()`) of the last acknowledged grant
+    or keepalive, and the time left the cluster then gave it. The cluster renewed the lease at some moment after
+    that send, so measuring from it is conservative."""
+
+    def __init__(self, grant: LeaseGrant, sent: float) -> None:
+        self.id = grant.id
+        self.ttl_ms = grant.ttl_ms
+        # (sent, remaining_ms), replaced whole: the keepalive thread writes it while the holder reads it.
+        self._acknowledged = (sent, grant.ttl_ms)
+
+    def acknowledged(self, sent: float, remaining_ms: int) -> None:
+        if sent >= self._acknowledged[0]:
+            self._acknowledged = (sent, min(remaining_ms, self.ttl_ms))
+
+    @property
+    def last_sent(self) -> float:
+        return self._acknowledged[0]
+
+    def valid_for(self, now: float) -> float:
+        sent, remaining_ms = self._acknowledged
+        return max(0.0, remaining_ms / 1000 * (1 - LEASE_CLOCK_DRIFT) - (now - sent))
+
+    def silent_at(self) -> float:
+        """When a whole ttl will have passed since the last acknowledged send: the lease is then taken as lost."""
+        return self.last_sent + self.ttl_ms / 1000
+
+    def keepalive_timeout_ms(self, client_timeout_ms: int) -> int:
+        """A keepalive's bound: ttl/3 (so that a lost one leaves time for more within the ttl), at most the
+        client's own timeout."""
+        return max(1, min(client_timeout_ms, self.ttl_ms // 3))
+
+
+class _KeptLease:
+    """What `Lease` and `AsyncLease` share: the id, ttl, and `valid_for`."""
+
+    def __init__(self, ttl: float, lock_delay: float) -> None:
+        self._ttl_ms = _seconds_to_ms("ttl", ttl)
+        self._lock_delay_ms = _seconds_to_ms("lock_delay", lock_delay, zero=True)
+        self._clock: _LeaseClock | None = None
+        self._ended = False
+
+    @property
+    def id(self) -> int:
+        """The lease id (for `put(..., lease=)`, `lock(..., lease=)`)."""
+        return self._granted().id
+
+    @property
+    def ttl(self) -> float:
+        """The lease's time to live, in seconds (as granted; before that, as asked)."""
+        return (self._ttl_ms if self._clock is None else self._clock.ttl_ms) / 1000
+
+    def valid_for(self) -> float:
+        """Seconds the holder may still assume it holds the lease (0 once lost or ended): from the send time of the
+        last acknowledged keepalive or grant, the time left it was given × (1 - LEASE_CLOCK_DRIFT).
+
+        Check it before acting on the lease. A process can pause between the check and the act, so a resource
+        that must never serve two holders checks the lock's fencing token as well."""
+        if self._clock is None or self._ended or self._lost():
+            return 0.0
+        return self._clock.valid_for(time.monotonic())
+
+    def _granted(self) -> _LeaseClock:
+        if self._clock is None:
+            raise RuntimeError("the lease is not granted yet: enter its with block (or call start())")
+        return self._clock
+
+    def _lost(self) -> bool:
+        raise NotImplementedError
+
+
+class Lease(_KeptLease):
+    """A lease kept alive in the background, for ``with client.lease(ttl=10) as lease:`` (`Client.lease`).
+
+    Entering (or `start()`) grants it with the client; a daemon thread then renews it every ttl/3 over a client
+    session of its own (a ZeroMQ socket must not be shared between threads), each keepalive bounded by ttl/3.
+    Leaving (or `close()`) stops the thread and revokes the lease, which deletes its keys and releases its locks.
+
+    `lost` (a threading.Event) is set when the lease is gone or must be taken for gone: a keepalive answered
+    LeaseNotFound, or none succeeded for a whole ttl. The thread then stops, and the holder must stop acting on
+    the lease (a new one is a new `client.lease(...)`). `valid_for()` says for how long it may still act.
+    """
+
+    def __init__(self, client: Client, ttl: float, lock_delay: float = 0) -> None:
+        super().__init__(ttl, lock_delay)
+        self._client = client
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Lease:
+        """Grant the lease and start keeping it alive."""
+        if self._clock is not None:
+            raise RuntimeError("the lease was started already")
+        sent = time.monotonic()
+        clock = self._clock = _LeaseClock(self._client.lease_grant(self._ttl_ms, self._lock_delay_ms), sent)
+        self._thread = threading.Thread(target=self._keep_alive, args=(clock,), name=f"zvsr-lease-{clock.id}")
+        self._thread.daemon = True
+        self._thread.start()
+        return self
+
+    def close(self) -> None:
+        """Stop keeping the lease alive and revoke it — best effort: a lease that cannot be revoked now (the
+        cluster unreachable) expires by itself within its ttl. Idempotent."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._ended = True
+        self._stop.set()
+        thread.join()  # at most one keepalive in flight, bounded by its timeout
+        self._client._revoke_quietly(self.id)
+
+    def _lost(self) -> bool:
+        return self.lost.is_set()
+
+    def _keep_alive(self, clock: _LeaseClock) -> None:
+        interval = clock.ttl_ms / 3000
+        timeout_ms = clock.keepalive_timeout_ms(self._client._settings.timeout_ms)
+        try:
+            with self._client._session(timeout_ms=timeout_ms) as s:
+                next_at = clock.last_sent + interval
+                while not self._stop.wait(max(0.0, min(next_at, clock.silent_at()) - time.monotonic())):
+                    if time.monotonic() >= clock.silent_at():
+                        return  # no keepalive succeeded for a whole ttl
+                    sent = time.monotonic()
+                    try:
+                        remaining_ms = s.lease_keepalive(clock.id)
+                    except LeaseNotFound:
+                        return
+                    except ZvsrError:  # no answer in time, or refused: try again soon
+                        next_at = time.monotonic() + _KEEPALIVE_RETRY_S
+                        continue
+                    clock.acknowledged(sent, remaining_ms)
+                    next_at = sent + interval
+        finally:
+            if not self._stop.is_set():  # stopped other than by close(): the lease is taken for lost
+                self.lost.set()
+
+    def __enter__(self) -> Lease:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class AsyncLease(_KeptLease):
+    """`Lease` for asyncio: ``async with client.lease(ttl=10) as lease:`` (`AsyncClient.lease`). An asyncio task
+    keeps it alive, on a client session of its own so that a keepalive never waits behind the caller's requests;
+    `lost` is an asyncio.Event."""
+
+    def __init__(self, client: AsyncClient, ttl: float, lock_delay: float = 0) -> None:
+        super().__init__(ttl, lock_delay)
+        self._client = client
+        self.lost = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> AsyncLease:
+        """Grant the lease and start keeping it alive."""
+        if self._clock is not None:
+            raise RuntimeError("the lease was started already")
+        sent = time.monotonic()
+        clock = self._clock = _LeaseClock(await self._client.lease_grant(self._ttl_ms, self._lock_delay_ms), sent)
+        self._task = asyncio.create_task(self._keep_alive(clock), name=f"zvsr-lease-{clock.id}")
+        return self
+
+    async def close(self) -> None:
+        """Stop keeping the lease alive and revoke it (best effort, as `Lease.close`). Idempotent."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._ended = True
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        finally:
+            await self._client._revoke_quietly(self.id)
+
+    def _lost(self) -> bool:
+        return self.lost.is_set()
+
+    async def _keep_alive(self, clock: _LeaseClock) -> None:
+        interval = clock.ttl_ms / 3000
+        session = self._client._session(timeout_ms=clock.keepalive_timeout_ms(self._client._settings.timeout_ms))
+        try:
+            next_at = clock.last_sent + interval
+            while True:
+                now = time.monotonic()
+                if now >= clock.silent_at():
+                    return  # no keepalive succeeded for a whole ttl
+                if now < next_at:
+                    await asyncio.sleep(min(next_at, clock.silent_at()) - now)
+                    continue
+                sent = time.monotonic()
+                try:
+                    remaining_ms = await session.lease_keepalive(clock.id)
+                except LeaseNotFound:
+                    return
+                except ZvsrError:  # no answer in time, or refused: try again soon
+                    next_at = time.monotonic() + _KEEPALIVE_RETRY_S
+                    continue
+                clock.acknowledged(sent, remaining_ms)
+                next_at = sent + interval
+        finally:
+            session.close()
+            if not self._ended:  # stopped other than by close(): the lease is taken for lost
+                self.lost.set()
+
+    async def __aenter__(self) -> AsyncLease:
+        return await self.start()
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        await self.close()

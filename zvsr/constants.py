@@ -16,6 +16,8 @@ TICK_MS: Final = 10
 HEARTBEAT_TICKS: Final = 5  # primary sends Commit (heartbeat, also on the PUB) this often, even under load
 PRIMARY_TIMEOUT_TICKS: Final = 20  # a backup suspects the primary after this long without hearing it
 PRIMARY_TIMEOUT_JITTER_TICKS: Final = 10  # random extra, so backups don't all start view changes at once
+STARTUP_GRACE_TICKS: Final = 200  # a brand-new node's first primary timeout is this much longer (processes of a
+# new cluster start up to ~1 s apart on a loaded machine; a view change then would be for nothing)
 VIEW_CHANGE_RESEND_TICKS: Final = 10  # re-send StartViewChange / DoViewChange / StartView (rule 11)
 VIEW_CHANGE_TIMEOUT_TICKS: Final = 40  # give up on a view whose primary stays silent: try view + 1
 VIEW_CHANGE_TIMEOUT_MAX_TICKS: Final = 400  # backoff cap for the above
@@ -162,3 +164,10 @@ LEASE_LOCK_DELAY_MS_MAX: Final = 60_000  # an expired lease's locks stay unavail
 # Leases one lease_expire op ends (smallest deadline first; also no more than LEASE_NAMES_BYTES_MAX of key names):
 # the rest stay due, and the primary proposes another lease_expire for them.
 LEASE_EXPIRE_BATCH_MAX: Final = 1_000
+
+# --- lease holders (zvsr.client) ---
+# Replicas' clocks may run up to 5% apart in rate (the simulator draws each replica's rate within the same bound,
+# SIM_CLOCK_RATE_SPREAD), so cluster time may pass up to this much faster than a holder's clock measures: a holder
+# assumes its lease for at most ttl × (1 - LEASE_CLOCK_DRIFT), measured from the send time of the last keepalive
+# (or grant) that was acknowledged.
+LEASE_CLOCK_DRIFT: Final = 0.05

@@ -6,7 +6,8 @@ reduced to its core).
 Workers connect REQ sockets and send ``{"cmd": "next", "worker": name}``; the answer is
 ``{"job": n, "input": x}`` for jobs 1, 2, … up to N, then ``{"job": null}`` for ever after (the pool is done).
 ``{"cmd": "close"}`` ends the queue early (every later ``next`` gets ``{"job": null}``); ``{"cmd": "stats"}``
-answers ``{"handed_out": n, "closed": bool, "by_worker": {name: count}}``.
+answers ``{"handed_out": n, "closed": bool, "by_worker": {name: count}, "last_job": {name: n}}`` (the job each
+worker was handed last: the one a worker that died was doing).
 
 A job is handed out once: a worker that dies with a job loses it (a real queue would hand out again what is
 not acknowledged in time — the zguide's Paranoid Pirate — and the journal would then have to tolerate a job
@@ -34,6 +35,7 @@ def serve(endpoint: str, jobs: int) -> None:
     handed_out = 0
     closed = False
     by_worker: dict[str, int] = {}
+    last_job: dict[str, int] = {}
     try:
         while True:
             *envelope, frame = socket.recv_multipart()  # [identity, b"", payload] from a REQ socket
@@ -50,12 +52,13 @@ def serve(endpoint: str, jobs: int) -> None:
                     handed_out += 1
                     worker = str(message.get("worker"))
                     by_worker[worker] = by_worker.get(worker, 0) + 1
+                    last_job[worker] = handed_out
                     reply = {"job": handed_out, "input": handed_out}
             elif cmd == "close":
                 closed = True
                 reply = {"ok": True, "handed_out": handed_out}
             elif cmd == "stats":
-                reply = {"handed_out": handed_out, "closed": closed, "by_worker": by_worker}
+                reply = {"handed_out": handed_out, "closed": closed, "by_worker": by_worker, "last_job": last_job}
             else:
                 reply = {"error": "bad_request", "message": "'cmd' must be next, close or stats"}
             socket.send_multipart([*envelope, msgpack.packb(reply, use_bin_type=True)])

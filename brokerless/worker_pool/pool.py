@@ -1,7 +1,7 @@
 """Run the whole pool on this machine — the journal, the job queue and N workers, as processes — then check it.
 
     python -m brokerless.worker_pool.pool [--proxy tcp://127.0.0.1:7700] [--workers 4] [--jobs 500]
-        [--lease-s 5] [--work-ms 20] [--stall WORKER:JOB:SECONDS] [--json]
+        [--lease-s 5] [--work-ms 20] [--stall WORKER:JOB:SECONDS] [--crash WORKER:JOB] [--json]
 
 Starts store.py and jobs.py, then workers w1..wN (worker.py), and waits until the queue has run dry and every
 worker has exited. Then it reads the journal and checks it: every job handed out is in exactly one slot, no
@@ -10,9 +10,12 @@ summary — or, with --json, one JSON document on stdout (the processes' logs go
 of that holds, 1 if not.
 
 `--jobs 0` hands out jobs until you stop the pool. Ctrl-C or SIGTERM closes the queue; the workers finish the
-job in hand and exit, and the pool checks what was done. `--stall 2:5:8` makes w2 stall for 8 s inside the
-critical section of its 5th job, long enough (with the default 5 s lease) for the others to break its lock:
-watch the journal refuse w2's stale write, and w2 do the job again under a new token.
+job in hand and exit, and the pool checks what was done. `--stall 2:5:8` pauses w2 (SIGSTOP, keepalives
+included) for 8 s inside the critical section of its 5th job, long enough (with the default 5 s lease) for its
+lease to expire and another worker to take the lock: watch the journal refuse w2's stale write, and w2 do the
+job again under a new token and a new lease. `--crash 3:4` kills w3 (SIGKILL) inside the critical section of
+its 4th job, holding the lock: its lease expires and the lock goes to the next worker. That job is lost with
+its worker (the queue hands out each job once): the report lists it under `crashed`, not as missing.
 """
 
 from __future__ import annotations
@@ -56,6 +59,9 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
     stall: dict[str, str] = {}
     if arguments.stall:
         stall = dict(zip(("worker", "job", "seconds"), arguments.stall.split(":"), strict=True))
+    crash: dict[str, str] = {}
+    if arguments.crash:
+        crash = dict(zip(("worker", "job"), arguments.crash.split(":"), strict=True))
     workers: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for number in range(1, arguments.workers + 1):
@@ -63,6 +69,8 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
             extra: list[str] = []
             if stall.get("worker") == str(number):
                 extra = ["--stall-at-job", stall["job"], "--stall-s", stall["seconds"]]
+            if crash.get("worker") == str(number):
+                extra += ["--crash-at-job", crash["job"]]
             workers[name] = _spawn(
                 "worker",
                 "--name", name,
@@ -104,15 +112,23 @@ def run(arguments: argparse.Namespace) -> dict[str, Any]:
     handed_out = set(range(1, stats["handed_out"] + 1))
     report["handed_out"] = stats["handed_out"]
     report["by_worker"] = stats["by_worker"]
-    report["missing_jobs"] = sorted(handed_out - written)
+    # A worker told to crash died (SIGKILL) with its last job, which is lost with it; any other exit is a failure.
+    crashed = {f"w{crash['worker']}"} if crash else set()
+    report["crashed"] = {
+        name: stats["last_job"].get(name) for name in crashed if workers[name].returncode == -signal.SIGKILL
+    }
+    report["missing_jobs"] = sorted(handed_out - written - set(report["crashed"].values()))
     report["unknown_jobs"] = sorted(written - handed_out)
     report["worker_exit_codes"] = {name: worker.returncode for name, worker in workers.items()}
+    failed = {name: code for name, code in report["worker_exit_codes"].items() if code != 0}
     if report["missing_jobs"]:
         report["problems"].append(f"jobs handed out but not in the journal: {report['missing_jobs'][:20]}")
     if report["unknown_jobs"]:
         report["problems"].append(f"jobs in the journal that were never handed out: {report['unknown_jobs'][:20]}")
-    if any(code != 0 for code in report["worker_exit_codes"].values()):
+    if failed.keys() - report["crashed"].keys():
         report["problems"].append(f"workers failed: {report['worker_exit_codes']}")
+    if crashed - report["crashed"].keys():
+        report["problems"].append(f"{sorted(crashed)} told to crash, yet exited {report['worker_exit_codes']}")
     return report
 
 
@@ -123,9 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--jobs", type=int, default=500, help="jobs to hand out (default 500; 0: until stopped)")
-    parser.add_argument("--lease-s", type=float, default=5.0, help="workers break a lock held this long")
+    parser.add_argument("--lease-s", type=float, default=5.0, help="the ttl of each worker's lease")
     parser.add_argument("--work-ms", type=int, default=20, help="time each job takes")
     parser.add_argument("--stall", default="", metavar="WORKER:JOB:SECONDS", help="e.g. 2:5:8, see above")
+    parser.add_argument("--crash", default="", metavar="WORKER:JOB", help="e.g. 3:4, see above")
     parser.add_argument("--store-endpoint", default=DEFAULT_STORE, help=f"default {DEFAULT_STORE}")
     parser.add_argument("--jobs-endpoint", default=DEFAULT_JOBS, help=f"default {DEFAULT_JOBS}")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON document")
@@ -140,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         for writer, record in report["refused_writes"]:
             print(f"  refused: {writer}'s stale write of job {record.get('job')}")
+        for name, job in report["crashed"].items():
+            print(f"  crashed: {name}, with job {job} (lost with it; its lock was freed when its lease expired)")
         print("problems: " + ("; ".join(report["problems"]) if report["problems"] else "none"))
     return 1 if report["problems"] else 0
 

@@ -25,8 +25,9 @@ Requests (msgpack maps over REQ/REP):
 - ``{"cmd": "write", "token": t, "writer": w, "slot": i, "record": r}`` -> ``{"ok": true}``; ``i`` may be at most
   the length (i < length overwrites, which a correct pool never does; the journal counts it)
 - ``{"cmd": "dump"}`` -> everything: ``slots`` (``[token, writer, record]`` each), ``accepted`` (every
-  served request, in order: ``[token, writer, cmd, slot]``), ``refused`` (every refused one:
-  ``[token, highest, writer, cmd, slot, record]``), ``overwrites``, ``highest``
+  served request, in order: ``[token, writer, cmd, slot]``), ``accepted_at`` (when each was served: the
+  store's `time.monotonic()`), ``refused`` (every refused one: ``[token, highest, writer, cmd, slot,
+  record]``), ``overwrites``, ``highest``
 
 `verify(dump)` checks a dump: the tokens of served requests never decrease, every refused request was stale
 when it came, no slot was written twice, no job is in two slots.
@@ -37,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import Any
 
 import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
@@ -50,6 +52,7 @@ class FencedJournal:
         self.highest = 0
         self.slots: list[list[Any]] = []  # [token, writer, record]
         self.accepted: list[list[Any]] = []  # [token, writer, cmd, slot]
+        self.accepted_at: list[float] = []  # time.monotonic() of each accepted request
         self.refused: list[list[Any]] = []  # [token, highest, writer, cmd, slot, record]
         self.overwrites = 0
 
@@ -63,6 +66,7 @@ class FencedJournal:
                 "highest": self.highest,
                 "slots": self.slots,
                 "accepted": self.accepted,
+                "accepted_at": self.accepted_at,
                 "refused": self.refused,
                 "overwrites": self.overwrites,
             }
@@ -78,6 +82,7 @@ class FencedJournal:
             return {"ok": False, "reason": "stale token", "highest": self.highest}
         self.highest = token
         self.accepted.append([token, writer, cmd, slot])
+        self.accepted_at.append(time.monotonic())
         if cmd == "length":
             return {"ok": True, "length": len(self.slots)}
         assert type(slot) is int

@@ -345,6 +345,39 @@ static void test_encode_bounds(void) {
     zvsr_buffer_free(&out);
 }
 
+/* --- lease operations: the canonical bytes (as Python's msgpack.packb writes the same maps) ---------- */
+
+#define BYTES(literal) (const uint8_t *)(literal), sizeof(literal) - 1
+
+static void test_lease_ops(void) {
+    zvsr_buffer out = ZVSR_BUFFER_INIT;
+    size_t count = 0;
+#define CHECK_OP(built, expected, what)                                                                      \
+    do {                                                                                                     \
+        count++;                                                                                             \
+        CHECK((built) == ZVSR_OK && same(out.data, out.len, BYTES(expected)), "%s: bytes differ", what);     \
+    } while (0)
+    /* {"op": "lease_grant", "ttl_ms": 5000}: no lock_delay_ms when it is 0 (the app's default) */
+    CHECK_OP(zvsr_op_lease_grant(&out, 5000, 0),
+             "\x82\xa2op\xablease_grant\xa6ttl_ms\xcd\x13\x88", "lease_grant");
+    CHECK_OP(zvsr_op_lease_grant(&out, 5000, 300),
+             "\x83\xa2op\xablease_grant\xa6ttl_ms\xcd\x13\x88\xadlock_delay_ms\xcd\x01\x2c",
+             "lease_grant with a lock delay");
+    CHECK_OP(zvsr_op_lease_keepalive(&out, 7), "\x82\xa2op\xaflease_keepalive\xa5lease\x07", "lease_keepalive");
+    CHECK_OP(zvsr_op_lease_revoke(&out, (uint64_t)1 << 40),
+             "\x82\xa2op\xaclease_revoke\xa5lease\xcf\x00\x00\x01\x00\x00\x00\x00\x00", "lease_revoke");
+    CHECK_OP(zvsr_op_put_with_lease(&out, "k", "v", 7),
+             "\x84\xa2op\xa3put\xa3key\xa1k\xa5value\xa1v\xa5lease\x07", "put with a lease");
+    CHECK_OP(zvsr_op_lock_with_lease(&out, "L", "me", 300),
+             "\x84\xa2op\xa4lock\xa4name\xa1L\xa5owner\xa2me\xa5lease\xcd\x01\x2c", "lock with a lease");
+#undef CHECK_OP
+    CHECK(zvsr_op_put_with_lease(&out, "\xc3\x28", "v", 7) == ZVSR_ERR_INVALID, "invalid UTF-8 key built");
+    CHECK(zvsr_op_lock_with_lease(&out, "L", NULL, 7) == ZVSR_ERR_INVALID, "NULL owner built");
+    CHECK(zvsr_lease_grant(NULL, 1000, 0, NULL) == ZVSR_ERR_INVALID, "grant without a client");
+    printf("leases: %zu ops built byte for byte\n", count);
+    zvsr_buffer_free(&out);
+}
+
 /* --- the client, offline --------------------------------------------------------------------------- */
 
 static double elapsed_ms(struct timespec *since) {
@@ -424,6 +457,7 @@ int main(void) {
     test_noncanonical();
     test_invalid();
     test_coordination();
+    test_lease_ops();
     test_robustness();
     test_encode_bounds();
     test_client_offline();

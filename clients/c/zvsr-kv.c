@@ -1,8 +1,9 @@
 /*
  * zvsr-kv - the built-in coordination app of a zvsr cluster from the shell, through the C client.
  *
- *   zvsr-kv [options] get KEY | put KEY VALUE | del KEY | incr KEY [BY] | cas KEY EXPECTED NEW
- *           | cas --missing KEY NEW | lock NAME OWNER | unlock NAME OWNER
+ *   zvsr-kv [options] get KEY | put [--lease ID] KEY VALUE | del KEY | incr KEY [BY] | cas KEY EXPECTED NEW
+ *           | cas --missing KEY NEW | lock [--lease ID] NAME OWNER | unlock NAME OWNER
+ *           | lease grant TTL_MS [LOCK_DELAY_MS] | lease keepalive ID | lease revoke ID
  *
  * Values are strings. Exit codes: see usage() and README.md.
  */
@@ -37,12 +38,20 @@ static void usage(FILE *f) {
             "commands (values are strings):\n"
             "  get KEY                   print KEY's value (a str as is, anything else as JSON)\n"
             "  put KEY VALUE             set KEY; prints OK\n"
+            "  put --lease ID KEY VALUE  ... attached to lease ID: KEY is deleted when the lease ends\n"
             "  del KEY                   delete KEY; prints deleted / not found\n"
             "  incr KEY [BY]             add BY (default 1) to the integer at KEY; prints the new value\n"
             "  cas KEY EXPECTED NEW      set KEY to NEW iff it holds EXPECTED; prints ok/failed and the value\n"
             "  cas --missing KEY NEW     set KEY to NEW iff KEY is missing\n"
             "  lock NAME OWNER           take lock NAME; prints 'ok TOKEN' or 'held OWNER TOKEN'\n"
+            "                            ('delayed TOKEN': in its lock delay, nobody may take it yet)\n"
+            "  lock --lease ID NAME OWNER  ... attached to lease ID: released when the lease ends\n"
             "  unlock NAME OWNER         release lock NAME held by OWNER; prints ok / not held\n"
+            "  lease grant TTL_MS [LOCK_DELAY_MS]\n"
+            "                            grant a lease of TTL_MS ms of cluster time; prints its id\n"
+            "  lease keepalive ID        renew lease ID; prints the ms it has left\n"
+            "  lease revoke ID           end lease ID (deleting its keys, releasing its locks);\n"
+            "                            prints 'revoked [KEYS]' or 'not live'\n"
             "\n"
             "options:\n"
             "  -e, --endpoint EP         proxy endpoint (repeatable; default tcp://127.0.0.1:7700)\n"
@@ -55,8 +64,9 @@ static void usage(FILE *f) {
             "  -h, --help\n"
             "\n"
             "exit status: 0 done; 1 answered no (missing key, not deleted, cas mismatch, lock held,\n"
-            "not unlocked); 2 usage; 3 unavailable (not executed); 4 busy (not executed); 5 timeout\n"
-            "(outcome unknown); 6 bad request; 7 app error; 8 protocol error; 9 other error\n");
+            "not unlocked, lease not live to revoke); 2 usage; 3 unavailable (not executed); 4 busy\n"
+            "(not executed); 5 timeout (outcome unknown); 6 bad request; 7 app error (e.g. lease_not_found);\n"
+            "8 protocol error; 9 other error\n");
 }
 
 static int exit_code(zvsr_status status) {
@@ -91,6 +101,17 @@ static bool parse_int(const char *text, long long low, long long high, long long
     long long v = strtoll(text, &end, 10);
     if (errno != 0 || *end != 0 || v < low || v > high) return false;
     *out = v;
+    return true;
+}
+
+/* A decimal uint64_t, digits only. */
+static bool parse_u64(const char *text, uint64_t *out) {
+    if (text == NULL || *text < '0' || *text > '9') return false;
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(text, &end, 10);
+    if (errno != 0 || *end != 0) return false;
+    *out = (uint64_t)v;
     return true;
 }
 
@@ -210,9 +231,49 @@ int main(int argc, char **argv) {
         args++;
         nargs--;
     }
+    /* put / lock --lease ID */
+    bool with_lease = false;
+    uint64_t lease = 0;
+    if ((!strcmp(command, "put") || !strcmp(command, "lock")) && nargs > 0 && !strcmp(args[0], "--lease")) {
+        if (nargs < 2 || !parse_u64(args[1], &lease)) {
+            fprintf(stderr, "zvsr-kv: %s --lease wants a lease id (an unsigned integer)\n", command);
+            return EXIT_USAGE;
+        }
+        with_lease = true;
+        args += 2;
+        nargs -= 2;
+    }
+    /* lease grant|keepalive|revoke */
+    const char *lease_command = NULL;
+    uint64_t ttl_ms = 0, lock_delay_ms = 0;
+    if (!strcmp(command, "lease")) {
+        lease_command = nargs > 0 ? args[0] : "";
+        args++;
+        nargs--;
+        if (!strcmp(lease_command, "grant")) {
+            if (nargs != 1 && !need(nargs, 2, "lease grant")) return EXIT_USAGE;
+            if (!parse_u64(args[0], &ttl_ms) || (nargs == 2 && !parse_u64(args[1], &lock_delay_ms))) {
+                fprintf(stderr, "zvsr-kv: lease grant: TTL_MS and LOCK_DELAY_MS are milliseconds\n");
+                return EXIT_USAGE;
+            }
+        } else if (!strcmp(lease_command, "keepalive") || !strcmp(lease_command, "revoke")) {
+            if (!need(nargs, 1, !strcmp(lease_command, "revoke") ? "lease revoke" : "lease keepalive"))
+                return EXIT_USAGE;
+            if (!parse_u64(args[0], &lease)) {
+                fprintf(stderr, "zvsr-kv: lease %s: ID must be a lease id, not '%s'\n", lease_command, args[0]);
+                return EXIT_USAGE;
+            }
+        } else {
+            fprintf(stderr, "zvsr-kv: lease wants grant, keepalive or revoke, not '%s' (see --help)\n",
+                    lease_command);
+            return EXIT_USAGE;
+        }
+    }
     /* check the command line before connecting */
     long long by = 1;
-    if (!strcmp(command, "get") || !strcmp(command, "del")) {
+    if (lease_command != NULL) {
+        /* checked above */
+    } else if (!strcmp(command, "get") || !strcmp(command, "del")) {
         if (!need(nargs, 1, command)) return EXIT_USAGE;
     } else if (!strcmp(command, "put") || !strcmp(command, "lock") || !strcmp(command, "unlock")) {
         if (!need(nargs, 2, command)) return EXIT_USAGE;
@@ -236,7 +297,22 @@ int main(int argc, char **argv) {
     int code = 0;
     zvsr_buffer text = ZVSR_BUFFER_INIT;
     zvsr_value_kind kind = ZVSR_VALUE_NIL;
-    if (!strcmp(command, "get")) {
+    if (lease_command != NULL && !strcmp(lease_command, "grant")) {
+        status = zvsr_lease_grant(client, ttl_ms, lock_delay_ms, &lease);
+        if (status == ZVSR_OK) printf("%" PRIu64 "\n", lease);
+    } else if (lease_command != NULL && !strcmp(lease_command, "keepalive")) {
+        uint64_t remaining_ms = 0;
+        status = zvsr_lease_keepalive(client, lease, &remaining_ms);
+        if (status == ZVSR_OK) printf("%" PRIu64 "\n", remaining_ms);
+    } else if (lease_command != NULL) { /* revoke */
+        bool revoked = false;
+        status = zvsr_lease_revoke(client, lease, &revoked, &text);
+        if (status == ZVSR_OK) {
+            if (revoked) printf("revoked %s\n", text.data ? (const char *)text.data : "[]");
+            else puts("not live");
+            code = revoked ? 0 : EXIT_NO;
+        }
+    } else if (!strcmp(command, "get")) {
         status = zvsr_get(client, args[0], &text, &kind);
         if (status == ZVSR_OK) {
             print_value(&text, kind);
@@ -246,7 +322,8 @@ int main(int argc, char **argv) {
             }
         }
     } else if (!strcmp(command, "put")) {
-        status = zvsr_put(client, args[0], args[1]);
+        status = with_lease ? zvsr_put_with_lease(client, args[0], args[1], lease)
+                            : zvsr_put(client, args[0], args[1]);
         if (status == ZVSR_OK) puts("OK");
     } else if (!strcmp(command, "del")) {
         bool existed = false;
@@ -273,10 +350,14 @@ int main(int argc, char **argv) {
     } else if (!strcmp(command, "lock")) {
         bool acquired = false;
         uint64_t token = 0;
-        status = zvsr_lock(client, args[0], args[1], &acquired, &token, &text);
+        status = with_lease ? zvsr_lock_with_lease(client, args[0], args[1], lease, &acquired, &token, &text)
+                            : zvsr_lock(client, args[0], args[1], &acquired, &token, &text);
         if (status == ZVSR_OK) {
             if (acquired) {
                 printf("ok %" PRIu64 "\n", token);
+            } else if (text.len == 0) { /* no holder: its lease expired, and the lock delay is running */
+                printf("delayed %" PRIu64 "\n", token);
+                code = EXIT_NO;
             } else {
                 printf("held %s %" PRIu64 "\n", text.data ? (const char *)text.data : "", token);
                 code = EXIT_NO;

@@ -883,11 +883,12 @@ static zvsr_status value_text(const mp_item *it, size_t size, zvsr_buffer *out, 
 
 typedef struct {
     const char *name;
-    enum { F_STR, F_RAW, F_NIL, F_INT } kind;
+    enum { F_STR, F_RAW, F_NIL, F_INT, F_UINT } kind;
     const char *str;
     const uint8_t *raw;
     size_t raw_len;
     int64_t integer;
+    uint64_t unsigned_integer;
 } op_field;
 
 static zvsr_status build_op(zvsr_buffer *out, const char *op, const op_field *fields, size_t n) {
@@ -910,6 +911,7 @@ static zvsr_status build_op(zvsr_buffer *out, const char *op, const op_field *fi
         case F_RAW: rc |= buf_append(out, fields[k].raw, fields[k].raw_len) ? 0 : -1; break;
         case F_NIL: rc |= msgpack_pack_nil(&pk); break;
         case F_INT: rc |= msgpack_pack_int64(&pk, fields[k].integer); break;
+        case F_UINT: rc |= msgpack_pack_uint64(&pk, fields[k].unsigned_integer); break;
         }
     }
     if (rc != 0) return ZVSR_ERR_NOMEM;
@@ -918,6 +920,7 @@ static zvsr_status build_op(zvsr_buffer *out, const char *op, const op_field *fi
 }
 
 #define STR_FIELD(n, s) {.name = (n), .kind = F_STR, .str = (s)}
+#define UINT_FIELD(n, u) {.name = (n), .kind = F_UINT, .unsigned_integer = (u)}
 
 zvsr_status zvsr_op_get(zvsr_buffer *out, const char *key) {
     op_field f[] = {STR_FIELD("key", key)};
@@ -968,6 +971,31 @@ zvsr_status zvsr_op_lock(zvsr_buffer *out, const char *name, const char *owner) 
 zvsr_status zvsr_op_unlock(zvsr_buffer *out, const char *name, const char *owner) {
     op_field f[] = {STR_FIELD("name", name), STR_FIELD("owner", owner)};
     return build_op(out, "unlock", f, 2);
+}
+
+zvsr_status zvsr_op_put_with_lease(zvsr_buffer *out, const char *key, const char *value, uint64_t lease) {
+    op_field f[] = {STR_FIELD("key", key), STR_FIELD("value", value), UINT_FIELD("lease", lease)};
+    return build_op(out, "put", f, 3);
+}
+
+zvsr_status zvsr_op_lock_with_lease(zvsr_buffer *out, const char *name, const char *owner, uint64_t lease) {
+    op_field f[] = {STR_FIELD("name", name), STR_FIELD("owner", owner), UINT_FIELD("lease", lease)};
+    return build_op(out, "lock", f, 3);
+}
+
+zvsr_status zvsr_op_lease_grant(zvsr_buffer *out, uint64_t ttl_ms, uint64_t lock_delay_ms) {
+    op_field f[] = {UINT_FIELD("ttl_ms", ttl_ms), UINT_FIELD("lock_delay_ms", lock_delay_ms)};
+    return build_op(out, "lease_grant", f, lock_delay_ms ? 2 : 1); /* 0 is the app's default: not sent */
+}
+
+zvsr_status zvsr_op_lease_keepalive(zvsr_buffer *out, uint64_t lease) {
+    op_field f[] = {UINT_FIELD("lease", lease)};
+    return build_op(out, "lease_keepalive", f, 1);
+}
+
+zvsr_status zvsr_op_lease_revoke(zvsr_buffer *out, uint64_t lease) {
+    op_field f[] = {UINT_FIELD("lease", lease)};
+    return build_op(out, "lease_revoke", f, 1);
 }
 
 /* ====================================================================================================== */
@@ -1605,6 +1633,12 @@ zvsr_status zvsr_put(zvsr_client *c, const char *key, const char *value) {
     return run_op(c, zvsr_op_put(&c->op, key, value), "put", true, &v);
 }
 
+zvsr_status zvsr_put_with_lease(zvsr_client *c, const char *key, const char *value, uint64_t lease) {
+    if (c == NULL) return ZVSR_ERR_INVALID;
+    mp_item v;
+    return run_op(c, zvsr_op_put_with_lease(&c->op, key, value, lease), "put", true, &v);
+}
+
 zvsr_status zvsr_del(zvsr_client *c, const char *key, bool *existed) {
     if (c == NULL) return ZVSR_ERR_INVALID;
     mp_item v;
@@ -1653,11 +1687,11 @@ zvsr_status zvsr_cas(zvsr_client *c, const char *key, const char *expected, cons
     return value_text(&now, mp_size(&now, &after), current, kind);
 }
 
-zvsr_status zvsr_lock(zvsr_client *c, const char *name, const char *owner, bool *acquired, uint64_t *token,
-                      zvsr_buffer *holder) {
-    if (c == NULL) return ZVSR_ERR_INVALID;
+/* Reads a lock answer (c->op built by the caller, ZVSR_OK or the build's failure in `built`). */
+static zvsr_status lock_result(zvsr_client *c, zvsr_status built, bool *acquired, uint64_t *token,
+                               zvsr_buffer *holder) {
     mp_item v, ok, tok, who;
-    zvsr_status status = run_op(c, zvsr_op_lock(&c->op, name, owner), "lock", true, &v);
+    zvsr_status status = run_op(c, built, "lock", true, &v);
     if (status != ZVSR_OK) return status;
     if (v.kind != MP_MAP || !mp_map_get(&v, result_end(c), "ok", &ok) || ok.kind != MP_BOOL ||
         !mp_map_get(&v, result_end(c), "token", &tok) || tok.kind != MP_UINT)
@@ -1672,6 +1706,18 @@ zvsr_status zvsr_lock(zvsr_client *c, const char *name, const char *owner, bool 
     return value_text(&who, mp_size(&who, &after), holder, NULL);
 }
 
+zvsr_status zvsr_lock(zvsr_client *c, const char *name, const char *owner, bool *acquired, uint64_t *token,
+                      zvsr_buffer *holder) {
+    if (c == NULL) return ZVSR_ERR_INVALID;
+    return lock_result(c, zvsr_op_lock(&c->op, name, owner), acquired, token, holder);
+}
+
+zvsr_status zvsr_lock_with_lease(zvsr_client *c, const char *name, const char *owner, uint64_t lease,
+                                 bool *acquired, uint64_t *token, zvsr_buffer *holder) {
+    if (c == NULL) return ZVSR_ERR_INVALID;
+    return lock_result(c, zvsr_op_lock_with_lease(&c->op, name, owner, lease), acquired, token, holder);
+}
+
 zvsr_status zvsr_unlock(zvsr_client *c, const char *name, const char *owner, bool *released) {
     if (c == NULL) return ZVSR_ERR_INVALID;
     mp_item v, ok;
@@ -1681,4 +1727,44 @@ zvsr_status zvsr_unlock(zvsr_client *c, const char *name, const char *owner, boo
         return unexpected(c, "unlock", c->result.data, c->result.len);
     if (released) *released = ok.boolean;
     return ZVSR_OK;
+}
+
+/* --- leases ------------------------------------------------------------------------------------------------ */
+
+zvsr_status zvsr_lease_grant(zvsr_client *c, uint64_t ttl_ms, uint64_t lock_delay_ms, uint64_t *lease) {
+    if (c == NULL) return ZVSR_ERR_INVALID;
+    mp_item v, id, ttl;
+    zvsr_status status = run_op(c, zvsr_op_lease_grant(&c->op, ttl_ms, lock_delay_ms), "lease_grant", true, &v);
+    if (status != ZVSR_OK) return status;
+    if (v.kind != MP_MAP || !mp_map_get(&v, result_end(c), "lease", &id) || id.kind != MP_UINT ||
+        !mp_map_get(&v, result_end(c), "ttl_ms", &ttl) || ttl.kind != MP_UINT)
+        return unexpected(c, "lease_grant", c->result.data, c->result.len);
+    if (lease) *lease = id.u;
+    return ZVSR_OK;
+}
+
+zvsr_status zvsr_lease_keepalive(zvsr_client *c, uint64_t lease, uint64_t *remaining_ms) {
+    if (c == NULL) return ZVSR_ERR_INVALID;
+    mp_item v;
+    zvsr_status status = run_op(c, zvsr_op_lease_keepalive(&c->op, lease), "lease_keepalive", true, &v);
+    if (status != ZVSR_OK) return status;
+    if (v.kind != MP_UINT) return unexpected(c, "lease_keepalive", c->result.data, c->result.len);
+    if (remaining_ms) *remaining_ms = v.u;
+    return ZVSR_OK;
+}
+
+zvsr_status zvsr_lease_revoke(zvsr_client *c, uint64_t lease, bool *revoked, zvsr_buffer *deleted) {
+    if (c == NULL) return ZVSR_ERR_INVALID;
+    mp_item v, ok, keys;
+    zvsr_status status = run_op(c, zvsr_op_lease_revoke(&c->op, lease), "lease_revoke", true, &v);
+    if (status != ZVSR_OK) return status;
+    if (v.kind != MP_MAP || !mp_map_get(&v, result_end(c), "ok", &ok) || ok.kind != MP_BOOL ||
+        !mp_map_get(&v, result_end(c), "deleted", &keys) || keys.kind != MP_ARRAY)
+        return unexpected(c, "lease_revoke", c->result.data, c->result.len);
+    if (revoked) *revoked = ok.boolean;
+    if (deleted == NULL) return ZVSR_OK;
+    mp_cur after = {keys.start, result_end(c)};
+    mp_item skip;
+    if (!mp_read(&after, &skip)) return ZVSR_ERR_PROTOCOL;
+    return zvsr_render(keys.start, mp_size(&keys, &after), deleted);
 }

@@ -161,6 +161,32 @@ zvsr_status zvsr_lock(zvsr_client *client, const char *name, const char *owner, 
 /* Releases lock NAME if OWNER holds it; *released says whether it did. */
 zvsr_status zvsr_unlock(zvsr_client *client, const char *name, const char *owner, bool *released);
 
+/* --- leases (docs/operations.md, "Leases and locks that expire") ---------------------------------------- */
+
+/* A lease ends TTL milliseconds of cluster time after its grant or latest keepalive, or when revoked, and takes
+ * with it every key put and every lock taken with it: a holder that dies releases its locks by itself. Keep a
+ * lease alive every ttl/3, and count on it for at most ttl * 0.95 measured from the time you *sent* the last
+ * keepalive that was answered (replicas' clocks may run up to 5% apart in rate). A process that pauses can
+ * outlive its lease without noticing, so a resource that must never serve two holders checks the lock's
+ * fencing token as well. A lease that is not live (expired, revoked, never granted) makes the calls below
+ * fail with ZVSR_ERR_APP and zvsr_app_error() "lease_not_found". */
+
+/* Grants a lease of TTL_MS milliseconds; *lease (may be NULL) gets its id. LOCK_DELAY_MS: when the lease
+ * expires (not when it is revoked), its locks stay unavailable this long (0: none). Out of the app's bounds:
+ * ZVSR_ERR_APP "out_of_range"; too many live leases: "lease_limit". */
+zvsr_status zvsr_lease_grant(zvsr_client *client, uint64_t ttl_ms, uint64_t lock_delay_ms, uint64_t *lease);
+/* Renews LEASE for a full ttl; *remaining_ms (may be NULL) gets the time it now has left. */
+zvsr_status zvsr_lease_keepalive(zvsr_client *client, uint64_t lease, uint64_t *remaining_ms);
+/* Ends LEASE now: its keys are deleted and its locks released (without lock delay). *revoked (may be NULL):
+ * whether it was live; *deleted (may be NULL): the keys deleted, as a JSON array (zvsr_render). */
+zvsr_status zvsr_lease_revoke(zvsr_client *client, uint64_t lease, bool *revoked, zvsr_buffer *deleted);
+/* zvsr_put, with KEY attached to LEASE: deleted when the lease ends. */
+zvsr_status zvsr_put_with_lease(zvsr_client *client, const char *key, const char *value, uint64_t lease);
+/* zvsr_lock, with the lock attached to LEASE: released when the lease ends (with the lease's lock delay if it
+ * expired). A lock in its lock delay answers *acquired false with an empty *holder: nobody may take it yet. */
+zvsr_status zvsr_lock_with_lease(zvsr_client *client, const char *name, const char *owner, uint64_t lease,
+                                 bool *acquired, uint64_t *token, zvsr_buffer *holder);
+
 /* --- operations and values, for zvsr_execute ---------------------------------------------------------- */
 
 /* The canonical operation bytes (docs/protocol.md §7: "op" first, then the fields in the documented order)
@@ -176,6 +202,11 @@ zvsr_status zvsr_op_cas_raw(zvsr_buffer *out, const char *key, const uint8_t *ex
                             const uint8_t *new_value, size_t new_len);
 zvsr_status zvsr_op_lock(zvsr_buffer *out, const char *name, const char *owner);
 zvsr_status zvsr_op_unlock(zvsr_buffer *out, const char *name, const char *owner);
+zvsr_status zvsr_op_put_with_lease(zvsr_buffer *out, const char *key, const char *value, uint64_t lease);
+zvsr_status zvsr_op_lock_with_lease(zvsr_buffer *out, const char *name, const char *owner, uint64_t lease);
+zvsr_status zvsr_op_lease_grant(zvsr_buffer *out, uint64_t ttl_ms, uint64_t lock_delay_ms); /* delay 0: omitted */
+zvsr_status zvsr_op_lease_keepalive(zvsr_buffer *out, uint64_t lease);
+zvsr_status zvsr_op_lease_revoke(zvsr_buffer *out, uint64_t lease);
 
 /* One msgpack value (e.g. a result) as JSON text into *out: null, true/false, integers in decimal, floats
  * in shortest round-trip form (1.0 stays 1.0), strings quoted and escaped like Python's json.dumps,

@@ -26,6 +26,7 @@ module.exports = {
   Timeout: errors.Timeout,
   SessionExpired: errors.SessionExpired,
   AppError: errors.AppError,
+  LeaseNotFound: errors.LeaseNotFound,
   Float64: msgpack.Float64,
   Ext: msgpack.Ext,
   codec,

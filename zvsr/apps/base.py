@@ -71,6 +71,20 @@ class App(Protocol):
         ...
 
 
+@runtime_checkable
+class ContextApp(Protocol):
+    """An `App` whose ``apply`` also takes the op's `OpContext` (an app that needs cluster time)."""
+
+    def apply(self, op: Any, ctx: OpContext) -> Any: ...
+
+    def snapshot(self) -> bytes: ...
+
+    def restore(self, data: bytes) -> None: ...
+
+
+AnyApp = App | ContextApp  # what the adapter and `zvsr node --app` accept
+
+
 # Optional, not part of the Protocol (most apps have no timers):
 #
 #     def due(self, timestamp_ns: int) -> Any:

@@ -27,6 +27,11 @@ class Config:
     heartbeat_ticks: int = c.HEARTBEAT_TICKS
     primary_timeout_ticks: int = c.PRIMARY_TIMEOUT_TICKS
     primary_timeout_jitter_ticks: int = c.PRIMARY_TIMEOUT_JITTER_TICKS
+    # A brand-new replica gives the primary of view 0 this much longer to show itself, once: replicas of a new
+    # cluster start within a few hundred ms of each other, and a backup that came up first must not start a
+    # view change before the primary's process is running. 0 here (scenarios count ticks); the node sets
+    # STARTUP_GRACE_TICKS.
+    startup_grace_ticks: int = 0
     view_change_resend_ticks: int = c.VIEW_CHANGE_RESEND_TICKS
     view_change_timeout_ticks: int = c.VIEW_CHANGE_TIMEOUT_TICKS
     view_change_timeout_max_ticks: int = c.VIEW_CHANGE_TIMEOUT_MAX_TICKS
@@ -68,6 +73,8 @@ class Config:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if self.startup_grace_ticks < 0:
+            raise ValueError("startup_grace_ticks must be >= 0")
         if self.view_change_timeout_max_ticks < self.view_change_timeout_ticks:
             raise ValueError("view_change_timeout_max_ticks must be >= view_change_timeout_ticks")
         if self.snapshot_interval_ops < 0:

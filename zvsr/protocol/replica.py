@@ -138,6 +138,9 @@ class Replica(ReplicaState):
             self._enter_primary()
         else:
             self.timers.enter_backup(self.prng)
+            if self.first_start:
+                # The primary of view 0 may still be starting its process: no view change before it could.
+                self.timers.primary.delay(self.config.startup_grace_ticks)
 
     # --- normal operation: primary (§4.1) ---------------------------------------------------------------------
 

@@ -119,6 +119,8 @@ class ReplicaState:
         self._outbox = Outbox()
         self.counters: dict[str, int] = {}
 
+        # A brand-new replica (no disk, no recovery): a new cluster starting up (`startup_grace_ticks`).
+        self.first_start = durable is None and not recovering
         if durable is not None:
             self._restore(durable)
         self._enter_initial_role()

@@ -68,6 +68,11 @@ class Timeout:
         self._ticks = 0
         self._running = True
 
+    def delay(self, ticks: int) -> None:
+        """This period only runs `ticks` longer (a reset or restart forgets it)."""
+        assert ticks >= 0
+        self._ticks -= ticks
+
     def jitter(self, prng: Prng, spread: int) -> None:
         """Restart with a random extra of 0..spread ticks (spreads out backups' primary timeouts)."""
         self.after = self._base + (prng.randrange(0, spread + 1) if spread > 0 else 0)

@@ -65,6 +65,7 @@ TIMEOUT_KEYS = (
     "heartbeat_ticks",
     "primary_timeout_ticks",
     "primary_timeout_jitter_ticks",
+    "startup_grace_ticks",
     "view_change_resend_ticks",
     "view_change_timeout_ticks",
     "view_change_timeout_max_ticks",
@@ -179,7 +180,7 @@ class ClusterConfig:
             epoch=self.epoch,
             snapshot_interval_ops=self.snapshot_interval_ops,
             client_table_max=self.client_table_max,
-            **dict(self.timeouts),
+            **{"startup_grace_ticks": constants.STARTUP_GRACE_TICKS, **dict(self.timeouts)},
         )
 
     def keys(self) -> Keys | None:

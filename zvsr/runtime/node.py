@@ -71,7 +71,7 @@ from typing import Any, Final
 import zmq
 
 from zvsr import constants as c
-from zvsr.apps import App, AppLoadError, MsgpackStateMachine, load_app
+from zvsr.apps import AnyApp, AppLoadError, MsgpackStateMachine, load_app
 from zvsr.protocol.messages import ERROR_BAD_REQUEST, ClientReply, Commit, Error, ReplicaMessage
 from zvsr.protocol.ready import BROADCAST, Ready
 from zvsr.protocol.replica import Replica, Status
@@ -119,7 +119,7 @@ class ReplicaNode:
         config: ClusterConfig,
         replica: int,
         *,
-        app: App | None = None,
+        app: AnyApp | None = None,
         context: zmq.Context[Socket] | None = None,
         seed: int | None = None,
         init: bool = False,

@@ -212,9 +212,17 @@ class Client {
     return this._run(ops.get(key));
   }
 
-  /** Set `key` to `value` (any msgpack value). Resolves to null. */
-  async put(key, value) {
-    return this._run(ops.put(key, value));
+  /**
+   * Set `key` to `value` (any msgpack value). Resolves to null.
+   *
+   * @param {string} key
+   * @param {*} value
+   * @param {{lease?: number|bigint}} [options] `lease`: attach the key to that lease (`leaseGrant`): the key is
+   *   deleted when the lease ends. A lease that is not live rejects with LeaseNotFound.
+   * @returns {Promise<null>}
+   */
+  async put(key, value, { lease } = {}) {
+    return this._run(ops.put(key, value, lease));
   }
 
   /** Delete `key`; whether it existed. */
@@ -232,14 +240,81 @@ class Client {
     return this._run(ops.incr(key, by));
   }
 
-  /** Take lock `name` for `owner` (re-entrant): `{ok, owner, token}`; ok false names the holder and its token. */
-  async lock(name, owner) {
-    return this._run(ops.lock(name, owner));
+  /**
+   * Take lock `name` for `owner` (re-entrant): `{ok, owner, token}`; ok false names the holder and its token.
+   *
+   * @param {string} name
+   * @param {string} owner
+   * @param {{lease?: number|bigint}} [options] `lease`: the lock is released when that lease ends; the result
+   *   then has `lease` too (when ok). A lock whose holder's lease expired may be in its lock delay: ok false,
+   *   owner null, and `delayMs`, the time left before anyone may take it.
+   * @returns {Promise<{ok: boolean, owner: ?string, token: number|bigint, lease?: number|bigint,
+   *   delayMs?: number}>}
+   */
+  async lock(name, owner, { lease } = {}) {
+    return this._run(ops.lock(name, owner, lease));
   }
 
   /** Release lock `name` if `owner` holds it; whether it did. */
   async unlock(name, owner) {
     return this._run(ops.unlock(name, owner));
+  }
+
+  // --- leases ---
+
+  /**
+   * A new lease that ends `ttlMs` milliseconds of cluster time after its grant or latest keepalive (or when
+   * revoked); keys and locks attached to it end with it. Out of the app's bounds: AppError `out_of_range`; too
+   * many live leases: `lease_limit`.
+   *
+   * @param {number|bigint} ttlMs
+   * @param {{lockDelayMs?: number|bigint}} [options] `lockDelayMs`: when the lease expires (not when it is
+   *   revoked), its locks stay unavailable this long (default 0).
+   * @returns {Promise<{lease: number|bigint, ttlMs: number|bigint}>} the lease id and its ttl
+   */
+  async leaseGrant(ttlMs, { lockDelayMs = 0 } = {}) {
+    return this._run(ops.leaseGrant(ttlMs, lockDelayMs));
+  }
+
+  /**
+   * Renew lease `id` for a full ttl. Keep a lease alive every ttl/3; count on it for at most ttl × 0.95 from
+   * the *send* time of the last keepalive that was answered (replicas' clocks may run 5% apart in rate).
+   *
+   * @param {number|bigint} id
+   * @returns {Promise<number|bigint>} the milliseconds it now has left; LeaseNotFound if it is not live
+   */
+  async leaseKeepalive(id) {
+    return this._run(ops.leaseKeepalive(id));
+  }
+
+  /**
+   * End lease `id` now: its keys are deleted and its locks released (without lock delay).
+   *
+   * @param {number|bigint} id
+   * @returns {Promise<{ok: boolean, deleted: string[]}>} whether it was live, and the keys deleted
+   */
+  async leaseRevoke(id) {
+    return this._run(ops.leaseRevoke(id));
+  }
+
+  /**
+   * Lease `id`'s ttl, the time it has left, and the keys and locks attached to it.
+   *
+   * @param {number|bigint} id
+   * @returns {Promise<{lease: number|bigint, ttlMs: number|bigint, remainingMs: number|bigint, keys: string[],
+   *   locks: string[]}>} LeaseNotFound if it is not live
+   */
+  async leaseTtl(id) {
+    return this._run(ops.leaseTtl(id));
+  }
+
+  /**
+   * The ids of every live lease.
+   *
+   * @returns {Promise<Array<number|bigint>>}
+   */
+  async leaseList() {
+    return this._run(ops.leaseList());
   }
 
   /**

@@ -10,7 +10,7 @@
 
 const msgpack = require('./msgpack');
 const { OPERATION_BYTES_MAX } = require('./codec');
-const { AppError, BadRequest } = require('./errors');
+const { AppError, BadRequest, appErrorFor } = require('./errors');
 
 const UNEXPECTED_RESULT = 'unexpected_result';
 
@@ -45,7 +45,7 @@ function isErrorResult(value) {
 
 /** `value`, unless it is the app's error result: then AppError. */
 function checked(value) {
-  if (isErrorResult(value)) throw new AppError(value.error, String(value.message));
+  if (isErrorResult(value)) throw appErrorFor(value.error, String(value.message));
   return value;
 }
 
@@ -87,11 +87,80 @@ function parseCas(value) {
   return { ok: value.ok, value: value.value ?? null };
 }
 
-function parseLock(value) {
-  if (!isPlainObject(checked(value)) || typeof value.ok !== 'boolean' || !isInt(value.token)) {
-    throw unexpected('lock', value);
+/**
+ * `{ok, owner, token}`; with `lease` (the lease the lock was asked with) `lease` too when ok, and `delayMs` when
+ * the lock is in its lock delay (its holder's lease expired: nobody may take it yet; `owner` is null).
+ */
+function parseLock(lease) {
+  return (value) => {
+    if (
+      !isPlainObject(checked(value)) ||
+      typeof value.ok !== 'boolean' ||
+      !isInt(value.token) ||
+      (value.delay_ms !== undefined && !isInt(value.delay_ms))
+    ) {
+      throw unexpected('lock', value);
+    }
+    const result = { ok: value.ok, owner: value.owner ?? null, token: value.token };
+    if (lease !== undefined && value.ok) result.lease = lease;
+    if (value.delay_ms !== undefined) result.delayMs = value.delay_ms;
+    return result;
+  };
+}
+
+const isStrList = (value) => Array.isArray(value) && value.every((item) => typeof item === 'string');
+
+function parseLeaseGrant(value) {
+  if (!isPlainObject(checked(value)) || !isInt(value.lease) || !isInt(value.ttl_ms)) {
+    throw unexpected('lease_grant', value);
   }
-  return { ok: value.ok, owner: value.owner ?? null, token: value.token };
+  return { lease: value.lease, ttlMs: value.ttl_ms };
+}
+
+function parseLeaseKeepalive(value) {
+  if (!isInt(checked(value))) throw unexpected('lease_keepalive', value);
+  return value;
+}
+
+function parseLeaseRevoke(value) {
+  if (!isPlainObject(checked(value)) || typeof value.ok !== 'boolean' || !isStrList(value.deleted)) {
+    throw unexpected('lease_revoke', value);
+  }
+  return { ok: value.ok, deleted: value.deleted };
+}
+
+function parseLeaseTtl(value) {
+  if (
+    !isPlainObject(checked(value)) ||
+    !isInt(value.lease) ||
+    !isInt(value.ttl_ms) ||
+    !isInt(value.remaining_ms) ||
+    !isStrList(value.keys) ||
+    !isStrList(value.locks)
+  ) {
+    throw unexpected('lease_ttl', value);
+  }
+  const { lease, keys, locks } = value;
+  return { lease, ttlMs: value.ttl_ms, remainingMs: value.remaining_ms, keys, locks };
+}
+
+function parseLeaseList(value) {
+  if (!Array.isArray(checked(value)) || !value.every(isInt)) throw unexpected('lease_list', value);
+  return value;
+}
+
+/** An integer (number or bigint) argument, or TypeError. */
+function int(name, value) {
+  if (!(typeof value === 'bigint' || Number.isSafeInteger(value))) {
+    throw new TypeError(`${name} must be an integer (number or bigint), not ${kindOf(value)}`);
+  }
+  return value;
+}
+
+/** `op` with the optional `lease` field (an integer lease id) added last, when given. */
+function withLease(op, lease) {
+  if (lease !== undefined && lease !== null) op.lease = int('lease', lease);
+  return op;
 }
 
 function parseUnlock(value) {
@@ -101,7 +170,10 @@ function parseUnlock(value) {
 
 const ops = {
   get: (key) => ({ operation: pack({ op: 'get', key: str('key', key) }), parse: parseAny }),
-  put: (key, value) => ({ operation: pack({ op: 'put', key: str('key', key), value }), parse: parseNull }),
+  put: (key, value, lease) => ({
+    operation: pack(withLease({ op: 'put', key: str('key', key), value }, lease)),
+    parse: parseNull,
+  }),
   delete: (key) => ({ operation: pack({ op: 'delete', key: str('key', key) }), parse: parseBool('delete') }),
   cas: (key, expected, next) => ({
     operation: pack({ op: 'cas', key: str('key', key), expected, new: next }),
@@ -113,14 +185,30 @@ const ops = {
     }
     return { operation: pack({ op: 'incr', key: str('key', key), by }), parse: parseInt };
   },
-  lock: (name, owner) => ({
-    operation: pack({ op: 'lock', name: str('name', name), owner: str('owner', owner) }),
-    parse: parseLock,
+  lock: (name, owner, lease) => ({
+    operation: pack(withLease({ op: 'lock', name: str('name', name), owner: str('owner', owner) }, lease)),
+    parse: parseLock(lease ?? undefined),
   }),
   unlock: (name, owner) => ({
     operation: pack({ op: 'unlock', name: str('name', name), owner: str('owner', owner) }),
     parse: parseUnlock,
   }),
+  leaseGrant: (ttlMs, lockDelayMs = 0) => {
+    const op = { op: 'lease_grant', ttl_ms: int('ttlMs', ttlMs) };
+    // 0 is the app's default: the field is sent only when it is not.
+    if (BigInt(int('lockDelayMs', lockDelayMs)) !== 0n) op.lock_delay_ms = lockDelayMs;
+    return { operation: pack(op), parse: parseLeaseGrant };
+  },
+  leaseKeepalive: (lease) => ({
+    operation: pack({ op: 'lease_keepalive', lease: int('lease', lease) }),
+    parse: parseLeaseKeepalive,
+  }),
+  leaseRevoke: (lease) => ({
+    operation: pack({ op: 'lease_revoke', lease: int('lease', lease) }),
+    parse: parseLeaseRevoke,
+  }),
+  leaseTtl: (lease) => ({ operation: pack({ op: 'lease_ttl', lease: int('lease', lease) }), parse: parseLeaseTtl }),
+  leaseList: () => ({ operation: pack({ op: 'lease_list' }), parse: parseLeaseList }),
   execute: (op, raiseAppErrors) => ({ operation: pack(op), parse: raiseAppErrors ? checked : parseAny }),
 };
 

@@ -37,10 +37,25 @@ class SessionExpired extends ZvsrError {}
 
 /**
  * The application executed the request and answered `{error: code, message: text}`; `code` is the app's
- * (`bad_request`, `type_error`, `out_of_range`, `app_error`, …), or `unexpected_result` when the result is
- * not what the operation answers.
+ * (`bad_request`, `type_error`, `out_of_range`, `app_error`, `lease_limit`, …), or `unexpected_result` when the
+ * result is not what the operation answers. `lease_not_found` is the subclass `LeaseNotFound`.
  */
 class AppError extends ZvsrError {}
+
+/**
+ * The lease named is not live — it expired, was revoked, or never existed (the app's code `lease_not_found`):
+ * whatever was attached to it is gone (keys deleted, locks released). An `AppError`.
+ */
+class LeaseNotFound extends AppError {}
+
+/** App error codes with a class of their own (every other code is a plain AppError). */
+const APP_ERRORS = { lease_not_found: LeaseNotFound };
+
+/** The error for an app's error result. */
+function appErrorFor(code, message) {
+  const Kind = Object.hasOwn(APP_ERRORS, code) ? APP_ERRORS[code] : AppError;
+  return new Kind(code, message);
+}
 
 const BY_CODE = {
   unavailable: Unavailable,
@@ -56,4 +71,15 @@ function errorFor(code, message) {
   return new Kind(code, message);
 }
 
-module.exports = { ZvsrError, Unavailable, Busy, BadRequest, Timeout, SessionExpired, AppError, errorFor };
+module.exports = {
+  ZvsrError,
+  Unavailable,
+  Busy,
+  BadRequest,
+  Timeout,
+  SessionExpired,
+  AppError,
+  LeaseNotFound,
+  errorFor,
+  appErrorFor,
+};

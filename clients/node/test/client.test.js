@@ -9,7 +9,9 @@ const path = require('node:path');
 const assert = require('node:assert/strict');
 const zmq = require('zeromq');
 
-const { Client, codec, msgpack, socketOptions, Timeout, Unavailable, Busy, BadRequest, AppError } = require('..');
+const {
+  Client, codec, msgpack, socketOptions, Timeout, Unavailable, Busy, BadRequest, AppError, LeaseNotFound,
+} = require('..');
 
 const NIL = Buffer.from([0xc0]);
 
@@ -356,6 +358,78 @@ test('app error results throw AppError; execute can return them instead', async 
       await assert.rejects(client.get('k'), (e) => e instanceof AppError && e.code === 'unexpected_result');
     });
   });
+});
+
+test('leases: each call sends the documented map, reads its result; lease_not_found is LeaseNotFound', async () => {
+  // A fake primary answering each lease op as the coordination app does, with lease 7 live.
+  const answers = {
+    lease_grant: (op) => ({ lease: 7, ttl_ms: op.ttl_ms }),
+    lease_keepalive: () => 4990,
+    lease_revoke: () => ({ ok: true, deleted: ['eph'] }),
+    lease_ttl: () => ({ lease: 7, ttl_ms: 5000, remaining_ms: 4000, keys: ['eph'], locks: ['L'] }),
+    lease_list: () => [7, 9],
+    put: (op) => (op.lease === 8 ? { error: 'lease_not_found', message: 'put: lease 8 is not live' } : null),
+    lock: (op) =>
+      op.name === 'delayed'
+        ? { ok: false, owner: null, token: 4, delay_ms: 250 }
+        : { ok: op.owner === 'me', owner: 'me', token: 3 },
+  };
+  const sent = [];
+  await withServers(
+    1,
+    (index, request) => {
+      const op = msgpack.decode(request.operation);
+      sent.push(Buffer.from(request.operation).toString('hex'));
+      return reply(request, { result: msgpack.encode(answers[op.op](op)) });
+    },
+    async (servers) => {
+      await withClient({ replicas: servers.endpoints }, async (client) => {
+        assert.deepEqual(await client.leaseGrant(5000), { lease: 7, ttlMs: 5000 });
+        assert.deepEqual(await client.leaseGrant(5000, { lockDelayMs: 300 }), { lease: 7, ttlMs: 5000 });
+        assert.equal(await client.leaseKeepalive(7), 4990);
+        assert.deepEqual(await client.leaseRevoke(7), { ok: true, deleted: ['eph'] });
+        assert.deepEqual(await client.leaseTtl(7), {
+          lease: 7, ttlMs: 5000, remainingMs: 4000, keys: ['eph'], locks: ['L'],
+        });
+        assert.deepEqual(await client.leaseList(), [7, 9]);
+        assert.equal(await client.put('eph', 'x', { lease: 7 }), null);
+        assert.equal(await client.put('plain', 'y'), null);
+        await assert.rejects(
+          client.put('eph', 'x', { lease: 8 }),
+          (e) => e instanceof LeaseNotFound && e instanceof AppError && e.code === 'lease_not_found',
+        );
+        assert.deepEqual(await client.lock('L', 'me', { lease: 7 }), { ok: true, owner: 'me', token: 3, lease: 7 });
+        assert.deepEqual(await client.lock('L', 'you', { lease: 9 }), { ok: false, owner: 'me', token: 3 });
+        assert.deepEqual(await client.lock('L', 'me'), { ok: true, owner: 'me', token: 3 });
+        assert.deepEqual(await client.lock('delayed', 'me'), { ok: false, owner: null, token: 4, delayMs: 250 });
+        // Arguments are checked before anything is sent.
+        const before = sent.length;
+        await assert.rejects(client.leaseGrant('5000'), TypeError);
+        await assert.rejects(client.leaseGrant(1.5), TypeError);
+        await assert.rejects(client.leaseGrant(1000, { lockDelayMs: 0.5 }), TypeError);
+        await assert.rejects(client.leaseKeepalive('7'), TypeError);
+        await assert.rejects(client.put('k', 1, { lease: '7' }), TypeError);
+        await assert.rejects(client.lock('L', 'me', { lease: 1.5 }), TypeError);
+        assert.equal(sent.length, before);
+      });
+    },
+  );
+  // The canonical bytes: "op" first, then the fields in the documented order, the lease last.
+  const canonical = [
+    { op: 'lease_grant', ttl_ms: 5000 },
+    { op: 'lease_grant', ttl_ms: 5000, lock_delay_ms: 300 },
+    { op: 'lease_keepalive', lease: 7 },
+    { op: 'lease_revoke', lease: 7 },
+    { op: 'lease_ttl', lease: 7 },
+    { op: 'lease_list' },
+    { op: 'put', key: 'eph', value: 'x', lease: 7 },
+    { op: 'put', key: 'plain', value: 'y' },
+    { op: 'put', key: 'eph', value: 'x', lease: 8 },
+    { op: 'lock', name: 'L', owner: 'me', lease: 7 },
+    { op: 'lock', name: 'L', owner: 'you', lease: 9 },
+  ];
+  const hex = (op) => Buffer.from(msgpack.encode(op)).toString('hex');
+  assert.deepEqual(sent.slice(0, canonical.length), canonical.map(hex));
 });
 
 test('calls made together run one at a time, numbered in order', async () => {

@@ -10,7 +10,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const zmq = require('zeromq');
 
-const { Client, Float64, codec, msgpack, AppError } = require('..');
+const { Client, Float64, codec, msgpack, AppError, LeaseNotFound } = require('..');
 const { LiveCluster, withTimeout } = require('../support/cluster');
 
 const vectors = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'testdata', 'vectors.json'), 'utf8'));
@@ -170,6 +170,37 @@ live('raw Requests: the same (client_id, request_number) sent again gives one in
   const other = codec.encode({ kind: 'Request', client_id: clientId, request_number: 1n, operation: get });
   assert.deepEqual((await firstReply(other)).result, first.result);
   assert.equal(await client({ proxy: cluster.proxy }).get('raw/once'), 10);
+});
+
+live('leases: grant, keepalive, a key and a lock on a lease, revoke; a key on a lease left to expire', async () => {
+  const c = client({ proxy: cluster.proxy });
+  const { lease, ttlMs } = await c.leaseGrant(5000);
+  assert.equal(ttlMs, 5000);
+  const remaining = await c.leaseKeepalive(lease);
+  assert.ok(remaining > 4000 && remaining <= 5000, `remaining ${remaining}`);
+  await c.put('lease/eph', 'x', { lease });
+  const held = await c.lock('lease/lock', 'me', { lease });
+  assert.deepEqual({ ok: held.ok, owner: held.owner, lease: held.lease }, { ok: true, owner: 'me', lease });
+  const status = await c.leaseTtl(lease);
+  assert.deepEqual([status.lease, status.keys, status.locks], [lease, ['lease/eph'], ['lease/lock']]);
+  assert.ok((await c.leaseList()).includes(lease));
+  assert.deepEqual(await c.leaseRevoke(lease), { ok: true, deleted: ['lease/eph'] });
+  assert.equal(await c.get('lease/eph'), null);
+  const next = await c.lock('lease/lock', 'other');
+  assert.ok(next.ok && next.token > held.token, 'the revoked lease released the lock; a newer token');
+  await assert.rejects(c.leaseKeepalive(lease), (e) => e instanceof LeaseNotFound && e.code === 'lease_not_found');
+  await assert.rejects(c.put('lease/late', 1, { lease }), LeaseNotFound);
+
+  // Nobody keeps this one alive: its key goes within the ttl (and a few polls).
+  const sent = performance.now(); // the lease starts after this, when the primary stamps the grant
+  const short = await c.leaseGrant(1000);
+  await c.put('lease/short', 1, { lease: short.lease });
+  while ((await c.get('lease/short')) !== null) {
+    assert.ok(performance.now() - sent < 10_000, 'the key outlived its lease by far');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  assert.ok(performance.now() - sent >= 1000 * 0.95, 'not before the ttl (less the clock drift bound)');
+  await assert.rejects(c.leaseKeepalive(short.lease), LeaseNotFound);
 });
 
 live('the primary is killed: the direct client finds the new one, nothing runs twice', async () => {
