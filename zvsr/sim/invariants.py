@@ -22,7 +22,12 @@ result check above covers that, and `LeaseChecker` counts them so a run shows it
   its deadline, or the first op of the expire op's view (the app's failover refresh), whichever came later.
   Cluster time advances at one primary's clock rate within a view (at most 1 + spread of virtual time), and a
   new view's first op restarts every lease, so this is exact: a holder that keeps alive and whose keepalives
-  get committed never loses its lease, whatever a failover costs (the liveness promise of leases);
+  get committed never loses its lease, whatever a failover costs. It is the liveness promise of leases ("a
+  holder keeping alive whose keepalives are answered keeps its lease"), judged where it can be judged exactly:
+  in every phase, the healed liveness phase included (holders keep alive through it). Judged from the client
+  instead — a lease_not_found for a holder that sends every TTL/3 and got answers — it would also blame the
+  cluster for a network too slow for the TTL: with a 200 ms TTL and up to 40 ms a hop, a keepalive can take
+  more than the 0.6 TTL a holder sending every TTL/3 has left (seed 100140 in `zvsr sim --seed 100000`);
 - never two holders at once, as clients see it: a holder believes it holds a lock from the reply granting it
   until (the first send of its last acknowledged keepalive or grant) + TTL / (1 + spread) of virtual time, or
   until it sends a revoke; no other client may be granted that lock while one believes it holds it.
