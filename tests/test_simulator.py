@@ -69,6 +69,17 @@ def test_cli_prints_the_summary_line_and_exits_zero() -> None:
     assert re.match(r"seeds=3 violations=0 events=\d+ ops=\d+", last)
 
 
+def test_cli_reports_the_lease_workload() -> None:
+    """The summary counts lease_expire ops committed and lock grants: the lease invariants were exercised."""
+    result = CliRunner().invoke(sim_command, ["--seeds", "10", "--verbose"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    found = re.search(r" lease_expire_ops=(\d+) lock_grants=(\d+) ", lines[-1])
+    assert found is not None, lines[-1]
+    assert int(found[1]) > 0 and int(found[2]) > 0
+    assert all("lease_expire_ops=" in line and "leases_expired=" in line for line in lines[:-1])
+
+
 def test_cli_exits_nonzero_on_a_violation(monkeypatch: pytest.MonkeyPatch) -> None:
     def always_fails(seed: int, options: SimOptions | None = None) -> None:
         raise Violation(seed, "test", f"seed={seed}: injected")
