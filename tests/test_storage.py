@@ -22,6 +22,7 @@ def test_an_empty_data_dir_without_init_is_a_lost_disk_and_recovers(tmp_path: Pa
     """A wiped replica must not start empty in view 0 (amnesia); it runs Recovery and writes its marker."""
     storage = open_replica(tmp_path, init=False)
     assert storage.start == START_RECOVERY and storage.recovering and storage.durable is None
+    assert not storage.marker_found, "the node says the directory was empty, not that it found a marker"
     storage.begin()
     assert (tmp_path / MARKER_NAME).exists()
     assert not (tmp_path / "superblock.a").exists()  # the view state Recovery ends with writes it
@@ -65,6 +66,7 @@ def test_a_restart_that_finds_the_marker_but_no_superblock_recovers(tmp_path: Pa
         (tmp_path / name).unlink(missing_ok=True)
     again = open_replica(tmp_path)
     assert again.start == START_RECOVERY and again.recovering and again.durable is None
+    assert again.marker_found
 
 
 @pytest.mark.parametrize(("replica", "cluster_id"), [(2, 7), (1, 8)])

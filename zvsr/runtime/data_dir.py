@@ -120,6 +120,7 @@ class Storage:
         self.wal: WriteAheadLog | None = None
         self.repaired_bytes = 0
         self.damaged: Path | None = None  # where damaged files were moved, if this start found any
+        self.marker_found = False  # the marker was there before this start (else: written by this start)
 
     @property
     def recovering(self) -> bool:
@@ -162,6 +163,7 @@ class Storage:
                     "(point this replica at its own data directory)"
                 )
             storage = cls(path=path, start=START_RECOVERY, marker=marker, temporary=temporary, fsync=fsync)
+            storage.marker_found = True
             storage._load()
             return storage
         marker = Marker(

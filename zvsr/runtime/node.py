@@ -660,7 +660,7 @@ class ReplicaNode:
             # This replica's cluster clock (docs/design.md "Cluster time"): the stamp a primary would give now.
             "cluster_time_ns": core.cluster_time.now(),
             "data_dir_bytes": self._storage.size_bytes(),
-            "fsync": self._storage.fsync,
+            "fsync": "always" if self._storage.fsync else "never",  # the mode, as configured
         }
 
     def _log_context(self) -> tuple[str, int]:
@@ -743,6 +743,13 @@ class ReplicaNode:
                 "restart: damaged durable state moved to %s; this replica runs the Recovery protocol (§4.3) "
                 "to repair itself from its peers and takes part in nothing until then",
                 storage.damaged,
+            )
+        elif storage.start == START_RECOVERY and not storage.marker_found:
+            self._log.info(
+                "start without --init on an empty data directory %s: this replica lost its disk (or it was "
+                "wiped), so it runs the Recovery protocol (§4.3) and takes part in nothing until a quorum of "
+                "replicas in normal status answered (a brand-new cluster starts with --init instead)",
+                storage.path,
             )
         elif storage.start == START_RECOVERY:
             self._log.info(
