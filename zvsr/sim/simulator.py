@@ -32,13 +32,12 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any, cast
+from typing import Any
 
 import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 
 from zvsr import constants as c
 from zvsr.apps.adapter import MsgpackStateMachine
-from zvsr.apps.base import App
 from zvsr.apps.coordination import CoordinationApp
 from zvsr.constants import TICK_MS
 from zvsr.lincheck import UNKNOWN, Operation, ZvsrModel, check
@@ -267,8 +266,7 @@ class Simulation:
 
     @staticmethod
     def new_state_machine() -> MsgpackStateMachine:
-        # Its apply takes (op, ctx), which the adapter supports; the App protocol only spells apply(op).
-        return MsgpackStateMachine(cast(App, CoordinationApp()))
+        return MsgpackStateMachine(CoordinationApp())
 
     def _note(self, text: str) -> None:
         self.trace.append((self.now, text))
