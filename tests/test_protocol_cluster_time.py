@@ -204,3 +204,17 @@ def test_stamps_strictly_increase_along_a_log_that_crossed_two_view_changes() ->
     log = cluster.replicas[1].log
     assert [entry.operation for entry in log] == [b"a", b"b", b"c"]
     assert all(earlier.timestamp < later.timestamp for earlier, later in zip(log, log[1:], strict=False))
+
+
+def test_a_backup_whose_clock_runs_fast_rebases_on_every_newer_stamp_and_does_not_drift_ahead() -> None:
+    """The primary stamps 1 s, then 2 s; the backup's clock runs 10% fast. Its cluster clock continues from the
+    latest stamp with its own elapsed time (2.11 s, 0.1 s after it), not from its older, larger estimate
+    (1 s + 1.21 s = 2.21 s): rate differences do not pile up over a backup's uptime."""
+    clock = FakeClock(now=0)
+    time = ClusterTime(clock)
+    time.learn(1 * SECOND)
+    clock.now = 1_100_000_000  # 1 s of real time at 1.1x
+    time.learn(2 * SECOND)
+    clock.now = 1_210_000_000  # another 0.1 s real, 0.11 s on this clock
+    assert time.now() == 2 * SECOND + 110_000_000
+    assert time.stamp() > 2 * SECOND, "and its stamps still follow every stamp it learned"

@@ -6,7 +6,9 @@ it appends (`LogEntry.timestamp`, ns), and the app reads the stamp (`OpContext.t
 TigerBeetle assigns its timestamps the same way.
 
 A replica's *cluster clock* is the largest stamp it knows (`known`: from its log, its snapshot, entries it
-received) advanced by its own monotonic clock since it learned that stamp (`known_at`). So:
+received) advanced by its own monotonic clock since it learned that stamp (`known_at`), and never below a stamp
+it issued or learned (`last`). A backup re-bases on every newer stamp, so its clock tracks the primary's and
+differences in clock rate do not accumulate over its uptime. So:
 - stamps strictly increase along the log: the primary stamps max(its cluster clock, last stamp + 1);
 - a new primary continues from the largest stamp in the log it adopted (it learned every stamp in it), and time
   keeps running through a failover from the moment it last heard of one, measured on its own clock;
@@ -41,12 +43,14 @@ class ClusterTime:
         return max(self.known + (self.clock() - self.known_at), self.last)
 
     def learn(self, timestamp: int) -> None:
-        """A stamp of a log we hold (received, installed, restored): our clock continues from it if ahead."""
+        """A stamp of a log we hold (received, installed, restored): a newer one than any we knew becomes the
+        base our clock continues from — even if our own estimate had run past it. Keeping the larger estimate
+        instead would let a backup whose clock runs fast drift ahead of the primary's stamps by the rate
+        difference times its uptime, and jump cluster time forward by that much when it becomes primary.
+        Stamps still never go backwards: `last` bounds every stamp from below."""
         if timestamp > self.last:
             self.last = timestamp
-            reading = self.clock()
-            if timestamp > self.known + (reading - self.known_at):
-                self.known, self.known_at = timestamp, reading
+            self.known, self.known_at = timestamp, self.clock()
 
     def stamp(self) -> int:
         """The timestamp of an entry the primary appends now: after every stamp before it."""
