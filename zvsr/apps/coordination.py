@@ -113,7 +113,7 @@ most) and replaces the state only if all hold; otherwise it raises ValueError. A
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from typing import Any, Final, NamedTuple
 
 import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
@@ -764,24 +764,21 @@ def _check_leases(
                 "lock_delay_ms >= 0, [keys, sorted, distinct], [locks, sorted, distinct]]"
             )
         lease = leases[lease_id] = _Lease(entry[0], entry[1], entry[2])
-        for key in entry[3]:
-            if key not in data:
-                raise ValueError(f"coordination snapshot: lease {lease_id} holds key {key!r}, which is missing")
-            if key in key_lease:
-                raise ValueError(
-                    f"coordination snapshot: key {key!r} is on leases {key_lease[key]} and {lease_id}"
-                )
-            key_lease[key] = lease_id
-            lease.keys.add(key)
-            lease.name_bytes += _name_bytes(key)
-        for name in entry[4]:
-            if name not in locks:
-                raise ValueError(f"coordination snapshot: lease {lease_id} holds lock {name!r}, which is free")
-            if name in lock_lease:
-                raise ValueError(
-                    f"coordination snapshot: lock {name!r} is on leases {lock_lease[name]} and {lease_id}"
-                )
-            lock_lease[name] = lease_id
-            lease.locks.add(name)
-            lease.name_bytes += _name_bytes(name)
+        attachments: tuple[tuple[str, list[str], Container[str], dict[str, int], set[str], str], ...] = (
+            ("key", entry[3], data, key_lease, lease.keys, "missing"),
+            ("lock", entry[4], locks, lock_lease, lease.locks, "free"),
+        )
+        for kind, names, present, owners, attached, absent in attachments:
+            for name in names:
+                if name not in present:
+                    raise ValueError(
+                        f"coordination snapshot: lease {lease_id} holds {kind} {name!r}, which is {absent}"
+                    )
+                if name in owners:
+                    raise ValueError(
+                        f"coordination snapshot: {kind} {name!r} is on leases {owners[name]} and {lease_id}"
+                    )
+                owners[name] = lease_id
+                attached.add(name)
+                lease.name_bytes += _name_bytes(name)
     return leases, key_lease, lock_lease
