@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 import pytest
+import zmq
+from local_cluster import TIMEOUTS, LocalCluster, operation
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from zvsr.protocol.messages import ERROR_BUSY, Error, Redirect, Reply
+from zvsr.protocol.messages import ERROR_BUSY, Error, Redirect, Reply, Request
+from zvsr.runtime.cluster_config import ClusterConfig
+from zvsr.runtime.data_dir import MARKER_NAME
 from zvsr.runtime.metrics import (
     LATENCY_BUCKETS,
     NODE_OUTCOMES,
@@ -29,6 +34,9 @@ from zvsr.runtime.metrics import (
     ProxySample,
     metrics_url,
 )
+from zvsr.runtime.node import NodeStartError, ReplicaNode
+from zvsr.runtime.processes import loopback_config, wait_for
+from zvsr.wire.codec import encode
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -243,3 +251,95 @@ def test_the_proxy_collector_exports_outcomes_inflight_retries_and_durations() -
     assert value(samples, "zvsr_proxy_request_duration_seconds_bucket", le="10.0") == 40
     assert value(samples, "zvsr_proxy_request_duration_seconds_count") == 41  # one beyond every bound
     assert value(samples, "zvsr_proxy_request_duration_seconds_sum") == pytest.approx(15.2)
+
+
+# --- real nodes in this process, scraped over HTTP --------------------------------------------------------------
+
+
+def metrics_config(data_dir: Path | None = None) -> ClusterConfig:
+    data = None if data_dir is None else str(data_dir)
+    return loopback_config(3, metrics=True, data_dir=data, timeouts=dict(TIMEOUTS))
+
+
+@pytest.fixture
+def cluster() -> Iterator[LocalCluster]:
+    local = LocalCluster(metrics_config())
+    try:
+        yield local.start()
+    finally:
+        local.close()
+
+
+def scrape(cluster: LocalCluster, index: int) -> Samples:
+    url = cluster.status(index)["metrics"]
+    assert url == metrics_url("127.0.0.1", cluster.config.metrics_ports[index])
+    return parse(scrape_text(url))
+
+
+def scrape_until(cluster: LocalCluster, index: int, what: str, check: Callable[[Samples], bool]) -> Samples:
+    """Scrape replica `index` until `check` holds: samples are published once per tick, so they trail a bit."""
+
+    def met() -> Samples | None:
+        samples = scrape(cluster, index)
+        return samples if check(samples) else None
+
+    return wait_for(met, what=f"r{index}'s metrics: {what}")
+
+
+def test_a_node_serves_its_metrics_and_they_move_as_ops_commit(cluster: LocalCluster) -> None:
+    before = scrape(cluster, 0)
+    assert value(before, "zvsr_server_is_primary") == 1 and value(before, "zvsr_server_view") == 0
+    for number in range(1, 6):
+        request = Request(client_id=11, request_number=number, operation=operation("put", "k", value=number))
+        assert isinstance(cluster.call(0, request), Reply)
+    redirect = cluster.call(1, Request(client_id=12, request_number=1, operation=operation("get", "k")))
+    assert isinstance(redirect, Redirect)
+    after = scrape_until(cluster, 0, "5 ops committed", lambda s: value(s, "zvsr_server_commit_number") >= 5)
+    assert value(after, "zvsr_server_op_number") >= 5
+    assert value(after, "zvsr_server_requests_total", outcome="ok") >= 5
+    assert value(after, "zvsr_server_commit_duration_seconds_count") >= 5
+    assert value(after, "zvsr_disk_wal_fsync_duration_seconds_count") >= 1
+    assert value(after, "zvsr_client_sessions") >= 1
+    assert value(after, "zvsr_disk_wal_bytes") > 0
+    assert value(after, "zvsr_server_cluster_time_seconds") > 0
+    assert value(after, "zvsr_peer_last_heard_seconds", peer="1") < 5
+    backup = scrape_until(
+        cluster, 1, "a redirect", lambda s: value(s, "zvsr_server_requests_total", outcome="redirect") >= 1
+    )
+    assert value(backup, "zvsr_server_is_primary") == 0 and value(backup, "zvsr_server_proposals_pending") == 0
+    assert value(backup, "zvsr_server_requests_total", outcome="ok") == 0
+    assert value(backup, "zvsr_server_commit_duration_seconds_count") == 0  # timed on the primary only
+
+
+def test_bad_frames_are_counted_by_socket_and_reason(cluster: LocalCluster) -> None:
+    stranger = cluster.socket(zmq.DEALER, cluster.config.replicas[2].peer, ROUTING_ID=b"x9")
+    stranger.send(encode(Request(client_id=1, request_number=1, operation=b"")))
+    client = cluster.client(2)
+    client.send_multipart([b"", msgpack.packb({"type": 20}, use_bin_type=True)])
+    assert client.poll(5000)  # answered bad_request
+
+    def both(samples: Samples) -> bool:
+        peer = samples.get(("zvsr_bad_frames_total", (("reason", "unknown_identity"), ("socket", "peer"))), 0)
+        client = samples.get(("zvsr_bad_frames_total", (("reason", "missing_field"), ("socket", "client"))), 0)
+        return peer >= 1 and client >= 1
+
+    samples = scrape_until(cluster, 2, "both bad frames", both)
+    assert value(samples, "zvsr_server_requests_total", outcome="bad_request") >= 1
+
+
+@pytest.mark.timeout(20)
+def test_a_metrics_port_in_use_fails_the_start_and_writes_no_marker(tmp_path: Path) -> None:
+    config = metrics_config(tmp_path)
+    squatter = NodeMetrics(
+        host="127.0.0.1", port=config.metrics_ports[0], peers=(), wal_path=tmp_path / "none", started=0.0
+    )
+    try:
+        with pytest.raises(NodeStartError, match="replica 0: cannot serve metrics on http://127.0.0.1:"):
+            ReplicaNode(config, 0, init=True)
+        assert not (tmp_path / "replica-0" / MARKER_NAME).exists()  # it never ran: the next start is a first
+    finally:
+        squatter.close()
+    with ReplicaNode(config, 0, init=True) as node:
+        assert node.status()["start"] == "first_start" and node.status()["metrics"] is not None
+    with ReplicaNode(loopback_config(3), 0) as node:
+        assert node.status()["metrics"] is None  # off unless configured
