@@ -6,9 +6,11 @@ The real-process scenario (kill -9 of the primary, scraped from outside) is in t
 
 from __future__ import annotations
 
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
@@ -17,8 +19,9 @@ import zmq
 from local_cluster import TIMEOUTS, LocalCluster, operation
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from zmq_fakes import echo_result, fake_replicas, running_proxy
 
-from zvsr.protocol.messages import ERROR_BUSY, Error, Redirect, Reply, Request
+from zvsr.protocol.messages import ERROR_BUSY, ClientReply, Error, Redirect, Reply, Request
 from zvsr.runtime.cluster_config import ClusterConfig
 from zvsr.runtime.data_dir import MARKER_NAME
 from zvsr.runtime.metrics import (
@@ -36,7 +39,8 @@ from zvsr.runtime.metrics import (
 )
 from zvsr.runtime.node import NodeStartError, ReplicaNode
 from zvsr.runtime.processes import loopback_config, wait_for
-from zvsr.wire.codec import encode
+from zvsr.runtime.proxy import Proxy, ProxyStartError
+from zvsr.wire.codec import decode_client_reply, encode
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -343,3 +347,91 @@ def test_a_metrics_port_in_use_fails_the_start_and_writes_no_marker(tmp_path: Pa
         assert node.status()["start"] == "first_start" and node.status()["metrics"] is not None
     with ReplicaNode(loopback_config(3), 0) as node:
         assert node.status()["metrics"] is None  # off unless configured
+
+
+# --- a proxy in this process, scraped over HTTP ----------------------------------------------------------------
+
+
+def test_the_proxy_counts_outcomes_retries_and_request_durations() -> None:
+    """The primary loses the request's first copy; the proxy's retry is answered. Then a busy refusal (a legacy
+    client's second operation while its first is in flight) and a bad request."""
+    config = loopback_config(3, metrics=True, tick_ms=5, request_timeout_ms=3000)
+    first_copy_seen = threading.Event()
+    release = threading.Event()
+
+    def flaky_primary(request: Request) -> list[ClientReply | bytes]:
+        if not first_copy_seen.is_set():
+            first_copy_seen.set()
+            return []
+        return echo_result()(request) if release.is_set() or request.client_id == 21 else []
+
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        with fake_replicas(config, context, flaky_primary), running_proxy(config, context) as proxy:
+            url = proxy.status()["metrics"]
+            assert url == metrics_url("127.0.0.1", config.proxy_metrics_port or 0)
+            with dealer(context, proxy.endpoint) as client:
+                client.send(encode(Request(client_id=21, request_number=1, operation=b"\xc0")))
+                assert client.poll(5000) and isinstance(decode_client_reply(client.recv()), Reply)
+                client.send(b"\xc1")  # not msgpack
+                assert client.poll(5000)
+                client.recv()
+            with dealer(context, proxy.endpoint) as legacy:
+                legacy.send(msgpack.packb({"op": "get", "key": "a"}))
+                legacy.send(msgpack.packb({"op": "get", "key": "b"}))
+                assert legacy.poll(5000) and msgpack.unpackb(legacy.recv(), raw=False)["error"] == ERROR_BUSY
+
+                def in_flight(samples: Samples) -> bool:
+                    return value(samples, "zvsr_proxy_inflight") == 1
+
+                scrape_url_until(url, "one request in flight", in_flight)
+                release.set()
+                assert legacy.poll(5000)
+                legacy.recv()
+
+            def done(samples: Samples) -> bool:
+                return value(samples, "zvsr_proxy_requests_total", outcome="ok") == 2
+
+            samples = scrape_url_until(url, "two results", done)
+        assert value(samples, "zvsr_proxy_requests_total", outcome="busy") == 1
+        assert value(samples, "zvsr_proxy_requests_total", outcome="bad_request") == 1
+        assert value(samples, "zvsr_proxy_requests_total", outcome="timeout") == 0
+        assert value(samples, "zvsr_proxy_inflight") == 0
+        assert value(samples, "zvsr_proxy_retries_total") >= 1  # the lost first copy was sent again
+        assert value(samples, "zvsr_proxy_request_duration_seconds_count") == 2
+        assert value(samples, "zvsr_proxy_request_duration_seconds_sum") > 0
+    finally:
+        context.term()
+
+
+def test_a_proxy_metrics_port_in_use_fails_the_start_and_releases_its_endpoint() -> None:
+    config = loopback_config(3, metrics=True)
+    squatter = NodeMetrics(
+        host="127.0.0.1", port=config.proxy_metrics_port or 0, peers=(), wal_path=Path("/none"), started=0.0
+    )
+    try:
+        with pytest.raises(ProxyStartError, match="cannot serve metrics on http://127.0.0.1:"):
+            Proxy(config)
+    finally:
+        squatter.close()
+    with Proxy(config) as proxy:  # the endpoint was released with everything else
+        assert proxy.status()["metrics"] is not None
+
+
+@contextmanager
+def dealer(context: zmq.Context[zmq.Socket[bytes]], endpoint: str) -> Iterator[zmq.Socket[bytes]]:
+    socket = context.socket(zmq.DEALER)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.connect(endpoint)
+    try:
+        yield socket
+    finally:
+        socket.close(linger=0)
+
+
+def scrape_url_until(url: str, what: str, check: Callable[[Samples], bool]) -> Samples:
+    def met() -> Samples | None:
+        samples = parse(scrape_text(url))
+        return samples if check(samples) else None
+
+    return wait_for(met, what=f"{url}: {what}")
