@@ -40,6 +40,7 @@ from zvsr.runtime.metrics import (
 from zvsr.runtime.node import NodeStartError, ReplicaNode
 from zvsr.runtime.processes import loopback_config, wait_for
 from zvsr.runtime.proxy import Proxy, ProxyStartError
+from zvsr.runtime.status import collect_status, format_status
 from zvsr.wire.codec import decode_client_reply, encode
 
 pytestmark = pytest.mark.timeout(60)
@@ -329,6 +330,17 @@ def test_bad_frames_are_counted_by_socket_and_reason(cluster: LocalCluster) -> N
 
     samples = scrape_until(cluster, 2, "both bad frames", both)
     assert value(samples, "zvsr_server_requests_total", outcome="bad_request") >= 1
+
+
+def test_zvsr_status_shows_each_replicas_metrics_url(cluster: LocalCluster) -> None:
+    report = collect_status(cluster.config)
+    urls = [entry["metrics"] for entry in report["replicas"]]
+    assert urls == [metrics_url("127.0.0.1", port) for port in cluster.config.metrics_ports]
+    table = format_status(report)
+    assert "metrics" in table.splitlines()[0]
+    assert all(url in table for url in urls)
+    entry = dict(report["replicas"][0], metrics=None)  # a replica without metrics (or too old to say)
+    assert format_status({"replicas": [entry]}).splitlines()[1].split()[9] == "-"
 
 
 @pytest.mark.timeout(20)
