@@ -184,7 +184,7 @@ def test_report_medians_ratios_and_missing_figures() -> None:
 # and accepts every documented flag. Running them for real takes minutes; --help proves the command line.
 DOCUMENTED_TOOLS = {
     "failover": ["--runs", "--fsync"],
-    "cpu_per_op": ["--seconds", "--clients", "--window", "--fsync"],
+    "cpu_per_op": ["--seconds", "--clients", "--window", "--fsync", "--metrics"],
     "profile_pipelined": ["--seconds", "--clients", "--window", "--fsync", "--top", "--out"],
     "steady_state": ["--ops", "--fsync", "--sessions", "--window-s", "--snapshot-interval", "--json"],
 }
