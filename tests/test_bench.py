@@ -185,7 +185,7 @@ def test_report_medians_ratios_and_missing_figures() -> None:
 DOCUMENTED_TOOLS = {
     "failover": ["--runs", "--fsync"],
     "leases": ["--kills", "--rounds", "--ttl-ms", "--fsync", "--out", "--quick"],
-    "cpu_per_op": ["--seconds", "--clients", "--window", "--fsync"],
+    "cpu_per_op": ["--seconds", "--clients", "--window", "--fsync", "--metrics"],
     "profile_pipelined": ["--seconds", "--clients", "--window", "--fsync", "--top", "--out"],
     "steady_state": ["--ops", "--fsync", "--sessions", "--window-s", "--snapshot-interval", "--json"],
 }

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from zvsr.runtime.cluster_config import ConfigError, load_config, local_cluster, to_toml
+from zvsr.runtime.cluster_config import ConfigError, endpoint_host, load_config, local_cluster, to_toml
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -73,3 +73,70 @@ def test_bad_environment_and_missing_file_fail_clearly(tmp_path: Path) -> None:
 def test_timeouts_are_checked_against_the_protocol_rules() -> None:
     with pytest.raises(ConfigError, match="heartbeat_ticks must be shorter"):
         local_cluster(timeouts={"heartbeat_ticks": 50, "primary_timeout_ticks": 20})
+
+
+# --- [metrics] ----------------------------------------------------------------------------------------------
+
+
+def test_metrics_are_off_unless_configured() -> None:
+    config = local_cluster()
+    assert config.replica_metrics(0) is None and config.proxy_metrics() is None
+    assert "[metrics]" not in to_toml(config)
+
+
+def test_the_local_cluster_with_metrics_puts_each_port_at_plus_4_and_reads_back(tmp_path: Path) -> None:
+    config = local_cluster(replicas=3, base_port=9000, metrics=True)
+    assert [config.replica_metrics(i) for i in range(3)] == [("127.0.0.1", p) for p in (9014, 9024, 9034)]
+    assert config.proxy_metrics() == ("127.0.0.1", 9004)
+    text = to_toml(config)
+    assert "[metrics]\nreplica_ports = [9014, 9024, 9034]\nproxy_port = 9004\n" in text
+    assert load_config(write(tmp_path, text)) == config
+
+
+def test_metrics_port_layers_flag_over_environment_over_file(tmp_path: Path) -> None:
+    path = write(tmp_path, to_toml(local_cluster(metrics=True)))
+    assert load_config(path).replica_metrics(1) == ("127.0.0.1", 7724)
+    from_environment = load_config(path, environment={"ZVSR_METRICS_PORT": "9100"})
+    assert from_environment.replica_metrics(1) == ("127.0.0.1", 9100)
+    assert from_environment.proxy_metrics() == ("127.0.0.1", 9100)  # the one process it is given to
+    from_flag = load_config(path, environment={"ZVSR_METRICS_PORT": "9100"}, flags={"metrics_port": 9200})
+    assert from_flag.replica_metrics(1) == ("127.0.0.1", 9200)
+    # Without a [metrics] section, the flag (or variable) alone turns one process's metrics on.
+    plain = load_config(write(tmp_path, to_toml(local_cluster())), flags={"metrics_port": 0})
+    assert plain.replica_metrics(2) == ("127.0.0.1", 0) and plain.proxy_metrics() == ("127.0.0.1", 0)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("proxy_port = 7704", 'proxy_port = "7704"'), "proxy_port must be a port number"),
+        (("replica_ports = [7714, 7724, 7734]", "replica_ports = [7714, 7724]"), "one port per replica"),
+        (("replica_ports = [7714, 7724, 7734]", 'replica_ports = ["a", 1, 2]'), "list of port numbers"),
+        (("proxy_port = 7704", "proxy_port = 70000"), "proxy_port must be a port number 0..65535"),
+        (("proxy_port = 7704", "proxy_port = 7714"), "ports used twice on one host: 127.0.0.1:7714"),
+        (("proxy_port = 7704", "proxy_port = 7712"), "ports used twice on one host: 127.0.0.1:7712"),
+        (("proxy_port = 7704", "proxy_port = 7704\nhost = 1"), "unknown keys in [metrics]: host"),
+    ],
+)
+def test_bad_metrics_settings_fail_with_a_message_naming_them(
+    tmp_path: Path, change: tuple[str, str], message: str
+) -> None:
+    text = to_toml(local_cluster(metrics=True)).replace(*change, 1)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        load_config(write(tmp_path, text))
+    with pytest.raises(ConfigError, match="ZVSR_METRICS_PORT must be an integer"):
+        load_config(None, environment={"ZVSR_METRICS_PORT": "on"})
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "host"),
+    [
+        ("tcp://127.0.0.1:7712", "127.0.0.1"),
+        ("tcp://*:7712", "0.0.0.0"),
+        ("tcp://[::1]:7712", "::1"),
+        ("tcp://replica-2.example:7712", "replica-2.example"),
+        ("ipc:///tmp/zvsr-client", "127.0.0.1"),
+    ],
+)
+def test_metrics_bind_on_the_host_of_the_processs_own_endpoint(endpoint: str, host: str) -> None:
+    assert endpoint_host(endpoint) == host

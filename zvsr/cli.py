@@ -85,6 +85,15 @@ def with_log_options(function: Any) -> Any:
     return function
 
 
+metrics_port_option = click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus /metrics on this port, on the host of this process's endpoint (overrides "
+    "ZVSR_METRICS_PORT and the file's [metrics]; 0: any free port). Default: off unless configured.",
+)
+
+
 @main.command("node")
 @config_option
 @click.option("--replica", type=click.IntRange(min=0), required=True, help="This replica's index in the file.")
@@ -109,6 +118,7 @@ def with_log_options(function: Any) -> Any:
     default=None,
     help="Snapshot the app and truncate the log every N committed ops (default 10000; 0: never).",
 )
+@metrics_port_option
 @with_log_options
 def node_command(
     config_path: str | None,
@@ -118,6 +128,7 @@ def node_command(
     init: bool,
     fsync: str | None,
     snapshot_interval_ops: int | None,
+    metrics_port: int | None,
     log_level: str | None,
     log_format: str | None,
 ) -> None:
@@ -130,6 +141,7 @@ def node_command(
         app=app,
         fsync=fsync,
         snapshot_interval_ops=snapshot_interval_ops,
+        metrics_port=metrics_port,
         log_level=log_level,
         log_format=log_format,
     )
@@ -141,14 +153,22 @@ def node_command(
 @main.command("proxy")
 @config_option
 @click.option("--endpoint", default=None, help="Client-facing endpoint to bind (overrides [proxy] endpoint).")
+@metrics_port_option
 @with_log_options
 def proxy_command(
-    config_path: str | None, endpoint: str | None, log_level: str | None, log_format: str | None
+    config_path: str | None,
+    endpoint: str | None,
+    metrics_port: int | None,
+    log_level: str | None,
+    log_format: str | None,
 ) -> None:
     """Run a client proxy until SIGTERM / Ctrl-C: it always finds the current primary."""
     from zvsr.runtime.proxy import serve_proxy
 
-    serve_proxy(load(config_path, proxy=endpoint, log_level=log_level, log_format=log_format))
+    config = load(
+        config_path, proxy=endpoint, metrics_port=metrics_port, log_level=log_level, log_format=log_format
+    )
+    serve_proxy(config)
 
 
 @main.group("cluster")
@@ -163,7 +183,7 @@ def cluster_group() -> None:
     type=click.IntRange(1024, 65000),
     default=DEFAULT_BASE_PORT,
     show_default=True,
-    help="The proxy listens here; replica i on base+10(i+1) .. base+10(i+1)+2.",
+    help="The proxy listens here (its /metrics on base+4); replica i on base+10(i+1) .. +3, its /metrics on +4.",
 )
 @click.option(
     "--data-dir",

@@ -48,6 +48,12 @@ import click
     help="Parent of the work directory (cluster data, fdatasync probe). [the system temp dir]",
 )
 @click.option("--keep", is_flag=True, help="Keep the work directory (logs, data) instead of removing it.")
+@click.option(
+    "--metrics",
+    is_flag=True,
+    default=None,
+    help="Clusters serve Prometheus /metrics, each scraped once a second (to price the metrics). [off]",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
 def bench_command(
     quick: bool,

@@ -1,12 +1,13 @@
 """CPU time per committed op of every process under the pipelined load of `zvsr bench`, and of the machine.
 
-    python -m zvsr.bench.cpu_per_op [--seconds 8] [--clients 2] [--window 64] [--fsync never]
+    python -m zvsr.bench.cpu_per_op [--seconds 8] [--clients 2] [--window 64] [--fsync never] [--metrics]
 
 Starts a 3-replica cluster and a proxy (default timeouts, as `zvsr bench` does), drives it with the bench's
 load generators, and reads /proc (Linux) around a window in the middle of the load: each process's user +
 system CPU time (all its threads: libzmq's I/O thread included) per committed op, and the machine's split
 into user, system, idle, softirq and steal. Unlike a sampling profiler, this counts CPU actually used: a
-thread preempted inside a send is not charged for the wait.
+thread preempted inside a send is not charged for the wait. With ``--metrics`` every replica and the proxy
+serve Prometheus /metrics, scraped once a second (runs with and without it price the metrics).
 
 What it showed at 6de7d2c (docs/benchmarks.md): ~130-150 us of CPU per op in all (proxy ~40, primary ~35,
 each backup ~20, each load generator ~10), with a third to a half of the two CPUs idle. The stages of one
@@ -65,6 +66,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--window", type=int, default=64)
     parser.add_argument("--fsync", choices=("always", "never"), default="never")
+    parser.add_argument("--metrics", action="store_true", help="serve /metrics, scraped once a second")
     arguments = parser.parse_args()
     if not Path("/proc/stat").exists():
         print("needs Linux /proc", file=sys.stderr)
@@ -84,7 +86,8 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="zvsr-cpu-") as work:
         root = Path(work)
-        with zvsr_cluster(root / "cluster", fsync=arguments.fsync) as cluster, Children(root) as children:
+        cluster_context = zvsr_cluster(root / "cluster", fsync=arguments.fsync, metrics=arguments.metrics)
+        with cluster_context as cluster, Children(root) as children:
             primary = cluster.wait_for_primary(timeout_s=30)
             assert cluster.proxy is not None
             names = {child.pid: f"replica {index}" for index, child in cluster.nodes.items()}

@@ -27,10 +27,13 @@ from zvsr.runtime.processes import ProcessCluster, wait_for
 WARM_WRITES: Final = 200
 
 
-def make_cluster(root: Path, *, fsync: str, timeouts: dict[str, int] | None = None) -> ProcessCluster:
-    """A ProcessCluster (not started) with default protocol timeouts unless given, and this fsync mode."""
+def make_cluster(
+    root: Path, *, fsync: str, timeouts: dict[str, int] | None = None, metrics: bool = False
+) -> ProcessCluster:
+    """A ProcessCluster (not started) with default protocol timeouts unless given, and this fsync mode; with
+    `metrics`, every replica and the proxy serve Prometheus /metrics."""
     root.mkdir(parents=True, exist_ok=True)
-    return ProcessCluster(root, timeouts={} if timeouts is None else timeouts, fsync=fsync)
+    return ProcessCluster(root, timeouts={} if timeouts is None else timeouts, fsync=fsync, metrics=metrics)
 
 
 def one_run(root: Path, *, fsync: str = "always") -> float:

@@ -20,6 +20,9 @@ round-robin within each repetition, so slow drift of a shared machine hits both 
 5. failover: `failover_runs` fresh clusters (default timeouts, default ``--fsync always``), kill -9 of the
    primary under a one-client write load (`zvsr.bench.failover`).
 
+With `metrics` (``--metrics``) the clusters of phases 1, 2 and 4 serve Prometheus /metrics and the driver
+scrapes every endpoint once a second (`MetricsScraper`), so a run with and one without price the metrics.
+
 Every child process is killed and every temporary directory removed when the run ends, however it ends.
 """
 
@@ -38,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -53,6 +57,7 @@ from zvsr.bench.progress import Progress
 from zvsr.bench.stats import finite, median, percentile
 from zvsr.client import Client
 from zvsr.runtime.cluster_config import ClusterConfig
+from zvsr.runtime.metrics import metrics_url
 from zvsr.runtime.processes import ProcessCluster, free_ports
 from zvsr.runtime.status import collect_status
 
@@ -74,6 +79,7 @@ class Settings:
     disk_s: float = 2.0
     pysyncobj: bool | None = None  # None: when installed, except with --quick
     data_dir: str | None = None  # where clusters keep their data (and the fdatasync probe runs)
+    metrics: bool = False  # clusters serve /metrics, scraped once a second (phases 1, 2 and 4)
     keep: bool = False  # keep the work directory (logs, data)
 
     @classmethod
@@ -268,12 +274,18 @@ def client_library_latency(endpoint: str, *, warmup_s: float, duration_s: float)
 
 
 @contextlib.contextmanager
-def zvsr_cluster(root: Path, *, fsync: str) -> Iterator[ProcessCluster]:
-    cluster = failover.make_cluster(root, fsync=fsync)
+def zvsr_cluster(root: Path, *, fsync: str, metrics: bool = False) -> Iterator[ProcessCluster]:
+    """A started cluster with a primary; with `metrics`, serving /metrics and scraped once a second."""
+    cluster = failover.make_cluster(root, fsync=fsync, metrics=metrics)
     try:
         cluster.start()
         cluster.wait_for_primary(timeout_s=30)
-        yield cluster
+        if metrics:
+            with MetricsScraper(metrics_urls(cluster.config)) as scraper:
+                yield cluster
+            sys.stderr.write(f"metrics: {scraper.scrapes} scrapes, {scraper.failures} failed\n")
+        else:
+            yield cluster
     except BaseException:
         sys.stderr.write(cluster.logs()[-8000:] + "\n")
         raise
@@ -383,6 +395,42 @@ def status_with_retry(config: ClusterConfig, *, timeout_s: float) -> dict[str, A
         report = collect_status(config, timeout_ms=1000)
         if all(entry["reachable"] for entry in report["replicas"]) or time.monotonic() > deadline:
             return report
+
+
+def metrics_urls(config: ClusterConfig) -> list[str]:
+    """Every /metrics URL of a cluster (replicas, then the proxy)."""
+    places = [config.replica_metrics(i) for i in range(len(config.replicas))] + [config.proxy_metrics()]
+    return [metrics_url(*place) for place in places if place is not None]
+
+
+class MetricsScraper:
+    """Scrapes each URL once per `interval_s` from a thread, as a Prometheus server would (every 15 s by
+    default: once a second is the harsher case). Counts scrapes and failures."""
+
+    def __init__(self, urls: list[str], *, interval_s: float = 1.0) -> None:
+        self.urls = urls
+        self.interval_s = interval_s
+        self.scrapes = self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="metrics-scraper", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            for url in self.urls:
+                try:
+                    with urllib.request.urlopen(url, timeout=5) as answer:
+                        answer.read()
+                    self.scrapes += 1
+                except OSError:
+                    self.failures += 1
+
+    def __enter__(self) -> MetricsScraper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
 
 
 class ViewSampler:
@@ -543,7 +591,7 @@ def _phases(
 
     # 1. zvsr (--fsync never) and the raw baselines, round-robin.
     progress.step("starting a 3-replica cluster (--fsync never), a proxy, raw echo and forwarder")
-    with zvsr_cluster(work / "cluster-never", fsync="never") as cluster:
+    with zvsr_cluster(work / "cluster-never", fsync="never", metrics=settings.metrics) as cluster:
         proxy = cluster.config.proxy
         echo, forward = start_raw_servers(children)
         for r in range(1, runs + 1):
@@ -579,7 +627,7 @@ def _phases(
 
     # 2. steady load on a fresh cluster, no faults: view changes.
     progress.step("starting a fresh 3-replica cluster (--fsync never) for the steady load")
-    with zvsr_cluster(work / "cluster-steady", fsync="never") as cluster:
+    with zvsr_cluster(work / "cluster-steady", fsync="never", metrics=settings.metrics) as cluster:
         progress.step(f"steady load for {settings.steady_s:.0f} s, counting view changes")
         before = status_with_retry(cluster.config, timeout_s=10)
         with ViewSampler(cluster.config) as sampler:
@@ -663,7 +711,7 @@ def _phases(
 
     # 4. --fsync always: group commit against one fdatasync per append on the same disk.
     progress.step("starting a 3-replica cluster (--fsync always)")
-    with zvsr_cluster(work / "cluster-always", fsync="always") as cluster:
+    with zvsr_cluster(work / "cluster-always", fsync="always", metrics=settings.metrics) as cluster:
         for r in range(1, runs + 1):
             of = f"(run {r}/{runs})"
             progress.step(f"fdatasync per 100-byte append on the data disk {of}")

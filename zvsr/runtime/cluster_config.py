@@ -36,10 +36,21 @@ index order — the paper's configuration (§4): replica i is `[[replica]]` numb
     keys_dir = "keys"           # the layout `zvsr keygen` writes
     client_key = "keys/clients/admin.key_secret"   # the key the CLI tools (kv, status) connect with
 
+    [metrics]                   # optional: Prometheus /metrics over HTTP (docs/operations.md "Metrics")
+    replica_ports = [7714, 7724, 7734]  # replica i serves on its client endpoint's host, port replica_ports[i]
+    proxy_port = 7704                   # the proxy serves on its endpoint's host, this port
+
 Every value is validated here, so a typo fails at start with a message naming the key, not later.
 
 A replica's ``watch`` endpoint is optional: with it the replica publishes every operation it executes (the
 watch stream, `zvsr.runtime.watch_publisher`, docs/protocol.md §12); without it the replica publishes nothing.
+
+Metrics are off unless configured. A process's port is, highest first: ``--metrics-port`` (`zvsr node`,
+`zvsr proxy`), ``ZVSR_METRICS_PORT``, then the file's `[metrics]` entry for that replica or proxy. Both the
+flag and the variable set the port of the one process they are given to. The host is always that of the
+process's own ZeroMQ endpoint (a replica's ``client``, the proxy's ``endpoint``): ``tcp://HOST:PORT``'s HOST,
+``*`` meaning every interface, and 127.0.0.1 for other transports. Port 0 takes a free port at start (tests);
+the URL shows in `zvsr status`.
 """
 
 from __future__ import annotations
@@ -90,11 +101,21 @@ ENVIRONMENT = {
     "ZVSR_CLIENT_TABLE_MAX": "client_table_max",
     "ZVSR_KEYS_DIR": "keys_dir",
     "ZVSR_CLIENT_KEY": "client_key",
+    "ZVSR_METRICS_PORT": "metrics_port",
 }
 _REPLICA_KEYS = frozenset({"peer", "heartbeat", "client", "watch"})  # keys of a [[replica]] table
 INT_KEYS = frozenset(
-    {"cluster_id", "epoch", "tick_ms", "request_timeout_ms", "snapshot_interval_ops", "client_table_max"}
+    {
+        "cluster_id",
+        "epoch",
+        "tick_ms",
+        "request_timeout_ms",
+        "snapshot_interval_ops",
+        "client_table_max",
+        "metrics_port",
+    }
 )
+PORT_MAX = 65535
 
 
 class ConfigError(ValueError):
@@ -127,6 +148,9 @@ class ClusterConfig:
     keys_dir: str | None = None  # CurveZMQ on when set
     client_key: str | None = None  # a client's .key_secret, for the CLI tools
     timeouts: Mapping[str, int] = field(default_factory=dict)
+    metrics_ports: tuple[int, ...] = ()  # [metrics] replica_ports: replica i's /metrics port; (): none
+    proxy_metrics_port: int | None = None  # [metrics] proxy_port; None: the proxy serves no metrics
+    metrics_port: int | None = None  # --metrics-port / ZVSR_METRICS_PORT: this process's, over the file's
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.replicas) <= constants.REPLICAS_MAX:
@@ -168,10 +192,45 @@ class ClusterConfig:
         duplicates = {e for e in endpoints if endpoints.count(e) > 1}
         if duplicates:
             raise ConfigError(f"endpoints used twice: {', '.join(sorted(duplicates))}")
+        self._check_metrics(endpoints)
         try:
             self.protocol_config()
         except ValueError as error:
             raise ConfigError(f"[timeouts]: {error}") from error
+
+    def _check_metrics(self, endpoints: list[str]) -> None:
+        if self.metrics_ports and len(self.metrics_ports) != len(self.replicas):
+            raise ConfigError(
+                f"[metrics] replica_ports needs one port per replica ({len(self.replicas)}), "
+                f"got {len(self.metrics_ports)}"
+            )
+        ports: list[tuple[str, int | None]] = [("replica_ports", port) for port in self.metrics_ports]
+        ports += [("proxy_port", self.proxy_metrics_port), ("metrics_port", self.metrics_port)]
+        for name, port in ports:
+            if port is not None and (type(port) is not int or not 0 <= port <= PORT_MAX):
+                raise ConfigError(f"metrics: {name} must be a port number 0..{PORT_MAX}, got {port!r}")
+        # The file's ports must not collide with each other or with a ZeroMQ endpoint on the same host (0 is
+        # "any free port": never a collision).
+        used = [_tcp_host_port(endpoint) for endpoint in endpoints]
+        listeners = [self.replica_metrics(i, override=False) for i in range(len(self.replicas))]
+        listeners.append(self.proxy_metrics(override=False))
+        taken = [where for where in used + listeners if where is not None and where[1] != 0]
+        twice = {f"{host}:{port}" for host, port in taken if taken.count((host, port)) > 1}
+        if twice:
+            raise ConfigError(f"[metrics]: ports used twice on one host: {', '.join(sorted(twice))}")
+
+    def replica_metrics(self, replica: int, *, override: bool = True) -> tuple[str, int] | None:
+        """(host, port) of replica `replica`'s /metrics listener, or None when it serves no metrics. With
+        `override`, this process's `metrics_port` (flag or environment) beats the file's port."""
+        port = self.metrics_ports[replica] if self.metrics_ports else None
+        if override and self.metrics_port is not None:
+            port = self.metrics_port
+        return None if port is None else (endpoint_host(self.replicas[replica].client), port)
+
+    def proxy_metrics(self, *, override: bool = True) -> tuple[str, int] | None:
+        """(host, port) of the proxy's /metrics listener, or None; as `replica_metrics`."""
+        port = self.metrics_port if override and self.metrics_port is not None else self.proxy_metrics_port
+        return None if port is None else (endpoint_host(self.proxy), port)
 
     def protocol_config(self) -> Config:
         return Config(
@@ -214,11 +273,38 @@ class ClusterConfig:
         return dataclasses.replace(self, **changes)
 
 
+def endpoint_host(endpoint: str) -> str:
+    """The host to bind an HTTP listener beside ZeroMQ endpoint `endpoint` on: ``tcp://HOST:PORT``'s HOST
+    (``*`` is every interface, 0.0.0.0; ``[v6]`` loses its brackets); 127.0.0.1 for any other transport."""
+    transport, _, rest = endpoint.partition("://")
+    if transport != "tcp" or ":" not in rest:
+        return DEFAULT_HOST
+    host = rest.rpartition(":")[0]
+    if host in ("*", ""):
+        return "0.0.0.0"
+    if host.startswith("[") and host.endswith("]"):
+        return host[1:-1]
+    return host
+
+
+def _tcp_host_port(endpoint: str) -> tuple[str, int] | None:
+    if not endpoint.startswith("tcp://"):
+        return None
+    port = endpoint.rpartition(":")[2]
+    return (endpoint_host(endpoint), int(port)) if port.isdigit() else None
+
+
 def local_cluster(
-    *, replicas: int = 3, base_port: int = DEFAULT_BASE_PORT, host: str = DEFAULT_HOST, **settings: Any
+    *,
+    replicas: int = 3,
+    base_port: int = DEFAULT_BASE_PORT,
+    host: str = DEFAULT_HOST,
+    metrics: bool = False,
+    **settings: Any,
 ) -> ClusterConfig:
     """`zvsr cluster up`'s embedded default: the proxy on base_port, replica i on base_port + 10(i+1) .. +3
-    (peer, heartbeat, client, watch)."""
+    (peer, heartbeat, client, watch). With `metrics`, /metrics of replica i on base_port + 10(i+1) + 4, the
+    proxy's on base_port + 4."""
     if not 1 <= base_port <= 65535 - 10 * (replicas + 1):
         raise ConfigError(f"base port {base_port} leaves no room for {replicas} replicas")
     addresses = tuple(
@@ -230,6 +316,12 @@ def local_cluster(
         )
         for i in range(replicas)
     )
+    if metrics:
+        settings = {
+            "metrics_ports": tuple(base_port + 14 + 10 * i for i in range(replicas)),
+            "proxy_metrics_port": base_port + 4,
+            **settings,
+        }
     return ClusterConfig(replicas=addresses, proxy=f"tcp://{host}:{base_port}", **settings)
 
 
@@ -273,7 +365,7 @@ def _from_file(path: Path) -> ClusterConfig:
         raise ConfigError(f"cannot read {path}: {error.strerror}") from error
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path} is not valid TOML: {error}") from error
-    known_tables = {"cluster", "replica", "proxy", "node", "timeouts", "security"}
+    known_tables = {"cluster", "replica", "proxy", "node", "timeouts", "security", "metrics"}
     unknown = set(document) - known_tables
     if unknown:
         raise ConfigError(f"{path}: unknown sections: {', '.join(sorted(unknown))}")
@@ -287,6 +379,15 @@ def _from_file(path: Path) -> ClusterConfig:
     )
     timeouts = _table(document, "timeouts", set(TIMEOUT_KEYS), path)
     security = _table(document, "security", {"keys_dir", "client_key"}, path)
+    metrics = _table(document, "metrics", {"replica_ports", "proxy_port"}, path)
+    replica_ports = metrics.get("replica_ports")
+    if replica_ports is not None and (
+        not isinstance(replica_ports, list) or not all(type(port) is int for port in replica_ports)
+    ):
+        raise ConfigError(f"{path}: [metrics] replica_ports must be a list of port numbers, got {replica_ports!r}")
+    proxy_port = metrics.get("proxy_port")
+    if proxy_port is not None and type(proxy_port) is not int:
+        raise ConfigError(f"{path}: [metrics] proxy_port must be a port number, got {proxy_port!r}")
     raw_replicas = document.get("replica")
     if not isinstance(raw_replicas, list) or not raw_replicas:
         raise ConfigError(f"{path}: needs at least one [[replica]] table")
@@ -314,9 +415,11 @@ def _from_file(path: Path) -> ClusterConfig:
         "client_table_max": node.get("client_table_max"),
         "keys_dir": security.get("keys_dir"),
         "client_key": security.get("client_key"),
+        "metrics_ports": None if replica_ports is None else tuple(replica_ports),
+        "proxy_metrics_port": proxy_port,
     }
     for key in INT_KEYS:
-        value = settings[key]
+        value = settings.get(key)  # metrics_port is not a file setting (flag and environment only)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
             raise ConfigError(f"{path}: {key} must be an integer, got {value!r}")
     for key, value in timeouts.items():
@@ -373,6 +476,13 @@ def to_toml(config: ClusterConfig) -> str:
         lines += ["[security]", f"keys_dir = {_quote(config.keys_dir)}"]
         if config.client_key is not None:
             lines.append(f"client_key = {_quote(config.client_key)}")
+        lines.append("")
+    if config.metrics_ports or config.proxy_metrics_port is not None:
+        lines.append("[metrics]")
+        if config.metrics_ports:
+            lines.append(f"replica_ports = [{', '.join(str(port) for port in config.metrics_ports)}]")
+        if config.proxy_metrics_port is not None:
+            lines.append(f"proxy_port = {config.proxy_metrics_port}")
         lines.append("")
     if config.timeouts:
         lines.append("[timeouts]")

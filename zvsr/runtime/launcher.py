@@ -2,14 +2,16 @@
 
 The launcher writes the embedded default configuration (`local_cluster`) to `<dir>/cluster.toml`, starts
 `python -m zvsr node --replica i` for each replica and `python -m zvsr proxy`, waits until a read goes through
-the proxy, prints the endpoints, and then supervises: Ctrl-C (SIGINT to the process group) or SIGTERM stops
-every child — SIGTERM first, SIGKILL after a grace period — and removes the directory if it was temporary.
+the proxy, prints the endpoints (every Prometheus ``/metrics`` URL too: metrics are on in a local cluster),
+and then supervises: Ctrl-C (SIGINT to the process group) or SIGTERM stops every child — SIGTERM first,
+SIGKILL after a grace period — and removes the directory if it was temporary.
 A child that exits on its own is reported; the cluster keeps running while a majority of replicas and the
 proxy are alive (a majority is all VR needs), and the launcher exits non-zero when that is no longer so.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -29,6 +31,7 @@ from zvsr.constants import (
     LAUNCHER_SUPERVISE_INTERVAL_S,
 )
 from zvsr.runtime.cluster_config import ClusterConfig, local_cluster, to_toml
+from zvsr.runtime.metrics import metrics_url
 
 
 class _Stop(Exception):
@@ -46,7 +49,9 @@ def run_local_cluster(
     temporary = data_dir is None
     root = Path(tempfile.mkdtemp(prefix="zvsr-")) if data_dir is None else data_dir
     root.mkdir(parents=True, exist_ok=True)
-    config = local_cluster(replicas=replicas, base_port=base_port, data_dir=str(root / "data"), **settings)
+    config = local_cluster(
+        replicas=replicas, base_port=base_port, data_dir=str(root / "data"), metrics=True, **settings
+    )
     path = root / "cluster.toml"
     path.write_text(to_toml(config))
     # A brand-new cluster (no replica has ever run here) is initialised; an existing one restarts from disk,
@@ -84,14 +89,23 @@ def _raise_stop(signum: int, frame: FrameType | None) -> None:
 
 def _spawn(arguments: list[str]) -> subprocess.Popen[bytes]:
     # Children inherit stdout/stderr: their logs show in this terminal, each line prefixed by its replica.
-    return subprocess.Popen([sys.executable, "-m", "zvsr", *arguments])
+    # ZVSR_METRICS_PORT names one process's port: given to all of them, they would all try to bind it.
+    environment = {key: value for key, value in os.environ.items() if key != "ZVSR_METRICS_PORT"}
+    return subprocess.Popen([sys.executable, "-m", "zvsr", *arguments], env=environment)
 
 
 def _describe(config: ClusterConfig, path: Path, echo: Callable[[str], None]) -> None:
     echo(f"config: {path}")
-    echo(f"proxy:  {config.proxy}")
+    echo(f"proxy:  {config.proxy}{_metrics_text(config.proxy_metrics())}")
     for index, address in enumerate(config.replicas):
-        echo(f"replica {index}: client {address.client}  peer {address.peer}  heartbeat {address.heartbeat}")
+        echo(
+            f"replica {index}: client {address.client}  peer {address.peer}  heartbeat {address.heartbeat}"
+            f"{_metrics_text(config.replica_metrics(index))}"
+        )
+
+
+def _metrics_text(where: tuple[str, int] | None) -> str:
+    return "" if where is None else f"  metrics {metrics_url(*where)}"
 
 
 def _wait_until_serving(

@@ -50,10 +50,15 @@ answered. Logging (`zvsr.runtime.logs`): view changes, becoming primary or backu
 at INFO, detected by comparing (status, view, role, state transfer) after each wake-up; bad input at
 rate-limited WARNING; the core's own lines at DEBUG. Nothing is logged per message or per operation at INFO.
 
-Threading: `ReplicaNode` binds its sockets in the constructor (so a port in use fails there) and is then used
-by exactly one thread at a time — the one in `run()`. `close()` after `run()` returned. `status()` may be
-called from another thread while it runs, for a best-effort snapshot (the client port's status query is the
-exact one).
+Metrics (`zvsr.runtime.metrics`, when the node has a metrics port): the reactor publishes a sample of plain
+values once per tick, and prometheus_client's exporter threads serve ``/metrics`` from the latest one, never
+touching the core. Per request, only what the arrival-to-reply histogram needs: the arrival of each client's
+latest request (a dict entry) and one bucket increment when the primary replies.
+
+Threading: `ReplicaNode` binds its sockets (and its metrics listener) in the constructor (so a port in use
+fails there) and is then used by exactly one thread at a time — the one in `run()`. `close()` after `run()`
+returned. `status()` may be called from another thread while it runs, for a best-effort snapshot (the client
+port's status query is the exact one).
 """
 
 from __future__ import annotations
@@ -89,8 +94,10 @@ from zvsr.runtime.envelope import (
     send_answer,
 )
 from zvsr.runtime.logs import RateLimitedWarnings, ReplicaLogger, setup_logging
+from zvsr.runtime.metrics import MetricsStartError, NodeMetrics, NodeSample, node_sample_counters
 from zvsr.runtime.serving import run_until_stopped
 from zvsr.runtime.watch_publisher import WatchPublisher, snapshot_answer
+from zvsr.storage.wal import WAL_NAME
 from zvsr.wire import admin
 from zvsr.wire.batch import batches, decode_request_batch, encode_reply_batch, is_request_batch
 from zvsr.wire.codec import DecodeError, EncodeError, decode_replica_message, decode_request, encode
@@ -135,6 +142,10 @@ class ReplicaNode:
         # Loss towards a peer that is down or not yet connected is the protocol's ordinary weather, not bad input.
         self._losses = RateLimitedWarnings(self._log, level=logging.INFO)
         self._counters: dict[str, int] = {}
+        self._bad_frames: dict[tuple[str, str], int] = {}  # (socket, reason) -> inbound messages dropped
+        self._view_changes = 0  # times the view number went up since this process started
+        self._metrics: NodeMetrics | None = None
+        self._arrivals: dict[int, tuple[int, float]] | None = None  # the metrics' arrivals, None without metrics
         self._messages_in = self._messages_out = self._requests_in = self._answers_out = 0
         self._peers = tuple(i for i in range(len(config.replicas)) if i != replica)
         self._senders = {routing_id(peer): peer for peer in self._peers}
@@ -170,6 +181,7 @@ class ReplicaNode:
                 self._keys.start_authenticator(self._context)
             self._open_sockets()
             self._open_watch()
+            self._open_metrics()
             self._storage.begin()  # a first start counts only once the sockets are ours (before any send)
         except BaseException:
             self._release()
@@ -189,6 +201,8 @@ class ReplicaNode:
         self._state = self._current_state()
         self._started = time.monotonic()
         self._next_tick = self._started
+        if self._metrics is not None:
+            self._publish_metrics(self._metrics)
         self._log_start()
 
     # --- sockets ------------------------------------------------------------------------------------------
@@ -308,6 +322,24 @@ class ReplicaNode:
         self._drains[socket] = self._watch.drain_subscriptions
         self._poller.register(socket, zmq.POLLIN)
 
+    def _open_metrics(self) -> None:
+        """The /metrics listener (zvsr.runtime.metrics), if this replica has a metrics port."""
+        where = self.config.replica_metrics(self.index)
+        if where is None:
+            return
+        try:
+            self._metrics = NodeMetrics(
+                host=where[0],
+                port=where[1],
+                peers=self._peers,
+                wal_path=self._storage.path / WAL_NAME,
+                started=time.monotonic(),
+            )
+        except MetricsStartError as error:
+            raise NodeStartError(f"replica {self.index}: {error}") from error
+        self._arrivals = self._metrics.arrivals
+        self._storage.sync_observer = self._metrics.fsync_seconds.observe
+
     # --- the reactor --------------------------------------------------------------------------------------
 
     @property
@@ -325,6 +357,7 @@ class ReplicaNode:
         poll = self._poller.poll
         drains = self._drains
         tick_s = self.config.tick_ms / 1000
+        metrics = self._metrics
         self._running = True
         self._next_tick = time.monotonic() + tick_s
         try:
@@ -335,10 +368,13 @@ class ReplicaNode:
                 now = time.monotonic()
                 for socket, _ in events:
                     drains[socket](now)
-                if now >= self._next_tick:
+                ticked = now >= self._next_tick
+                if ticked:
                     self._run_ticks(now, tick_s)
                 self._execute(core.ready())
                 self._notice_state()
+                if ticked and metrics is not None:
+                    self._publish_metrics(metrics)
         except Exception:
             # The core asserts its invariants: continuing after a broken one is worse than stopping (fail-stop).
             self._log.exception("stopping on an unexpected error")
@@ -367,6 +403,8 @@ class ReplicaNode:
             self._send_replica(envelope.to, envelope.message)
         if ready.replies:
             self._send_answers(ready.replies)
+            if self._metrics is not None:
+                self._metrics.answered(ready.replies, time.monotonic())
         if self._watch is not None:  # after the Ready: publish what this step executed
             self._watch.publish(ready.executed, self.core.commit_number, time.monotonic())
 
@@ -387,22 +425,27 @@ class ReplicaNode:
             except zmq.Again:
                 return
             if len(frames) != PEER_FRAMES:
-                self._reject("peer: wrong frame count", f"expected [routing id][message], got {len(frames)}")
+                detail = f"expected [routing id][message], got {len(frames)}"
+                self._reject_frame("peer", "wrong_frame_count", "peer: wrong frame count", detail)
                 continue
             sender = senders.get(frames[0])
             if sender is None:
-                self._reject("peer: unknown identity", f"routing id {frames[0][:32]!r}")
+                self._reject_frame(
+                    "peer", "unknown_identity", "peer: unknown identity", f"routing id {frames[0][:32]!r}"
+                )
                 continue
             if keys is not None and keys.replica_of(user) != sender:
                 # The routing id is the peer's choice; the key is proven. A replica's key claiming another's
                 # routing id (or a key we do not know) is an impostor.
-                self._reject("peer: key does not match the identity", f"routing id r{sender}, key {user}")
+                detail = f"routing id r{sender}, key {user}"
+                self._reject_frame("peer", "key_mismatch", "peer: key does not match the identity", detail)
                 continue
             message = self._decode_replica_message(frames[1], "peer", sender)
             if message is None:
                 continue
             if message.replica != sender:
-                self._reject("peer: wrong identity", f"r{sender} sent a message of replica {message.replica}")
+                detail = f"r{sender} sent a message of replica {message.replica}"
+                self._reject_frame("peer", "wrong_identity", "peer: wrong identity", detail)
                 continue
             heard[sender] = now
             self._messages_in += 1
@@ -416,13 +459,15 @@ class ReplicaNode:
             except zmq.Again:
                 return
             if len(frames) != HEARTBEAT_FRAMES:
-                self._reject("heartbeat: wrong frame count", f"from r{peer}")
+                counter = "heartbeat: wrong frame count"
+                self._reject_frame("heartbeat", "wrong_frame_count", counter, f"from r{peer}")
                 continue
             message = self._decode_replica_message(frames[0], "heartbeat", peer)
             if message is None:
                 continue
             if type(message) is not Commit or message.replica != peer:
-                self._reject("heartbeat: not a Commit of that peer", f"from r{peer}: {type(message).__name__}")
+                detail = f"from r{peer}: {type(message).__name__}"
+                self._reject_frame("heartbeat", "not_a_commit", "heartbeat: not a Commit of that peer", detail)
                 continue
             self._last_heard[peer] = now
             self._messages_in += 1
@@ -432,14 +477,17 @@ class ReplicaNode:
         try:
             return decode_replica_message(data)
         except DecodeError as error:
-            self._reject(f"{where}: decode error ({error.reason})", f"from r{sender}: {error}")
+            counter = f"{where}: decode error ({error.reason})"
+            self._reject_frame(where, error.reason, counter, f"from r{sender}: {error}")
         except Exception as error:  # the decoder's contract is DecodeError only; bad input must not kill us
-            self._reject(f"{where}: decoder failed (our bug)", f"{type(error).__name__}: {error}")
+            detail = f"{type(error).__name__}: {error}"
+            self._reject_frame(where, "decoder_failed", f"{where}: decoder failed (our bug)", detail)
         return None
 
     def _drain_clients(self, now: float) -> None:
         socket = self._client_router
         routes = self._routes
+        arrivals = self._arrivals
         on_request = self.core.on_request
         for _ in range(c.NODE_DRAIN_MAX):
             try:
@@ -449,10 +497,10 @@ class ReplicaNode:
             try:
                 envelope, payload = parse_client_frames(frames)
             except EnvelopeError as error:
-                self._reject(f"client: bad envelope ({error.reason})", str(error))
+                self._reject_frame("client", error.reason, f"client: bad envelope ({error.reason})", str(error))
                 continue
             if is_request_batch(payload):
-                self._on_request_batch(envelope, payload)
+                self._on_request_batch(envelope, payload, now)
                 continue
             try:
                 request = decode_request(payload)
@@ -465,15 +513,20 @@ class ReplicaNode:
                 del routes[next(iter(routes))]
             routes[client_id] = envelope
             self._requests_in += 1
+            if arrivals is not None:  # for the arrival-to-reply histogram; a client's retry keeps the first
+                number = request.request_number
+                arrival = arrivals.get(client_id)
+                if arrival is None or arrival[0] != number:
+                    arrivals[client_id] = (number, now)
             on_request(request)
 
-    def _on_request_batch(self, envelope: ClientEnvelope, payload: bytes) -> None:
+    def _on_request_batch(self, envelope: ClientEnvelope, payload: bytes, now: float) -> None:
         """A proxy's requests in one message (zvsr.wire.batch): each is handled as if it came alone, and the
         sender gets its answers in ReplyBatches."""
         try:
             elements = decode_request_batch(payload)
         except DecodeError as error:
-            self._reject(f"client: bad batch ({error.reason})", str(error))
+            self._reject_frame("client", error.reason, f"client: bad batch ({error.reason})", str(error))
             self._send_client(envelope, admin.encode_bare_error(admin.clip_message(f"bad batch: {error}")))
             return
         senders = self._batch_senders
@@ -481,6 +534,7 @@ class ReplicaNode:
             del senders[next(iter(senders))]
         senders[envelope] = None
         routes = self._routes
+        arrivals = self._arrivals
         on_request = self.core.on_request
         self._count("client: request batches")
         for element in elements:
@@ -494,6 +548,11 @@ class ReplicaNode:
                 del routes[next(iter(routes))]
             routes[client_id] = envelope
             self._requests_in += 1
+            if arrivals is not None:  # for the arrival-to-reply histogram; a client's retry keeps the first
+                number = request.request_number
+                arrival = arrivals.get(client_id)
+                if arrival is None or arrival[0] != number:
+                    arrivals[client_id] = (number, now)
             on_request(request)
 
     def _answer_unreadable(self, envelope: ClientEnvelope, payload: bytes, error: Exception) -> None:
@@ -504,9 +563,12 @@ class ReplicaNode:
         if self._answer_snapshot_query(envelope, payload):
             return
         if isinstance(error, DecodeError):
-            self._reject(f"client: decode error ({error.reason})", str(error))
+            self._reject_frame("client", error.reason, f"client: decode error ({error.reason})", str(error))
         else:
-            self._reject("client: decoder failed (our bug)", f"{type(error).__name__}: {error}")
+            detail = f"{type(error).__name__}: {error}"
+            self._reject_frame("client", "decoder_failed", "client: decoder failed (our bug)", detail)
+        if self._metrics is not None:
+            self._metrics.outcomes[ERROR_BAD_REQUEST] += 1
         text = admin.clip_message(f"cannot read the request: {error}")
         ids = admin.request_ids(payload)
         if ids is None:
@@ -615,6 +677,44 @@ class ReplicaNode:
         else:
             self._log.log(level, "%s: %s", reason, detail)
 
+    def _reject_frame(self, socket: str, reason: str, counter: str, detail: str) -> None:
+        """An inbound message dropped as bad: `_reject` it, and count it for zvsr_bad_frames_total{socket,
+        reason} (`reason`: a codec or envelope reason, or a fixed word)."""
+        key = (socket, reason)
+        self._bad_frames[key] = self._bad_frames.get(key, 0) + 1
+        self._reject(counter, detail)
+
+    def _publish_metrics(self, metrics: NodeMetrics) -> None:
+        """Once per tick: a sample of plain values for the exporter's threads (zvsr.runtime.metrics)."""
+        core = self.core
+        wal = self._storage.wal
+        snapshot = None if wal is None else wal.snapshot
+        snapshots_taken, duplicates = node_sample_counters(core.counters)
+        outcomes = dict(metrics.outcomes)
+        outcomes["duplicate"] = duplicates
+        arrivals = metrics.arrivals
+        if len(arrivals) > c.NODE_CLIENT_ROUTES_MAX:  # requests never answered (clients gone): start afresh
+            arrivals.clear()
+        metrics.publish(
+            NodeSample(
+                status=core.status.value,
+                view=core.view_number,
+                primary=core.is_primary(),
+                op_number=core.op_number,
+                commit_number=core.commit_number,
+                cluster_time_ns=core.cluster_time.now(),
+                view_changes=self._view_changes,
+                client_sessions=len(core.client_table),
+                snapshot_op=core.snapshot_op,
+                snapshot_bytes=0 if snapshot is None else snapshot.size,
+                snapshots_taken=snapshots_taken,
+                last_heard=dict(self._last_heard),
+                outcomes=outcomes,
+                bad_frames=dict(self._bad_frames),
+                commit_durations=metrics.commit_seconds.snapshot(),
+            )
+        )
+
     def status(self) -> dict[str, Any]:
         """A snapshot for operators and tests: what the status query answers (besides its ``type``)."""
         core = self.core
@@ -661,6 +761,7 @@ class ReplicaNode:
             "cluster_time_ns": core.cluster_time.now(),
             "data_dir_bytes": self._storage.size_bytes(),
             "fsync": "always" if self._storage.fsync else "never",  # the mode, as configured
+            "metrics": None if self._metrics is None else self._metrics.url,
         }
 
     def _log_context(self) -> tuple[str, int]:
@@ -679,6 +780,8 @@ class ReplicaNode:
         state = self._current_state()
         if state != self._state:
             previous, self._state = self._state, state
+            if state[1] > previous[1]:
+                self._view_changes += 1
             self._log_transition(previous, state)
 
     def _log_transition(self, previous: State, state: State) -> None:
@@ -776,6 +879,9 @@ class ReplicaNode:
         self._release()
 
     def _release(self) -> None:
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
         for socket in self._sockets:
             socket.close(linger=0)
         self._sockets.clear()

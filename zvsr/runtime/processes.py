@@ -70,9 +70,10 @@ def wait_for(
         time.sleep(interval_s)
 
 
-def loopback_config(replicas: int = 3, **settings: Any) -> ClusterConfig:
-    """A cluster on 127.0.0.1 with ports the kernel had free: four per replica and one for the proxy."""
-    ports = free_ports(4 * replicas + 1)
+def loopback_config(replicas: int = 3, *, metrics: bool = False, **settings: Any) -> ClusterConfig:
+    """A cluster on 127.0.0.1 with ports the kernel had free: four per replica and one for the proxy; with
+    `metrics`, one more for each replica's /metrics and one for the proxy's."""
+    ports = free_ports(4 * replicas + 1 + (replicas + 1 if metrics else 0))
     addresses = tuple(
         ReplicaAddress(
             peer=f"tcp://127.0.0.1:{ports[3 * i]}",
@@ -82,7 +83,10 @@ def loopback_config(replicas: int = 3, **settings: Any) -> ClusterConfig:
         )
         for i in range(replicas)
     )
-    return ClusterConfig(replicas=addresses, proxy=f"tcp://127.0.0.1:{ports[-1]}", **settings)
+    if metrics:
+        extra = ports[4 * replicas + 1 :]
+        settings = {"metrics_ports": tuple(extra[:replicas]), "proxy_metrics_port": extra[replicas], **settings}
+    return ClusterConfig(replicas=addresses, proxy=f"tcp://127.0.0.1:{ports[4 * replicas]}", **settings)
 
 
 class ProcessCluster:

@@ -76,8 +76,12 @@ Sessions are bounded (`PROXY_SESSIONS_MAX`, least recently used first out) and f
 that comes back gets a new client_id (its earlier requests are all answered).
 
 A status query ``{"type": 30}`` is answered ``{"type": 31, "role": "proxy", ...}`` with the known view and
-primary, session and in-flight counts, and counters. Bad input is counted in `counters` and logged at most
-once per reason per `BAD_INPUT_LOG_INTERVAL_MS`.
+primary, session and in-flight counts, counters, and the metrics URL. Bad input is counted in `counters` and
+logged at most once per reason per `BAD_INPUT_LOG_INTERVAL_MS`.
+
+Metrics (`zvsr.runtime.metrics`, when the proxy has a metrics port): every answer is counted by outcome in
+`outcomes`; the reactor publishes a sample once per tick (outcomes, requests in flight, retries, the request
+duration histogram) and prometheus_client's exporter threads serve ``/metrics`` from it.
 """
 
 from __future__ import annotations
@@ -134,6 +138,7 @@ from zvsr.runtime import security
 from zvsr.runtime.cluster_config import ClusterConfig
 from zvsr.runtime.envelope import ClientEnvelope, EnvelopeError, fast_recv, fast_send, parse_client_frames
 from zvsr.runtime.logs import RateLimitedWarnings, setup_logging
+from zvsr.runtime.metrics import OUTCOME_OK, PROXY_OUTCOMES, MetricsStartError, ProxyMetrics, ProxySample
 from zvsr.runtime.outcome import Attempts
 from zvsr.runtime.serving import run_until_stopped
 from zvsr.wire.admin import (
@@ -174,7 +179,7 @@ _RCVMORE: Final = int(zmq.RCVMORE)
 class _Session:
     """One client_id's session, plus where its outstanding request's answer goes."""
 
-    __slots__ = ("session", "legacy_key", "route", "wire", "attempts", "last_used", "answered_number")
+    __slots__ = ("session", "legacy_key", "route", "wire", "attempts", "last_used", "answered_number", "started")
 
     def __init__(self, session: ClientSession, legacy_key: tuple[bytes, ...] | None, now: float) -> None:
         self.session = session
@@ -184,6 +189,7 @@ class _Session:
         self.attempts = Attempts()
         self.last_used = now
         self.answered_number = -1  # the latest request_number this proxy answered for the client
+        self.started = now  # when the request in flight arrived (the request duration histogram)
 
 
 class ProxyStartError(Exception):
@@ -219,6 +225,9 @@ class Proxy:
         # Requests to send to each replica at the end of this wake-up (batched): (session, encoded request).
         self._pending: list[list[tuple[_Session, bytes]]] = [[] for _ in config.replicas]
         self.counters: Counter[str] = Counter()
+        self.outcomes: dict[str, int] = dict.fromkeys(PROXY_OUTCOMES, 0)  # answers by outcome (metrics)
+        self.retries = 0  # sends of a request after its first, counted when it is answered (metrics)
+        self._metrics: ProxyMetrics | None = None
         self._bad_input_log = RateLimitedWarnings(log)
         self._sockets: list[zmq.Socket[bytes]] = []
         # CurveZMQ: a server to its clients (domain "clients"), a client of the replicas, with one key pair.
@@ -242,6 +251,13 @@ class Proxy:
             self._heartbeats = [
                 self._heartbeat(i, address.heartbeat) for i, address in enumerate(config.replicas)
             ]
+            where = config.proxy_metrics()
+            if where is not None:
+                try:
+                    self._metrics = ProxyMetrics(host=where[0], port=where[1])
+                except MetricsStartError as error:
+                    raise ProxyStartError(str(error)) from error
+                self._publish_metrics(self._metrics)
         except BaseException:
             self.close()
             raise
@@ -288,7 +304,11 @@ class Proxy:
         return socket
 
     def close(self) -> None:
-        """Close every socket (and the context, if the proxy made it). Not while `run` is running."""
+        """Close every socket (and the context, if the proxy made it), stop the metrics listener. Not while
+        `run` is running."""
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
         for socket in self._sockets:
             socket.close(linger=0)
         self._sockets.clear()
@@ -315,6 +335,7 @@ class Proxy:
         self._now = time.monotonic()
         next_tick = self._now + self._tick_s
         next_sweep = self._now + PROXY_SWEEP_MS / 1000
+        metrics = self._metrics
         log.info(
             "serving %s for %d replicas (cluster %d)",
             self.endpoint,
@@ -331,6 +352,8 @@ class Proxy:
                 ticks = int((now - next_tick) / self._tick_s) + 1
                 next_tick += ticks * self._tick_s
                 self._tick(min(ticks, PROXY_CATCH_UP_TICKS_MAX))
+                if metrics is not None:
+                    self._publish_metrics(metrics)
             self._send_pending()
             if now >= next_sweep:
                 next_sweep = now + PROXY_SWEEP_MS / 1000
@@ -358,7 +381,19 @@ class Proxy:
             "sessions": len(self._sessions),
             "in_flight": len(self._in_flight),
             "counters": dict(self.counters),
+            "metrics": None if self._metrics is None else self._metrics.url,
         }
+
+    def _publish_metrics(self, metrics: ProxyMetrics) -> None:
+        """Once per tick: a sample of plain values for the exporter's threads (zvsr.runtime.metrics)."""
+        metrics.publish(
+            ProxySample(
+                outcomes=dict(self.outcomes),
+                inflight=len(self._in_flight),
+                retries=self.retries,
+                request_durations=metrics.request_seconds.snapshot(),
+            )
+        )
 
     # --- frontend -------------------------------------------------------------------------------------------
 
@@ -469,14 +504,17 @@ class Proxy:
         if state is None:
             state = self._new_session(secrets.randbits(64), legacy_key=key)
             if state is None:
+                self.outcomes[ERROR_BUSY] += 1
                 self._send_frontend(envelope, _legacy_error(ERROR_BUSY, "the proxy's session table is full"))
                 return
         elif state.session.outstanding is not None:
             self.counters["busy: request in flight"] += 1
+            self.outcomes[ERROR_BUSY] += 1
             self._send_frontend(envelope, _legacy_error(ERROR_BUSY, "this client already has a request in flight"))
             return
         if len(self._in_flight) >= PROXY_IN_FLIGHT_MAX:
             self.counters["busy: in-flight bound"] += 1
+            self.outcomes[ERROR_BUSY] += 1
             self._send_frontend(envelope, _legacy_error(ERROR_BUSY, "the proxy has too many requests in flight"))
             return
         state.session.view = max(state.session.view, self.view)
@@ -487,7 +525,7 @@ class Proxy:
         state.route = envelope
         state.wire = wire
         state.attempts.start(fresh=fresh)
-        state.last_used = self._now
+        state.last_used = state.started = self._now
         self._sessions.move_to_end(state.session.client_id)
         self._in_flight[state.session.client_id] = state
         self.counters["requests"] += 1
@@ -526,6 +564,9 @@ class Proxy:
         state.session = self._client_session(session.client_id, request_number=session.request_number)
         state.route = None
         self.counters["requests superseded"] += 1
+        self.outcomes[ERROR_TIMEOUT] += 1
+        if state.attempts.sent > 1:
+            self.retries += state.attempts.sent - 1
         message = f"superseded by request_number {by} of the same client; the outcome is unknown"
         error = Error(
             view=self.view,
@@ -723,8 +764,15 @@ class Proxy:
         assert route is not None
         state.answered_number = completion.request_number
         legacy = state.legacy_key is not None
+        sent = state.attempts.sent
+        if sent > 1:
+            self.retries += sent - 1
+        metrics = self._metrics
+        if metrics is not None:
+            metrics.request_seconds.observe(self._now - state.started)
         if completion.result is not None:
             self.counters["results"] += 1
+            self.outcomes[OUTCOME_OK] += 1
             if legacy:
                 answer = completion.result  # the application's result value, as it encoded it
             elif reply_bytes is not None:
@@ -747,6 +795,7 @@ class Proxy:
                     timeout_ms=self.config.request_timeout_ms, target="replica"
                 )
             self.counters[f"answered {code}"] += 1
+            self.outcomes[code] = self.outcomes.get(code, 0) + 1
             if legacy:
                 answer = _legacy_error(code, message)
             else:
@@ -767,6 +816,7 @@ class Proxy:
 
     def _refuse_zvsr(self, envelope: ClientEnvelope, request: Request, code: str, message: str) -> None:
         self.counters[f"refused: {code}"] += 1
+        self.outcomes[code] = self.outcomes.get(code, 0) + 1
         error = Error(
             view=self.view,
             client_id=request.client_id,
@@ -780,6 +830,7 @@ class Proxy:
         """A zvsr message that is not a valid Request: an Error for the request it names, as a replica answers
         (`zvsr.wire.admin`); the bare Error (code and message only) if it names none."""
         self.counters[f"bad request: {error.reason}"] += 1
+        self.outcomes[ERROR_BAD_REQUEST] += 1
         self._bad_input_log.warn(f"bad zvsr request ({error.reason})", str(error))
         message = clip_message(str(error))
         ids = request_ids(payload)
@@ -798,6 +849,7 @@ class Proxy:
 
     def _bad_input(self, reason: str, detail: str, *, legacy_route: ClientEnvelope) -> None:
         self.counters[f"bad request: {reason}"] += 1
+        self.outcomes[ERROR_BAD_REQUEST] += 1
         self._bad_input_log.warn(f"bad request ({reason})", detail)
         self._send_frontend(legacy_route, _legacy_error(ERROR_BAD_REQUEST, f"{reason}: {detail}"))
 
