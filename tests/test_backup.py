@@ -208,6 +208,7 @@ def test_restore_refuses_a_cluster_without_data_dir_or_such_a_replica(tmp_path: 
         restore(tmp_path / "b", new_cluster(tmp_path), 3)
 
 
+@pytest.mark.timeout(60)
 def test_the_restore_command_says_what_it_refuses(tmp_path: Path) -> None:
     write_backup(tmp_path / "b", a_backup(cluster_id=9))
     config = tmp_path / "cluster.toml"
@@ -402,6 +403,7 @@ def test_backup_under_load_then_restore_every_replica_of_a_cluster_that_lost_eve
         )
 
 
+@pytest.mark.timeout(60)
 def test_backup_of_a_cluster_that_is_down_says_so(tmp_path: Path) -> None:
     cluster = ProcessCluster(tmp_path)  # configured, never started
     try:
