@@ -29,31 +29,19 @@ import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 import pytest
 import zmq
 
+from brokerless.reqrep_service.app import LedgerApp
+from brokerless.reqrep_service.client import LedgerClient, NoAnswer, ServiceError
+from brokerless.worker_pool.store import request as store_request
+from brokerless.worker_pool.store import verify
 from zvsr.apps import MsgpackStateMachine
 from zvsr.client import Client, LeaseNotFound
 from zvsr.constants import LEASE_CLOCK_DRIFT
 from zvsr.protocol.messages import LogEntry
 from zvsr.runtime.processes import ProcessCluster, free_ports, process_cluster, wait_for
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # brokerless/ is an example tree next to the package, not part of it
-    sys.path.insert(0, str(REPO))
-
-from brokerless.reqrep_service.app import LedgerApp  # noqa: E402
-from brokerless.reqrep_service.client import LedgerClient, NoAnswer, ServiceError  # noqa: E402
-from brokerless.worker_pool.store import request as store_request  # noqa: E402
-from brokerless.worker_pool.store import verify  # noqa: E402
-
 LEDGER_APP = "brokerless.reqrep_service.app:LedgerApp"
 # What worker.py logs when --crash-at-job kills it inside the critical section.
 DIED = re.compile(r"w3: job (?P<job>\d+): dying with the lock \(token (?P<token>\d+), lease (?P<lease>\d+)")
-
-
-@pytest.fixture
-def importable(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Replica processes import the example app by name: make `brokerless` importable wherever pytest runs."""
-    paths = [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
 
 
 def _kill_group(process: subprocess.Popen[Any]) -> None:
@@ -110,11 +98,10 @@ def test_ledger_app_snapshot_restores_the_same_state_and_refuses_garbage() -> No
 
 
 @pytest.mark.timeout(30)
-def test_before_zvsr_the_rep_server_serves_the_req_client(importable: None) -> None:
+def test_before_zvsr_the_rep_server_serves_the_req_client() -> None:
     endpoint = f"tcp://127.0.0.1:{free_ports(1)[0]}"
     server = subprocess.Popen(
         [sys.executable, "-m", "brokerless.reqrep_service.server", "--endpoint", endpoint],
-        cwd=REPO,
         stdout=subprocess.DEVNULL,
         start_new_session=True,
     )
@@ -200,7 +187,7 @@ def caught_up(cluster: ProcessCluster, index: int) -> bool:
 
 @pytest.mark.timeout(90)
 def test_the_unchanged_req_client_through_the_proxy_survives_kill_9_of_the_primary(
-    tmp_path: Path, importable: None, context: zmq.Context[zmq.Socket[bytes]]
+    tmp_path: Path, context: zmq.Context[zmq.Socket[bytes]]
 ) -> None:
     """The ledger app on three replicas, snapshots every 40 ops; three REQ clients deposit through the proxy
     (bare operations, protocol.md §8). A backup is killed and restarted from its disk (its snapshot goes through
@@ -266,9 +253,7 @@ def test_the_unchanged_req_client_through_the_proxy_survives_kill_9_of_the_prima
 
 
 @pytest.mark.timeout(120)
-def test_the_worker_pool_fences_a_stale_writer_and_survives_kill_9_of_the_primary(
-    tmp_path: Path, importable: None
-) -> None:
+def test_the_worker_pool_fences_a_stale_writer_and_survives_kill_9_of_the_primary(tmp_path: Path) -> None:
     """Three workers, lease 1 s. w2 is paused (SIGSTOP) 5 s inside its critical section: its lease expires, the
     lock goes to another worker, and w2's stale write is refused. w3 is killed (SIGKILL) holding the lock, right
     after renewing its lease: nobody releases the lock for it, yet the next token is served a whole ttl later,
@@ -291,7 +276,6 @@ def test_the_worker_pool_fences_a_stale_writer_and_survives_kill_9_of_the_primar
                 "--jobs-endpoint", jobs,
                 "--json",
             ],
-            cwd=REPO,
             stdout=subprocess.PIPE,
             stderr=log,
             start_new_session=True,
@@ -401,7 +385,6 @@ def test_config_agents_keep_their_copy_in_sync_across_a_kill_9_of_the_primary(tm
 
     with process_cluster(tmp_path) as cluster:
         cluster.wait_for_primary()
-        environment = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
         outs = [tmp_path / f"agent-{n}.json" for n in range(2)]
         agents = [
             subprocess.Popen(
@@ -416,8 +399,6 @@ def test_config_agents_keep_their_copy_in_sync_across_a_kill_9_of_the_primary(tm
                     "--out",
                     str(out),
                 ],
-                cwd=REPO,
-                env=environment,
                 stdout=subprocess.DEVNULL,
                 start_new_session=True,
             )

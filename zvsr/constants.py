@@ -147,6 +147,13 @@ LAUNCHER_READY_POLL_S: Final = 0.05  # ... and pausing this long between rounds 
 LAUNCHER_SUPERVISE_INTERVAL_S: Final = 0.2  # how often `zvsr start` checks that a majority and the proxy live
 LAUNCHER_STOP_GRACE_S: Final = 5.0  # after SIGTERM, children get this long to exit before SIGKILL
 
+# --- backup and restore (zvsr backup: zvsr.runtime.backup, zvsr.runtime.backup_query) ---
+BACKUP_TIMEOUT_MS: Final = 10_000  # `zvsr backup` gives up on a replica that does not answer a query this long
+BACKUP_PIN_MS: Final = 30_000  # a snapshot being backed up stays served this long after its last chunk query
+BACKUP_PINS_MAX: Final = 2  # snapshots a replica keeps for backups in progress (each one snapshot's bytes)
+BACKUP_ANSWER_BYTES_MAX: Final = SNAPSHOT_CHUNK_BYTES + 1024  # one encoded backup chunk (a client's MAXMSGSIZE)
+BACKUP_RESTARTS_MAX: Final = 3  # `zvsr backup` starts over this often when its snapshot is `gone`
+
 # --- deterministic simulator (zvsr.sim) ---
 SIM_TRACE_EVENTS_KEPT: Final = 400  # the last events a violation report prints (a ring: older ones are dropped)
 SIM_CLOCK_RATE_SPREAD: Final = 0.05  # each simulated replica's clock runs at 1 ± this of virtual time

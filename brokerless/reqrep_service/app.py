@@ -1,6 +1,6 @@
 """The ledger service as a zvsr app: the same `Ledger` handler, replicated.
 
-    zvsr cluster up --app brokerless.reqrep_service.app:LedgerApp     # run from the repository root
+    zvsr cluster up --app brokerless.reqrep_service.app:LedgerApp     # after `pip install -e .`
 
 A zvsr app is a class with `apply(op) -> result`, `snapshot() -> bytes` and `restore(bytes)`
 (`zvsr/apps/base.py`). Every replica applies the committed requests in the same order to its own `Ledger`, so
@@ -13,8 +13,7 @@ rebuilds the ledger from such bytes, refusing — with ValueError, before touchi
 that are not one.
 
 `zvsr node` imports the module by name (`zvsr.apps.adapter.load_app`), so `brokerless` must be importable by
-the replica processes: run them from the repository root (`python -m zvsr`, which `zvsr cluster up` uses for
-its children, puts the current directory on sys.path) or set `PYTHONPATH=/path/to/zvsr`.
+the replica processes: `pip install -e .` installs it with zvsr (pyproject.toml), so it is, from any directory.
 """
 
 from __future__ import annotations

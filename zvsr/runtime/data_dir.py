@@ -247,7 +247,7 @@ class Storage:
         self.start = START_RECOVERY
 
     def _snapshot_path(self, op_number: int) -> Path:
-        return self.path / f"{SNAPSHOT_PREFIX}{op_number:020d}{SNAPSHOT_SUFFIX}"
+        return self.path / snapshot_file_name(op_number)
 
     def _read_snapshot(self, ref: SnapshotRef) -> bytes | None:
         try:
@@ -364,6 +364,54 @@ class Storage:
             self.wal.close()
         if self.temporary:
             shutil.rmtree(self.path, ignore_errors=True)
+
+
+def snapshot_file_name(op_number: int) -> str:
+    """The name of the snapshot file of op `op_number` in a data directory."""
+    return f"{SNAPSHOT_PREFIX}{op_number:020d}{SNAPSHOT_SUFFIX}"
+
+
+def seed_from_snapshot(path: Path, marker: Marker, snapshot: bytes) -> SnapshotRef:
+    """Write into the empty (or missing) directory `path` exactly what replica `marker.replica` would hold after
+    installing `snapshot` in view 0 with nothing after it (`zvsr restore`, zvsr.runtime.backup): the snapshot
+    file, a log holding only the base record that names it (as `WriteAheadLog.rebase` writes after an install),
+    the superblock (view 0, last normal view 0, commit_number = the snapshot's op) and, last, the marker. Every
+    file is written atomically and fsynced. A seed interrupted before the marker leaves a directory without one,
+    which a node takes for a lost disk (Recovery) and a second seed refuses as not empty: empty it and seed
+    again. The caller checks the snapshot's integrity (its checksum) first; this refuses one that does not
+    decode. The node then restarts from disk (`Storage.open`, START_DISK) in normal status in view 0."""
+    try:
+        op_number = snapshots.decode(snapshot).op_number
+    except snapshots.SnapshotError as error:
+        raise StorageError(f"the snapshot does not decode: {error}") from error
+    if op_number == 0:
+        raise StorageError("a snapshot of op 0 holds nothing to restore")
+    try:
+        _make_directory(path)
+        if any(path.iterdir()):
+            raise StorageError(f"{path} is not empty: a data dir is seeded only when it holds nothing")
+        _write_atomically(path / snapshot_file_name(op_number), snapshot)
+        ref = SnapshotRef(op_number, len(snapshot), snapshots.checksum(snapshot))
+        wal, _ = WriteAheadLog.open(path, fsync=True)
+        try:
+            wal.rebase(ref, op_number)
+        finally:
+            wal.close()
+        Superblock.write(
+            path,
+            SuperblockState(
+                view_number=0,
+                last_normal_view=0,
+                commit_number=op_number,
+                epoch=marker.epoch,
+                cluster_id=marker.cluster_id,
+                replica=marker.replica,
+            ),
+        )
+        _write_atomically(path / MARKER_NAME, _marker_bytes(marker))
+    except (OSError, WalError) as error:
+        raise StorageError(f"cannot seed {path}: {error}") from error
+    return ref
 
 
 def _marker_bytes(marker: Marker) -> bytes:

@@ -41,7 +41,8 @@ and never raises out of the loop.
 
 Client port: the REQ-compatible envelope (`zvsr.runtime.envelope`). The node remembers, for each client_id,
 the envelope of its latest request (an LRU of `NODE_CLIENT_ROUTES_MAX`) to route the core's Reply / Redirect /
-Error back in the same shape. A status query (`zvsr.wire.admin`) is answered at once from `status()`.
+Error back in the same shape. A status query (`zvsr.wire.admin`) is answered at once from `status()`, a
+backup query (`zvsr.runtime.backup_query`) with a chunk of the latest snapshot.
 Unreadable input gets a ``bad_request`` Error (see `zvsr.wire.admin` for its two shapes).
 
 Start-up (`zvsr.runtime.data_dir`): a first start writes the data-dir marker and starts the core normally; a
@@ -81,6 +82,7 @@ from zvsr.protocol.messages import ERROR_BAD_REQUEST, ClientReply, Commit, Error
 from zvsr.protocol.ready import BROADCAST, Ready
 from zvsr.protocol.replica import Replica, Status
 from zvsr.runtime import security
+from zvsr.runtime.backup_query import BackupServer
 from zvsr.runtime.cluster_config import ClusterConfig
 from zvsr.runtime.data_dir import START_DISK, START_RECOVERY, Storage, StorageError
 from zvsr.runtime.envelope import (
@@ -161,6 +163,7 @@ class ReplicaNode:
         # reads the app between core steps.
         self._app = machine.app
         self._watch: WatchPublisher | None = None
+        self._backups = BackupServer(config.cluster_id)  # the backup query (zvsr.runtime.backup_query)
         self._storage = Storage.open(
             config.replica_data_dir(replica),
             cluster_id=config.cluster_id,
@@ -561,6 +564,11 @@ class ReplicaNode:
             self._send_client(envelope, admin.encode_status(self.status()))
             return
         if self._answer_snapshot_query(envelope, payload):
+            return
+        backup = self._backups.answer(payload, self.core)  # between core steps: a state after whole ops
+        if backup is not None:
+            self._count("client: backup queries")
+            self._send_client(envelope, backup)
             return
         if isinstance(error, DecodeError):
             self._reject_frame("client", error.reason, f"client: decode error ({error.reason})", str(error))
