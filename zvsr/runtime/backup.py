@@ -57,7 +57,6 @@ cluster with another id, e.g. a staging copy of production).
 from __future__ import annotations
 
 import hashlib
-import os
 import struct
 import time
 from dataclasses import dataclass
@@ -78,7 +77,7 @@ from zvsr.runtime.backup_query import (
     encode_query,
 )
 from zvsr.runtime.cluster_config import ClusterConfig
-from zvsr.runtime.data_dir import START_DISK, Marker, Storage, StorageError, seed_from_snapshot
+from zvsr.runtime.data_dir import START_DISK, Marker, Storage, StorageError, seed_from_snapshot, write_atomically
 from zvsr.runtime.security import client_options
 from zvsr.runtime.status import collect_status
 
@@ -170,25 +169,10 @@ def decode_backup(data: bytes) -> Backup:
 
 def write_backup(path: Path, backup: Backup) -> None:
     """Write `backup` to `path` atomically: a temporary file beside it, fsync, rename, fsync of the directory."""
-    data = encode_backup(backup)
-    temporary = path.with_name(f".{path.name}.tmp")
     try:
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(descriptor, view) :]
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-        os.replace(temporary, path)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        write_atomically(path, encode_backup(backup))
     except OSError as error:
-        temporary.unlink(missing_ok=True)
+        path.with_name(path.name + ".tmp").unlink(missing_ok=True)
         raise BackupError(f"cannot write {path}: {error}") from error
 
 

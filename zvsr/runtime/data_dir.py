@@ -281,7 +281,7 @@ class Storage:
             if not self.marker_path.exists():
                 if self.start == START_FIRST:
                     self._write_view_state(PersistViewState(view_number=0, last_normal_view=0, commit_number=0))
-                _write_atomically(self.marker_path, _marker_bytes(self.marker))
+                write_atomically(self.marker_path, _marker_bytes(self.marker))
         except (OSError, WalError) as error:
             raise StorageError(f"cannot initialise {self.path}: {error}") from error
 
@@ -312,7 +312,7 @@ class Storage:
         path = self._snapshot_path(record.op_number)
         try:
             if self.fsync:
-                _write_atomically(path, record.data)
+                write_atomically(path, record.data)
             else:
                 temporary = path.with_name(path.name + ".tmp")
                 temporary.write_bytes(record.data)
@@ -390,7 +390,7 @@ def seed_from_snapshot(path: Path, marker: Marker, snapshot: bytes) -> SnapshotR
         _make_directory(path)
         if any(path.iterdir()):
             raise StorageError(f"{path} is not empty: a data dir is seeded only when it holds nothing")
-        _write_atomically(path / snapshot_file_name(op_number), snapshot)
+        write_atomically(path / snapshot_file_name(op_number), snapshot)
         ref = SnapshotRef(op_number, len(snapshot), snapshots.checksum(snapshot))
         wal, _ = WriteAheadLog.open(path, fsync=True)
         try:
@@ -408,7 +408,7 @@ def seed_from_snapshot(path: Path, marker: Marker, snapshot: bytes) -> SnapshotR
                 replica=marker.replica,
             ),
         )
-        _write_atomically(path / MARKER_NAME, _marker_bytes(marker))
+        write_atomically(path / MARKER_NAME, _marker_bytes(marker))
     except (OSError, WalError) as error:
         raise StorageError(f"cannot seed {path}: {error}") from error
     return ref
@@ -451,7 +451,7 @@ def _read_marker(path: Path) -> Marker:
     )
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes) -> None:
     """Temporary file, fsync, rename over `path`, fsync the directory: after a crash, all of it or none."""
     temporary = path.with_name(path.name + ".tmp")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)

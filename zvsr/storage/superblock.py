@@ -117,7 +117,7 @@ class Superblock:
         sequence = max(state.sequence, newest.sequence if newest is not None else 0) + 1
         written = dataclasses.replace(state, sequence=sequence)
         target = directory / COPY_NAMES[1 - index if newest is not None else 0]
-        _write_atomically(target, encode(written), fsync=fsync)
+        write_atomically(target, encode(written), fsync=fsync)
         return written
 
 
@@ -139,7 +139,7 @@ def _newest(directory: Path) -> tuple[SuperblockState | None, int, bool]:
     return newest, newest_index, present
 
 
-def _write_atomically(path: Path, data: bytes, *, fsync: bool) -> None:
+def write_atomically(path: Path, data: bytes, *, fsync: bool) -> None:
     """Temporary file, fsync, rename over `path`, fsync the directory: after a crash, all of it or none."""
     temporary = path.with_name(path.name + ".tmp")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
