@@ -50,6 +50,8 @@ from zvsr import constants as c
 from zvsr.protocol import snapshots
 from zvsr.protocol.replica import Replica, Status
 from zvsr.wire.admin import clip_message
+from zvsr.wire.errors import DecodeError
+from zvsr.wire.unpack import unpack_map
 
 TYPE_BACKUP_QUERY: Final = 34
 TYPE_BACKUP_ANSWER: Final = 35
@@ -97,24 +99,14 @@ def _pack(value: dict[str, Any]) -> bytes:
 
 
 def _unpack_map(data: bytes, size_max: int, what: str) -> dict[str, Any] | None:
-    """The msgpack map in `data` (bounded by its size), None if `data` is not a map of `what`'s type."""
-    if len(data) > size_max:
-        return None
-    size = len(data)
+    """The msgpack map in `data` (bounded like every frame, `zvsr.wire.unpack`), None if `data` is not a map of
+    `what`'s type."""
     try:
-        value = msgpack.unpackb(
-            data,
-            raw=False,
-            max_bin_len=size,
-            max_str_len=size,
-            max_array_len=size,
-            max_map_len=size,
-            max_ext_len=0,
-        )
-    except Exception:  # msgpack raises a variety of errors on garbage
+        value = unpack_map(data, size_max)
+    except DecodeError:
         return None
     kind = TYPE_BACKUP_QUERY if what == "query" else TYPE_BACKUP_ANSWER
-    if type(value) is not dict or type(value.get("type")) is not int or value["type"] != kind:
+    if type(value.get("type")) is not int or value["type"] != kind:
         return None
     return value
 
