@@ -16,7 +16,7 @@ import zmq
 from click.testing import CliRunner, Result
 
 from zvsr.cli import main
-from zvsr.cli_options import locate_cluster_file
+from zvsr.cli_options import ClientSettings, locate_cluster_file
 from zvsr.runtime import launcher
 from zvsr.runtime.cluster_config import DISCOVERY_FILE, ClusterConfig, load_config, to_toml
 from zvsr.runtime.processes import free_ports, loopback_config
@@ -229,3 +229,17 @@ def test_cluster_up_s_copy_reads_back_as_its_config_and_it_removes_only_its_own(
     (tmp_path / DISCOVERY_FILE).write_text("# another launcher's\n")
     launcher._withdraw(*first)
     assert (tmp_path / DISCOVERY_FILE).read_text() == "# another launcher's\n"
+
+
+def test_the_unreachable_error_names_the_watch_endpoints_for_a_watcher() -> None:
+    """What `zvsr watch` says when no replica's watch stream answers: each replica's watch endpoint, its source."""
+    config = loopback_config(3)
+    settings = ClientSettings(
+        config=config, config_source="--config c.toml", proxy_source="--proxy", timeout_ms=100, as_json=False
+    )
+    message = settings.unreachable("no watch stream answered within 100 ms", watch=True).format_message()
+    watches = ", ".join(str(address.watch) for address in config.replicas)
+    assert message == (
+        f"no watch stream answered within 100 ms. Tried watch endpoints {watches} (from --config c.toml). "
+        "Point at another cluster with --config FILE or ZVSR_CONFIG=FILE (`zvsr cluster up` prints its file)."
+    )

@@ -210,21 +210,25 @@ class ClientSettings:
             as_json=bool(given.get("json", False)),
         )
 
-    def unreachable(self, problem: str, *, replicas: bool = False, proxy: bool = False) -> click.ClickException:
-        """A one-line error for a cluster that did not answer: `problem`, the endpoints tried (the replicas'
-        client endpoints and/or the proxy) and where they came from, and how to point at another cluster."""
+    def unreachable(
+        self, problem: str, *, replicas: bool = False, watch: bool = False, proxy: bool = False
+    ) -> click.ClickException:
+        """A one-line error for a cluster that did not answer: `problem`, the endpoints tried (the proxy, the
+        replicas' client endpoints, their watch endpoints) and where they came from, and how to point at
+        another cluster."""
         tried = []
         if proxy:
             tried.append(f"proxy {self.config.proxy} (from {self.proxy_source})")
-        if replicas:
-            endpoints = ", ".join(address.client for address in self.config.replicas)
-            tried.append(f"replicas {endpoints} (from {self.config_source})")
-        how = (
-            "--proxy ENDPOINT, --config FILE or ZVSR_CONFIG=FILE" if proxy else "--config FILE or ZVSR_CONFIG=FILE"
-        )
+        for wanted, name, endpoints in (
+            (replicas, "replicas", [address.client for address in self.config.replicas]),
+            (watch, "watch endpoints", [address.watch or "none" for address in self.config.replicas]),
+        ):
+            if wanted:
+                tried.append(f"{name} {', '.join(endpoints)} (from {self.config_source})")
+        how = "--config FILE or ZVSR_CONFIG=FILE"
         return click.ClickException(
-            f"{problem.rstrip('.')}. Tried {' and '.join(tried)}. Point at another cluster with {how} "
-            "(`zvsr cluster up` prints its file)."
+            f"{problem.rstrip('.')}. Tried {' and '.join(tried)}. Point at another cluster with "
+            f"{'--proxy ENDPOINT, ' if proxy else ''}{how} (`zvsr cluster up` prints its file)."
         )
 
 
