@@ -296,7 +296,7 @@ def test_every_message_kind_survives_a_round_trip(message: Message) -> None:
 def test_type_table_covers_every_message_class_with_replica_and_client_ranges() -> None:
     assert set(TYPE_NUMBERS) == set(REPLICA_MESSAGES) | set(CLIENT_MESSAGES)
     assert len(set(TYPE_NUMBERS.values())) == len(TYPE_NUMBERS)
-    assert sorted(TYPE_NUMBERS[cls] for cls in REPLICA_MESSAGES) == list(range(1, 13))
+    assert sorted(TYPE_NUMBERS[cls] for cls in REPLICA_MESSAGES) == list(range(1, 15))
     assert sorted(TYPE_NUMBERS[cls] for cls in CLIENT_MESSAGES) == [20, 21, 22, 23]
 
 
