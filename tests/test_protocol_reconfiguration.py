@@ -65,11 +65,12 @@ def committed_ops(cluster: Cluster, index: int) -> list[bytes]:
 
 
 def test_a_configuration_and_a_reconfiguration_op_round_trip_and_damage_is_an_error() -> None:
-    config = Membership.initial(3).next((Member(1, b"tcp://b"), Member(2), Member(3, b"tcp://d")), 9)
+    config = Membership.initial(3).next((Member(1, b"tcp://b"), Member(2), Member(3, b"tcp://d")), 9, 4)
     assert membership.decode(config.encode()) == config
     assert (config.epoch, config.start_op, config.old) == (1, 9, (0, 1, 2))
     assert (config.joining(), config.leaving()) == ((3,), (0,))
-    assert config.primary(0) == 1 and config.primary(4) == 2 and config.quorum == 2
+    # The epoch's first view (4) is led by its first member; views go on from there, round robin.
+    assert config.primary(4) == 1 and config.primary(5) == 2 and config.primary(9) == 3 and config.quorum == 2
     op = reconfiguration_operation(1, config.members)
     assert is_reconfiguration(op) and membership.parse_reconfiguration(op).members == config.members
     for damaged in (op[:-1], op + b"x", b"\xc1nonsense", op[:25]):

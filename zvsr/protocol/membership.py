@@ -2,8 +2,15 @@
 
 Theory of operation. A replica has a stable *id*, never reused in a cluster's life. An epoch's configuration is an
 ordered tuple of member ids (with each member's address, opaque bytes to the core: the runtime puts its
-endpoints there); the primary of view v in an epoch is `members[v mod n]` (§4 round robin, inside the epoch).
-Epoch 0's configuration is the cluster file's replicas 0..n-1, so ids equal indices until the first change.
+endpoints there). An epoch starts in view `start_view` (0 for the first), and the primary of view v is
+`members[(v - start_view) mod n]` (§4 round robin, inside the epoch): the first member leads the epoch's first
+view, so whoever orders the new configuration can put a replica that already holds the state first. Epoch 0's
+configuration is the cluster file's replicas 0..n-1, so ids equal indices until the first change.
+
+Views do not restart at 0 in a new epoch (the paper's choice), they go on: the epoch's first view is the view
+of its reconfiguration entry plus one, the same on every replica that executes it. So the views on log entries
+never decrease along the log, across epochs too, and what reads them (an app's failover refresh of its leases,
+`OpContext.view`) needs no notion of epochs. A replica's own (epoch, view) only moves forward.
 
 The configuration changes only through the log. A reconfiguration is a client Request whose operation is
 `reconfiguration_operation(epoch, members)`: it starts with the byte 0xc1, which msgpack never uses, so no
@@ -15,7 +22,7 @@ that installs one knows the configuration it was taken in, and replaying the log
 
 Encodings are fixed binary layouts (the core imports no serialization library), all integers big-endian:
 
-    configuration: epoch u64 | start_op u64 | highest_id u32 | member count u16
+    configuration: epoch u64 | start_op u64 | start_view u64 | highest_id u32 | member count u16
                    | count x (id u32 | address length u16 | address) | old count u16 | old count x id u32
     reconfiguration op: 0xc1 | "zvsr-reconfiguration" | version u8 (1) | epoch u64 | member count u16
                    | count x (id u32 | address length u16 | address)
@@ -34,7 +41,7 @@ from zvsr.constants import MEMBER_ADDRESS_BYTES_MAX, REPLICA_ID_MAX, REPLICAS_MA
 
 RECONFIGURATION_MARK: Final = 0xC1  # msgpack's "never used" byte: no app operation starts with it
 _OP_PREFIX: Final = bytes([RECONFIGURATION_MARK]) + b"zvsr-reconfiguration\x01"
-_CONFIG_HEAD: Final = struct.Struct(">QQIH")
+_CONFIG_HEAD: Final = struct.Struct(">QQQIH")
 _MEMBER: Final = struct.Struct(">IH")
 _U16: Final = struct.Struct(">H")
 _U32: Final = struct.Struct(">I")
@@ -54,12 +61,14 @@ class Member:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Membership:
     """The configuration of one epoch. `start_op` is the op_number of the reconfiguration that started it (0 for
-    epoch 0); `old` the previous epoch's member ids (empty for epoch 0), kept so replicas that leave and replicas
-    that join can find each other; `highest_id` the largest id any epoch ever had (ids are never reused)."""
+    epoch 0), `start_view` its first view; `old` the previous epoch's member ids (empty for epoch 0), kept so
+    replicas that leave and replicas that join can find each other; `highest_id` the largest id any epoch ever
+    had (ids are never reused)."""
 
     epoch: int
     start_op: int
     members: tuple[Member, ...]
+    start_view: int = 0
     old: tuple[int, ...] = ()
     highest_id: int = 0
     ids: tuple[int, ...] = field(init=False)
@@ -82,7 +91,7 @@ class Membership:
 
     def primary(self, view: int) -> int:
         ids = self.ids
-        return ids[view % len(ids)]
+        return ids[(view - self.start_view) % len(ids)]
 
     def __contains__(self, replica: object) -> bool:
         return replica in self.ids
@@ -97,11 +106,16 @@ class Membership:
     def leaving(self) -> tuple[int, ...]:
         return tuple(i for i in self.old if i not in self.ids)
 
-    def next(self, members: tuple[Member, ...], start_op: int) -> Membership:
-        """The configuration a reconfiguration op at `start_op` starts."""
+    def next(self, members: tuple[Member, ...], start_op: int, start_view: int) -> Membership:
+        """The configuration a reconfiguration op at `start_op` (appended in view `start_view - 1`) starts."""
         highest = max(self.highest_id, *(member.id for member in members))
         return Membership(
-            epoch=self.epoch + 1, start_op=start_op, members=members, old=self.ids, highest_id=highest
+            epoch=self.epoch + 1,
+            start_op=start_op,
+            members=members,
+            start_view=start_view,
+            old=self.ids,
+            highest_id=highest,
         )
 
     def check_change(self, members: tuple[Member, ...]) -> str | None:
@@ -119,7 +133,7 @@ class Membership:
         return None
 
     def encode(self) -> bytes:
-        parts = [_CONFIG_HEAD.pack(self.epoch, self.start_op, self.highest_id, len(self.members))]
+        parts = [_CONFIG_HEAD.pack(self.epoch, self.start_op, self.start_view, self.highest_id, len(self.members))]
         parts.extend(_encode_members(self.members))
         parts.append(_U16.pack(len(self.old)))
         parts.extend(_U32.pack(i) for i in self.old)
@@ -170,7 +184,7 @@ class _Reader:
 
 def decode(data: bytes) -> Membership:
     reader = _Reader(data)
-    epoch, start_op, highest_id, count = reader.take(_CONFIG_HEAD)
+    epoch, start_op, start_view, highest_id, count = reader.take(_CONFIG_HEAD)
     members = reader.members(count)
     (old_count,) = reader.take(_U16)
     if old_count > REPLICAS_MAX:
@@ -179,7 +193,9 @@ def decode(data: bytes) -> Membership:
     reader.end()
     if max(member.id for member in members) > highest_id:
         raise MembershipError("a member id above highest_id")
-    return Membership(epoch=epoch, start_op=start_op, members=members, old=old, highest_id=highest_id)
+    return Membership(
+        epoch=epoch, start_op=start_op, members=members, start_view=start_view, old=old, highest_id=highest_id
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -863,20 +863,20 @@ class Replica(ReplicaState):
         self._begin_epoch(was_member=was_member)
 
     def _begin_epoch(self, *, was_member: bool) -> None:
-        """Start view 0 of our (new) epoch in the role its configuration gives us: a member with the log up to
-        its start op (a backup, or the primary of view 0); a replica that left (it serves the new members until a
-        quorum of them has started); or, never a member, still catching up."""
+        """Start the first view of our (new) epoch in the role its configuration gives us: a member with the log
+        up to its start op (a backup, or the primary of that view); a replica that left (it serves the new members
+        until a quorum of them has started); or, never a member, still catching up."""
         epoch = self.membership
         self._log(f"epoch {epoch.epoch} from op {epoch.start_op}: members {epoch.ids}")
         self._count("epoch entered")
-        self.view_number = 0
-        self.last_normal_view = 0
+        self.view_number = epoch.start_view
+        self.last_normal_view = epoch.start_view
         self.state_transfer = None
         self.snapshots.download = None
         self._reset_view_votes()
         self.pipeline.prepared = self.op_number
         self._rebuild_client_pending()
-        self._outbox.view_state = True  # (epoch, view 0) and the commit_number that reached the epoch
+        self._outbox.view_state = True  # (epoch, first view) and the commit_number that reached the epoch
         if self.replica in epoch:
             self.status = Status.NORMAL
             self.catch_up_from = None

@@ -495,7 +495,7 @@ class ReplicaState:
         change = parse_reconfiguration(entry.operation)  # admitted by a primary: damage here is our bug
         self._count("reconfiguration executed")
         if change.epoch == self.membership.epoch:
-            self.next_membership = self.membership.next(change.members, entry.op_number)
+            self.next_membership = self.membership.next(change.members, entry.op_number, entry.view + 1)
         else:
             assert change.epoch < self.membership.epoch, "a reconfiguration from an epoch we never entered"
         return result_bytes(change.epoch + 1)
