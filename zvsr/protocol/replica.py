@@ -148,8 +148,10 @@ class Replica(ReplicaState):
             self._tick_view_change()
         elif self.status is Status.RECOVERING:
             self._tick_recovering()
-        elif self.status is Status.TRANSITIONING:
-            self._tick_transitioning()
+        if self.catch_up_from is not None:
+            self.catch_up_timer.tick()
+            if self.catch_up_timer.fired():
+                self._tick_catch_up()
         announce = self.epoch_announce
         if announce.running:
             announce.tick()
@@ -161,7 +163,15 @@ class Replica(ReplicaState):
     def _enter_initial_role(self) -> None:
         """At construction: the role the (restored) state implies, with its timers and first messages."""
         if self.status is Status.RECOVERING:
+            if self.replica not in self.membership:
+                return self._stop("recovering, but not a member of the current epoch")
             self._start_recovery()
+        elif self.status is Status.TRANSITIONING:
+            self.timers.enter_transitioning()  # a new replica: it waits to hear of an epoch that includes it
+        elif self.status is Status.LEAVING:
+            self.timers.enter_transitioning()
+            self.epoch_announce.start()
+            self._announce_epoch()
         elif self.status is Status.VIEW_CHANGE:
             self._resume_view_change()
         elif self.is_primary():
@@ -877,9 +887,12 @@ class Replica(ReplicaState):
         self.pipeline.prepared = self.op_number
         self._rebuild_client_pending()
         self._outbox.view_state = True  # (epoch, first view) and the commit_number that reached the epoch
+        if self.replica in epoch or was_member or self.replica in epoch.old:
+            self.catch_up_from = None  # we belong to it, or left it: nothing more to catch up
+            self.catch_up_timer.stop()
+            self.catch_up_intact = True
         if self.replica in epoch:
             self.status = Status.NORMAL
-            self.catch_up_from = None
             if self.is_primary():
                 self._enter_primary()
             else:
@@ -890,7 +903,7 @@ class Replica(ReplicaState):
         elif was_member or self.replica in epoch.old:
             self.status = Status.LEAVING
             self.timers.enter_transitioning()
-            self.timers.repair.stop()
+            self.snapshots.download = None
         else:
             assert self.status is Status.TRANSITIONING
             return
@@ -954,7 +967,6 @@ class Replica(ReplicaState):
         self.stopped = True
         self.epoch_announce.stop()
         self.timers.enter_transitioning()
-        self.timers.repair.stop()
 
     def _on_other_epoch(self, message: ReplicaMessage) -> None:
         """A message of another epoch never changes our state as it is. An older one: the sender lags — serve
@@ -979,6 +991,8 @@ class Replica(ReplicaState):
                 self._on_catch_up_state(message)
             case SnapshotChunk():
                 self._on_catch_up_chunk(message)
+            case Recovery():  # its sender holds nothing it could serve us
+                self._ignore("on_message", "newer epoch, from a recovering replica")
             case _:
                 if self.status is Status.RECOVERING:
                     return self._ignore("on_message", "newer epoch, recovering: waiting for its StartEpoch")
@@ -996,43 +1010,68 @@ class Replica(ReplicaState):
         self._send(to, StartEpoch(**self._header(), op_number=epoch.start_op, membership=epoch.encode()))
 
     def _catch_up(self, source: int) -> None:
-        """Our epoch is over: fetch the committed ops after our commit_number from `source` (of a later epoch)
-        and execute them, entering each epoch they start, until we reach one we belong to. Until then we take
-        part in nothing: a vote or an acknowledgement from a replica that misses committed ops could lose them."""
-        if self.status is not Status.TRANSITIONING:
+        """A replica of a later epoch (`source`) showed itself: our epoch is over. Fetch the committed ops after
+        our commit_number from it and execute them, entering each epoch they start, until we reach one we belong
+        to (`_on_catch_up_state`). Committed ops are the same on every replica, so any replica of a later epoch
+        may serve them. A member of its (old) epoch keeps its role meanwhile: if every replica that holds the next
+        epoch fails, the old epoch's own view change must still be able to finish the reconfiguration (§7.3)."""
+        if self.catch_up_from is not None and not self.catch_up_stale:
+            return  # asked already (maybe someone else): the catch-up timer asks again if nothing comes
+        if self.catch_up_from is None:
             self._log(f"epoch {self.membership.epoch} is over: catching up from r{source}")
             self._count("epoch over: catching up")
-            self.status = Status.TRANSITIONING
-            self.state_transfer = None
-            self._reset_view_votes()
-            self._rebuild_client_pending()
-            self.timers.enter_transitioning()
-        elif self.catch_up_from is not None and not self.timers.repair.fired():
-            return  # asked already (maybe someone else): the repair timer asks again if nothing comes
-        if source != self.catch_up_from:
+            self.catch_up_silent = 0
+        if source != self.catch_up_from and self.status is Status.TRANSITIONING:
             self.snapshots.download = None  # a download continues from the replica it started with only
         self.catch_up_from = source
+        self.catch_up_stale = False
         self._ask_catch_up()
 
     def _ask_catch_up(self) -> None:
         source = self.catch_up_from
-        assert source is not None and self.status is Status.TRANSITIONING
+        assert source is not None
         download = self.snapshots.download
-        if download is not None:
+        if download is not None and self.status is Status.TRANSITIONING:
             ask = GetSnapshot(**self._header(), snapshot_op=download.snapshot_op, offset=len(download.data))
             self._send(source, ask)
         else:
             self._send(source, GetState(**self._header(), op_number=self.commit_number))
-        self.timers.repair.reset()
+        self.catch_up_timer.reset()
 
-    def _tick_transitioning(self) -> None:
-        if self.timers.repair.fired() and self.catch_up_from is not None:
-            self._count("catch up: asking again")
-            self._ask_catch_up()
+    def _tick_catch_up(self) -> None:
+        """Nothing came since the last ask: ask again, but take the next replica of a later epoch that shows itself
+        instead (this one may have crashed). A member of its epoch whose log is intact gives up after a while and
+        takes part in its old epoch again: a view change there finishes the reconfiguration if nobody else can."""
+        self._count("catch up: asking again")
+        self.catch_up_stale = True
+        self.catch_up_silent += 1
+        if (
+            self.status is Status.TRANSITIONING
+            and self.catch_up_intact
+            and self.replica in self.membership
+            and self.catch_up_silent >= RECOVERY_STALL_ROUNDS
+        ):
+            self._count("catch up: source silent, back to the old epoch")
+            self.catch_up_from = None
+            self.catch_up_timer.stop()
+            return self._start_view_change(self.view_number + 1)
+        self._ask_catch_up()
+
+    def _to_transitioning(self) -> None:
+        """Stop taking part in our (old) epoch: what we are about to hold is not one of its views' logs."""
+        if self.status is Status.TRANSITIONING:
+            return
+        self._count("catch up: left the old epoch's views")
+        self.status = Status.TRANSITIONING
+        self.state_transfer = None
+        self.snapshots.download = None
+        self._reset_view_votes()
+        self._rebuild_client_pending()
+        self.timers.enter_transitioning()
 
     def _serve_catch_up(self, message: GetState) -> None:
-        """A replica of an older epoch asks for what follows its commit_number: committed ops only (they are the
-        same on every replica, so any of us may serve them), or our snapshot if they are folded into it."""
+        """A replica of an older epoch asks for what follows its commit_number: committed ops only, or our snapshot
+        if they are folded into it."""
         have = message.op_number
         if have < self.log_base:
             self._count("catch up: snapshot served")
@@ -1056,56 +1095,75 @@ class Replica(ReplicaState):
         self._send_snapshot_chunk(message.replica, message.snapshot_op, message.offset)
 
     def _on_catch_up_state(self, message: NewState) -> None:
-        """Committed ops from a later epoch, following our commit_number: append and execute them one at a time,
-        entering each epoch as its reconfiguration executes; stop at the first epoch we belong to (from there the
-        normal protocol brings us the rest)."""
+        """Committed ops from a later epoch, following our commit_number, taken one at a time: one we hold
+        identically is executed where it is; one we lack, or hold differently, takes us out of our old epoch's
+        views first (our log is no longer one of theirs), and one we hold differently replaces the rest of our log
+        (ours was never committed there: the committed one is). A reconfiguration among them enters its epoch;
+        we stop at the first one we belong to, where the normal protocol brings us the rest."""
         if self.status is Status.RECOVERING or self.status is Status.LEAVING:
             return self._ignore("on_new_state", f"newer epoch, status {self.status.value}")
-        if self.status is not Status.TRANSITIONING:
+        if self.catch_up_from is None:
             return self._catch_up(message.replica)
-        # From whoever answered (a re-sent ask may have gone to another): committed ops are the same everywhere.
+        if self.state_transfer is not None:
+            return self._ignore("on_new_state", "newer epoch, in a state transfer of our epoch")
         if not message.entries:
             return self._ignore("on_new_state", "newer epoch, no entries")
         if message.commit_number < message.entries[-1].op_number:
             return self._ignore("on_new_state", "newer epoch, uncommitted entries")
         if message.entries[0].op_number != self.commit_number + 1:
             return self._ignore("on_new_state", "newer epoch, does not follow our commit_number")
-        if self.op_number > self.commit_number:
-            # Our epoch is over: its uncommitted suffix will never commit (its last op did, and it is not there).
-            del self.log[self.commit_number - self.log_base :]
-            self.op_number = self.commit_number
-            self._outbox.log_changed_from(self.commit_number + 1)
-            self._rebuild_client_pending()
+        self.catch_up_stale = False
+        self.catch_up_silent = 0
         for entry in message.entries:
-            self._append_entry(entry)
-            self._commit_up_to(entry.op_number)
+            op_number = entry.op_number
+            held = self.entry(op_number)
+            if held != entry:
+                self._to_transitioning()
+                if held is not None:
+                    self.catch_up_intact = False
+                    del self.log[op_number - 1 - self.log_base :]
+                    self.op_number = op_number - 1
+                    self._outbox.log_changed_from(op_number)
+                    self._rebuild_client_pending()
+                self._append_entry(entry)
+            self._commit_up_to(op_number)
             if self.next_membership is not None:
                 self._enter_epoch()
-                if self.status is not Status.TRANSITIONING:
+                if self.catch_up_from is None:  # a member of it now, or leaving it
                     break
         if self.log:
             self.cluster_time.learn(self.log[-1].timestamp)
-        if self.status is Status.TRANSITIONING:
+        if self.catch_up_from is not None:
             self._ask_catch_up()
 
     def _on_catch_up_chunk(self, message: SnapshotChunk) -> None:
-        if self.status is not Status.TRANSITIONING or message.replica != self.catch_up_from:
+        """Our commit_number is folded into the source's snapshot: take it, as a replica that no longer takes part
+        in its old epoch (whatever we hold after it is dropped: the log after the snapshot comes next)."""
+        if self.catch_up_from is None or message.replica != self.catch_up_from:
             return self._ignore("on_snapshot_chunk", "newer epoch, not catching up from its sender")
         if message.snapshot_op <= self.commit_number:
             return self._ignore("on_snapshot_chunk", "newer epoch, snapshot not ahead of our commit_number")
+        if self.status is not Status.TRANSITIONING:
+            if self.snapshots.download is not None:
+                return self._ignore("on_snapshot_chunk", "newer epoch, a download of our epoch in progress")
+            self._to_transitioning()
         refused = self.snapshots.append_chunk(message, now=self.now, count=self._count)
         if refused is not None:
             return self._ignore("on_snapshot_chunk", refused)
+        self.catch_up_stale = False
+        self.catch_up_silent = 0
         outcome = self.snapshots.finish_download()
         if isinstance(outcome, str):
             return self._ignore("on_snapshot_chunk", outcome)
         if outcome is not None:
+            if self.op_number > snapshots.op_number_of(outcome):
+                self.catch_up_intact = False  # we drop ops we hold after it
             was_member = self.replica in self.membership
             epoch = self.membership.epoch
             self._install_snapshot(outcome, [])
             if self.membership.epoch != epoch:
                 self._begin_epoch(was_member=was_member and self.replica in self.membership.old)
-        if self.status is Status.TRANSITIONING:
+        if self.catch_up_from is not None:
             self._ask_catch_up()
 
     # --- invariants -------------------------------------------------------------------------------------------
@@ -1118,8 +1176,8 @@ class Replica(ReplicaState):
         if self.status is Status.NORMAL or self.status is Status.VIEW_CHANGE:
             assert self.replica in self.membership, "a replica takes part in an epoch it is not a member of"
         assert self.peers == self.membership.peers_of(self.replica)
-        if self.reconfiguration_op:
-            # The epoch's last op: nothing after it, nothing before it of this epoch still to start.
+        if self.reconfiguration_op and (self.status is Status.NORMAL or self.status is Status.VIEW_CHANGE):
+            # The epoch's last op: nothing after it in any log of its epoch.
             assert self.commit_number < self.reconfiguration_op == self.op_number
         assert not self.log or self.log[-1].op_number == self.op_number
         assert self.log_base <= self.snapshots.op_number <= self.commit_number or self.status is Status.RECOVERING

@@ -121,6 +121,11 @@ class ReplicaState:
         self.stopped = False  # left the configuration and handed over: the driver may stop us
         self.epoch_started_from: set[int] = set()  # members of our epoch that said EpochStarted
         self.catch_up_from: int | None = None  # TRANSITIONING: who serves us the committed ops
+        self.catch_up_stale = False  # it did not answer our last ask: the next replica of a later epoch will
+        self.catch_up_silent = 0  # asks in a row that got nothing
+        # Our log is still one our epoch's views could have given us (nothing replaced or dropped by catching
+        # up): we may take part in its view changes again if catching up stalls.
+        self.catch_up_intact = True
         self.told_epoch_at: dict[int, int] = {}  # laggard -> when we last sent it StartEpoch
         self.view_number = 0
         self.last_normal_view = 0
@@ -137,6 +142,7 @@ class ReplicaState:
         self.timers = RoleTimers(config)
         # Runs beside the role timers: re-announce a new epoch to members that have not started it.
         self.epoch_announce = Timeout("epoch_announce", after=config.view_change_resend_ticks)
+        self.catch_up_timer = Timeout("catch_up", after=config.repair_ticks)
 
         self.pipeline = Pipeline()  # primary: ops in flight, PrepareOk of this view, queued requests
         self.votes = ViewChangeVotes()  # of the view change to view_number
@@ -201,7 +207,12 @@ class ReplicaState:
             self._commit_up_to(target)
             if self.next_membership is not None:
                 self._set_membership(self.next_membership)
-        assert self.membership.epoch == durable.epoch, "the view state belongs to another epoch than the log"
+        assert self.membership.epoch >= durable.epoch, "the view state belongs to an epoch the log never reached"
+        if self.membership.epoch > durable.epoch:
+            # The write that entered the epoch was torn after its snapshot: its view state never landed, so
+            # nothing of the new epoch left us. Start it as entering it does, in its first view.
+            self.view_number = self.last_normal_view = self.membership.start_view
+            self._outbox.view_state = True
         self.pipeline.view = self.view_number
         self.pipeline.prepared = self.op_number
         self._rebuild_client_pending()
@@ -494,6 +505,7 @@ class ReplicaState:
         a snapshot of a later epoch, then execute the log it was taken from) changes nothing."""
         change = parse_reconfiguration(entry.operation)  # admitted by a primary: damage here is our bug
         self._count("reconfiguration executed")
+        self.reconfiguration_op = 0
         if change.epoch == self.membership.epoch:
             self.next_membership = self.membership.next(change.members, entry.op_number, entry.view + 1)
         else:

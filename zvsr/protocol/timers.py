@@ -8,8 +8,8 @@ Theory of operation. Each role runs exactly its own timers and no other:
 - view change: `view_change_resend` (re-send StartViewChange / DoViewChange) and `view_change` (give up on a
   view whose primary stays silent and try the next, backing off);
 - recovering: `recovery` (re-send Recovery, or the next snapshot ask);
-- transitioning (§7: catching up with a later epoch): `repair` (ask the catch-up source again); a replica that
-  left its configuration runs none.
+- transitioning (§7: catching up with a later epoch) and leaving: none (the replica's catch-up and epoch
+  announcement timers run beside the roles, in `ReplicaState`).
 Entering a role goes through one method here, which stops every timer of the other roles, so no stale timer
 of an old role can fire in a new one. Handlers reset the timers of their role (a heartbeat of our primary
 resets `primary`, say); only the `enter_*` methods start or stop a role's set.
@@ -86,7 +86,6 @@ class RoleTimers:
 
     def enter_transitioning(self) -> None:
         self._stop_all_but()
-        self.repair.start()
 
     def enter_recovering(self) -> None:
         self._stop_all_but()
