@@ -176,8 +176,8 @@ class Cluster:
         for item in pending:
             if (limit is None or delivered < limit) and where(item):
                 delivered += 1
-                if (item.source, item.to) in self.blocked:
-                    continue
+                if (item.source, item.to) in self.blocked or self.replicas[item.to].stopped:
+                    continue  # a stopped replica's process has exited
                 self.replicas[item.to].on_message(item.message)
                 self.flush(item.to)
             else:
@@ -242,7 +242,7 @@ class Cluster:
     def tick(self, count: int = 1, *, only: set[int] | None = None) -> None:
         for _ in range(count):
             for i, replica in enumerate(self.replicas):
-                if only is None or i in only:
+                if (only is None or i in only) and not replica.stopped:
                     replica.tick()
                     self.flush(i)
 
