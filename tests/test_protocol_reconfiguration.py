@@ -236,3 +236,39 @@ def test_a_joining_replica_takes_part_in_nothing_before_it_caught_up() -> None:
     sent = {type(item.message).__name__ for item in cluster.sent if item.source == new}
     assert sent <= {"GetState", "GetSnapshot"}, f"a joiner that holds nothing sent {sent}"
     assert not any(isinstance(item.message, EpochStarted) for item in cluster.sent if item.source == new)
+
+
+# --- planned maintenance: moving the primary role on purpose --------------------------------------------------
+
+
+def test_primary_0_hands_its_role_to_replica_2_without_any_timeout() -> None:
+    """Primary 0 commits A, then transfers to replica 2: its StartViewChange for view 2 (the next view replica 2
+    leads) starts the view change at once; with messages delivered and no tick at all, replica 2 leads view 2
+    with A, and B commits there."""
+    cluster = reconfigurable(3)
+    commit_in_view_zero(cluster, b"A")
+    cluster.deliver_all()
+    assert cluster.replicas[0].transfer_primary(2) is None
+    cluster.flush(0)
+    cluster.deliver_all()
+    new = cluster.replicas[2]
+    assert (new.status, new.view_number, new.is_primary()) == (Status.NORMAL, 2, True)
+    assert all(r.view_number == 2 and r.status is Status.NORMAL for r in cluster.replicas)
+    cluster.request(client_id=5, request_number=1, op=b"B", to=2)
+    cluster.deliver_all()
+    assert isinstance(reply_to(cluster, 5, 1), Reply)
+    assert operations(cluster.replicas[0].log) == [b"A", b"B"]
+
+
+@pytest.mark.parametrize(
+    ("to", "words"), [(0, "already the primary"), (7, "not a member"), (1, "behind")]
+)
+def test_a_transfer_is_refused_with_a_reason(to: int, words: str) -> None:
+    cluster = reconfigurable(3)
+    commit_in_view_zero(cluster, b"A")
+    cluster.drop(lambda m: m.source == 1)  # replica 1's acknowledgements are lost: it is behind
+    cluster.request(client_id=5, request_number=1, op=b"B", to=0)
+    cluster.deliver_all(where=lambda m: m.source != 1)
+    refused = cluster.replicas[0].transfer_primary(to)
+    assert refused is not None and words in refused
+    assert cluster.replicas[1].transfer_primary(2) == "not the primary in normal status"

@@ -293,6 +293,31 @@ class Replica(ReplicaState):
         self._append_new(INTERNAL_CLIENT_ID, 0, operation)
         pipeline.internal_op = self.op_number
 
+    def transfer_primary(self, to: int) -> str | None:
+        """Planned maintenance: hand the primary role to member `to` by a view change started on purpose — to
+        the next view `to` leads — so restarting this replica costs no failure-detection timeout. Refused (the
+        reason returned) unless we are the primary, `to` is another member that has acknowledged everything we
+        committed (it can lead at once), and no reconfiguration is in flight. The view change is the ordinary
+        one: it is safe whoever takes part, and if `to` cannot lead after all, the view after it takes over."""
+        if self.status is not Status.NORMAL or not self.is_primary():
+            return "not the primary in normal status"
+        if to == self.replica:
+            return "already the primary"
+        if to not in self.membership:
+            return f"replica {to} is not a member of epoch {self.membership.epoch}"
+        if self.reconfiguration_op:
+            return "a reconfiguration is in progress"
+        acknowledged = self.pipeline.prepare_ok.get(to, 0)
+        if acknowledged < self.commit_number:
+            return f"replica {to} is behind (acknowledged op {acknowledged}, committed {self.commit_number})"
+        view = self.view_number + 1
+        while self.membership.primary(view) != to:
+            view += 1
+        self._log(f"transferring the primary role to r{to}: view change to view {view}")
+        self._count("primary transfer")
+        self._start_view_change(view)
+        return None
+
     def _resend_stalled_prepares(self) -> None:
         """Rule 11: ZeroMQ drops silently; a backup whose acknowledgements have not moved gets prepares again.
         Backups that acknowledged nothing in this view are not sent the log here: they learn the view from our
