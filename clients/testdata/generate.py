@@ -28,7 +28,7 @@ import msgpack  # type: ignore[import-untyped]
 from zvsr import constants
 from zvsr.apps.adapter import MsgpackStateMachine
 from zvsr.apps.coordination import CoordinationApp
-from zvsr.protocol.membership import Member, Membership
+from zvsr.protocol.membership import Member, Membership, reconfiguration_operation, result_bytes
 from zvsr.protocol.messages import (
     Commit,
     DoViewChange,
@@ -160,6 +160,9 @@ EPOCH_2 = Membership.initial(3, epoch=EPOCH, addresses=tuple(_address(i + 1) for
 )
 assert (EPOCH_2.epoch, EPOCH_2.start_op, EPOCH_2.old, EPOCH_2.highest_id) == (2, 5, (0, 1, 2), 3)
 START_EPOCH = StartEpoch(**header(0, 0, epoch=2), op_number=5, membership=EPOCH_2.encode())
+# The Request operation that asked for it, and its result (the msgpack map {"epoch": 2}).
+RECONFIGURE = reconfiguration_operation(EPOCH, EPOCH_2.members)
+assert result_bytes(2) == pack({"epoch": 2})
 
 
 # --- valid messages -------------------------------------------------------------------------------------------
@@ -298,6 +301,12 @@ MESSAGES: list[tuple[str, Message, str]] = [
         "an empty operation is valid on the wire (the coordination app answers bad_request)",
     ),
     (
+        "request_reconfiguration",
+        Request(client_id=CLIENT_B, request_number=4, operation=RECONFIGURE),
+        "an operation starting with c1 is a reconfiguration, not an app op: end epoch 1, start epoch 2 with "
+        "members 0, 2, 3 (the ZeroMQ runtime answers bad_request: not enabled yet)",
+    ),
+    (
         "reply_nil",
         Reply(view=1, client_id=CLIENT_A, request_number=1, result=pack(None)),
         "the result of the put: msgpack nil (c0)",
@@ -316,6 +325,11 @@ MESSAGES: list[tuple[str, Message, str]] = [
             result=pack({"ok": True, "owner": "worker-1", "token": 1}),
         ),
         "a lock result map",
+    ),
+    (
+        "reply_reconfiguration",
+        Reply(view=1, client_id=CLIENT_B, request_number=4, result=result_bytes(2)),
+        'the reconfiguration executed (op 5 of epoch 1): its result is the msgpack map {"epoch": 2}',
     ),
     (
         "redirect",
