@@ -226,7 +226,7 @@ def parse_reconfiguration(operation: bytes) -> Reconfiguration:
 
 def result_bytes(epoch: int) -> bytes:
     """The reply to a reconfiguration: the msgpack map {"epoch": epoch}, written out here because the core
-    imports no serialization library (tests/test_membership.py checks msgpack reads it back)."""
+    imports no serialization library (tests/test_protocol_reconfiguration.py checks msgpack reads it back)."""
     if epoch < 0x80:
         number = bytes([epoch])
     else:
