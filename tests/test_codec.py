@@ -714,7 +714,7 @@ def test_start_epoch_carries_a_configuration_as_bin_up_to_its_bound() -> None:
     """Replica 0 tells new replica 3 that epoch 2 started after op 5 with members 0, 2, 3; the configuration is
     bin of at most MEMBERSHIP_BYTES_MAX bytes. Its layout is the core's to check (membership.decode), so the
     codec passes bytes that are no configuration and the replica drops them."""
-    configuration = Membership.initial(3, epoch=1).next((Member(0), Member(2), Member(3, b"tcp://d")), 5)
+    configuration = Membership.initial(3, epoch=1).next((Member(0), Member(2), Member(3, b"tcp://d")), 5, 2)
     start_epoch = StartEpoch(cluster=1, epoch=2, view=0, replica=0, op_number=5, membership=configuration.encode())
     decoded = decode_replica_message(encode(start_epoch))
     assert decoded == start_epoch

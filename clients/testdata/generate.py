@@ -153,10 +153,11 @@ def _address(host: int) -> bytes:
     return f"tcp://10.0.0.{host}:7000".encode()
 
 
-# A reconfiguration committed as op 5 of epoch 1 replaces replica 1 by a new replica, id 3: epoch 2 has members
-# 0, 2, 3 (primary of view 0: replica 0), and replica 0 tells the new one with a StartEpoch.
+# A reconfiguration appended in view 1 and committed as op 5 of epoch 1 replaces replica 1 by a new replica, id
+# 3: epoch 2 has members 0, 2, 3 from view 2 (its first view, led by its first member, replica 0), and replica 0
+# tells the new one with a StartEpoch.
 EPOCH_2 = Membership.initial(3, epoch=EPOCH, addresses=tuple(_address(i + 1) for i in range(3))).next(
-    (Member(0, _address(1)), Member(2, _address(3)), Member(3, _address(4))), 5
+    (Member(0, _address(1)), Member(2, _address(3)), Member(3, _address(4))), 5, 2
 )
 assert (EPOCH_2.epoch, EPOCH_2.start_op, EPOCH_2.old, EPOCH_2.highest_id) == (2, 5, (0, 1, 2), 3)
 START_EPOCH = StartEpoch(**header(0, 0, epoch=2), op_number=5, membership=EPOCH_2.encode())

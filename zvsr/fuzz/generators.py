@@ -221,7 +221,12 @@ def random_membership(rng: random.Random, *, epoch: int, start_op: int) -> bytes
     members = tuple(Member(i, rng.randbytes(rng.randrange(24))) for i in ids)
     old = tuple(rng.sample(range(max(ids) + 1), rng.randint(0, min(c.REPLICAS_MAX, max(ids) + 1))))
     return Membership(
-        epoch=epoch, start_op=start_op, members=members, old=old, highest_id=max(ids) + rng.randrange(3)
+        epoch=epoch,
+        start_op=start_op,
+        members=members,
+        start_view=rng.choice((0, 1, rng.randrange(2**32))),
+        old=old,
+        highest_id=max(ids) + rng.randrange(3),
     ).encode()
 
 
