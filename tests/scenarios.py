@@ -11,6 +11,7 @@ hand with `zvsr.sim.harness.Cluster`: messages move only when the scenario says 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 import typing
@@ -361,7 +362,10 @@ PAPER_REPLICA_MESSAGES = {
 # The one addition, documented in docs/protocol.md: the paper keeps the whole log; zvsr truncates it after
 # snapshots, and a replica behind the oldest kept op fetches the snapshot in chunks.
 SNAPSHOT_TRANSFER_MESSAGES = {"GetSnapshot", "SnapshotChunk"}
-ZVSR_REPLICA_MESSAGES = PAPER_REPLICA_MESSAGES | SNAPSHOT_TRANSFER_MESSAGES
+# §7 reconfiguration (the paper's STARTEPOCH / EPOCHSTARTED; CHECKEPOCH is not needed: a replica of an older
+# epoch is told the new one by whoever it talks to).
+EPOCH_MESSAGES = {"StartEpoch", "EpochStarted"}
+ZVSR_REPLICA_MESSAGES = PAPER_REPLICA_MESSAGES | SNAPSHOT_TRANSFER_MESSAGES | EPOCH_MESSAGES
 
 
 def message_set_is_closed() -> None:
@@ -378,9 +382,11 @@ def message_set_is_closed() -> None:
 
 
 def message_kinds_sent_by_every_sub_protocol() -> set[str]:
-    """Normal operation, a view change, state transfer, snapshots and recovery (which, with the primary's log
-    truncated, fetches its snapshot): collect what goes over the wire."""
-    cluster = Cluster(3, config=steady_config(3, snapshot_interval_ops=2, snapshot_chunk_bytes=8))
+    """Normal operation, a view change, state transfer, snapshots, recovery (which, with the primary's log
+    truncated, fetches its snapshot) and a reconfiguration replacing replica 2 by a new replica 3: collect what
+    goes over the wire."""
+    config = steady_config(3, snapshot_interval_ops=2, snapshot_chunk_bytes=8)
+    cluster = Cluster(3, config=dataclasses.replace(config, reconfiguration=True))
     commit_in_view_zero(cluster, b"A")
     view_change_to_one(cluster, without={2})
     for number, op in enumerate((b"B", b"C", b"D", b"E"), start=1):
@@ -391,6 +397,12 @@ def message_kinds_sent_by_every_sub_protocol() -> set[str]:
     cluster.deliver_all()
     assert cluster.replicas[0].status is Status.NORMAL
     assert cluster.replicas[0].commit_number >= 4
+    cluster.add_replica()
+    cluster.reconfigure((0, 1, 3), to=1)
+    for _ in range(50):
+        cluster.deliver_all()
+        cluster.tick()
+    assert cluster.replicas[3].status is Status.NORMAL and cluster.replicas[2].stopped
     return {type(item.message).__name__ for item in cluster.sent}
 
 

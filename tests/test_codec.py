@@ -16,12 +16,15 @@ from hypothesis import strategies as st
 
 from zvsr import constants
 from zvsr.constants import SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES
+from zvsr.protocol import membership
+from zvsr.protocol.membership import Member, Membership
 from zvsr.protocol.messages import (
     CLIENT_MESSAGES,
     ERROR_CODES,
     REPLICA_MESSAGES,
     Commit,
     DoViewChange,
+    EpochStarted,
     Error,
     GetSnapshot,
     GetState,
@@ -35,6 +38,7 @@ from zvsr.protocol.messages import (
     Reply,
     Request,
     SnapshotChunk,
+    StartEpoch,
     StartView,
     StartViewChange,
 )
@@ -58,7 +62,8 @@ ID_MAX = constants.ID_MAX
 # --- strategies: valid messages of every kind ---------------------------------------------------------------
 
 ids = st.integers(0, ID_MAX)
-replica_indexes = st.integers(0, constants.REPLICAS_MAX - 1)
+# Stable replica ids (zvsr.protocol.membership): 0..n-1 until the first reconfiguration, then up to 2^32 - 1.
+replica_ids = st.integers(0, constants.REPLICAS_MAX - 1) | st.integers(0, constants.REPLICA_ID_MAX)
 # Mostly small operations; now and then one at exactly the bound.
 operations = st.one_of(st.binary(max_size=40), st.just(b"\xab" * constants.OPERATION_BYTES_MAX))
 
@@ -82,7 +87,7 @@ def entry_runs(draw: st.DrawFn, *, view: int, last_op_number: int, count: int) -
 
 @st.composite
 def headers(draw: st.DrawFn) -> dict[str, int]:
-    return {"cluster": draw(ids), "epoch": draw(ids), "view": draw(ids), "replica": draw(replica_indexes)}
+    return {"cluster": draw(ids), "epoch": draw(ids), "view": draw(ids), "replica": draw(replica_ids)}
 
 
 @st.composite
@@ -170,19 +175,28 @@ def snapshot_chunks(draw: st.DrawFn) -> SnapshotChunk:
     )
 
 
+@st.composite
+def start_epochs(draw: st.DrawFn) -> StartEpoch:
+    # The codec carries the configuration as opaque bytes up to its bound; the core decodes the layout.
+    membership = draw(st.binary(max_size=64) | st.just(b"\x5a" * constants.MEMBERSHIP_BYTES_MAX))
+    return StartEpoch(**draw(headers()), op_number=draw(ids), membership=membership)
+
+
 replica_messages = st.one_of(
     prepares(),
-    st.builds(PrepareOk, cluster=ids, epoch=ids, view=ids, replica=replica_indexes, op_number=ids),
+    st.builds(PrepareOk, cluster=ids, epoch=ids, view=ids, replica=replica_ids, op_number=ids),
     commits(),
-    st.builds(StartViewChange, cluster=ids, epoch=ids, view=ids, replica=replica_indexes),
+    st.builds(StartViewChange, cluster=ids, epoch=ids, view=ids, replica=replica_ids),
     do_view_changes(),
     start_views(),
-    st.builds(GetState, cluster=ids, epoch=ids, view=ids, replica=replica_indexes, op_number=ids),
+    st.builds(GetState, cluster=ids, epoch=ids, view=ids, replica=replica_ids, op_number=ids),
     new_states(),
-    st.builds(Recovery, cluster=ids, epoch=ids, view=ids, replica=replica_indexes, nonce=ids),
-    st.builds(GetSnapshot, cluster=ids, epoch=ids, view=ids, replica=replica_indexes, snapshot_op=ids, offset=ids),
+    st.builds(Recovery, cluster=ids, epoch=ids, view=ids, replica=replica_ids, nonce=ids),
+    st.builds(GetSnapshot, cluster=ids, epoch=ids, view=ids, replica=replica_ids, snapshot_op=ids, offset=ids),
     snapshot_chunks(),
     recovery_responses(),
+    start_epochs(),
+    st.builds(EpochStarted, cluster=ids, epoch=ids, view=ids, replica=replica_ids),
 )
 requests = st.builds(Request, client_id=ids, request_number=ids, operation=operations)
 client_replies = st.one_of(
@@ -193,7 +207,7 @@ client_replies = st.one_of(
         request_number=ids,
         result=st.one_of(st.binary(max_size=40), st.just(b"\x01" * constants.RESULT_BYTES_MAX)),
     ),
-    st.builds(Redirect, view=ids, primary=replica_indexes, client_id=ids, request_number=ids),
+    st.builds(Redirect, view=ids, primary=replica_ids, client_id=ids, request_number=ids),
     st.builds(
         Error,
         view=ids,
@@ -296,7 +310,7 @@ def test_every_message_kind_survives_a_round_trip(message: Message) -> None:
 def test_type_table_covers_every_message_class_with_replica_and_client_ranges() -> None:
     assert set(TYPE_NUMBERS) == set(REPLICA_MESSAGES) | set(CLIENT_MESSAGES)
     assert len(set(TYPE_NUMBERS.values())) == len(TYPE_NUMBERS)
-    assert sorted(TYPE_NUMBERS[cls] for cls in REPLICA_MESSAGES) == list(range(1, 13))
+    assert sorted(TYPE_NUMBERS[cls] for cls in REPLICA_MESSAGES) == list(range(1, 15))
     assert sorted(TYPE_NUMBERS[cls] for cls in CLIENT_MESSAGES) == [20, 21, 22, 23]
 
 
@@ -435,7 +449,9 @@ msgpack_values = st.recursive(
 )
 
 
-small_numbers = st.integers(0, 6) | st.sampled_from([-1, ID_MAX, constants.REPLICAS_MAX])
+small_numbers = st.integers(0, 6) | st.sampled_from(
+    [-1, ID_MAX, constants.REPLICAS_MAX, constants.REPLICA_ID_MAX, constants.REPLICA_ID_MAX + 1]
+)
 plausible_entries = st.lists(
     st.lists(small_numbers, min_size=5, max_size=5).map(lambda n: [*n[:4], b"op", n[4]]) | msgpack_values,
     max_size=5,
@@ -446,7 +462,7 @@ def plausible_field(name: str) -> st.SearchStrategy[Any]:
     """Values that are right or nearly right for field `name`, so fuzzing reaches the consistency checks."""
     if name in ("entries", "log"):
         return plausible_entries | st.none()
-    if name in ("operation", "result"):
+    if name in ("operation", "result", "membership"):
         return st.binary(max_size=4) | st.text(max_size=2)
     if name == "code":
         return st.sampled_from([*sorted(ERROR_CODES), "teapot"])
@@ -534,14 +550,23 @@ def test_numbers_above_id_max_are_out_of_range(monkeypatch: pytest.MonkeyPatch) 
     assert reason_of(pack(big_client)) == "out_of_range"
 
 
-def test_a_replica_index_beyond_the_largest_configuration_is_out_of_range() -> None:
-    assert reason_of(pack(a_prepare(replica=constants.REPLICAS_MAX))) == "out_of_range"
+def test_a_replica_id_beyond_2_to_the_32_minus_1_is_out_of_range() -> None:
+    """Replica ids are stable and never reused, so they outgrow a configuration's 15 members: a sender or a
+    primary with id 15 (or 2^32 - 1) is fine on the wire, and whether it is a member is the replica's check."""
+    for replica in (constants.REPLICAS_MAX, constants.REPLICA_ID_MAX):
+        assert decode(pack(a_prepare(replica=replica))).replica == replica  # type: ignore[union-attr]
+    assert reason_of(pack(a_prepare(replica=constants.REPLICA_ID_MAX + 1))) == "out_of_range"
+    assert reason_of(pack(a_prepare(replica=ID_MAX))) == "out_of_range"
     redirect = fields_of(Redirect(view=1, primary=0, client_id=1, request_number=1))
-    assert reason_of(pack(redirect | {"primary": constants.REPLICAS_MAX})) == "out_of_range"
+    decoded = decode_client_reply(pack(redirect | {"primary": constants.REPLICA_ID_MAX}))
+    assert isinstance(decoded, Redirect) and decoded.primary == constants.REPLICA_ID_MAX
+    assert reason_of(pack(redirect | {"primary": constants.REPLICA_ID_MAX + 1})) == "out_of_range"
+    with pytest.raises(DecodeError, match="0..4294967295"):
+        decode(pack(a_prepare(replica=constants.REPLICA_ID_MAX + 1)))
 
 
 def test_unknown_and_misplaced_type_numbers() -> None:
-    for type_number in (0, 13, 19, 24, 255, ID_MAX):
+    for type_number in (0, 15, 19, 24, 255, ID_MAX):
         assert reason_of(pack(a_prepare(type=type_number))) == "unknown_type"
     request = encode(Request(client_id=1, request_number=1, operation=b"x"))
     reply = encode(Reply(view=1, client_id=1, request_number=1, result=b"y"))
@@ -550,6 +575,10 @@ def test_unknown_and_misplaced_type_numbers() -> None:
     assert reason_of(prepare, decode_request) == "unexpected_type"
     assert reason_of(reply, decode_request) == "unexpected_type"
     assert reason_of(prepare, decode_client_reply) == "unexpected_type"
+    epoch_started = encode(EpochStarted(cluster=1, epoch=2, view=0, replica=3))
+    assert decode_replica_message(epoch_started) == decode(epoch_started)
+    assert reason_of(epoch_started, decode_request) == "unexpected_type"
+    assert reason_of(epoch_started, decode_client_reply) == "unexpected_type"
 
 
 def test_unknown_and_missing_fields() -> None:
@@ -679,6 +708,28 @@ def test_oversized_operations_results_and_error_messages_are_too_large() -> None
     error = fields_of(Error(view=1, client_id=1, request_number=1, code="busy", message=""))
     long_message = "x" * (constants.ERROR_MESSAGE_CHARS_MAX + 1)
     assert reason_of(pack(error | {"message": long_message}), decode_client_reply) == "too_large"
+
+
+def test_start_epoch_carries_a_configuration_as_bin_up_to_its_bound() -> None:
+    """Replica 0 tells new replica 3 that epoch 2 started after op 5 with members 0, 2, 3; the configuration is
+    bin of at most MEMBERSHIP_BYTES_MAX bytes. Its layout is the core's to check (membership.decode), so the
+    codec passes bytes that are no configuration and the replica drops them."""
+    configuration = Membership.initial(3, epoch=1).next((Member(0), Member(2), Member(3, b"tcp://d")), 5, 2)
+    start_epoch = StartEpoch(cluster=1, epoch=2, view=0, replica=0, op_number=5, membership=configuration.encode())
+    decoded = decode_replica_message(encode(start_epoch))
+    assert decoded == start_epoch
+    assert isinstance(decoded, StartEpoch) and membership.decode(decoded.membership) == configuration
+    value = fields_of(start_epoch)
+    largest = bytes(constants.MEMBERSHIP_BYTES_MAX)
+    assert decode(pack(value | {"membership": largest})).membership == largest  # type: ignore[union-attr]
+    assert decode(pack(value | {"membership": b"not a configuration"})) is not None
+    assert reason_of(pack(value | {"membership": largest + b"\x00"})) == "too_large"
+    assert reason_of(pack(value | {"membership": configuration.encode().hex()})) == "wrong_type"
+    assert reason_of(pack(value | {"membership": None})) == "wrong_type"
+    assert reason_of(pack({k: v for k, v in value.items() if k != "membership"})) == "missing_field"
+    assert reason_of(pack(fields_of(EpochStarted(cluster=1, epoch=2, view=0, replica=3)) | {"op_number": 5})) == (
+        "unknown_field"
+    )
 
 
 def test_client_request_larger_than_the_client_bound_is_refused_before_unpacking() -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import random
 import tracemalloc
+from collections import Counter
 from typing import Any
 
 import msgpack  # type: ignore[import-untyped]
@@ -42,7 +43,9 @@ from zvsr.fuzz.generators import (
 )
 from zvsr.fuzz.msgpack_bytes import EDGE_NUMBERS, HUGE_HEADERS, pack_array, pack_map, packb
 from zvsr.fuzz.mutations import BYTE_MUTATIONS, STRUCTURE_MUTATIONS, mutate_bytes, mutate_structure
-from zvsr.protocol.messages import REPLICA_MESSAGES, DoViewChange, LogEntry, Request
+from zvsr.protocol import membership
+from zvsr.protocol.membership import MembershipError
+from zvsr.protocol.messages import REPLICA_MESSAGES, DoViewChange, LogEntry, Request, StartEpoch
 from zvsr.runtime.envelope import EnvelopeError, answer_frames, parse_client_frames
 from zvsr.wire import DECODE_ERROR_REASONS, TYPE_NUMBERS, DecodeError, Message, admin, unpack
 from zvsr.wire.batch import decode_reply_batch, decode_request_batch
@@ -164,6 +167,28 @@ def test_fresh_messages_of_every_kind_are_valid_and_canonical(kind: type, rng: r
         assert message.cluster != 7
 
 
+def test_fresh_messages_carry_wide_replica_ids_and_real_configurations() -> None:
+    """Replica ids beyond a first configuration's 0..14 (up to 2^32 - 1), and StartEpochs whose `membership`
+    is mostly a configuration the core reads — matching the message's epoch and op — and now and then junk,
+    which only the core can refuse (the codec checks the bin bound alone)."""
+    rng = random.Random(5)
+    wide_ids = 0
+    outcomes: Counter[str] = Counter()
+    for _ in range(300):
+        message = fresh_message(rng, StartEpoch, seeds=SEEDS)
+        assert isinstance(message, StartEpoch)
+        wide_ids += message.replica >= constants.REPLICAS_MAX
+        try:
+            configuration = membership.decode(message.membership)
+        except MembershipError:
+            outcomes["junk"] += 1
+        else:
+            outcomes["configuration"] += 1
+            assert (configuration.epoch, configuration.start_op) == (message.epoch, message.op_number)
+    assert wide_ids > 20
+    assert outcomes["configuration"] > 200 and outcomes["junk"] > 20, outcomes
+
+
 # --- random input to every decoder -------------------------------------------------------------------------------
 
 
@@ -232,9 +257,10 @@ def test_a_non_canonical_encoding_decodes_to_the_same_message(kind: type, rng: r
     assert encode(decode(data)) == encode(message)
 
 
+# 14 and 15: around the members of a configuration; 2^32 - 1 and 2^32: around the largest replica id.
 EDGE_VALUES: list[Any] = [
-    0, 1, 14, 15, 2**32, 2**53 + 1, ID_MAX - 1, ID_MAX, -1, -(2**63), float(2**64), 1.0, True, False, None,
-    "", "x", b"", b"\x00" * 16, [], [[1, 1, 1, 1, b"", 1]], {}, msgpack.ExtType(1, b""),
+    0, 1, 14, 15, 2**32 - 1, 2**32, 2**53 + 1, ID_MAX - 1, ID_MAX, -1, -(2**63), float(2**64), 1.0, True, False,
+    None, "", "x", b"", b"\x00" * 16, [], [[1, 1, 1, 1, b"", 1]], {}, msgpack.ExtType(1, b""),
 ]  # fmt: skip
 
 

@@ -20,11 +20,12 @@ from typing import Any
 
 import lease_scenarios
 import pytest
+import reconfiguration_scenarios
 import scenarios
 from mutants import Handler, assert_caught, patch_handler, patch_method
 
 from zvsr.apps.coordination import CoordinationApp
-from zvsr.protocol import messages
+from zvsr.protocol import membership, messages
 from zvsr.protocol.client_table import ClientEntry, ClientTable
 from zvsr.protocol.cluster_time import ClusterTime
 from zvsr.protocol.config import Config
@@ -583,6 +584,79 @@ def test_mutant_new_primary_does_not_extend_lease_deadlines_is_caught(monkeypatc
         lease_scenarios.holder_keeps_its_lease_through_a_failover_longer_than_its_ttl(seed=2, ttl_ms=200)
 
 
+# --- reconfiguration (§7) ----------------------------------------------------------------------------------
+
+
+def mutant_new_member_counted_before_it_caught_up(monkeypatch: MonkeyPatch) -> None:
+    """A new replica told of an epoch that includes it starts as a member at once, with nothing: its
+    acknowledgements and votes count though it holds none of the committed ops."""
+
+    def make(original: Handler) -> Handler:
+        def flawed(self: Replica, message: messages.StartEpoch) -> None:
+            announced = membership.decode(message.membership)
+            if self.status is Status.TRANSITIONING and self.replica in announced:
+                self._set_membership(announced)
+                return self._begin_epoch(was_member=False)
+            original(self, message)
+
+        return flawed
+
+    patch_method(monkeypatch, "on_start_epoch", make)
+
+
+def mutant_acts_on_older_epoch(monkeypatch: MonkeyPatch) -> None:
+    """A message of an older epoch is handled as if it were of ours (the epoch check only looks for newer)."""
+
+    def make(original: Callable[[Replica, Any], None]) -> Callable[[Replica, Any], None]:
+        def flawed(self: Replica, message: Any) -> None:
+            if message.epoch < self.membership.epoch:
+                return self._dispatch(message)
+            original(self, message)
+
+        return flawed
+
+    patch_method(monkeypatch, "_on_other_epoch", make)
+
+
+def mutant_leaving_replica_stops_at_once(monkeypatch: MonkeyPatch) -> None:
+    """A replica that leaves the configuration stops as soon as it executed the reconfiguration, before any
+    member of the new epoch has started it (nobody may be left to hand the state over)."""
+
+    def make(original: Callable[..., None]) -> Callable[..., None]:
+        def flawed(self: Replica, *, was_member: bool) -> None:
+            original(self, was_member=was_member)
+            if self.status is Status.LEAVING:
+                self._stop("mutant: left at once")
+
+        return flawed
+
+    patch_method(monkeypatch, "_begin_epoch", make)
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        reconfiguration_scenarios.replacing_every_replica_hands_the_state_to_the_new_group,
+        reconfiguration_scenarios.grow_from_3_to_5_and_shrink_back_to_3,
+    ],
+)
+def test_mutant_new_member_counted_before_it_caught_up_is_caught(
+    monkeypatch: MonkeyPatch, scenario: Callable[[], None]
+) -> None:
+    mutant_new_member_counted_before_it_caught_up(monkeypatch)
+    assert_caught(scenario)
+
+
+def test_mutant_acting_on_a_message_of_an_older_epoch_is_caught(monkeypatch: MonkeyPatch) -> None:
+    mutant_acts_on_older_epoch(monkeypatch)
+    assert_caught(reconfiguration_scenarios.a_message_of_an_older_epoch_changes_nothing_and_its_sender_is_told_the_epoch)
+
+
+def test_mutant_leaving_replica_stopping_before_the_new_epoch_started_is_caught(monkeypatch: MonkeyPatch) -> None:
+    mutant_leaving_replica_stops_at_once(monkeypatch)
+    assert_caught(reconfiguration_scenarios.replacing_every_replica_hands_the_state_to_the_new_group)
+
+
 SEEDS_MAX = 30
 SIMULATOR_SECONDS_MAX = 20.0
 SIMULATOR_CATCHES = [
@@ -602,6 +676,12 @@ SIMULATOR_CATCHES = [
     (mutant_new_primary_does_not_extend_lease_deadlines, 5, 2000),
     (mutant_cluster_time_not_learned, 3, 2000),
     (mutant_cluster_time_not_learned, 5, 2000),
+    # Reconfiguration (half the seeds reconfigure; a leaving replica that stops at once is caught by the
+    # replace-every-replica scenario: the simulator replaces one member at a time, and others serve the state).
+    (mutant_new_member_counted_before_it_caught_up, 3, 2000),
+    (mutant_new_member_counted_before_it_caught_up, 5, 2000),
+    (mutant_acts_on_older_epoch, 3, 2000),
+    (mutant_acts_on_older_epoch, 5, 2000),
 ]
 
 

@@ -208,7 +208,7 @@ def test_bad_input_on_the_peer_port_is_counted_and_changes_nothing(cluster: Loca
         "peer: decode error (unexpected_type)": 1,
         "peer: wrong frame count": 1,
         "peer: wrong identity": 1,
-        "on_message: other cluster or epoch": 1,
+        "on_message: other cluster": 1,
         "peer: unknown identity": 2,
     }
 

@@ -113,8 +113,10 @@ def test_a_snapshot_carries_the_cluster_time_of_its_last_op_and_a_replica_restor
 
 def test_a_snapshot_from_before_cluster_time_decodes_with_timestamp_0() -> None:
     current = snapshots.encode(4, [(1, 2, b"r")], b"app", [9], timestamp=77)
-    # The same snapshot as the previous format wrote it: magic ZVSRSNP2 and no timestamp field.
-    old = snapshots.MAGIC_V2 + current[8:16] + current[24:]
+    # The same snapshot as the format before cluster time wrote it: magic ZVSRSNP2, no timestamp field, and no
+    # configuration (its 4-byte empty length sits before the app state's 8-byte length and the 3 bytes "app").
+    without_configuration = current[: -(4 + 8 + 3)] + current[-(8 + 3) :]
+    old = snapshots.MAGIC_V2 + without_configuration[8:16] + without_configuration[24:]
     decoded = snapshots.decode(old)
     assert (decoded.op_number, decoded.timestamp, decoded.app_state, decoded.expired) == (4, 0, b"app", (9,))
     assert decoded.client_table == ((1, 2, b"r"),)

@@ -75,6 +75,11 @@ SUPERBLOCK_COPY_BYTES_MAX: Final = 4096  # a superblock copy is ~150 bytes; a bi
 
 # --- identities ---
 REPLICAS_MAX: Final = 15  # configurations of 1..15 replicas (f = (n - 1) // 2)
+# A member's address in a configuration (opaque to the core: the runtime's endpoints, encoded).
+MEMBER_ADDRESS_BYTES_MAX: Final = 2048
+REPLICA_ID_MAX: Final = 2**32 - 1  # replica ids are stable and never reused (zvsr.protocol.membership)
+# An encoded configuration: a header, and per member its id and address (StartEpoch, snapshots).
+MEMBERSHIP_BYTES_MAX: Final = 64 + REPLICAS_MAX * (6 + MEMBER_ADDRESS_BYTES_MAX) + 2 + REPLICAS_MAX * 4
 ID_MAX: Final = 2**64 - 1  # client_id, request_number, op_number, view, cluster, nonce are unsigned 64-bit
 
 # --- client proxy (zvsr.runtime.proxy) ---

@@ -307,8 +307,16 @@ static void test_robustness(void) {
 
 static void test_encode_bounds(void) {
     zvsr_buffer out = ZVSR_BUFFER_INIT;
-    zvsr_wire_message m = {.type = ZVSR_TYPE_REDIRECT, .primary = 15};
-    CHECK(zvsr_encode(&m, &out) == ZVSR_ERR_INVALID, "primary 15 encoded");
+    /* primary is a replica id: 15 and 2^32-1 are fine (ids outgrow the 15 members after reconfigurations) */
+    zvsr_wire_message m = {.type = ZVSR_TYPE_REDIRECT, .primary = (uint64_t)ZVSR_REPLICA_ID_MAX + 1};
+    CHECK(zvsr_encode(&m, &out) == ZVSR_ERR_INVALID, "primary 2^32 encoded");
+    for (uint64_t primary = ZVSR_REPLICAS_MAX; primary <= ZVSR_REPLICA_ID_MAX; primary = primary * 2 + 1) {
+        zvsr_wire_message decoded;
+        m = (zvsr_wire_message){.type = ZVSR_TYPE_REDIRECT, .view = 3, .primary = primary};
+        CHECK(zvsr_encode(&m, &out) == ZVSR_OK, "primary %llu refused", (unsigned long long)primary);
+        CHECK(zvsr_decode_reply(out.data, out.len, &decoded) == ZVSR_DECODE_OK && decoded.primary == primary,
+              "primary %llu does not round-trip", (unsigned long long)primary);
+    }
     m = (zvsr_wire_message){.type = 24};
     CHECK(zvsr_encode(&m, &out) == ZVSR_ERR_INVALID, "type 24 encoded");
     m = (zvsr_wire_message){.type = ZVSR_TYPE_ERROR, .code = "nope", .code_len = 4};

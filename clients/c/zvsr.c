@@ -47,10 +47,10 @@
 #define NESTING_MAX 1024     /* msgpack-python's unpacker stack */
 #define MESSAGE_CAP 4608     /* >= ERROR_MESSAGE_BYTES_MAX plus a prefix */
 #define MESSAGE_BYTES_MAX ((size_t)256 * 1024 * 1024) /* any input */
-/* The replica-to-replica kinds are 1..REPLICA_TYPE_MAX (codec.py; 11 GetSnapshot and 12 SnapshotChunk are
- * the newest). A client refuses all of them, but a kind that exists is `unexpected_type` and any other number
+/* The replica-to-replica kinds are 1..REPLICA_TYPE_MAX (codec.py; 13 StartEpoch and 14 EpochStarted are the
+ * newest). A client refuses all of them, but a kind that exists is `unexpected_type` and any other number
  * `unknown_type`, as in the codec. */
-#define REPLICA_TYPE_MAX 12
+#define REPLICA_TYPE_MAX 14
 
 /* ====================================================================================================== */
 /* buffers                                                                                                 */
@@ -583,7 +583,7 @@ static zvsr_decode_result decode_client_kind(const uint8_t *data, size_t len, si
         break;
     case ZVSR_TYPE_REDIRECT:
         TRY_DECODE(field_id(&m, "view", UINT64_MAX, &msg->view));
-        TRY_DECODE(field_id(&m, "primary", ZVSR_REPLICAS_MAX - 1, &msg->primary));
+        TRY_DECODE(field_id(&m, "primary", ZVSR_REPLICA_ID_MAX, &msg->primary));
         TRY_DECODE(field_id(&m, "client_id", UINT64_MAX, &msg->client_id));
         TRY_DECODE(field_id(&m, "request_number", UINT64_MAX, &msg->request_number));
         break;
@@ -638,7 +638,7 @@ zvsr_status zvsr_encode(const zvsr_wire_message *m, zvsr_buffer *out) {
             return ZVSR_ERR_INVALID;
         break;
     case ZVSR_TYPE_REDIRECT:
-        if (m->primary >= ZVSR_REPLICAS_MAX) return ZVSR_ERR_INVALID;
+        if (m->primary > ZVSR_REPLICA_ID_MAX) return ZVSR_ERR_INVALID;
         break;
     case ZVSR_TYPE_ERROR: {
         size_t chars = 0;

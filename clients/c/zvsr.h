@@ -46,7 +46,8 @@ extern "C" {
 #define ZVSR_RESULT_BYTES_MAX (1024 * 1024)                        /* one result */
 #define ZVSR_REPLY_BYTES_MAX (ZVSR_RESULT_BYTES_MAX + 1024)        /* one encoded Reply / Redirect / Error */
 #define ZVSR_ERROR_MESSAGE_CHARS_MAX 1024
-#define ZVSR_REPLICAS_MAX 15
+#define ZVSR_REPLICAS_MAX 15                                       /* members of a configuration */
+#define ZVSR_REPLICA_ID_MAX UINT32_MAX                             /* stable replica ids, never reused */
 
 /* --- status codes ------------------------------------------------------------------------------------ */
 
@@ -228,7 +229,7 @@ typedef enum zvsr_type {
 typedef struct zvsr_wire_message {
     zvsr_type type;
     uint64_t view;           /* Reply, Redirect, Error */
-    uint64_t primary;        /* Redirect: 0..14 */
+    uint64_t primary;        /* Redirect: a replica id, 0..ZVSR_REPLICA_ID_MAX */
     uint64_t client_id;
     uint64_t request_number;
     const uint8_t *payload;  /* Request: operation; Reply: result */
@@ -262,7 +263,7 @@ zvsr_decode_result zvsr_decode_reply(const uint8_t *data, size_t len, zvsr_wire_
 /* What a replica's client port receives: Request (type 20), at most ZVSR_REQUEST_BYTES_MAX bytes. */
 zvsr_decode_result zvsr_decode_request(const uint8_t *data, size_t len, zvsr_wire_message *message);
 /* The canonical bytes of any client message (type 20..23) into *out. ZVSR_ERR_INVALID for a field out of
- * its bounds (unknown type or error code, primary > 14, payload or message too large, invalid UTF-8). */
+ * its bounds (unknown type or error code, primary > 2^32-1, payload or message too large, invalid UTF-8). */
 zvsr_status zvsr_encode(const zvsr_wire_message *message, zvsr_buffer *out);
 
 #ifdef __cplusplus

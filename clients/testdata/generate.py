@@ -28,9 +28,11 @@ import msgpack  # type: ignore[import-untyped]
 from zvsr import constants
 from zvsr.apps.adapter import MsgpackStateMachine
 from zvsr.apps.coordination import CoordinationApp
+from zvsr.protocol.membership import Member, Membership, reconfiguration_operation, result_bytes
 from zvsr.protocol.messages import (
     Commit,
     DoViewChange,
+    EpochStarted,
     Error,
     GetSnapshot,
     GetState,
@@ -44,6 +46,7 @@ from zvsr.protocol.messages import (
     Reply,
     Request,
     SnapshotChunk,
+    StartEpoch,
     StartView,
     StartViewChange,
 )
@@ -141,8 +144,26 @@ LOG = (
 )
 
 
-def header(view: int, replica: int) -> dict[str, int]:
-    return {"cluster": CLUSTER, "epoch": EPOCH, "view": view, "replica": replica}
+def header(view: int, replica: int, *, epoch: int = EPOCH) -> dict[str, int]:
+    return {"cluster": CLUSTER, "epoch": epoch, "view": view, "replica": replica}
+
+
+def _address(host: int) -> bytes:
+    """A member's address: opaque bytes to the protocol; here a peer endpoint."""
+    return f"tcp://10.0.0.{host}:7000".encode()
+
+
+# A reconfiguration appended in view 1 and committed as op 5 of epoch 1 replaces replica 1 by a new replica, id
+# 3: epoch 2 has members 0, 2, 3 from view 2 (its first view, led by its first member, replica 0), and replica 0
+# tells the new one with a StartEpoch.
+EPOCH_2 = Membership.initial(3, epoch=EPOCH, addresses=tuple(_address(i + 1) for i in range(3))).next(
+    (Member(0, _address(1)), Member(2, _address(3)), Member(3, _address(4))), 5, 2
+)
+assert (EPOCH_2.epoch, EPOCH_2.start_op, EPOCH_2.old, EPOCH_2.highest_id) == (2, 5, (0, 1, 2), 3)
+START_EPOCH = StartEpoch(**header(0, 0, epoch=2), op_number=5, membership=EPOCH_2.encode())
+# The Request operation that asked for it, and its result (the msgpack map {"epoch": 2}).
+RECONFIGURE = reconfiguration_operation(EPOCH, EPOCH_2.members)
+assert result_bytes(2) == pack({"epoch": 2})
 
 
 # --- valid messages -------------------------------------------------------------------------------------------
@@ -163,7 +184,7 @@ MESSAGES: list[tuple[str, Message, str]] = [
     (
         "prepare_ok_int_widths",
         PrepareOk(cluster=128, epoch=65535, view=65536, replica=14, op_number=2**32),
-        "each msgpack uint width: uint8 128, uint16 65535, uint32 65536, uint64 2^32; replica 14 is the largest",
+        "each msgpack uint width: uint8 128, uint16 65535, uint32 65536, uint64 2^32",
     ),
     (
         "commit_heartbeat",
@@ -244,6 +265,23 @@ MESSAGES: list[tuple[str, Message, str]] = [
         "the primary of view 2 sends the last 4 bytes of its 12-byte snapshot at op 4",
     ),
     (
+        "start_epoch",
+        START_EPOCH,
+        "epoch 2 started after the reconfiguration at op 5 (members 0, 2, 3; before: 0, 1, 2): replica 0 tells "
+        "the new replica 3",
+    ),
+    (
+        "epoch_started",
+        EpochStarted(**header(0, 3, epoch=2)),
+        "replica 3, new in epoch 2, holds the log up to the epoch's start: its answer to replica 0's StartEpoch "
+        "(and what it tells replica 1, which leaves)",
+    ),
+    (
+        "epoch_started_replica_id_max",
+        EpochStarted(**header(0, constants.REPLICA_ID_MAX, epoch=2)),
+        "replica ids are stable, never reused, and 0..2^32-1 (uint32); only epoch 0 numbers them 0..n-1",
+    ),
+    (
         "request_put",
         Request(client_id=CLIENT_A, request_number=1, operation=PUT_LEADER),
         "client A's first request: a coordination put",
@@ -264,6 +302,12 @@ MESSAGES: list[tuple[str, Message, str]] = [
         "an empty operation is valid on the wire (the coordination app answers bad_request)",
     ),
     (
+        "request_reconfiguration",
+        Request(client_id=CLIENT_B, request_number=4, operation=RECONFIGURE),
+        "an operation starting with c1 is a reconfiguration, not an app op: end epoch 1, start epoch 2 with "
+        "members 0, 2, 3 (the ZeroMQ runtime answers bad_request: not enabled yet)",
+    ),
+    (
         "reply_nil",
         Reply(view=1, client_id=CLIENT_A, request_number=1, result=pack(None)),
         "the result of the put: msgpack nil (c0)",
@@ -282,6 +326,11 @@ MESSAGES: list[tuple[str, Message, str]] = [
             result=pack({"ok": True, "owner": "worker-1", "token": 1}),
         ),
         "a lock result map",
+    ),
+    (
+        "reply_reconfiguration",
+        Reply(view=1, client_id=CLIENT_B, request_number=4, result=result_bytes(2)),
+        'the reconfiguration executed (op 5 of epoch 1): its result is the msgpack map {"epoch": 2}',
     ),
     (
         "redirect",
@@ -520,9 +569,9 @@ def invalid() -> list[tuple[str, str, str, bytes | dict[str, Any] | Any, str]]:
             "a message is a map (an empty ext value passes the unpacker)",
         ),
         # unknown_type
-        ("type_0", "any", "unknown_type", {"type": 0}, "type is one of 1..10, 20..23"),
-        ("type_13", "replica", "unknown_type", with_fields(COMMIT, type=13), "type is one of 1..12, 20..23"),
-        ("type_24", "client_reply", "unknown_type", with_fields(REPLY, type=24), "type is one of 1..10, 20..23"),
+        ("type_0", "any", "unknown_type", {"type": 0}, "type is one of 1..14, 20..23"),
+        ("type_15", "replica", "unknown_type", with_fields(COMMIT, type=15), "type is one of 1..14, 20..23"),
+        ("type_24", "client_reply", "unknown_type", with_fields(REPLY, type=24), "type is one of 1..14, 20..23"),
         (
             "type_30_status_query",
             "any",
@@ -530,16 +579,23 @@ def invalid() -> list[tuple[str, str, str, bytes | dict[str, Any] | Any, str]]:
             {"type": 30},
             "the status query (type 30) is not a codec message: the node answers it before decoding",
         ),
-        ("type_negative", "any", "unknown_type", {"type": -1}, "type is one of 1..10, 20..23"),
+        ("type_negative", "any", "unknown_type", {"type": -1}, "type is one of 1..14, 20..23"),
         # unexpected_type
         (
             "request_on_replica_port",
             "replica",
             "unexpected_type",
             encode(REQ),
-            "replica port takes types 1..10 only",
+            "replica port takes types 1..14 only",
         ),
         ("commit_on_client_port", "request", "unexpected_type", encode(COMMIT), "client port takes type 20 only"),
+        (
+            "start_epoch_as_answer",
+            "client_reply",
+            "unexpected_type",
+            encode(START_EPOCH),
+            "a client receives types 21..23 only (StartEpoch, type 13, is a replica kind)",
+        ),
         ("reply_on_client_port", "request", "unexpected_type", encode(REPLY), "client port takes type 20 only"),
         (
             "request_as_answer",
@@ -595,6 +651,13 @@ def invalid() -> list[tuple[str, str, str, bytes | dict[str, Any] | Any, str]]:
             "keys are str: a bin key is not a field, even when it spells one",
         ),
         ("commit_extra_field", "replica", "unknown_field", {**with_fields(COMMIT), "leader": 1}, "no other keys"),
+        (
+            "epoch_started_with_membership",
+            "replica",
+            "unknown_field",
+            {**with_fields(EpochStarted(**header(0, 3, epoch=2))), "membership": EPOCH_2.encode()},
+            "EpochStarted is the common header only: the configuration travels in StartEpoch",
+        ),
         # wrong_type
         ("type_is_str", "request", "wrong_type", with_fields(REQ, type="20"), "type is an int"),
         ("type_is_true", "replica", "wrong_type", with_fields(COMMIT, type=True), "true is not an int"),
@@ -624,6 +687,13 @@ def invalid() -> list[tuple[str, str, str, bytes | dict[str, Any] | Any, str]]:
             "wrong_type",
             with_fields(ERR, message=b"full"),
             "message is str, not bin",
+        ),
+        (
+            "start_epoch_membership_is_str",
+            "replica",
+            "wrong_type",
+            with_fields(START_EPOCH, membership=EPOCH_2.encode().hex()),
+            "membership is bin (the encoded configuration), not str",
         ),
         ("entries_is_map", "replica", "wrong_type", with_fields(PREP, entries={"1": 1}), "entries is an array"),
         (
@@ -685,8 +755,20 @@ def invalid() -> list[tuple[str, str, str, bytes | dict[str, Any] | Any, str]]:
         # out_of_range
         ("client_id_negative", "request", "out_of_range", with_fields(REQ, client_id=-1), "numbers are 0..2^64-1"),
         ("view_int64_min", "replica", "out_of_range", with_fields(COMMIT, view=-(2**63)), "numbers are 0..2^64-1"),
-        ("replica_15", "replica", "out_of_range", with_fields(COMMIT, replica=15), "replica is 0..14"),
-        ("primary_15", "client_reply", "out_of_range", with_fields(REDIRECT, primary=15), "primary is 0..14"),
+        (
+            "replica_2_32",
+            "replica",
+            "out_of_range",
+            with_fields(COMMIT, replica=2**32),
+            "replica is a replica id, 0..2^32-1",
+        ),
+        (
+            "primary_2_32",
+            "client_reply",
+            "out_of_range",
+            with_fields(REDIRECT, primary=2**32),
+            "primary is a replica id, 0..2^32-1",
+        ),
         (
             "entry_client_id_negative",
             "replica",
@@ -778,6 +860,14 @@ def invalid() -> list[tuple[str, str, str, bytes | dict[str, Any] | Any, str]]:
             "too_large",
             with_fields(PREP, op_number=4, entries=[[1, 4, 5, 2, big_op, STAMP]]),
             "every entry's operation too",
+        ),
+        (
+            "start_epoch_membership_too_large",
+            "replica",
+            "too_large",
+            with_fields(START_EPOCH, membership=bytes(constants.MEMBERSHIP_BYTES_MAX + 1)),
+            f"membership is at most MEMBERSHIP_BYTES_MAX ({constants.MEMBERSHIP_BYTES_MAX}) bytes: 15 members "
+            "with 2048-byte addresses",
         ),
         (
             "request_input_over_client_bound",
@@ -955,7 +1045,7 @@ def message_vectors() -> list[dict[str, Any]]:
         assert decoded == message and encode(decoded) == data, name
         out.append({"name": name, "kind": kind, "hex": data.hex(), "value": render(unpack(data)), "note": note})
     kinds = {vector["kind"] for vector in out}
-    assert len(kinds) == 16, kinds
+    assert len(kinds) == 18, kinds
     return out
 
 
@@ -1038,7 +1128,9 @@ COORDINATION: list[tuple[str, Any]] = [
     ("bad_unknown_field", op("get", key="x", consistent=True)),
     ("bad_key_not_str", op("get", key=7)),
     ("bad_owner_not_str", op("lock", name="jobs/leader", owner=b"worker-1")),
-    ("bad_not_msgpack", ("raw", b"\xc1")),
+    # A cut-off array, not the reserved byte c1: a Request operation starting with c1 is a reconfiguration
+    # (docs/protocol.md §6), which the replicas answer themselves and never pass to the app.
+    ("bad_not_msgpack", ("raw", b"\x92\x01")),
     ("bad_empty_operation", ("raw", b"")),
     ("bad_two_values", ("raw", pack(op("get", key="x")) + b"\xc0")),
     ("bad_nested_too_deep", op("put", key="deep", value=deep_value(constants.OPERATION_NESTING_MAX))),

@@ -33,12 +33,14 @@ from typing import Final
 from zvsr import constants as c
 from zvsr.fuzz.msgpack_bytes import packb
 from zvsr.fuzz.mutations import mutate_bytes, mutate_structure, random_number, random_value
+from zvsr.protocol.membership import Member, Membership
 from zvsr.protocol.messages import (
     CLIENT_MESSAGES,
     ERROR_CODES,
     REPLICA_MESSAGES,
     Commit,
     DoViewChange,
+    EpochStarted,
     Error,
     GetSnapshot,
     GetState,
@@ -52,6 +54,7 @@ from zvsr.protocol.messages import (
     Reply,
     Request,
     SnapshotChunk,
+    StartEpoch,
     StartView,
     StartViewChange,
 )
@@ -202,6 +205,31 @@ def _entries(rng: random.Random, *, view: int, first: int, count: int, seeds: Se
     )
 
 
+def random_replica_id(rng: random.Random) -> int:
+    """A replica id (`replica`, `primary`): mostly a small one, as in epoch 0, now and then any of 0..2^32-1."""
+    if rng.random() < 0.8:
+        return rng.randrange(c.REPLICAS_MAX)
+    return rng.choice((c.REPLICA_ID_MAX, rng.randint(0, c.REPLICA_ID_MAX)))
+
+
+def random_membership(rng: random.Random, *, epoch: int, start_op: int) -> bytes:
+    """A StartEpoch's `membership`: mostly a well-formed configuration (`zvsr.protocol.membership`), sometimes
+    bytes the codec passes on unread (it checks only the bin bound; the core decodes the layout)."""
+    if rng.random() < 0.2:
+        return rng.randbytes(rng.randrange(64))
+    ids = rng.sample(range(c.REPLICAS_MAX + 4), rng.randint(1, c.REPLICAS_MAX))
+    members = tuple(Member(i, rng.randbytes(rng.randrange(24))) for i in ids)
+    old = tuple(rng.sample(range(max(ids) + 1), rng.randint(0, min(c.REPLICAS_MAX, max(ids) + 1))))
+    return Membership(
+        epoch=epoch,
+        start_op=start_op,
+        members=members,
+        start_view=rng.choice((0, 1, rng.randrange(2**32))),
+        old=old,
+        highest_id=max(ids) + rng.randrange(3),
+    ).encode()
+
+
 def fresh_message(
     rng: random.Random,
     kind: type | None = None,
@@ -217,7 +245,7 @@ def fresh_message(
         cluster = (cluster + 1) % (c.ID_MAX + 1)
     view = random_number(rng)
     epoch = random_number(rng)
-    header = {"cluster": cluster, "epoch": epoch, "view": view, "replica": rng.randrange(c.REPLICAS_MAX)}
+    header = {"cluster": cluster, "epoch": epoch, "view": view, "replica": random_replica_id(rng)}
     op_number = rng.randrange(8) if rng.random() < 0.8 else random_number(rng)
     commit_number = rng.randint(0, op_number)
     if kind is Prepare:
@@ -279,6 +307,11 @@ def fresh_message(
             offset=offset,
             data=data,
         )
+    if kind is StartEpoch:
+        membership = random_membership(rng, epoch=epoch, start_op=op_number)
+        return StartEpoch(**header, op_number=op_number, membership=membership)
+    if kind is EpochStarted:
+        return EpochStarted(**header)
     if kind is Request:
         operation = random_operation(rng, seeds)[: c.OPERATION_BYTES_MAX]
         return Request(client_id=random_number(rng), request_number=random_number(rng), operation=operation)
@@ -288,7 +321,7 @@ def fresh_message(
     if kind is Redirect:
         return Redirect(
             view=view,
-            primary=rng.randrange(c.REPLICAS_MAX),
+            primary=random_replica_id(rng),
             client_id=random_number(rng),
             request_number=random_number(rng),
         )

@@ -82,9 +82,9 @@ EDGE_NUMBERS: Final[tuple[bytes, ...]] = (
     b"\xcf" + b"\x00" * 8,  # 0 as uint64 (non-canonical, valid)
     b"\xcd\x00\x00",  # 0 as uint16
     b"\x01",
-    packb(c.REPLICAS_MAX - 1),  # the largest replica index
+    packb(c.REPLICAS_MAX - 1),  # the largest replica id of a first configuration (ids 0..n-1)
     packb(c.REPLICAS_MAX),
-    b"\xce\xff\xff\xff\xff",  # 2^32 - 1
+    b"\xce\xff\xff\xff\xff",  # 2^32 - 1 = REPLICA_ID_MAX, the largest replica id
     b"\xcf\x00\x00\x00\x01\x00\x00\x00\x00",  # 2^32
     b"\xcf\x00\x20\x00\x00\x00\x00\x00\x01",  # 2^53 + 1
     b"\xcf" + b"\xff" * 7 + b"\xfe",  # 2^64 - 2

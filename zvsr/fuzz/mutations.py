@@ -38,12 +38,15 @@ from zvsr.fuzz.msgpack_bytes import (
 
 # --- values -------------------------------------------------------------------------------------------------
 
-EDGE_INTS: Final = (0, 1, c.REPLICAS_MAX - 1, c.REPLICAS_MAX, 2**32 - 1, 2**32, 2**53 + 1, c.ID_MAX - 1, c.ID_MAX)
+EDGE_INTS: Final = (
+    0, 1, c.REPLICAS_MAX - 1, c.REPLICAS_MAX, c.REPLICA_ID_MAX, c.REPLICA_ID_MAX + 1, 2**53 + 1,
+    c.ID_MAX - 1, c.ID_MAX,
+)  # fmt: skip
 
 FIELD_NAMES: Final = (
     "type", "cluster", "epoch", "view", "replica", "op_number", "commit_number", "entries", "last_normal_view",
     "log", "nonce", "snapshot_op", "offset", "size", "checksum", "data", "client_id", "request_number",
-    "operation", "result", "primary", "code", "message",
+    "operation", "result", "primary", "code", "message", "membership",
 )  # fmt: skip
 
 

@@ -171,7 +171,7 @@ def bad_input_counts(answer: dict[str, Any] | None) -> dict[str, int]:
     peer = sum(
         v
         for k, v in counters.items()
-        if str(k).startswith("peer: ") or k == "on_message: other cluster or epoch"
+        if str(k).startswith("peer: ") or k == "on_message: other cluster"
     )
     client = sum(
         v for k, v in counters.items() if str(k).startswith(("client: bad envelope", "client: decode error"))

@@ -155,13 +155,29 @@ class ClientSession(_Session):
         assert replica_count >= 1
         super().__init__(client_id=client_id, request_number=request_number, deadline_ticks=deadline_ticks)
         self.replica_count = replica_count
+        # The configuration it addresses (§7): replica ids, and the view its first member leads. Epoch 0's is
+        # 0..n-1 from view 0; `learn_configuration` moves it to a later epoch's.
+        self.members: tuple[int, ...] = tuple(range(replica_count))
+        self.start_view = 0
         self.prng = prng
         self.view = view
         self._retry = Timeout("request", after=request_timeout_ticks, after_max=request_timeout_max_ticks)
 
     @property
     def primary(self) -> int:
-        return primary_of(self.view, self.replica_count)
+        if self.start_view == 0 and len(self.members) == self.replica_count:
+            return primary_of(self.view, self.replica_count)
+        return self.members[(self.view - self.start_view) % len(self.members)]
+
+    def learn_configuration(self, members: tuple[int, ...], start_view: int) -> None:
+        """A later epoch's configuration (members in order, its first view), learned by whoever drives the session
+        (a proxy from the replicas' heartbeats, the simulator from the replicas). Views go on across epochs, so
+        the session never goes back to an older one."""
+        if start_view < self.start_view:
+            return
+        self.members, self.start_view = members, start_view
+        self.replica_count = len(members)
+        self.view = max(self.view, start_view)
 
     def submit(self, operation: bytes, *, request_number: int | None = None) -> Request:
         """Start a request; the caller must wait for its Completion before submitting another (§4).

@@ -32,6 +32,9 @@ class Config:
     # view change before the primary's process is running. 0 here (scenarios count ticks); the node sets
     # STARTUP_GRACE_TICKS.
     startup_grace_ticks: int = 0
+    # Admit reconfiguration requests (§7). Off until the driver acts on epoch changes (it must connect to new
+    # members and store the epoch with the view state); the simulator turns it on.
+    reconfiguration: bool = False
     view_change_resend_ticks: int = c.VIEW_CHANGE_RESEND_TICKS
     view_change_timeout_ticks: int = c.VIEW_CHANGE_TIMEOUT_TICKS
     view_change_timeout_max_ticks: int = c.VIEW_CHANGE_TIMEOUT_MAX_TICKS

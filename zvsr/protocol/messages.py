@@ -209,6 +209,33 @@ class SnapshotChunk:
     data: bytes
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartEpoch:
+    """§7.1 STARTEPOCH: epoch `epoch` started after op `op_number` (the reconfiguration op, committed) with the
+    configuration `membership` (`zvsr.protocol.membership` encoding). Sent by replicas of the previous epoch to
+    the members that join, until they answer EpochStarted, and by any replica to a peer it hears from in an
+    older epoch (§7.2's laggards): the receiver fetches the committed ops it lacks instead of acting on its
+    old epoch."""
+
+    cluster: int
+    epoch: int
+    view: int
+    replica: int
+    op_number: int
+    membership: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EpochStarted:
+    """§7.1 EPOCHSTARTED: the sender, a member of `epoch`, holds the log up to the epoch's start. A replica
+    leaving the configuration stops once a quorum of the new one has said so."""
+
+    cluster: int
+    epoch: int
+    view: int
+    replica: int
+
+
 ReplicaMessage = (
     Prepare
     | PrepareOk
@@ -222,6 +249,8 @@ ReplicaMessage = (
     | RecoveryResponse
     | GetSnapshot
     | SnapshotChunk
+    | StartEpoch
+    | EpochStarted
 )
 
 REPLICA_MESSAGES: Final = (
@@ -237,6 +266,8 @@ REPLICA_MESSAGES: Final = (
     RecoveryResponse,
     GetSnapshot,
     SnapshotChunk,
+    StartEpoch,
+    EpochStarted,
 )
 
 

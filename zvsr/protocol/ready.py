@@ -44,6 +44,7 @@ class PersistViewState:
     view_number: int
     last_normal_view: int
     commit_number: int
+    epoch: int = 0  # the view is a view of this epoch: (epoch, view_number) never goes backwards
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,7 +68,7 @@ Executed = tuple[int, LogEntry, bytes]
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    to: int  # a replica index, or BROADCAST
+    to: int  # a replica id, or BROADCAST (every other member of the sender's epoch: `ReplicaState.peers`)
     message: ReplicaMessage
 
 

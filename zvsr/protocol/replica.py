@@ -37,8 +37,9 @@ from __future__ import annotations
 from typing import assert_never
 
 from zvsr.constants import RECOVERY_STALL_ROUNDS
-from zvsr.protocol import snapshots
+from zvsr.protocol import membership, snapshots
 from zvsr.protocol.client_table import Admission
+from zvsr.protocol.membership import MembershipError, is_reconfiguration, parse_reconfiguration
 from zvsr.protocol.messages import (
     ERROR_BAD_REQUEST,
     ERROR_BUSY,
@@ -48,6 +49,7 @@ from zvsr.protocol.messages import (
     INTERNAL_CLIENT_ID,
     Commit,
     DoViewChange,
+    EpochStarted,
     GetSnapshot,
     GetState,
     LogEntry,
@@ -60,6 +62,7 @@ from zvsr.protocol.messages import (
     ReplicaMessage,
     Request,
     SnapshotChunk,
+    StartEpoch,
     StartView,
     StartViewChange,
 )
@@ -78,12 +81,26 @@ class Replica(ReplicaState):
     # --- inputs -----------------------------------------------------------------------------------------------
 
     def on_message(self, message: ReplicaMessage) -> None:
-        """Dispatch one decoded replica message (rule 1 checks first, then the kind's handler)."""
-        cfg = self.config
-        if message.cluster != cfg.cluster or message.epoch != cfg.epoch:
-            return self._ignore("on_message", "other cluster or epoch")
-        if not 0 <= message.replica < cfg.replica_count or message.replica == self.replica:
-            return self._ignore("on_message", "sender is not a peer")
+        """Dispatch one decoded replica message: rule 1 checks first (cluster, epoch, sender), then the kind's
+        handler; a reconfiguration it committed starts the next epoch once the handler is done."""
+        if message.cluster != self.config.cluster:
+            self._ignore("on_message", "other cluster")
+        elif message.replica == self.replica:
+            self._ignore("on_message", "sender claims our id")
+        elif message.epoch != self.membership.epoch:
+            self._on_other_epoch(message)
+        elif message.replica not in self.membership.ids and type(message) is not StartEpoch:
+            self._ignore("on_message", "sender is not a member of our epoch")
+        elif (
+            self.status is Status.TRANSITIONING or self.status is Status.LEAVING
+        ) and not isinstance(message, (StartEpoch, EpochStarted)):
+            self._ignore("on_message", f"status {self.status.value}")
+        else:
+            self._dispatch(message)
+        if self.next_membership is not None:
+            self._enter_epoch()
+
+    def _dispatch(self, message: ReplicaMessage) -> None:
         if message.view == self.view_number and self.status is Status.NORMAL:
             self.last_heard[message.replica] = self.now
         match message:
@@ -111,6 +128,10 @@ class Replica(ReplicaState):
                 self.on_get_snapshot(message)
             case SnapshotChunk():
                 self.on_snapshot_chunk(message)
+            case StartEpoch():
+                self.on_start_epoch(message)
+            case EpochStarted():
+                self.on_epoch_started(message)
             case _:  # the codec builds only these kinds; anything else is our bug
                 assert_never(message)
 
@@ -125,13 +146,32 @@ class Replica(ReplicaState):
                 self._tick_backup()
         elif self.status is Status.VIEW_CHANGE:
             self._tick_view_change()
-        else:
+        elif self.status is Status.RECOVERING:
             self._tick_recovering()
+        if self.catch_up_from is not None:
+            self.catch_up_timer.tick()
+            if self.catch_up_timer.fired():
+                self._tick_catch_up()
+        announce = self.epoch_announce
+        if announce.running:
+            announce.tick()
+            if announce.fired():
+                self._announce_epoch()
+        if self.next_membership is not None:
+            self._enter_epoch()
 
     def _enter_initial_role(self) -> None:
         """At construction: the role the (restored) state implies, with its timers and first messages."""
         if self.status is Status.RECOVERING:
+            if self.replica not in self.membership:
+                return self._stop("recovering, but not a member of the current epoch")
             self._start_recovery()
+        elif self.status is Status.TRANSITIONING:
+            self.timers.enter_transitioning()  # a new replica: it waits to hear of an epoch that includes it
+        elif self.status is Status.LEAVING:
+            self.timers.enter_transitioning()
+            self.epoch_announce.start()
+            self._announce_epoch()
         elif self.status is Status.VIEW_CHANGE:
             self._resume_view_change()
         elif self.is_primary():
@@ -146,11 +186,21 @@ class Replica(ReplicaState):
 
     def on_request(self, request: Request) -> None:
         """§4.1 steps 1-3: a client request arrives at this replica."""
+        self._on_request(request)
+        if self.next_membership is not None:  # a one-replica quorum commits as it appends
+            self._enter_epoch()
+
+    def _on_request(self, request: Request) -> None:
         if request.client_id == INTERNAL_CLIENT_ID:
             text = "client_id 0 is reserved for the cluster's own ops"
             return self._answer_error(request, ERROR_BAD_REQUEST, text)
         if self.status is Status.RECOVERING:
             return self._answer_error(request, ERROR_UNAVAILABLE, "replica is recovering")
+        if self.status is Status.TRANSITIONING:
+            return self._answer_error(request, ERROR_UNAVAILABLE, "replica is catching up with a new epoch")
+        if self.status is Status.LEAVING:
+            text = f"replica left the configuration in epoch {self.membership.epoch}"
+            return self._answer_error(request, ERROR_UNAVAILABLE, text)
         if self.status is Status.VIEW_CHANGE:
             return self._answer_error(request, ERROR_VIEW_CHANGE, "view change in progress")
         if not self.is_primary():
@@ -176,12 +226,43 @@ class Replica(ReplicaState):
             return self._count(f"on_request: {admission.value}")
         if not self._quorum_recently_heard():
             return self._answer_error(request, ERROR_UNAVAILABLE, "primary cannot reach a quorum")
+        if self.reconfiguration_op:
+            if is_reconfiguration(request.operation):
+                text = f"another reconfiguration is in progress (op {self.reconfiguration_op})"
+                return self._answer_error(request, ERROR_BUSY, text)
+            # §7: the reconfiguration is the last op of its epoch; the next epoch's primary takes this one.
+            return self._answer_error(request, ERROR_VIEW_CHANGE, "reconfiguration in progress")
+        if is_reconfiguration(request.operation):
+            return self._admit_reconfiguration(request)
         if self.op_number - self.commit_number >= self.config.pipeline_ops_max:
             if len(self.pipeline.request_queue) >= self.config.request_queue_max:
                 return self._answer_error(request, ERROR_BUSY, "request queue is full")
             self.pipeline.request_queue.append(request)
         else:
             self._append_request(request)
+        self.client_table.pending[request.client_id] = request.request_number
+
+    def _admit_reconfiguration(self, request: Request) -> None:
+        """§7: a new configuration goes through the log like any op, only for the current epoch, one at a time,
+        and is the last op of its epoch. Every refusal is a clear error that is never retried as it is."""
+        if not self.config.reconfiguration:
+            text = "reconfiguration is not enabled for this cluster's runtime"
+            return self._answer_error(request, ERROR_BAD_REQUEST, text)
+        try:
+            change = parse_reconfiguration(request.operation)
+        except MembershipError as error:
+            return self._answer_error(request, ERROR_BAD_REQUEST, f"malformed reconfiguration: {error}")
+        if change.epoch != self.membership.epoch:
+            text = f"reconfiguration of epoch {change.epoch}, but the cluster is in epoch {self.membership.epoch}"
+            return self._answer_error(request, ERROR_BAD_REQUEST, text)
+        refused = self.membership.check_change(change.members)
+        if refused is not None:
+            return self._answer_error(request, ERROR_BAD_REQUEST, refused)
+        if self.pipeline.request_queue or self.op_number - self.commit_number >= self.config.pipeline_ops_max:
+            return self._answer_error(request, ERROR_BUSY, "pipeline full; retry the reconfiguration")
+        self._log(f"reconfiguration admitted: epoch {self.membership.epoch + 1}, members {change.members}")
+        self._append_request(request)
+        self.reconfiguration_op = self.op_number
         self.client_table.pending[request.client_id] = request.request_number
 
     def _tick_primary(self) -> None:
@@ -199,7 +280,7 @@ class Replica(ReplicaState):
         the primary asks, with its cluster time, one op at a time: a backup never acts on its own clock, and an
         op a deposed primary proposes cannot commit (its view's quorum has moved on)."""
         pipeline = self.pipeline
-        if pipeline.internal_op > self.commit_number:
+        if pipeline.internal_op > self.commit_number or self.reconfiguration_op:
             return
         if self.op_number - self.commit_number >= self.config.pipeline_ops_max:
             return
@@ -211,6 +292,31 @@ class Replica(ReplicaState):
         self._count("cluster op proposed")
         self._append_new(INTERNAL_CLIENT_ID, 0, operation)
         pipeline.internal_op = self.op_number
+
+    def transfer_primary(self, to: int) -> str | None:
+        """Planned maintenance: hand the primary role to member `to` by a view change started on purpose — to
+        the next view `to` leads — so restarting this replica costs no failure-detection timeout. Refused (the
+        reason returned) unless we are the primary, `to` is another member that has acknowledged everything we
+        committed (it can lead at once), and no reconfiguration is in flight. The view change is the ordinary
+        one: it is safe whoever takes part, and if `to` cannot lead after all, the view after it takes over."""
+        if self.status is not Status.NORMAL or not self.is_primary():
+            return "not the primary in normal status"
+        if to == self.replica:
+            return "already the primary"
+        if to not in self.membership:
+            return f"replica {to} is not a member of epoch {self.membership.epoch}"
+        if self.reconfiguration_op:
+            return "a reconfiguration is in progress"
+        acknowledged = self.pipeline.prepare_ok.get(to, 0)
+        if acknowledged < self.commit_number:
+            return f"replica {to} is behind (acknowledged op {acknowledged}, committed {self.commit_number})"
+        view = self.view_number + 1
+        while self.membership.primary(view) != to:
+            view += 1
+        self._log(f"transferring the primary role to r{to}: view change to view {view}")
+        self._count("primary transfer")
+        self._start_view_change(view)
+        return None
 
     def _resend_stalled_prepares(self) -> None:
         """Rule 11: ZeroMQ drops silently; a backup whose acknowledgements have not moved gets prepares again.
@@ -246,7 +352,7 @@ class Replica(ReplicaState):
 
     def _commit_by_quorum(self) -> None:
         """§4.1 step 5: an op is committed once quorum - 1 backups (plus us) acknowledged it in this view."""
-        needed = self.config.quorum - 1
+        needed = self.membership.quorum - 1
         candidate = self.op_number if needed == 0 else self.pipeline.committable(needed)
         if candidate is not None and candidate > self.commit_number:
             self._commit_up_to(candidate)
@@ -258,7 +364,7 @@ class Replica(ReplicaState):
         self.timers.enter_primary()
         # A new primary has just heard from its DoViewChange voters; a cluster starting up in view 0 gives every
         # peer one quorum timeout to show itself before the primary answers `unavailable` (rule 10).
-        peers = range(self.config.replica_count) if heard is None else heard
+        peers = self.membership.ids if heard is None else heard
         self.last_heard = {i: self.now for i in peers if i != self.replica}
 
     # --- normal operation: backups (§4.1) ---------------------------------------------------------------------
@@ -307,7 +413,7 @@ class Replica(ReplicaState):
         if view < self.view_number:
             self._ignore(handler, "older view")
             return False
-        if sender != self.config.primary(view):
+        if sender != self.membership.primary(view):
             self._ignore(handler, "sender is not the primary of its view")
             return False
         if view == self.view_number and self.status is Status.NORMAL:
@@ -367,7 +473,7 @@ class Replica(ReplicaState):
         self._reset_view_votes()
         self._rebuild_client_pending()
         self.votes.start_view_change_from.add(self.replica)
-        if self.config.primary(view) == self.replica:
+        if self.membership.primary(view) == self.replica:
             self.votes.do_view_change_from[self.replica] = self._do_view_change_message()
             self.votes.do_view_change_sent = True
         self._outbox.view_state = True
@@ -390,7 +496,7 @@ class Replica(ReplicaState):
     def _maybe_send_do_view_change(self) -> None:
         """§4.2 step 2: after StartViewChange from quorum - 1 others, send DoViewChange to the new primary."""
         votes = self.votes
-        if votes.do_view_change_sent or len(votes.start_view_change_from) < self.config.quorum:  # includes us
+        if votes.do_view_change_sent or len(votes.start_view_change_from) < self.membership.quorum:  # includes us
             return
         votes.do_view_change_sent = True
         self._send(self.primary_index(), self._do_view_change_message())
@@ -400,7 +506,7 @@ class Replica(ReplicaState):
             return self._ignore("on_do_view_change", "recovering")
         if message.view < self.view_number:
             return self._ignore("on_do_view_change", "older view")
-        if self.config.primary(message.view) != self.replica:
+        if self.membership.primary(message.view) != self.replica:
             return self._ignore("on_do_view_change", "we are not the primary of that view")
         if message.view == self.view_number and self.status is Status.NORMAL:
             self._send(message.replica, self._start_view_message())  # it missed our StartView
@@ -421,7 +527,7 @@ class Replica(ReplicaState):
         if self.status is not Status.VIEW_CHANGE or not self.is_primary():
             return
         votes = self.votes.do_view_change_from
-        if self.replica not in votes or len(votes) < self.config.quorum:
+        if self.replica not in votes or len(votes) < self.membership.quorum:
             return
         best = self.votes.best()
         commit_number = self.votes.commit_number()
@@ -457,7 +563,7 @@ class Replica(ReplicaState):
             return self._ignore("on_start_view", "recovering")
         if message.view < self.view_number:
             return self._ignore("on_start_view", "older view")
-        if message.replica != self.config.primary(message.view):
+        if message.replica != self.membership.primary(message.view):
             return self._ignore("on_start_view", "sender is not the primary of its view")
         if message.view == self.view_number and self.status is Status.NORMAL and self.state_transfer is None:
             if self.is_primary():
@@ -551,9 +657,9 @@ class Replica(ReplicaState):
         if self.recovery.primary is not None:
             return self._ignore("on_recovery_response", "already fetching the primary's snapshot")
         # §4.3: f + 1 responses from other replicas (a quorum not counting ourselves: we hold nothing).
-        if not self.recovery.add(message, quorum=self.config.quorum, primary_of=self.config.primary):
+        if not self.recovery.add(message, quorum=self.membership.quorum, primary_of=self.membership.primary):
             return
-        primary = self.recovery.primary_answer(self.config.primary)
+        primary = self.recovery.primary_answer(self.membership.primary)
         assert primary.op_number is not None and primary.log is not None
         if primary.op_number > len(primary.log):
             # Its log starts after a snapshot: fetch that (still recovering: we vote for nothing meanwhile).
@@ -725,7 +831,7 @@ class Replica(ReplicaState):
         )
 
     def on_snapshot_chunk(self, message: SnapshotChunk) -> None:
-        if message.replica != self.config.primary(message.view):
+        if message.replica != self.membership.primary(message.view):
             return self._ignore("on_snapshot_chunk", "sender is not the primary of its view")
         if self.status is Status.RECOVERING:
             primary = self.recovery.primary
@@ -760,7 +866,7 @@ class Replica(ReplicaState):
         header = self._header()
         header["view"] = download.view  # a recovering replica asks in the view it is recovering into
         self._send(
-            self.config.primary(download.view),
+            self.membership.primary(download.view),
             GetSnapshot(**header, snapshot_op=download.snapshot_op, offset=len(download.data)),
         )
         self.timers.repair.reset()
@@ -779,11 +885,325 @@ class Replica(ReplicaState):
         self._install_snapshot(data, kept)
         self._request_state(force=True)
 
+    # --- epochs: reconfiguration (§7) -------------------------------------------------------------------------
+
+    def _enter_epoch(self) -> None:
+        """§7.1: we executed the reconfiguration that ends our epoch (at the end of the step that did). Every
+        replica that executes it moves on; nothing of the old epoch is acted on after this."""
+        new = self.next_membership
+        assert new is not None and new.epoch == self.membership.epoch + 1
+        assert self.commit_number == new.start_op == self.op_number, "ops after the epoch's last op"
+        was_member = self.replica in self.membership and self.status is not Status.TRANSITIONING
+        self._set_membership(new)
+        self._begin_epoch(was_member=was_member)
+
+    def _begin_epoch(self, *, was_member: bool) -> None:
+        """Start the first view of our (new) epoch in the role its configuration gives us: a member with the log
+        up to its start op (a backup, or the primary of that view); a replica that left (it serves the new members
+        until a quorum of them has started); or, never a member, still catching up."""
+        epoch = self.membership
+        self._log(f"epoch {epoch.epoch} from op {epoch.start_op}: members {epoch.ids}")
+        self._count("epoch entered")
+        self.view_number = epoch.start_view
+        self.last_normal_view = epoch.start_view
+        self.state_transfer = None
+        self.snapshots.download = None
+        self._reset_view_votes()
+        self.pipeline.prepared = self.op_number
+        self._rebuild_client_pending()
+        self._outbox.view_state = True  # (epoch, first view) and the commit_number that reached the epoch
+        if self.replica in epoch or was_member or self.replica in epoch.old:
+            self.catch_up_from = None  # we belong to it, or left it: nothing more to catch up
+            self.catch_up_timer.stop()
+            self.catch_up_intact = True
+        if self.replica in epoch:
+            self.status = Status.NORMAL
+            if self.is_primary():
+                self._enter_primary()
+            else:
+                self.timers.enter_backup(self.prng)
+            if not was_member:  # we joined: the replicas that leave may stop once enough of us have started
+                for leaving in epoch.leaving():
+                    self._send(leaving, EpochStarted(**self._header()))
+        elif was_member or self.replica in epoch.old:
+            self.status = Status.LEAVING
+            self.timers.enter_transitioning()
+            self.snapshots.download = None
+        else:
+            assert self.status is Status.TRANSITIONING
+            return
+        self.epoch_announce.start()
+        self._announce_epoch()
+
+    def _announce_epoch(self) -> None:
+        """StartEpoch to the members that have not said EpochStarted: a replica that stays tells the joiners
+        (they hold nothing and hear from nobody else until they do); one that leaves tells every member."""
+        epoch = self.membership
+        if self.status is Status.LEAVING:
+            targets = epoch.ids
+        elif self.status is Status.NORMAL or self.status is Status.VIEW_CHANGE:
+            targets = epoch.joining()
+        else:
+            targets = ()
+        pending = [i for i in targets if i != self.replica and i not in self.epoch_started_from]
+        if not pending:
+            self.epoch_announce.stop()
+            return
+        message = StartEpoch(**self._header(), op_number=epoch.start_op, membership=epoch.encode())
+        for replica in pending:
+            self._send(replica, message)
+        self.epoch_announce.reset()
+
+    def on_start_epoch(self, message: StartEpoch) -> None:
+        """§7.1/7.2: epoch `message.epoch` started. Ours, if we are a started member: say so. A later one: our
+        epoch is over — a recovering replica recovers in the new one; any other fetches the committed ops up to
+        it (`_catch_up`), and never acts on the old epoch again."""
+        if message.epoch == self.membership.epoch:
+            if self.status is Status.NORMAL or self.status is Status.VIEW_CHANGE:
+                self._send(message.replica, EpochStarted(**self._header()))
+            return self._ignore("on_start_epoch", "our epoch")
+        assert message.epoch > self.membership.epoch
+        try:
+            announced = membership.decode(message.membership)
+        except MembershipError as error:
+            return self._ignore("on_start_epoch", f"malformed configuration ({error})")
+        if announced.epoch != message.epoch or announced.start_op != message.op_number:
+            return self._ignore("on_start_epoch", "configuration does not match the message")
+        if self.status is Status.LEAVING:
+            return self._stop("the cluster moved past the epoch we left")
+        if self.status is Status.RECOVERING:
+            # We hold nothing, so there is nothing to fetch: ask the new epoch's members for our state instead.
+            self._log(f"recovering into epoch {announced.epoch}")
+            self._set_membership(announced)
+            if self.replica not in announced:
+                return self._stop("recovering, but not a member of the current epoch")
+            return self._start_recovery()
+        self._catch_up(message.replica)
+
+    def on_epoch_started(self, message: EpochStarted) -> None:
+        self.epoch_started_from.add(message.replica)
+        if self.status is Status.LEAVING and len(self.epoch_started_from) >= self.membership.quorum:
+            self._stop(f"a quorum of epoch {self.membership.epoch} started it")
+
+    def _stop(self, reason: str) -> None:
+        if not self.stopped:
+            self._log(f"stopping: {reason}")
+            self._count("stopped")
+        self.stopped = True
+        self.epoch_announce.stop()
+        self.timers.enter_transitioning()
+
+    def _on_other_epoch(self, message: ReplicaMessage) -> None:
+        """A message of another epoch never changes our state as it is. An older one: the sender lags — serve
+        it committed state if it asks, else tell it the epoch (§7.2). A newer one: ours is over."""
+        if message.epoch < self.membership.epoch:
+            if self.status is Status.RECOVERING:
+                return self._ignore("on_message", "older epoch, and we are recovering")
+            match message:
+                case GetState():
+                    return self._serve_catch_up(message)
+                case GetSnapshot():
+                    return self._serve_catch_up_snapshot(message)
+                case StartEpoch() | EpochStarted():
+                    return self._ignore("on_message", "older epoch")
+                case _:
+                    self._tell_epoch(message.replica)
+                    return self._ignore("on_message", "older epoch")
+        match message:
+            case StartEpoch():
+                self.on_start_epoch(message)
+            case NewState():
+                self._on_catch_up_state(message)
+            case SnapshotChunk():
+                self._on_catch_up_chunk(message)
+            case Recovery():  # its sender holds nothing it could serve us
+                self._ignore("on_message", "newer epoch, from a recovering replica")
+            case _:
+                if self.status is Status.RECOVERING:
+                    return self._ignore("on_message", "newer epoch, recovering: waiting for its StartEpoch")
+                if self.status is Status.LEAVING:
+                    return self._stop("the cluster moved past the epoch we left")
+                self._catch_up(message.replica)
+
+    def _tell_epoch(self, to: int) -> None:
+        """§7.2: StartEpoch to a replica we heard from in an older epoch, at most once per resend period."""
+        told = self.told_epoch_at.get(to)
+        if told is not None and self.now - told < self.config.view_change_resend_ticks:
+            return
+        self.told_epoch_at[to] = self.now
+        epoch = self.membership
+        self._send(to, StartEpoch(**self._header(), op_number=epoch.start_op, membership=epoch.encode()))
+
+    def _catch_up(self, source: int) -> None:
+        """A replica of a later epoch (`source`) showed itself: our epoch is over. Fetch the committed ops after
+        our commit_number from it and execute them, entering each epoch they start, until we reach one we belong
+        to (`_on_catch_up_state`). Committed ops are the same on every replica, so any replica of a later epoch
+        may serve them. A member of its (old) epoch keeps its role meanwhile: if every replica that holds the next
+        epoch fails, the old epoch's own view change must still be able to finish the reconfiguration (§7.3)."""
+        if self.catch_up_from is not None and not self.catch_up_stale:
+            return  # asked already (maybe someone else): the catch-up timer asks again if nothing comes
+        if self.catch_up_from is None:
+            self._log(f"epoch {self.membership.epoch} is over: catching up from r{source}")
+            self._count("epoch over: catching up")
+            self.catch_up_silent = 0
+        if source != self.catch_up_from and self.status is Status.TRANSITIONING:
+            self.snapshots.download = None  # a download continues from the replica it started with only
+        self.catch_up_from = source
+        self.catch_up_stale = False
+        self._ask_catch_up()
+
+    def _ask_catch_up(self) -> None:
+        source = self.catch_up_from
+        assert source is not None
+        download = self.snapshots.download
+        if download is not None and self.status is Status.TRANSITIONING:
+            ask = GetSnapshot(**self._header(), snapshot_op=download.snapshot_op, offset=len(download.data))
+            self._send(source, ask)
+        else:
+            self._send(source, GetState(**self._header(), op_number=self.commit_number))
+        self.catch_up_timer.reset()
+
+    def _tick_catch_up(self) -> None:
+        """Nothing came since the last ask: ask again, but take the next replica of a later epoch that shows itself
+        instead (this one may have crashed). A member of its epoch whose log is intact gives up after a while and
+        takes part in its old epoch again: a view change there finishes the reconfiguration if nobody else can."""
+        self._count("catch up: asking again")
+        self.catch_up_stale = True
+        self.catch_up_silent += 1
+        if (
+            self.status is Status.TRANSITIONING
+            and self.catch_up_intact
+            and self.replica in self.membership
+            and self.catch_up_silent >= RECOVERY_STALL_ROUNDS
+        ):
+            self._count("catch up: source silent, back to the old epoch")
+            self.catch_up_from = None
+            self.catch_up_timer.stop()
+            return self._start_view_change(self.view_number + 1)
+        self._ask_catch_up()
+
+    def _to_transitioning(self) -> None:
+        """Stop taking part in our (old) epoch: what we are about to hold is not one of its views' logs."""
+        if self.status is Status.TRANSITIONING:
+            return
+        self._count("catch up: left the old epoch's views")
+        self.status = Status.TRANSITIONING
+        self.state_transfer = None
+        self.snapshots.download = None
+        self._reset_view_votes()
+        self._rebuild_client_pending()
+        self.timers.enter_transitioning()
+
+    def _serve_catch_up(self, message: GetState) -> None:
+        """A replica of an older epoch asks for what follows its commit_number: committed ops only, or our snapshot
+        if they are folded into it."""
+        have = message.op_number
+        if have < self.log_base:
+            self._count("catch up: snapshot served")
+            return self._send_snapshot_chunk(message.replica, self.snapshots.op_number, 0)
+        if have >= self.commit_number:
+            return self._ignore("on_get_state", "older epoch, nothing committed after its op_number")
+        cfg = self.config
+        entries = self._entries_after(have, cfg.new_state_entries_max, cfg.new_state_bytes_max)
+        entries = entries[: self.commit_number - have]
+        self._count("catch up: ops served")
+        self._send(
+            message.replica,
+            NewState(
+                **self._header(), op_number=self.commit_number, commit_number=self.commit_number, entries=entries
+            ),
+        )
+
+    def _serve_catch_up_snapshot(self, message: GetSnapshot) -> None:
+        if self.snapshots.op_number == 0:
+            return self._ignore("on_get_snapshot", "older epoch, no snapshot yet")
+        self._send_snapshot_chunk(message.replica, message.snapshot_op, message.offset)
+
+    def _on_catch_up_state(self, message: NewState) -> None:
+        """Committed ops from a later epoch, following our commit_number, taken one at a time: one we hold
+        identically is executed where it is; one we lack, or hold differently, takes us out of our old epoch's
+        views first (our log is no longer one of theirs), and one we hold differently replaces the rest of our log
+        (ours was never committed there: the committed one is). A reconfiguration among them enters its epoch;
+        we stop at the first one we belong to, where the normal protocol brings us the rest."""
+        if self.status is Status.RECOVERING or self.status is Status.LEAVING:
+            return self._ignore("on_new_state", f"newer epoch, status {self.status.value}")
+        if self.catch_up_from is None:
+            return self._catch_up(message.replica)
+        if self.state_transfer is not None:
+            return self._ignore("on_new_state", "newer epoch, in a state transfer of our epoch")
+        if not message.entries:
+            return self._ignore("on_new_state", "newer epoch, no entries")
+        if message.commit_number < message.entries[-1].op_number:
+            return self._ignore("on_new_state", "newer epoch, uncommitted entries")
+        if message.entries[0].op_number != self.commit_number + 1:
+            return self._ignore("on_new_state", "newer epoch, does not follow our commit_number")
+        self.catch_up_stale = False
+        self.catch_up_silent = 0
+        for entry in message.entries:
+            op_number = entry.op_number
+            held = self.entry(op_number)
+            if held != entry:
+                self._to_transitioning()
+                if held is not None:
+                    self.catch_up_intact = False
+                    del self.log[op_number - 1 - self.log_base :]
+                    self.op_number = op_number - 1
+                    self._outbox.log_changed_from(op_number)
+                    self._rebuild_client_pending()
+                self._append_entry(entry)
+            self._commit_up_to(op_number)
+            if self.next_membership is not None:
+                self._enter_epoch()
+                if self.catch_up_from is None:  # a member of it now, or leaving it
+                    break
+        if self.log:
+            self.cluster_time.learn(self.log[-1].timestamp)
+        if self.catch_up_from is not None:
+            self._ask_catch_up()
+
+    def _on_catch_up_chunk(self, message: SnapshotChunk) -> None:
+        """Our commit_number is folded into the source's snapshot: take it, as a replica that no longer takes part
+        in its old epoch (whatever we hold after it is dropped: the log after the snapshot comes next)."""
+        if self.catch_up_from is None or message.replica != self.catch_up_from:
+            return self._ignore("on_snapshot_chunk", "newer epoch, not catching up from its sender")
+        if message.snapshot_op <= self.commit_number:
+            return self._ignore("on_snapshot_chunk", "newer epoch, snapshot not ahead of our commit_number")
+        if self.status is not Status.TRANSITIONING:
+            if self.snapshots.download is not None:
+                return self._ignore("on_snapshot_chunk", "newer epoch, a download of our epoch in progress")
+            self._to_transitioning()
+        refused = self.snapshots.append_chunk(message, now=self.now, count=self._count)
+        if refused is not None:
+            return self._ignore("on_snapshot_chunk", refused)
+        self.catch_up_stale = False
+        self.catch_up_silent = 0
+        outcome = self.snapshots.finish_download()
+        if isinstance(outcome, str):
+            return self._ignore("on_snapshot_chunk", outcome)
+        if outcome is not None:
+            if self.op_number > snapshots.op_number_of(outcome):
+                self.catch_up_intact = False  # we drop ops we hold after it
+            was_member = self.replica in self.membership
+            epoch = self.membership.epoch
+            self._install_snapshot(outcome, [])
+            if self.membership.epoch != epoch:
+                self._begin_epoch(was_member=was_member and self.replica in self.membership.old)
+        if self.catch_up_from is not None:
+            self._ask_catch_up()
+
     # --- invariants -------------------------------------------------------------------------------------------
 
     def invariants(self) -> None:
         """Checked after every step by the tests and the simulator (TigerBeetle style)."""
         assert 0 <= self.log_base <= self.commit_number <= self.op_number == self.log_base + len(self.log)
+        if self.status is not Status.RECOVERING:
+            assert self.membership.start_op <= self.commit_number
+        if self.status is Status.NORMAL or self.status is Status.VIEW_CHANGE:
+            assert self.replica in self.membership, "a replica takes part in an epoch it is not a member of"
+        assert self.peers == self.membership.peers_of(self.replica)
+        if self.reconfiguration_op and (self.status is Status.NORMAL or self.status is Status.VIEW_CHANGE):
+            # The epoch's last op: nothing after it in any log of its epoch.
+            assert self.commit_number < self.reconfiguration_op == self.op_number
         assert not self.log or self.log[-1].op_number == self.op_number
         assert self.log_base <= self.snapshots.op_number <= self.commit_number or self.status is Status.RECOVERING
         assert self.last_normal_view <= self.view_number

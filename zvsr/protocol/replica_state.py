@@ -22,10 +22,17 @@ from dataclasses import dataclass
 from enum import Enum
 
 from zvsr.constants import TICK_MS
-from zvsr.protocol import snapshots
+from zvsr.protocol import membership, snapshots
 from zvsr.protocol.client_table import ClientTable
 from zvsr.protocol.cluster_time import Clock, ClusterTime
 from zvsr.protocol.config import Config
+from zvsr.protocol.membership import (
+    RECONFIGURATION_MARK,
+    Membership,
+    is_reconfiguration,
+    parse_reconfiguration,
+    result_bytes,
+)
 from zvsr.protocol.messages import (
     INTERNAL_CLIENT_ID,
     DoViewChange,
@@ -43,7 +50,7 @@ from zvsr.protocol.ready import BROADCAST, Envelope, Outbox, PersistLog, Persist
 from zvsr.protocol.recovery import RecoveryState
 from zvsr.protocol.state_machine import StateMachine
 from zvsr.protocol.state_transfer import StateTransfer
-from zvsr.protocol.timeout import Prng
+from zvsr.protocol.timeout import Prng, Timeout
 from zvsr.protocol.timers import RoleTimers
 from zvsr.protocol.view_change import ViewChangeVotes
 
@@ -52,6 +59,12 @@ class Status(Enum):
     NORMAL = "normal"
     VIEW_CHANGE = "view_change"
     RECOVERING = "recovering"
+    # §7: our epoch is over (or we are a new replica): fetching the committed ops up to an epoch we belong to.
+    # Takes part in nothing of the old epoch meanwhile.
+    TRANSITIONING = "transitioning"
+    # Not a member of the current epoch any more: serves the committed state to the new members until a quorum
+    # of them has started the epoch, then stops (`Replica.stopped`).
+    LEAVING = "leaving"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -64,6 +77,9 @@ class DurableState:
     log: tuple[LogEntry, ...]  # ops log_base + 1 ..
     log_base: int = 0
     snapshot: bytes | None = None  # the latest snapshot (its op_number >= log_base), if any
+    # The epoch the view state belongs to. The configuration itself is not stored apart: it is in the snapshot
+    # and the committed log (replaying them repeats every reconfiguration); this is the check that they agree.
+    epoch: int = 0
 
 
 Logger = Callable[[str], None]
@@ -84,18 +100,38 @@ class ReplicaState:
         durable: DurableState | None = None,
         logger: Logger | None = None,
         clock: Clock | None = None,
+        membership: Membership | None = None,
+        joining: bool = False,
     ) -> None:
-        assert 0 <= replica < config.replica_count
         assert not (recovering and durable is not None)
+        assert not (joining and (recovering or durable is not None))
         self.config = config
         self.replica = replica
         self.state_machine = state_machine
         self.prng = prng
         self.logger = logger
 
+        # The configuration of our epoch (§7): epoch 0's is the cluster file's replicas 0..n-1.
+        self.membership = (
+            membership if membership is not None else Membership.initial(config.replica_count, epoch=config.epoch)
+        )
+        self.peers = self.membership.peers_of(replica)  # BROADCAST goes to these
+        self.next_membership: Membership | None = None  # a reconfiguration executed in this step
+        self.reconfiguration_op = 0  # a reconfiguration in our log after commit_number (the epoch's last op)
+        self.stopped = False  # left the configuration and handed over: the driver may stop us
+        self.epoch_started_from: set[int] = set()  # members of our epoch that said EpochStarted
+        self.catch_up_from: int | None = None  # TRANSITIONING: who serves us the committed ops
+        self.catch_up_stale = False  # it did not answer our last ask: the next replica of a later epoch will
+        self.catch_up_silent = 0  # asks in a row that got nothing
+        # Our log is still one our epoch's views could have given us (nothing replaced or dropped by catching
+        # up): we may take part in its view changes again if catching up stalls.
+        self.catch_up_intact = True
+        self.told_epoch_at: dict[int, int] = {}  # laggard -> when we last sent it StartEpoch
         self.view_number = 0
         self.last_normal_view = 0
         self.status = Status.RECOVERING if recovering else Status.NORMAL
+        if joining or (not recovering and durable is None and replica not in self.membership):
+            self.status = Status.TRANSITIONING
         self.log: list[LogEntry] = []  # ops log_base + 1 .. op_number; those before are in the snapshot
         self.log_base = 0
         self.op_number = 0
@@ -104,6 +140,9 @@ class ReplicaState:
         self.state_transfer: StateTransfer | None = None  # rule 3: adopted a view, fetching its log
         self.snapshots = snapshots.Snapshots(pin_ticks=config.snapshot_pin_ticks)
         self.timers = RoleTimers(config)
+        # Runs beside the role timers: re-announce a new epoch to members that have not started it.
+        self.epoch_announce = Timeout("epoch_announce", after=config.view_change_resend_ticks)
+        self.catch_up_timer = Timeout("catch_up", after=config.repair_ticks)
 
         self.pipeline = Pipeline()  # primary: ops in flight, PrepareOk of this view, queued requests
         self.votes = ViewChangeVotes()  # of the view change to view_number
@@ -120,7 +159,7 @@ class ReplicaState:
         self.counters: dict[str, int] = {}
 
         # A brand-new replica (no disk, no recovery): a new cluster starting up (`startup_grace_ticks`).
-        self.first_start = durable is None and not recovering
+        self.first_start = durable is None and not recovering and not joining
         if durable is not None:
             self._restore(durable)
         self._enter_initial_role()
@@ -158,24 +197,52 @@ class ReplicaState:
         assert self.log_base <= self.commit_number
         # The time we were down is not counted: cluster time resumes from the largest stamp on disk.
         self.cluster_time.learn(self.log[-1].timestamp if self.log else self.executed_timestamp)
-        self.pipeline.view = self.view_number
-        self.pipeline.prepared = self.op_number
         # commit_number is persisted lazily: it is a lower bound, and the primary tells us the rest. Executing
         # in view-change status keeps the primary from answering clients for ops it answered before the crash.
+        # Replaying a reconfiguration moves us into its epoch (entering an epoch persists its commit_number, so
+        # the replay reaches every epoch the view state may belong to).
         self.status = Status.VIEW_CHANGE
-        self._commit_up_to(min(max(durable.commit_number, self.commit_number), self.op_number))
+        target = min(max(durable.commit_number, self.commit_number), self.op_number)
+        while self.commit_number < target:
+            self._commit_up_to(target)
+            if self.next_membership is not None:
+                self._set_membership(self.next_membership)
+        assert self.membership.epoch >= durable.epoch, "the view state belongs to an epoch the log never reached"
+        if self.membership.epoch > durable.epoch:
+            # The write that entered the epoch was torn after its snapshot: its view state never landed, so
+            # nothing of the new epoch left us. Start it as entering it does, in its first view.
+            self.view_number = self.last_normal_view = self.membership.start_view
+            self._outbox.view_state = True
+        self.pipeline.view = self.view_number
+        self.pipeline.prepared = self.op_number
         self._rebuild_client_pending()
-        if durable.last_normal_view == durable.view_number:
+        if self.replica not in self.membership:
+            # A replica that joined and never caught up, or one that left: nothing of this epoch is ours.
+            self.status = Status.LEAVING if self.replica in self.membership.old else Status.TRANSITIONING
+        elif durable.last_normal_view == durable.view_number:
             self.status = Status.NORMAL
         self._log(f"restored from disk: view {self.view_number}, op {self.op_number}, commit {self.commit_number}")
 
     # --- identities and diagnostics ----------------------------------------------------------------------------
 
     def primary_index(self, view: int | None = None) -> int:
-        return self.config.primary(self.view_number if view is None else view)
+        return self.membership.primary(self.view_number if view is None else view)
 
     def is_primary(self) -> bool:
-        return self.config.primary(self.view_number) == self.replica
+        return self.membership.primary(self.view_number) == self.replica
+
+    @property
+    def epoch(self) -> int:
+        return self.membership.epoch
+
+    def _set_membership(self, membership: Membership) -> None:
+        """Take the configuration of a (later) epoch: who our peers are, and whom BROADCAST reaches."""
+        assert membership.epoch >= self.membership.epoch
+        self.membership = membership
+        self.peers = membership.peers_of(self.replica)
+        self.next_membership = None
+        self.epoch_started_from = set()
+        self.told_epoch_at = {}
 
     @property
     def snapshot_op(self) -> int:
@@ -185,7 +252,7 @@ class ReplicaState:
     def _header(self) -> dict[str, int]:
         return {
             "cluster": self.config.cluster,
-            "epoch": self.config.epoch,
+            "epoch": self.membership.epoch,
             "view": self.view_number,
             "replica": self.replica,
         }
@@ -228,6 +295,7 @@ class ReplicaState:
                 view_number=self.view_number,
                 last_normal_view=self.last_normal_view,
                 commit_number=self.commit_number,
+                epoch=self.membership.epoch,
             )
             out.persist.append(view_state)
             outbox.view_state = False
@@ -235,7 +303,7 @@ class ReplicaState:
         return out
 
     def _send(self, to: int, message: ReplicaMessage) -> None:
-        assert to == BROADCAST or (0 <= to < self.config.replica_count and to != self.replica)
+        assert to == BROADCAST or (to >= 0 and to != self.replica)
         self._outbox.ready.messages.append(Envelope(to, message))
 
     def _reply(self, client_id: int, request_number: int, result: bytes) -> None:
@@ -293,7 +361,7 @@ class ReplicaState:
             )
         )
         self._outbox.log_changed_from(self.op_number)
-        if self.config.quorum == 1:
+        if self.membership.quorum == 1:
             self._commit_up_to(self.op_number)
 
     def _append_entry(self, entry: LogEntry) -> None:
@@ -334,7 +402,10 @@ class ReplicaState:
         """Requests in the log beyond commit_number are in progress (VR-NOTES §11.5). Queued requests were never
         prepared; they are dropped and the clients retry."""
         self.pipeline.request_queue.clear()
-        self.client_table.rebuild_pending(self.log[self.commit_number - self.log_base :])
+        uncommitted = self.log[self.commit_number - self.log_base :]
+        self.client_table.rebuild_pending(uncommitted)
+        # A reconfiguration among them is the last op of the epoch: the primary appends nothing after it.
+        self.reconfiguration_op = next((e.op_number for e in uncommitted if is_reconfiguration(e.operation)), 0)
 
     def _state_op_number(self) -> int:
         """The op after which we need the primary's log: ours, or during a transfer what we have collected."""
@@ -382,7 +453,7 @@ class ReplicaState:
             self._send(BROADCAST, self._prepare(entries))
 
     def _quorum_recently_heard(self) -> bool:
-        needed = self.config.quorum - 1
+        needed = self.membership.quorum - 1
         if needed == 0:
             return True
         horizon = self.now - self.config.quorum_timeout_ticks
@@ -406,9 +477,14 @@ class ReplicaState:
         executed = self._outbox.ready.executed
         table = self.client_table
         internal = INTERNAL_CLIENT_ID
+        mark = RECONFIGURATION_MARK
         entry = None
         for entry in self.log[self.commit_number - self.log_base : op_number - self.log_base]:
-            result = apply(entry)
+            operation = entry.operation
+            if operation and operation[0] == mark and entry.client_id != internal:
+                result = self._execute_reconfiguration(entry)
+            else:
+                result = apply(entry)
             executed.append((entry.op_number, entry, result))
             if entry.client_id == internal:
                 continue  # the cluster's own op: no client to answer or remember
@@ -416,10 +492,25 @@ class ReplicaState:
                 self._count("client session evicted")
             if replying:
                 self._reply(entry.client_id, entry.request_number, result)
+            if self.next_membership is not None:
+                break  # the last op of its epoch: what follows (a replay) belongs to the next
         assert entry is not None
-        self.commit_number = op_number
+        self.commit_number = entry.op_number
         self.executed_timestamp = entry.timestamp
         self._drop_overtaken_download()
+
+    def _execute_reconfiguration(self, entry: LogEntry) -> bytes:
+        """§7: a committed reconfiguration ends its epoch. No up-call into the app; the epoch is entered when the
+        step ends (`Replica._enter_epoch`), or by the replay that executes it. One already behind us (we installed
+        a snapshot of a later epoch, then execute the log it was taken from) changes nothing."""
+        change = parse_reconfiguration(entry.operation)  # admitted by a primary: damage here is our bug
+        self._count("reconfiguration executed")
+        self.reconfiguration_op = 0
+        if change.epoch == self.membership.epoch:
+            self.next_membership = self.membership.next(change.members, entry.op_number, entry.view + 1)
+        else:
+            assert change.epoch < self.membership.epoch, "a reconfiguration from an epoch we never entered"
+        return result_bytes(change.epoch + 1)
 
     # --- snapshots: taken, restored, installed -----------------------------------------------------------------
 
@@ -440,6 +531,7 @@ class ReplicaState:
             self.state_machine.snapshot(),
             table.expired,
             timestamp=self.executed_timestamp,
+            membership=self.membership.encode(),
         )
         self.snapshots.take(self.commit_number, data, now=self.now)
         self._count("snapshot taken")
@@ -456,6 +548,10 @@ class ReplicaState:
         self.cluster_time.learn(snapshot.timestamp)
         self.snapshots.set_latest(snapshot.op_number, data)
         self._outbox.ready.restored.append(snapshot.op_number)
+        if snapshot.membership:
+            taken_in = membership.decode(snapshot.membership)
+            if taken_in.epoch > self.membership.epoch:  # never back: the log after an older one repeats it
+                self._set_membership(taken_in)
 
     def _install_snapshot(self, data: bytes, entries_after: list[LogEntry]) -> None:
         """A snapshot from the primary that is ahead of our commit_number, followed by the log `entries_after`

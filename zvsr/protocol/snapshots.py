@@ -11,13 +11,17 @@ replica that installed the snapshot (§4.1, ARCHITECTURE rule 8).
 
 The encoding is a fixed binary layout (the core imports no serialization library; see tests/test_purity.py):
 
-    magic "ZVSRSNP3" | op_number u64 | timestamp u64 | client count u32
+    magic "ZVSRSNP4" | op_number u64 | timestamp u64 | client count u32
     | client count x (client_id u64 | request_number u64 | result length u32 | result)
     | expired count u32 | expired count x client_id u64
+    | configuration length u32 | configuration
     | app state length u64 | app state
 
-Snapshots written before cluster time ("ZVSRSNP2": no timestamp field) still decode, with timestamp 0, so a data
-directory from an older version opens as it is. The client table is in least-recently-executed-first order and the
+The configuration is the one in force at op_number (`zvsr.protocol.membership` encoding: epoch, members, ...): a
+replica that installs the snapshot knows who its peers were, and replaying the log after it repeats every
+reconfiguration since. Snapshots written before reconfiguration ("ZVSRSNP3": no configuration, so epoch 0) and
+before cluster time ("ZVSRSNP2": no timestamp either, so 0) still decode, so a data directory from an older
+version opens as it is. The client table is in least-recently-executed-first order and the
 expired client_ids oldest first, so a replica that installs the snapshot evicts exactly as the others do.
 
 all integers big-endian. `decode` checks every length against the input, so damaged or hostile bytes give a
@@ -46,7 +50,8 @@ from typing import Final
 
 from zvsr.protocol.messages import SnapshotChunk
 
-MAGIC: Final = b"ZVSRSNP3"
+MAGIC: Final = b"ZVSRSNP4"
+MAGIC_V3: Final = b"ZVSRSNP3"  # before reconfiguration: read, never written
 MAGIC_V2: Final = b"ZVSRSNP2"  # before cluster time: read, never written
 CHECKSUM_BYTES: Final = 16
 _HEAD: Final = struct.Struct(">8sQQI")
@@ -68,6 +73,7 @@ class Snapshot:
     client_table: tuple[tuple[int, int, bytes], ...]  # (client_id, request_number, result)
     expired: tuple[int, ...]  # client_ids evicted from the table, oldest first
     app_state: bytes
+    membership: bytes = b""  # the configuration at op_number (empty: a snapshot from before reconfiguration)
 
 
 def checksum(data: bytes) -> bytes:
@@ -81,6 +87,7 @@ def encode(
     expired: Iterable[int] = (),
     *,
     timestamp: int = 0,
+    membership: bytes = b"",
 ) -> bytes:
     parts: list[bytes] = []
     count = 0
@@ -95,18 +102,20 @@ def encode(
             *parts,
             _COUNT.pack(len(expired_ids)),
             *expired_ids,
+            _COUNT.pack(len(membership)),
+            membership,
             _APP.pack(len(app_state)),
             app_state,
         ]
     )
 
 
-def _header(data: bytes) -> tuple[int, int, int, int]:
-    """(op_number, timestamp, client count, header size) of either snapshot format."""
+def _header(data: bytes) -> tuple[int, int, int, int, bytes]:
+    """(op_number, timestamp, client count, header size, magic) of any snapshot format."""
     if len(data) < _HEAD_V2.size:
         raise SnapshotError(f"snapshot of {len(data)} bytes is shorter than its header")
     magic = data[:8]
-    if magic == MAGIC:
+    if magic in (MAGIC, MAGIC_V3):
         head = _HEAD
     elif magic == MAGIC_V2:
         head = _HEAD_V2
@@ -119,7 +128,7 @@ def _header(data: bytes) -> tuple[int, int, int, int]:
     else:
         _, op_number, count = _HEAD_V2.unpack_from(data, 0)
         timestamp = 0
-    return int(op_number), int(timestamp), int(count), head.size
+    return int(op_number), int(timestamp), int(count), head.size, magic
 
 
 def op_number_of(data: bytes) -> int:
@@ -128,7 +137,7 @@ def op_number_of(data: bytes) -> int:
 
 
 def decode(data: bytes) -> Snapshot:
-    op_number, timestamp, count, offset = _header(data)
+    op_number, timestamp, count, offset, magic = _header(data)
     table: list[tuple[int, int, bytes]] = []
     for _ in range(count):
         if offset + _CLIENT.size > len(data):
@@ -147,6 +156,16 @@ def decode(data: bytes) -> Snapshot:
         raise SnapshotError("snapshot ends inside its expired sessions")
     expired = tuple(_ID.unpack_from(data, offset + i * _ID.size)[0] for i in range(expired_count))
     offset += expired_count * _ID.size
+    membership = b""
+    if magic == MAGIC:
+        if offset + _COUNT.size > len(data):
+            raise SnapshotError("snapshot ends before its configuration")
+        (membership_length,) = _COUNT.unpack_from(data, offset)
+        offset += _COUNT.size
+        if offset + membership_length > len(data):
+            raise SnapshotError("snapshot ends inside its configuration")
+        membership = data[offset : offset + membership_length]
+        offset += membership_length
     if offset + _APP.size > len(data):
         raise SnapshotError("snapshot ends before its app state")
     (length,) = _APP.unpack_from(data, offset)
@@ -159,6 +178,7 @@ def decode(data: bytes) -> Snapshot:
         client_table=tuple(table),
         expired=expired,
         app_state=data[offset:],
+        membership=membership,
     )
 
 

@@ -7,7 +7,9 @@ Theory of operation. Each role runs exactly its own timers and no other:
   view change at once) and, while it is missing ops, `repair` (re-ask GetState / the next snapshot chunk);
 - view change: `view_change_resend` (re-send StartViewChange / DoViewChange) and `view_change` (give up on a
   view whose primary stays silent and try the next, backing off);
-- recovering: `recovery` (re-send Recovery, or the next snapshot ask).
+- recovering: `recovery` (re-send Recovery, or the next snapshot ask);
+- transitioning (§7: catching up with a later epoch) and leaving: none (the replica's catch-up and epoch
+  announcement timers run beside the roles, in `ReplicaState`).
 Entering a role goes through one method here, which stops every timer of the other roles, so no stale timer
 of an old role can fire in a new one. Handlers reset the timers of their role (a heartbeat of our primary
 resets `primary`, say); only the `enter_*` methods start or stop a role's set.
@@ -81,6 +83,9 @@ class RoleTimers:
             self.view_change.backoff(prng)
         else:
             self.view_change.start()
+
+    def enter_transitioning(self) -> None:
+        self._stop_all_but()
 
     def enter_recovering(self) -> None:
         self._stop_all_but()

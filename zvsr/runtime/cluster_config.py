@@ -238,13 +238,14 @@ class ClusterConfig:
         return None if port is None else (endpoint_host(self.proxy), port)
 
     def protocol_config(self) -> Config:
+        ticks: dict[str, Any] = {"startup_grace_ticks": constants.STARTUP_GRACE_TICKS, **dict(self.timeouts)}
         return Config(
             replica_count=len(self.replicas),
             cluster=self.cluster_id,
             epoch=self.epoch,
             snapshot_interval_ops=self.snapshot_interval_ops,
             client_table_max=self.client_table_max,
-            **{"startup_grace_ticks": constants.STARTUP_GRACE_TICKS, **dict(self.timeouts)},
+            **ticks,
         )
 
     def keys(self) -> Keys | None:

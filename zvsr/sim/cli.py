@@ -35,6 +35,9 @@ from zvsr.sim.simulator import SimOptions, Violation, run_seed
 @click.option("--no-lincheck", is_flag=True, help="Skip the linearizability check at the end of each seed.")
 @click.option("--keep-going", is_flag=True, help="Run every seed even after a violation.")
 @click.option("--verbose", is_flag=True, help="One line per seed.")
+@click.option(
+    "--no-reconfigure", is_flag=True, help="No reconfigurations among the faults (every seed keeps its members)."
+)
 def sim_command(
     seeds: int,
     seed: int | None,
@@ -45,6 +48,7 @@ def sim_command(
     no_lincheck: bool,
     keep_going: bool,
     verbose: bool,
+    no_reconfigure: bool,
 ) -> None:
     """Run SEEDS simulations with faults; print any violation with its seed and trace."""
     first = seed if seed is not None else 0
@@ -55,12 +59,15 @@ def sim_command(
         network=NetworkOptions(loss=loss if loss is not None else NetworkOptions().loss),
         swarm=loss is None,
         check_linearizability=not no_lincheck,
+        reconfigure=not no_reconfigure,
     )
     violations = 0
     total_events = 0
     total_ops = 0
     total_expire_ops = 0
     total_lock_grants = 0
+    total_epochs = 0
+    reconfigured = 0
     unknown_verdicts = 0
     started = time.monotonic()
     for current in range(first, first + seeds):
@@ -80,18 +87,20 @@ def sim_command(
         total_ops += result.ops_ok
         total_expire_ops += result.lease_expire_ops
         total_lock_grants += result.lock_grants
+        total_epochs += result.epochs
+        reconfigured += result.epochs > 0
         unknown_verdicts += result.linearizable == "unknown"
         if verbose:
             click.echo(
                 f"seed={current} events={result.events} ops={result.ops_ok} unknown={result.ops_unknown} "
                 f"views={result.views} virtual_ms={result.virtual_ms} lincheck={result.linearizable} "
                 f"lease_expire_ops={result.lease_expire_ops} leases_expired={result.leases_expired} "
-                f"lock_grants={result.lock_grants}"
+                f"lock_grants={result.lock_grants} epochs={result.epochs}"
             )
     elapsed = time.monotonic() - started
     click.echo(
         f"seeds={seeds} violations={violations} events={total_events} ops={total_ops} "
         f"lincheck_unknown={unknown_verdicts} lease_expire_ops={total_expire_ops} lock_grants={total_lock_grants} "
-        f"elapsed_s={elapsed:.1f}"
+        f"reconfigurations={total_epochs} seeds_reconfigured={reconfigured} elapsed_s={elapsed:.1f}"
     )
     sys.exit(1 if violations else 0)

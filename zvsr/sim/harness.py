@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from zvsr.protocol.cluster_time import Clock
 from zvsr.protocol.config import Config
+from zvsr.protocol.membership import Member, is_reconfiguration, reconfiguration_operation
 from zvsr.protocol.messages import ClientReply, LogEntry, ReplicaMessage, Request
 from zvsr.protocol.ready import BROADCAST, Executed
 from zvsr.protocol.replica import DurableState, Replica
@@ -110,7 +111,7 @@ class Cluster:
             self.flush(i)
 
     def _new_replica(
-        self, index: int, *, recovering: bool = False, durable: DurableState | None = None
+        self, index: int, *, recovering: bool = False, durable: DurableState | None = None, joining: bool = False
     ) -> Replica:
         assert self.config is not None
         # Each incarnation gets its own PRNG stream: a restarted replica must not reuse its recovery nonce.
@@ -125,7 +126,26 @@ class Cluster:
             durable=durable,
             logger=self.trace.append,
             clock=self.clocks.get(index),
+            joining=joining,
         )
+
+    def add_replica(self) -> int:
+        """Start a brand-new replica (the next id), empty and joining: it waits to be told of an epoch that
+        includes it (§7). Returns its id."""
+        index = len(self.replicas)
+        self.replicas.append(self._new_replica(index, joining=True))
+        self.apps.append(self.replicas[index].state_machine)  # type: ignore[arg-type]
+        self.flush(index)
+        return index
+
+    def reconfigure(
+        self, members: tuple[int, ...], *, client_id: int = 77, request_number: int = 1, to: int | None = None
+    ) -> None:
+        """An admin client asks the primary (or `to`) for the configuration `members`, from its current epoch."""
+        index = self.replicas[0].primary_index() if to is None else to
+        epoch = self.replicas[index].epoch
+        operation = reconfiguration_operation(epoch, tuple(Member(i) for i in members))
+        self.request(client_id=client_id, request_number=request_number, op=operation, to=index)
 
     # --- driving -----------------------------------------------------------------------------------------
 
@@ -134,9 +154,7 @@ class Cluster:
         replica = self.replicas[index]
         ready = replica.ready()
         for envelope in ready.messages:
-            targets = (
-                [i for i in range(self.replica_count) if i != index] if envelope.to == BROADCAST else [envelope.to]
-            )
+            targets = replica.peers if envelope.to == BROADCAST else (envelope.to,)
             for to in targets:
                 self.queue.append(InFlight(index, to, envelope.message))
                 self.sent.append(self.queue[-1])
@@ -158,8 +176,8 @@ class Cluster:
         for item in pending:
             if (limit is None or delivered < limit) and where(item):
                 delivered += 1
-                if (item.source, item.to) in self.blocked:
-                    continue
+                if (item.source, item.to) in self.blocked or self.replicas[item.to].stopped:
+                    continue  # a stopped replica's process has exited
                 self.replicas[item.to].on_message(item.message)
                 self.flush(item.to)
             else:
@@ -193,8 +211,11 @@ class Cluster:
             base = replica.log_base
             committed = [entry.operation for entry in replica.log[: replica.commit_number - base]]
             applied = self.apps[index].applied
-            assert len(applied) == replica.commit_number, f"r{index} applied {len(applied)} ops"
-            assert applied[base:] == committed, f"r{index} applied state differs from its log"
+            # Reconfigurations are executed by the core, not the app (§7: no up-call).
+            app_ops = [op for op in committed if not is_reconfiguration(op)]
+            if len(app_ops) == len(committed) and not replica.epoch:
+                assert len(applied) == replica.commit_number, f"r{index} applied {len(applied)} ops"
+            assert applied[len(applied) - len(app_ops) :] == app_ops, f"r{index} applied state != its log"
             self.check_reported(index)
 
     def check_reported(self, index: int) -> None:
@@ -208,8 +229,10 @@ class Cluster:
         assert numbers == list(range(start + 1, replica.commit_number + 1)), (
             f"r{index} reported executing {numbers} after op {start}"
         )
-        assert [entry.operation for _, entry, _ in after] == app.applied[start:], f"r{index} report != its app"
-        assert all(result == str(n).encode() for n, _, result in after), f"r{index} reported a wrong result"
+        app_ops = [entry.operation for _, entry, _ in after if not is_reconfiguration(entry.operation)]
+        assert app_ops == app.applied[len(app.applied) - len(app_ops) :], f"r{index} report != its app"
+        if not any(is_reconfiguration(entry.operation) for _, entry, _ in executed):
+            assert all(result == str(n).encode() for n, _, result in after), f"r{index} reported a wrong result"
 
     def drop(self, where: Callable[[InFlight], bool] = lambda m: True) -> int:
         before = len(self.queue)
@@ -219,7 +242,7 @@ class Cluster:
     def tick(self, count: int = 1, *, only: set[int] | None = None) -> None:
         for _ in range(count):
             for i, replica in enumerate(self.replicas):
-                if only is None or i in only:
+                if (only is None or i in only) and not replica.stopped:
                     replica.tick()
                     self.flush(i)
 
@@ -265,6 +288,7 @@ class Cluster:
             log=tuple(replica.log),
             log_base=replica.log_base,
             snapshot=replica.snapshots.data if replica.snapshot_op else None,
+            epoch=replica.epoch,
         )
 
     def run_until(self, predicate: Callable[[], bool], *, ticks_max: int = 2000) -> None:

@@ -42,6 +42,7 @@ from typing import Any
 
 import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 
+from zvsr.protocol.membership import is_reconfiguration
 from zvsr.protocol.messages import INTERNAL_CLIENT_ID, LogEntry, Reply
 from zvsr.protocol.ready import PersistLog, Ready
 from zvsr.protocol.replica import Replica, Status
@@ -60,7 +61,6 @@ class Checker:
     def __init__(
         self,
         *,
-        replicas: int,
         reference: StateMachine,
         violation: Callable[[str], Violation],
         leases: LeaseChecker | None = None,
@@ -69,36 +69,44 @@ class Checker:
         turns a broken invariant into a report (with its seed and trace); `leases`: told every committed op."""
         self._violation = violation
         self.leases = leases
-        count = replicas
         self.committed: list[LogEntry] = []  # the one committed log, op n at index n - 1
         self.committed_results: list[bytes] = []
         self.committed_at: dict[tuple[int, int], int] = {}  # (client_id, request_number) -> op_number
         self.digests: dict[int, bytes] = {}  # commit_number -> app snapshot digest
-        # op_number -> (entry a client got a reply for, the view of that reply)
-        self.acknowledged: dict[int, tuple[LogEntry, int]] = {}
-        self.view_logs: dict[int, list[LogEntry | None]] = {}  # view -> longest log seen in normal status there
-        self.checked_commit = [0] * count
-        self.checked_view = [(-1, False)] * count  # (view, normal) last checked
-        self.checked_view_op = [0] * count
+        # op_number -> (entry a client got a reply for, the (epoch, view) of that reply)
+        self.acknowledged: dict[int, tuple[LogEntry, tuple[int, int]]] = {}
+        # (epoch, view) -> longest log seen in normal status there
+        self.view_logs: dict[tuple[int, int], list[LogEntry | None]] = {}
+        # Per replica id (new replicas join): commit_number, (epoch, view, normal) and op last checked.
+        self.checked_commit: dict[int, int] = {}
+        self.checked_view: dict[int, tuple[int, int, bool]] = {}
+        self.checked_view_op: dict[int, int] = {}
+        self.reply_epochs: dict[tuple[int, int, int], int] = {}  # (client_id, request_number, view) -> epoch
         self.reference = reference
 
     def fail(self, what: str) -> Violation:
         return self._violation(what)
 
     def on_crash(self, index: int) -> None:
-        self.checked_commit[index] = 0
-        self.checked_view[index] = (-1, False)
-        self.checked_view_op[index] = 0
+        self.checked_commit.pop(index, None)
+        self.checked_view.pop(index, None)
+        self.checked_view_op.pop(index, None)
 
     def after_step(self, index: int, replica: Replica, ready: Ready) -> None:
         self._check_executed(index, replica, ready)
         self._check_view_log(index, replica)
+        # A Reply carries its view, not its epoch: remember the epoch each was sent in (the earliest, if two
+        # epochs ever answered in the same view number), so an acknowledgement is ordered by (epoch, view).
+        for reply in ready.replies:
+            if isinstance(reply, Reply):
+                key = (reply.client_id, reply.request_number, reply.view)
+                self.reply_epochs[key] = min(self.reply_epochs.get(key, replica.epoch), replica.epoch)
 
     def _check_executed(self, index: int, replica: Replica, ready: Ready) -> None:
         """What the replica says it executed (`Ready.executed`, `Ready.restored`) is the committed log, in order,
         each op exactly once, and brings it exactly to its commit_number; its app state agrees with every other
         replica's at that op. The core's own report is checked, not its internals: a driver relies on it."""
-        before = self.checked_commit[index]
+        before = self.checked_commit.get(index, 0)
         expected = before + 1  # the next op the replica may execute
         restores = iter(ready.restored)
         restore = next(restores, None)
@@ -128,7 +136,11 @@ class Checker:
                     )
                 self.committed_at[key] = op_number
                 self.committed.append(entry)
-                # A reference copy of the app, fed the committed log once, gives the result each op must have.
+                # A reference copy of the app, fed the committed log once, gives the result each op must have
+                # (a reconfiguration is the core's, never the app's: its first execution gives it).
+                if is_reconfiguration(entry.operation):
+                    self.committed_results.append(result)
+                    continue
                 self.committed_results.append(self.reference.apply(entry))
                 if self.leases is not None:
                     self.leases.on_commit(entry, self.committed_results[-1])
@@ -159,18 +171,18 @@ class Checker:
     def _check_view_log(self, index: int, replica: Replica) -> None:
         # A replica in state transfer still holds its old view's log: it is not (yet) one of this view's.
         normal = replica.status is Status.NORMAL and not replica.state_transfer
-        view = replica.view_number
-        state = (view, normal)
-        if state != self.checked_view[index]:
+        view = (replica.epoch, replica.view_number)
+        state = (*view, normal)
+        if state != self.checked_view.get(index):
             self.checked_view[index] = state
             self.checked_view_op[index] = 0
-            if state[1] and replica.is_primary():
+            if normal and replica.is_primary():
                 # A view's log is the one its primary starts with; backups hold prefixes of it (checked
                 # below), so an acknowledged op survives iff every new primary holds it.
                 self._check_acknowledged(index, replica)
         if not normal:
             return
-        start = self.checked_view_op[index]
+        start = self.checked_view_op.get(index, 0)
         if start > replica.op_number:  # a state transfer truncated the uncommitted suffix
             start = 0
         start = max(start, replica.log_base)  # ops in the snapshot: committed, checked above
@@ -183,7 +195,7 @@ class Checker:
                 if known is None:
                     view_log[op_number - 1] = entry
                 elif known != entry:
-                    raise self.fail(f"r{index}: two logs in view {view} at op {op_number}")
+                    raise self.fail(f"r{index}: two logs in (epoch, view) {view} at op {op_number}")
             elif op_number == len(view_log) + 1:
                 view_log.append(entry)
             else:  # the first replica of this view we see started from a snapshot: fill the gap with None
@@ -192,7 +204,7 @@ class Checker:
         self.checked_view_op[index] = replica.op_number
 
     def _check_acknowledged(self, index: int, replica: Replica) -> None:
-        view = replica.view_number
+        view = (replica.epoch, replica.view_number)
         for op_number, (entry, acknowledged_in) in self.acknowledged.items():
             if view <= acknowledged_in:
                 continue  # a primary of an older view may start late; it cannot commit anything (no quorum)
@@ -200,7 +212,7 @@ class Checker:
                 continue  # executed and folded into its snapshot: the commit checks cover it
             if op_number > replica.op_number or replica.entry(op_number) != entry:
                 raise self.fail(
-                    f"r{index}: entered view {replica.view_number} without acknowledged op {op_number} ({entry})"
+                    f"r{index}: entered (epoch, view) {view} without acknowledged op {op_number} ({entry})"
                 )
 
     def on_client_reply(self, message: Any) -> None:
@@ -213,7 +225,8 @@ class Checker:
         if message.result != self.committed_results[op_number - 1]:
             raise self.fail(f"client got a result for {key} that differs from the committed one")
         previous = self.acknowledged.get(op_number)
-        view = message.view if previous is None else min(previous[1], message.view)
+        sent_in = (self.reply_epochs[(message.client_id, message.request_number, message.view)], message.view)
+        view = sent_in if previous is None else min(previous[1], sent_in)
         self.acknowledged[op_number] = (self.committed[op_number - 1], view)
 
 

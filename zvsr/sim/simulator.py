@@ -20,6 +20,12 @@ the lock. Their ops are kept out of the linearizability history (the model knows
 `invariants.LeaseChecker` checks them instead. In the liveness phase, holders and waiters with a lease keep it
 alive for `LEASE_LIVENESS_TTLS` TTLs more, so leases are also checked in a healed cluster, then stop.
 
+Reconfigurations (§7) are among the faults: an admin client asks the primary to grow the configuration, shrink
+it (3 to 5 members and back), or replace a member; the new replicas start empty and catch up, the replicas that
+leave stop once the new configuration has started (they are retired, never restarted). Crashes, partitions and
+pauses go on meanwhile, so transitions are cut in the middle. Clients learn a new configuration as a proxy
+would, from the replicas (`ClientSession.learn_configuration`).
+
 After every event the checker (`invariants.py`) verifies what must always hold, incrementally; at the end the
 clients' history is checked for linearizability. A violation raises `Violation` carrying the seed, the
 invariant and the last events, so `zvsr sim --seed S` replays it exactly.
@@ -43,6 +49,7 @@ from zvsr.constants import TICK_MS
 from zvsr.lincheck import UNKNOWN, Operation, ZvsrModel, check
 from zvsr.protocol.client_session import ClientSession
 from zvsr.protocol.config import Config
+from zvsr.protocol.membership import Member, Membership, reconfiguration_operation
 from zvsr.protocol.messages import ERROR_SESSION_EXPIRED, Error, LogEntry, Redirect, Reply, Request
 from zvsr.protocol.ready import BROADCAST, PersistLog, PersistRecord, PersistSnapshot, PersistViewState
 from zvsr.protocol.replica import DurableState, Replica, Status
@@ -58,6 +65,7 @@ from zvsr.wire.codec import (
 )
 
 KEYS = ("k0", "k1", "k2")
+ADMIN = 900  # the admin client that asks for reconfigurations (its client_id and its number)
 LOCKS = ("l0", "l1")  # the locks lease holders contend for (fewer than holders, so some wait)
 LEASE_TTLS_MS = (200, 300, 500)  # swarm draws one per seed: short, so failovers often outlast what is left
 LEASE_LIVENESS_TTLS = 2  # in the liveness phase, lease holders keep alive this many TTLs more, then stop
@@ -90,6 +98,8 @@ class SimOptions:
     # Lease holders (besides `clients`) and their leases' TTL in ms of virtual time.
     lease_clients: int = 2
     lease_ttl_ms: int = 300
+    # Reconfigurations among the faults (grow, shrink, replace a member), at most one in flight.
+    reconfigure: bool = True
 
 
 @dataclass(slots=True)
@@ -104,6 +114,7 @@ class SimResult:
     lease_expire_ops: int = 0  # lease_expire ops committed (applied at the same op number by every replica)
     leases_expired: int = 0  # leases they ended
     lock_grants: int = 0  # lock grants committed (each with a larger fencing token)
+    epochs: int = 0  # reconfigurations committed (the last epoch reached)
 
 
 @dataclass(slots=True)
@@ -156,18 +167,28 @@ class Simulation:
             snapshot_interval_ops=self.options.snapshot_interval_ops,
             snapshot_chunk_bytes=self.options.snapshot_chunk_bytes,
             client_table_max=self.options.client_table_max,
+            reconfiguration=self.options.reconfigure,
         )
         self.crash_while_writing: set[int] = set()  # crash these at their next write (torn_write)
         self.now = 0
         self.trace: deque[tuple[int, str]] = deque(maxlen=c.SIM_TRACE_EVENTS_KEPT)
-        self.replicas: list[Replica | None] = []
+        self.replicas: list[Replica | None] = []  # by replica id; new replicas get the next ids
         self.incarnation = [0] * self.options.replicas
+        self.retired: set[int] = set()  # left the configuration and stopped: never restarted
+        # New replicas that never started an epoch as a member: one that loses its disk is started again as new
+        # (its operator runs it with the same flags; it made no promise anyone relies on).
+        self.joining: set[int] = set()
+        # The admin client that reconfigures, and the configuration clients address (the latest one known).
+        self.admin: ClientSession | None = None
+        self.admin_number = 0
+        self.configuration = Membership.initial(self.options.replicas)
+        self.pending: tuple[int, ...] = ()  # the configuration the admin asked for last
+        self.reconfigurations = 0
         self.paused: set[int] = set()
         self.stalled: set[int] = set()
         self.backlog: dict[int, list[tuple[Any, Any]]] = {i: [] for i in range(self.options.replicas)}
         self.leases = LeaseChecker(spread=c.SIM_CLOCK_RATE_SPREAD, violation=self._violation)
         self.checker = Checker(
-            replicas=self.options.replicas,
             reference=self.new_state_machine(),
             violation=self._violation,
             leases=self.leases,
@@ -199,6 +220,7 @@ class Simulation:
 
     def _swarm(self, options: SimOptions) -> SimOptions:
         prng = self.prng
+        reconfigure = options.reconfigure and prng.random() < 0.5  # half the seeds keep their configuration
         network = NetworkOptions(
             delay_ms_min=1,
             delay_ms_max=prng.choice((2, 5, 12, 40)),
@@ -226,12 +248,15 @@ class Simulation:
             client_table_max=client_table_max,
             lease_clients=lease_clients,
             lease_ttl_ms=prng.choice(LEASE_TTLS_MS),
+            reconfigure=reconfigure,
             swarm=False,
         )
 
     # --- construction -------------------------------------------------------------------------------------
 
-    def _new_replica(self, index: int, *, recovering: bool, durable: DurableState | None = None) -> Replica:
+    def _new_replica(
+        self, index: int, *, recovering: bool, durable: DurableState | None = None, joining: bool = False
+    ) -> Replica:
         self.incarnation[index] += 1
         label = f"r{index}"
 
@@ -247,18 +272,31 @@ class Simulation:
             durable=durable,
             logger=log,
             clock=partial(self._clock, index),
+            # A replica that lost its disk knows the configuration its operator gives it: the latest one.
+            membership=self.configuration if recovering and self.reconfigurations else None,
+            joining=joining,
         )
         how = " (recovering)" if recovering else " (from disk)" if durable is not None else ""
+        how += " (joining)" if joining else ""
         self._note(f"{label} started{how}")
         return replica
 
     def _new_session(self, owner: int, client_id: int) -> ClientSession:
         self.session_owner[client_id] = owner
-        return ClientSession(
+        session = ClientSession(
             client_id=client_id,
             replica_count=self.options.replicas,
             prng=random.Random(self.prng.getrandbits(64)),
         )
+        if self.reconfigurations:
+            session.learn_configuration(self.configuration.ids, self.configuration.start_view)
+        return session
+
+    def _sessions(self) -> Iterator[ClientSession]:
+        yield from (client.session for client in self.clients.values())
+        yield from (holder.session for holder in self.holders.values())
+        if self.admin is not None:
+            yield self.admin
 
     def _clock(self, index: int) -> int:
         """Replica `index`'s monotonic clock in ns: virtual time at its own rate."""
@@ -310,13 +348,13 @@ class Simulation:
         self._flush(index)
 
     def primary(self) -> int | None:
-        """The replica that is primary in normal status, in the highest such view."""
-        best: tuple[int, int] | None = None
+        """The replica that is primary in normal status, in the highest such (epoch, view)."""
+        best: tuple[int, int, int] | None = None
         for index, replica in enumerate(self.replicas):
             if replica is not None and replica.status is Status.NORMAL and replica.is_primary():
-                if best is None or replica.view_number > best[0]:
-                    best = (replica.view_number, index)
-        return None if best is None else best[1]
+                if best is None or (replica.epoch, replica.view_number) > best[:2]:
+                    best = (replica.epoch, replica.view_number, index)
+        return None if best is None else best[2]
 
     def run(self) -> SimResult:
         self.start()
@@ -343,11 +381,14 @@ class Simulation:
             lease_expire_ops=leases.expire_ops,
             leases_expired=leases.expired,
             lock_grants=leases.grants,
+            epochs=self.configuration.epoch,
         )
 
     def _busy(self) -> bool:
         """Liveness phase: a request is still outstanding, or a lease holder is still keeping alive."""
         if any(client.session.outstanding is not None for client in self.clients.values()):
+            return True
+        if self.admin is not None and self.admin.outstanding is not None:
             return True
         return any(h.session.outstanding is not None or h.state != "done" for h in self.holders.values())
 
@@ -372,6 +413,8 @@ class Simulation:
                 self._restart(event.payload)
             elif kind == "resume":
                 self._resume(event.payload)
+            elif kind == "admin":
+                self._admin_tick()
             else:
                 raise AssertionError(kind)
         except AssertionError as error:  # an assertion in the core is a found bug: report it as a violation
@@ -384,6 +427,10 @@ class Simulation:
             return
         if isinstance(to, tuple):  # a client
             self.checker.on_client_reply(message)
+            if to[1] == ADMIN:
+                assert self.admin is not None
+                self.admin.on_reply(message)
+                return self._admin_progress()
             holder = self.holders.get(to[1])
             if holder is not None:
                 holder.session.on_reply(message)
@@ -420,18 +467,21 @@ class Simulation:
         self.disks[index].apply(ready.persist)  # step 1 of the contract, before anything is sent
         for envelope in ready.messages:
             message = self._wire(envelope.message, decode_replica_message)
-            if envelope.to == BROADCAST:
-                for peer in range(self.options.replicas):
-                    if peer != index:
-                        self.network.send(self.now, index, peer, message)
-            else:
-                self.network.send(self.now, index, envelope.to, message)
+            for peer in replica.peers if envelope.to == BROADCAST else (envelope.to,):
+                if peer < len(self.replicas):
+                    self.network.send(self.now, index, peer, message)
         for reply in ready.replies:
             owner = self.session_owner.get(reply.client_id)
             if owner is not None:
                 self.network.send(self.now, index, ("c", owner), self._wire(reply, decode_client_reply))
         replica.invariants()
         self.checker.after_step(index, replica, ready)
+        if replica.epoch > self.configuration.epoch:
+            self._learn_configuration(replica.membership)
+        if index in self.joining and replica.status is Status.NORMAL:
+            self.joining.discard(index)
+        if replica.stopped:
+            self._retire(index)
 
     def _wire(self, message: Any, decode: Callable[[bytes], Any]) -> Any:
         """What the receiver gets: the message through the real codec, so the core never sends what the wire
@@ -471,7 +521,7 @@ class Simulation:
         client = self.clients[client_id]
         session = client.session
         for to, request in session.take_outbox():
-            targets = range(self.options.replicas) if to == BROADCAST else (to,)
+            targets = session.members if to == BROADCAST else (to,)
             wired = self._wire(request, decode_request)
             for target in targets:
                 self.network.send(self.now, ("c", client_id), target, wired)
@@ -599,7 +649,7 @@ class Simulation:
         holder = self.holders[number]
         session = holder.session
         for to, request in session.take_outbox():
-            targets = range(self.options.replicas) if to == BROADCAST else (to,)
+            targets = session.members if to == BROADCAST else (to,)
             wired = self._wire(request, decode_request)
             for target in targets:
                 self.network.send(self.now, ("c", number), target, wired)
@@ -677,20 +727,22 @@ class Simulation:
         elif roll < 0.6 and options.crash:
             self._crash()
         elif roll < 0.75 and options.pause:
-            index = self.prng.randrange(options.replicas)
+            index = self.prng.choice(self._running())
             if self.replicas[index] is not None and index not in self.paused:
                 self.paused.add(index)
                 self._note(f"r{index} paused")
                 self.events.push(self.now + self.prng.randint(50, 800), "resume", index)
         elif roll < 0.85 and options.pause:
-            index = self.prng.randrange(options.replicas)
+            index = self.prng.choice(self._running())
             if index not in self.stalled:
                 self.stalled.add(index)
                 self._note(f"r{index} clock stalled")
                 self.events.push(self.now + self.prng.randint(50, 800), "resume", index)
+        elif roll < 0.92 and options.reconfigure:
+            self._reconfigure()
 
     def _partition(self) -> None:
-        replicas = list(range(self.options.replicas))
+        replicas = self._running()
         self.prng.shuffle(replicas)
         cut = self.prng.randint(1, len(replicas) - 1) if len(replicas) > 1 else 1
         side_a, side_b = replicas[:cut], replicas[cut:]
@@ -704,9 +756,9 @@ class Simulation:
         self._note(f"partition {side_a} {'->' if one_way else '|'} {side_b}")
 
     def _clog(self) -> None:
-        count = self.options.replicas
-        for _ in range(self.prng.randint(1, count)):
-            source, to = self.prng.randrange(count), self.prng.randrange(count)
+        running = self._running()
+        for _ in range(self.prng.randint(1, len(running))):
+            source, to = self.prng.choice(running), self.prng.choice(running)
             if source != to:
                 extra = self.prng.choice((20, 80, 300))
                 until = self.now + self.prng.randint(50, 1000)
@@ -717,18 +769,21 @@ class Simulation:
         if self.prng.random() < 0.5:
             # With its disk: any number of replicas may be down at once, even all of them.
             everyone = self.prng.random() < 0.1
-            for index in (
-                range(self.options.replicas) if everyone else [self.prng.randrange(self.options.replicas)]
-            ):
+            for index in self._running() if everyone else [self.prng.choice(self._running())]:
                 if self.prng.random() < self.options.torn_write and self.replicas[index] is not None:
                     self.crash_while_writing.add(index)  # at its next write, whenever that is
                 else:
                     self._crash_one(index, disk=True)
             return
-        down = sum(1 for r in self.replicas if r is None or r.status is Status.RECOVERING)
-        if down >= self.config.f:
+        # Diskless: at most f (of the latest configuration) down or recovering, the bound of the paper. A replica
+        # that is not a member (joining, or leaving) counts too: it may become one, or still be needed.
+        down = sum(1 for i in self._running() if _down_or_recovering(self.replicas[i]))
+        sizes = [len(self.configuration.ids)]
+        if self.admin is not None and self.admin.outstanding is not None:
+            sizes.append(len(self.pending))  # a transition in flight: both groups must keep their bound
+        if down >= (min(sizes) - 1) // 2:
             return
-        self._crash_one(self.prng.randrange(self.options.replicas), disk=False)
+        self._crash_one(self.prng.choice(self._running()), disk=False)
 
     def _crash_one(self, index: int, *, disk: bool, during: str = "", restart_after_ms: int | None = None) -> None:
         if self.replicas[index] is None:
@@ -748,10 +803,13 @@ class Simulation:
         self.events.push(self.now + restart_after_ms, "restart", index)
 
     def _restart(self, index: int) -> None:
-        if self.replicas[index] is not None:
+        if self.replicas[index] is not None or index in self.retired:
             return
         disk = self.disks[index]
-        if not disk.initialized:
+        if not disk.initialized and index in self.joining:
+            self.disks[index] = Disk()
+            self.replicas[index] = self._new_replica(index, recovering=False, joining=True)
+        elif not disk.initialized:
             # Nothing durable yet (memory and disk were lost, and Recovery never finished): recover again.
             self.replicas[index] = self._new_replica(index, recovering=True)
         else:
@@ -785,6 +843,8 @@ class Simulation:
         for index, replica in enumerate(self.replicas):
             if replica is None:
                 self._restart(index)
+        if self.admin is not None:
+            self.admin.learn_configuration(self.configuration.ids, self.configuration.start_view)
         self.network.options = NetworkOptions(
             delay_ms_min=self.network.options.delay_ms_min,
             delay_ms_max=self.network.options.delay_ms_max,
@@ -796,6 +856,100 @@ class Simulation:
         backlog, self.backlog[index] = self.backlog[index], []
         for source, message in backlog:
             self._deliver(source, index, message)
+
+    # --- reconfiguration (§7) ------------------------------------------------------------------------------
+
+    def _running(self) -> list[int]:
+        """Replica ids that exist and are not retired (crashed ones included: they come back)."""
+        return [i for i in range(len(self.replicas)) if i not in self.retired]
+
+    def _reconfigure(self) -> None:
+        """An admin asks for a new configuration of the latest epoch: grow, shrink (within 3..5 members) or
+        replace a member. New replicas start empty, joining; they are ordered last, so a member that holds the
+        state leads the new epoch's first view."""
+        if self.admin is not None and self.admin.outstanding is not None:
+            return
+        members = list(self.configuration.ids)
+        prng = self.prng
+        choices = ["replace"] + (["grow"] if len(members) < 5 else []) + (["shrink"] if len(members) > 3 else [])
+        change = prng.choice(choices)
+        next_id = max(len(self.replicas), self.configuration.highest_id + 1)
+        joining: list[int] = []
+        if change == "grow":
+            joining = list(range(next_id, next_id + prng.randint(1, 5 - len(members))))
+        elif change == "shrink":
+            for _ in range(prng.randint(1, len(members) - 3)):
+                members.remove(prng.choice(members))
+        else:
+            members.remove(prng.choice(members))
+            joining = [next_id]
+        prng.shuffle(members)
+        new = tuple(members + joining)
+        # The paper's model holds per group: at most f of the new configuration may have lost their state.
+        down = sum(1 for i in new if i not in joining and _down_or_recovering(self.replicas[i]))
+        if down > (len(new) - 1) // 2:
+            return
+        self.pending = new
+        for index in joining:
+            self._add_replica(index)
+        self._note(f"reconfigure ({change}): epoch {self.configuration.epoch} {self.configuration.ids} -> {new}")
+        if self.admin is None:
+            self.admin = self._new_session(ADMIN, ADMIN)
+            self.events.push(self.now + TICK_MS, "admin", None)
+        self.admin_number += 1
+        operation = reconfiguration_operation(self.configuration.epoch, tuple(Member(i) for i in new))
+        self.admin.submit(operation)
+        self._admin_progress()
+
+    def _add_replica(self, index: int) -> None:
+        assert index == len(self.replicas)
+        self.incarnation.append(0)
+        self.disks.append(Disk())
+        self.backlog[index] = []
+        self.clock_rates.append(1 + self.prng.uniform(-c.SIM_CLOCK_RATE_SPREAD, c.SIM_CLOCK_RATE_SPREAD))
+        self.replicas.append(None)
+        self.joining.add(index)
+        self.replicas[index] = self._new_replica(index, recovering=False, joining=True)
+        self.events.push(self.now + TICK_MS, "tick", index)
+        self._flush(index)
+
+    def _admin_tick(self) -> None:
+        admin = self.admin
+        assert admin is not None
+        if admin.outstanding is None and self.liveness:
+            return
+        self.events.push(self.now + TICK_MS, "admin", None)
+        admin.tick()
+        self._admin_progress()
+
+    def _admin_progress(self) -> None:
+        admin = self.admin
+        assert admin is not None
+        for to, request in admin.take_outbox():
+            wired = self._wire(request, decode_request)
+            for target in admin.members if to == BROADCAST else (to,):
+                self.network.send(self.now, ("c", ADMIN), target, wired)
+        while (completion := admin.take_completion()) is not None:
+            answer = "unknown" if completion.result is None else msgpack.unpackb(completion.result)
+            self._note(f"reconfiguration answered: {answer} {completion.error or ''}")
+
+    def _learn_configuration(self, configuration: Membership) -> None:
+        """A replica entered a later epoch: clients learn its configuration, as a proxy would from heartbeats."""
+        self.configuration = configuration
+        self.reconfigurations += 1
+        self._note(f"epoch {configuration.epoch} started: members {configuration.ids}")
+        for session in self._sessions():
+            session.learn_configuration(configuration.ids, configuration.start_view)
+
+    def _retire(self, index: int) -> None:
+        """A replica that left and handed over stops for good (its process exits)."""
+        self._note(f"r{index} left the configuration and stopped")
+        self.retired.add(index)
+        self.replicas[index] = None
+        self.paused.discard(index)
+        self.stalled.discard(index)
+        self.crash_while_writing.discard(index)
+        self.checker.on_crash(index)
 
     # --- the end ------------------------------------------------------------------------------------------
 
@@ -811,6 +965,10 @@ class Simulation:
         lines = [f"seed={self.seed} t={self.now}ms: {what}", "last events:"]
         lines += [f"  {at:>8}ms {text}" for at, text in self.trace]
         return Violation(self.seed, what, "\n".join(lines))
+
+
+def _down_or_recovering(replica: Replica | None) -> bool:
+    return replica is None or replica.status is Status.RECOVERING
 
 
 @dataclass(slots=True)
@@ -830,6 +988,7 @@ class Disk:
     log_base: int = 0
     snapshot: bytes | None = None
     initialized: bool = True
+    epoch: int = 0
 
     def apply(self, records: list[PersistRecord], *, prng: random.Random | None = None) -> None:
         """Write `records`; with `prng`, crash partway (a random prefix of the writes survives)."""
@@ -897,6 +1056,7 @@ class Disk:
         self.view_number = record.view_number
         self.last_normal_view = record.last_normal_view
         self.commit_number = record.commit_number
+        self.epoch = record.epoch
         self.initialized = True
 
     def state(self) -> DurableState:
@@ -907,6 +1067,7 @@ class Disk:
             log=tuple(self.log),
             log_base=self.log_base,
             snapshot=self.snapshot,
+            epoch=self.epoch,
         )
 
 

@@ -25,14 +25,17 @@ type    message             fields after ``type`` (in encoding order)
 10      RecoveryResponse    cluster, epoch, view, replica, nonce, log, op_number, commit_number
 11      GetSnapshot         cluster, epoch, view, replica, snapshot_op, offset
 12      SnapshotChunk       cluster, epoch, view, replica, snapshot_op, size, checksum, offset, data
+13      StartEpoch          cluster, epoch, view, replica, op_number, membership
+14      EpochStarted        cluster, epoch, view, replica
 20      Request             client_id, request_number, operation
 21      Reply               view, client_id, request_number, result
 22      Redirect            view, primary, client_id, request_number
 23      Error               view, client_id, request_number, code, message
 ======  ==================  ===============================================================================
 
-Replica kinds are 1..19 and client kinds 20..23, so one glance at a captured frame says which port it belongs
-on. The numbers are part of the wire format: never renumber, only add.
+``replica`` is the sender's replica id (`zvsr.protocol.membership`: stable, never reused; 0..n-1 until the first
+reconfiguration), an unsigned 32-bit number. Replica kinds are 1..19 and client kinds 20..23, so one glance at a
+captured frame says which port it belongs on. The numbers are part of the wire format: never renumber, only add.
 
 Decoding is the trust boundary (ARCHITECTURE §4, STYLE rule 6): nothing reaches the protocol core until it is
 a well-formed, internally consistent frozen dataclass, and any other input is one `DecodeError` with a
@@ -69,11 +72,12 @@ from zvsr.constants import (
     ERROR_MESSAGE_CHARS_MAX,
     ID_MAX,
     LOG_ENTRIES_MAX,
+    MEMBERSHIP_BYTES_MAX,
     MESSAGE_BYTES_MAX,
     NEW_STATE_ENTRIES_MAX,
     OPERATION_BYTES_MAX,
     PREPARE_ENTRIES_MAX,
-    REPLICAS_MAX,
+    REPLICA_ID_MAX,
     RESULT_BYTES_MAX,
     SNAPSHOT_BYTES_MAX,
     SNAPSHOT_CHUNK_BYTES,
@@ -83,6 +87,7 @@ from zvsr.protocol.messages import (
     ClientReply,
     Commit,
     DoViewChange,
+    EpochStarted,
     Error,
     GetSnapshot,
     GetState,
@@ -97,6 +102,7 @@ from zvsr.protocol.messages import (
     Reply,
     Request,
     SnapshotChunk,
+    StartEpoch,
     StartView,
     StartViewChange,
 )
@@ -134,6 +140,8 @@ TYPE_RECOVERY: Final = 9
 TYPE_RECOVERY_RESPONSE: Final = 10
 TYPE_GET_SNAPSHOT: Final = 11
 TYPE_SNAPSHOT_CHUNK: Final = 12
+TYPE_START_EPOCH: Final = 13
+TYPE_EPOCH_STARTED: Final = 14
 TYPE_REQUEST: Final = 20
 TYPE_REPLY: Final = 21
 TYPE_REDIRECT: Final = 22
@@ -152,6 +160,8 @@ TYPE_NUMBERS: Final[dict[type, int]] = {
     RecoveryResponse: TYPE_RECOVERY_RESPONSE,
     GetSnapshot: TYPE_GET_SNAPSHOT,
     SnapshotChunk: TYPE_SNAPSHOT_CHUNK,
+    StartEpoch: TYPE_START_EPOCH,
+    EpochStarted: TYPE_EPOCH_STARTED,
     Request: TYPE_REQUEST,
     Reply: TYPE_REPLY,
     Redirect: TYPE_REDIRECT,
@@ -270,6 +280,17 @@ def _encode_snapshot_chunk(m: SnapshotChunk) -> dict[str, Any]:
     return value
 
 
+def _encode_start_epoch(m: StartEpoch) -> dict[str, Any]:
+    value = _encode_header(TYPE_START_EPOCH, m)
+    value["op_number"] = m.op_number
+    value["membership"] = m.membership
+    return value
+
+
+def _encode_epoch_started(m: EpochStarted) -> dict[str, Any]:
+    return _encode_header(TYPE_EPOCH_STARTED, m)
+
+
 def _encode_request(m: Request) -> dict[str, Any]:
     return {
         "type": TYPE_REQUEST,
@@ -323,6 +344,8 @@ _ENCODERS: Final[dict[type, Callable[[Any], dict[str, Any]]]] = {
     RecoveryResponse: _encode_recovery_response,
     GetSnapshot: _encode_get_snapshot,
     SnapshotChunk: _encode_snapshot_chunk,
+    StartEpoch: _encode_start_epoch,
+    EpochStarted: _encode_epoch_started,
     Request: _encode_request,
     Reply: _encode_reply,
     Redirect: _encode_redirect,
@@ -401,11 +424,11 @@ def _id(value: dict[str, Any], name: str) -> int:
     raise bad_int(name, number, ID_MAX)
 
 
-def _replica_index(value: dict[str, Any], name: str) -> int:
+def _replica_id(value: dict[str, Any], name: str) -> int:
     number = value[name]
-    if type(number) is int and 0 <= number < REPLICAS_MAX:
+    if type(number) is int and 0 <= number <= REPLICA_ID_MAX:
         return number
-    raise bad_int(name, number, REPLICAS_MAX - 1)
+    raise bad_int(name, number, REPLICA_ID_MAX)
 
 
 def _bytes(value: dict[str, Any], name: str, size_max: int) -> bytes:
@@ -450,12 +473,12 @@ def _decode_header(value: dict[str, Any]) -> dict[str, Any]:
         and 0 <= cluster <= ID_MAX
         and 0 <= epoch <= ID_MAX
         and 0 <= view <= ID_MAX
-        and 0 <= replica < REPLICAS_MAX
+        and 0 <= replica <= REPLICA_ID_MAX
     ):
         return {"cluster": cluster, "epoch": epoch, "view": view, "replica": replica}
     for name in ("cluster", "epoch", "view"):
         _id(value, name)
-    _replica_index(value, "replica")
+    _replica_id(value, "replica")
     raise AssertionError("unreachable: one of the checks above fails")
 
 
@@ -591,6 +614,18 @@ def _decode_snapshot_chunk(value: dict[str, Any]) -> SnapshotChunk:
     )
 
 
+def _decode_start_epoch(value: dict[str, Any]) -> StartEpoch:
+    checked = _decode_header(value)
+    checked["op_number"] = _id(value, "op_number")
+    # The configuration's own layout is checked by the core (membership.decode) when it acts on it.
+    checked["membership"] = _bytes(value, "membership", MEMBERSHIP_BYTES_MAX)
+    return StartEpoch(**checked)
+
+
+def _decode_epoch_started(value: dict[str, Any]) -> EpochStarted:
+    return EpochStarted(**_decode_header(value))
+
+
 def _decode_request(value: dict[str, Any]) -> Request:
     return Request(
         client_id=_id(value, "client_id"),
@@ -611,7 +646,7 @@ def _decode_reply(value: dict[str, Any]) -> Reply:
 def _decode_redirect(value: dict[str, Any]) -> Redirect:
     return Redirect(
         view=_id(value, "view"),
-        primary=_replica_index(value, "primary"),
+        primary=_replica_id(value, "primary"),
         client_id=_id(value, "client_id"),
         request_number=_id(value, "request_number"),
     )
@@ -649,6 +684,8 @@ _REPLICA_DECODERS: Final[dict[int, Callable[[dict[str, Any]], ReplicaMessage]]] 
     TYPE_RECOVERY_RESPONSE: _decode_recovery_response,
     TYPE_GET_SNAPSHOT: _decode_get_snapshot,
     TYPE_SNAPSHOT_CHUNK: _decode_snapshot_chunk,
+    TYPE_START_EPOCH: _decode_start_epoch,
+    TYPE_EPOCH_STARTED: _decode_epoch_started,
 }
 _REQUEST_DECODERS: Final[dict[int, Callable[[dict[str, Any]], Request]]] = {TYPE_REQUEST: _decode_request}
 _CLIENT_REPLY_DECODERS: Final[dict[int, Callable[[dict[str, Any]], ClientReply]]] = {
@@ -667,7 +704,7 @@ _ALL_DECODERS: Final[dict[int, Callable[[dict[str, Any]], Message]]] = {
 
 
 def decode_replica_message(data: bytes) -> ReplicaMessage:
-    """A replica-to-replica message (types 1..12) from the replica port; DecodeError for anything else."""
+    """A replica-to-replica message (types 1..14) from the replica port; DecodeError for anything else."""
     return _dispatch(unpack_map(data, MESSAGE_BYTES_MAX), _REPLICA_DECODERS)
 
 

@@ -13,7 +13,7 @@ type, `DecodeError`, for *any* input, with a machine-readable `reason` that the 
   to `decode_replica_message`, say);
 - ``missing_field`` / ``unknown_field``: the key set differs from the class's fields;
 - ``wrong_type``: a field of the wrong msgpack type (``true`` is not an int here, ``str`` is not ``bin``);
-- ``out_of_range``: a number outside 0..ID_MAX, a replica index ≥ REPLICAS_MAX, an unknown error code, an
+- ``out_of_range``: a number outside 0..ID_MAX, a replica id above REPLICA_ID_MAX, an unknown error code, an
   empty Prepare;
 - ``too_large``: the input, a bytes field, a string or an entry list above its bound in `zvsr.constants`;
 - ``inconsistent``: each field is fine but together they break an invariant (commit_number > op_number,

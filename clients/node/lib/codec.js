@@ -13,7 +13,7 @@
  *
  * Messages in JavaScript are plain objects with the wire's field names:
  * `{ kind: "Request", client_id, request_number, operation }`. Numbers (view, client_id, request_number)
- * decode as bigint, `primary` (a replica index) as number, `operation` / `result` as Buffer, `code` /
+ * decode as bigint, `primary` (a replica id, 0..2^32-1) as number, `operation` / `result` as Buffer, `code` /
  * `message` as string. The encoder takes a number or a bigint for any numeric field.
  *
  * Decoding is the trust boundary: every decoder throws `DecodeError` (with the codec's `reason`) for any input
@@ -24,7 +24,9 @@
 const msgpack = require('./msgpack');
 
 const ID_MAX = (1n << 64n) - 1n;
-const REPLICAS_MAX = 15;
+// Replica ids are stable and never reused (docs/protocol.md §3): 0..n-1 in a cluster's first configuration,
+// any uint32 after reconfigurations.
+const REPLICA_ID_MAX = 2 ** 32 - 1;
 const OPERATION_BYTES_MAX = 64 * 1024;
 const RESULT_BYTES_MAX = 1024 * 1024;
 const MESSAGE_BYTES_MAX = 256 * 1024 * 1024;
@@ -84,8 +86,8 @@ function encode(message) {
       if (typeof value !== 'string') throw new TypeError(`${field} must be a string`);
       map.set(field, value);
     } else if (field === 'primary') {
-      if (!Number.isInteger(Number(value)) || value < 0 || value >= REPLICAS_MAX) {
-        throw new RangeError(`primary must be a replica index 0..${REPLICAS_MAX - 1}, got ${value}`);
+      if (!Number.isInteger(Number(value)) || value < 0 || value > REPLICA_ID_MAX) {
+        throw new RangeError(`primary must be a replica id 0..${REPLICA_ID_MAX}, got ${value}`);
       }
       map.set(field, encodeNumber(value, field));
     } else {
@@ -156,10 +158,10 @@ function id(map, name) {
   throw badInt(name, value, ID_MAX);
 }
 
-function replicaIndex(map, name) {
+function replicaId(map, name) {
   const value = map.get(name);
-  if (typeof value === 'bigint' && value >= 0n && value < BigInt(REPLICAS_MAX)) return Number(value);
-  throw badInt(name, value, REPLICAS_MAX - 1);
+  if (typeof value === 'bigint' && value >= 0n && value <= BigInt(REPLICA_ID_MAX)) return Number(value);
+  throw badInt(name, value, REPLICA_ID_MAX);
 }
 
 function bytes(map, name, sizeMax) {
@@ -192,7 +194,7 @@ const DECODERS = {
     return {
       kind: 'Redirect',
       view: id(m, 'view'),
-      primary: replicaIndex(m, 'primary'),
+      primary: replicaId(m, 'primary'),
       client_id: id(m, 'client_id'),
       request_number: id(m, 'request_number'),
     };
@@ -245,6 +247,7 @@ module.exports = {
   KINDS,
   ERROR_CODES,
   ID_MAX,
+  REPLICA_ID_MAX,
   OPERATION_BYTES_MAX,
   RESULT_BYTES_MAX,
   CLIENT_MESSAGE_BYTES_MAX,

@@ -145,6 +145,14 @@ test('client messages: numbers as JavaScript sees them', () => {
   const redirect = codec.decodeClientReply(hex(vectors.messages.find((v) => v.name === 'redirect').hex));
   assert.equal(redirect.primary, 2);
   assert.equal(redirect.view, 2n);
+  // primary is a replica id: after reconfigurations any uint32, never reused, still a plain number.
+  for (const primary of [15, codec.REPLICA_ID_MAX, BigInt(codec.REPLICA_ID_MAX)]) {
+    const far = codec.decodeClientReply(codec.encode({ ...redirect, primary }));
+    assert.equal(far.primary, Number(primary));
+  }
+  for (const primary of [codec.REPLICA_ID_MAX + 1, -1, 1.5]) {
+    assert.throws(() => codec.encode({ ...redirect, primary }), RangeError, `primary ${primary}`);
+  }
 });
 
 test('noncanonical encodings decode to the canonical message', async (t) => {
