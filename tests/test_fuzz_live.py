@@ -22,14 +22,17 @@ import random
 import time
 from pathlib import Path
 
+import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 import pytest
 import zmq
 
 from zvsr.constants import CLIENT_MESSAGE_BYTES_MAX
-from zvsr.fuzz.generators import container_bomb
-from zvsr.fuzz.live import run_live_fuzz
+from zvsr.fuzz.generators import CLIENT, container_bomb
+from zvsr.fuzz.live import _readable_answer, run_live_fuzz
 from zvsr.fuzz.report import FuzzReport
+from zvsr.runtime import backup_query
 from zvsr.runtime.processes import process_cluster, wait_for
+from zvsr.wire import admin
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -116,3 +119,17 @@ def test_a_replica_survives_a_peer_connection_reset_while_its_queue_is_full(tmp_
         log = (tmp_path / "replica-0.log").read_text(errors="replace")
         assert cluster.nodes[0].poll() is None, f"replica 0 died ({cluster.nodes[0].returncode}): {log[-300:]}"
         wait_for(lambda: cluster.status(0) is not None, timeout_s=10, what="replica 0 to answer again")
+
+
+def test_the_admin_queries_answers_to_a_fuzzed_map_count_as_readable_and_a_broken_one_does_not() -> None:
+    """A fuzzed map that happens to be a snapshot, history or backup query of the wrong shape gets a bad_request
+    in that query's own answer type (33, 37, 35): readable, by that query's decoder."""
+    refusals = [
+        admin.encode_snapshot_error(admin.SNAPSHOT_BAD_REQUEST, "cannot read the snapshot query"),
+        admin.encode_history_error(admin.HISTORY_BAD_REQUEST, "cannot read the history query"),
+        backup_query.encode_error(backup_query.BAD_REQUEST, "cannot read the backup query"),
+        admin.encode_history_answer(1, 2, [(1, b"op", b"result")]),
+    ]
+    assert [_readable_answer(CLIENT, answer) for answer in refusals] == [None] * 4
+    broken = msgpack.packb({"type": admin.TYPE_HISTORY_ANSWER, "first_op": 0, "last_op": 0, "ops": []})
+    assert "history answer" in (_readable_answer(CLIENT, broken) or "")

@@ -17,13 +17,11 @@ import subprocess
 import sys
 import threading
 import urllib.request
-import warnings
 from pathlib import Path
 
 import pytest
 from doc_commands import ROOT, section_code_lines
 
-from zvsr.cli import main
 from zvsr.runtime.backup import read_backup
 from zvsr.runtime.cluster_config import DISCOVERY_FILE
 from zvsr.runtime.processes import free_base_port, port_is_free, wait_for
@@ -63,13 +61,45 @@ def run(line: str, cwd: Path, environment: dict[str, str] | None = None) -> subp
 
 
 def check_watch_step(line: str, cwd: Path, base: int) -> None:
-    """`zvsr watch a` — issue 15 part 3, built on another branch. WIRE IT HERE once `zvsr watch` exists: start
-    `line` as a process in `cwd` (no --config), `zvsr kv put a/x 2` from another, see the change printed, then
-    SIGINT (Ctrl-C) it and expect exit 0."""
-    if "watch" not in main.commands:
-        warnings.warn("zvsr watch lands with part 3: the README's `zvsr watch a` is not run yet", stacklevel=2)
-        return
-    raise AssertionError("`zvsr watch` exists now: run the README's `zvsr watch a` in check_watch_step")
+    """`zvsr watch a`, started in `cwd` as its own process (no --config): it prints `a` as it is (from the put
+    above), then `zvsr kv put a/x 2` from another process shows as a change; Ctrl-C (SIGINT) ends it with 0."""
+    words = line.split()
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "zvsr", *words[1:]],
+        cwd=cwd,
+        env=another_shell(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        text=True,
+    )
+    out: list[str] = []
+    err: list[str] = []
+    readers = [
+        threading.Thread(target=lambda: out.extend(watch.stdout or ()), daemon=True),
+        threading.Thread(target=lambda: err.extend(watch.stderr or ()), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
+    try:
+
+        def started() -> bool:  # stdout and stderr are read by two threads: wait for both lines
+            return bool(out) and any(line.startswith("watching 'a'") for line in err)
+
+        wait_for(started, timeout_s=30, what="the watch to start")
+        assert [line.rstrip("\n").split("  ")[1:] for line in out] == [["snapshot", "a = 1"]], out
+        assert run("zvsr kv put a/x 2", cwd).returncode == 0
+        wait_for(lambda: len(out) == 2, timeout_s=30, what="the put to show")
+        assert out[1].rstrip("\n").split("  ")[1:] == ["put", "a/x = 2"], out
+        watch.send_signal(signal.SIGINT)  # what Ctrl-C in its terminal does
+        assert watch.wait(timeout=10) == 0, err
+        assert "Traceback" not in "".join(err), err
+    finally:
+        if watch.poll() is None:
+            os.killpg(watch.pid, signal.SIGKILL)
+            watch.wait()
+        for reader in readers:
+            reader.join(timeout=10)
 
 
 @pytest.mark.timeout(180)

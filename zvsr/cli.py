@@ -6,12 +6,14 @@
 - `zvsr kv …`         the built-in coordination app from the shell, through a proxy
 - `zvsr status`       view, role, op and commit numbers of every replica
 - `zvsr backup`, `zvsr restore`   a verified copy of the primary's snapshot; a new cluster seeded from one
+- `zvsr watch`        the committed changes under a key prefix, as they happen (`zvsr.watch_cli`)
 - `zvsr sim`, `zvsr lincheck`   the simulator and the linearizability checker
 - `zvsr bench`        latency, throughput, failover and durability figures against baselines
 - `zvsr fuzz`         malformed frames at every socket of a local cluster under load, then checks
 
-The client-side commands (kv, status, backup) share --config, --proxy, --timeout-ms and --json, typed before or
-after the command's name, and find a running `zvsr cluster up`'s cluster on their own (`zvsr.cli_options`).
+The client-side commands (kv, status, watch, backup) share --config, --proxy, --timeout-ms and --json, typed
+before or after the command's name, and find a running `zvsr cluster up`'s cluster on their own
+(`zvsr.cli_options`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from zvsr.runtime.cluster_config import (
     load_config,
 )
 from zvsr.sim.cli import sim_command
+from zvsr.watch_cli import watch_command
 
 if TYPE_CHECKING:
     from zvsr.client import Client
@@ -54,7 +57,7 @@ if TYPE_CHECKING:
 def main(context: click.Context) -> None:
     """zvsr: Viewstamped Replication over ZeroMQ.
 
-    The client-side commands (kv, status, backup) take --config, --proxy, --timeout-ms and --json before or
+    The client-side commands (kv, status, watch, backup) take --config, --proxy, --timeout-ms and --json before or
     after their name; given twice, the later one wins.
     """
     check_outer_options(context)
@@ -258,6 +261,9 @@ def status_command(settings: ClientSettings) -> None:
     click.echo(json.dumps(report, indent=2, sort_keys=True) if settings.as_json else format_status(report))
     if not any(entry.get("reachable") for entry in report["replicas"]):
         raise settings.unreachable(f"no replica answered within {settings.timeout_ms} ms", replicas=True)
+
+
+main.add_command(watch_command, "watch")  # zvsr.watch_cli
 
 
 # --- zvsr kv -------------------------------------------------------------------------------------------------

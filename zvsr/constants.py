@@ -136,13 +136,20 @@ WATCH_MESSAGE_BYTES_MAX: Final = OPERATION_BYTES_MAX + RESULT_BYTES_MAX + 1024  
 WATCH_STEP_OPS_MAX: Final = 2 * PIPELINE_OPS_MAX  # ops recorded in one reactor step; beyond, none published
 WATCH_COMMIT_INTERVAL_MS: Final = 200  # a replica publishes its commit_number (WatchCommit) this often
 SNAPSHOT_ANSWER_BYTES_MAX: Final = 16 * 1024 * 1024  # one encoded snapshot answer; beyond, `too_large`
-WATCH_GAP_MS: Final = 500  # a missing op not received from any replica within this long: resync
+WATCH_GAP_MS: Final = 500  # a missing op not received from any replica within this long: ask their history
 WATCH_JOIN_MS: Final = 1000  # a new watcher waits this long at most for a first message before its snapshot
-WATCH_SNAPSHOT_GRACE_MS: Final = 100  # after the first snapshot answer, wait this long for fresher ones
-WATCH_SNAPSHOT_RETRY_MS: Final = 1000  # no usable snapshot answer within this long: ask every replica again
-WATCH_PENDING_OPS_MAX: Final = 100_000  # ops buffered ahead of the watcher's state; beyond, it resyncs
+WATCH_SNAPSHOT_GRACE_MS: Final = 100  # after a first snapshot (history) answer, wait this long for better ones
+WATCH_SNAPSHOT_RETRY_MS: Final = 1000  # no usable snapshot (history) answer this long: ask every replica again
+WATCH_PENDING_OPS_MAX: Final = 100_000  # ops buffered ahead of the watcher's state; beyond, dropped (refetched)
 WATCH_DRAIN_MAX: Final = 1024  # messages a watcher takes from one socket before looking at the others
-WATCH_QUERY_SNDHWM: Final = 2  # snapshot queries queued towards one replica (a down one keeps at most this many)
+WATCH_QUERY_SNDHWM: Final = 2  # snapshot/history queries queued towards one replica (a down one keeps this many)
+# The history query (types 36/37, zvsr.runtime.watch_history): each replica with a watch endpoint keeps its latest
+# executed ops in memory, so a watcher can fill a gap, or resume after an op (`zvsr watch --from-op`).
+WATCH_HISTORY_OPS_MAX: Final = 16_384  # executed ops a replica keeps for history queries; older ones are dropped
+WATCH_HISTORY_BYTES_MAX: Final = 16 * 1024 * 1024  # ... and at most this many bytes of operations and results
+WATCH_HISTORY_CHUNK_OPS_MAX: Final = 1024  # ops in one history answer
+WATCH_HISTORY_CHUNK_BYTES: Final = 1024 * 1024  # an answer takes no further op past this many bytes (always one)
+WATCH_HISTORY_ANSWER_BYTES_MAX: Final = WATCH_HISTORY_CHUNK_BYTES + WATCH_MESSAGE_BYTES_MAX  # one encoded answer
 
 # --- operator commands (zvsr status: zvsr.runtime.status; zvsr start: zvsr.runtime.launcher) ---
 STATUS_TIMEOUT_MS: Final = 1000  # `zvsr status` shows a replica as unreachable after this long without an answer

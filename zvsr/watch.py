@@ -3,8 +3,9 @@
 Theory of operation
 -------------------
 Every replica with a ``watch`` endpoint publishes each operation it executes, numbered by op_number, on a PUB
-socket (`zvsr.runtime.watch`; frames and types in docs/protocol.md §12). All replicas execute the same ops in
-the same order, so each publishes the same numbered stream, at its own pace. A `Watcher` keeps a copy of the
+socket (`zvsr.runtime.watch_publisher`; frames and types in docs/protocol.md §12), and keeps the latest ones in
+memory to answer history queries (`zvsr.runtime.watch_history`). All replicas execute the same ops in the same
+order, so each publishes the same numbered stream, at its own pace. A `Watcher` keeps a copy of the
 coordination app's keys under one prefix:
 
 1. it subscribes to *every* replica's watch PUB first, and buffers what arrives (a subscription takes effect
@@ -18,15 +19,26 @@ coordination app's keys under one prefix:
 4. gaps: PUB/SUB drops messages (a slow watcher past the high-water mark, a reconnect). When an op after the
    next one arrives, or a replica's WatchCommit (its commit_number, every `WATCH_COMMIT_INTERVAL_MS`) says ops
    exist that the watcher lacks, and the next op does not arrive from *any* replica within `WATCH_GAP_MS`,
-   the watcher resyncs: a new snapshot (step 2; the buffered ops after it are kept) replaces its state.
+   the watcher asks every replica for its history after its op_number (the history query, type 36) and
+   applies the ops of an answer that has them — the changes in a gap are reported like any other, none is
+   skipped. A long gap comes in chunks, asked one after the other from the replica that had the first.
+5. compaction: if no replica that answers still holds the next op (each keeps its latest
+   `WATCH_HISTORY_OPS_MAX` ops, fewer after a restart), the watcher says so (a COMPACTED notice) and resyncs: a
+   new snapshot (step 2; the buffered ops after it are kept) replaces its state, listed key by key (RESYNC).
 
-The ordering, de-duplication and gap logic is `CloneState`, sans-IO (unit-tested without sockets); `Watcher`
-drives it with ZeroMQ sockets. The copy is eventually consistent, not linearizable: it is the state after some
-committed op_number, which only moves forward (a snapshot older than the copy is refused).
+Started `from_op` N (`zvsr watch --from-op N`), it skips step 2: its state is "after op N" (its keys unknown),
+and it asks the history after N at once (step 4), then follows the stream; every change after op N is
+reported exactly once, or a COMPACTED notice says the ops after N are gone, and a resync follows (step 5).
 
-Events. Iterating a `Watcher` (or calling `poll`) yields `WatchEvent(op_number, key, value, deleted)` for every
-change to a key under the prefix: one per key of the first snapshot, one per put / delete / successful cas /
-incr, and after a resync one per key that the new snapshot changed. `state` is the copy (key -> value).
+The ordering, de-duplication, gap and compaction logic is `CloneState`, sans-IO (unit-tested without sockets);
+`Watcher` drives it with ZeroMQ sockets. The copy is eventually consistent, not linearizable: it is the state
+after some committed op_number, which only moves forward (a snapshot older than the copy is refused).
+
+Events. Iterating a `Watcher` (or calling `poll`) yields `WatchEvent(op_number, key, value, deleted, kind)`
+for every change to a key under the prefix: one per key of the first snapshot (kind SNAPSHOT), one per put /
+delete / successful cas / incr (CHANGE), and after a compaction one per key of the new snapshot, and per key of
+the copy that is gone, deleted (RESYNC). With ``notices=True`` also the COMPACTED notice, and a SYNCED notice
+after each snapshot's keys. `state` is the copy (key -> value).
 
 What changes a key is read from the operation *and* its result (`coordination_changes`): ``put`` with result
 nil sets the value; ``delete`` with result true removes the key; ``cas`` with ``ok: true`` sets ``new``;
@@ -49,7 +61,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 import zmq
@@ -64,13 +76,32 @@ Change = tuple[str, Any, bool]  # (key, value, deleted)
 Derive = Callable[[bytes, bytes, str], list[Change]]
 
 
+# What a `WatchEvent` is (its `kind`). Changes of a key: an op changed it (CHANGE); it is in the first snapshot
+# (SNAPSHOT); a resync after a compaction lists it (RESYNC). Notices, not about one key (key ""): the ops after
+# op_number are no longer held by any replica (COMPACTED: value is the oldest op they hold, or None if none can
+# say), so a resync from a snapshot follows; a snapshot was taken (SYNCED: the state as of op_number is complete
+# — the SNAPSHOT or RESYNC events before it list every key; value is the number of keys).
+CHANGE: Final = "change"
+SNAPSHOT: Final = "snapshot"
+RESYNC: Final = "resync"
+COMPACTED: Final = "compacted"
+SYNCED: Final = "synced"
+NOTICES: Final = frozenset({COMPACTED, SYNCED})
+
+# What a `CloneState` needs fetched (`needs`).
+NEED_SNAPSHOT: Final = "snapshot"
+NEED_HISTORY: Final = "history"
+
+
 class WatchEvent(NamedTuple):
-    """A key under the prefix changed as of `op_number`: now `value`, or removed (`deleted`, value None)."""
+    """A key under the prefix changed as of `op_number`: now `value`, or removed (`deleted`, value None); or a
+    notice (`kind` COMPACTED or SYNCED, key ""). See the kinds above."""
 
     op_number: int
     key: str
     value: Any
     deleted: bool = False
+    kind: str = CHANGE
 
 
 class WatchError(Exception):
@@ -124,21 +155,15 @@ def coordination_changes(operation: bytes, result: bytes, prefix: str) -> list[C
     return []
 
 
-def _same(a: Any, b: Any) -> bool:
-    """Equal as msgpack values (1, 1.0 and true differ); unencodable values are never equal."""
-    try:
-        return bool(msgpack.packb(a, use_bin_type=True) == msgpack.packb(b, use_bin_type=True))
-    except Exception:
-        return False
-
-
 # --- the Clone algorithm, sans-IO -----------------------------------------------------------------------------
 
 
 class CloneState:
-    """Ordering, de-duplication and gap detection of one watcher; `now` is in seconds (monotonic).
+    """Ordering, de-duplication, gap detection and catching up of one watcher; `now` is in seconds (monotonic).
 
-    Feed it `on_op`, `on_commit` and `on_snapshot`; ask `needs_snapshot(now)` whether to fetch one.
+    Feed it `on_op`, `on_commit`, `on_history`, `on_compacted` and `on_snapshot`; ask `needs(now)` what to fetch.
+    With `from_op`, it starts as the state after op `from_op` without knowing it (`state` holds only the keys
+    changed since), and first fetches the history after it.
     """
 
     def __init__(
@@ -148,15 +173,21 @@ class CloneState:
         gap_ms: int = c.WATCH_GAP_MS,
         pending_max: int = c.WATCH_PENDING_OPS_MAX,
         derive: Derive = coordination_changes,
+        from_op: int | None = None,
     ) -> None:
         if type(prefix) is not str:
             raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
+        if from_op is not None and (type(from_op) is not int or not 0 <= from_op <= c.ID_MAX):
+            raise ValueError(f"from_op must be an op number (0..{c.ID_MAX}), not {from_op!r}")
         self.prefix = prefix
         self.state: dict[str, Any] = {}
         self.op_number = 0  # `state` is the state after ops 1..op_number (once synced)
-        self.synced = False  # a snapshot was taken
+        self.synced = False  # a snapshot was taken, or the watch started after a given op
+        self.catching_up = False  # started after an op, and behind the highest op known: ask the history now
+        self.answered = True  # started after an op: a replica's history answered (or said compacted)
+        self.compacted = False  # no replica holds the op after op_number: a snapshot must replace the state
         self.pending: dict[int, tuple[bytes, bytes]] = {}  # ops after op_number not yet applied
-        self.highest = 0  # the highest op_number known committed: from ops and WatchCommits
+        self.highest = 0  # the highest op_number known committed: from ops, WatchCommits and history answers
         self.resyncs = 0  # snapshots taken after the first
         self.duplicates = 0  # ops dropped as already applied or buffered
         self.overflows = 0  # times the buffer passed pending_max and was dropped
@@ -165,7 +196,15 @@ class CloneState:
         self._derive = derive
         self._gap_since: float | None = None  # when op_number + 1 was first found missing
         self._gap_at = 0  # ... for this op_number
-        self._resync = False  # forced (buffer overflow)
+        self._refill = False  # the buffer overflowed: ask the history now
+        if from_op is not None:
+            self.synced, self.catching_up, self.answered = True, True, False
+            self.op_number = self.highest = from_op
+
+    @property
+    def ready(self) -> bool:
+        """A snapshot was taken, or the history after `from_op` answered: events now follow the cluster."""
+        return self.synced and self.answered
 
     # --- input
 
@@ -175,10 +214,10 @@ class CloneState:
         if (self.synced and op_number <= self.op_number) or op_number in self.pending:
             self.duplicates += 1
             return []
-        if len(self.pending) >= self._pending_max:  # far behind (or never synced): start over from a snapshot
+        if len(self.pending) >= self._pending_max:  # far behind (or never synced): drop, refetch from history
             self.pending.clear()
             self.overflows += 1
-            self._resync = self.synced
+            self._refill = self.synced
         self.pending[op_number] = (operation, result)
         return self._advance(now)
 
@@ -188,21 +227,46 @@ class CloneState:
             self.highest = commit_number
         self._check_gap(now)
 
+    def on_history(self, answer: admin.HistoryAnswer, now: float) -> list[WatchEvent] | None:
+        """A replica's history answer: apply its ops (those not applied yet); None if that replica does not hold
+        the op after op_number (compacted there: ask the others, `on_compacted` if none does)."""
+        if answer.last_op > self.highest:  # that many ops exist, held there or not
+            self.highest = answer.last_op
+        if not self.synced or not answer.holds_after(self.op_number):
+            self._check_gap(now)
+            return None
+        self._refill, self.answered = False, True
+        events: list[WatchEvent] = []
+        for op in answer.ops:
+            events += self.on_op(op.op_number, op.operation, op.result, now)
+        if self.op_number >= self.highest:  # nothing known is missing: caught up (later ones are gaps)
+            self.catching_up = False
+        self._check_gap(now)
+        return events
+
+    def on_compacted(self, oldest_op: int | None, now: float) -> list[WatchEvent]:
+        """No replica holds the op after op_number (the oldest they hold is `oldest_op`, if any said): announce
+        it; a snapshot replaces the state next (`needs`)."""
+        self.compacted, self.answered, self.catching_up, self._refill = True, True, False, False
+        return [WatchEvent(self.op_number, "", oldest_op, False, COMPACTED)]
+
     def on_snapshot(self, op_number: int, items: dict[str, Any], now: float) -> list[WatchEvent] | None:
-        """Take a snapshot (the state after ops 1..op_number); None if it is older than the copy (refused)."""
+        """Take a snapshot (the state after ops 1..op_number); None if it is older than the copy (refused).
+
+        The first lists every key (SNAPSHOT); a later one (a resync) lists every key too (RESYNC), and the keys
+        of the copy that are gone as deleted; then a SYNCED notice, then the buffered ops after it."""
         if self.synced and op_number < self.op_number:
             return None
         fresh = {key: items[key] for key in sorted(items) if type(key) is str and key.startswith(self.prefix)}
-        old = self.state
-        events = [WatchEvent(op_number, key, None, True) for key in sorted(old) if key not in fresh]
-        events += [
-            WatchEvent(op_number, key, value, False)
-            for key, value in fresh.items()
-            if key not in old or not _same(old[key], value)
-        ]
+        kind = RESYNC if self.synced else SNAPSHOT
+        events = [WatchEvent(op_number, key, None, True, kind) for key in sorted(self.state) if key not in fresh]
+        events += [WatchEvent(op_number, key, value, False, kind) for key, value in fresh.items()]
+        events.append(WatchEvent(op_number, "", len(fresh), False, SYNCED))
         if self.synced:
             self.resyncs += 1
-        self.state, self.op_number, self.synced, self._resync = fresh, op_number, True, False
+        self.state, self.op_number, self.synced = fresh, op_number, True
+        self.catching_up = self.compacted = self._refill = False
+        self.answered = True
         self._gap_since = None
         if op_number > self.highest:
             self.highest = op_number
@@ -212,15 +276,20 @@ class CloneState:
 
     # --- questions
 
-    def needs_snapshot(self, now: float) -> bool:
-        """Not synced yet, or a gap outlived its bound (or the buffer overflowed): fetch a snapshot."""
-        if not self.synced or self._resync:
-            return True
+    def needs(self, now: float) -> str | None:
+        """What to fetch now: a snapshot (not synced yet, or compacted), the history after op_number (catching up
+        after `from_op`, a gap that outlived its bound, or an overflowed buffer), or nothing (None)."""
+        if not self.synced or self.compacted:
+            return NEED_SNAPSHOT
+        if self.catching_up or self._refill:
+            return NEED_HISTORY
         self._check_gap(now)
-        return self._gap_since is not None and now - self._gap_since >= self._gap_s
+        if self._gap_since is not None and now - self._gap_since >= self._gap_s:
+            return NEED_HISTORY
+        return None
 
     def gap_deadline(self) -> float | None:
-        """When the current gap (if any) makes `needs_snapshot` true."""
+        """When the current gap (if any) makes `needs` ask for the history."""
         return None if self._gap_since is None else self._gap_since + self._gap_s
 
     # --- internals
@@ -253,12 +322,28 @@ class CloneState:
 
 
 class _Fetch:
-    """One round of snapshot queries: the answers so far, by replica index."""
+    """One round of snapshot or history queries (`kind`: NEED_SNAPSHOT or NEED_HISTORY): the answers so far, by
+    replica index."""
 
-    def __init__(self, now: float) -> None:
+    def __init__(self, kind: str, now: float, op_number: int) -> None:
+        self.kind = kind
+        self.op_number = op_number  # history: the copy's op_number the answers are about
         self.sent_at = now
         self.first_answer_at: float | None = None
-        self.answers: dict[int, admin.SnapshotAnswer] = {}
+        self.answers: dict[int, admin.SnapshotAnswer] = {}  # snapshot answers
+        self.compacted: dict[int, int | None] = {}  # history: replicas that do not hold the op (their oldest)
+        self.lagging: set[int] = set()  # history: replicas that hold every op after it they have: none yet
+
+    def answered(self, now: float) -> None:
+        if self.first_answer_at is None:
+            self.first_answer_at = now
+
+    def restart(self, now: float) -> None:
+        self.sent_at = now
+        self.first_answer_at = None
+        self.answers.clear()
+        self.compacted.clear()
+        self.lagging.clear()
 
 
 class Watcher:
@@ -267,6 +352,8 @@ class Watcher:
     `watch_endpoints` and `client_endpoints`: every replica's, in index order (one of each per replica).
     `curve`: CurveZMQ settings with the replicas' public keys in index order (or one for all). Iterate for
     `WatchEvent`s (blocking), or call `poll(timeout_ms)`; `state` is the copy, as of `op_number`.
+    `from_op`: start after that op (every change after it, from the replicas' history) instead of from a
+    snapshot. `notices`: also yield the COMPACTED and SYNCED notices (key "").
     """
 
     def __init__(
@@ -279,6 +366,8 @@ class Watcher:
         context: zmq.Context[zmq.Socket[bytes]] | None = None,
         gap_ms: int = c.WATCH_GAP_MS,
         derive: Derive = coordination_changes,
+        from_op: int | None = None,
+        notices: bool = False,
     ) -> None:
         watch_endpoints, client_endpoints = list(watch_endpoints), list(client_endpoints)
         if not watch_endpoints or len(watch_endpoints) != len(client_endpoints):
@@ -286,8 +375,9 @@ class Watcher:
         if curve is not None:
             curve.check(len(watch_endpoints))
         check_endpoints(watch_endpoints + client_endpoints)
-        self.clone = CloneState(prefix, gap_ms=gap_ms, derive=derive)
-        self._query = admin.encode_snapshot_query(prefix)
+        self.clone = CloneState(prefix, gap_ms=gap_ms, derive=derive, from_op=from_op)
+        self._snapshot_query = admin.encode_snapshot_query(prefix)
+        self._notices = notices
         context = zmq.Context.instance() if context is None else context
         self._subscribers: list[zmq.Socket[bytes]] = []
         self._queriers: list[zmq.Socket[bytes]] = []
@@ -333,7 +423,8 @@ class Watcher:
 
     @property
     def synced(self) -> bool:
-        return self.clone.synced
+        """The first snapshot was taken (or, started after an op, the history after it answered)."""
+        return self.clone.ready
 
     @property
     def resyncs(self) -> int:
@@ -349,9 +440,10 @@ class Watcher:
         return events
 
     def wait_synced(self, timeout_ms: int) -> bool:
-        """Wait until the first snapshot is taken (its events stay queued for `poll`); whether it was."""
-        self._pump(time.monotonic() + timeout_ms / 1000, lambda: self.clone.synced)
-        return self.clone.synced
+        """Wait until the first snapshot is taken, or with `from_op` the history after it answered (the events
+        stay queued for `poll`); whether it was."""
+        self._pump(time.monotonic() + timeout_ms / 1000, lambda: self.clone.ready)
+        return self.clone.ready
 
     def _pump(self, deadline: float, done: Callable[[], bool]) -> None:
         if self._closed:
@@ -379,49 +471,90 @@ class Watcher:
 
     def _step(self, now: float) -> None:
         clone = self.clone
+        if not clone.ready and not self._heard and now - self._started < c.WATCH_JOIN_MS / 1000:
+            return  # joining: ask only once a first message proves a subscription live (or after WATCH_JOIN_MS)
+        need = clone.needs(now)
         fetch = self._fetch
-        if fetch is None:
-            joining = not clone.synced and not self._heard and now - self._started < c.WATCH_JOIN_MS / 1000
-            if not joining and clone.needs_snapshot(now):
-                self._fetch = _Fetch(now)
-                self._send_queries()
+        if fetch is not None and fetch.kind != need:
+            fetch = self._fetch = None  # the missing op arrived meanwhile, or the history turned out compacted
+        elif fetch is not None and fetch.op_number != clone.op_number:
+            if fetch.kind == NEED_HISTORY:
+                # Progress: the round's answers were about an older op. The next chunk is asked already (or the
+                # stream brought the op): ask everyone again only if nothing comes within the retry interval.
+                fetch.restart(now)
+            fetch.op_number = clone.op_number
+        if need is None:
             return
-        if clone.synced and not clone.needs_snapshot(now):  # the missing op arrived meanwhile: no resync
+        if fetch is None:
+            self._fetch = _Fetch(need, now, clone.op_number)
+            self._send_queries(need)
+            return
+        if need == NEED_SNAPSHOT:
+            self._take_snapshot(fetch, now)
+        else:
+            self._decide_compacted(fetch, now)
+        if self._fetch is fetch and now - fetch.sent_at >= c.WATCH_SNAPSHOT_RETRY_MS / 1000:
+            fetch.restart(now)
+            self._send_queries(need)
+
+    def _decided(self, fetch: _Fetch, now: float) -> bool:
+        """Every replica answered the round, or the grace after the first answer is over."""
+        if fetch.first_answer_at is None:
+            return False
+        answered = len(fetch.answers) + len(fetch.compacted) + len(fetch.lagging)
+        return answered >= len(self._queriers) or now - fetch.first_answer_at >= c.WATCH_SNAPSHOT_GRACE_MS / 1000
+
+    def _take_snapshot(self, fetch: _Fetch, now: float) -> None:
+        """The freshest answer of the round, once decided (a lagging backup's is older, but consistent)."""
+        if not fetch.answers or not self._decided(fetch, now):
+            return
+        best = max(fetch.answers.values(), key=lambda answer: answer.op_number)
+        events = self.clone.on_snapshot(best.op_number, best.items, now)
+        if events is not None:
+            self._count("snapshots taken")
+            self._emit(events)
             self._fetch = None
             return
-        if fetch.answers and fetch.first_answer_at is not None:
-            complete = len(fetch.answers) == len(self._queriers)
-            if complete or now - fetch.first_answer_at >= c.WATCH_SNAPSHOT_GRACE_MS / 1000:
-                best = max(fetch.answers.values(), key=lambda answer: answer.op_number)
-                events = clone.on_snapshot(best.op_number, best.items, now)
-                if events is not None:
-                    self._count("snapshots taken")
-                    self._events.extend(events)
-                    self._fetch = None
-                    return
-                self._count("snapshots refused (older than the copy)")
-                fetch.answers.clear()
-                fetch.first_answer_at = None
-        if now - fetch.sent_at >= c.WATCH_SNAPSHOT_RETRY_MS / 1000:
-            fetch.sent_at = now
-            fetch.answers.clear()
-            fetch.first_answer_at = None
-            self._send_queries()
+        self._count("snapshots refused (older than the copy)")
+        fetch.answers.clear()
+        fetch.first_answer_at = None
+
+    def _decide_compacted(self, fetch: _Fetch, now: float) -> None:
+        """The history after op_number: compacted when no replica gave the next op and at least one said it no
+        longer holds it. One that lags (it has not executed the op yet) does not hold the round open: it may
+        never catch up by executing it (a partition, or a snapshot installed), and the resync is announced."""
+        if not fetch.compacted or not self._decided(fetch, now):
+            return
+        oldest = [op for op in fetch.compacted.values() if op is not None]
+        self._count("history: compacted")
+        self._emit(self.clone.on_compacted(min(oldest) if oldest else None, now))
+        self._fetch = None
 
     def _next_timer(self, now: float) -> float:
         """When `_step` may have something to do without any input."""
-        if self._fetch is not None or not self.clone.synced:
+        if self._fetch is not None or not self.clone.ready:
             return now + 0.02
         gap = self.clone.gap_deadline()
         return now + 1.0 if gap is None else max(now, gap)
 
-    def _send_queries(self) -> None:
-        self._count("snapshot queries sent")
-        for querier in self._queriers:
-            try:
-                querier.send_multipart([b"", self._query], zmq.NOBLOCK)
-            except zmq.Again:  # that replica's queue is full (it is down): the next round retries
-                continue
+    def _send_queries(self, kind: str) -> None:
+        history = kind == NEED_HISTORY
+        query = admin.encode_history_query(self.clone.op_number) if history else self._snapshot_query
+        self._count("history queries sent" if history else "snapshot queries sent")
+        for index in range(len(self._queriers)):
+            self._send_query(index, query)
+
+    def _send_query(self, index: int, query: bytes) -> None:
+        try:
+            self._queriers[index].send_multipart([b"", query], zmq.NOBLOCK)
+        except zmq.Again:  # that replica's queue is full (it is down): the next round retries
+            pass
+
+    def _emit(self, events: list[WatchEvent]) -> None:
+        if self._notices:
+            self._events.extend(events)
+        else:
+            self._events.extend(event for event in events if event.kind not in NOTICES)
 
     def _drain(self, socket: zmq.Socket[bytes], subscriber: bool, index: int) -> None:
         for _ in range(c.WATCH_DRAIN_MAX):
@@ -447,27 +580,62 @@ class Watcher:
             return
         self._heard = True
         if isinstance(message, admin.WatchOp):
-            self._events.extend(self.clone.on_op(message.op_number, message.operation, message.result, now))
+            self._emit(self.clone.on_op(message.op_number, message.operation, message.result, now))
         else:
             self.clone.on_commit(message.commit_number, now)
 
     def _on_answer(self, index: int, data: bytes, now: float) -> None:
-        try:
-            answer = admin.decode_snapshot_answer(data)
-        except DecodeError:
-            self._count("snapshot: undecodable answer")  # e.g. a replica too old to know the query
-            return
         fetch = self._fetch
+        try:
+            answer = admin.decode_watch_answer(data)
+        except DecodeError:
+            self._count("answer: undecodable")  # e.g. the bare Error of a replica too old to know the query
+            if fetch is not None and fetch.kind == NEED_HISTORY:
+                fetch.compacted[index] = None  # it cannot give the history
+                fetch.answered(now)
+            return
+        if isinstance(answer, admin.HistoryAnswer):
+            self._on_history(index, answer, now)
+            return
         if answer.error is not None:
             if answer.error == admin.SNAPSHOT_UNAVAILABLE:  # recovering: the others answer
                 self._count("snapshot: replica unavailable")
                 return
             raise WatchError(answer.error, answer.message)
-        if fetch is None:
+        if fetch is None or fetch.kind != NEED_SNAPSHOT:
             return  # a late answer to a round already decided
         fetch.answers[index] = answer
-        if fetch.first_answer_at is None:
-            fetch.first_answer_at = now
+        fetch.answered(now)
+
+    def _on_history(self, index: int, answer: admin.HistoryAnswer, now: float) -> None:
+        """Apply a history answer's ops; record whether that replica holds the op after the copy's; a chunk that
+        advanced the copy is followed at once by a query for the next one, to the same replica."""
+        fetch = self._fetch if self._fetch is not None and self._fetch.kind == NEED_HISTORY else None
+        if answer.error == admin.HISTORY_UNAVAILABLE:
+            self._count("history: replica unavailable")
+            return
+        if answer.error == admin.HISTORY_BAD_REQUEST:
+            raise WatchError(answer.error, answer.message)
+        clone = self.clone
+        before = clone.op_number
+        if fetch is not None and fetch.op_number != before:
+            fetch = None  # an answer about an older op_number: it says nothing of the round's
+        events = None if answer.error is not None else clone.on_history(answer, now)
+        if fetch is not None:
+            fetch.answered(now)
+        if events is None:  # compacted there (or unsupported)
+            self._count("history: replica lacks the op")
+            if fetch is not None:
+                fetch.compacted[index] = answer.first_op if answer.error is None else None
+            return
+        self._emit(events)
+        if clone.op_number == before:
+            if fetch is not None:
+                fetch.lagging.add(index)  # nothing after the copy's op yet (or only ops buffered already)
+            return
+        self._count("history: ops applied", clone.op_number - before)
+        if clone.op_number < answer.last_op:  # a chunk: that replica holds more
+            self._send_query(index, admin.encode_history_query(clone.op_number))
 
     def _options(self, socket: zmq.Socket[bytes], **options: int) -> None:
         socket.setsockopt(zmq.LINGER, 0)
@@ -482,8 +650,8 @@ class Watcher:
         self._poller.register(socket, zmq.POLLIN)
         self._index[socket] = (subscriber, index)
 
-    def _count(self, reason: str) -> None:
-        self.counters[reason] = self.counters.get(reason, 0) + 1
+    def _count(self, reason: str, amount: int = 1) -> None:
+        self.counters[reason] = self.counters.get(reason, 0) + amount
 
     def _close_sockets(self) -> None:
         for socket in self._subscribers + self._queriers:
@@ -514,14 +682,17 @@ def watch(
     curve: Curve | None = None,
     context: zmq.Context[zmq.Socket[bytes]] | None = None,
     derive: Derive | None = None,
+    from_op: int | None = None,
+    notices: bool = False,
 ) -> Watcher:
     """A `Watcher`: a live copy of the keys under `prefix`, and their changes as events.
 
     `cluster`: a `ClusterConfig` or the path of a cluster TOML file. The watch stream is published by the
     replicas, not by proxies (a `Client` talks to proxies), so the watcher connects to every replica's
     ``watch`` and ``client`` endpoint, which the configuration names. `curve`: by default, from the
-    configuration's ``[security]`` (``client_key`` and the replicas' public keys). Close the watcher after use.
-    Also reachable as `zvsr.client.watch`.
+    configuration's ``[security]`` (``client_key`` and the replicas' public keys). `from_op`: every change after
+    that op (from the replicas' history), instead of a snapshot first; `notices`: see `Watcher`. Close the
+    watcher after use. Also reachable as `zvsr.client.watch`.
 
         with watch("cluster.toml", "config/") as watcher:
             for event in watcher:           # WatchEvent(op_number, key, value, deleted)
@@ -540,4 +711,6 @@ def watch(
         curve=curve_for_replicas(config) if curve is None else curve,
         context=context,
         derive=coordination_changes if derive is None else derive,
+        from_op=from_op,
+        notices=notices,
     )

@@ -56,9 +56,11 @@ from zvsr.client import Client
 from zvsr.fuzz.generators import CLIENT, PEER, PROXY, FrameGenerator, limit_payloads, peer_limit_buffer
 from zvsr.fuzz.report import FuzzReport, TargetStats, bad_input_counts, decoder_bug_counts, judge
 from zvsr.fuzz.workload import Workload
+from zvsr.runtime import backup_query
 from zvsr.runtime.cluster_config import ClusterConfig
 from zvsr.runtime.node import routing_id
 from zvsr.runtime.status import query
+from zvsr.wire import admin
 from zvsr.wire.admin import TYPE_STATUS_ANSWER
 from zvsr.wire.batch import decode_reply_batch, is_reply_batch
 from zvsr.wire.codec import TYPE_ERROR, TYPE_REDIRECT, TYPE_REPLY, DecodeError, decode_client_reply
@@ -81,6 +83,15 @@ class Target:
     port: str  # PEER, CLIENT or PROXY
     endpoint: str
     replica: int | None  # the replica that binds it (None for the proxy)
+
+
+# A replica's answers to the admin queries a fuzzed map may happen to be (a snapshot, history or backup query of
+# the wrong shape gets a bad_request of the query's own answer type): each read by its own decoder.
+_ADMIN_ANSWERS: Final[dict[int, Callable[[bytes], object]]] = {
+    admin.TYPE_SNAPSHOT_ANSWER: admin.decode_snapshot_answer,
+    admin.TYPE_HISTORY_ANSWER: admin.decode_history_answer,
+    backup_query.TYPE_BACKUP_ANSWER: backup_query.decode_answer,
+}
 
 
 def _readable_answer(port: str, payload: bytes) -> str | None:
@@ -108,6 +119,12 @@ def _readable_answer(port: str, payload: bytes) -> str | None:
         return None
     if kind == TYPE_ERROR and set(value) == {"type", "code", "message"}:
         return None  # the bare error: "could not read what you sent"
+    if port == CLIENT and type(kind) is int and kind in _ADMIN_ANSWERS:
+        try:
+            _ADMIN_ANSWERS[kind](payload)
+        except ValueError as error:  # DecodeError, BackupQueryError
+            return f"{error}: {payload[:60]!r}"
+        return None
     try:
         decode_client_reply(payload)
     except DecodeError as error:

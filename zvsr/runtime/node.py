@@ -42,7 +42,8 @@ and never raises out of the loop.
 Client port: the REQ-compatible envelope (`zvsr.runtime.envelope`). The node remembers, for each client_id,
 the envelope of its latest request (an LRU of `NODE_CLIENT_ROUTES_MAX`) to route the core's Reply / Redirect /
 Error back in the same shape. A status query (`zvsr.wire.admin`) is answered at once from `status()`, a
-backup query (`zvsr.runtime.backup_query`) with a chunk of the latest snapshot.
+backup query (`zvsr.runtime.backup_query`) with a chunk of the latest snapshot, the watch stream's snapshot and
+history queries from the app (`watch_publisher`) and from the ops executed lately (`watch_history`).
 Unreadable input gets a ``bad_request`` Error (see `zvsr.wire.admin` for its two shapes).
 
 Start-up (`zvsr.runtime.data_dir`): a first start writes the data-dir marker and starts the core normally; a
@@ -98,6 +99,7 @@ from zvsr.runtime.envelope import (
 from zvsr.runtime.logs import RateLimitedWarnings, ReplicaLogger, setup_logging
 from zvsr.runtime.metrics import MetricsStartError, NodeMetrics, NodeSample, node_sample_counters
 from zvsr.runtime.serving import run_until_stopped
+from zvsr.runtime.watch_history import WatchHistory, history_answer
 from zvsr.runtime.watch_publisher import WatchPublisher, snapshot_answer
 from zvsr.storage.wal import WAL_NAME
 from zvsr.wire import admin
@@ -163,6 +165,8 @@ class ReplicaNode:
         # reads the app between core steps.
         self._app = machine.app
         self._watch: WatchPublisher | None = None
+        # The ops executed lately, for watchers' history queries (zvsr.runtime.watch_history): with the stream.
+        self._history = WatchHistory() if self.address.watch is not None else None
         self._backups = BackupServer(config.cluster_id)  # the backup query (zvsr.runtime.backup_query)
         self._storage = Storage.open(
             config.replica_data_dir(replica),
@@ -410,6 +414,8 @@ class ReplicaNode:
                 self._metrics.answered(ready.replies, time.monotonic())
         if self._watch is not None:  # after the Ready: publish what this step executed
             self._watch.publish(ready.executed, self.core.commit_number, time.monotonic())
+        if self._history is not None:
+            self._history.record(ready.executed, ready.restored, self.core.commit_number)
 
     # --- inbound ------------------------------------------------------------------------------------------
 
@@ -564,6 +570,11 @@ class ReplicaNode:
             self._send_client(envelope, admin.encode_status(self.status()))
             return
         if self._answer_snapshot_query(envelope, payload):
+            return
+        history = history_answer(payload, self._history, recovering=self.core.status is Status.RECOVERING)
+        if history is not None:
+            self._count(f"client: history queries ({history[1]})")
+            self._send_client(envelope, history[0])
             return
         backup = self._backups.answer(payload, self.core)  # between core steps: a state after whole ops
         if backup is not None:
@@ -762,6 +773,8 @@ class ReplicaNode:
                 "client": self.address.client,
                 "watch": self.address.watch,  # None: this replica publishes no watch stream
             },
+            # The ops a watcher can still get from this replica (`zvsr watch --from-op`), or None without them.
+            "watch_history": self._history_range(),
             "data_dir": None if self._storage.temporary else str(self._storage.path),
             "log_first_op": core.log_base + 1 if core.op_number > core.log_base else 0,
             "log_last_op": core.op_number,
@@ -772,6 +785,10 @@ class ReplicaNode:
             "fsync": "always" if self._storage.fsync else "never",  # the mode, as configured
             "metrics": None if self._metrics is None else self._metrics.url,
         }
+
+    def _history_range(self) -> list[int] | None:
+        history = self._history
+        return None if history is None or history.base is None else [history.first_op, history.last_op]
 
     def _log_context(self) -> tuple[str, int]:
         core = self._core

@@ -9,15 +9,15 @@ order; every `WATCH_COMMIT_INTERVAL_MS` it also publishes ``[b"commit", WatchCom
 commit_number, so a watcher can tell that it missed the tail of the stream. A watcher (`zvsr.watch`)
 subscribes to every replica, asks one for a snapshot of a key prefix with its op_number (the snapshot query,
 answered here from the app between core steps, so it is exactly the state after ops 1..op_number), and applies
-the later ops, resyncing when it finds a gap.
+the later ops, asking the replicas' history (`zvsr.runtime.watch_history`) for those it finds missing.
 
 Learning what the core executed. The core reports every op it executed in the step's Ready
 (`Ready.executed`: op_number, log entry, result), and every snapshot it installed over the app state
 (`Ready.restored`). The node hands the list to `publish` after executing the Ready. Op numbers are exact: after a
 restore the ops follow the snapshot's op_number, and a watcher that misses the ops a snapshot folded in sees a
-gap and resyncs. A step that executes more than `WATCH_STEP_OPS_MAX` ops (a restart re-executing a long log) is
-not published, and counted ("watch: ops not published"): nobody is subscribed that early anyway, and a gap in
-the stream is always safe.
+gap and fills it from another replica's history, or resyncs. A step that executes more than
+`WATCH_STEP_OPS_MAX` ops (a restart re-executing a long log) is not published, and counted ("watch: ops not
+published"): nobody is subscribed that early anyway, and a gap in the stream is always safe.
 
 Re-execution at restart. A replica restarted from disk re-executes its committed log prefix; those ops are
 in its first Ready, with op numbers watchers already have: they ignore every op at or below their state's
@@ -25,7 +25,7 @@ op_number, so repeats are harmless.
 
 Publishing happens after the step's Ready was executed (persisted, sent): every op published is committed
 (the core executes committed ops only). The socket drops at its high-water mark (`NODE_WATCH_SNDHWM` per
-subscriber) instead of blocking the loop: a slow watcher loses ops and resyncs. With CurveZMQ on, it is a
+subscriber) instead of blocking the loop: a slow watcher loses ops and fetches them. With CurveZMQ on, it is a
 CURVE server in the ``clients`` ZAP domain, so every admitted client (and proxy) key may subscribe.
 
 Nobody watching costs (almost) nothing. The socket is an XPUB, which is a PUB to its subscribers but also
@@ -98,7 +98,7 @@ class WatchPublisher:
         send = self.socket.send_multipart
         try:
             for op_number, entry, result in executed:
-                # An XPUB never blocks and never raises Again: at the HWM it drops (the watcher resyncs).
+                # An XPUB never blocks and never raises Again: at the HWM it drops (the watcher fetches them).
                 send((admin.TOPIC_OP, admin.encode_watch_op(op_number, entry.operation, result)), zmq.NOBLOCK)
             if executed:
                 self._count("watch: ops published", len(executed))

@@ -14,12 +14,17 @@ type    message          fields
                          replica, cluster, epoch, status, view, role, primary, op_number, commit_number,
                          last_normal_view, state_transfer, start, last_heard_ms, counters, traffic,
                          uptime_s, endpoints, data_dir, log_first_op, log_last_op, snapshot_op,
-                         cluster_time_ns, data_dir_bytes, fsync
+                         cluster_time_ns, data_dir_bytes, fsync, metrics, watch_history
 23      Error (bare)     ``{"type": 23, "code": "bad_request", "message": str}``
 32      SnapshotQuery    ``{"type": 32, "prefix": str}``: the watch stream's snapshot (below)
 33      Snapshot         ``{"type": 33, "op_number": uint, "items": {str: value}}``, or on failure
                          ``{"type": 33, "error": code, "message": str}``
+36      HistoryQuery     ``{"type": 36, "from_op": uint}``: the watch stream's ops after ``from_op`` (below)
+37      History          ``{"type": 37, "first_op": uint, "last_op": uint, "ops": [[uint, bin, bin], ...]}``,
+                         or on failure ``{"type": 37, "error": code, "message": str}``
 ======  ===============  ==================================================================================
+
+(34 and 35, the backup query, are `zvsr.runtime.backup_query`'s.)
 
 The watch stream (zguide's Clone pattern; docs/protocol.md §12) adds two shapes on a replica's *watch* XPUB,
 each sent as two frames ``[topic, payload]``:
@@ -38,6 +43,14 @@ A snapshot answer's ``items`` are the app's keys starting with ``prefix`` and th
 recovering and has no state yet: ask another), ``unsupported`` (the app cannot list keys), ``too_large`` (the
 answer would exceed `SNAPSHOT_ANSWER_BYTES_MAX`: use a narrower prefix), ``bad_request`` (a type-32 map of
 another shape).
+
+A history answer says which executed ops the replica holds in memory (`zvsr.runtime.watch_history`): ops
+``first_op``..``last_op`` (none if ``first_op`` is ``last_op + 1``), and lists in ``ops`` the first of them after
+``from_op``, consecutive, as ``[op_number, operation, result]`` — at most `WATCH_HISTORY_CHUNK_OPS_MAX` ops and
+about `WATCH_HISTORY_CHUNK_BYTES` bytes (at least one op when there is one): ask again after the last one. If
+``from_op + 1 < first_op`` the ops after ``from_op`` are *compacted* — no longer held — and ``ops`` is empty. Its
+error codes: ``unavailable`` (recovering, or starting), ``unsupported`` (the replica has no watch endpoint, so
+keeps no history), ``bad_request``.
 
 The status answer is diagnostics, not protocol: nothing in it is an acknowledgement, it may be read at any
 moment, and its fields may grow (readers must ignore keys they do not know). Map keys are str, except in
@@ -70,6 +83,8 @@ from zvsr.constants import (
     RESULT_BYTES_MAX,
     SNAPSHOT_ANSWER_BYTES_MAX,
     STATUS_ANSWER_BYTES_MAX,
+    WATCH_HISTORY_ANSWER_BYTES_MAX,
+    WATCH_HISTORY_CHUNK_OPS_MAX,
     WATCH_MESSAGE_BYTES_MAX,
 )
 from zvsr.protocol.messages import ERROR_BAD_REQUEST
@@ -273,7 +288,10 @@ def decode_snapshot_answer(data: bytes) -> SnapshotAnswer:
     if len(data) > SNAPSHOT_ANSWER_BYTES_MAX:
         raise DecodeError(REASON_TOO_LARGE, f"snapshot answer of {len(data)} bytes > {SNAPSHOT_ANSWER_BYTES_MAX}")
     # Stored values are any msgpack values, int-keyed maps included.
-    value = _map_of_type(data, TYPE_SNAPSHOT_ANSWER, "snapshot answer", strict_map_key=False)
+    return _snapshot_answer(_map_of_type(data, TYPE_SNAPSHOT_ANSWER, "snapshot answer", strict_map_key=False))
+
+
+def _snapshot_answer(value: dict[Any, Any]) -> SnapshotAnswer:
     if value.keys() == _SNAPSHOT_ERROR_KEYS:
         error, message = value["error"], value["message"]
         if type(error) is not str or type(message) is not str:
@@ -284,6 +302,117 @@ def decode_snapshot_answer(data: bytes) -> SnapshotAnswer:
     if type(items) is not dict or any(type(key) is not str for key in items):
         raise DecodeError(REASON_WRONG_TYPE, "snapshot answer: items must be a map with str keys")
     return SnapshotAnswer(op_number=op_number, items=items)
+
+
+# --- the history query: the ops a replica executed lately (client port) -----------------------------------------
+
+TYPE_HISTORY_QUERY: Final = 36
+TYPE_HISTORY_ANSWER: Final = 37
+
+HISTORY_UNAVAILABLE: Final = SNAPSHOT_UNAVAILABLE
+HISTORY_UNSUPPORTED: Final = SNAPSHOT_UNSUPPORTED
+HISTORY_BAD_REQUEST: Final = ERROR_BAD_REQUEST
+HISTORY_ERRORS: Final = frozenset({HISTORY_UNAVAILABLE, HISTORY_UNSUPPORTED, HISTORY_BAD_REQUEST})
+
+_HISTORY_QUERY_KEYS: Final = frozenset({"type", "from_op"})
+_HISTORY_KEYS: Final = frozenset({"type", "first_op", "last_op", "ops"})
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryAnswer:
+    """A decoded type-37 answer: the replica holds ops `first_op`..`last_op`; `ops` are the consecutive ones it
+    sent (`WatchOp`s); or `error` (a code) and `message`."""
+
+    first_op: int = 0
+    last_op: int = 0
+    ops: tuple[WatchOp, ...] = ()
+    error: str | None = None
+    message: str = ""
+
+    def holds_after(self, op_number: int) -> bool:
+        """Whether the replica holds the op after `op_number` (or every op after it, none yet): not compacted."""
+        return self.error is None and op_number + 1 >= self.first_op
+
+
+def encode_history_query(from_op: int) -> bytes:
+    data: bytes = msgpack.packb({"type": TYPE_HISTORY_QUERY, "from_op": from_op}, use_bin_type=True)
+    return data
+
+
+def decode_history_query(data: bytes) -> int | None:
+    """The ``from_op`` of a history query; None if `data` is not a map with ``type`` 36 at all (not ours);
+    DecodeError if it is one of another shape (it gets a ``bad_request`` answer)."""
+    if len(data) > CLIENT_MESSAGE_BYTES_MAX:
+        return None
+    value = _unpack_or_none(data)
+    if type(value) is not dict or value.get("type") != TYPE_HISTORY_QUERY or type(value["type"]) is not int:
+        return None
+    if value.keys() != _HISTORY_QUERY_KEYS:
+        raise DecodeError(REASON_UNKNOWN_FIELD, 'a history query is exactly {"type": 36, "from_op": uint}')
+    return _number(value, "from_op", "history query")
+
+
+def encode_history_answer(first_op: int, last_op: int, ops: list[tuple[int, bytes, bytes]]) -> bytes:
+    """``{"type": 37, "first_op", "last_op", "ops": [[op_number, operation, result], ...]}``."""
+    data: bytes = msgpack.packb(
+        {"type": TYPE_HISTORY_ANSWER, "first_op": first_op, "last_op": last_op, "ops": ops}, use_bin_type=True
+    )
+    return data
+
+
+def encode_history_error(code: str, message: str) -> bytes:
+    assert code in HISTORY_ERRORS, code
+    data: bytes = msgpack.packb(
+        {"type": TYPE_HISTORY_ANSWER, "error": code, "message": _clip(message)}, use_bin_type=True
+    )
+    return data
+
+
+def decode_history_answer(data: bytes) -> HistoryAnswer:
+    """A type-37 answer; DecodeError if `data` is not a well-formed one."""
+    if len(data) > WATCH_HISTORY_ANSWER_BYTES_MAX:
+        limit = WATCH_HISTORY_ANSWER_BYTES_MAX
+        raise DecodeError(REASON_TOO_LARGE, f"history answer of {len(data)} bytes > {limit}")
+    return _history_answer(_map_of_type(data, TYPE_HISTORY_ANSWER, "history answer"))
+
+
+def decode_watch_answer(data: bytes) -> SnapshotAnswer | HistoryAnswer:
+    """A snapshot (type 33) or history (type 37) answer, read once; DecodeError if `data` is neither."""
+    if len(data) > SNAPSHOT_ANSWER_BYTES_MAX:
+        raise DecodeError(REASON_TOO_LARGE, f"answer of {len(data)} bytes > {SNAPSHOT_ANSWER_BYTES_MAX}")
+    value = _unpack_or_none(data, strict_map_key=False)
+    if type(value) is dict and type(value.get("type")) is int and value["type"] == TYPE_HISTORY_ANSWER:
+        if len(data) > WATCH_HISTORY_ANSWER_BYTES_MAX:
+            raise DecodeError(REASON_TOO_LARGE, f"history answer of {len(data)} bytes")
+        return _history_answer(value)
+    return _snapshot_answer(_checked_map(value, TYPE_SNAPSHOT_ANSWER, "snapshot answer"))
+
+
+def _history_answer(value: dict[Any, Any]) -> HistoryAnswer:
+    if value.keys() == _SNAPSHOT_ERROR_KEYS:
+        error, message = value["error"], value["message"]
+        if type(error) is not str or type(message) is not str:
+            raise DecodeError(REASON_WRONG_TYPE, "history answer: error and message must be str")
+        return HistoryAnswer(error=error, message=message)
+    _exact_keys(value, _HISTORY_KEYS, "history answer")
+    first_op, last_op = _number(value, "first_op", "history answer"), _number(value, "last_op", "history answer")
+    ops, entries = value["ops"], list[WatchOp]()
+    if first_op == 0 or first_op > last_op + 1 or type(ops) is not list or len(ops) > WATCH_HISTORY_CHUNK_OPS_MAX:
+        raise DecodeError(REASON_OUT_OF_RANGE, "history answer: first_op 0 or past last_op + 1, or ops not a list")
+    for index, item in enumerate(ops):
+        if type(item) is not list or len(item) != 3:
+            raise DecodeError(REASON_WRONG_TYPE, "history answer: each op is [op_number, operation, result]")
+        op_number, operation, result = item
+        if type(op_number) is not int or type(operation) is not bytes or type(result) is not bytes:
+            raise DecodeError(REASON_WRONG_TYPE, "history answer: an op is [uint, bin, bin]")
+        # Consecutive ops the replica holds: a receiver may apply them in order without looking further.
+        expected = op_number if index == 0 else entries[0].op_number + index
+        if op_number != expected or not first_op <= op_number <= last_op:
+            raise DecodeError(REASON_OUT_OF_RANGE, "history answer: ops not consecutive within first_op..last_op")
+        if len(operation) > OPERATION_BYTES_MAX or len(result) > RESULT_BYTES_MAX:
+            raise DecodeError(REASON_OUT_OF_RANGE, "history answer: operation or result too large")
+        entries.append(WatchOp(op_number, operation, result))
+    return HistoryAnswer(first_op=first_op, last_op=last_op, ops=tuple(entries))
 
 
 def encode_watch_op(op_number: int, operation: bytes, result: bytes) -> bytes:
@@ -321,7 +450,10 @@ def decode_watch_message(topic: bytes, data: bytes) -> WatchOp | WatchCommit:
 
 
 def _map_of_type(data: bytes, kind: int, what: str, *, strict_map_key: bool = True) -> dict[str, Any]:
-    value = _unpack_or_none(data, strict_map_key=strict_map_key)
+    return _checked_map(_unpack_or_none(data, strict_map_key=strict_map_key), kind, what)
+
+
+def _checked_map(value: Any, kind: int, what: str) -> dict[str, Any]:
     if value is None:
         raise DecodeError(REASON_NOT_MSGPACK, f"{what} is not one msgpack value")
     if type(value) is not dict:
