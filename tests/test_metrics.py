@@ -332,15 +332,20 @@ def test_bad_frames_are_counted_by_socket_and_reason(cluster: LocalCluster) -> N
     assert value(samples, "zvsr_server_requests_total", outcome="bad_request") >= 1
 
 
-def test_zvsr_status_shows_each_replicas_metrics_url(cluster: LocalCluster) -> None:
+def test_zvsr_status_shows_each_replicas_watch_endpoint_and_metrics_url(cluster: LocalCluster) -> None:
+    """Each replica reports its own watch endpoint and metrics URL; the table shows both, `-` for none."""
     report = collect_status(cluster.config)
     urls = [entry["metrics"] for entry in report["replicas"]]
     assert urls == [metrics_url("127.0.0.1", port) for port in cluster.config.metrics_ports]
+    watches = [entry["endpoints"]["watch"] for entry in report["replicas"]]
+    assert watches == [address.watch for address in cluster.config.replicas] and None not in watches
     table = format_status(report)
-    assert "metrics" in table.splitlines()[0]
-    assert all(url in table for url in urls)
-    entry = dict(report["replicas"][0], metrics=None)  # a replica without metrics (or too old to say)
-    assert format_status({"replicas": [entry]}).splitlines()[1].split()[9] == "-"
+    assert table.splitlines()[0].split()[9:11] == ["watch", "metrics"]
+    shown = [line.split()[9:11] for line in table.splitlines()[1:]]
+    assert shown == [list(pair) for pair in zip(watches, urls, strict=True)]
+    # A replica without metrics or a watch stream (or too old to say).
+    entry = dict(report["replicas"][0], metrics=None, endpoints={"client": "tcp://127.0.0.1:1"})
+    assert format_status({"replicas": [entry]}).splitlines()[1].split()[9:11] == ["-", "-"]
 
 
 @pytest.mark.timeout(20)

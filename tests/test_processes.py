@@ -7,11 +7,7 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import sys
 import threading
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,8 +22,6 @@ from zvsr.lincheck import ZvsrModel, check
 from zvsr.runtime.processes import (
     TEST_TIMEOUTS,
     ProcessCluster,
-    free_ports,
-    port_is_free,
     process_cluster,
     wait_for,
 )
@@ -61,51 +55,6 @@ def check_after_load(cluster: ProcessCluster, load: Workload) -> None:
 
 
 # --- the scenarios -----------------------------------------------------------------------------------------------
-
-
-def test_readme_quickstart_cluster_up_then_kv_put_and_get(tmp_path: Path) -> None:
-    """`zvsr cluster up` in one shell; `zvsr kv put a 1` and `zvsr kv get a` in another; Ctrl-C stops it all.
-    It prints every Prometheus /metrics URL (metrics are on in a local cluster), and each one answers."""
-    base = free_ports(1)[0]
-    # proxy and its /metrics; each replica's peer, heartbeat, client, watch and /metrics
-    offsets = (0, 4, *(10 * (i + 1) + j for i in range(3) for j in range(5)))
-    while not all(port_is_free(f"tcp://127.0.0.1:{base + offset}") for offset in offsets):
-        base = free_ports(1)[0]
-    up = subprocess.Popen(
-        [sys.executable, "-m", "zvsr", "cluster", "up", "--base-port", str(base)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        text=True,
-    )
-    try:
-        assert up.stdout is not None
-        lines: list[str] = []
-        for line in up.stdout:
-            lines.append(line)
-            if line.startswith("cluster is up"):
-                break
-        assert any(line.startswith("cluster is up") for line in lines), "".join(lines)
-        proxy = f"tcp://127.0.0.1:{base}"
-        kv = [sys.executable, "-m", "zvsr", "kv", "--proxy", proxy]
-        put = subprocess.run([*kv, "put", "a", "1"], capture_output=True, text=True, timeout=30)
-        assert put.returncode == 0, put.stderr
-        got = subprocess.run([*kv, "get", "a"], capture_output=True, text=True, timeout=30)
-        assert got.returncode == 0, got.stderr
-        assert got.stdout.strip() == "1"
-        urls = [url for line in lines for url in re.findall(r"metrics (http://\S+)", line)]
-        assert urls == [f"http://127.0.0.1:{base + offset}/metrics" for offset in (4, 14, 24, 34)], "".join(lines)
-        for url in urls:
-            with urllib.request.urlopen(url, timeout=10) as answer:
-                text = answer.read().decode()
-            assert ("zvsr_proxy_requests_total" if url == urls[0] else "zvsr_server_view") in text, url
-        os.killpg(up.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
-        assert up.wait(timeout=30) == 0
-        wait_for(lambda: port_is_free(proxy), timeout_s=10, what="the proxy port to be released")
-    finally:
-        if up.poll() is None:
-            os.killpg(up.pid, signal.SIGKILL)
-            up.wait()
 
 
 def test_kill_9_of_the_primary_under_load_loses_nothing_acknowledged(cluster: ProcessCluster) -> None:

@@ -5,9 +5,13 @@
 - `zvsr proxy`        a client proxy, from a cluster file
 - `zvsr kv …`         the built-in coordination app from the shell, through a proxy
 - `zvsr status`       view, role, op and commit numbers of every replica
+- `zvsr backup`, `zvsr restore`   a verified copy of the primary's snapshot; a new cluster seeded from one
 - `zvsr sim`, `zvsr lincheck`   the simulator and the linearizability checker
 - `zvsr bench`        latency, throughput, failover and durability figures against baselines
 - `zvsr fuzz`         malformed frames at every socket of a local cluster under load, then checks
+
+The client-side commands (kv, status, backup) share --config, --proxy, --timeout-ms and --json, typed before or
+after the command's name, and find a running `zvsr cluster up`'s cluster on their own (`zvsr.cli_options`).
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ import click
 
 from zvsr import __version__
 from zvsr.bench.cli import bench_command
-from zvsr.constants import CLIENT_TIMEOUT_MS, REPLICAS_MAX, STATUS_TIMEOUT_MS
+from zvsr.cli_options import ClientSettings, check_outer_options, client_command, client_options
+from zvsr.constants import BACKUP_TIMEOUT_MS, CLIENT_TIMEOUT_MS, REPLICAS_MAX, STATUS_TIMEOUT_MS
 from zvsr.fuzz.cli import fuzz_command
 from zvsr.lincheck.cli import lincheck_command
 from zvsr.runtime.cluster_config import (
@@ -44,8 +49,15 @@ if TYPE_CHECKING:
 
 @click.group()
 @click.version_option(__version__, prog_name="zvsr")
-def main() -> None:
-    """zvsr: Viewstamped Replication over ZeroMQ."""
+@client_options("config", "proxy", "timeout_ms", "json")
+@click.pass_context
+def main(context: click.Context) -> None:
+    """zvsr: Viewstamped Replication over ZeroMQ.
+
+    The client-side commands (kv, status, backup) take --config, --proxy, --timeout-ms and --json before or
+    after their name; given twice, the later one wins.
+    """
+    check_outer_options(context)
 
 
 main.add_command(sim_command, "sim")
@@ -236,18 +248,16 @@ def keygen_command(directory: str, replicas: int, clients: tuple[str, ...]) -> N
 
 
 @main.command("status")
-@config_option
-@click.option("--json", "as_json", is_flag=True, help="One JSON document with every replica's status.")
-@click.option("--timeout-ms", type=click.IntRange(min=1), default=STATUS_TIMEOUT_MS, show_default=True)
-def status_command(config_path: str | None, as_json: bool, timeout_ms: int) -> None:
-    """View, status, role, op_number, commit_number, last heard and lag of every replica."""
+@client_command("config", "timeout_ms", "json", timeout_ms=STATUS_TIMEOUT_MS)
+def status_command(settings: ClientSettings) -> None:
+    """View, status, role, op_number, commit_number, lag, watch endpoint, metrics URL and last heard of every
+    replica (--json: one JSON document with everything each replica reports). Exits 1 if none answers."""
     from zvsr.runtime.status import collect_status, format_status
 
-    config = load(config_path)
-    report = collect_status(config, timeout_ms=timeout_ms)
-    click.echo(json.dumps(report, indent=2, sort_keys=True) if as_json else format_status(report))
+    report = collect_status(settings.config, timeout_ms=settings.timeout_ms)
+    click.echo(json.dumps(report, indent=2, sort_keys=True) if settings.as_json else format_status(report))
     if not any(entry.get("reachable") for entry in report["replicas"]):
-        raise SystemExit(1)
+        raise settings.unreachable(f"no replica answered within {settings.timeout_ms} ms", replicas=True)
 
 
 # --- zvsr kv -------------------------------------------------------------------------------------------------
@@ -261,45 +271,41 @@ def parse_value(text: str) -> Any:
         return text
 
 
+KV_OPTIONS = ("config", "proxy", "timeout_ms", "json")
+# Every kv command: the shared options (also accepted after `zvsr kv` and `zvsr kv lease`), and its settings.
+kv_command = client_command(*KV_OPTIONS, timeout_ms=CLIENT_TIMEOUT_MS)
+
+
 @main.group("kv")
-@config_option
-@click.option(
-    "--proxy",
-    "proxy_endpoint",
-    default=None,
-    envvar="ZVSR_PROXY",
-    help="Proxy endpoint (default: the local cluster's, tcp://127.0.0.1:7700).",
-)
-@click.option("--timeout-ms", type=click.IntRange(min=1), default=CLIENT_TIMEOUT_MS, show_default=True)
-@click.pass_context
-def kv_group(
-    context: click.Context, config_path: str | None, proxy_endpoint: str | None, timeout_ms: int
-) -> None:
-    """The built-in coordination app: values are JSON when they parse as JSON, strings otherwise."""
-    config = load(config_path)
-    context.obj = {"proxy": proxy_endpoint or config.proxy, "timeout_ms": timeout_ms, "config": config}
+@client_options(*KV_OPTIONS, timeout_ms=str(CLIENT_TIMEOUT_MS))
+def kv_group() -> None:
+    """The built-in coordination app, through a proxy: values are JSON when they parse as JSON, strings
+    otherwise; every answer is printed as JSON. --config, --proxy, --timeout-ms and --json go before or after
+    the command's name (`zvsr kv put a 1 --proxy tcp://127.0.0.1:7700`)."""
 
 
 @contextmanager
-def kv_client(context: click.Context) -> Iterator[Client]:
-    """A client to the kv group's proxy; a ZvsrError in the block becomes a ClickException ("code: message")."""
-    from zvsr.client import Client, ZvsrError, curve_for_proxy
+def kv_client(settings: ClientSettings) -> Iterator[Client]:
+    """A client to the settings' proxy. A ZvsrError in the block becomes a one-line error ("code: message"), and
+    one that means the proxy or the cluster did not answer also says what was tried and how to point elsewhere."""
+    import zmq
 
-    settings = context.find_object(dict)
-    assert settings is not None
+    from zvsr.client import Client, Timeout, Unavailable, ZvsrError, curve_for_proxy
+
+    curve = curve_for_proxy(settings.config)
     try:
-        curve = curve_for_proxy(settings["config"])
-    except ConfigError as error:
-        raise click.ClickException(str(error)) from error
-    try:
-        with Client(settings["proxy"], timeout_ms=settings["timeout_ms"], curve=curve) as client:
+        with Client(settings.config.proxy, timeout_ms=settings.timeout_ms, curve=curve) as client:
             yield client
+    except (Timeout, Unavailable) as error:
+        raise settings.unreachable(f"{error.code}: {error}", proxy=True) from error
     except ZvsrError as error:
         raise click.ClickException(f"{error.code}: {error}") from error
+    except zmq.ZMQError as error:  # an endpoint ZeroMQ cannot connect to, e.g. tcp://no-port
+        raise click.ClickException(f"cannot connect to the proxy {settings.config.proxy}: {error}") from error
 
 
-def run_kv(context: click.Context, operation: dict[str, Any]) -> None:
-    with kv_client(context) as client:
+def run_kv(settings: ClientSettings, operation: dict[str, Any]) -> None:
+    with kv_client(settings) as client:
         result = client.execute(operation)
     echo_json(result)
 
@@ -321,10 +327,10 @@ def _json_default(value: Any) -> Any:
 
 @kv_group.command("get")
 @click.argument("key")
-@click.pass_context
-def kv_get(context: click.Context, key: str) -> None:
+@kv_command
+def kv_get(key: str, settings: ClientSettings) -> None:
     """Print KEY's value (null if missing)."""
-    run_kv(context, {"op": "get", "key": key})
+    run_kv(settings, {"op": "get", "key": key})
 
 
 lease_id_option = click.option(
@@ -336,40 +342,40 @@ lease_id_option = click.option(
 @click.argument("key")
 @click.argument("value")
 @lease_id_option
-@click.pass_context
-def kv_put(context: click.Context, key: str, value: str, lease_id: int | None) -> None:
+@kv_command
+def kv_put(key: str, value: str, lease_id: int | None, settings: ClientSettings) -> None:
     """Set KEY to VALUE; with --lease, KEY is deleted when the lease ends."""
     operation = {"op": "put", "key": key, "value": parse_value(value)}
     if lease_id is not None:
         operation["lease"] = lease_id
-    run_kv(context, operation)
+    run_kv(settings, operation)
 
 
 @kv_group.command("del")
 @click.argument("key")
-@click.pass_context
-def kv_delete(context: click.Context, key: str) -> None:
+@kv_command
+def kv_delete(key: str, settings: ClientSettings) -> None:
     """Delete KEY; prints whether it existed."""
-    run_kv(context, {"op": "delete", "key": key})
+    run_kv(settings, {"op": "delete", "key": key})
 
 
 @kv_group.command("cas")
 @click.argument("key")
 @click.argument("expected")
 @click.argument("new")
-@click.pass_context
-def kv_cas(context: click.Context, key: str, expected: str, new: str) -> None:
+@kv_command
+def kv_cas(key: str, expected: str, new: str, settings: ClientSettings) -> None:
     """Set KEY to NEW if it equals EXPECTED (`null`: if missing)."""
-    run_kv(context, {"op": "cas", "key": key, "expected": parse_value(expected), "new": parse_value(new)})
+    run_kv(settings, {"op": "cas", "key": key, "expected": parse_value(expected), "new": parse_value(new)})
 
 
 @kv_group.command("incr")
 @click.argument("key")
 @click.option("--by", type=int, default=1, show_default=True)
-@click.pass_context
-def kv_incr(context: click.Context, key: str, by: int) -> None:
+@kv_command
+def kv_incr(key: str, by: int, settings: ClientSettings) -> None:
     """Add BY to the integer at KEY (missing counts as 0); prints the new value."""
-    run_kv(context, {"op": "incr", "key": key, "by": by})
+    run_kv(settings, {"op": "incr", "key": key, "by": by})
 
 
 @kv_group.command("lock")
@@ -383,8 +389,8 @@ def kv_incr(context: click.Context, key: str, by: int) -> None:
     help="Grant a lease of this length for the lock and print its id: keep it alive with `kv lease keepalive`.",
 )
 @lease_id_option
-@click.pass_context
-def kv_lock(context: click.Context, name: str, owner: str, ttl: float | None, lease_id: int | None) -> None:
+@kv_command
+def kv_lock(name: str, owner: str, ttl: float | None, lease_id: int | None, settings: ClientSettings) -> None:
     """Acquire lock NAME for OWNER; prints ok, holder and fencing token (and the lease, with --ttl).
 
     With --lease or --ttl the lock is released when the lease ends; a lock whose lease expired may stay
@@ -396,9 +402,9 @@ def kv_lock(context: click.Context, name: str, owner: str, ttl: float | None, le
         operation: dict[str, Any] = {"op": "lock", "name": name, "owner": owner}
         if lease_id is not None:
             operation["lease"] = lease_id
-        run_kv(context, operation)
+        run_kv(settings, operation)
         return
-    with kv_client(context) as client:
+    with kv_client(settings) as client:
         result = client.lock(name, owner, ttl=seconds_to_ms(ttl) / 1000)
     answer: dict[str, Any] = {"ok": result.ok, "owner": result.owner, "token": result.token}
     if result.lease is not None:
@@ -411,13 +417,14 @@ def kv_lock(context: click.Context, name: str, owner: str, ttl: float | None, le
 @kv_group.command("unlock")
 @click.argument("name")
 @click.argument("owner")
-@click.pass_context
-def kv_unlock(context: click.Context, name: str, owner: str) -> None:
+@kv_command
+def kv_unlock(name: str, owner: str, settings: ClientSettings) -> None:
     """Release lock NAME held by OWNER."""
-    run_kv(context, {"op": "unlock", "name": name, "owner": owner})
+    run_kv(settings, {"op": "unlock", "name": name, "owner": owner})
 
 
 @kv_group.group("lease")
+@client_options(*KV_OPTIONS, timeout_ms=str(CLIENT_TIMEOUT_MS))
 def kv_lease_group() -> None:
     """Leases: keys (`kv put --lease`) and locks (`kv lock --lease`) that end when their lease does.
 
@@ -437,58 +444,51 @@ def kv_lease_group() -> None:
     metavar="SECONDS",
     help="When the lease expires, its locks stay unavailable this long.",
 )
-@click.pass_context
-def kv_lease_grant(context: click.Context, ttl: float, lock_delay: float) -> None:
+@kv_command
+def kv_lease_grant(ttl: float, lock_delay: float, settings: ClientSettings) -> None:
     """Grant a lease; prints its id and ttl_ms."""
     operation: dict[str, Any] = {"op": "lease_grant", "ttl_ms": seconds_to_ms(ttl)}
     if lock_delay > 0:
         operation["lock_delay_ms"] = seconds_to_ms(lock_delay)
-    run_kv(context, operation)
+    run_kv(settings, operation)
 
 
 @kv_lease_group.command("keepalive")
 @click.argument("lease_id", metavar="ID", type=int)
-@click.pass_context
-def kv_lease_keepalive(context: click.Context, lease_id: int) -> None:
+@kv_command
+def kv_lease_keepalive(lease_id: int, settings: ClientSettings) -> None:
     """Renew lease ID for a full ttl; prints the milliseconds it has left."""
-    run_kv(context, {"op": "lease_keepalive", "lease": lease_id})
+    run_kv(settings, {"op": "lease_keepalive", "lease": lease_id})
 
 
 @kv_lease_group.command("revoke")
 @click.argument("lease_id", metavar="ID", type=int)
-@click.pass_context
-def kv_lease_revoke(context: click.Context, lease_id: int) -> None:
+@kv_command
+def kv_lease_revoke(lease_id: int, settings: ClientSettings) -> None:
     """End lease ID now: deletes its keys and releases its locks; prints ok and the keys deleted."""
-    run_kv(context, {"op": "lease_revoke", "lease": lease_id})
+    run_kv(settings, {"op": "lease_revoke", "lease": lease_id})
 
 
 @kv_lease_group.command("ttl")
 @click.argument("lease_id", metavar="ID", type=int)
-@click.pass_context
-def kv_lease_ttl(context: click.Context, lease_id: int) -> None:
+@kv_command
+def kv_lease_ttl(lease_id: int, settings: ClientSettings) -> None:
     """Print lease ID's ttl_ms, remaining_ms, keys and locks."""
-    run_kv(context, {"op": "lease_ttl", "lease": lease_id})
+    run_kv(settings, {"op": "lease_ttl", "lease": lease_id})
 
 
 @kv_lease_group.command("list")
-@click.pass_context
-def kv_lease_list(context: click.Context) -> None:
+@kv_command
+def kv_lease_list(settings: ClientSettings) -> None:
     """Print the ids of every live lease."""
-    run_kv(context, {"op": "lease_list"})
+    run_kv(settings, {"op": "lease_list"})
 
 
 # --- zvsr backup, zvsr restore -------------------------------------------------------------------------------
 
 
 @main.command("backup")
-@config_option
 @click.argument("out", type=click.Path(dir_okay=False, writable=True))
-@click.option(
-    "--timeout-ms",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Wait this long for each answer of a replica (default: BACKUP_TIMEOUT_MS, 10 s).",
-)
 @click.option(
     "--replica", type=click.IntRange(min=0), default=None, help="Back up this replica (default: the primary)."
 )
@@ -497,24 +497,24 @@ def kv_lease_list(context: click.Context) -> None:
     is_flag=True,
     help="Have the replica encode its state now (at its commit_number) instead of sending its latest snapshot.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print what was saved as one JSON document.")
-def backup_command(
-    config_path: str | None, out: str, timeout_ms: int | None, replica: int | None, fresh: bool, as_json: bool
-) -> None:
+@client_command("config", "timeout_ms", "json", timeout_ms=BACKUP_TIMEOUT_MS)
+def backup_command(out: str, replica: int | None, fresh: bool, settings: ClientSettings) -> None:
     """Save a verified copy of the primary's latest snapshot (state and client table after op N) to OUT.
 
     Ops after N are not in it. Restore it into a new cluster with `zvsr restore` (docs/operations.md).
+    --timeout-ms bounds the wait for each answer of a replica. --json prints what was saved as one document.
     """
-    from zvsr.constants import BACKUP_TIMEOUT_MS
-    from zvsr.runtime.backup import BackupError, take_backup
+    from zvsr.runtime.backup import BackupError, BackupUnreachable, take_backup
 
-    config = load(config_path)
-    timeout_ms = BACKUP_TIMEOUT_MS if timeout_ms is None else timeout_ms
     try:
-        report = take_backup(config, Path(out), replica=replica, fresh=fresh, timeout_ms=timeout_ms)
+        report = take_backup(
+            settings.config, Path(out), replica=replica, fresh=fresh, timeout_ms=settings.timeout_ms
+        )
+    except BackupUnreachable as error:
+        raise settings.unreachable(str(error), replicas=True) from error
     except BackupError as error:
         raise click.ClickException(str(error)) from error
-    if as_json:
+    if settings.as_json:
         click.echo(json.dumps(report, sort_keys=True))
         return
     source = "a fresh snapshot" if fresh else "the latest snapshot"

@@ -92,6 +92,10 @@ class BackupError(Exception):
     """A backup cannot be taken, read or restored; the message says why (and what to do)."""
 
 
+class BackupUnreachable(BackupError):
+    """No replica (or not the one asked) answered in time: the cluster is down, or not where the file says."""
+
+
 def _checksum(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=CHECKSUM_BYTES).digest()
 
@@ -200,7 +204,7 @@ def choose_replica(config: ClusterConfig, *, replica: int | None, timeout_ms: in
         if not 0 <= replica < len(config.replicas):
             raise BackupError(f"replica {replica}: the cluster has replicas 0..{len(config.replicas) - 1}")
         if replica not in entries:
-            raise BackupError(f"replica {replica} did not answer the status query within {timeout_ms} ms")
+            raise BackupUnreachable(f"replica {replica} did not answer the status query within {timeout_ms} ms")
         return replica, entries[replica]
     primaries = [
         (entry.get("view", 0), index)
@@ -209,7 +213,8 @@ def choose_replica(config: ClusterConfig, *, replica: int | None, timeout_ms: in
     ]
     if not primaries:
         answered = ", ".join(f"r{index} {entry.get('status')}" for index, entry in sorted(entries.items()))
-        raise BackupError(
+        error = BackupUnreachable if not entries else BackupError
+        raise error(
             f"no primary in normal status answered within {timeout_ms} ms (answered: {answered or 'none'}): "
             "is the cluster up? (--replica N backs up one replica's snapshot)"
         )
@@ -305,7 +310,7 @@ def _exchange(socket: zmq.Socket[bytes], query: BackupQuery, replica: int, timeo
             raise BackupError(f"replica {replica}: {answer.error}: {answer.message}{hint}")
         if answer.offset == query.offset and (query.snapshot_op in (0, answer.snapshot_op)):
             return answer
-    raise BackupError(
+    raise BackupUnreachable(
         f"replica {replica} did not answer the backup query within {timeout_ms} ms "
         "(is it up, and does it run a zvsr with `zvsr backup`?)"
     )

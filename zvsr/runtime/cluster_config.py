@@ -68,6 +68,9 @@ from zvsr.runtime.security import KeyPair, Keys, SecurityError, read_pair
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_BASE_PORT = 7700
+# Where a running `zvsr cluster up` leaves a copy of its cluster file, relative to the directory it runs in, for
+# the client-side commands run there to find (`zvsr.cli_options`); it removes the copy when it stops.
+DISCOVERY_FILE = Path(".zvsr") / "cluster.toml"
 DEFAULT_APP = "zvsr.apps.coordination:CoordinationApp"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
@@ -178,6 +181,8 @@ class ClusterConfig:
         unknown = set(self.timeouts) - set(TIMEOUT_KEYS)
         if unknown:
             raise ConfigError(f"unknown [timeouts] keys: {', '.join(sorted(unknown))}")
+        if not isinstance(self.proxy, str) or "://" not in self.proxy:
+            raise ConfigError(f"the proxy must be a ZeroMQ endpoint (tcp://host:port), got {self.proxy!r}")
         endpoints = [self.proxy]
         for index, address in enumerate(self.replicas):
             for name in ("peer", "heartbeat", "client"):

@@ -5,6 +5,14 @@ The launcher writes the embedded default configuration (`local_cluster`) to `<di
 the proxy, prints the endpoints (every Prometheus ``/metrics`` URL too: metrics are on in a local cluster),
 and then supervises: Ctrl-C (SIGINT to the process group) or SIGTERM stops every child — SIGTERM first,
 SIGKILL after a grace period — and removes the directory if it was temporary.
+
+Finding the cluster from another shell. While it runs, the launcher keeps a copy of the cluster file in
+``./.zvsr/cluster.toml`` of the directory it was started in (written atomically), where the client-side
+commands run in that directory look first after --config and ZVSR_CONFIG (`zvsr.cli_options`); it prints
+``export ZVSR_CONFIG=…`` for shells elsewhere. However it stops (Ctrl-C, SIGTERM, a failed start), it removes
+the copy — unless another `zvsr cluster up` in the same directory has replaced it since — so a file left there
+means a launcher that was killed with SIGKILL (its children may then still run), and a command that times out
+against it says where it read the endpoints.
 A child that exits on its own is reported; the cluster keeps running while a majority of replicas and the
 proxy are alive (a majority is all VR needs), and the launcher exits non-zero when that is no longer so.
 """
@@ -12,6 +20,7 @@ proxy are alive (a majority is all VR needs), and the launcher exits non-zero wh
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -30,7 +39,8 @@ from zvsr.constants import (
     LAUNCHER_STOP_GRACE_S,
     LAUNCHER_SUPERVISE_INTERVAL_S,
 )
-from zvsr.runtime.cluster_config import ClusterConfig, local_cluster, to_toml
+from zvsr.runtime.cluster_config import DISCOVERY_FILE, ClusterConfig, local_cluster, to_toml
+from zvsr.runtime.data_dir import write_atomically
 from zvsr.runtime.metrics import metrics_url
 
 
@@ -47,13 +57,14 @@ def run_local_cluster(
     echo: Callable[[str], None],
 ) -> int:
     temporary = data_dir is None
-    root = Path(tempfile.mkdtemp(prefix="zvsr-")) if data_dir is None else data_dir
+    root = Path(tempfile.mkdtemp(prefix="zvsr-")) if data_dir is None else data_dir.resolve()
     root.mkdir(parents=True, exist_ok=True)
     config = local_cluster(
         replicas=replicas, base_port=base_port, data_dir=str(root / "data"), metrics=True, **settings
     )
     path = root / "cluster.toml"
     path.write_text(to_toml(config))
+    published = _publish(config, path, echo)
     # A brand-new cluster (no replica has ever run here) is initialised; an existing one restarts from disk,
     # and a replica whose directory was wiped recovers from the others instead of starting empty.
     new_cluster = not any((root / "data").glob("replica-*/replica.json"))
@@ -68,7 +79,7 @@ def run_local_cluster(
         _describe(config, path, echo)
         if not _wait_until_serving(config, children, echo):
             return 1
-        echo(f"cluster is up: try `zvsr kv put a 1` and `zvsr kv get a` (proxy {config.proxy}); Ctrl-C stops it")
+        _tell_how_to_reach(path, published is not None, echo)
         return _supervise(children, replicas, echo)
     except (KeyboardInterrupt, _Stop):
         echo("stopping the cluster")
@@ -77,10 +88,50 @@ def run_local_cluster(
         for number in previous:  # a second Ctrl-C must not cut the clean-up short
             signal.signal(number, signal.SIG_IGN)
         _stop_all(children)
+        if published is not None:
+            _withdraw(*published)
         for number, handler in previous.items():
             signal.signal(number, handler)
         if temporary:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _publish(config: ClusterConfig, path: Path, echo: Callable[[str], None]) -> tuple[Path, bytes] | None:
+    """Copy the cluster file to ./.zvsr/cluster.toml for the commands run in this directory; (where, what)
+    to withdraw at the end, or None if it could not be written (the export line still works)."""
+    target = Path.cwd() / DISCOVERY_FILE
+    # The pid makes each launcher's copy unique, so `_withdraw` never removes another launcher's.
+    content = (
+        f"# Written by `zvsr cluster up` (pid {os.getpid()}), which runs its cluster from {path}, for the\n"
+        "# commands run in this directory (zvsr kv, status, backup, watch); removed when it stops.\n"
+        f"{to_toml(config)}"
+    ).encode()
+    try:
+        target.parent.mkdir(exist_ok=True)
+        write_atomically(target, content)
+    except OSError as error:
+        echo(f"could not write {target} ({error.strerror}): use the export line below to reach the cluster")
+        return None
+    return target, content
+
+
+def _withdraw(target: Path, content: bytes) -> None:
+    try:
+        if target.read_bytes() == content:  # not replaced by another `zvsr cluster up` run here since
+            target.unlink()
+    except OSError:
+        return
+    try:
+        target.parent.rmdir()  # only if nothing else is in it
+    except OSError:
+        pass
+
+
+def _tell_how_to_reach(path: Path, published: bool, echo: Callable[[str], None]) -> None:
+    here = f"another shell in this directory finds it (./{DISCOVERY_FILE}); " if published else ""
+    echo(f"cluster is up; Ctrl-C stops it. To use it, {here}from anywhere else first run:")
+    echo(f"export ZVSR_CONFIG={shlex.quote(str(path))}")
+    echo("then e.g. `zvsr kv put a 1`, `zvsr kv get a`, `zvsr status`")
 
 
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
@@ -100,6 +151,7 @@ def _describe(config: ClusterConfig, path: Path, echo: Callable[[str], None]) ->
     for index, address in enumerate(config.replicas):
         echo(
             f"replica {index}: client {address.client}  peer {address.peer}  heartbeat {address.heartbeat}"
+            f"{'' if address.watch is None else f'  watch {address.watch}'}"
             f"{_metrics_text(config.replica_metrics(index))}"
         )
 

@@ -760,6 +760,7 @@ class ReplicaNode:
                 "peer": self.address.peer,
                 "heartbeat": self.address.heartbeat,
                 "client": self.address.client,
+                "watch": self.address.watch,  # None: this replica publishes no watch stream
             },
             "data_dir": None if self._storage.temporary else str(self._storage.path),
             "log_first_op": core.log_base + 1 if core.op_number > core.log_base else 0,

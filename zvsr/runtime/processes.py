@@ -49,6 +49,16 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
+def free_base_port(replicas: int = 3) -> int:
+    """A `zvsr cluster up --base-port` whose every port is free now: the proxy's and its /metrics (base, base + 4)
+    and each replica's peer, heartbeat, client, watch and /metrics (base + 10(i+1) + 0..4)."""
+    offsets = (0, 4, *(10 * (i + 1) + j for i in range(replicas) for j in range(5)))
+    while True:
+        base = free_ports(1)[0]
+        if base + offsets[-1] <= 65000 and all(port_is_free(f"tcp://127.0.0.1:{base + o}") for o in offsets):
+            return base
+
+
 def wait_for(
     condition: Callable[[], T | None],
     *,

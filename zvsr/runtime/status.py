@@ -3,7 +3,8 @@
 Each replica answers the status query (`{"type": 30}`, see `zvsr.wire.admin`) itself; a replica that does not
 answer within the timeout is shown as unreachable. Lag is how far a replica's commit_number is behind the
 highest commit_number any replica reported. ``metrics`` is the replica's Prometheus URL, or None when it serves
-none (or is too old to say).
+none (or is too old to say); ``endpoints`` names its sockets, ``watch`` (the watch stream's PUB) None when it
+publishes none.
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def collect_status(config: ClusterConfig, *, timeout_ms: int = STATUS_TIMEOUT_MS
 def format_status(report: dict[str, Any]) -> str:
     header = (
         f"{'replica':>7}  {'status':<12} {'view':>5} {'role':<8} {'op':>8} {'commit':>8} {'lag':>6} "
-        f"{'log':>15} {'disk':>9}  {'metrics':<31} last heard"
+        f"{'log':>15} {'disk':>9}  {'watch':<26} {'metrics':<34} last heard"
     )
     lines = [header]
     for entry in report["replicas"]:
@@ -86,6 +87,7 @@ def format_status(report: dict[str, Any]) -> str:
             lines.append(f"{entry['replica']:>7}  {'unreachable':<12} ({entry['endpoint']})")
             continue
         heard = entry.get("last_heard_ms") or {}
+        watch = (entry.get("endpoints") or {}).get("watch")
         heard_text = " ".join(
             f"r{peer}:{'-' if age is None else f'{age}ms'}" for peer, age in sorted(heard.items(), key=str)
         )
@@ -93,7 +95,7 @@ def format_status(report: dict[str, Any]) -> str:
             f"{entry['replica']:>7}  {entry.get('status', '?'):<12} {entry.get('view', '?'):>5} "
             f"{entry.get('role', '?'):<8} {entry.get('op_number', '?'):>8} {entry.get('commit_number', '?'):>8} "
             f"{entry.get('lag', '?'):>6} {_log_range(entry):>15} {_size(entry.get('data_dir_bytes')):>9}  "
-            f"{entry.get('metrics') or '-':<31} {heard_text}"
+            f"{watch or '-':<26} {entry.get('metrics') or '-':<34} {heard_text}"
         )
     return "\n".join(lines)
 
