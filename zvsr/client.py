@@ -767,6 +767,14 @@ class Client:
         """
         return self._run(_execute(op, raise_app_errors))
 
+    def request(self, operation: bytes) -> bytes:
+        """Send `operation` as it is and return the result bytes as the cluster gave them: for an app op already
+        encoded, or an op of the cluster itself (a reconfiguration, `zvsr.runtime.reconfigure`). Errors as for
+        every call."""
+        if not isinstance(operation, bytes) or not 0 < len(operation) <= OPERATION_BYTES_MAX:
+            raise ValueError(f"an operation is 1..{OPERATION_BYTES_MAX} bytes")
+        return self._request(operation)
+
     # --- plumbing ---
 
     def _revoke_quietly(self, lease: int) -> None:
