@@ -17,6 +17,7 @@ from local_cluster import LocalCluster, make_config, operation
 
 from zvsr.client import Client
 from zvsr.protocol.messages import Reply, Request
+from zvsr.runtime.backup import BackupError, restore, take_backup
 from zvsr.runtime.cluster_config import ClusterConfig, ReplicaAddress
 from zvsr.runtime.node import NodeStartError, ReplicaNode
 from zvsr.runtime.processes import free_ports, wait_for
@@ -205,3 +206,20 @@ def test_starts_that_cannot_be_right_are_refused(tmp_path: Path) -> None:
         ReplicaNode(config.with_replica(6, new_address()), 6)
     with pytest.raises(NodeStartError, match="has no endpoints"):
         ReplicaNode(config, 8, join=True)
+
+
+def test_a_backup_taken_after_a_reconfiguration_is_refused_by_restore(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """Its snapshot carries epoch 1's configuration (r0, r1, r3): a new cluster of replicas 0..2 restored from it
+    would replay into members it does not have. `zvsr restore` says so instead of seeding a cluster that cannot
+    start."""
+    address = new_address()
+    cluster.join(3, address)
+    plan = plan_replace(current(cluster.config, timeout_ms=2000), 2, address)
+    assert submit(cluster.config, plan, timeout_ms=10_000, direct=True) == 1
+    cluster.wait_status(0, "epoch 1", lambda s: s["epoch"] == 1 and s["status"] == "normal")
+    saved = tmp_path / "after.zvsrbackup"
+    take_backup(cluster.config, saved, replica=0, fresh=True)
+    with pytest.raises(BackupError, match="taken in epoch 1, after a reconfiguration"):
+        restore(saved, make_config(tmp_path / "restored"), 0)

@@ -362,7 +362,9 @@ def _write_member_config(settings: ClientSettings, membership: Any, path: str | 
 @write_config_option
 @member_command
 def member_list(write_config: str | None, settings: ClientSettings) -> None:
-    """The current configuration: epoch, members (primary first if known) and their endpoints and status."""
+    """The current configuration: epoch, members with their status and endpoints; replicas that answer but are no
+    members (leaving, or not added yet) below."""
+    from zvsr.runtime.members import member_addresses
     from zvsr.runtime.status import format_membership
 
     now = _member_current(settings)
@@ -373,15 +375,21 @@ def member_list(write_config: str | None, settings: ClientSettings) -> None:
             json.dumps({"membership": members, "primary": now.primary, "statuses": statuses}, sort_keys=True)
         )
     else:
-        click.echo(format_membership(now.report["membership"]))
-        for replica in now.membership.ids:
+        membership = now.membership
+        click.echo(format_membership(now.report["membership"]).splitlines()[0])
+        addresses = member_addresses(membership)
+        for replica in membership.ids:
             entry = statuses.get(replica)
             state = "unreachable" if entry is None else f"{entry.get('status')} {entry.get('role')}"
-            click.echo(f"  r{replica}: {state}" + (" (primary)" if replica == now.primary else ""))
-        others = sorted(set(statuses) - set(now.membership.ids))
-        for replica in others:
+            address = addresses.get(replica)
+            where = "endpoints unknown"
+            if address is not None:
+                where = f"peer {address.peer}  heartbeat {address.heartbeat}  client {address.client}"
+                where += f"  watch {address.watch}" if address.watch else ""
+            click.echo(f"  r{replica:<3} {state:<22} {where}")
+        for replica in sorted(set(statuses) - set(membership.ids)):
             entry = statuses[replica]
-            click.echo(f"  r{replica}: {entry.get('status')} in epoch {entry.get('epoch')}, not a member")
+            click.echo(f"  r{replica:<3} {entry.get('status')} in epoch {entry.get('epoch')}: not a member")
     _write_member_config(settings, now.membership, write_config)
 
 
