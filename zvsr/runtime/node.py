@@ -24,7 +24,7 @@ Sockets (ARCHITECTURE §4, measured; options in `_open_sockets`):
 socket         kind        endpoint                           carries
 =============  ==========  =================================  =============================================
 peer           ROUTER      bind own ``peer``                  every replica message from the peers' DEALERs
-to peer j      DEALER      connect j's ``peer``               our messages to j; routing id ``b"r<own>"``
+to peer j      DEALER      connect j's ``peer``               our messages to j; routing id ``b"r<own id>"``
 heartbeat      PUB         bind own ``heartbeat``             the core's Commit broadcasts (heartbeats)
 from peer j    SUB         connect j's ``heartbeat``          j's Commits (CONFLATE: only the latest counts)
 client         ROUTER      bind own ``client``                Requests, status queries; answers back
@@ -32,12 +32,23 @@ watch          XPUB        bind own ``watch`` (optional)      executed ops, for 
 =============  ==========  =================================  =============================================
 
 Each DEALER's routing id is its replica id, so the identity frame on the peer ROUTER names the sender: a
-message whose ``replica`` field disagrees, or from an identity that is no peer, is dropped and counted (the
-routing id is chosen by the peer, not authenticated: CurveZMQ will authenticate it). The core's Commit to
-BROADCAST goes out once on the PUB; every other broadcast is encoded once and sent to every DEALER. Every send
-is NOBLOCK; `zmq.Again` (queue full, or peer not connected: IMMEDIATE=1) and EHOSTUNREACH (a client that is
-gone: ROUTER_MANDATORY=1) are message loss, which VR survives by its re-sends (rule 11). A send never blocks
-and never raises out of the loop.
+message whose ``replica`` field disagrees, or from an identity that names no replica id, is dropped and counted
+(the routing id is chosen by the peer, not authenticated: CurveZMQ will authenticate it).
+
+Epochs (VR Revisited §7). "Peer j" is replica id j of the core's configuration, which changes by
+reconfiguration: before each Ready is sent, if the configuration changed, DEALERs and SUBs are connected to new
+members (at the endpoints their `Member.address` names, `zvsr.runtime.members`) and closed for departed ones.
+A message to a replica outside it gets a DEALER on demand when its endpoints are known (the address book: the
+cluster file, every configuration seen), else it is lost and counted. A new replica (`join`) has no peers
+until a member's StartEpoch names them: its configuration's endpoints enter the book before the core answers.
+A core that `stopped` (it left the configuration and handed over) ends `run()`; `left` says so. At start the
+durable state's configuration wins over the file (a warning says when they differ), and a replica without
+state asks the replicas it knows for the current configuration before it recovers (`_recovery_membership`).
+
+The core's Commit to BROADCAST goes out once on the PUB; every other broadcast is encoded once and sent to every
+member's DEALER. Every send is NOBLOCK; `zmq.Again` (queue full, or peer not connected: IMMEDIATE=1) and
+EHOSTUNREACH (a client that is gone: ROUTER_MANDATORY=1) are message loss, which VR survives by its re-sends
+(rule 11). A send never blocks and never raises out of the loop.
 
 Client port: the REQ-compatible envelope (`zvsr.runtime.envelope`). The node remembers, for each client_id,
 the envelope of its latest request (an LRU of `NODE_CLIENT_ROUTES_MAX`) to route the core's Reply / Redirect /
