@@ -70,6 +70,13 @@ class LocalCluster:
         except BaseException as error:  # surfaced by close(): a node must never die on its own
             self.failures.append(error)
 
+    def wait_left(self, index: int, *, timeout_s: float = 30) -> None:
+        """Until replica `index` left the configuration: its core stopped and `run()` returned by itself."""
+        node, thread, _ = self.nodes[index]
+        wait_for(lambda: node.left, timeout_s=timeout_s, what=f"r{index} to leave the configuration")
+        thread.join(timeout=timeout_s)
+        assert not thread.is_alive(), f"r{index} left but its loop still runs"
+
     def stop(self, index: int) -> None:
         node, thread, stop = self.nodes.pop(index)
         stop.set()

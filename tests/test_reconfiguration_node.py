@@ -8,6 +8,7 @@ The changes are planned and sent as `zvsr member` does (zvsr.runtime.reconfigure
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,12 +16,12 @@ from pathlib import Path
 import pytest
 from local_cluster import LocalCluster, make_config, operation
 
-from zvsr.client import Client
+from zvsr.client import AsyncClient, Client
 from zvsr.protocol.messages import Reply, Request
 from zvsr.runtime.backup import BackupError, restore, take_backup
 from zvsr.runtime.cluster_config import ClusterConfig, ReplicaAddress
 from zvsr.runtime.node import NodeStartError, ReplicaNode
-from zvsr.runtime.processes import free_ports, wait_for
+from zvsr.runtime.processes import free_ports
 from zvsr.runtime.reconfigure import (
     ReconfigurationError,
     ReconfigurationRefused,
@@ -94,10 +95,7 @@ def test_grow_with_a_new_replica_then_shrink_and_the_removed_one_stops(cluster: 
     plan = plan_remove(current(cluster.config, timeout_ms=2000), 1)
     assert plan.ids == (0, 2, 3) and plan.removed == (1,)
     assert submit(cluster.config, plan, timeout_ms=10_000, direct=True) == 2
-    leaving = cluster.nodes[1][0]
-    wait_for(lambda: leaving.left, timeout_s=20, what="r1 to leave the configuration")
-    cluster.nodes[1][1].join(timeout=10)
-    assert not cluster.nodes[1][1].is_alive(), "a replica that left returns from run() by itself"
+    cluster.wait_left(1)
     for replica in (0, 2, 3):
         cluster.wait_status(replica, "epoch 2", lambda s: (s["epoch"], s["status"]) == (2, "normal"))
     assert "r1" not in " ".join(f"r{p}" for p in cluster.status(0)["last_heard_ms"])
@@ -119,7 +117,7 @@ def test_a_restart_takes_the_configuration_from_the_durable_state_and_warns_the_
     assert plan.ids == (0, 1, 3)
     assert submit(cluster.config, plan, timeout_ms=10_000, direct=True) == 1
     cluster.wait_status(3, "r3 normal in epoch 1", lambda s: (s["epoch"], s["status"]) == (1, "normal"))
-    wait_for(lambda: cluster.nodes[2][0].left, timeout_s=20, what="r2 to leave")
+    cluster.wait_left(2)
     cluster.stop(0)
     caplog.set_level(logging.WARNING, logger="zvsr.node")
     node = ReplicaNode(original, 0, seed=0)
@@ -223,3 +221,27 @@ def test_a_backup_taken_after_a_reconfiguration_is_refused_by_restore(
     take_backup(cluster.config, saved, replica=0, fresh=True)
     with pytest.raises(BackupError, match="taken in epoch 1, after a reconfiguration"):
         restore(saved, make_config(tmp_path / "restored"), 0)
+
+
+def test_a_direct_client_follows_the_replicas_until_none_of_those_it_was_given_is_left(
+    cluster: LocalCluster,
+) -> None:
+    """A `Client(replicas=[r0, r1, r2])`, and an `AsyncClient` alike, write while r0 (the primary), r1 and r2
+    are replaced one by one by r3, r4 and r5: each change is learnt from the replicas (status query) without a
+    restart, so the last writes go to replicas the clients were never given."""
+    endpoints = [address.client for address in cluster.config.replicas]
+    with Client(replicas=endpoints, timeout_ms=10_000) as client:
+        async_client = AsyncClient(replicas=endpoints, timeout_ms=10_000)
+        try:
+            for step, (old, new) in enumerate(((0, 3), (1, 4), (2, 5)), start=1):
+                client.put("k", step)
+                assert asyncio.run(async_client.get("k")) == step
+                address = new_address()
+                cluster.join(new, address)
+                plan = plan_replace(current(cluster.config, timeout_ms=2000), old, address)
+                assert submit(cluster.config, plan, timeout_ms=10_000, direct=True) == step
+                cluster.wait_left(old)
+            client.put("k", 99)
+            assert client.get("k") == 99 and asyncio.run(async_client.get("k")) == 99
+        finally:
+            async_client.close()

@@ -69,11 +69,11 @@ def test_writers_through_the_proxy_see_no_error_while_the_cluster_grows_is_repla
             now = current(cluster.config, timeout_ms=2000)
             assert now.primary == 0
             assert submit(cluster.config, plan_replace(now, 0, address), timeout_ms=15_000) == 3
-            wait_for(lambda: cluster.nodes[0][0].left, timeout_s=30, what="the old primary r0 to leave")
+            cluster.wait_left(0)
             assert submit(
                 cluster.config, plan_remove(current(cluster.config, timeout_ms=2000), 1), timeout_ms=15_000
             )
-            wait_for(lambda: cluster.nodes[1][0].left, timeout_s=30, what="r1 to leave")
+            cluster.wait_left(1)
             wait_for(lambda: proxy_knows(proxy, 4, (2, 3, 4, 5)), timeout_s=15, what="the proxy in epoch 4")
             more_writes(load, 30, "writes in epoch 4")
         finally:
@@ -161,7 +161,7 @@ def test_member_commands_print_what_happened_and_refuse_clearly(cluster: LocalCl
         assert out.splitlines()[0] == "epoch 1 -> 2: members 0, 1, 2, 3 -> 0, 1, 3, 4", out
         assert "removed r2: it stops by itself" in out and f"wrote {newer}: epoch 2, replicas 0, 1, 3, 4" in out
         assert load_config(newer).ids == (0, 1, 3, 4)
-        wait_for(lambda: cluster.nodes[2][0].left, timeout_s=30, what="r2 to leave")
+        cluster.wait_left(2)
 
         code, out = run_cli("member", "remove", "1", "--config", str(newer), "--json")
         assert code == 0, out

@@ -107,6 +107,9 @@ ZMTP_HEARTBEAT_TIMEOUT_MS: Final = 3000  # ... and its connection dropped: queue
 
 # --- Python client (zvsr.client) ---
 CLIENT_TICK_MS: Final = 10  # the client's retry clock
+# A direct client (Client(replicas=...)) asks the replicas for their configuration at most this often, when a
+# Redirect names a replica it does not know or a request goes unanswered (reconfiguration).
+CLIENT_MEMBERSHIP_ASK_MS: Final = 500
 CLIENT_TIMEOUT_MS: Final = 5000  # default time a call may take before it raises Timeout
 CLIENT_DIRECT_RETRY_MS: Final = 200  # direct to replicas: re-send to all after this long without an answer
 CLIENT_DIRECT_RETRY_MAX_MS: Final = 1600  # ... doubling (with jitter) up to this
