@@ -105,7 +105,7 @@ def test_a_proxy_started_from_a_file_written_after_the_change_serves_at_once(clu
         with Client(proxy.endpoint, timeout_ms=10_000) as client:
             client.put("after", 1)
             assert client.get("after") == 1
-        assert proxy_knows(proxy, 1, (0, 2, 3))
+        wait_for(lambda: proxy_knows(proxy, 1, (0, 2, 3)), timeout_s=5, what="the proxy to read the configuration")
 
 
 def run_cli(*arguments: str) -> tuple[int, str]:

@@ -21,10 +21,10 @@ Sockets:
   view that has started: the proxy adopts it if it is newer than what it knew.
 
 The replicas are those of the current configuration (VR Revisited §7), by replica id. The proxy starts with the
-cluster file's and asks them for the current one at once (the status query, on the same DEALERs: its answer
-carries the configuration, `zvsr.runtime.members`); it asks again when a heartbeat names a later epoch, when a
-Redirect names a replica it does not know, and every `PROXY_MEMBERSHIP_POLL_MS` in case it missed both. A later
-configuration is learnt without a restart: DEALERs and SUBs to the new members are connected and those to
+cluster file's and asks them for the current one at once, and every `PROXY_MEMBERSHIP_ASK_MS` until one answers
+(the status query, on the same DEALERs: its answer carries the configuration, `zvsr.runtime.members`); it asks
+again when a heartbeat names a later epoch, when a Redirect names a replica it does not know, and every
+`PROXY_MEMBERSHIP_POLL_MS` in case it missed both. A later configuration is learnt without a restart: DEALERs and SUBs to the new members are connected and those to
 replicas that left are closed; every session addresses the new members (`ClientSession.learn_configuration`),
 and each request in flight is sent at once to the new epoch's first primary. Clients see a pause, not an error.
 
@@ -258,6 +258,7 @@ class Proxy:
         self._handlers: dict[zmq.Socket[bytes], Callable[[], None]] = {}
         self._next_ask = 0.0  # when the configuration may be asked for again (event-driven asks are rate-limited)
         self._next_poll = 0.0  # when it is asked for anyway
+        self._confirmed = False  # a replica answered with its configuration (until then: ask every ASK_MS)
         try:
             if self._keys is not None:
                 self._keys.start_authenticator(self._context)
@@ -822,7 +823,8 @@ class Proxy:
         if soon and now < self._next_ask:
             return
         self._next_ask = now + PROXY_MEMBERSHIP_ASK_MS / 1000
-        self._next_poll = now + PROXY_MEMBERSHIP_POLL_MS / 1000
+        # Until a replica has answered (at start nothing is connected yet: IMMEDIATE refuses the sends), often.
+        self._next_poll = now + (PROXY_MEMBERSHIP_POLL_MS if self._confirmed else PROXY_MEMBERSHIP_ASK_MS) / 1000
         query = encode_status_query()
         for send in self._backend_sends.values():
             try:
@@ -839,6 +841,8 @@ class Proxy:
         except DecodeError:
             return False
         membership = from_status(answer)
+        if membership is not None:
+            self._confirmed = True
         if membership is None:
             self.counters["status answer without a configuration"] += 1
         elif membership.epoch > self.epoch or (
