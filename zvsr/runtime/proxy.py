@@ -24,9 +24,10 @@ The replicas are those of the current configuration (VR Revisited §7), by repli
 cluster file's and asks them for the current one at once, and every `PROXY_MEMBERSHIP_ASK_MS` until one answers
 (the status query, on the same DEALERs: its answer carries the configuration, `zvsr.runtime.members`); it asks
 again when a heartbeat names a later epoch, when a Redirect names a replica it does not know, and every
-`PROXY_MEMBERSHIP_POLL_MS` in case it missed both. A later configuration is learnt without a restart: DEALERs and SUBs to the new members are connected and those to
-replicas that left are closed; every session addresses the new members (`ClientSession.learn_configuration`),
-and each request in flight is sent at once to the new epoch's first primary. Clients see a pause, not an error.
+`PROXY_MEMBERSHIP_POLL_MS` in case it missed both. A later configuration is learnt without a restart: DEALERs
+and SUBs to the new members are connected and those to replicas that left are closed; every session addresses
+the new members (`ClientSession.learn_configuration`), and each request in flight is sent at once to the new
+epoch's first primary. Clients see a pause, not an error.
 
 Requests. Every request runs in a `ClientSession` (`zvsr.protocol.client_session`): the same sans-IO retry and
 primary discovery the simulator's clients run. It sends to the primary of the view the proxy believes current,
