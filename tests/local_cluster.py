@@ -14,7 +14,7 @@ import msgpack  # type: ignore[import-untyped]
 import zmq
 
 from zvsr.protocol.messages import ClientReply, Request
-from zvsr.runtime.cluster_config import ClusterConfig
+from zvsr.runtime.cluster_config import ClusterConfig, ReplicaAddress
 from zvsr.runtime.node import ReplicaNode
 from zvsr.runtime.processes import loopback_config, wait_for
 from zvsr.wire import admin, decode_client_reply, encode
@@ -45,20 +45,37 @@ class LocalCluster:
         self._reusable: dict[tuple[str, int], zmq.Socket[bytes]] = {}
 
     def start(self, *indexes: int) -> LocalCluster:
-        for index in indexes or range(len(self.config.replicas)):
-            node = ReplicaNode(self.config, index, seed=index, init=index not in self.started)
-            self.started.add(index)
-            stop = threading.Event()
-            thread = threading.Thread(target=self._run, args=(node, stop), name=f"r{index}", daemon=True)
-            self.nodes[index] = (node, thread, stop)
-            thread.start()
+        for index in indexes or self.config.ids:
+            self._run_node(ReplicaNode(self.config, index, seed=index, init=index not in self.started))
         return self
+
+    def join(self, replica: int, address: ReplicaAddress) -> ReplicaNode:
+        """Start a new replica `replica` at `address` (`zvsr node --join`); the file names it from now on."""
+        self.config = self.config.with_replica(replica, address)
+        node = ReplicaNode(self.config, replica, seed=replica, join=True)
+        self._run_node(node)
+        return node
+
+    def _run_node(self, node: ReplicaNode) -> None:
+        index = node.index
+        self.started.add(index)
+        stop = threading.Event()
+        thread = threading.Thread(target=self._run, args=(node, stop), name=f"r{index}", daemon=True)
+        self.nodes[index] = (node, thread, stop)
+        thread.start()
 
     def _run(self, node: ReplicaNode, stop: threading.Event) -> None:
         try:
             node.run(stop)
         except BaseException as error:  # surfaced by close(): a node must never die on its own
             self.failures.append(error)
+
+    def wait_left(self, index: int, *, timeout_s: float = 30) -> None:
+        """Until replica `index` left the configuration: its core stopped and `run()` returned by itself."""
+        node, thread, _ = self.nodes[index]
+        wait_for(lambda: node.left, timeout_s=timeout_s, what=f"r{index} to leave the configuration")
+        thread.join(timeout=timeout_s)
+        assert not thread.is_alive(), f"r{index} left but its loop still runs"
 
     def stop(self, index: int) -> None:
         node, thread, stop = self.nodes.pop(index)
@@ -87,7 +104,9 @@ class LocalCluster:
         return s
 
     def client(self, index: int) -> zmq.Socket[bytes]:
-        return self.socket(zmq.DEALER, self.config.replicas[index].client)
+        address = self.config.address_of(index)
+        assert address is not None, f"r{index} is not in the cluster file"
+        return self.socket(zmq.DEALER, address.client)
 
     def _reused(self, kind: str, index: int) -> zmq.Socket[bytes]:
         """One socket per (purpose, replica) for the whole test: polling loops must not leak descriptors."""

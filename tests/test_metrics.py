@@ -340,12 +340,12 @@ def test_zvsr_status_shows_each_replicas_watch_endpoint_and_metrics_url(cluster:
     watches = [entry["endpoints"]["watch"] for entry in report["replicas"]]
     assert watches == [address.watch for address in cluster.config.replicas] and None not in watches
     table = format_status(report)
-    assert table.splitlines()[0].split()[9:11] == ["watch", "metrics"]
-    shown = [line.split()[9:11] for line in table.splitlines()[1:]]
+    assert table.splitlines()[0].split()[10:12] == ["watch", "metrics"]
+    shown = [line.split()[10:12] for line in table.splitlines()[1 : 1 + len(watches)]]
     assert shown == [list(pair) for pair in zip(watches, urls, strict=True)]
     # A replica without metrics or a watch stream (or too old to say).
     entry = dict(report["replicas"][0], metrics=None, endpoints={"client": "tcp://127.0.0.1:1"})
-    assert format_status({"replicas": [entry]}).splitlines()[1].split()[9:11] == ["-", "-"]
+    assert format_status({"replicas": [entry]}).splitlines()[1].split()[10:12] == ["-", "-"]
 
 
 @pytest.mark.timeout(20)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,64 @@ def test_bad_metrics_settings_fail_with_a_message_naming_them(
 )
 def test_metrics_bind_on_the_host_of_the_processs_own_endpoint(endpoint: str, host: str) -> None:
     assert endpoint_host(endpoint) == host
+
+
+# --- replica ids and the first configuration (reconfiguration, docs/operations.md) -----------------------------
+
+
+def test_a_file_without_ids_numbers_its_replicas_by_position(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, to_toml(local_cluster(replicas=3, base_port=9000))))
+    assert config.ids == (0, 1, 2) and config.initial_count == 3 and config.replica_ids == ()
+    assert config.address_of(1) == config.replicas[1] and config.address_of(3) is None
+    assert config.protocol_config().reconfiguration, "the node acts on epochs: reconfiguration is on"
+
+
+def test_a_file_after_a_reconfiguration_names_ids_and_keeps_the_first_configuration(tmp_path: Path) -> None:
+    """Replicas 0, 2 and 5 after changes to a cluster that started with 3: the file says so, reads back to the
+    same value, and the core's first configuration is still 0..2."""
+    base = local_cluster(replicas=3, base_port=9000)
+    extra = local_cluster(replicas=6, base_port=9000).replicas[5]
+    config = base.with_replica(5, extra)
+    config = dataclasses.replace(
+        config, replicas=(config.replicas[0], config.replicas[2], extra), replica_ids=(0, 2, 5)
+    )
+    text = to_toml(config)
+    assert "initial_replicas = 3" in text and "id = 5" in text
+    again = load_config(write(tmp_path, text))
+    assert again == config and again.ids == (0, 2, 5) and again.address_of(5) == extra
+    assert again.protocol_config().replica_count == 3
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        (
+            '[[replica]]\nid = 4\npeer = "tcp://a:1"\nheartbeat = "tcp://a:2"\nclient = "tcp://a:3"\n',
+            "initial_replicas is needed",
+        ),
+        (
+            '[[replica]]\nid = -1\npeer = "tcp://a:1"\nheartbeat = "tcp://a:2"\nclient = "tcp://a:3"\n',
+            "id must be a replica id",
+        ),
+        (
+            '[cluster]\ninitial_replicas = 2\n[[replica]]\nid = 1\npeer = "tcp://a:1"\nheartbeat = "tcp://a:2"\n'
+            'client = "tcp://a:3"\n[[replica]]\nid = 1\npeer = "tcp://b:1"\nheartbeat = "tcp://b:2"\n'
+            'client = "tcp://b:3"\n',
+            "listed twice",
+        ),
+        (
+            '[cluster]\ninitial_replicas = 0\n[[replica]]\npeer = "tcp://a:1"\nheartbeat = "tcp://a:2"\n'
+            'client = "tcp://a:3"\n',
+            "initial_replicas must be 1..15",
+        ),
+    ],
+)
+def test_bad_replica_ids_fail_with_a_message_naming_them(tmp_path: Path, table: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, table))
+
+
+def test_reconfiguration_stays_off_with_curve_keys() -> None:
+    """The replicas' keys are loaded by position at start: a new member's would be unknown to the others."""
+    config = dataclasses.replace(local_cluster(replicas=3, base_port=9000), keys_dir="keys")
+    assert not config.protocol_config().reconfiguration

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
+import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 import pytest
 
 from zvsr.protocol import snapshots
@@ -12,6 +14,7 @@ from zvsr.protocol.messages import LogEntry
 from zvsr.protocol.ready import PersistLog, PersistSnapshot, PersistViewState
 from zvsr.protocol.replica import DurableState
 from zvsr.runtime.data_dir import MARKER_NAME, START_DISK, START_FIRST, START_RECOVERY, Storage, StorageError
+from zvsr.storage.superblock import CHECKSUM_BYTES, FORMAT, VERSION, decode
 
 
 def open_replica(path: Path | None, *, replica: int = 1, cluster_id: int = 7, init: bool = True) -> Storage:
@@ -179,3 +182,54 @@ def test_damaged_durable_state_is_moved_aside_and_the_replica_recovers(tmp_path:
     assert storage.wal is not None and storage.wal.last_op_number == 0
     storage.close()
     assert (tmp_path / MARKER_NAME).exists()
+
+
+# --- the epoch of the view state (VR Revisited §7) --------------------------------------------------------------
+
+
+def test_the_view_state_keeps_its_epoch_across_a_restart(tmp_path: Path) -> None:
+    """Replica 1 entered epoch 2 in view 7 (a reconfiguration): a restart hands the core epoch 2 with the view
+    state, the check that the log's configuration and the view state agree."""
+    first = open_replica(tmp_path)
+    first.begin()
+    first.persist([PersistViewState(view_number=7, last_normal_view=7, commit_number=0, epoch=2)])
+    first.close()
+    again = open_replica(tmp_path)
+    assert again.durable is not None and again.durable.epoch == 2 and again.durable.view_number == 7
+
+
+def test_an_old_superblock_without_an_epoch_reads_as_epoch_0(tmp_path: Path) -> None:
+    """A copy written before reconfiguration existed (no ``epoch`` key) is epoch 0, and a restart from it starts
+    the core in epoch 0; a copy whose epoch is not a number is no copy at all."""
+    fields = {"sequence": 3, "view_number": 4, "last_normal_view": 4, "commit_number": 9, "cluster_id": 7}
+    payload = msgpack.packb({"format": FORMAT, "version": VERSION, **fields, "replica": 1}, use_bin_type=True)
+    old = hashlib.blake2b(payload, digest_size=CHECKSUM_BYTES).digest() + payload
+    state = decode(old)
+    assert state is not None and state.epoch == 0 and state.view_number == 4
+    bad = msgpack.packb({"format": FORMAT, "version": VERSION, **fields, "replica": 1, "epoch": "2"})
+    assert decode(hashlib.blake2b(bad, digest_size=CHECKSUM_BYTES).digest() + bad) is None
+
+    first = open_replica(tmp_path)
+    first.begin()
+    first.close()
+    for name in ("superblock.a", "superblock.b"):
+        (tmp_path / name).unlink(missing_ok=True)
+    (tmp_path / "superblock.a").write_bytes(old)
+    again = open_replica(tmp_path)
+    assert again.start == START_DISK and again.durable is not None and again.durable.epoch == 0
+
+
+def test_the_view_state_never_moves_back_in_epoch_or_view(tmp_path: Path) -> None:
+    """(epoch, view) only goes forward: epoch 1 view 5 may follow epoch 0 view 9 (views go on across epochs in
+    the core, but the order is by epoch first); epoch 0 after epoch 1 is refused before anything is written."""
+    storage = open_replica(tmp_path)
+    storage.begin()
+    storage.persist([PersistViewState(view_number=9, last_normal_view=9, commit_number=0, epoch=0)])
+    storage.persist([PersistViewState(view_number=10, last_normal_view=10, commit_number=0, epoch=1)])
+    with pytest.raises(StorageError, match="refusing to move the view state back from epoch 1 view 10"):
+        storage.persist([PersistViewState(view_number=11, last_normal_view=11, commit_number=0, epoch=0)])
+    with pytest.raises(StorageError, match="back from epoch 1 view 10 to epoch 1 view 9"):
+        storage.persist([PersistViewState(view_number=9, last_normal_view=9, commit_number=0, epoch=1)])
+    storage.close()
+    durable = open_replica(tmp_path).durable
+    assert durable is not None and (durable.epoch, durable.view_number) == (1, 10)

@@ -5,6 +5,7 @@
 - `zvsr proxy`        a client proxy, from a cluster file
 - `zvsr kv …`         the built-in coordination app from the shell, through a proxy
 - `zvsr status`       view, role, op and commit numbers of every replica
+- `zvsr member …`     list the replicas' configuration; add, remove or replace a replica (reconfiguration)
 - `zvsr backup`, `zvsr restore`   a verified copy of the primary's snapshot; a new cluster seeded from one
 - `zvsr watch`        the committed changes under a key prefix, as they happen (`zvsr.watch_cli`)
 - `zvsr sim`, `zvsr lincheck`   the simulator and the linearizability checker
@@ -30,7 +31,13 @@ import click
 from zvsr import __version__
 from zvsr.bench.cli import bench_command
 from zvsr.cli_options import ClientSettings, check_outer_options, client_command, client_options
-from zvsr.constants import BACKUP_TIMEOUT_MS, CLIENT_TIMEOUT_MS, REPLICAS_MAX, STATUS_TIMEOUT_MS
+from zvsr.constants import (
+    BACKUP_TIMEOUT_MS,
+    CLIENT_TIMEOUT_MS,
+    MEMBER_TIMEOUT_MS,
+    REPLICAS_MAX,
+    STATUS_TIMEOUT_MS,
+)
 from zvsr.fuzz.cli import fuzz_command
 from zvsr.lincheck.cli import lincheck_command
 from zvsr.runtime.cluster_config import (
@@ -111,7 +118,12 @@ metrics_port_option = click.option(
 
 @main.command("node")
 @config_option
-@click.option("--replica", type=click.IntRange(min=0), required=True, help="This replica's index in the file.")
+@click.option(
+    "--replica",
+    type=click.IntRange(min=0),
+    required=True,
+    help="This replica's id (its position in the file, unless the file gives ids).",
+)
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Overrides [node] data_dir.")
 @click.option("--app", default=None, help="Replicated state machine, package.module:Class.")
 @click.option(
@@ -119,6 +131,19 @@ metrics_port_option = click.option(
     is_flag=True,
     help="First start of a NEW cluster: an empty data dir starts in view 0. Without it an empty data dir means "
     "a lost disk, and the replica recovers its state from the others.",
+)
+@click.option(
+    "--join",
+    is_flag=True,
+    help="First start of a replica ADDED to a running cluster (`zvsr member add` / `replace`): it waits until a "
+    "configuration includes it, then catches up from the members. Ignored on a restart.",
+)
+@click.option(
+    "--address",
+    default=None,
+    metavar="ENDPOINTS",
+    help="This replica's endpoints, for one the file does not list: tcp://HOST:PORT (peer PORT, heartbeat +1, "
+    "client +2, watch +3) or peer=EP,heartbeat=EP,client=EP[,watch=EP]. As given to `zvsr member add`.",
 )
 @click.option(
     "--fsync",
@@ -141,13 +166,17 @@ def node_command(
     data_dir: str | None,
     app: str | None,
     init: bool,
+    join: bool,
+    address: str | None,
     fsync: str | None,
     snapshot_interval_ops: int | None,
     metrics_port: int | None,
     log_level: str | None,
     log_format: str | None,
 ) -> None:
-    """Run one replica until SIGTERM / Ctrl-C."""
+    """Run one replica until SIGTERM / Ctrl-C, or until a reconfiguration removed it and the new members took
+    over (it then exits 0: "left the configuration in epoch N")."""
+    from zvsr.runtime.members import parse_address
     from zvsr.runtime.node import serve_node
 
     config = load(
@@ -160,9 +189,17 @@ def node_command(
         log_level=log_level,
         log_format=log_format,
     )
-    if replica >= len(config.replicas):
-        raise click.ClickException(f"--replica {replica}: the cluster has replicas 0..{len(config.replicas) - 1}")
-    serve_node(config, replica, init=init)
+    if address is not None:
+        try:
+            config = config.with_replica(replica, parse_address(address))
+        except (ValueError, ConfigError) as error:
+            raise click.BadParameter(str(error), param_hint="--address") from error
+    elif replica not in config.ids and (join or init):
+        raise click.ClickException(
+            f"--replica {replica}: the cluster file lists replicas {', '.join(map(str, config.ids))}; give a new "
+            "replica's endpoints with --address (or add it to the file)"
+        )
+    serve_node(config, replica, init=init, join=join)
 
 
 @main.command("proxy")
@@ -261,6 +298,226 @@ def status_command(settings: ClientSettings) -> None:
     click.echo(json.dumps(report, indent=2, sort_keys=True) if settings.as_json else format_status(report))
     if not any(entry.get("reachable") for entry in report["replicas"]):
         raise settings.unreachable(f"no replica answered within {settings.timeout_ms} ms", replicas=True)
+
+
+# --- zvsr member ---------------------------------------------------------------------------------------------
+
+MEMBER_OPTIONS = ("config", "proxy", "timeout_ms", "json")
+member_command = client_command(*MEMBER_OPTIONS, timeout_ms=MEMBER_TIMEOUT_MS)
+write_config_option = click.option(
+    "--write-config",
+    "write_config",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    metavar="FILE",
+    help="Also write a cluster file naming the (new) configuration's members, for proxies, clients and nodes.",
+)
+direct_option = click.option(
+    "--direct", is_flag=True, help="Send the change straight to the primary instead of through the proxy."
+)
+address_option = click.option(
+    "--address",
+    required=True,
+    metavar="ENDPOINTS",
+    help="The new replica's endpoints: tcp://HOST:PORT (peer PORT, heartbeat +1, client +2, watch +3) or "
+    "peer=EP,heartbeat=EP,client=EP[,watch=EP].",
+)
+new_id_option = click.option(
+    "--id",
+    "new_id",
+    type=click.IntRange(min=0),
+    default=None,
+    help="The new replica's id (default: the next unused).",
+)
+
+
+@main.group("member")
+@client_options(*MEMBER_OPTIONS, timeout_ms=str(MEMBER_TIMEOUT_MS))
+def member_group() -> None:
+    """The replicas' configuration (VR Revisited §7): list it; add, remove or replace a replica while the
+    cluster serves. Changes go through the proxy (--direct: straight to the primary); the replicas' durable state,
+    not the cluster file, says who is a member. See docs/operations.md "Changing the replicas"."""
+
+
+def _member_current(settings: ClientSettings) -> Any:
+    from zvsr.runtime.reconfigure import Unreachable, current
+
+    try:
+        return current(settings.config, timeout_ms=min(settings.timeout_ms, STATUS_TIMEOUT_MS))
+    except Unreachable as error:
+        raise settings.unreachable(str(error), replicas=True) from error
+
+
+def _write_member_config(settings: ClientSettings, membership: Any, path: str | None) -> None:
+    if path is None:
+        return
+    from zvsr.runtime.reconfigure import ReconfigurationError, write_config
+
+    try:
+        write_config(settings.config, membership, Path(path))
+    except (ReconfigurationError, OSError) as error:
+        raise click.ClickException(f"cannot write {path}: {error}") from error
+    if not settings.as_json:
+        click.echo(f"wrote {path}: epoch {membership.epoch}, replicas {', '.join(map(str, membership.ids))}")
+
+
+@member_group.command("list")
+@write_config_option
+@member_command
+def member_list(write_config: str | None, settings: ClientSettings) -> None:
+    """The current configuration: epoch, members with their status and endpoints; replicas that answer but are no
+    members (leaving, or not added yet) below."""
+    from zvsr.runtime.members import member_addresses
+    from zvsr.runtime.status import format_membership
+
+    now = _member_current(settings)
+    statuses = {e["replica"]: e for e in now.report["replicas"] if e.get("reachable")}
+    if settings.as_json:
+        members = now.report["membership"]
+        click.echo(
+            json.dumps({"membership": members, "primary": now.primary, "statuses": statuses}, sort_keys=True)
+        )
+    else:
+        membership = now.membership
+        click.echo(format_membership(now.report["membership"]).splitlines()[0])
+        addresses = member_addresses(membership)
+        for replica in membership.ids:
+            entry = statuses.get(replica)
+            state = "unreachable" if entry is None else f"{entry.get('status')} {entry.get('role')}"
+            address = addresses.get(replica)
+            where = "endpoints unknown"
+            if address is not None:
+                where = f"peer {address.peer}  heartbeat {address.heartbeat}  client {address.client}"
+                where += f"  watch {address.watch}" if address.watch else ""
+            click.echo(f"  r{replica:<3} {state:<22} {where}")
+        for replica in sorted(set(statuses) - set(membership.ids)):
+            entry = statuses[replica]
+            click.echo(f"  r{replica:<3} {entry.get('status')} in epoch {entry.get('epoch')}: not a member")
+    _write_member_config(settings, now.membership, write_config)
+
+
+def _run_member_change(settings: ClientSettings, plan: Any, direct: bool, write_config: str | None) -> None:
+    from zvsr.runtime.members import describe
+    from zvsr.runtime.reconfigure import (
+        ReconfigurationError,
+        ReconfigurationRefused,
+        ReconfigurationTimeout,
+        submit,
+    )
+
+    old = plan.current.membership
+    try:
+        epoch = submit(settings.config, plan, timeout_ms=settings.timeout_ms, direct=direct)
+    except ReconfigurationRefused as error:
+        raise click.ClickException(f"refused ({error.code}): {error}") from error
+    except ReconfigurationTimeout as error:
+        raise click.ClickException(f"timeout: {error}") from error
+    except ReconfigurationError as error:
+        raise click.ClickException(str(error)) from error
+    new = old.next(plan.members, start_op=0, start_view=0)
+    if settings.as_json:
+        document = {
+            "old_epoch": old.epoch,
+            "epoch": epoch,
+            "members": list(plan.ids),
+            "added": sorted(plan.added),
+            "removed": list(plan.removed),
+            "membership": {k: v for k, v in describe(new).items() if k in ("members", "highest_id")},
+        }
+        click.echo(json.dumps(document, sort_keys=True))
+    else:
+        old_ids = ", ".join(map(str, old.ids))
+        click.echo(f"epoch {old.epoch} -> {epoch}: members {old_ids} -> {', '.join(map(str, plan.ids))}")
+        for replica, address in sorted(plan.added.items()):
+            watch = f", watch {address.watch}" if address.watch else ""
+            click.echo(
+                f"  added r{replica}: peer {address.peer}, heartbeat {address.heartbeat}, client {address.client}"
+                f"{watch}"
+            )
+            click.echo(
+                f"    start it if it is not running: zvsr node --config FILE --replica {replica} --join "
+                f"--address peer={address.peer},heartbeat={address.heartbeat},client={address.client}"
+                + (f",watch={address.watch}" if address.watch else "")
+            )
+        for replica in plan.removed:
+            click.echo(
+                f"  removed r{replica}: it stops by itself (exit 0) once the new members started epoch {epoch}"
+            )
+    _write_member_config(settings, new, write_config)
+
+
+@member_group.command("add")
+@address_option
+@new_id_option
+@direct_option
+@write_config_option
+@member_command
+def member_add(
+    address: str, new_id: int | None, direct: bool, write_config: str | None, settings: ClientSettings
+) -> None:
+    """Add a replica listening at --address: a new epoch with it as a member. Start it with `zvsr node --join`
+    (before or after); it catches up from the members and then counts."""
+    from zvsr.runtime.members import parse_address
+    from zvsr.runtime.reconfigure import ReconfigurationError, plan_add
+
+    try:
+        parsed = parse_address(address)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--address") from error
+    now = _member_current(settings)
+    try:
+        plan = plan_add(now, parsed, replica=new_id)
+    except ReconfigurationError as error:
+        raise click.ClickException(str(error)) from error
+    _run_member_change(settings, plan, direct, write_config)
+
+
+@member_group.command("remove")
+@click.argument("replica", type=click.IntRange(min=0))
+@direct_option
+@write_config_option
+@member_command
+def member_remove(replica: int, direct: bool, write_config: str | None, settings: ClientSettings) -> None:
+    """Remove replica REPLICA: a new epoch without it. It hands over and exits by itself."""
+    from zvsr.runtime.reconfigure import ReconfigurationError, plan_remove
+
+    now = _member_current(settings)
+    try:
+        plan = plan_remove(now, replica)
+    except ReconfigurationError as error:
+        raise click.ClickException(str(error)) from error
+    _run_member_change(settings, plan, direct, write_config)
+
+
+@member_group.command("replace")
+@click.argument("replica", type=click.IntRange(min=0))
+@address_option
+@new_id_option
+@direct_option
+@write_config_option
+@member_command
+def member_replace(
+    replica: int,
+    address: str,
+    new_id: int | None,
+    direct: bool,
+    write_config: str | None,
+    settings: ClientSettings,
+) -> None:
+    """Replace replica REPLICA (a dead host, say) by a new replica at --address, in one reconfiguration."""
+    from zvsr.runtime.members import parse_address
+    from zvsr.runtime.reconfigure import ReconfigurationError, plan_replace
+
+    try:
+        parsed = parse_address(address)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--address") from error
+    now = _member_current(settings)
+    try:
+        plan = plan_replace(now, replica, parsed, new_id=new_id)
+    except ReconfigurationError as error:
+        raise click.ClickException(str(error)) from error
+    _run_member_change(settings, plan, direct, write_config)
 
 
 main.add_command(watch_command, "watch")  # zvsr.watch_cli

@@ -3,10 +3,10 @@
 Theory of operation
 -------------------
 Client-side commands talk to a running cluster: `zvsr kv …` (and `zvsr kv lease …`), `zvsr status`,
-`zvsr backup`, `zvsr watch`. They share four options:
+`zvsr member …`, `zvsr backup`, `zvsr watch`. They share four options:
 
     --config FILE       the cluster file
-    --proxy ENDPOINT    the proxy to send requests to (`kv` only: the others ask the replicas)
+    --proxy ENDPOINT    the proxy to send requests to (`kv`, `member`: the others ask the replicas)
     --timeout-ms MS     how long to wait for an answer (each command has its own default)
     --json              machine-readable output (`kv` always prints JSON; it accepts the flag all the same)
 

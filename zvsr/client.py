@@ -16,7 +16,11 @@ protocol — `Request` out, `Reply` / `Redirect` / `Error` in (`zvsr.wire.codec`
   this is the sans-IO `RelaySession`;
 - direct (`Client(replicas=[...])`, the replicas' client endpoints in index order): the client finds the
   primary itself, following Redirects, and re-sends the same request to every replica on timeout: the sans-IO
-  `ClientSession` that the proxy and the simulator run too.
+  `ClientSession` that the proxy and the simulator run too. The replicas may change (reconfiguration, VR
+  Revisited §7): when a Redirect names a replica it does not know, or a request has to be re-sent to every
+  replica, the client asks them for the current configuration (the status query, at most every
+  `CLIENT_MEMBERSHIP_ASK_MS`) and from a later one on addresses its members — connected at the endpoints it
+  names — without a restart (with CurveZMQ, whose keys are by position, it keeps its replicas).
 
 Both are in `zvsr.protocol.client_session` (docs/protocol.md, "Who retries what"). Because every retry carries the
 same (client_id, request_number), the replicas' client table executes a request at most once however often it
@@ -72,6 +76,7 @@ from zvsr.connect import curve_for_replicas as curve_for_replicas
 from zvsr.constants import (
     CLIENT_DIRECT_RETRY_MAX_MS,
     CLIENT_DIRECT_RETRY_MS,
+    CLIENT_MEMBERSHIP_ASK_MS,
     CLIENT_PROXY_QUIET_MS,
     CLIENT_REPLY_BYTES_MAX,
     CLIENT_SNDHWM,
@@ -89,10 +94,13 @@ from zvsr.protocol.messages import (
     ERROR_SESSION_EXPIRED,
     ERROR_TIMEOUT,
     ERROR_UNAVAILABLE,
+    Redirect,
 )
 from zvsr.protocol.ready import BROADCAST
+from zvsr.runtime.members import from_status, member_addresses
 from zvsr.runtime.outcome import Attempts
 from zvsr.watch import watch as watch  # re-exported: the README's zvsr.client.watch
+from zvsr.wire.admin import decode_status, encode_status_query
 from zvsr.wire.codec import DecodeError, decode_client_reply, encode
 
 T = TypeVar("T")
@@ -482,12 +490,26 @@ def _configure(socket: zmq.Socket[Any], *, via_proxies: bool) -> None:
 
 
 class _Exchange:
-    """Drives one request at a time through a session over `sockets` (sync or shadows of async ones): a
-    `RelaySession` via proxies (they retry toward the replicas; the client keeps its deadline), a
-    `ClientSession` direct to the replicas (the client finds the primary and retries itself)."""
+    """Drives one request at a time through a session over `sockets` (sync or shadows of async ones), keyed by
+    proxy index or by replica id: a `RelaySession` via proxies (they retry toward the replicas; the client keeps
+    its deadline), a `ClientSession` direct to the replicas (the client finds the primary and retries itself,
+    and follows the replicas' configuration: `connect` and `disconnect` add and drop a replica's socket)."""
 
-    def __init__(self, sockets: list[zmq.Socket[bytes]], *, via_proxies: bool, timeout_ms: int) -> None:
+    def __init__(
+        self,
+        sockets: dict[int, zmq.Socket[bytes]],
+        *,
+        via_proxies: bool,
+        timeout_ms: int,
+        connect: Callable[[int, str], zmq.Socket[bytes]] | None = None,
+        disconnect: Callable[[int], None] | None = None,
+    ) -> None:
         self.sockets = sockets
+        self._connect, self._disconnect = connect, disconnect
+        self.epoch = 0  # of the configuration the direct session addresses (0: the endpoints as given)
+        self._members: tuple[int, ...] = tuple(sockets)
+        self._start_view = 0
+        self._next_ask = 0.0
         self.timeout_ms = timeout_ms
         self.via_proxies = via_proxies
         self._target = "proxy" if via_proxies else "replica"
@@ -517,7 +539,7 @@ class _Exchange:
                 deadline_ticks=self._deadline_ticks,
                 quiet_ticks=max(1, CLIENT_PROXY_QUIET_MS // CLIENT_TICK_MS),
             )
-        return ClientSession(
+        session = ClientSession(
             client_id=client_id,
             replica_count=len(self.sockets),
             prng=self._prng,
@@ -527,6 +549,9 @@ class _Exchange:
             request_timeout_max_ticks=max(1, CLIENT_DIRECT_RETRY_MAX_MS // CLIENT_TICK_MS),
             deadline_ticks=self._deadline_ticks,
         )
+        if self.epoch:
+            session.learn_configuration(self._members, self._start_view)
+        return session
 
     @property
     def client_id(self) -> int:
@@ -552,8 +577,8 @@ class _Exchange:
         return max(0, math.ceil((self._next_tick - time.monotonic()) * 1000))
 
     def drain(self, index: int) -> None:
-        socket = self.sockets[index]
-        while self.completion is None:
+        socket = self.sockets.get(index)
+        while socket is not None and self.completion is None:
             try:
                 frames = socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
@@ -561,7 +586,12 @@ class _Exchange:
             try:
                 reply = decode_client_reply(frames[-1])
             except DecodeError:
-                continue  # not from a zvsr peer; nothing to answer
+                self._on_status_answer(frames[-1])  # or not from a zvsr peer: nothing to answer
+                if self.sockets.get(index) is not socket:
+                    return  # the configuration learnt has no place for this replica: its socket is closed
+                continue
+            if isinstance(reply, Redirect) and reply.primary not in self.sockets:
+                self._ask_configuration()  # a primary we do not know: a configuration we do not know
             outstanding = self.session.outstanding
             if outstanding is None or reply.client_id != self.client_id:
                 continue
@@ -594,7 +624,14 @@ class _Exchange:
             for destination, request in outbox:
                 if request is not outstanding:
                     continue
-                targets = self.sockets if destination == BROADCAST else (self.sockets[destination],)
+                if destination == BROADCAST:
+                    self._ask_configuration()  # no answer in time: maybe the replicas changed
+                    targets = list(self.sockets.values())
+                elif destination in self.sockets:
+                    targets = [self.sockets[destination]]
+                else:
+                    self._ask_configuration()
+                    continue
                 for socket in targets:
                     try:
                         socket.send(self._wire, zmq.NOBLOCK)
@@ -603,6 +640,52 @@ class _Exchange:
                             session.on_send_refused(destination)
                         continue
                     self._attempts.sent += 1
+
+    # --- the replicas' configuration (direct mode) ---
+
+    def _ask_configuration(self) -> None:
+        if self.via_proxies or self._connect is None:
+            return
+        now = time.monotonic()
+        if now < self._next_ask:
+            return
+        self._next_ask = now + CLIENT_MEMBERSHIP_ASK_MS / 1000
+        query = encode_status_query()
+        for socket in self.sockets.values():
+            try:
+                socket.send_multipart([b"", query], zmq.NOBLOCK)
+            except zmq.Again:
+                continue
+
+    def _on_status_answer(self, data: bytes) -> None:
+        """A replica's status answer: address the members of its configuration if it is a later one."""
+        if self.via_proxies or self._connect is None or self._disconnect is None:
+            return
+        try:
+            membership = from_status(decode_status(data))
+        except DecodeError:
+            return
+        if membership is None or membership.epoch <= self.epoch:
+            return
+        addresses = member_addresses(membership)
+        if set(addresses) != set(membership.ids):
+            return
+        for replica in [r for r in self.sockets if r not in addresses]:
+            self._disconnect(replica)
+            del self.sockets[replica]
+        for replica, address in addresses.items():
+            if replica not in self.sockets:
+                self.sockets[replica] = self._connect(replica, address.client)
+        self.epoch, self._members, self._start_view = membership.epoch, membership.ids, membership.start_view
+        session = self.session
+        if isinstance(session, ClientSession):
+            session.learn_configuration(membership.ids, membership.start_view)
+            if session.outstanding is not None:
+                try:  # straight to the new primary: the retry timer would only add to the pause
+                    self.sockets[session.primary].send(self._wire, zmq.NOBLOCK)
+                    self._attempts.sent += 1
+                except zmq.Again:
+                    pass
 
     def result(self) -> bytes:
         """The result of the finished request, or its exception."""
@@ -656,22 +739,43 @@ class Client:
         self._lock = threading.Lock()
         self._poller = zmq.Poller()
         self._index: dict[zmq.Socket[bytes], int] = {}
-        sockets: list[zmq.Socket[bytes]] = []
+        self._via_proxies = via_proxies
+        sockets: dict[int, zmq.Socket[bytes]] = {}
         try:
             for index, endpoint in enumerate(endpoints):
-                socket = context.socket(zmq.DEALER)
-                sockets.append(socket)
-                _configure(socket, via_proxies=via_proxies)
-                apply_curve(socket, curve, index)
-                socket.connect(endpoint)
-                self._poller.register(socket, zmq.POLLIN)
-                self._index[socket] = index
-            self._exchange = _Exchange(sockets, via_proxies=via_proxies, timeout_ms=timeout_ms)
+                sockets[index] = self._open(index, endpoint, curve)
+            learns = not via_proxies and curve is None  # CurveZMQ keys are by position: no other replicas
+            self._exchange = _Exchange(
+                sockets,
+                via_proxies=via_proxies,
+                timeout_ms=timeout_ms,
+                connect=(lambda replica, endpoint: self._open(replica, endpoint, None)) if learns else None,
+                disconnect=self._close_one if learns else None,
+            )
         except BaseException:
-            for socket in sockets:
+            for socket in sockets.values():
                 socket.close(linger=0)
             raise
         self._closed = False
+
+    def _open(self, index: int, endpoint: str, curve: Curve | None) -> zmq.Socket[bytes]:
+        socket = self._context.socket(zmq.DEALER)
+        try:
+            _configure(socket, via_proxies=self._via_proxies)
+            apply_curve(socket, curve, index)
+            socket.connect(endpoint)
+        except BaseException:
+            socket.close(linger=0)
+            raise
+        self._poller.register(socket, zmq.POLLIN)
+        self._index[socket] = index
+        return socket
+
+    def _close_one(self, index: int) -> None:
+        socket = self._exchange.sockets[index]
+        self._poller.unregister(socket)
+        del self._index[socket]
+        socket.close(linger=0)
 
     @property
     def client_id(self) -> int:
@@ -767,6 +871,14 @@ class Client:
         """
         return self._run(_execute(op, raise_app_errors))
 
+    def request(self, operation: bytes) -> bytes:
+        """Send `operation` as it is and return the result bytes as the cluster gave them: for an app op already
+        encoded, or an op of the cluster itself (a reconfiguration, `zvsr.runtime.reconfigure`). Errors as for
+        every call."""
+        if not isinstance(operation, bytes) or not 0 < len(operation) <= OPERATION_BYTES_MAX:
+            raise ValueError(f"an operation is 1..{OPERATION_BYTES_MAX} bytes")
+        return self._request(operation)
+
     # --- plumbing ---
 
     def _revoke_quietly(self, lease: int) -> None:
@@ -793,7 +905,9 @@ class Client:
             try:
                 while exchange.completion is None:
                     for socket, _ in self._poller.poll(exchange.wait_ms()):
-                        exchange.drain(self._index[socket])
+                        index = self._index.get(socket)  # None: dropped by a configuration learnt just now
+                        if index is not None:
+                            exchange.drain(index)
                     exchange.advance()
             except BaseException:
                 exchange.abandon()
@@ -805,7 +919,7 @@ class Client:
             if self._closed:
                 return
             self._closed = True
-            for socket in self._exchange.sockets:
+            for socket in self._exchange.sockets.values():
                 socket.close(linger=0)
 
     def __enter__(self) -> Client:
@@ -839,26 +953,47 @@ class AsyncClient:
         self._lock = asyncio.Lock()
         self._poller = zmq.asyncio.Poller()
         self._index: dict[Any, int] = {}
-        self._sockets: list[zmq.asyncio.Socket] = []
-        shadows: list[zmq.Socket[bytes]] = []
+        self._sockets: dict[int, zmq.asyncio.Socket] = {}
+        self._via_proxies = via_proxies
+        shadows: dict[int, zmq.Socket[bytes]] = {}
         try:
             for index, endpoint in enumerate(endpoints):
-                socket = context.socket(zmq.DEALER)
-                self._sockets.append(socket)
-                _configure(socket, via_proxies=via_proxies)
-                apply_curve(socket, curve, index)
-                socket.connect(endpoint)
-                self._poller.register(socket, zmq.POLLIN)
-                self._index[socket] = index
-                # The asyncio poller waits on the async socket; the exchange sends and receives NOBLOCK through
-                # a plain socket sharing it, exactly as the sync client does.
-                shadows.append(zmq.Socket.shadow(socket.underlying))
-            self._exchange = _Exchange(shadows, via_proxies=via_proxies, timeout_ms=timeout_ms)
+                shadows[index] = self._open(index, endpoint, curve)
+            learns = not via_proxies and curve is None  # CurveZMQ keys are by position: no other replicas
+            self._exchange = _Exchange(
+                shadows,
+                via_proxies=via_proxies,
+                timeout_ms=timeout_ms,
+                connect=(lambda replica, endpoint: self._open(replica, endpoint, None)) if learns else None,
+                disconnect=self._close_one if learns else None,
+            )
         except BaseException:
-            for socket in self._sockets:
+            for socket in self._sockets.values():
                 socket.close(linger=0)
             raise
         self._closed = False
+
+    def _open(self, index: int, endpoint: str, curve: Curve | None) -> zmq.Socket[bytes]:
+        socket = self._context.socket(zmq.DEALER)
+        try:
+            _configure(socket, via_proxies=self._via_proxies)
+            apply_curve(socket, curve, index)
+            socket.connect(endpoint)
+        except BaseException:
+            socket.close(linger=0)
+            raise
+        self._sockets[index] = socket
+        self._poller.register(socket, zmq.POLLIN)
+        self._index[socket] = index
+        # The asyncio poller waits on the async socket; the exchange sends and receives NOBLOCK through a plain
+        # socket sharing it, exactly as the sync client does.
+        return zmq.Socket.shadow(socket.underlying)
+
+    def _close_one(self, index: int) -> None:
+        socket = self._sockets.pop(index)
+        self._poller.unregister(socket)
+        del self._index[socket]
+        socket.close(linger=0)
 
     @property
     def client_id(self) -> int:
@@ -942,7 +1077,9 @@ class AsyncClient:
             try:
                 while exchange.completion is None:
                     for socket, _ in await self._poller.poll(exchange.wait_ms()):
-                        exchange.drain(self._index[socket])
+                        index = self._index.get(socket)  # None: dropped by a configuration learnt just now
+                        if index is not None:
+                            exchange.drain(index)
                     exchange.advance()
             except BaseException:  # also asyncio.CancelledError, e.g. from asyncio.wait_for
                 exchange.abandon()
@@ -953,7 +1090,7 @@ class AsyncClient:
         if self._closed:
             return
         self._closed = True
-        for socket in self._sockets:
+        for socket in self._sockets.values():
             socket.close(linger=0)
 
     async def __aenter__(self) -> AsyncClient:

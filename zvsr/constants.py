@@ -91,6 +91,10 @@ PROXY_DRAIN_MAX: Final = 256  # messages taken from one socket before looking at
 PROXY_BACKEND_SNDHWM: Final = 4096  # messages queued towards one replica; beyond, the send is dropped (retried)
 PROXY_SWEEP_MS: Final = 1000  # how often idle sessions are looked for
 PROXY_EVICTION_SCAN_MAX: Final = 8  # sessions looked at, oldest first, for an idle one to evict when full
+# The proxy asks the replicas for their configuration (status query) at most this often when something says it
+# changed (a heartbeat of a later epoch, a Redirect to an unknown replica), and anyway this often.
+PROXY_MEMBERSHIP_ASK_MS: Final = 100
+PROXY_MEMBERSHIP_POLL_MS: Final = 5000
 PROXY_CATCH_UP_TICKS_MAX: Final = 1000  # ticks run at once after a stall; beyond, deadlines are late, not spun
 # Default `request_timeout_ms` of a cluster file (zvsr.runtime.cluster_config): a request relayed by the proxy
 # that has no result for this long is answered `timeout` (it may or may not have executed).
@@ -103,6 +107,9 @@ ZMTP_HEARTBEAT_TIMEOUT_MS: Final = 3000  # ... and its connection dropped: queue
 
 # --- Python client (zvsr.client) ---
 CLIENT_TICK_MS: Final = 10  # the client's retry clock
+# A direct client (Client(replicas=...)) asks the replicas for their configuration at most this often, when a
+# Redirect names a replica it does not know or a request goes unanswered (reconfiguration).
+CLIENT_MEMBERSHIP_ASK_MS: Final = 500
 CLIENT_TIMEOUT_MS: Final = 5000  # default time a call may take before it raises Timeout
 CLIENT_DIRECT_RETRY_MS: Final = 200  # direct to replicas: re-send to all after this long without an answer
 CLIENT_DIRECT_RETRY_MAX_MS: Final = 1600  # ... doubling (with jitter) up to this
@@ -122,6 +129,12 @@ NODE_CLIENT_SNDHWM: Final = 1000  # answers queued towards one client connection
 NODE_CLIENT_ROUTES_MAX: Final = 65_536  # client_id -> where to send its answers (LRU); beyond, the oldest go
 NODE_RECONNECT_IVL_MS: Final = 100  # DEALER / SUB reconnect interval towards a peer that is down
 NODE_RECONNECT_IVL_MAX_MS: Final = 1000  # ... backing off up to this
+# Replica ids whose endpoints a node remembers (zvsr.runtime.members.AddressBook): the cluster file's and those of
+# the configurations it was told of; a configuration has at most REPLICAS_MAX members, so this holds several.
+NODE_ADDRESS_BOOK_MAX: Final = 8 * REPLICAS_MAX
+# A replica that lost its disk asks the replicas it knows for the current configuration (status query) this
+# long before it starts Recovery in the configuration the answers name (or the file's first one if none answers).
+NODE_RECOVERY_MEMBERSHIP_TIMEOUT_MS: Final = 2000
 ZMTP_HEARTBEAT_TTL_MS: Final = 3000  # tells the remote end to drop our connection after this much silence
 CLIENT_ENVELOPE_FRAMES_MAX: Final = 8  # frames of a client message: routing frames, delimiter, payload
 LOG_WARNING_REASONS_MAX: Final = 1024  # distinct rate-limited warning reasons tracked at once
@@ -153,6 +166,9 @@ WATCH_HISTORY_ANSWER_BYTES_MAX: Final = WATCH_HISTORY_CHUNK_BYTES + WATCH_MESSAG
 
 # --- operator commands (zvsr status: zvsr.runtime.status; zvsr start: zvsr.runtime.launcher) ---
 STATUS_TIMEOUT_MS: Final = 1000  # `zvsr status` shows a replica as unreachable after this long without an answer
+# `zvsr member add|remove|replace`: how long the reconfiguration request may take (it commits like any op, but
+# the primary refuses it while earlier ops are still in flight, and the client retries).
+MEMBER_TIMEOUT_MS: Final = 10_000
 LAUNCHER_READY_TIMEOUT_S: Final = 30.0  # `zvsr start` fails if no primary and proxy answer within this
 LAUNCHER_READY_QUERY_TIMEOUT_MS: Final = 300  # ... asking each replica and the proxy with this timeout per round
 LAUNCHER_READY_POLL_S: Final = 0.05  # ... and pausing this long between rounds (no event to wait for)

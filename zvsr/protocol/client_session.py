@@ -43,7 +43,6 @@ from zvsr.constants import (
     REQUEST_TIMEOUT_TICKS,
     RETRY_AFTER_ERROR_TICKS,
 )
-from zvsr.protocol.config import primary_of
 from zvsr.protocol.messages import (
     ERROR_BAD_REQUEST,
     ERROR_SESSION_EXPIRED,
@@ -165,8 +164,8 @@ class ClientSession(_Session):
 
     @property
     def primary(self) -> int:
-        if self.start_view == 0 and len(self.members) == self.replica_count:
-            return primary_of(self.view, self.replica_count)
+        # Round robin over the members from the configuration's first view; for epoch 0's 0..n-1 from view 0 this
+        # is `primary_of`. (A proxy may address ids other than 0..n-1 from view 0 until it learns better.)
         return self.members[(self.view - self.start_view) % len(self.members)]
 
     def learn_configuration(self, members: tuple[int, ...], start_view: int) -> None:

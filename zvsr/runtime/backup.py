@@ -66,7 +66,7 @@ from typing import Any, Final
 import zmq
 
 from zvsr import constants as c
-from zvsr.protocol import snapshots
+from zvsr.protocol import membership, snapshots
 from zvsr.runtime.backup_query import (
     GONE,
     NO_SNAPSHOT,
@@ -370,6 +370,14 @@ def restore(
         raise BackupError(
             f"{path} is not empty: restore only into an empty data dir (a replica's state is never overwritten)"
         )
+    epoch = _epoch_of(backup.snapshot)
+    if epoch is not None and epoch != config.epoch:
+        # Its configuration names the members of that epoch (ids, endpoints) and every replica would replay into
+        # it: a new cluster's 0..n-1 would not be its members. Refused rather than started wrong.
+        raise BackupError(
+            f"the backup was taken in epoch {epoch}, after a reconfiguration (the cluster file's first epoch is "
+            f"{config.epoch}): restoring it into a new cluster is not supported yet"
+        )
     marker = Marker(
         cluster_id=config.cluster_id,
         replica=replica,
@@ -383,6 +391,16 @@ def restore(
     except StorageError as error:
         raise BackupError(str(error)) from error
     return {"data_dir": str(path), "replica": replica, **backup.describe(), "epoch": config.epoch}
+
+
+def _epoch_of(snapshot: bytes) -> int | None:
+    """The epoch of the configuration a snapshot carries; None if it carries none (taken before reconfiguration
+    existed, in the cluster file's epoch)."""
+    try:
+        carried = snapshots.decode(snapshot).membership
+        return None if not carried else membership.decode(carried).epoch
+    except (snapshots.SnapshotError, membership.MembershipError) as error:
+        raise BackupError(f"the backup's snapshot does not decode: {error}") from error
 
 
 def _check_restarts_from_disk(path: Path, config: ClusterConfig, replica: int, backup: Backup) -> None:

@@ -11,6 +11,7 @@ index order — the paper's configuration (§4): replica i is `[[replica]]` numb
     app = "zvsr.apps.coordination:CoordinationApp"
 
     [[replica]]
+    # id = 0                            # optional: the replica's id (default: its position in the file)
     peer = "tcp://127.0.0.1:7710"
     heartbeat = "tcp://127.0.0.1:7711"
     client = "tcp://127.0.0.1:7712"
@@ -41,6 +42,15 @@ index order — the paper's configuration (§4): replica i is `[[replica]]` numb
     proxy_port = 7704                   # the proxy serves on its endpoint's host, this port
 
 Every value is validated here, so a typo fails at start with a message naming the key, not later.
+
+Replica ids and reconfiguration (VR Revisited §7, docs/operations.md "Changing the replicas"). A replica's id is
+stable and never reused; until the first reconfiguration the ids are the positions 0..n-1, and a file without
+``id`` keys means exactly that. ``[cluster] epoch`` and ``initial_replicas`` describe the cluster's *first*
+configuration (replicas 0..initial_replicas-1 in that epoch): every replica replays its log from there, so they
+never change. After a reconfiguration the file is an address book: the replicas it lists (with their ``id``)
+are where to find them, but who is a member is what the replicas' durable state says (`zvsr member list
+--write-config` writes a current file). A file with ``id`` keys must say ``initial_replicas`` (positions no
+longer tell how many the cluster started with).
 
 A replica's ``watch`` endpoint is optional: with it the replica publishes every operation it executes (the
 watch stream, `zvsr.runtime.watch_publisher`, docs/protocol.md §12); without it the replica publishes nothing.
@@ -92,6 +102,7 @@ TIMEOUT_KEYS = (
 ENVIRONMENT = {
     "ZVSR_CLUSTER_ID": "cluster_id",
     "ZVSR_EPOCH": "epoch",
+    "ZVSR_INITIAL_REPLICAS": "initial_replicas",
     "ZVSR_TICK_MS": "tick_ms",
     "ZVSR_APP": "app",
     "ZVSR_PROXY": "proxy",
@@ -106,11 +117,12 @@ ENVIRONMENT = {
     "ZVSR_CLIENT_KEY": "client_key",
     "ZVSR_METRICS_PORT": "metrics_port",
 }
-_REPLICA_KEYS = frozenset({"peer", "heartbeat", "client", "watch"})  # keys of a [[replica]] table
+_REPLICA_KEYS = frozenset({"id", "peer", "heartbeat", "client", "watch"})  # keys of a [[replica]] table
 INT_KEYS = frozenset(
     {
         "cluster_id",
         "epoch",
+        "initial_replicas",
         "tick_ms",
         "request_timeout_ms",
         "snapshot_interval_ops",
@@ -136,8 +148,10 @@ class ReplicaAddress:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClusterConfig:
     replicas: tuple[ReplicaAddress, ...]
+    replica_ids: tuple[int, ...] = ()  # the id of each of `replicas`; (): their positions 0..n-1
     cluster_id: int = 1
-    epoch: int = 0
+    epoch: int = 0  # the epoch of the cluster's first configuration
+    initial_replicas: int | None = None  # the first configuration's size; None: len(replicas) (ids = positions)
     tick_ms: int = constants.TICK_MS
     app: str = DEFAULT_APP
     proxy: str = f"tcp://{DEFAULT_HOST}:{DEFAULT_BASE_PORT}"
@@ -162,6 +176,7 @@ class ClusterConfig:
             raise ConfigError(f"cluster id must be 0..2^64-1, got {self.cluster_id}")
         if not 0 <= self.epoch <= constants.ID_MAX:
             raise ConfigError(f"epoch must be 0..2^64-1, got {self.epoch}")
+        self._check_ids()
         if not 1 <= self.tick_ms <= 1000:
             raise ConfigError(f"tick_ms must be 1..1000, got {self.tick_ms}")
         if self.request_timeout_ms < 1:
@@ -203,6 +218,54 @@ class ClusterConfig:
         except ValueError as error:
             raise ConfigError(f"[timeouts]: {error}") from error
 
+    def _check_ids(self) -> None:
+        ids = self.replica_ids
+        if ids:
+            if len(ids) != len(self.replicas):
+                raise ConfigError(f"replica_ids names {len(ids)} replicas, the file lists {len(self.replicas)}")
+            bad = [i for i in ids if type(i) is not int or not 0 <= i <= constants.REPLICA_ID_MAX]
+            if bad:
+                raise ConfigError(f"replica ids must be 0..{constants.REPLICA_ID_MAX}, got {bad[0]!r}")
+            if len(set(ids)) != len(ids):
+                raise ConfigError(f"a replica id is listed twice: {sorted(i for i in ids if ids.count(i) > 1)}")
+            if self.initial_replicas is None and ids != tuple(range(len(ids))):
+                raise ConfigError(
+                    "[cluster] initial_replicas is needed when the replicas' ids are not 0..n-1: the number of "
+                    "replicas the cluster first started with (its first configuration, ids 0..initial_replicas-1)"
+                )
+        count = self.initial_replicas
+        if count is not None and (type(count) is not int or not 1 <= count <= constants.REPLICAS_MAX):
+            raise ConfigError(f"initial_replicas must be 1..{constants.REPLICAS_MAX}, got {count!r}")
+
+    @property
+    def ids(self) -> tuple[int, ...]:
+        """The id of each replica the file lists, in its order."""
+        return self.replica_ids or tuple(range(len(self.replicas)))
+
+    @property
+    def initial_count(self) -> int:
+        """How many replicas the first configuration had (ids 0..n-1, in epoch `epoch`)."""
+        return len(self.replicas) if self.initial_replicas is None else self.initial_replicas
+
+    def address_of(self, replica: int) -> ReplicaAddress | None:
+        """The endpoints the file gives replica id `replica`, or None if it does not list it."""
+        ids = self.ids
+        return self.replicas[ids.index(replica)] if replica in ids else None
+
+    def with_replica(self, replica: int, address: ReplicaAddress) -> ClusterConfig:
+        """This configuration with replica id `replica` at `address` (replacing what the file said of it)."""
+        ids = list(self.ids)
+        replicas = list(self.replicas)
+        if replica in ids:
+            replicas[ids.index(replica)] = address
+        else:
+            ids.append(replica)
+            replicas.append(address)
+        initial = self.initial_count
+        return dataclasses.replace(
+            self, replicas=tuple(replicas), replica_ids=tuple(ids), initial_replicas=initial, metrics_ports=()
+        )
+
     def _check_metrics(self, endpoints: list[str]) -> None:
         if self.metrics_ports and len(self.metrics_ports) != len(self.replicas):
             raise ConfigError(
@@ -217,7 +280,7 @@ class ClusterConfig:
         # The file's ports must not collide with each other or with a ZeroMQ endpoint on the same host (0 is
         # "any free port": never a collision).
         used = [_tcp_host_port(endpoint) for endpoint in endpoints]
-        listeners = [self.replica_metrics(i, override=False) for i in range(len(self.replicas))]
+        listeners = [self.replica_metrics(i, override=False) for i in self.ids]
         listeners.append(self.proxy_metrics(override=False))
         taken = [where for where in used + listeners if where is not None and where[1] != 0]
         twice = {f"{host}:{port}" for host, port in taken if taken.count((host, port)) > 1}
@@ -227,10 +290,12 @@ class ClusterConfig:
     def replica_metrics(self, replica: int, *, override: bool = True) -> tuple[str, int] | None:
         """(host, port) of replica `replica`'s /metrics listener, or None when it serves no metrics. With
         `override`, this process's `metrics_port` (flag or environment) beats the file's port."""
-        port = self.metrics_ports[replica] if self.metrics_ports else None
+        address = self.address_of(replica)
+        ids = self.ids
+        port = self.metrics_ports[ids.index(replica)] if self.metrics_ports and replica in ids else None
         if override and self.metrics_port is not None:
             port = self.metrics_port
-        return None if port is None else (endpoint_host(self.replicas[replica].client), port)
+        return None if port is None or address is None else (endpoint_host(address.client), port)
 
     def proxy_metrics(self, *, override: bool = True) -> tuple[str, int] | None:
         """(host, port) of the proxy's /metrics listener, or None; as `replica_metrics`."""
@@ -240,9 +305,12 @@ class ClusterConfig:
     def protocol_config(self) -> Config:
         ticks: dict[str, Any] = {"startup_grace_ticks": constants.STARTUP_GRACE_TICKS, **dict(self.timeouts)}
         return Config(
-            replica_count=len(self.replicas),
+            replica_count=self.initial_count,
             cluster=self.cluster_id,
             epoch=self.epoch,
+            # The node acts on epoch changes (zvsr.runtime.node). Not with CurveZMQ yet: the replicas' keys are
+            # loaded by position at start, so a new member's key would be unknown to the others.
+            reconfiguration=self.keys_dir is None,
             snapshot_interval_ops=self.snapshot_interval_ops,
             client_table_max=self.client_table_max,
             **ticks,
@@ -375,7 +443,7 @@ def _from_file(path: Path) -> ClusterConfig:
     unknown = set(document) - known_tables
     if unknown:
         raise ConfigError(f"{path}: unknown sections: {', '.join(sorted(unknown))}")
-    cluster = _table(document, "cluster", {"id", "epoch", "tick_ms", "app"}, path)
+    cluster = _table(document, "cluster", {"id", "epoch", "initial_replicas", "tick_ms", "app"}, path)
     proxy = _table(document, "proxy", {"endpoint", "request_timeout_ms"}, path)
     node = _table(
         document,
@@ -398,9 +466,16 @@ def _from_file(path: Path) -> ClusterConfig:
     if not isinstance(raw_replicas, list) or not raw_replicas:
         raise ConfigError(f"{path}: needs at least one [[replica]] table")
     replicas = []
+    ids: list[int] = []
     for index, raw in enumerate(raw_replicas):
         if not isinstance(raw, dict) or not {"peer", "heartbeat", "client"} <= set(raw) <= _REPLICA_KEYS:
-            raise ConfigError(f"{path}: [[replica]] {index} needs peer, heartbeat and client (watch: optional)")
+            raise ConfigError(
+                f"{path}: [[replica]] {index} needs peer, heartbeat and client (id, watch: optional)"
+            )
+        replica_id = raw.get("id", index)
+        if type(replica_id) is not int or replica_id < 0:
+            raise ConfigError(f"{path}: [[replica]] {index} id must be a replica id (an integer >= 0)")
+        ids.append(replica_id)
         replicas.append(
             ReplicaAddress(
                 peer=raw["peer"], heartbeat=raw["heartbeat"], client=raw["client"], watch=raw.get("watch")
@@ -409,6 +484,7 @@ def _from_file(path: Path) -> ClusterConfig:
     settings: dict[str, Any] = {
         "cluster_id": cluster.get("id"),
         "epoch": cluster.get("epoch"),
+        "initial_replicas": cluster.get("initial_replicas"),
         "tick_ms": cluster.get("tick_ms"),
         "app": cluster.get("app"),
         "proxy": proxy.get("endpoint"),
@@ -438,7 +514,13 @@ def _from_file(path: Path) -> ClusterConfig:
             value = Path(settings[key])
             settings[key] = str(value if value.is_absolute() else path.parent / value)
     present = {k: v for k, v in settings.items() if v is not None}
-    return ClusterConfig(replicas=tuple(replicas), timeouts=dict(timeouts), **present)
+    explicit_ids = tuple(ids) if any("id" in raw for raw in raw_replicas) else ()
+    try:
+        return ClusterConfig(
+            replicas=tuple(replicas), replica_ids=explicit_ids, timeouts=dict(timeouts), **present
+        )
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from error
 
 
 def _table(document: Mapping[str, Any], name: str, keys: set[str], path: Path) -> dict[str, Any]:
@@ -457,13 +539,15 @@ def to_toml(config: ClusterConfig) -> str:
         "[cluster]",
         f"id = {config.cluster_id}",
         f"epoch = {config.epoch}",
+        *([] if config.initial_replicas is None else [f"initial_replicas = {config.initial_replicas}"]),
         f"tick_ms = {config.tick_ms}",
         f"app = {_quote(config.app)}",
         "",
     ]
-    for address in config.replicas:
+    for replica, address in zip(config.ids, config.replicas, strict=True):
         lines += [
             "[[replica]]",
+            *([f"id = {replica}"] if config.replica_ids else []),
             f"peer = {_quote(address.peer)}",
             f"heartbeat = {_quote(address.heartbeat)}",
             f"client = {_quote(address.client)}",

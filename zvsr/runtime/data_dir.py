@@ -215,6 +215,7 @@ class Storage:
             log=tuple(entries),
             log_base=wal.log_base,
             snapshot=snapshot,
+            epoch=superblock.epoch,
         )
         self.start = START_DISK
         self._remove_snapshots(keep=None if wal.snapshot is None else wal.snapshot.op_number)
@@ -280,7 +281,10 @@ class Storage:
                 self.wal, _ = WriteAheadLog.open(self.path, fsync=self.fsync)
             if not self.marker_path.exists():
                 if self.start == START_FIRST:
-                    self._write_view_state(PersistViewState(view_number=0, last_normal_view=0, commit_number=0))
+                    epoch = self.marker.epoch
+                    self._write_view_state(
+                        PersistViewState(view_number=0, last_normal_view=0, commit_number=0, epoch=epoch)
+                    )
                 write_atomically(self.marker_path, _marker_bytes(self.marker))
         except (OSError, WalError) as error:
             raise StorageError(f"cannot initialise {self.path}: {error}") from error
@@ -326,13 +330,20 @@ class Storage:
 
     def _write_view_state(self, record: PersistViewState) -> None:
         previous = self.superblock
+        # Rule 12 across epochs (§7): a replica's (epoch, view) only moves forward; going back would let it vote
+        # again in a view (or act in an epoch) it has left. The core never asks for it: this is the last check.
+        if previous is not None and (record.epoch, record.view_number) < (previous.epoch, previous.view_number):
+            raise StorageError(
+                f"{self.path}: refusing to move the view state back from epoch {previous.epoch} view "
+                f"{previous.view_number} to epoch {record.epoch} view {record.view_number}"
+            )
         self.superblock = Superblock.write(
             self.path,
             SuperblockState(
                 view_number=record.view_number,
                 last_normal_view=record.last_normal_view,
                 commit_number=record.commit_number,
-                epoch=self.marker.epoch,
+                epoch=record.epoch,
                 cluster_id=self.marker.cluster_id,
                 replica=self.marker.replica,
                 sequence=0 if previous is None else previous.sequence,

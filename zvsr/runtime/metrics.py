@@ -185,6 +185,7 @@ class NodeSample:
     outcomes: Mapping[str, int]
     bad_frames: Mapping[tuple[str, str], int]  # (socket, reason) -> frames dropped
     commit_durations: HistogramSnapshot
+    peers: tuple[int, ...] | None = None  # the configuration's peers now (reconfiguration); None: those at start
 
 
 class NodeMetrics:
@@ -356,7 +357,7 @@ class NodeCollector:
             "Seconds since a valid message from the peer (since this replica started, if never).",
             labels=["peer"],
         )
-        for peer in self._peers:
+        for peer in self._peers if sample.peers is None else sample.peers:
             heard.add_metric([str(peer)], max(0.0, now - sample.last_heard.get(peer, self._started)))
         families.append(heard)
         families.append(

@@ -24,7 +24,7 @@ Sockets (ARCHITECTURE §4, measured; options in `_open_sockets`):
 socket         kind        endpoint                           carries
 =============  ==========  =================================  =============================================
 peer           ROUTER      bind own ``peer``                  every replica message from the peers' DEALERs
-to peer j      DEALER      connect j's ``peer``               our messages to j; routing id ``b"r<own>"``
+to peer j      DEALER      connect j's ``peer``               our messages to j; routing id ``b"r<own id>"``
 heartbeat      PUB         bind own ``heartbeat``             the core's Commit broadcasts (heartbeats)
 from peer j    SUB         connect j's ``heartbeat``          j's Commits (CONFLATE: only the latest counts)
 client         ROUTER      bind own ``client``                Requests, status queries; answers back
@@ -32,12 +32,23 @@ watch          XPUB        bind own ``watch`` (optional)      executed ops, for 
 =============  ==========  =================================  =============================================
 
 Each DEALER's routing id is its replica id, so the identity frame on the peer ROUTER names the sender: a
-message whose ``replica`` field disagrees, or from an identity that is no peer, is dropped and counted (the
-routing id is chosen by the peer, not authenticated: CurveZMQ will authenticate it). The core's Commit to
-BROADCAST goes out once on the PUB; every other broadcast is encoded once and sent to every DEALER. Every send
-is NOBLOCK; `zmq.Again` (queue full, or peer not connected: IMMEDIATE=1) and EHOSTUNREACH (a client that is
-gone: ROUTER_MANDATORY=1) are message loss, which VR survives by its re-sends (rule 11). A send never blocks
-and never raises out of the loop.
+message whose ``replica`` field disagrees, or from an identity that names no replica id, is dropped and counted
+(the routing id is chosen by the peer, not authenticated: CurveZMQ will authenticate it).
+
+Epochs (VR Revisited §7). "Peer j" is replica id j of the core's configuration, which changes by
+reconfiguration: before each Ready is sent, if the configuration changed, DEALERs and SUBs are connected to new
+members (at the endpoints their `Member.address` names, `zvsr.runtime.members`) and closed for departed ones.
+A message to a replica outside it gets a DEALER on demand when its endpoints are known (the address book: the
+cluster file, every configuration seen), else it is lost and counted. A new replica (`join`) has no peers
+until a member's StartEpoch names them: its configuration's endpoints enter the book before the core answers.
+A core that `stopped` (it left the configuration and handed over) ends `run()`; `left` says so. At start the
+durable state's configuration wins over the file (a warning says when they differ), and a replica without
+state asks the replicas it knows for the current configuration before it recovers (`_recovery_membership`).
+
+The core's Commit to BROADCAST goes out once on the PUB; every other broadcast is encoded once and sent to every
+member's DEALER. Every send is NOBLOCK; `zmq.Again` (queue full, or peer not connected: IMMEDIATE=1) and
+EHOSTUNREACH (a client that is gone: ROUTER_MANDATORY=1) are message loss, which VR survives by its re-sends
+(rule 11). A send never blocks and never raises out of the loop.
 
 Client port: the REQ-compatible envelope (`zvsr.runtime.envelope`). The node remembers, for each client_id,
 the envelope of its latest request (an LRU of `NODE_CLIENT_ROUTES_MAX`) to route the core's Reply / Redirect /
@@ -79,13 +90,15 @@ import zmq
 
 from zvsr import constants as c
 from zvsr.apps import AnyApp, AppLoadError, MsgpackStateMachine, load_app
-from zvsr.protocol.messages import ERROR_BAD_REQUEST, ClientReply, Commit, Error, ReplicaMessage
+from zvsr.protocol.membership import Membership, MembershipError
+from zvsr.protocol.membership import decode as decode_membership
+from zvsr.protocol.messages import ERROR_BAD_REQUEST, ClientReply, Commit, Error, ReplicaMessage, StartEpoch
 from zvsr.protocol.ready import BROADCAST, Ready
 from zvsr.protocol.replica import Replica, Status
 from zvsr.runtime import security
 from zvsr.runtime.backup_query import BackupServer
-from zvsr.runtime.cluster_config import ClusterConfig
-from zvsr.runtime.data_dir import START_DISK, START_RECOVERY, Storage, StorageError
+from zvsr.runtime.cluster_config import ClusterConfig, ReplicaAddress
+from zvsr.runtime.data_dir import START_DISK, START_FIRST, START_RECOVERY, Storage, StorageError
 from zvsr.runtime.envelope import (
     NOBLOCK,
     ClientEnvelope,
@@ -97,8 +110,12 @@ from zvsr.runtime.envelope import (
     send_answer,
 )
 from zvsr.runtime.logs import RateLimitedWarnings, ReplicaLogger, setup_logging
+from zvsr.runtime.members import AddressBook, address_or_none, initial_membership
+from zvsr.runtime.members import describe as describe_membership
+from zvsr.runtime.members import from_status as membership_from_status
 from zvsr.runtime.metrics import MetricsStartError, NodeMetrics, NodeSample, node_sample_counters
 from zvsr.runtime.serving import run_until_stopped
+from zvsr.runtime.status import query as status_query
 from zvsr.runtime.watch_history import WatchHistory, history_answer
 from zvsr.runtime.watch_publisher import WatchPublisher, snapshot_answer
 from zvsr.storage.wal import WAL_NAME
@@ -134,12 +151,15 @@ class ReplicaNode:
         context: zmq.Context[Socket] | None = None,
         seed: int | None = None,
         init: bool = False,
+        join: bool = False,
     ) -> None:
-        if not 0 <= replica < len(config.replicas):
-            raise ValueError(f"replica {replica} is not in the cluster (0..{len(config.replicas) - 1})")
+        """Replica id `replica` of `config`. `init`: the first start of one of a new cluster's first replicas;
+        `join`: the first start of a replica added by a reconfiguration (it waits to be told of an epoch that
+        includes it, then catches up). Either is ignored when the data dir already holds the replica's state."""
+        if not 0 <= replica <= c.REPLICA_ID_MAX:
+            raise ValueError(f"replica id {replica} is out of range (0..{c.REPLICA_ID_MAX})")
         self.config = config
         self.index = replica
-        self.address = config.replicas[replica]
         self._core: Replica | None = None
         self._log = ReplicaLogger(logging.getLogger("zvsr.node"), replica=replica, context=self._log_context)
         self._warnings = RateLimitedWarnings(self._log)
@@ -151,60 +171,83 @@ class ReplicaNode:
         self._metrics: NodeMetrics | None = None
         self._arrivals: dict[int, tuple[int, float]] | None = None  # the metrics' arrivals, None without metrics
         self._messages_in = self._messages_out = self._requests_in = self._answers_out = 0
-        self._peers = tuple(i for i in range(len(config.replicas)) if i != replica)
-        self._senders = {routing_id(peer): peer for peer in self._peers}
+        self._senders: dict[bytes, int] = {}  # routing id -> replica id, of peers heard from (bounded)
         self._last_heard: dict[int, float] = {}
         self._routes: dict[int, ClientEnvelope] = {}  # client_id -> envelope of its latest request (LRU order)
         self._batch_senders: dict[ClientEnvelope, None] = {}  # who sent RequestBatches: answered in ReplyBatches
-        self._send_drop_reasons = {peer: f"send: dropped to r{peer}" for peer in self._peers}
+        self._send_drop_reasons: dict[int, str] = {}
         self._closed = False
         self._running = False
+        self.left = False  # the core stopped: this replica left the configuration and handed over
+        # Where each replica id listens (zvsr.runtime.members): the file's entries, then every configuration the
+        # core is in or is told of (StartEpoch). The sockets to the peers follow the core's configuration.
+        self._book = AddressBook(config)
+        self._membership: Membership | None = None  # the configuration the sockets were last set up for
+        self._synced_epoch: int | None = None
+        self._broadcast: tuple[int, ...] = ()  # the peers a BROADCAST goes to (members with a DEALER)
 
         machine = MsgpackStateMachine(load_app(config.app) if app is None else app)
         # The watch stream (zvsr.runtime.watch_publisher) publishes what each Ready executed; the snapshot query
         # reads the app between core steps.
         self._app = machine.app
         self._watch: WatchPublisher | None = None
-        # The ops executed lately, for watchers' history queries (zvsr.runtime.watch_history): with the stream.
-        self._history = WatchHistory() if self.address.watch is not None else None
+        # The ops executed lately, for watchers' history queries (zvsr.runtime.watch_history): with the stream
+        # (set up once this replica's own endpoints are known, below).
+        self._history: WatchHistory | None = None
         self._backups = BackupServer(config.cluster_id)  # the backup query (zvsr.runtime.backup_query)
         self._storage = Storage.open(
             config.replica_data_dir(replica),
             cluster_id=config.cluster_id,
             replica=replica,
-            replica_count=len(config.replicas),
+            replica_count=config.initial_count,
             epoch=config.epoch,
             fsync=config.fsync == "always",
-            init=init,
+            init=init or join,
         )
         self._own_context = context is None
         self._context: zmq.Context[Socket] = zmq.Context() if context is None else context
         self._sockets: list[Socket] = []
-        # CurveZMQ (zvsr.runtime.security): our key pair, and the keys of everyone who may connect.
-        self._keys = config.keys()
-        self._pair = None if self._keys is None else self._keys.replica_pair(replica)
+        self._dealers: dict[int, Socket] = {}
+        self._dealer_endpoints: dict[int, str] = {}
+        self._subscribers: dict[int, Socket] = {}
+        self._peer_sends: dict[int, Callable[[bytes, int], Any]] = {}
+        self._poller = zmq.Poller()
+        self._drains: dict[Socket, Callable[[float], None]] = {}
+        self._keys = None
+        self._authenticating = False
+        self.seed = int.from_bytes(os.urandom(8), "big") if seed is None else seed
         try:
+            # CurveZMQ (zvsr.runtime.security): our key pair, and the keys of everyone who may connect.
+            self._keys = config.keys()
+            self._pair = None if self._keys is None else self._keys.replica_pair(replica)
+            storage = self._storage
+            joining = self._check_start(init=init, join=join)
+            self._core = Replica(
+                config=config.protocol_config(),
+                replica=replica,
+                state_machine=machine,
+                prng=random.Random(self.seed),
+                recovering=storage.recovering,
+                durable=storage.durable,
+                # The core formats its lines eagerly: attach it only when they would be written.
+                logger=self._core_line if self._log.isEnabledFor(logging.DEBUG) else None,
+                clock=time.monotonic_ns,  # cluster time advances with this host's monotonic clock
+                membership=self._recovery_membership() if storage.recovering else initial_membership(config),
+                joining=joining,
+            )
+            self.address = self._own_address()
+            self._history = WatchHistory() if self.address.watch is not None else None
             if self._keys is not None:
                 self._keys.start_authenticator(self._context)
+                self._authenticating = True
             self._open_sockets()
             self._open_watch()
             self._open_metrics()
+            self._sync_peers()
             self._storage.begin()  # a first start counts only once the sockets are ours (before any send)
         except BaseException:
             self._release()
             raise
-        self.seed = int.from_bytes(os.urandom(8), "big") if seed is None else seed
-        self._core = Replica(
-            config=config.protocol_config(),
-            replica=replica,
-            state_machine=machine,
-            prng=random.Random(self.seed),
-            recovering=self._storage.recovering,
-            durable=self._storage.durable,
-            # The core formats its lines eagerly: attach it only when they would be written.
-            logger=self._core_line if self._log.isEnabledFor(logging.DEBUG) else None,
-            clock=time.monotonic_ns,  # cluster time advances with this host's monotonic clock
-        )
         self._state = self._current_state()
         self._started = time.monotonic()
         self._next_tick = self._started
@@ -212,7 +255,100 @@ class ReplicaNode:
             self._publish_metrics(self._metrics)
         self._log_start()
 
-    # --- sockets ------------------------------------------------------------------------------------------
+    # --- identity and configuration -----------------------------------------------------------------------
+
+    def _check_start(self, *, init: bool, join: bool) -> bool:
+        """Refuse a start that cannot be right; whether the core starts as a new replica joining (`join` on a
+        first start)."""
+        storage, config, replica = self._storage, self.config, self.index
+        if init and join:
+            raise NodeStartError("--init and --join exclude each other: --init starts a NEW cluster's replicas")
+        if storage.start == START_FIRST and not join and replica >= config.initial_count and not storage.temporary:
+            raise NodeStartError(
+                f"replica {replica} is not one of the cluster's first replicas (0..{config.initial_count - 1}): "
+                "a replica added by a reconfiguration starts with --join"
+            )
+        if storage.start == START_FIRST and join:
+            return True
+        if join and storage.marker_found:
+            self._log.info("--join ignored: the data dir holds this replica's state already (a restart)")
+        return False
+
+    def _recovery_membership(self) -> Membership:
+        """The configuration a replica that lost its disk recovers in (§4.3 in an epoch of §7): the highest one
+        the replicas it knows report (status query), else the file's first one; its peers then tell it of any
+        later epoch (StartEpoch)."""
+        first = initial_membership(self.config)
+        if self._keys is not None:  # the node's key is no client key: it cannot ask, and reconfiguration is off
+            return first
+        others = [i for i in self.config.ids if i != self.index]
+        if not others:
+            return first
+        best: Membership | None = None
+        timeout_ms = max(100, c.NODE_RECOVERY_MEMBERSHIP_TIMEOUT_MS // len(others))
+        for replica in others:
+            address = self._book.get(replica)
+            if address is None:
+                continue
+            answer = status_query(address.client, timeout_ms=timeout_ms, context=self._context)
+            found = None if answer is None else membership_from_status(answer)
+            if found is not None and (best is None or found.epoch > best.epoch):
+                best = found
+        chosen = first if best is None or best.epoch <= first.epoch else best
+        if self.index not in chosen:
+            source = "as no replica answered" if best is None else "as its peers report"
+            raise NodeStartError(
+                f"replica {self.index} has no state and is not a member of epoch {chosen.epoch} (replicas "
+                f"{', '.join(map(str, chosen.ids))}, {source}): there is nothing for it to recover; a replica "
+                "added by a reconfiguration starts with --join"
+            )
+        if chosen is best:
+            self._log.info(
+                "no state: recovering in epoch %d (members %s), as its peers report",
+                chosen.epoch,
+                list(chosen.ids),
+            )
+        return chosen
+
+    def _own_address(self) -> ReplicaAddress:
+        """Where this replica listens: what its durable configuration says (it wins: the others connect there),
+        else the cluster file's entry."""
+        core = self.core
+        in_file = self.config.address_of(self.index)
+        mine = next((m for m in core.membership.members if m.id == self.index), None)
+        durable = None if mine is None else address_or_none(mine.address)
+        if durable is not None:
+            if in_file is not None and in_file != durable:
+                self._log.warning(
+                    "the cluster file gives this replica other endpoints than its configuration (epoch %d) does: "
+                    "the configuration wins, listening on peer %s, heartbeat %s, client %s",
+                    core.epoch,
+                    durable.peer,
+                    durable.heartbeat,
+                    durable.client,
+                )
+            return durable
+        if in_file is None:
+            raise NodeStartError(
+                f"replica {self.index} has no endpoints: the cluster file does not list it and its data dir "
+                "names none (a new replica: give its endpoints with --address, or add it to the file)"
+            )
+        return in_file
+
+    def _warn_if_file_differs(self) -> None:
+        """After a restart: the durable state (snapshot + log) says who the members are, not the file."""
+        core, config = self.core, self.config
+        if core.epoch == config.epoch and set(core.membership.ids) == set(config.ids):
+            return
+        self._log.warning(
+            "the cluster file lists replicas %s but this replica's durable state is in epoch %d with members %s: "
+            "the durable state wins (write a current file with `zvsr member list --write-config FILE`)",
+            list(config.ids),
+            core.epoch,
+            list(core.membership.ids),
+        )
+
+        # --- sockets ------------------------------------------------------------------------------------------
 
     def _socket(self, kind: int, **options: int | bytes) -> Socket:
         socket = self._context.socket(kind)
@@ -230,17 +366,6 @@ class ReplicaNode:
             raise NodeStartError(message) from error
 
     def _open_sockets(self) -> None:
-        zmtp_heartbeats = {
-            # So a frozen peer's connection is dropped (and queued sends with it) instead of filling the queue.
-            # Also the only way out of a silent trap (measured): when ROUTER_HANDOVER gives our routing id to
-            # a newer connection (a restarted twin, an impostor), the peer ROUTER detaches our pipe but keeps
-            # the TCP connection, and our sends vanish without an error — forever, without heartbeats. With
-            # them the stalled connection times out, the DEALER reconnects and takes its id back.
-            "HEARTBEAT_IVL": c.ZMTP_HEARTBEAT_IVL_MS,
-            "HEARTBEAT_TIMEOUT": c.ZMTP_HEARTBEAT_TIMEOUT_MS,
-            "HEARTBEAT_TTL": c.ZMTP_HEARTBEAT_TTL_MS,
-        }
-        reconnect = {"RECONNECT_IVL": c.NODE_RECONNECT_IVL_MS, "RECONNECT_IVL_MAX": c.NODE_RECONNECT_IVL_MAX_MS}
         keys, pair = self._keys, self._pair
         curve: dict[str, dict[str, int | bytes]] = {"peer": {}, "client": {}, "heartbeat": {}}
         if keys is not None and pair is not None:
@@ -277,41 +402,162 @@ class ReplicaNode:
             **curve["heartbeat"],
         )
         self._bind(self._publisher, self.address.heartbeat, "heartbeat")
-        self._dealers: dict[int, Socket] = {}
-        self._subscribers: dict[int, Socket] = {}
-        for peer in self._peers:
-            to_peer: dict[str, int | bytes] = {}
-            if keys is not None and pair is not None:
-                to_peer = security.client_options(pair, keys.replicas[peer])
-            dealer = self._socket(
-                zmq.DEALER,
-                ROUTING_ID=routing_id(self.index),
-                IMMEDIATE=1,  # queue only on a live connection: a down peer costs an immediate Again, not memory
-                SNDHWM=c.NODE_PEER_SNDHWM,
-                **zmtp_heartbeats,
-                **reconnect,
-                **to_peer,
+        self._drains[self._peer_router] = self._drain_peers
+        self._drains[self._client_router] = self._drain_clients
+        self._poller.register(self._peer_router, zmq.POLLIN)
+        self._poller.register(self._client_router, zmq.POLLIN)
+
+    # --- the peers: sockets that follow the configuration --------------------------------------------------
+
+    def _sync_peers(self) -> None:
+        """Point the sockets towards the peers at the core's configuration: a DEALER and a heartbeat SUB for each
+        member (connected from the endpoints in the configuration), none for a replica that left. Called before
+        each Ready is sent, so a message to a new member finds its DEALER (its first messages may still be lost
+        while it connects: IMMEDIATE; the protocol re-sends)."""
+        core = self.core
+        membership = core.membership
+        if membership is self._membership:
+            return
+        self._membership = membership
+        previous, self._synced_epoch = self._synced_epoch, membership.epoch
+        if not self._book.learn(membership):
+            self._count("peers: address book full")
+        wanted = set(core.peers)
+        for peer in sorted(set(self._dealers) - wanted):
+            self._close_dealer(peer)
+        for peer in sorted(set(self._subscribers) - wanted):
+            self._close_subscriber(peer)
+        missing = []
+        for peer in core.peers:
+            if self._dealer(peer) is None:
+                missing.append(peer)
+            elif peer not in self._subscribers:
+                self._open_subscriber(peer)
+        self._broadcast = tuple(peer for peer in core.peers if peer in self._dealers)
+        if previous is not None and previous != membership.epoch:
+            self._log.info(
+                "epoch %d (from op %d, view %d): members %s; peers %s",
+                membership.epoch,
+                membership.start_op,
+                membership.start_view,
+                list(membership.ids),
+                ", ".join(f"r{p} {self._dealer_endpoints[p]}" for p in self._broadcast) or "none",
             )
-            dealer.connect(self.config.replicas[peer].peer)
-            self._dealers[peer] = dealer
-            # CONFLATE must be set before connect; one SUB per peer, so conflation never mixes publishers.
-            subscriber = self._socket(
-                zmq.SUB, CONFLATE=1, MAXMSGSIZE=c.HEARTBEAT_MESSAGE_BYTES_MAX, **reconnect, **to_peer
-            )
-            subscriber.setsockopt(zmq.SUBSCRIBE, b"")
-            subscriber.connect(self.config.replicas[peer].heartbeat)
-            self._subscribers[peer] = subscriber
-        self._dealer_items = tuple(self._dealers.items())
-        self._peer_sends = {peer: fast_send(dealer) for peer, dealer in self._dealers.items()}
-        self._poller = zmq.Poller()
-        self._drains: dict[Socket, Callable[[float], None]] = {
-            self._peer_router: self._drain_peers,
-            self._client_router: self._drain_clients,
+        if missing:
+            self._log.warning("no endpoints known for peers %s: nothing can be sent to them yet", missing)
+
+    def _learn_from(self, message: StartEpoch) -> None:
+        """A StartEpoch names a later configuration with its members' endpoints: take them before the core answers
+        (a new replica hears of its peers only this way; it has no DEALER to the sender yet)."""
+        if message.epoch <= self.core.epoch:
+            return
+        try:
+            announced = decode_membership(message.membership)
+        except MembershipError:
+            return  # the core drops it too, and counts it
+        if not self._book.learn(announced):
+            self._count("peers: address book full")
+        self._membership = None  # a peer of ours may be known now: set the sockets up again before sending
+
+    def _dealer(self, peer: int) -> Socket | None:
+        """The DEALER to replica `peer`, connected now if its endpoints are known (None if they are not); one
+        whose endpoints changed is connected again."""
+        address = self._book.get(peer)
+        if address is None:
+            return None
+        dealer = self._dealers.get(peer)
+        if dealer is not None and self._dealer_endpoints[peer] == address.peer:
+            return dealer
+        if dealer is not None:
+            self._close_dealer(peer)
+        if len(self._dealers) >= c.NODE_ADDRESS_BOOK_MAX:
+            return None
+        zmtp_heartbeats = {
+            # So a frozen peer's connection is dropped (and queued sends with it) instead of filling the queue.
+            # Also the only way out of a silent trap (measured): when ROUTER_HANDOVER gives our routing id to
+            # a newer connection (a restarted twin, an impostor), the peer ROUTER detaches our pipe but keeps
+            # the TCP connection, and our sends vanish without an error — forever, without heartbeats. With
+            # them the stalled connection times out, the DEALER reconnects and takes its id back.
+            "HEARTBEAT_IVL": c.ZMTP_HEARTBEAT_IVL_MS,
+            "HEARTBEAT_TIMEOUT": c.ZMTP_HEARTBEAT_TIMEOUT_MS,
+            "HEARTBEAT_TTL": c.ZMTP_HEARTBEAT_TTL_MS,
         }
-        for peer, subscriber in self._subscribers.items():
-            self._drains[subscriber] = partial(self._drain_heartbeats, subscriber, peer)
-        for socket in self._drains:
-            self._poller.register(socket, zmq.POLLIN)
+        dealer = self._socket(
+            zmq.DEALER,
+            ROUTING_ID=routing_id(self.index),
+            IMMEDIATE=1,  # queue only on a live connection: a down peer costs an immediate Again, not memory
+            SNDHWM=c.NODE_PEER_SNDHWM,
+            **zmtp_heartbeats,
+            **self._reconnect_options(),
+            **self._curve_to(peer),
+        )
+        dealer.connect(address.peer)
+        self._dealers[peer] = dealer
+        self._dealer_endpoints[peer] = address.peer
+        self._peer_sends[peer] = fast_send(dealer)
+        self._send_drop_reasons[peer] = f"send: dropped to r{peer}"
+        self._broadcast = tuple(p for p in self.core.peers if p in self._dealers)
+        return dealer
+
+    def _open_subscriber(self, peer: int) -> None:
+        address = self._book.get(peer)
+        assert address is not None
+        # CONFLATE must be set before connect; one SUB per peer, so conflation never mixes publishers.
+        subscriber = self._socket(
+            zmq.SUB,
+            CONFLATE=1,
+            MAXMSGSIZE=c.HEARTBEAT_MESSAGE_BYTES_MAX,
+            **self._reconnect_options(),
+            **self._curve_to(peer),
+        )
+        subscriber.setsockopt(zmq.SUBSCRIBE, b"")
+        subscriber.connect(address.heartbeat)
+        self._subscribers[peer] = subscriber
+        self._drains[subscriber] = partial(self._drain_heartbeats, subscriber, peer)
+        self._poller.register(subscriber, zmq.POLLIN)
+
+    def _close_dealer(self, peer: int) -> None:
+        self._forget_socket(self._dealers.pop(peer))
+        del self._dealer_endpoints[peer]
+        del self._peer_sends[peer]
+        self._broadcast = tuple(p for p in self._broadcast if p != peer)
+
+    def _close_subscriber(self, peer: int) -> None:
+        subscriber = self._subscribers.pop(peer)
+        self._poller.unregister(subscriber)
+        del self._drains[subscriber]
+        self._forget_socket(subscriber)
+
+    def _forget_socket(self, socket: Socket) -> None:
+        self._sockets.remove(socket)
+        socket.close(linger=0)
+
+    @staticmethod
+    def _reconnect_options() -> dict[str, int | bytes]:
+        return {"RECONNECT_IVL": c.NODE_RECONNECT_IVL_MS, "RECONNECT_IVL_MAX": c.NODE_RECONNECT_IVL_MAX_MS}
+
+    def _curve_to(self, peer: int) -> dict[str, int | bytes]:
+        keys, pair = self._keys, self._pair
+        if keys is None or pair is None or not 0 <= peer < len(keys.replicas):
+            return {}
+        return security.client_options(pair, keys.replicas[peer])
+
+    def _sender(self, identity: bytes) -> int | None:
+        """The replica id a peer DEALER's routing id ``r<id>`` names, or None if it names none (or our own)."""
+        sender = self._senders.get(identity)
+        if sender is not None:
+            return sender
+        digits = identity[1:]
+        if not identity.startswith(b"r") or not digits.isdigit() or len(digits) > 10:
+            return None
+        if digits != b"%d" % int(digits):  # one spelling per id: no leading zeros
+            return None
+        sender = int(digits)
+        if sender > c.REPLICA_ID_MAX or sender == self.index:
+            return None
+        if len(self._senders) < c.NODE_ADDRESS_BOOK_MAX:
+            self._senders[identity] = sender
+        return sender
 
     def _open_watch(self) -> None:
         """The watch stream's PUB (zvsr.runtime.watch_publisher), if this replica has a watch endpoint."""
@@ -338,7 +584,7 @@ class ReplicaNode:
             self._metrics = NodeMetrics(
                 host=where[0],
                 port=where[1],
-                peers=self._peers,
+                peers=self.core.peers,
                 wal_path=self._storage.path / WAL_NAME,
                 started=time.monotonic(),
             )
@@ -369,7 +615,7 @@ class ReplicaNode:
         self._next_tick = time.monotonic() + tick_s
         try:
             self._execute(core.ready())  # what the constructor produced (a recovering core's first Recovery)
-            while not stop.is_set():
+            while not stop.is_set() and not core.stopped:
                 timeout_ms = math.ceil((self._next_tick - time.monotonic()) * 1000)
                 events = poll(timeout_ms if timeout_ms > 0 else 0)
                 now = time.monotonic()
@@ -388,6 +634,16 @@ class ReplicaNode:
             raise
         finally:
             self._running = False
+        if core.stopped:
+            # The core handed over (a quorum of the new configuration started it, or the cluster moved past
+            # it): nothing here is needed any more. The process exits 0; its data dir may be deleted.
+            self.left = True
+            self._log.info(
+                "left the configuration in epoch %d (members %s): stopping; this replica is no longer needed",
+                core.epoch,
+                list(core.membership.ids),
+            )
+            return
         self._log.info("stopped")
 
     def _run_ticks(self, now: float, tick_s: float) -> None:
@@ -406,6 +662,8 @@ class ReplicaNode:
         """The core's contract: persist, then send, then answer clients."""
         if ready.persist:
             self._storage.persist(ready.persist)
+        if self.core.membership is not self._membership:
+            self._sync_peers()
         for envelope in ready.messages:
             self._send_replica(envelope.to, envelope.message)
         if ready.replies:
@@ -423,6 +681,7 @@ class ReplicaNode:
         socket = self._peer_router
         senders = self._senders
         heard = self._last_heard
+        core = self.core
         on_message = self.core.on_message
         keys = self._keys
         for _ in range(c.NODE_DRAIN_MAX):
@@ -438,6 +697,8 @@ class ReplicaNode:
                 self._reject_frame("peer", "wrong_frame_count", "peer: wrong frame count", detail)
                 continue
             sender = senders.get(frames[0])
+            if sender is None:
+                sender = self._sender(frames[0])
             if sender is None:
                 self._reject_frame(
                     "peer", "unknown_identity", "peer: unknown identity", f"routing id {frames[0][:32]!r}"
@@ -456,8 +717,11 @@ class ReplicaNode:
                 detail = f"r{sender} sent a message of replica {message.replica}"
                 self._reject_frame("peer", "wrong_identity", "peer: wrong identity", detail)
                 continue
-            heard[sender] = now
+            if sender in self._dealers or sender in core.membership:
+                heard[sender] = now  # a stranger's messages are the core's to judge, not a liveness sign
             self._messages_in += 1
+            if type(message) is StartEpoch:
+                self._learn_from(message)
             on_message(message)
 
     def _drain_heartbeats(self, socket: Socket, peer: int, now: float) -> None:
@@ -626,7 +890,13 @@ class ReplicaNode:
             self._reject("send: cannot encode (our bug)", str(error), level=logging.ERROR)
             return
         if to != BROADCAST:
-            self._send_peer(to, self._dealers[to], data)
+            if to not in self._dealers and self._dealer(to) is None:
+                # A replica of another configuration we never learnt the endpoints of (a new replica answering
+                # one that is leaving, say): lost, as if the network dropped it; the protocol goes elsewhere.
+                known = to in self.core.membership
+                self._count(f"send: no endpoints for r{to}" if known else "send: no endpoints for a non-member")
+                return
+            self._send_peer(to, data)
         elif type(message) is Commit:
             try:
                 self._publisher.send(data, NOBLOCK)  # a PUB drops at its HWM instead of raising
@@ -634,10 +904,10 @@ class ReplicaNode:
             except zmq.ZMQError as error:
                 self._reject("heartbeat: publish failed", str(error))
         else:
-            for peer, dealer in self._dealer_items:
-                self._send_peer(peer, dealer, data)
+            for peer in self._broadcast:
+                self._send_peer(peer, data)
 
-    def _send_peer(self, peer: int, dealer: Socket, data: bytes) -> None:
+    def _send_peer(self, peer: int, data: bytes) -> None:
         try:
             self._peer_sends[peer](data, NOBLOCK)
             self._messages_out += 1
@@ -728,6 +998,7 @@ class ReplicaNode:
                 snapshot_bytes=0 if snapshot is None else snapshot.size,
                 snapshots_taken=snapshots_taken,
                 last_heard=dict(self._last_heard),
+                peers=core.peers,
                 outcomes=outcomes,
                 bad_frames=dict(self._bad_frames),
                 commit_durations=metrics.commit_seconds.snapshot(),
@@ -746,7 +1017,9 @@ class ReplicaNode:
         return {
             "replica": self.index,
             "cluster": self.config.cluster_id,
-            "epoch": self.config.epoch,
+            "epoch": core.epoch,
+            # Who is in the configuration (zvsr.runtime.members.describe): ids, endpoints, the exact encoding.
+            "membership": describe_membership(core.membership),
             "status": core.status.value,
             "view": core.view_number,
             "role": "primary" if core.is_primary() else "backup",
@@ -757,7 +1030,7 @@ class ReplicaNode:
             "state_transfer": core.state_transfer is not None,
             "start": self._storage.start,
             "last_heard_ms": {
-                peer: (None if peer not in heard else round((now - heard[peer]) * 1000)) for peer in self._peers
+                peer: (None if peer not in heard else round((now - heard[peer]) * 1000)) for peer in core.peers
             },
             "counters": counters,
             "traffic": {
@@ -821,6 +1094,21 @@ class ReplicaNode:
             if old_status is not Status.VIEW_CHANGE or view != old_view:
                 self._log.info("view change to view %d (its primary is r%d)", view, core.primary_index())
             return
+        if status is Status.TRANSITIONING and old_status is not Status.TRANSITIONING:
+            self._log.info(
+                "catching up with a later epoch (committed ops from its replicas; takes part in nothing "
+                "meanwhile): %s",
+                numbers,
+            )
+            return
+        if status is Status.LEAVING and old_status is not Status.LEAVING:
+            self._log.info(
+                "not a member of epoch %d (members %s): serving the new members until a quorum of them has "
+                "started it, then stopping",
+                core.epoch,
+                list(core.membership.ids),
+            )
+            return
         if status is not Status.NORMAL:
             return
         if transfer:
@@ -843,11 +1131,11 @@ class ReplicaNode:
         storage = self._storage
         where = "a temporary data dir" if storage.temporary else f"data dir {storage.path}"
         self._log.info(
-            "replica %d of %d, cluster %d epoch %d: peer %s, heartbeat %s, client %s; %s",
+            "replica %d, cluster %d epoch %d (members %s): peer %s, heartbeat %s, client %s; %s",
             self.index,
-            len(self.config.replicas),
             self.config.cluster_id,
-            self.config.epoch,
+            self.core.epoch,
+            list(self.core.membership.ids),
             self.address.peer,
             self.address.heartbeat,
             self.address.client,
@@ -867,6 +1155,7 @@ class ReplicaNode:
                 durable.commit_number,
                 f"; cut a torn tail of {storage.repaired_bytes} bytes" if storage.repaired_bytes else "",
             )
+            self._warn_if_file_differs()
         elif storage.start == START_RECOVERY and storage.damaged is not None:
             self._log.warning(
                 "restart: damaged durable state moved to %s; this replica runs the Recovery protocol (§4.3) "
@@ -887,6 +1176,11 @@ class ReplicaNode:
                 "status answered",
                 storage.marker_path,
                 storage.marker.created,
+            )
+        elif self.core.status is Status.TRANSITIONING:
+            self._log.info(
+                "first start of a new replica (--join): waiting to be told of an epoch that includes it, then "
+                "catching up from its replicas; add it with `zvsr member add` (or replace) if not done yet"
             )
         else:
             role = "primary" if self.core.is_primary() else "backup"
@@ -911,7 +1205,8 @@ class ReplicaNode:
         for socket in self._sockets:
             socket.close(linger=0)
         self._sockets.clear()
-        if self._keys is not None:
+        if self._authenticating:
+            self._authenticating = False
             security.Keys.stop_authenticator(self._context)
         if self._own_context:
             self._context.term()
@@ -929,15 +1224,17 @@ def serve(node: ReplicaNode, stop: threading.Event | None = None) -> None:
     run_until_stopped(node.run, node.close, stop)
 
 
-def serve_node(config: ClusterConfig, replica: int, *, init: bool = False) -> None:
-    """`zvsr node`: configure logging from `config`, start replica `replica`, serve until SIGTERM / SIGINT.
+def serve_node(config: ClusterConfig, replica: int, *, init: bool = False, join: bool = False) -> None:
+    """`zvsr node`: configure logging from `config`, start replica `replica`, serve until SIGTERM / SIGINT, or
+    until it left the configuration (a reconfiguration removed it and the new members took over): then it
+    returns, and the process exits 0.
 
     A node that cannot start (endpoint in use, foreign or damaged data dir, app that does not load) logs one
     clear line and exits the process with status 1.
     """
     setup_logging(config.log_level, config.log_format)
     try:
-        node = ReplicaNode(config, replica, init=init)
+        node = ReplicaNode(config, replica, init=init, join=join)
     except (NodeStartError, StorageError, AppLoadError) as error:
         log = ReplicaLogger(logging.getLogger("zvsr.node"), replica=replica, context=lambda: ("starting", 0))
         log.error("cannot start: %s", error)

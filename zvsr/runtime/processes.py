@@ -114,6 +114,8 @@ class ProcessCluster:
         self.root = root
         self.path = root / "cluster.toml"
         self.path.write_text(to_toml(self.config))
+        # Every replica id ever started, and where it listens (the file's, then new replicas', `join`).
+        self.addresses: dict[int, ReplicaAddress] = dict(zip(self.config.ids, self.config.replicas, strict=True))
         self.nodes: dict[int, subprocess.Popen[bytes]] = {}
         self.proxy: subprocess.Popen[bytes] | None = None
         self.context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
@@ -141,6 +143,29 @@ class ProcessCluster:
         init = [] if index in self.nodes else ["--init"]
         self.nodes[index] = self._spawn(
             ["node", "--config", str(self.path), "--replica", str(index), *init], f"replica-{index}.log"
+        )
+
+    def join(self, replica: int, address: ReplicaAddress) -> None:
+        """Start a brand-new replica `replica` listening at `address` (`zvsr node --join --address`): it waits
+        until a reconfiguration adds it (`zvsr member add` / `replace`)."""
+        assert replica not in self.nodes
+        self.addresses[replica] = address
+        endpoints = f"peer={address.peer},heartbeat={address.heartbeat},client={address.client}"
+        if address.watch is not None:
+            endpoints += f",watch={address.watch}"
+        self.nodes[replica] = self._spawn(
+            ["node", "--config", str(self.path), "--replica", str(replica), "--join", "--address", endpoints],
+            f"replica-{replica}.log",
+        )
+
+    def cli(self, *arguments: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run `zvsr ARGUMENTS` as an operator would, with this cluster's file; its exit code and output."""
+        return subprocess.run(
+            [sys.executable, "-m", "zvsr", *arguments, "--config", str(self.path)],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
         )
 
     def start_proxy(self) -> None:
@@ -181,11 +206,11 @@ class ProcessCluster:
     def status(self, index: int, *, timeout_ms: int = 500) -> dict[str, Any] | None:
         keys, pair = self.config.keys(), self.config.client_pair()
         curve = None if keys is None or pair is None else client_options(pair, keys.replicas[index])
-        return query(self.config.replicas[index].client, timeout_ms=timeout_ms, context=self.context, curve=curve)
+        return query(self.addresses[index].client, timeout_ms=timeout_ms, context=self.context, curve=curve)
 
     def statuses(self, *, timeout_ms: int = 500) -> dict[int, dict[str, Any]]:
         answers = {}
-        for index in range(len(self.config.replicas)):
+        for index in sorted(self.addresses):
             if index in self.nodes and self.nodes[index].poll() is None:
                 answer = self.status(index, timeout_ms=timeout_ms)
                 if answer is not None:

@@ -20,6 +20,15 @@ Sockets:
   its heartbeat PUB. A `Commit` of our cluster and epoch, sent by the primary of its view (rule 1), names a
   view that has started: the proxy adopts it if it is newer than what it knew.
 
+The replicas are those of the current configuration (VR Revisited §7), by replica id. The proxy starts with the
+cluster file's and asks them for the current one at once, and every `PROXY_MEMBERSHIP_ASK_MS` until one answers
+(the status query, on the same DEALERs: its answer carries the configuration, `zvsr.runtime.members`); it asks
+again when a heartbeat names a later epoch, when a Redirect names a replica it does not know, and every
+`PROXY_MEMBERSHIP_POLL_MS` in case it missed both. A later configuration is learnt without a restart: DEALERs
+and SUBs to the new members are connected and those to replicas that left are closed; every session addresses
+the new members (`ClientSession.learn_configuration`), and each request in flight is sent at once to the new
+epoch's first primary. Clients see a pause, not an error.
+
 Requests. Every request runs in a `ClientSession` (`zvsr.protocol.client_session`): the same sans-IO retry and
 primary discovery the simulator's clients run. It sends to the primary of the view the proxy believes current,
 follows Redirects, re-sends the *same* (client_id, request_number) to every replica on timeout (so failover is
@@ -113,6 +122,8 @@ from zvsr.constants import (
     PROXY_EVICTION_SCAN_MAX,
     PROXY_FRAME_BYTES_MAX,
     PROXY_IN_FLIGHT_MAX,
+    PROXY_MEMBERSHIP_ASK_MS,
+    PROXY_MEMBERSHIP_POLL_MS,
     PROXY_SESSION_IDLE_MS,
     PROXY_SESSIONS_MAX,
     PROXY_SWEEP_MS,
@@ -120,7 +131,7 @@ from zvsr.constants import (
     ZMTP_HEARTBEAT_TIMEOUT_MS,
 )
 from zvsr.protocol.client_session import ClientSession, Completion
-from zvsr.protocol.config import primary_of
+from zvsr.protocol.membership import Membership
 from zvsr.protocol.messages import (
     ERROR_BAD_REQUEST,
     ERROR_BUSY,
@@ -138,14 +149,17 @@ from zvsr.runtime import security
 from zvsr.runtime.cluster_config import ClusterConfig
 from zvsr.runtime.envelope import ClientEnvelope, EnvelopeError, fast_recv, fast_send, parse_client_frames
 from zvsr.runtime.logs import RateLimitedWarnings, setup_logging
+from zvsr.runtime.members import from_status, member_addresses
 from zvsr.runtime.metrics import OUTCOME_OK, PROXY_OUTCOMES, MetricsStartError, ProxyMetrics, ProxySample
 from zvsr.runtime.outcome import Attempts
 from zvsr.runtime.serving import run_until_stopped
 from zvsr.wire.admin import (
     TYPE_STATUS_QUERY,
     clip_message,
+    decode_status,
     encode_bare_error,
     encode_status,
+    encode_status_query,
     is_status_query,
     request_ids,
 )
@@ -211,7 +225,11 @@ class Proxy:
         seed: int | None = None,
     ) -> None:
         self.config = config
-        self._replica_count = len(config.replicas)
+        # The configuration the proxy addresses (§7): member ids in order, the view its first member leads, its
+        # epoch; the file's until a replica tells us better (`_learn_membership`).
+        self._members: tuple[int, ...] = config.ids
+        self._start_view = 0
+        self.epoch = config.epoch
         self._own_context = context is None
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context() if context is None else context
         self._prng = random.Random(seed)  # retry jitter only; client ids come from `secrets`
@@ -223,7 +241,7 @@ class Proxy:
         self._legacy: dict[tuple[bytes, ...], int] = {}  # legacy routing frames -> client_id
         self._in_flight: dict[int, _Session] = {}
         # Requests to send to each replica at the end of this wake-up (batched): (session, encoded request).
-        self._pending: list[list[tuple[_Session, bytes]]] = [[] for _ in config.replicas]
+        self._pending: dict[int, list[tuple[_Session, bytes]]] = {}
         self.counters: Counter[str] = Counter()
         self.outcomes: dict[str, int] = dict.fromkeys(PROXY_OUTCOMES, 0)  # answers by outcome (metrics)
         self.retries = 0  # sends of a request after its first, counted when it is answered (metrics)
@@ -234,6 +252,14 @@ class Proxy:
         self._keys = config.keys()
         self._pair = None if self._keys is None else self._keys.proxy_pair()
         self._authenticating = False
+        self._backends: dict[int, zmq.Socket[bytes]] = {}
+        self._backend_sends: dict[int, Callable[..., Any]] = {}
+        self._heartbeats: dict[int, zmq.Socket[bytes]] = {}
+        self._poller = zmq.Poller()
+        self._handlers: dict[zmq.Socket[bytes], Callable[[], None]] = {}
+        self._next_ask = 0.0  # when the configuration may be asked for again (event-driven asks are rate-limited)
+        self._next_poll = 0.0  # when it is asked for anyway
+        self._confirmed = False  # a replica answered with its configuration (until then: ask every ASK_MS)
         try:
             if self._keys is not None:
                 self._keys.start_authenticator(self._context)
@@ -247,10 +273,8 @@ class Proxy:
                 self._frontend.bind(config.proxy)
             except zmq.ZMQError as error:
                 raise ProxyStartError(f"cannot bind the proxy endpoint {config.proxy}: {error}") from error
-            self._backends = [self._backend(i, address.client) for i, address in enumerate(config.replicas)]
-            self._heartbeats = [
-                self._heartbeat(i, address.heartbeat) for i, address in enumerate(config.replicas)
-            ]
+            for replica, address in zip(config.ids, config.replicas, strict=True):
+                self._connect_replica(replica, address.client, address.heartbeat)
             where = config.proxy_metrics()
             if where is not None:
                 try:
@@ -264,7 +288,8 @@ class Proxy:
         self.endpoint: str = self._frontend.getsockopt_string(zmq.LAST_ENDPOINT)
         self._frontend_send = fast_send(self._frontend)
         self._frontend_recv = fast_recv(self._frontend)
-        self._backend_sends = [fast_send(socket) for socket in self._backends]
+        self._poller.register(self._frontend, zmq.POLLIN)
+        self._handlers[self._frontend] = self._drain_frontend
 
     # --- sockets --------------------------------------------------------------------------------------------
 
@@ -303,6 +328,26 @@ class Proxy:
         socket.connect(endpoint)
         return socket
 
+    def _connect_replica(self, replica: int, client: str, heartbeat: str) -> None:
+        backend = self._backend(replica, client)
+        self._backends[replica] = backend
+        self._backend_sends[replica] = fast_send(backend)
+        self._handlers[backend] = functools.partial(self._drain_backend, backend, replica)
+        self._poller.register(backend, zmq.POLLIN)
+        subscriber = self._heartbeat(replica, heartbeat)
+        self._heartbeats[replica] = subscriber
+        self._handlers[subscriber] = functools.partial(self._drain_heartbeats, subscriber)
+        self._poller.register(subscriber, zmq.POLLIN)
+
+    def _disconnect_replica(self, replica: int) -> None:
+        for socket in (self._backends.pop(replica), self._heartbeats.pop(replica)):
+            self._poller.unregister(socket)
+            del self._handlers[socket]
+            self._sockets.remove(socket)
+            socket.close(linger=0)
+        del self._backend_sends[replica]
+        self._pending.pop(replica, None)
+
     def close(self) -> None:
         """Close every socket (and the context, if the proxy made it), stop the metrics listener. Not while
         `run` is running."""
@@ -323,15 +368,8 @@ class Proxy:
 
     def run(self, stop: threading.Event | None = None) -> None:
         """Serve until `stop` is set (checked at least every tick); forever without one."""
-        poller = zmq.Poller()
-        handlers: dict[zmq.Socket[bytes], Callable[[], None]] = {self._frontend: self._drain_frontend}
-        poller.register(self._frontend, zmq.POLLIN)
-        for index, socket in enumerate(self._backends):
-            handlers[socket] = functools.partial(self._drain_backend, socket, index)
-            poller.register(socket, zmq.POLLIN)
-        for socket in self._heartbeats:
-            handlers[socket] = functools.partial(self._drain_heartbeats, socket)
-            poller.register(socket, zmq.POLLIN)
+        poller = self._poller
+        handlers = self._handlers
         self._now = time.monotonic()
         next_tick = self._now + self._tick_s
         next_sweep = self._now + PROXY_SWEEP_MS / 1000
@@ -339,14 +377,17 @@ class Proxy:
         log.info(
             "serving %s for %d replicas (cluster %d)",
             self.endpoint,
-            self._replica_count,
+            len(self._members),
             self.config.cluster_id,
         )
+        self._ask_membership()  # the file may predate a reconfiguration
         while stop is None or not stop.is_set():
             wait_ms = max(0, math.ceil((next_tick - time.monotonic()) * 1000))
             for socket, _ in poller.poll(wait_ms):
                 self._now = time.monotonic()
-                handlers[socket]()
+                handler = handlers.get(socket)  # None: closed by a configuration learnt in this wake-up
+                if handler is not None:
+                    handler()
             self._now = now = time.monotonic()
             if now >= next_tick:
                 ticks = int((now - next_tick) / self._tick_s) + 1
@@ -358,6 +399,8 @@ class Proxy:
             if now >= next_sweep:
                 next_sweep = now + PROXY_SWEEP_MS / 1000
                 self._sweep_idle_sessions()
+            if now >= self._next_poll:
+                self._ask_membership()
         log.info("stopped")
 
     def serve(self, stop: threading.Event | None = None) -> None:
@@ -377,7 +420,9 @@ class Proxy:
             "endpoint": self.endpoint,
             "cluster": self.config.cluster_id,
             "view": self.view,
-            "primary": primary_of(self.view, self._replica_count),
+            "primary": self._primary(self.view),
+            "epoch": self.epoch,
+            "members": list(self._members),
             "sessions": len(self._sessions),
             "in_flight": len(self._in_flight),
             "counters": dict(self.counters),
@@ -492,6 +537,7 @@ class Proxy:
             self._refuse_zvsr(envelope, request, ERROR_BUSY, "the proxy has too many requests in flight")
             return
         fresh = number > state.answered_number
+        self._addressing(state.session)
         state.session.view = max(state.session.view, self.view)  # an idle session may have slept through views
         state.session.submit(request.operation, request_number=number)
         self._start(state, envelope, payload, fresh=fresh)
@@ -517,6 +563,7 @@ class Proxy:
             self.outcomes[ERROR_BUSY] += 1
             self._send_frontend(envelope, _legacy_error(ERROR_BUSY, "the proxy has too many requests in flight"))
             return
+        self._addressing(state.session)
         state.session.view = max(state.session.view, self.view)
         request = state.session.submit(operation)
         self._start(state, envelope, encode(request), fresh=True)
@@ -534,14 +581,21 @@ class Proxy:
     # --- sessions -------------------------------------------------------------------------------------------
 
     def _client_session(self, client_id: int, *, request_number: int = 0) -> ClientSession:
-        return ClientSession(
+        session = ClientSession(
             client_id=client_id,
-            replica_count=self._replica_count,
+            replica_count=len(self._members),
             prng=self._prng,
             request_number=request_number,
             view=self.view,
             deadline_ticks=self._deadline_ticks,
         )
+        self._addressing(session)
+        return session
+
+    def _addressing(self, session: ClientSession) -> None:
+        """Point `session` at the configuration the proxy knows (sessions learn it lazily: there may be many)."""
+        if session.members != self._members and session.start_view <= self._start_view:
+            session.learn_configuration(self._members, self._start_view)
 
     def _new_session(self, client_id: int, *, legacy_key: tuple[bytes, ...] | None) -> _Session | None:
         if len(self._sessions) >= PROXY_SESSIONS_MAX and not self._evict_one():
@@ -621,19 +675,22 @@ class Proxy:
         for destination, request in outbox:
             if request is not outstanding:
                 continue  # queued before the request completed (several ticks caught up at once)
-            targets = range(self._replica_count) if destination == BROADCAST else (destination,)
-            for index in targets:
-                pending[index].append((state, state.wire))
+            targets = self._members if destination == BROADCAST else (destination,)
+            for replica in targets:
+                if replica in self._backends:
+                    pending.setdefault(replica, []).append((state, state.wire))
+                else:  # a replica of another configuration: the session retries, or the proxy learns the new one
+                    self.counters["sends to an unknown replica dropped"] += 1
 
     def _send_pending(self) -> None:
         """Send what this wake-up queued for each replica: one RequestBatch (zvsr.wire.batch) per replica where
         there are several, so the proxy and the primary pay one send and one receive per batch, not per
         request."""
-        for index, queued in enumerate(self._pending):
-            if not queued:
-                continue
-            self._pending[index] = []
-            send = self._backend_sends[index]
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, {}
+        for replica, queued in pending.items():
+            send = self._backend_sends[replica]
             start = 0
             for batched, group in batches([wire for _, wire in queued], CLIENT_MESSAGE_BYTES_MAX):
                 states = queued[start : start + len(group)]
@@ -670,6 +727,10 @@ class Proxy:
                 try:
                     reply = decode_client_reply(element)
                 except DecodeError as error:
+                    if self._on_status_answer(element):
+                        if socket.closed:  # the configuration learnt has no place for this replica
+                            return
+                        continue
                     self.counters[f"bad reply from replica: {error.reason}"] += 1
                     self._bad_input_log.warn(f"bad reply from replica {index}", str(error))
                     continue
@@ -690,7 +751,9 @@ class Proxy:
         else:
             self.counters["replies after the answer"] += 1
         # Errors may name a view that never starts (a replica voting in it): only Reply / Redirect teach.
-        if not isinstance(reply, Error) and reply.view > self.view:
+        if isinstance(reply, Redirect) and reply.primary not in self._backends:
+            self._ask_membership(soon=True)  # a primary we do not know: a configuration we do not know
+        elif not isinstance(reply, Error) and reply.view > self.view:
             self._learn_view(reply.view)
 
     def _drain_heartbeats(self, socket: zmq.Socket[bytes]) -> None:
@@ -708,15 +771,21 @@ class Proxy:
             if not isinstance(message, Commit):
                 self.counters["bad heartbeat: not a Commit"] += 1
                 continue
-            if message.cluster != self.config.cluster_id or message.epoch != self.config.epoch:
-                self.counters["heartbeat of another cluster or epoch"] += 1
+            if message.cluster != self.config.cluster_id:
+                self.counters["heartbeat of another cluster"] += 1
                 self._bad_input_log.warn(
-                    "heartbeat of another cluster or epoch",
-                    f"cluster {message.cluster} epoch {message.epoch}, "
-                    f"expected cluster {self.config.cluster_id} epoch {self.config.epoch}",
+                    "heartbeat of another cluster",
+                    f"cluster {message.cluster}, expected cluster {self.config.cluster_id}",
                 )
                 continue
-            if message.replica != primary_of(message.view, self._replica_count):
+            if message.epoch != self.epoch:
+                # A later epoch: ask its configuration (a primary's heartbeat says it has started). An earlier
+                # one: a replica that has not heard of ours yet; nothing to learn.
+                self.counters["heartbeat of another epoch"] += 1
+                if message.epoch > self.epoch:
+                    self._ask_membership(soon=True)
+                continue
+            if message.replica != self._primary(message.view):
                 self.counters["heartbeat not from the primary of its view"] += 1  # rule 1
                 continue
             if message.view > self.view:
@@ -726,7 +795,7 @@ class Proxy:
         """View `view` has started: use it, and move every request in flight in an older view to its primary."""
         self.view = view
         self.counters["views learnt"] += 1
-        primary = primary_of(view, self._replica_count)
+        primary = self._primary(view)
         for state in list(self._in_flight.values()):
             session = state.session
             outstanding = session.outstanding
@@ -740,6 +809,83 @@ class Proxy:
                     )
                 )
                 self._flush(state)
+
+    # --- the configuration (§7) ---------------------------------------------------------------------------
+
+    def _primary(self, view: int) -> int:
+        """The primary of `view` in the configuration the proxy knows (round robin from its first view)."""
+        members = self._members
+        return members[(view - self._start_view) % len(members)]
+
+    def _ask_membership(self, *, soon: bool = False) -> None:
+        """Send the status query to every replica we know (their answers carry the configuration); `soon`: a
+        sign that it changed, answered within `PROXY_MEMBERSHIP_ASK_MS` (the periodic ask is rarer)."""
+        now = self._now
+        if soon and now < self._next_ask:
+            return
+        self._next_ask = now + PROXY_MEMBERSHIP_ASK_MS / 1000
+        # Until a replica has answered (at start nothing is connected yet: IMMEDIATE refuses the sends), often.
+        self._next_poll = now + (PROXY_MEMBERSHIP_POLL_MS if self._confirmed else PROXY_MEMBERSHIP_ASK_MS) / 1000
+        query = encode_status_query()
+        for send in self._backend_sends.values():
+            try:
+                send(query, _NOBLOCK)
+            except zmq.Again:
+                continue
+        self.counters["configuration asked"] += 1
+
+    def _on_status_answer(self, data: bytes) -> bool:
+        """A replica's status answer (to `_ask_membership`): learn its configuration if it is a later one.
+        False if `data` is no status answer."""
+        try:
+            answer = decode_status(data)
+        except DecodeError:
+            return False
+        membership = from_status(answer)
+        if membership is not None:
+            self._confirmed = True
+        if membership is None:
+            self.counters["status answer without a configuration"] += 1
+        elif membership.epoch > self.epoch or (
+            membership.epoch == self.epoch and membership.start_view > self._start_view
+        ):
+            self._learn_membership(membership)
+        elif membership.epoch == self.epoch and membership.ids != self._members:
+            self._learn_membership(membership)  # the file listed them in another order (or others)
+        return True
+
+    def _learn_membership(self, membership: Membership) -> None:
+        """Address the replicas of `membership` from now on (see the module docstring)."""
+        addresses = member_addresses(membership)
+        if set(addresses) != set(membership.ids):
+            self.counters["configuration without endpoints ignored"] += 1
+            return
+        old = self._members
+        self.epoch, self._members, self._start_view = membership.epoch, membership.ids, membership.start_view
+        for replica in [r for r in self._backends if r not in membership]:
+            self._disconnect_replica(replica)
+        for replica, address in addresses.items():
+            if replica not in self._backends:
+                self._connect_replica(replica, address.client, address.heartbeat)
+        self.counters["configurations learnt"] += 1
+        log.info(
+            "epoch %d (from view %d): replicas %s (were %s)",
+            membership.epoch,
+            membership.start_view,
+            list(membership.ids),
+            list(old),
+        )
+        view = max(self.view, membership.start_view)
+        self.view = view
+        primary = self._primary(view)
+        for state in list(self._in_flight.values()):
+            session = state.session
+            self._addressing(session)
+            session.view = max(session.view, view)
+            if session.outstanding is not None:
+                # Straight to the new epoch's primary: waiting for the session's retry timer would lengthen
+                # the pause a reconfiguration costs the clients.
+                self._pending.setdefault(primary, []).append((state, state.wire))
 
     # --- time -----------------------------------------------------------------------------------------------
 

@@ -3,8 +3,11 @@
 Theory of operation
 -------------------
 `SuperblockState` holds the view state the core asks to persist (`PersistViewState`: view_number,
-last_normal_view, commit_number, rule 12), the identity it belongs to (cluster_id, replica, epoch) and a
-`sequence` that grows by one with every write.
+last_normal_view, commit_number, rule 12, and the epoch it belongs to, VR Revisited §7), the identity it belongs
+to (cluster_id, replica) and a `sequence` that grows by one with every write. (epoch, view_number) never goes
+backwards (`Storage` checks it before writing). A copy written before reconfiguration existed holds the epoch of
+the cluster file (0 unless the file said otherwise), which is the epoch its view state belongs to; a copy
+without the key reads as epoch 0.
 
 It is kept in two copies, ``superblock.a`` and ``superblock.b``. A write never touches the copy that holds the
 newest valid state: it goes to the *other* copy (the older one, or a damaged or missing one), as a temporary
@@ -49,6 +52,7 @@ _FIELDS: Final = (
     "cluster_id",
     "replica",
 )
+_DEFAULTS: Final = {"epoch": 0}  # fields a copy may lack: what it meant when it was written
 
 
 class SuperblockCorruption(Exception):
@@ -84,14 +88,15 @@ def decode(data: bytes) -> SuperblockState | None:
         document = msgpack.unpackb(payload, raw=False)
     except Exception:  # msgpack raises a variety of errors on garbage
         return None
-    if (
-        not isinstance(document, dict)
-        or document.get("format") != FORMAT
-        or document.get("version") != VERSION
-        or not all(type(document.get(name)) is int and document[name] >= 0 for name in _FIELDS)
-    ):
+    if not isinstance(document, dict) or document.get("format") != FORMAT or document.get("version") != VERSION:
         return None
-    return SuperblockState(**{name: document[name] for name in _FIELDS})
+    values: dict[str, int] = {}
+    for name in _FIELDS:
+        value = document.get(name, _DEFAULTS.get(name))
+        if type(value) is not int or value < 0:
+            return None
+        values[name] = value
+    return SuperblockState(**values)
 
 
 class Superblock:
