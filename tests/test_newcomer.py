@@ -168,11 +168,14 @@ def check_step(line: str, cwd: Path, base: int) -> None:
     elif line == "zvsr kv get a":
         assert done.stdout.strip() == "1"
     elif line == "zvsr status":
-        rows = [row.split() for row in done.stdout.splitlines()[1:]]
+        # The table (one row per replica) ends at the first blank line; the configuration's members follow.
+        table = done.stdout.split("\n\n")[0]
+        rows = [row.split() for row in table.splitlines()[1:]]
         assert [row[:2] for row in rows] == [["0", "normal"], ["1", "normal"], ["2", "normal"]], done.stdout
         watches = [f"tcp://127.0.0.1:{base + 10 * (i + 1) + 3}" for i in range(3)]
         metrics = [f"http://127.0.0.1:{base + 10 * (i + 1) + 4}/metrics" for i in range(3)]
-        assert [row[9:11] for row in rows] == [list(pair) for pair in zip(watches, metrics, strict=True)]
+        endpoints = [[word for word in row if word.startswith(("tcp://", "http://"))] for row in rows]
+        assert endpoints == [list(pair) for pair in zip(watches, metrics, strict=True)]
     elif line.startswith("zvsr backup"):
         backup = read_backup(cwd / line.split()[-1])  # verifies its checksums
         assert backup.cluster_id == 1 and backup.op_number >= 1, "the put is in it"
