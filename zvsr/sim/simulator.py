@@ -195,7 +195,7 @@ class Simulation:
         self.holders: dict[int, LeaseHolder] = {}
         for number in range(LEASE_CLIENT_BASE, LEASE_CLIENT_BASE + self.options.lease_clients):
             rate = 1 + self.lease_prng.uniform(-spread, spread)
-            self.holders[number] = LeaseHolder(f"h{number}", self._new_session(number, number), rate)
+            self.holders[number] = LeaseHolder(f"h{number}", self._new_holder_session(number, number), rate)
 
     def _swarm(self, options: SimOptions) -> SimOptions:
         prng = self.prng
@@ -252,13 +252,24 @@ class Simulation:
         self._note(f"{label} started{how}")
         return replica
 
-    def _new_session(self, owner: int, client_id: int) -> ClientSession:
+    def _new_session(self, owner: int, client_id: int, *, retry_ticks: int | None = None) -> ClientSession:
         self.session_owner[client_id] = owner
+        retry = {}
+        if retry_ticks is not None:
+            retry = {"request_timeout_ticks": retry_ticks, "request_timeout_max_ticks": retry_ticks}
         return ClientSession(
             client_id=client_id,
             replica_count=self.options.replicas,
             prng=random.Random(self.prng.getrandbits(64)),
+            **retry,
         )
+
+    def _new_holder_session(self, owner: int, client_id: int) -> ClientSession:
+        """A lease holder's session re-sends a request stuck in a failover every TTL/3, as often as it keeps alive:
+        the usual backoff (up to REQUEST_TIMEOUT_MAX_TICKS) outlasts a short TTL, and a holder that stopped asking
+        for that long would lose its lease through its own silence, not through the cluster."""
+        ticks = max(1, min(c.REQUEST_TIMEOUT_TICKS, self.options.lease_ttl_ms // 3 // TICK_MS))
+        return self._new_session(owner, client_id, retry_ticks=ticks)
 
     def _clock(self, index: int) -> int:
         """Replica `index`'s monotonic clock in ns: virtual time at its own rate."""
@@ -608,7 +619,7 @@ class Simulation:
             assert operation is not None
             if completion.result is None:  # the outcome is unknown: give the round up (its lease will expire)
                 if completion.error == ERROR_SESSION_EXPIRED:
-                    holder.session = self._new_session(number, 2000 + self.lease_prng.getrandbits(62))
+                    holder.session = self._new_holder_session(number, 2000 + self.lease_prng.getrandbits(62))
                 self._holder_reset(holder)
                 continue
             self._holder_answer(holder, operation, msgpack.unpackb(completion.result))
