@@ -23,6 +23,7 @@ from zvsr.protocol.messages import (
     Reply,
     StartView,
     StartViewChange,
+    StartViewChangeProbe,
 )
 from zvsr.protocol.replica import Status
 from zvsr.sim.harness import Cluster, matching
@@ -169,7 +170,7 @@ def test_start_view_installs_the_log_and_backups_acknowledge_uncommitted_ops_whi
     cluster.deliver(matching(Prepare))
     cluster.drop(matching(PrepareOk))
     cluster.partition({0}, {1, 2})
-    cluster.tick_until(1, lambda: cluster.replicas[1].view_number == 1)
+    cluster.time_out(1, joined_by={2})  # both backups lost primary 0: replica 2's probe makes the quorum
     cluster.deliver(matching((StartViewChange, DoViewChange)))
     cluster.deliver(matching(StartViewChange))
     cluster.deliver(matching(DoViewChange))
@@ -208,11 +209,13 @@ def test_start_view_of_an_older_view_is_ignored() -> None:
 
 
 def test_primary_answers_a_late_start_view_change_or_do_view_change_with_start_view() -> None:
-    """View 1 started without replica 2. When replica 2 times out and asks for view 1, primary 1 answers with
-    StartView (whose DoViewChange or StartViewChange it may have missed)."""
+    """View 1 started without replica 2. When replica 1's StartViewChange reaches replica 2 late, replica 2 joins
+    and asks for view 1; primary 1 answers with StartView (whose DoViewChange or StartViewChange it may have
+    missed)."""
     cluster = Cluster(3, config=steady_config(3))
     view_change_to_one(cluster, without={2})
-    cluster.tick_until(2, lambda: cluster.replicas[2].view_number == 1)
+    cluster.inject(2, StartViewChange(**header(view=1, replica=1)))
+    assert cluster.replicas[2].view_number == 1
     cluster.deliver(matching(StartViewChange, source=2, to=1))
     assert [item.to for item in cluster.queued(StartView, source=1)] == [2]
     cluster.deliver(matching(StartView, to=2))
@@ -249,7 +252,7 @@ def test_view_change_votes_are_resent_on_a_timer() -> None:
     config = steady_config(3)
     cluster = Cluster(3, config=config)
     cluster.partition({0}, {1, 2})
-    cluster.tick_until(2, lambda: cluster.replicas[2].status is Status.VIEW_CHANGE)
+    cluster.time_out(2, joined_by={1})
     cluster.drop(matching(StartViewChange, source=2))  # lost
     cluster.tick(config.view_change_resend_ticks, only={2})
     assert [item.to for item in cluster.queued(StartViewChange, source=2) if item.to == 1] == [1]
@@ -282,19 +285,40 @@ def test_view_change_escalates_to_the_next_view_with_backoff_when_the_new_primar
 
 
 def test_escalation_backs_off() -> None:
-    """Without a quorum (3 of 5 down) view changes never complete; each next attempt waits longer."""
+    """7 replicas; 0, 1 and 2 are down, so views 1 and 2 never start. The four others — a quorum without a
+    primary — give up on each after a timeout that grows, and view 3 (primary 3) starts."""
+    config = steady_config(7)
+    cluster = Cluster(7, config=config)
+    cluster.partition({0, 1, 2}, {3, 4, 5, 6})
+    entered: dict[int, int] = {}
+    for now in range(1, 2000):
+        cluster.tick(only={3, 4, 5, 6})
+        cluster.deliver_all()
+        entered.setdefault(cluster.replicas[4].view_number, now)
+        if cluster.replicas[3].status is Status.NORMAL and cluster.replicas[3].view_number == 3:
+            break
+    assert sorted(entered) == [0, 1, 2, 3]
+    gaps = [entered[2] - entered[1], entered[3] - entered[2]]
+    assert gaps[0] >= config.view_change_timeout_ticks
+    assert gaps[1] > gaps[0], f"no backoff: {gaps}"
+
+
+def test_without_a_quorum_a_view_change_waits_instead_of_climbing() -> None:
+    """3 of 5 down: the two others cannot make a quorum of probes, so they never leave view 0; put in a view
+    change by a StartViewChange, they stay in that view (re-sending their votes) rather than try view after
+    view."""
     config = steady_config(5)
     cluster = Cluster(5, config=config)
     cluster.partition({0, 1, 2}, {3, 4})
-    entered: dict[int, int] = {}
-    for now in range(1, 800):
+    for _ in range(400):
         cluster.tick(only={3, 4})
         cluster.deliver_all()
-        entered.setdefault(cluster.replicas[3].view_number, now)
-    gaps = [entered[v + 1] - entered[v] for v in sorted(entered)[1:-1] if v + 1 in entered]
-    assert len(gaps) >= 2
-    assert gaps[0] >= config.view_change_timeout_ticks
-    assert gaps[1] > gaps[0], f"no backoff: {gaps}"
+    assert [(r.status, r.view_number) for r in cluster.replicas[3:]] == [(Status.NORMAL, 0)] * 2
+    cluster.inject(3, StartViewChange(**header(view=1, replica=4)))
+    for _ in range(20 * config.view_change_timeout_ticks):
+        cluster.tick(only={3, 4})
+        cluster.deliver_all()
+    assert [(r.status, r.view_number) for r in cluster.replicas[3:]] == [(Status.VIEW_CHANGE, 1)] * 2
 
 
 def test_new_primary_sends_heartbeats_and_backups_stay_quiet() -> None:
@@ -312,12 +336,13 @@ def test_a_brand_new_backup_gives_the_primary_of_view_0_the_startup_grace_once()
     grace, timeout = 50, 20
     cluster = Cluster(3, config=steady_config(3, startup_grace_ticks=grace, primary_timeout_ticks=timeout))
     backup = cluster.replicas[1]
-    waited = cluster.tick_until(1, lambda: backup.status is Status.VIEW_CHANGE)
+    waited = cluster.tick_until(1, backup.timers.primary.fired)
     assert waited == timeout + grace
+    assert [item.to for item in cluster.queued(StartViewChangeProbe, source=1)] == [0, 2]
     # The same replica restarted from its disk gets no grace: it is not a cluster starting up.
     restarted = Cluster(3, config=steady_config(3, startup_grace_ticks=grace, primary_timeout_ticks=timeout))
     restarted.crash_and_restart_from_disk(1, restarted.durable_state(1))
-    assert restarted.tick_until(1, lambda: restarted.replicas[1].status is Status.VIEW_CHANGE) == timeout
+    assert restarted.tick_until(1, restarted.replicas[1].timers.primary.fired) == timeout
 
 
 def test_the_startup_grace_lasts_one_period_a_heartbeat_resets_to_the_plain_primary_timeout() -> None:
@@ -326,4 +351,4 @@ def test_the_startup_grace_lasts_one_period_a_heartbeat_resets_to_the_plain_prim
     cluster.tick(5, only={0})  # the primary's heartbeats go out
     cluster.deliver_all()
     backup = cluster.replicas[1]
-    assert cluster.tick_until(1, lambda: backup.status is Status.VIEW_CHANGE) == timeout
+    assert cluster.tick_until(1, backup.timers.primary.fired) == timeout

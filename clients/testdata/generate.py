@@ -46,6 +46,7 @@ from zvsr.protocol.messages import (
     SnapshotChunk,
     StartView,
     StartViewChange,
+    StartViewChangeProbe,
 )
 from zvsr.wire import (
     DecodeError,
@@ -176,6 +177,11 @@ MESSAGES: list[tuple[str, Message, str]] = [
         "commit_number < op_number: op 4 is prepared but not yet committed",
     ),
     ("start_view_change", StartViewChange(**header(2, 0)), "replica 0 votes to move to view 2"),
+    (
+        "start_view_change_probe",
+        StartViewChangeProbe(**header(1, 2)),
+        "backup 2 has not heard from the primary of view 1 for a primary timeout",
+    ),
     (
         "do_view_change",
         DoViewChange(**header(2, 0), last_normal_view=1, op_number=4, commit_number=3, log=LOG),
@@ -521,7 +527,7 @@ def invalid() -> list[tuple[str, str, str, bytes | dict[str, Any] | Any, str]]:
         ),
         # unknown_type
         ("type_0", "any", "unknown_type", {"type": 0}, "type is one of 1..10, 20..23"),
-        ("type_13", "replica", "unknown_type", with_fields(COMMIT, type=13), "type is one of 1..12, 20..23"),
+        ("type_13", "replica", "unknown_type", with_fields(COMMIT, type=13), "type is one of 1..12, 15, 20..23"),
         ("type_24", "client_reply", "unknown_type", with_fields(REPLY, type=24), "type is one of 1..10, 20..23"),
         (
             "type_30_status_query",
@@ -955,7 +961,7 @@ def message_vectors() -> list[dict[str, Any]]:
         assert decoded == message and encode(decoded) == data, name
         out.append({"name": name, "kind": kind, "hex": data.hex(), "value": render(unpack(data)), "note": note})
     kinds = {vector["kind"] for vector in out}
-    assert len(kinds) == 16, kinds
+    assert len(kinds) == 17, kinds
     return out
 
 

@@ -209,6 +209,22 @@ class SnapshotChunk:
     data: bytes
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartViewChangeProbe:
+    """Asks the others whether they lost the primary of `view` too (not in the paper: docs/design.md, "Pre-vote").
+
+    A backup, normal in `view`, sends it (and re-sends it) while it has not heard from that view's primary for a
+    primary timeout. It starts the view change to view + 1 only once a quorum, itself included, has said so
+    within a primary timeout, so a replica that is cut off never raises its view alone. Receiving one never
+    changes a view; it is a vote of no confidence that expires.
+    """
+
+    cluster: int
+    epoch: int
+    view: int
+    replica: int
+
+
 ReplicaMessage = (
     Prepare
     | PrepareOk
@@ -222,6 +238,7 @@ ReplicaMessage = (
     | RecoveryResponse
     | GetSnapshot
     | SnapshotChunk
+    | StartViewChangeProbe
 )
 
 REPLICA_MESSAGES: Final = (
@@ -237,6 +254,7 @@ REPLICA_MESSAGES: Final = (
     RecoveryResponse,
     GetSnapshot,
     SnapshotChunk,
+    StartViewChangeProbe,
 )
 
 

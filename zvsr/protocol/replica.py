@@ -28,6 +28,9 @@ Where this departs from a literal reading of the paper, ARCHITECTURE §3 is the 
 - GetState is answered only by the primary of that view, in normal status, and NewState is accepted only from
   it (rule 7), in chunks, never moving commit_number backwards.
 - The primary answers `unavailable` when it has not heard from a quorum recently (rule 10).
+- Pre-vote: a backup whose primary goes silent asks the others with StartViewChangeProbe, and starts a view
+  change only once a quorum, itself included, has no primary either; a replica in a view change gives up on it
+  for the next on the same condition. A cut-off replica never raises its view alone (docs/design.md).
 - Batching: requests received in one step are appended at once and go out in as few Prepares as the bounds
   allow when the driver calls `ready()`; pipelining: up to `pipeline_ops_max` uncommitted ops are in flight.
 """
@@ -62,6 +65,7 @@ from zvsr.protocol.messages import (
     SnapshotChunk,
     StartView,
     StartViewChange,
+    StartViewChangeProbe,
 )
 from zvsr.protocol.ready import BROADCAST
 from zvsr.protocol.replica_state import DurableState, Logger, ReplicaState, Status
@@ -93,6 +97,8 @@ class Replica(ReplicaState):
                 self.on_prepare_ok(message)
             case Commit():
                 self.on_commit(message)
+            case StartViewChangeProbe():
+                self.on_start_view_change_probe(message)
             case StartViewChange():
                 self.on_start_view_change(message)
             case DoViewChange():
@@ -321,14 +327,54 @@ class Replica(ReplicaState):
 
     def _tick_backup(self) -> None:
         if self.timers.primary.fired():
-            self._log("primary timeout")
-            self._start_view_change(self.view_number + 1)
-            return
+            self._suspect_primary()
+            if self.status is not Status.NORMAL:
+                return
+        elif self.timers.probe.running:
+            self.timers.probe.stop()  # the primary spoke again
         if self.timers.repair.fired():
             if self.state_transfer is not None or self.snapshots.download is not None:
                 self._request_state(force=True)
             else:
                 self.timers.repair.stop()
+
+    # --- pre-vote (docs/design.md): a view change only when a quorum has lost the primary ----------------------
+
+    def _primary_silent(self) -> bool:
+        """A backup has not heard from the primary of its view for a primary timeout (jitter aside)."""
+        return self.timers.primary.elapsed >= self.config.primary_timeout_ticks
+
+    def _suspect_primary(self) -> None:
+        """We have no working primary. Ask the others (and ask again, on a timer) whether they have one; start the
+        view change only when a quorum, ourselves included, has said so within a primary timeout. Alone — cut off,
+        or able to send but not to receive — we keep our view, so we come back without disturbing anyone."""
+        probe = self.timers.probe
+        if not probe.running or probe.fired():
+            self._send(BROADCAST, StartViewChangeProbe(**self._header()))
+            probe.start()
+        views = self.votes.views_without_primary(since=self.now - self.config.primary_timeout_ticks)
+        if len(views) + 1 < self.config.quorum:
+            return
+        self._log(f"primary timeout, and {len(views)} others have no primary either")
+        # Past every view we heard of: a replica behind us in views counts (its primary is gone too), and no
+        # view change can go back to a view someone has already left.
+        self._start_view_change(max(self.view_number, *views) + 1)
+
+    def on_start_view_change_probe(self, message: StartViewChangeProbe) -> None:
+        """A replica with no primary asks whether we have one. Count it; if we have none either, this may be the
+        word that makes a quorum. Nothing else: a probe never moves a view by itself.
+
+        We have none if our primary is silent — or if the sender is normal in a newer view than ours: that view
+        started with a quorum that left ours, so our view (with us as its primary, perhaps) can commit nothing,
+        and that view's primary, which would have brought us over (rule 3), is silent too."""
+        if self.status is Status.RECOVERING:
+            return self._ignore("on_start_view_change_probe", "recovering")
+        newer = message.view > self.view_number
+        if self.status is Status.NORMAL and self.is_primary() and not newer:
+            return self._ignore("on_start_view_change_probe", "we are the primary")
+        self.votes.heard_without_primary(message.replica, message.view, self.now)
+        if self.status is Status.NORMAL and (newer or self._primary_silent()):
+            self._suspect_primary()
 
     # --- view change (§4.2) -----------------------------------------------------------------------------------
 
@@ -340,11 +386,14 @@ class Replica(ReplicaState):
         if message.view == self.view_number and self.status is Status.NORMAL:
             if self.is_primary():
                 self._send(message.replica, self._start_view_message())  # it missed our StartView
+            else:  # it votes in our view without its primary: as good as a probe (pre-vote)
+                self.votes.heard_without_primary(message.replica, message.view, self.now)
             return self._ignore("on_start_view_change", "view already started")
         if message.view > self.view_number:
             self._start_view_change(message.view)
         assert self.status is Status.VIEW_CHANGE and message.view == self.view_number
         self.votes.start_view_change_from.add(message.replica)
+        self.votes.heard_without_primary(message.replica, message.view, self.now)
         self._maybe_send_do_view_change()
 
     def _resume_view_change(self) -> None:
@@ -378,9 +427,15 @@ class Replica(ReplicaState):
 
     def _tick_view_change(self) -> None:
         if self.timers.view_change.fired():
-            self._log("view change timeout: trying the next view")
-            self._start_view_change(self.view_number + 1)
-            return
+            # Pre-vote again: the next view only with a quorum (us included) that still has no primary, so a
+            # replica cut off in a view change waits in it — and gets its StartView when it returns.
+            others = self.votes.views_without_primary(since=self.now - self.config.primary_timeout_ticks)
+            if len(others) + 1 >= self.config.quorum:
+                self._log("view change timeout: trying the next view")
+                self._start_view_change(self.view_number + 1)
+                return
+            self._count("view change timeout: no quorum without a primary, staying in this view")
+            self.timers.view_change.reset()
         if self.timers.view_change_resend.fired():
             self.timers.view_change_resend.reset()
             self._send(BROADCAST, StartViewChange(**self._header()))
@@ -412,6 +467,7 @@ class Replica(ReplicaState):
         assert self.status is Status.VIEW_CHANGE and message.view == self.view_number
         assert self.is_primary()
         self.votes.start_view_change_from.add(message.replica)  # a DoViewChange implies its StartViewChange
+        self.votes.heard_without_primary(message.replica, message.view, self.now)
         self.votes.do_view_change_from.setdefault(message.replica, message)
         self._maybe_start_view()
 
