@@ -8,6 +8,7 @@
 - `zvsr sim`, `zvsr lincheck`   the simulator and the linearizability checker
 - `zvsr bench`        latency, throughput, failover and durability figures against baselines
 - `zvsr fuzz`         malformed frames at every socket of a local cluster under load, then checks
+- `zvsr chaos`        network and process faults between real processes in namespaces, then checks (root)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import click
 
 from zvsr import __version__
 from zvsr.bench.cli import bench_command
+from zvsr.chaos.cli import chaos_command
 from zvsr.constants import CLIENT_TIMEOUT_MS, REPLICAS_MAX, STATUS_TIMEOUT_MS
 from zvsr.fuzz.cli import fuzz_command
 from zvsr.lincheck.cli import lincheck_command
@@ -52,6 +54,7 @@ main.add_command(sim_command, "sim")
 main.add_command(lincheck_command, "lincheck")
 main.add_command(bench_command, "bench")
 main.add_command(fuzz_command, "fuzz")
+main.add_command(chaos_command, "chaos")
 
 
 def _environment() -> dict[str, str]:

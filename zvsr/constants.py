@@ -178,3 +178,13 @@ LEASE_EXPIRE_BATCH_MAX: Final = 1_000
 # assumes its lease for at most ttl × (1 - LEASE_CLOCK_DRIFT), measured from the send time of the last keepalive
 # (or grant) that was acknowledged.
 LEASE_CLOCK_DRIFT: Final = 0.05
+
+# --- chaos runs (zvsr chaos: zvsr.chaos), in seconds of wall time ---
+CHAOS_CLIENTS: Final = 4  # workload clients writing through the proxy during a run
+CHAOS_FAULT_S_MIN: Final = 1.0  # each fault lasts between these two (drawn per fault from the seed)
+CHAOS_FAULT_S_MAX: Final = 3.0
+CHAOS_START_TIMEOUT_S: Final = 60.0  # the cluster must have a primary and acknowledge a write within this
+CHAOS_RECOVERY_TIMEOUT_S: Final = 30.0  # after a heal, no acknowledged write within this is a failed run
+CHAOS_SETTLE_TIMEOUT_S: Final = 30.0  # ... nor every replica normal in one view again within this
+CHAOS_VIEW_SETTLE_S: Final = 1.5  # views are read this long after the recovery, to count view changes a heal made
+CHAOS_COMMAND_TIMEOUT_S: Final = 10.0  # one `ip` / `tc` command, or a relay's control answer
