@@ -2,12 +2,13 @@
 StartViewChangeProbe and starts a view change only once a quorum, itself included, has lost the primary too.
 A replica that is cut off, or can send but not receive, keeps its view and returns without a view change; a
 replica cut off in a view change waits in it instead of climbing; with the primary really gone from a
-majority, the view still changes."""
+majority, the view still changes; and a primary that hears no quorum goes quiet so that it is replaced."""
 
 from __future__ import annotations
 
 from scenarios import header, steady_config
 
+from zvsr.constants import PRIMARY_QUIET_AFTER_QUORUM_TIMEOUTS
 from zvsr.protocol.config import Config
 from zvsr.protocol.messages import (
     DoViewChange,
@@ -220,3 +221,39 @@ def test_a_stale_primary_joins_a_replica_of_a_newer_view_whose_primary_is_gone()
     run(cluster, 1)
     replicas = (cluster.replicas[0], cluster.replicas[2])
     assert [(r.status, r.view_number) for r in replicas] == [(Status.NORMAL, 2)] * 2
+
+
+# --- check-quorum: a primary that hears no quorum goes quiet ---------------------------------------------------
+
+
+def test_a_primary_that_can_send_but_not_receive_goes_quiet_and_is_replaced() -> None:
+    """Primary 0's inbound links are cut: its backups still hear its heartbeats, but no acknowledgement reaches
+    it, so it can commit nothing. Having heard no quorum for PRIMARY_QUIET_AFTER_QUORUM_TIMEOUTS quorum timeouts
+    it stops its heartbeats (check-quorum): its backups lose it, probe, and start view 1. Healed, replica 0
+    follows view 1."""
+    config = Config(replica_count=3)
+    cluster = Cluster(3, config=config)
+    cluster.block(1, 0)
+    cluster.block(2, 0)
+    quiet_after = PRIMARY_QUIET_AFTER_QUORUM_TIMEOUTS * config.quorum_timeout_ticks
+    bound = quiet_after + config.primary_timeout_ticks + config.primary_timeout_jitter_ticks + 10
+    ticks = 0
+    while not all(r.status is Status.NORMAL and r.view_number == 1 for r in cluster.replicas[1:]):
+        run(cluster, 1)
+        ticks += 1
+        assert ticks < bound, f"no view 1 within {bound} ticks"
+    assert ticks > quiet_after, f"view 1 after {ticks} ticks, before primary 0 went quiet"
+    assert cluster.replicas[0].counters["primary quiet: no quorum heard (ticks)"] > 0
+    cluster.heal()
+    run(cluster, 2 * config.heartbeat_ticks)
+    assert [(r.status, r.view_number) for r in cluster.replicas] == [(Status.NORMAL, 1)] * 3
+
+
+def test_a_primary_that_hears_a_quorum_keeps_its_heartbeats_whatever_one_backup_does() -> None:
+    """Replica 2's acknowledgements are lost; replica 1's are not: primary 0 still hears a quorum and leads."""
+    config = Config(replica_count=3)
+    cluster = Cluster(3, config=config)
+    cluster.block(2, 0)
+    run(cluster, 20 * config.quorum_timeout_ticks)
+    assert [(r.status, r.view_number) for r in cluster.replicas] == [(Status.NORMAL, 0)] * 3
+    assert "primary quiet: no quorum heard (ticks)" not in cluster.replicas[0].counters

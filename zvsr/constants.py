@@ -26,6 +26,9 @@ REPAIR_TICKS: Final = 10  # a backup re-asks GetState while it is missing ops
 RECOVERY_RESEND_TICKS: Final = 10  # a recovering replica re-sends Recovery
 RECOVERY_STALL_ROUNDS: Final = 4  # ... and starts over if the primary's snapshot made no progress for this many
 QUORUM_TIMEOUT_TICKS: Final = 30  # primary answers `unavailable` if it heard from < f backups within this
+# ... and after this many such timeouts without a quorum it stops its heartbeats (check-quorum), so that backups
+# that can still hear it (it can send but not receive) lose it and replace it
+PRIMARY_QUIET_AFTER_QUORUM_TIMEOUTS: Final = 2
 
 # --- client session (zvsr.protocol.client_session, driven by zvsr.client and the proxy), in driver ticks ---
 REQUEST_TIMEOUT_TICKS: Final = 20  # re-send a request that has had no answer for this long ...

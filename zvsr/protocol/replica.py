@@ -27,7 +27,8 @@ Where this departs from a literal reading of the paper, ARCHITECTURE §3 is the 
   found in the paper, where a truncated log reported with the new last_normal_view wins a later view change.
 - GetState is answered only by the primary of that view, in normal status, and NewState is accepted only from
   it (rule 7), in chunks, never moving commit_number backwards.
-- The primary answers `unavailable` when it has not heard from a quorum recently (rule 10).
+- The primary answers `unavailable` when it has not heard from a quorum recently (rule 10), and goes quiet
+  (no heartbeats, no prepares) when that lasts, so that backups that still hear it replace it (check-quorum).
 - Pre-vote: a backup whose primary goes silent asks the others with StartViewChangeProbe, and starts a view
   change only once a quorum, itself included, has no primary either; a replica in a view change gives up on it
   for the next on the same condition. A cut-off replica never raises its view alone (docs/design.md).
@@ -39,7 +40,7 @@ from __future__ import annotations
 
 from typing import assert_never
 
-from zvsr.constants import RECOVERY_STALL_ROUNDS
+from zvsr.constants import PRIMARY_QUIET_AFTER_QUORUM_TIMEOUTS, RECOVERY_STALL_ROUNDS
 from zvsr.protocol import snapshots
 from zvsr.protocol.client_table import Admission
 from zvsr.protocol.messages import (
@@ -191,6 +192,12 @@ class Replica(ReplicaState):
         self.client_table.pending[request.client_id] = request.request_number
 
     def _tick_primary(self) -> None:
+        if not self._quorum_recently_heard(PRIMARY_QUIET_AFTER_QUORUM_TIMEOUTS * self.config.quorum_timeout_ticks):
+            # Check-quorum: a primary that has heard no quorum for this long can commit nothing. Backups that still
+            # hear it (it can send but not receive) would keep it forever: quiet, it lets them lose it and replace
+            # it by pre-vote. Its timers keep running, so heartbeats resume the tick a quorum is heard again.
+            self._count("primary quiet: no quorum heard (ticks)")
+            return
         if self.timers.heartbeat.fired():
             self.timers.heartbeat.reset()
             heartbeat = Commit(**self._header(), commit_number=self.commit_number, op_number=self.op_number)

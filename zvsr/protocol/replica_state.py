@@ -381,11 +381,12 @@ class ReplicaState:
             pipeline.prepared = entries[-1].op_number
             self._send(BROADCAST, self._prepare(entries))
 
-    def _quorum_recently_heard(self) -> bool:
+    def _quorum_recently_heard(self, ticks: int | None = None) -> bool:
+        """Quorum - 1 peers heard within `ticks` (by default the quorum timeout of rule 10)."""
         needed = self.config.quorum - 1
         if needed == 0:
             return True
-        horizon = self.now - self.config.quorum_timeout_ticks
+        horizon = self.now - (self.config.quorum_timeout_ticks if ticks is None else ticks)
         heard = sum(1 for at in self.last_heard.values() if at >= horizon)
         return heard >= needed
 
