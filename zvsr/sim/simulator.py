@@ -430,13 +430,13 @@ class Simulation:
             return
         self.disks[index].apply(ready.persist)  # step 1 of the contract, before anything is sent
         for envelope in ready.messages:
-            message = self._wire(envelope.message, decode_replica_message)
+            message, size = self._wire_sized(envelope.message, decode_replica_message)
             if envelope.to == BROADCAST:
                 for peer in range(self.options.replicas):
                     if peer != index:
-                        self.network.send(self.now, index, peer, message)
+                        self.network.send(self.now, index, peer, message, size=size)
             else:
-                self.network.send(self.now, index, envelope.to, message)
+                self.network.send(self.now, index, envelope.to, message, size=size)
         for reply in ready.replies:
             owner = self.session_owner.get(reply.client_id)
             if owner is not None:
@@ -447,8 +447,13 @@ class Simulation:
     def _wire(self, message: Any, decode: Callable[[bytes], Any]) -> Any:
         """What the receiver gets: the message through the real codec, so the core never sends what the wire
         would refuse (a Prepare whose commit_number passes its last op, say) without the simulator noticing."""
+        return self._wire_sized(message, decode)[0]
+
+    def _wire_sized(self, message: Any, decode: Callable[[bytes], Any]) -> tuple[Any, int]:
+        """`_wire`, and the size of the encoding (what a slow link takes time for)."""
         try:
-            return decode(encode(message))
+            data = encode(message)
+            return decode(data), len(data)
         except (DecodeError, EncodeError) as error:
             raise self._violation(f"a message the codec refuses: {error}: {message!r:.300}") from error
 
