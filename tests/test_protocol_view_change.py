@@ -14,6 +14,7 @@ from scenarios import (
     view_one_learns_commit_from_replica_3,
 )
 
+from zvsr.constants import VIEW_CHANGE_COMMITTED_OPS_MAX
 from zvsr.protocol.messages import (
     Commit,
     DoViewChange,
@@ -352,3 +353,62 @@ def test_the_startup_grace_lasts_one_period_a_heartbeat_resets_to_the_plain_prim
     cluster.deliver_all()
     backup = cluster.replicas[1]
     assert cluster.tick_until(1, backup.timers.primary.fired) == timeout
+
+
+# --- the size of view-change messages --------------------------------------------------------------------------
+
+
+def test_view_change_messages_carry_the_uncommitted_ops_and_a_bounded_committed_suffix() -> None:
+    """No snapshots: every replica keeps its whole log of 300 committed ops (+ 2 prepared, uncommitted).
+    Replica 0 is cut off. The DoViewChange and the StartView carry the 2 uncommitted ops and the last
+    VIEW_CHANGE_COMMITTED_OPS_MAX committed ones, not the 302 entries of the log: a view change's size does
+    not grow with history (what a slow link can carry in a timeout). Replica 1 starts view 1 and commits
+    the 2; replica 2 installs it and applies the same."""
+    config = steady_config(3, snapshot_interval_ops=0)
+    cluster = Cluster(3, config=config)
+    for number in range(1, 301):
+        cluster.request(client_id=number, request_number=1, op=b"%d" % number, to=0)
+    cluster.deliver_all()
+    cluster.tick(config.heartbeat_ticks, only={0})
+    cluster.deliver_all()
+    for number in (301, 302):
+        cluster.request(client_id=number, request_number=1, op=b"u%d" % number, to=0)
+    cluster.deliver(matching(Prepare))
+    cluster.drop(matching(PrepareOk))
+    assert [(r.op_number, r.commit_number) for r in cluster.replicas] == [(302, 300)] * 3
+    cluster.partition({0}, {1, 2})
+    view_change_to_one(cluster, without={0})
+    cluster.deliver_all()
+    cluster.tick(config.heartbeat_ticks, only={1})  # replica 2 learns the new commit_number
+    cluster.deliver_all()
+    kept = VIEW_CHANGE_COMMITTED_OPS_MAX + 2
+    logs = [item.message.log for item in cluster.sent if isinstance(item.message, (DoViewChange, StartView))]
+    assert logs and all(len(log) == kept and log[-1].op_number == 302 for log in logs), [len(log) for log in logs]
+    states = [(r.status, r.view_number, r.commit_number) for r in cluster.replicas[1:]]
+    assert states == [(Status.NORMAL, 1, 302)] * 2
+    assert operations(cluster.replicas[2].log[-2:]) == [b"u301", b"u302"]
+    cluster.check_applied()
+
+
+def test_a_backup_behind_the_start_views_suffix_fetches_the_rest_by_state_transfer() -> None:
+    """Replica 2 was cut off while 302 ops committed; then replica 0 is cut off and replicas 1 and 2 start view 1.
+    The StartView's log starts VIEW_CHANGE_COMMITTED_OPS_MAX ops before op 302, past replica 2's commit_number 0:
+    it adopts the view and fetches the log by state transfer, then holds and has applied all 302 ops."""
+    config = steady_config(3, snapshot_interval_ops=0)
+    cluster = Cluster(3, config=config)
+    cluster.partition({2}, {0, 1})
+    for number in range(1, 303):
+        cluster.request(client_id=number, request_number=1, op=b"%d" % number, to=0)
+    cluster.deliver_all()
+    cluster.tick(config.heartbeat_ticks, only={0})  # replica 1 learns that all 302 are committed
+    cluster.deliver_all()
+    cluster.heal()
+    cluster.partition({0}, {1, 2})
+    view_change_to_one(cluster, without={0})
+    cluster.deliver_all()
+    start_view = next(item.message for item in cluster.sent if isinstance(item.message, StartView))
+    assert start_view.log[0].op_number == 302 - VIEW_CHANGE_COMMITTED_OPS_MAX + 1
+    backup = cluster.replicas[2]
+    assert backup.counters["state transfer started"] == 1
+    assert (backup.status, backup.view_number, backup.commit_number) == (Status.NORMAL, 1, 302)
+    cluster.check_applied()

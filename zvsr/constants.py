@@ -58,7 +58,13 @@ SNAPSHOT_CHUNK_BYTES: Final = 1024 * 1024  # snapshot bytes in one SnapshotChunk
 SNAPSHOT_BYTES_MAX: Final = 2**32  # one snapshot (app state + client table); a bigger one is refused
 SNAPSHOT_PIN_TICKS: Final = 500  # a snapshot being downloaded is kept (with the log after it) this long after
 # the downloader last asked for a chunk, so a slow download never chases a primary that keeps truncating
-# DoViewChange / StartView / RecoveryResponse carry the kept log: bounded by the snapshot interval above.
+# DoViewChange and StartView carry the ops after the sender's commit_number and at most this many committed ops
+# before them (not the whole kept log): about what a 30 kbit/s link carries in a view-change timeout. A backup
+# whose commit_number is behind that fetches the rest by state transfer; a new primary skips the view. Commit
+# numbers of live replicas differ by about one Prepare batch (PREPARE_ENTRIES_MAX), so the usual case needs
+# neither.
+VIEW_CHANGE_COMMITTED_OPS_MAX: Final = 256
+# RecoveryResponse carries the kept log: bounded by the snapshot interval above.
 LOG_ENTRIES_MAX: Final = 4_000_000  # entries in one message
 MESSAGE_BYTES_MAX: Final = 256 * 1024 * 1024  # one encoded message (MAXMSGSIZE on bound sockets)
 CLIENT_MESSAGE_BYTES_MAX: Final = OPERATION_BYTES_MAX + 1024  # one encoded client request (or RequestBatch)
