@@ -185,7 +185,7 @@ def test_a_replica_cut_off_in_a_view_change_does_not_climb_and_gets_start_view_w
     cluster.partition({2}, {0, 1})
     run(cluster, 20 * config.view_change_timeout_ticks)
     assert (cluster.replicas[2].status, cluster.replicas[2].view_number) == (Status.VIEW_CHANGE, 1)
-    assert cluster.replicas[2].counters["view change timeout: no quorum without a primary, staying in this view"]
+    assert cluster.replicas[2].counters["view change timeout: staying in this view"]
     cluster.heal()
     run(cluster, 2 * config.view_change_resend_ticks + config.heartbeat_ticks)
     assert [(r.status, r.view_number) for r in cluster.replicas] == [(Status.NORMAL, 1)] * 3

@@ -14,7 +14,7 @@ from scenarios import (
     view_one_learns_commit_from_replica_3,
 )
 
-from zvsr.constants import VIEW_CHANGE_COMMITTED_OPS_MAX
+from zvsr.constants import PREPARE_RESEND_BACKOFF_MAX, VIEW_CHANGE_COMMITTED_OPS_MAX
 from zvsr.protocol.messages import (
     Commit,
     DoViewChange,
@@ -213,7 +213,8 @@ def test_primary_answers_a_late_start_view_change_or_do_view_change_with_start_v
     """View 1 started without replica 2. When replica 1's StartViewChange reaches replica 2 late, replica 2 joins
     and asks for view 1; primary 1 answers with StartView (whose DoViewChange or StartViewChange it may have
     missed)."""
-    cluster = Cluster(3, config=steady_config(3))
+    config = steady_config(3)
+    cluster = Cluster(3, config=config)
     view_change_to_one(cluster, without={2})
     cluster.inject(2, StartViewChange(**header(view=1, replica=1)))
     assert cluster.replicas[2].view_number == 1
@@ -221,6 +222,7 @@ def test_primary_answers_a_late_start_view_change_or_do_view_change_with_start_v
     assert [item.to for item in cluster.queued(StartView, source=1)] == [2]
     cluster.deliver(matching(StartView, to=2))
     assert cluster.replicas[2].status is Status.NORMAL and cluster.replicas[2].view_number == 1
+    cluster.tick(config.view_change_timeout_ticks, only={1})  # answered at most once per view-change timeout
     cluster.inject(1, do_view_change(view=1, sender=2))
     assert [item.to for item in cluster.queued(StartView, source=1)] == [2]
 
@@ -261,7 +263,9 @@ def test_view_change_votes_are_resent_on_a_timer() -> None:
     cluster.deliver(matching(StartViewChange, to=2))
     cluster.drop(matching(DoViewChange))  # lost
     assert cluster.replicas[1].status is Status.VIEW_CHANGE
-    cluster.tick(config.view_change_resend_ticks, only={2})
+    # DoViewChange, the big vote, goes again when the view-change timeout passes without a new view.
+    ticks_max = config.view_change_timeout_ticks + config.view_change_resend_ticks
+    cluster.tick_until(2, lambda: bool(cluster.queued(DoViewChange, source=2)), ticks_max=ticks_max)
     assert [item.to for item in cluster.queued(DoViewChange, source=2)] == [1]
     cluster.deliver_all()
     assert [(r.status, r.view_number) for r in cluster.replicas[1:]] == [(Status.NORMAL, 1)] * 2
@@ -412,3 +416,84 @@ def test_a_backup_behind_the_start_views_suffix_fetches_the_rest_by_state_transf
     assert backup.counters["state transfer started"] == 1
     assert (backup.status, backup.view_number, backup.commit_number) == (Status.NORMAL, 1, 302)
     cluster.check_applied()
+
+
+# --- re-sending without burying a slow link ---------------------------------------------------------------------
+
+
+def sends_at(cluster: Cluster, kind: type, source: int, ticks: int) -> list[int]:
+    """Tick replica `source` alone `ticks` times, delivering nothing; the ticks at which it sent `kind`."""
+    at = []
+    for now in range(1, ticks + 1):
+        before = len(cluster.queued(kind, source=source))
+        cluster.tick(only={source})
+        if len(cluster.queued(kind, source=source)) > before:
+            at.append(now)
+    return at
+
+
+def test_start_view_change_goes_every_period_and_do_view_change_less_and_less_often() -> None:
+    """Replica 2 voted for view 1 (with replica 1's StartViewChange, a quorum of 3) and sent its DoViewChange,
+    then was cut off. Its StartViewChange (a few dozen bytes) goes again every VIEW_CHANGE_RESEND_TICKS; its
+    DoViewChange, which carries its log's suffix, only when the view-change timeout passes without a new view,
+    and that timeout backs off: over a slow link copies of it would queue behind it (issue 17's storm)."""
+    config = steady_config(3)
+    ticks = 20 * config.view_change_timeout_ticks
+    at = {}
+    for kind in (StartViewChange, DoViewChange):
+        cluster = Cluster(3, config=config)
+        cluster.partition({2}, {0, 1})
+        cluster.inject(2, StartViewChange(**header(view=1, replica=1)))
+        assert cluster.queued(DoViewChange, source=2)
+        cluster.queue.clear()
+        at[kind] = sends_at(cluster, kind, 2, ticks)
+        assert cluster.replicas[2].view_number == 1, "alone, it never tried another view"
+    assert at[StartViewChange][:3] == [config.view_change_resend_ticks * n for n in (1, 2, 3)]
+    dvc_at = at[DoViewChange]
+    gaps = [later - earlier for earlier, later in zip(dvc_at, dvc_at[1:], strict=False)]
+    assert dvc_at[0] == config.view_change_timeout_ticks
+    assert gaps[0] >= 2 * config.view_change_timeout_ticks and gaps[1] >= 4 * config.view_change_timeout_ticks
+    assert max(gaps) <= config.view_change_timeout_max_ticks + config.view_change_timeout_ticks
+
+
+def test_a_replica_that_keeps_asking_for_view_1_gets_start_view_at_most_once_per_view_change_timeout() -> None:
+    """View 1 started without replica 2, which then votes for view 1 again and again (its StartView is lost each
+    time). Primary 1 answers with StartView — the view's log suffix, the biggest message of a view change — at
+    most once per view-change timeout, however often it is asked."""
+    config = steady_config(3)
+    cluster = Cluster(3, config=config)
+    view_change_to_one(cluster, without={2})
+    for _ in range(3 * config.view_change_timeout_ticks):
+        cluster.inject(1, StartViewChange(**header(view=1, replica=2)))
+        cluster.tick(only={1})
+    answers = [item for item in cluster.queued(StartView, source=1) if item.to == 2]
+    assert len(answers) == 3
+    assert counted(cluster.replicas[1], "start view", "answered") == 3 * config.view_change_timeout_ticks - 3
+
+
+def test_prepares_are_re_sent_less_and_less_often_to_a_backup_that_does_not_acknowledge() -> None:
+    """Replica 2 holds ops 1-2 but its acknowledgements do not arrive (primary 0 last heard op 0 from it).
+    Primary 0 re-sends the missing prepares after PREPARE_RESEND_TICKS without progress, then with doubling gaps
+    up to PREPARE_RESEND_BACKOFF_MAX times that — on a slow link each re-send queues behind the last."""
+    config = steady_config(3)
+    cluster = Cluster(3, config=config)
+    cluster.block(2, 0)
+    cluster.request(client_id=1, request_number=1, to=0)
+    cluster.deliver_all()
+    cluster.inject(0, PrepareOk(**header(view=0, replica=2), op_number=0))
+    cluster.request(client_id=2, request_number=1, to=0)
+    cluster.deliver_all()
+    sent_at = []
+    initial = len(cluster.sent)
+    for now in range(1, 3000):
+        before = len(cluster.sent)
+        cluster.tick()
+        if any(isinstance(i.message, Prepare) and i.to == 2 for i in cluster.sent[before:]):
+            sent_at.append(now)
+        cluster.deliver_all()
+    gaps = [later - earlier for earlier, later in zip(sent_at, sent_at[1:], strict=False)]
+    resend = config.prepare_resend_ticks
+    assert gaps[:3] == [2 * resend, 4 * resend, 8 * resend], gaps
+    assert max(gaps) == PREPARE_RESEND_BACKOFF_MAX * resend
+    resent = [i.message for i in cluster.sent[initial:] if isinstance(i.message, Prepare) and i.to == 2]
+    assert [(p.entries[0].op_number, p.op_number) for p in resent] == [(1, 2)] * len(sent_at)

@@ -392,7 +392,7 @@ class Replica(ReplicaState):
             return self._ignore("on_start_view_change", "older view")
         if message.view == self.view_number and self.status is Status.NORMAL:
             if self.is_primary():
-                self._send(message.replica, self._start_view_message())  # it missed our StartView
+                self._answer_with_start_view(message.replica)  # it missed our StartView
             else:  # it votes in our view without its primary: as good as a probe (pre-vote)
                 self.votes.heard_without_primary(message.replica, message.view, self.now)
             return self._ignore("on_start_view_change", "view already started")
@@ -402,6 +402,16 @@ class Replica(ReplicaState):
         self.votes.start_view_change_from.add(message.replica)
         self.votes.heard_without_primary(message.replica, message.view, self.now)
         self._maybe_send_do_view_change()
+
+    def _answer_with_start_view(self, to: int) -> None:
+        """A replica that missed our StartView votes for our view again (its votes are re-sent on a timer): send
+        it the StartView — the biggest message of a view change — at most once per view-change timeout, so a
+        replica behind a slow link is not buried under copies of it."""
+        sent = self.votes.start_view_sent_at.get(to)
+        if sent is not None and self.now - sent < self.config.view_change_timeout_ticks:
+            return self._count("start view: answered recently, not again yet")
+        self.votes.start_view_sent_at[to] = self.now
+        self._send(to, self._start_view_message())
 
     def _resume_view_change(self) -> None:
         """After a restart in view-change status: vote again in the same view (the votes were lost)."""
@@ -434,20 +444,31 @@ class Replica(ReplicaState):
 
     def _tick_view_change(self) -> None:
         if self.timers.view_change.fired():
-            # Pre-vote again: the next view only with a quorum (us included) that still has no primary, so a
-            # replica cut off in a view change waits in it — and gets its StartView when it returns.
-            others = self.votes.views_without_primary(since=self.now - self.config.primary_timeout_ticks)
-            if len(others) + 1 >= self.config.quorum:
+            if self._view_change_stalled():
                 self._log("view change timeout: trying the next view")
                 self._start_view_change(self.view_number + 1)
                 return
-            self._count("view change timeout: no quorum without a primary, staying in this view")
-            self.timers.view_change.reset()
+            self._count("view change timeout: staying in this view")
+            self.timers.view_change.backoff(self.prng)
+            if self.votes.do_view_change_sent and not self.is_primary():
+                # The one big vote (it carries our log's suffix) goes again at this backed-off pace, not on the
+                # re-send timer: over a slow link a DoViewChange is late, not lost, and copies of it queued
+                # behind it would only make the view change later still (issue 17's storm at 30 kbit/s).
+                self._send(self.primary_index(), self._do_view_change_message())
         if self.timers.view_change_resend.fired():
             self.timers.view_change_resend.reset()
             self._send(BROADCAST, StartViewChange(**self._header()))
-            if self.votes.do_view_change_sent and self.primary_index() != self.replica:
-                self._send(self.primary_index(), self._do_view_change_message())
+
+    def _view_change_stalled(self) -> bool:
+        """Give up on this view for the next? Only if a quorum, us included, still has no primary (fresh word:
+        pre-vote) and — unless we are the view's primary — that primary has gone silent (rule 11): while it
+        re-sends its StartViewChange it is alive, and what is missing is a vote still on its way."""
+        since = self.now - self.config.primary_timeout_ticks
+        if not self.is_primary():
+            heard = self.votes.without_primary.get(self.primary_index())
+            if heard is not None and heard[0] == self.view_number and heard[1] >= since:
+                return False
+        return len(self.votes.views_without_primary(since=since)) + 1 >= self.config.quorum
 
     def _maybe_send_do_view_change(self) -> None:
         """§4.2 step 2: after StartViewChange from quorum - 1 others, send DoViewChange to the new primary."""
@@ -465,7 +486,7 @@ class Replica(ReplicaState):
         if self.config.primary(message.view) != self.replica:
             return self._ignore("on_do_view_change", "we are not the primary of that view")
         if message.view == self.view_number and self.status is Status.NORMAL:
-            self._send(message.replica, self._start_view_message())  # it missed our StartView
+            self._answer_with_start_view(message.replica)  # it missed our StartView
             return self._ignore("on_do_view_change", "view already started")
         if message.view > self.view_number:
             self._start_view_change(message.view)

@@ -6,8 +6,8 @@ Theory of operation. Each role runs exactly its own timers and no other:
 - backup (normal status): `primary` (suspect the primary after silence; jittered so backups do not all start a
   view change at once), while it suspects, `probe` (re-send StartViewChangeProbe: the pre-vote of
   docs/design.md) and, while it is missing ops, `repair` (re-ask GetState / the next snapshot chunk);
-- view change: `view_change_resend` (re-send StartViewChange / DoViewChange) and `view_change` (give up on a
-  view whose primary stays silent and try the next, backing off);
+- view change: `view_change_resend` (re-send StartViewChange) and `view_change` (give up on a view whose
+  primary stays silent and try the next — or stay, and re-send DoViewChange — backing off);
 - recovering: `recovery` (re-send Recovery, or the next snapshot ask).
 Entering a role goes through one method here, which stops every timer of the other roles, so no stale timer
 of an old role can fire in a new one. Handlers reset the timers of their role (a heartbeat of our primary

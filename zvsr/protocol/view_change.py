@@ -19,19 +19,27 @@ from zvsr.protocol.messages import DoViewChange
 
 
 class ViewChangeVotes:
-    __slots__ = ("start_view_change_from", "do_view_change_from", "do_view_change_sent", "without_primary")
+    __slots__ = (
+        "start_view_change_from",
+        "do_view_change_from",
+        "do_view_change_sent",
+        "without_primary",
+        "start_view_sent_at",
+    )
 
     def __init__(self) -> None:
         self.start_view_change_from: set[int] = set()
         self.do_view_change_from: dict[int, DoViewChange] = {}
         self.do_view_change_sent = False
         self.without_primary: dict[int, tuple[int, int]] = {}  # replica -> (its view, when we heard it)
+        self.start_view_sent_at: dict[int, int] = {}  # the new primary: replica -> when we last re-sent StartView
 
     def reset(self) -> None:
         self.start_view_change_from = set()
         self.do_view_change_from = {}
         self.do_view_change_sent = False
         self.without_primary = {}
+        self.start_view_sent_at = {}
 
     def heard_without_primary(self, replica: int, view: int, now: int) -> None:
         self.without_primary[replica] = (view, now)
