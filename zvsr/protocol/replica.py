@@ -363,8 +363,8 @@ class Replica(ReplicaState):
         if len(views) + 1 < self.config.quorum:
             return
         self._log(f"primary timeout, and {len(views)} others have no primary either")
-        # Past every view we heard of: a replica behind us in views counts (its primary is gone too), and no
-        # view change can go back to a view someone has already left.
+        # Past every view we heard of (a replica ahead of us in views counts: we have no primary in its view
+        # either), so no view change goes back to a view someone has already left.
         self._start_view_change(max(self.view_number, *views) + 1)
 
     def on_start_view_change_probe(self, message: StartViewChangeProbe) -> None:
@@ -376,6 +376,10 @@ class Replica(ReplicaState):
         and that view's primary, which would have brought us over (rule 3), is silent too."""
         if self.status is Status.RECOVERING:
             return self._ignore("on_start_view_change_probe", "recovering")
+        if message.view < self.view_number:
+            # About a view we have left: late (queued during a partition) or from a replica behind us, which
+            # moves up itself when it hears our probes (a newer view's), so nothing is lost by not counting it.
+            return self._ignore("on_start_view_change_probe", "older view")
         newer = message.view > self.view_number
         if self.status is Status.NORMAL and self.is_primary() and not newer:
             return self._ignore("on_start_view_change_probe", "we are the primary")
@@ -393,8 +397,6 @@ class Replica(ReplicaState):
         if message.view == self.view_number and self.status is Status.NORMAL:
             if self.is_primary():
                 self._answer_with_start_view(message.replica)  # it missed our StartView
-            else:  # it votes in our view without its primary: as good as a probe (pre-vote)
-                self.votes.heard_without_primary(message.replica, message.view, self.now)
             return self._ignore("on_start_view_change", "view already started")
         if message.view > self.view_number:
             self._start_view_change(message.view)
