@@ -48,6 +48,7 @@ def chaos_config(network: Network, root: Path, timeouts: dict[str, int]) -> Clus
         data_dir=str(root / "data"),
         timeouts=dict(timeouts),
         log_level="info",
+        log_format="json",  # timestamps: a failing run's logs are read side by side
     )
 
 
