@@ -31,6 +31,7 @@ from zvsr.protocol.messages import (
     Reply,
     StartView,
     StartViewChange,
+    StartViewChangeProbe,
 )
 from zvsr.protocol.replica import Replica, Status
 from zvsr.sim.harness import Cluster, InFlight, matching
@@ -74,20 +75,29 @@ def commit_in_view_zero(cluster: Cluster, *ops: bytes) -> None:
 
 
 def view_change_to_one(cluster: Cluster, *, without: set[int]) -> None:
-    """Replica 1 times out on the primary of view 0 and starts view 1 with every replica not in `without`
-    (those get nothing: their messages are dropped)."""
+    """Replica 1 times out on the primary of view 0 — so did enough other backups, whose probes make its quorum
+    (pre-vote) — and starts view 1 with every replica not in `without` (those get nothing from then on: their
+    messages are dropped)."""
 
     def excluded(item: InFlight) -> bool:
         return item.to in without or item.source in without
 
     cluster.drop(excluded)
-    cluster.tick_until(1, lambda: cluster.replicas[1].view_number == 1)
+    cluster.time_out(1, joined_by=also_without_primary(cluster, 1))
+    assert cluster.replicas[1].view_number == 1
     for _ in range(20):
         cluster.drop(excluded)
         if not cluster.deliver(lambda item: not excluded(item)):
             break
     cluster.drop(excluded)
     assert cluster.replicas[1].status is Status.NORMAL and cluster.replicas[1].view_number == 1
+
+
+def also_without_primary(cluster: Cluster, index: int) -> set[int]:
+    """Backups other than `index` that lost the primary too, just enough for a quorum with it (pre-vote)."""
+    replica = cluster.replicas[index]
+    others = [i for i in range(replica.config.replica_count) if i not in (index, replica.primary_index())]
+    return set(others[: replica.config.quorum - 1])
 
 
 def counted(replica: Replica, handler: str, *words: str) -> int:
@@ -146,7 +156,8 @@ def stale_heartbeats_do_not_reset_the_primary_timeout() -> None:
         cluster.tick(timeout - 1, only={2})
         cluster.inject(2, stale)
         cluster.tick(1, only={2})
-        assert backup.view_number == 2 and backup.status is Status.VIEW_CHANGE, f"{stale} reset the timer"
+        assert backup.timers.primary.fired(), f"{stale} reset the timer"
+        assert cluster.queued(StartViewChangeProbe, source=2), "replica 2 suspects replica 1: it probes"
     # Control: the real primary's heartbeat does reset it.
     cluster = Cluster(3, config=steady_config(3))
     view_change_to_one(cluster, without={0})
@@ -155,6 +166,7 @@ def stale_heartbeats_do_not_reset_the_primary_timeout() -> None:
     cluster.inject(2, Commit(**header(view=1, replica=1), commit_number=0, op_number=0))
     cluster.tick(timeout - 1, only={2})
     assert cluster.replicas[2].view_number == 1 and cluster.replicas[2].status is Status.NORMAL
+    assert not cluster.replicas[2].timers.primary.fired()
 
 
 # --- S3: committed ops are executed after a view change, at the new primary and at backups ------------------
@@ -189,14 +201,16 @@ def new_primary_executes_committed_ops() -> None:
 
 
 def backup_executes_committed_ops_on_start_view() -> None:
-    """Replica 4 (holding A and B, commit_number 0) comes back and asks to join view 1; the primary answers
-    with StartView (commit_number 2). After installing it, replica 4 must have executed A and B."""
+    """Replica 4 (holding A and B, commit_number 0) comes back, gets replica 2's StartViewChange of view 1 late,
+    joins and asks to join view 1; the primary answers with StartView (commit_number 2). After installing it,
+    replica 4 must have executed A and B."""
     cluster = view_one_learns_commit_from_replica_3()
     cluster.heal()
     cluster.partition({0}, {1, 2, 3, 4})
     late = cluster.replicas[4]
     assert late.commit_number == 0 and operations(late.log) == [b"A", b"B"]
-    cluster.tick_until(4, lambda: late.view_number == 1)
+    cluster.inject(4, StartViewChange(**header(view=1, replica=2)))
+    assert late.view_number == 1
     cluster.deliver(matching(StartViewChange, source=4, to=1))
     cluster.deliver(matching(StartView, source=1, to=4))
     assert late.status is Status.NORMAL and late.view_number == 1
@@ -256,7 +270,7 @@ def do_view_change_quorum_counts_self(replica_count: int) -> None:
     down = {0} if replica_count == 3 else {0, 4}
     up = set(range(replica_count)) - down
     cluster.partition(down, up)
-    cluster.tick_until(1, lambda: cluster.replicas[1].view_number == 1)
+    cluster.time_out(1, joined_by=also_without_primary(cluster, 1))
     peers_heard = 0
     while cluster.replicas[1].status is not Status.NORMAL:
         if cluster.deliver(matching(DoViewChange, to=1), limit=1):
@@ -316,15 +330,19 @@ def log_chosen_from_all_do_view_changes(
 
 def new_primary_starts_heartbeats() -> None:
     """After view 1 starts (replica 0 is gone), the cluster stays idle for three primary timeouts: the new
-    primary's Commit heartbeats must keep its backup from starting another view change."""
+    primary's Commit heartbeats must keep its backup from suspecting it (and probing, pre-vote)."""
     config = steady_config(3)
     cluster = Cluster(3, config=config)
     cluster.partition({0}, {1, 2})
     view_change_to_one(cluster, without={0})
+    cluster.deliver_all()
+    started = len(cluster.sent)
     for _ in range(3 * config.primary_timeout_ticks):
         cluster.tick(only={1, 2})
         cluster.deliver_all()
     assert [(r.view_number, r.status) for r in cluster.replicas[1:]] == [(1, Status.NORMAL)] * 2
+    probes = [item for item in cluster.sent[started:] if isinstance(item.message, StartViewChangeProbe)]
+    assert probes == [], "the backup suspected its new primary"
 
 
 def backup_timer_restarts_on_start_view() -> None:
@@ -341,7 +359,7 @@ def backup_timer_restarts_on_start_view() -> None:
     cluster.inject(2, start_view.message)  # it was dropped on the way; now it arrives
     backup = cluster.replicas[2]
     assert backup.view_number == 1 and backup.status is Status.NORMAL
-    ticks = cluster.tick_until(2, lambda: backup.status is Status.VIEW_CHANGE, ticks_max=3 * timeout)
+    ticks = cluster.tick_until(2, backup.timers.primary.fired, ticks_max=3 * timeout)
     assert ticks == timeout, f"backup suspected the new primary after {ticks} ticks, expected {timeout}"
 
 
@@ -365,7 +383,9 @@ SNAPSHOT_TRANSFER_MESSAGES = {"GetSnapshot", "SnapshotChunk"}
 # §7 reconfiguration (the paper's STARTEPOCH / EPOCHSTARTED; CHECKEPOCH is not needed: a replica of an older
 # epoch is told the new one by whoever it talks to).
 EPOCH_MESSAGES = {"StartEpoch", "EpochStarted"}
-ZVSR_REPLICA_MESSAGES = PAPER_REPLICA_MESSAGES | SNAPSHOT_TRANSFER_MESSAGES | EPOCH_MESSAGES
+# And pre-vote (docs/design.md): a backup asks whether the others lost the primary too before it changes view.
+PRE_VOTE_MESSAGES = {"StartViewChangeProbe"}
+ZVSR_REPLICA_MESSAGES = PAPER_REPLICA_MESSAGES | SNAPSHOT_TRANSFER_MESSAGES | EPOCH_MESSAGES | PRE_VOTE_MESSAGES
 
 
 def message_set_is_closed() -> None:
@@ -616,8 +636,8 @@ def last_normal_view_kept_until_the_views_log_arrives(*, white_box: bool = True)
     assert [operations(r.log) for r in replicas] == [[b"A"], [b"A"], [b"A"], [], [b"A"]]
     cluster.partition({0}, {1, 2, 3, 4})
 
-    # View 1: replica 3 times out; replicas 1, 3, 4 vote; replica 2 hears nothing; no StartView arrives.
-    cluster.tick_until(3, lambda: replicas[3].view_number == 1)
+    # View 1: replica 3 times out, so do 1 and 4; they vote; replica 2 hears nothing; no StartView arrives.
+    cluster.time_out(3, joined_by={1, 4})
     for _ in range(20):
         cluster.drop(lambda item: item.to == 2 or isinstance(item.message, StartView))
         if not cluster.deliver():
@@ -634,8 +654,9 @@ def last_normal_view_kept_until_the_views_log_arrives(*, white_box: bool = True)
     if white_box:
         assert replicas[4].last_normal_view == 0
 
-    # View 2 (primary 2): replica 3 gives up on view 1; replicas 2, 3, 4 take part, replica 1 hears nothing.
-    cluster.tick_until(3, lambda: replicas[3].view_number == 2)
+    # View 2 (primary 2): replica 3 gives up on view 1, and 2 and 4 have no primary either; replicas 2, 3, 4
+    # take part, replica 1 hears nothing.
+    cluster.time_out(3, joined_by={2, 4})
     cluster.drop(lambda item: not (isinstance(item.message, StartViewChange) and item.message.view == 2))
     for _ in range(20):
         cluster.drop(matching(to=1))
@@ -678,7 +699,7 @@ def last_normal_view_kept_with_a_stale_suffix() -> None:
     assert replicas[4].view_number == 1 and replicas[4].state_transfer
     assert [r.commit_number for r in replicas[2:4]] == [0, 0]
 
-    cluster.tick_until(2, lambda: replicas[2].view_number == 2)
+    cluster.time_out(2, joined_by={3, 4})
     for _ in range(20):
         cluster.drop(matching(to=1))
         if not cluster.deliver():
@@ -708,7 +729,7 @@ def truncation_on_newer_view_keeps_committed_ops() -> None:
     assert replicas[0].commit_number == 1 and acknowledged(cluster, 1, 1).view == 0
     cluster.partition({0}, {1, 2, 3, 4})
 
-    cluster.tick_until(3, lambda: replicas[3].view_number == 1)
+    cluster.time_out(3, joined_by={1, 4})
     for _ in range(20):
         cluster.drop(lambda item: item.to == 2 or isinstance(item.message, StartView))
         if not cluster.deliver():
@@ -720,7 +741,7 @@ def truncation_on_newer_view_keeps_committed_ops() -> None:
     cluster.queue.clear()
     assert replicas[2].view_number == 1 and replicas[2].state_transfer
 
-    cluster.tick_until(3, lambda: replicas[3].view_number == 2)
+    cluster.time_out(3, joined_by={2, 4})
     cluster.drop(lambda item: not (isinstance(item.message, StartViewChange) and item.message.view == 2))
     for _ in range(20):
         cluster.drop(matching(to=1))
@@ -743,7 +764,7 @@ def request_in_progress_at_failover() -> None:
     cluster.deliver(matching(Prepare))
     cluster.queue.clear()  # the acknowledgements are lost: nothing commits in view 0
     cluster.partition({0}, {1, 2})
-    cluster.tick_until(1, lambda: cluster.replicas[1].view_number == 1)
+    cluster.time_out(1, joined_by={2})
     cluster.deliver(lambda item: not isinstance(item.message, PrepareOk))  # SVC, DVC
     cluster.deliver(lambda item: not isinstance(item.message, PrepareOk))  # StartView
     new_primary = cluster.replicas[1]

@@ -731,7 +731,7 @@ def scenario_stray_chunks_are_ignored_and_counted() -> None:
     cluster.partition({0}, {1, 2})
     cluster.heal()
     cluster.partition({0}, {1, 2})
-    cluster.tick_until(1, lambda: cluster.replicas[1].status is Status.VIEW_CHANGE)
+    cluster.time_out(1, joined_by={2})
     cluster.run_until(lambda: backup.view_number == 1 and backup.status is Status.NORMAL, ticks_max=300)
     assert backup.snapshots.download is None or backup.snapshots.download.view == 1
     cluster.inject(2, chunk(view=0, sender=0, offset=0, data=good))

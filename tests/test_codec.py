@@ -41,6 +41,7 @@ from zvsr.protocol.messages import (
     StartEpoch,
     StartView,
     StartViewChange,
+    StartViewChangeProbe,
 )
 from zvsr.wire import (
     DECODE_ERROR_REASONS,
@@ -187,6 +188,7 @@ replica_messages = st.one_of(
     st.builds(PrepareOk, cluster=ids, epoch=ids, view=ids, replica=replica_ids, op_number=ids),
     commits(),
     st.builds(StartViewChange, cluster=ids, epoch=ids, view=ids, replica=replica_ids),
+    st.builds(StartViewChangeProbe, cluster=ids, epoch=ids, view=ids, replica=replica_ids),
     do_view_changes(),
     start_views(),
     st.builds(GetState, cluster=ids, epoch=ids, view=ids, replica=replica_ids, op_number=ids),
@@ -310,7 +312,7 @@ def test_every_message_kind_survives_a_round_trip(message: Message) -> None:
 def test_type_table_covers_every_message_class_with_replica_and_client_ranges() -> None:
     assert set(TYPE_NUMBERS) == set(REPLICA_MESSAGES) | set(CLIENT_MESSAGES)
     assert len(set(TYPE_NUMBERS.values())) == len(TYPE_NUMBERS)
-    assert sorted(TYPE_NUMBERS[cls] for cls in REPLICA_MESSAGES) == list(range(1, 15))
+    assert sorted(TYPE_NUMBERS[cls] for cls in REPLICA_MESSAGES) == list(range(1, 16))
     assert sorted(TYPE_NUMBERS[cls] for cls in CLIENT_MESSAGES) == [20, 21, 22, 23]
 
 

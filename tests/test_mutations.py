@@ -223,7 +223,7 @@ def mutant_s11_no_client_table(monkeypatch: MonkeyPatch) -> None:
 
 
 def mutant_s12_quorum_check_always_true(monkeypatch: MonkeyPatch) -> None:
-    monkeypatch.setattr(Replica, "_quorum_recently_heard", lambda self: True)
+    monkeypatch.setattr(Replica, "_quorum_recently_heard", lambda self, ticks=None: True)
 
 
 def mutant_s13_identity_not_checked(kind: type) -> Callable[[MonkeyPatch], None]:

@@ -8,6 +8,7 @@ always for a condition with a deadline, never a fixed sleep.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -221,6 +222,59 @@ def test_bad_input_on_the_peer_port_is_counted_and_changes_nothing(cluster: Loca
     answer = cluster.call(0, Request(client_id=4, request_number=1, operation=operation("put", "b", value=2)))
     assert isinstance(answer, Reply)
     cluster.wait_status(1, "op 1 in its log", lambda s: s["status"] == "normal" and s["op_number"] >= 1)
+
+
+@pytest.mark.timeout(90)
+def test_connections_that_take_a_live_replicas_routing_id_cost_messages_lose_nothing_and_are_counted(
+    cluster: LocalCluster,
+) -> None:
+    """Issue 17 part 3. ROUTER_HANDOVER (ARCHITECTURE §4: a restarted replica takes its id back) lets any
+    connection that names itself r2 take replica 2's place on primary 0's peer port — a misconfigured twin, an
+    impostor. For 5 s a new one does so every 0.1 s, each sending a frame that is not msgpack and a PrepareOk
+    of another cluster. Replica 2's own messages to the primary vanish while it is displaced (until its ZMTP
+    heartbeat times out and it reconnects); the primary goes on committing with replica 1: every write is
+    acknowledged exactly once and read back, every impostor frame is dropped and counted, and once the
+    impostors stop, replica 2 acknowledges the primary again and holds every op."""
+    primary_peer = cluster.config.replicas[0].peer
+    before = counters(cluster, 0)
+    impostors = 0
+    acknowledged: dict[str, int] = {}
+    deadline = time.monotonic() + 5.0
+    number = 0
+    displaced = 0  # how far behind the primary's op_number replica 2's acknowledgements got
+    while time.monotonic() < deadline:
+        impostor = cluster.socket(zmq.DEALER, primary_peer, ROUTING_ID=routing_id(2))
+        impostor.send(b"\xc1")
+        impostor.send(_peer_message(cluster=77))
+        impostors += 1
+        number += 1
+        put = operation("put", f"k{number}", value=number)
+        answer = cluster.call(0, Request(client_id=9, request_number=number, operation=put))
+        assert isinstance(answer, Reply), answer
+        acknowledged[f"k{number}"] = number
+        core = cluster.nodes[0][0].core  # read from this thread: a snapshot is enough
+        displaced = max(displaced, core.op_number - core.pipeline.prepare_ok.get(2, 0))
+        time.sleep(0.1)  # the impostors' pace, not a synchronisation
+        impostor.close(linger=0)
+    assert number > 20, f"only {number} writes acknowledged in 5 s while the impostors came"
+    assert displaced >= 10, f"replica 2's acknowledgements were never more than {displaced} ops behind"
+
+    def counted() -> bool:
+        now = counters(cluster, 0)
+        grew = {reason: now.get(reason, 0) - before.get(reason, 0) for reason in now}
+        return (
+            grew.get("peer: decode error (not_msgpack)", 0) >= impostors
+            and grew.get("on_message: other cluster or epoch", 0) >= impostors
+        )
+
+    wait_for(counted, what="every impostor frame dropped and counted")
+    primary = cluster.status(0)
+    assert primary["status"] == "normal" and primary["view"] == 0, "no view change"
+    cluster.wait_status(2, "every op, acknowledged", lambda s: s["commit_number"] == primary["commit_number"])
+    for key, value in acknowledged.items():
+        number += 1
+        read = cluster.call(0, Request(client_id=9, request_number=number, operation=operation("get", key)))
+        assert isinstance(read, Reply) and msgpack.unpackb(read.result) == value, key
 
 
 @pytest.mark.timeout(40)

@@ -206,7 +206,7 @@ def scenario_lagging_replicas_with_higher_commit_number_rejoin() -> None:
     assert replicas[4].commit_number == 1 and operations(replicas[4].log) == [b"A"]
     cluster.partition({0, 4}, {1, 2, 3})
     cluster.queue.clear()
-    cluster.tick_until(1, lambda: replicas[1].view_number == 1)
+    cluster.time_out(1, joined_by={2, 3})
     for _ in range(20):
         cluster.drop(matching(PrepareOk))  # lost: nothing commits in view 1 yet
         if not cluster.deliver():

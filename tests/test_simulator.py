@@ -36,9 +36,10 @@ def test_many_seeds_with_faults_hold_every_invariant(replicas: int) -> None:
 
 
 def test_faults_really_happen_view_changes_and_recoveries() -> None:
+    # 60 seeds: with pre-vote a replica cut off alone no longer changes view, so view changes are rarer per seed.
     views = 0
     recoveries = 0
-    for seed in range(45):
+    for seed in range(60):
         simulation = Simulation(seed)
         simulation.run()
         views += max(r.view_number for r in simulation.replicas if r is not None)

@@ -10,6 +10,7 @@
 - `zvsr watch`        the committed changes under a key prefix, as they happen (`zvsr.watch_cli`)
 - `zvsr sim`, `zvsr lincheck`   the simulator and the linearizability checker
 - `zvsr bench`        latency, throughput, failover and durability figures against baselines
+- `zvsr chaos`        network and process faults between real processes in namespaces, then checks (root)
 - `zvsr fuzz`         malformed frames at every socket of a local cluster under load, then checks
 
 The client-side commands (kv, status, watch, backup) share --config, --proxy, --timeout-ms and --json, typed
@@ -30,6 +31,7 @@ import click
 
 from zvsr import __version__
 from zvsr.bench.cli import bench_command
+from zvsr.chaos.cli import chaos_command
 from zvsr.cli_options import ClientSettings, check_outer_options, client_command, client_options
 from zvsr.constants import (
     BACKUP_TIMEOUT_MS,
@@ -74,6 +76,7 @@ main.add_command(sim_command, "sim")
 main.add_command(lincheck_command, "lincheck")
 main.add_command(bench_command, "bench")
 main.add_command(fuzz_command, "fuzz")
+main.add_command(chaos_command, "chaos")
 
 
 def _environment() -> dict[str, str]:

@@ -21,11 +21,15 @@ STARTUP_GRACE_TICKS: Final = 200  # a brand-new node's first primary timeout is 
 VIEW_CHANGE_RESEND_TICKS: Final = 10  # re-send StartViewChange / DoViewChange / StartView (rule 11)
 VIEW_CHANGE_TIMEOUT_TICKS: Final = 40  # give up on a view whose primary stays silent: try view + 1
 VIEW_CHANGE_TIMEOUT_MAX_TICKS: Final = 400  # backoff cap for the above
-PREPARE_RESEND_TICKS: Final = 10  # primary re-sends prepares a backup has not acknowledged
+PREPARE_RESEND_TICKS: Final = 10  # primary re-sends prepares a backup has not acknowledged ...
+PREPARE_RESEND_BACKOFF_MAX: Final = 16  # ... and, while it still does not, again after 2, 4, ... up to 16 periods
 REPAIR_TICKS: Final = 10  # a backup re-asks GetState while it is missing ops
 RECOVERY_RESEND_TICKS: Final = 10  # a recovering replica re-sends Recovery
 RECOVERY_STALL_ROUNDS: Final = 4  # ... and starts over if the primary's snapshot made no progress for this many
 QUORUM_TIMEOUT_TICKS: Final = 30  # primary answers `unavailable` if it heard from < f backups within this
+# ... and after this many such timeouts without a quorum it stops its heartbeats (check-quorum), so that backups
+# that can still hear it (it can send but not receive) lose it and replace it
+PRIMARY_QUIET_AFTER_QUORUM_TIMEOUTS: Final = 2
 
 # --- client session (zvsr.protocol.client_session, driven by zvsr.client and the proxy), in driver ticks ---
 REQUEST_TIMEOUT_TICKS: Final = 20  # re-send a request that has had no answer for this long ...
@@ -55,7 +59,13 @@ SNAPSHOT_CHUNK_BYTES: Final = 1024 * 1024  # snapshot bytes in one SnapshotChunk
 SNAPSHOT_BYTES_MAX: Final = 2**32  # one snapshot (app state + client table); a bigger one is refused
 SNAPSHOT_PIN_TICKS: Final = 500  # a snapshot being downloaded is kept (with the log after it) this long after
 # the downloader last asked for a chunk, so a slow download never chases a primary that keeps truncating
-# DoViewChange / StartView / RecoveryResponse carry the kept log: bounded by the snapshot interval above.
+# DoViewChange and StartView carry the ops after the sender's commit_number and at most this many committed ops
+# before them (not the whole kept log): about what a 30 kbit/s link carries in a view-change timeout. A backup
+# whose commit_number is behind that fetches the rest by state transfer; a new primary skips the view. Commit
+# numbers of live replicas differ by about one Prepare batch (PREPARE_ENTRIES_MAX), so the usual case needs
+# neither.
+VIEW_CHANGE_COMMITTED_OPS_MAX: Final = 256
+# RecoveryResponse carries the kept log: bounded by the snapshot interval above.
 LOG_ENTRIES_MAX: Final = 4_000_000  # entries in one message
 MESSAGE_BYTES_MAX: Final = 256 * 1024 * 1024  # one encoded message (MAXMSGSIZE on bound sockets)
 CLIENT_MESSAGE_BYTES_MAX: Final = OPERATION_BYTES_MAX + 1024  # one encoded client request (or RequestBatch)
@@ -206,3 +216,13 @@ LEASE_EXPIRE_BATCH_MAX: Final = 1_000
 # assumes its lease for at most ttl × (1 - LEASE_CLOCK_DRIFT), measured from the send time of the last keepalive
 # (or grant) that was acknowledged.
 LEASE_CLOCK_DRIFT: Final = 0.05
+
+# --- chaos runs (zvsr chaos: zvsr.chaos), in seconds of wall time ---
+CHAOS_CLIENTS: Final = 4  # workload clients writing through the proxy during a run
+CHAOS_FAULT_S_MIN: Final = 1.0  # each fault lasts between these two (drawn per fault from the seed)
+CHAOS_FAULT_S_MAX: Final = 3.0
+CHAOS_START_TIMEOUT_S: Final = 60.0  # the cluster must have a primary and acknowledge a write within this
+CHAOS_RECOVERY_TIMEOUT_S: Final = 30.0  # after a heal, no acknowledged write within this is a failed run
+CHAOS_SETTLE_TIMEOUT_S: Final = 30.0  # ... nor every replica normal in one view again within this
+CHAOS_VIEW_SETTLE_S: Final = 1.5  # views are read this long after the recovery, to count view changes a heal made
+CHAOS_COMMAND_TIMEOUT_S: Final = 10.0  # one `ip` / `tc` command, or a relay's control answer

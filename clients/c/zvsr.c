@@ -47,10 +47,10 @@
 #define NESTING_MAX 1024     /* msgpack-python's unpacker stack */
 #define MESSAGE_CAP 4608     /* >= ERROR_MESSAGE_BYTES_MAX plus a prefix */
 #define MESSAGE_BYTES_MAX ((size_t)256 * 1024 * 1024) /* any input */
-/* The replica-to-replica kinds are 1..REPLICA_TYPE_MAX (codec.py; 13 StartEpoch and 14 EpochStarted are the
- * newest). A client refuses all of them, but a kind that exists is `unexpected_type` and any other number
- * `unknown_type`, as in the codec. */
-#define REPLICA_TYPE_MAX 14
+/* The replica-to-replica kinds are 1..REPLICA_TYPE_MAX (codec.py; 13 StartEpoch, 14 EpochStarted and 15
+ * StartViewChangeProbe are the newest). A client refuses all of them, but a kind that exists is
+ * `unexpected_type` and any other number `unknown_type`, as in the codec. */
+#define REPLICA_TYPE_MAX 15
 
 /* ====================================================================================================== */
 /* buffers                                                                                                 */
@@ -558,7 +558,8 @@ static zvsr_decode_result decode_client_kind(const uint8_t *data, size_t len, si
     uint64_t t = type->u;
     bool mine = request ? t == ZVSR_TYPE_REQUEST : (t >= ZVSR_TYPE_REPLY && t <= ZVSR_TYPE_ERROR);
     if (!mine) {
-        bool exists = (t >= 1 && t <= REPLICA_TYPE_MAX) || (t >= ZVSR_TYPE_REQUEST && t <= ZVSR_TYPE_ERROR);
+        bool exists = (t >= 1 && t <= REPLICA_TYPE_MAX) ||
+                      (t >= ZVSR_TYPE_REQUEST && t <= ZVSR_TYPE_ERROR);
         return exists ? ZVSR_DECODE_UNEXPECTED_TYPE : ZVSR_DECODE_UNKNOWN_TYPE;
     }
 

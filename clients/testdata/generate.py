@@ -49,6 +49,7 @@ from zvsr.protocol.messages import (
     StartEpoch,
     StartView,
     StartViewChange,
+    StartViewChangeProbe,
 )
 from zvsr.wire import (
     DecodeError,
@@ -197,6 +198,11 @@ MESSAGES: list[tuple[str, Message, str]] = [
         "commit_number < op_number: op 4 is prepared but not yet committed",
     ),
     ("start_view_change", StartViewChange(**header(2, 0)), "replica 0 votes to move to view 2"),
+    (
+        "start_view_change_probe",
+        StartViewChangeProbe(**header(1, 2)),
+        "backup 2 has not heard from the primary of view 1 for a primary timeout",
+    ),
     (
         "do_view_change",
         DoViewChange(**header(2, 0), last_normal_view=1, op_number=4, commit_number=3, log=LOG),
@@ -569,9 +575,9 @@ def invalid() -> list[tuple[str, str, str, bytes | dict[str, Any] | Any, str]]:
             "a message is a map (an empty ext value passes the unpacker)",
         ),
         # unknown_type
-        ("type_0", "any", "unknown_type", {"type": 0}, "type is one of 1..14, 20..23"),
-        ("type_15", "replica", "unknown_type", with_fields(COMMIT, type=15), "type is one of 1..14, 20..23"),
-        ("type_24", "client_reply", "unknown_type", with_fields(REPLY, type=24), "type is one of 1..14, 20..23"),
+        ("type_0", "any", "unknown_type", {"type": 0}, "type is one of 1..15, 20..23"),
+        ("type_16", "replica", "unknown_type", with_fields(COMMIT, type=16), "type is one of 1..15, 20..23"),
+        ("type_24", "client_reply", "unknown_type", with_fields(REPLY, type=24), "type is one of 1..15, 20..23"),
         (
             "type_30_status_query",
             "any",
@@ -579,14 +585,14 @@ def invalid() -> list[tuple[str, str, str, bytes | dict[str, Any] | Any, str]]:
             {"type": 30},
             "the status query (type 30) is not a codec message: the node answers it before decoding",
         ),
-        ("type_negative", "any", "unknown_type", {"type": -1}, "type is one of 1..14, 20..23"),
+        ("type_negative", "any", "unknown_type", {"type": -1}, "type is one of 1..15, 20..23"),
         # unexpected_type
         (
             "request_on_replica_port",
             "replica",
             "unexpected_type",
             encode(REQ),
-            "replica port takes types 1..14 only",
+            "replica port takes types 1..15 only",
         ),
         ("commit_on_client_port", "request", "unexpected_type", encode(COMMIT), "client port takes type 20 only"),
         (
@@ -1045,7 +1051,7 @@ def message_vectors() -> list[dict[str, Any]]:
         assert decoded == message and encode(decoded) == data, name
         out.append({"name": name, "kind": kind, "hex": data.hex(), "value": render(unpack(data)), "note": note})
     kinds = {vector["kind"] for vector in out}
-    assert len(kinds) == 18, kinds
+    assert len(kinds) == 19, kinds
     return out
 
 

@@ -57,6 +57,7 @@ from zvsr.protocol.messages import (
     StartEpoch,
     StartView,
     StartViewChange,
+    StartViewChangeProbe,
 )
 from zvsr.wire.admin import encode_status_query
 from zvsr.wire.codec import Message, encode
@@ -260,6 +261,8 @@ def fresh_message(
         return Commit(**header, commit_number=commit_number, op_number=op_number)
     if kind is StartViewChange:
         return StartViewChange(**header)
+    if kind is StartViewChangeProbe:
+        return StartViewChangeProbe(**header)
     if kind in (DoViewChange, StartView):
         op_number = rng.randrange(6)
         commit_number = rng.randint(0, op_number)

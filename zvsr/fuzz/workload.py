@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import secrets
 import threading
 import time
@@ -70,6 +71,23 @@ class Workload:
     def acknowledged(self) -> int:
         with self.lock:
             return sum(1 for op in self.history if op.output is not UNKNOWN)
+
+    def now(self) -> float:
+        """Seconds since the workload started: the clock of `Operation.call` and `return_`."""
+        return time.monotonic() - self.started
+
+    def writes_acknowledged(self, *, after: float, until: float = math.inf) -> list[float]:
+        """When the writes (puts and incrs) acknowledged from `after` to `until` completed (`now()` seconds),
+        in order."""
+        with self.lock:
+            return sorted(
+                op.return_
+                for op in self.history
+                if not op.pending and after <= op.return_ <= until and op.input["op"] in ("put", "incr")
+            )
+
+    def first_write_acknowledged(self, *, after: float) -> float | None:
+        return next(iter(self.writes_acknowledged(after=after)), None)
 
     def _client(self, number: int) -> None:
         key = f"{self.prefix}k{number}"

@@ -236,6 +236,22 @@ class EpochStarted:
     replica: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartViewChangeProbe:
+    """Asks the others whether they lost the primary of `view` too (not in the paper: docs/design.md, "Pre-vote").
+
+    A backup, normal in `view`, sends it (and re-sends it) while it has not heard from that view's primary for a
+    primary timeout. It starts the view change to view + 1 only once a quorum, itself included, has said so
+    within a primary timeout, so a replica that is cut off never raises its view alone. Receiving one never
+    changes a view; it is a vote of no confidence that expires.
+    """
+
+    cluster: int
+    epoch: int
+    view: int
+    replica: int
+
+
 ReplicaMessage = (
     Prepare
     | PrepareOk
@@ -251,6 +267,7 @@ ReplicaMessage = (
     | SnapshotChunk
     | StartEpoch
     | EpochStarted
+    | StartViewChangeProbe
 )
 
 REPLICA_MESSAGES: Final = (
@@ -268,6 +285,7 @@ REPLICA_MESSAGES: Final = (
     SnapshotChunk,
     StartEpoch,
     EpochStarted,
+    StartViewChangeProbe,
 )
 
 

@@ -27,7 +27,11 @@ Where this departs from a literal reading of the paper, ARCHITECTURE §3 is the 
   found in the paper, where a truncated log reported with the new last_normal_view wins a later view change.
 - GetState is answered only by the primary of that view, in normal status, and NewState is accepted only from
   it (rule 7), in chunks, never moving commit_number backwards.
-- The primary answers `unavailable` when it has not heard from a quorum recently (rule 10).
+- The primary answers `unavailable` when it has not heard from a quorum recently (rule 10), and goes quiet
+  (no heartbeats, no prepares) when that lasts, so that backups that still hear it replace it (check-quorum).
+- Pre-vote: a backup whose primary goes silent asks the others with StartViewChangeProbe, and starts a view
+  change only once a quorum, itself included, has no primary either; a replica in a view change gives up on it
+  for the next on the same condition. A cut-off replica never raises its view alone (docs/design.md).
 - Batching: requests received in one step are appended at once and go out in as few Prepares as the bounds
   allow when the driver calls `ready()`; pipelining: up to `pipeline_ops_max` uncommitted ops are in flight.
 """
@@ -36,7 +40,7 @@ from __future__ import annotations
 
 from typing import assert_never
 
-from zvsr.constants import RECOVERY_STALL_ROUNDS
+from zvsr.constants import PRIMARY_QUIET_AFTER_QUORUM_TIMEOUTS, RECOVERY_STALL_ROUNDS
 from zvsr.protocol import membership, snapshots
 from zvsr.protocol.client_table import Admission
 from zvsr.protocol.membership import MembershipError, is_reconfiguration, parse_reconfiguration
@@ -65,6 +69,7 @@ from zvsr.protocol.messages import (
     StartEpoch,
     StartView,
     StartViewChange,
+    StartViewChangeProbe,
 )
 from zvsr.protocol.ready import BROADCAST
 from zvsr.protocol.replica_state import DurableState, Logger, ReplicaState, Status
@@ -110,6 +115,8 @@ class Replica(ReplicaState):
                 self.on_prepare_ok(message)
             case Commit():
                 self.on_commit(message)
+            case StartViewChangeProbe():
+                self.on_start_view_change_probe(message)
             case StartViewChange():
                 self.on_start_view_change(message)
             case DoViewChange():
@@ -266,6 +273,12 @@ class Replica(ReplicaState):
         self.client_table.pending[request.client_id] = request.request_number
 
     def _tick_primary(self) -> None:
+        if not self._quorum_recently_heard(PRIMARY_QUIET_AFTER_QUORUM_TIMEOUTS * self.config.quorum_timeout_ticks):
+            # Check-quorum: a primary that has heard no quorum for this long can commit nothing. Backups that still
+            # hear it (it can send but not receive) would keep it forever: quiet, it lets them lose it and replace
+            # it by pre-vote. Its timers keep running, so heartbeats resume the tick a quorum is heard again.
+            self._count("primary quiet: no quorum heard (ticks)")
+            return
         if self.timers.heartbeat.fired():
             self.timers.heartbeat.reset()
             heartbeat = Commit(**self._header(), commit_number=self.commit_number, op_number=self.op_number)
@@ -427,14 +440,58 @@ class Replica(ReplicaState):
 
     def _tick_backup(self) -> None:
         if self.timers.primary.fired():
-            self._log("primary timeout")
-            self._start_view_change(self.view_number + 1)
-            return
+            self._suspect_primary()
+            if self.status is not Status.NORMAL:
+                return
+        elif self.timers.probe.running:
+            self.timers.probe.stop()  # the primary spoke again
         if self.timers.repair.fired():
             if self.state_transfer is not None or self.snapshots.download is not None:
                 self._request_state(force=True)
             else:
                 self.timers.repair.stop()
+
+    # --- pre-vote (docs/design.md): a view change only when a quorum has lost the primary ----------------------
+
+    def _primary_silent(self) -> bool:
+        """A backup has not heard from the primary of its view for a primary timeout (jitter aside)."""
+        return self.timers.primary.elapsed >= self.config.primary_timeout_ticks
+
+    def _suspect_primary(self) -> None:
+        """We have no working primary. Ask the others (and ask again, on a timer) whether they have one; start the
+        view change only when a quorum, ourselves included, has said so within a primary timeout. Alone — cut off,
+        or able to send but not to receive — we keep our view, so we come back without disturbing anyone."""
+        probe = self.timers.probe
+        if not probe.running or probe.fired():
+            self._send(BROADCAST, StartViewChangeProbe(**self._header()))
+            probe.start()
+        views = self.votes.views_without_primary(since=self.now - self.config.primary_timeout_ticks)
+        if len(views) + 1 < self.membership.quorum:
+            return
+        self._log(f"primary timeout, and {len(views)} others have no primary either")
+        # Past every view we heard of (a replica ahead of us in views counts: we have no primary in its view
+        # either), so no view change goes back to a view someone has already left.
+        self._start_view_change(max(self.view_number, *views) + 1)
+
+    def on_start_view_change_probe(self, message: StartViewChangeProbe) -> None:
+        """A replica with no primary asks whether we have one. Count it; if we have none either, this may be the
+        word that makes a quorum. Nothing else: a probe never moves a view by itself.
+
+        We have none if our primary is silent — or if the sender is normal in a newer view than ours: that view
+        started with a quorum that left ours, so our view (with us as its primary, perhaps) can commit nothing,
+        and that view's primary, which would have brought us over (rule 3), is silent too."""
+        if self.status is Status.RECOVERING:
+            return self._ignore("on_start_view_change_probe", "recovering")
+        if message.view < self.view_number:
+            # About a view we have left: late (queued during a partition) or from a replica behind us, which
+            # moves up itself when it hears our probes (a newer view's), so nothing is lost by not counting it.
+            return self._ignore("on_start_view_change_probe", "older view")
+        newer = message.view > self.view_number
+        if self.status is Status.NORMAL and self.is_primary() and not newer:
+            return self._ignore("on_start_view_change_probe", "we are the primary")
+        self.votes.heard_without_primary(message.replica, message.view, self.now)
+        if self.status is Status.NORMAL and (newer or self._primary_silent()):
+            self._suspect_primary()
 
     # --- view change (§4.2) -----------------------------------------------------------------------------------
 
@@ -445,13 +502,24 @@ class Replica(ReplicaState):
             return self._ignore("on_start_view_change", "older view")
         if message.view == self.view_number and self.status is Status.NORMAL:
             if self.is_primary():
-                self._send(message.replica, self._start_view_message())  # it missed our StartView
+                self._answer_with_start_view(message.replica)  # it missed our StartView
             return self._ignore("on_start_view_change", "view already started")
         if message.view > self.view_number:
             self._start_view_change(message.view)
         assert self.status is Status.VIEW_CHANGE and message.view == self.view_number
         self.votes.start_view_change_from.add(message.replica)
+        self.votes.heard_without_primary(message.replica, message.view, self.now)
         self._maybe_send_do_view_change()
+
+    def _answer_with_start_view(self, to: int) -> None:
+        """A replica that missed our StartView votes for our view again (its votes are re-sent on a timer): send
+        it the StartView — the biggest message of a view change — at most once per view-change timeout, so a
+        replica behind a slow link is not buried under copies of it."""
+        sent = self.votes.start_view_sent_at.get(to)
+        if sent is not None and self.now - sent < self.config.view_change_timeout_ticks:
+            return self._count("start view: answered recently, not again yet")
+        self.votes.start_view_sent_at[to] = self.now
+        self._send(to, self._start_view_message())
 
     def _resume_view_change(self) -> None:
         """After a restart in view-change status: vote again in the same view (the votes were lost)."""
@@ -484,14 +552,31 @@ class Replica(ReplicaState):
 
     def _tick_view_change(self) -> None:
         if self.timers.view_change.fired():
-            self._log("view change timeout: trying the next view")
-            self._start_view_change(self.view_number + 1)
-            return
+            if self._view_change_stalled():
+                self._log("view change timeout: trying the next view")
+                self._start_view_change(self.view_number + 1)
+                return
+            self._count("view change timeout: staying in this view")
+            self.timers.view_change.backoff(self.prng)
+            if self.votes.do_view_change_sent and not self.is_primary():
+                # The one big vote (it carries our log's suffix) goes again at this backed-off pace, not on the
+                # re-send timer: over a slow link a DoViewChange is late, not lost, and copies of it queued
+                # behind it would only make the view change later still (issue 17's storm at 30 kbit/s).
+                self._send(self.primary_index(), self._do_view_change_message())
         if self.timers.view_change_resend.fired():
             self.timers.view_change_resend.reset()
             self._send(BROADCAST, StartViewChange(**self._header()))
-            if self.votes.do_view_change_sent and self.primary_index() != self.replica:
-                self._send(self.primary_index(), self._do_view_change_message())
+
+    def _view_change_stalled(self) -> bool:
+        """Give up on this view for the next? Only if a quorum, us included, still has no primary (fresh word:
+        pre-vote) and — unless we are the view's primary — that primary has gone silent (rule 11): while it
+        re-sends its StartViewChange it is alive, and what is missing is a vote still on its way."""
+        since = self.now - self.config.primary_timeout_ticks
+        if not self.is_primary():
+            heard = self.votes.without_primary.get(self.primary_index())
+            if heard is not None and heard[0] == self.view_number and heard[1] >= since:
+                return False
+        return len(self.votes.views_without_primary(since=since)) + 1 >= self.membership.quorum
 
     def _maybe_send_do_view_change(self) -> None:
         """§4.2 step 2: after StartViewChange from quorum - 1 others, send DoViewChange to the new primary."""
@@ -509,7 +594,7 @@ class Replica(ReplicaState):
         if self.membership.primary(message.view) != self.replica:
             return self._ignore("on_do_view_change", "we are not the primary of that view")
         if message.view == self.view_number and self.status is Status.NORMAL:
-            self._send(message.replica, self._start_view_message())  # it missed our StartView
+            self._answer_with_start_view(message.replica)  # it missed our StartView
             return self._ignore("on_do_view_change", "view already started")
         if message.view > self.view_number:
             self._start_view_change(message.view)
@@ -518,6 +603,7 @@ class Replica(ReplicaState):
         assert self.status is Status.VIEW_CHANGE and message.view == self.view_number
         assert self.is_primary()
         self.votes.start_view_change_from.add(message.replica)  # a DoViewChange implies its StartViewChange
+        self.votes.heard_without_primary(message.replica, message.view, self.now)
         self.votes.do_view_change_from.setdefault(message.replica, message)
         self._maybe_start_view()
 

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
-from zvsr.constants import TICK_MS
+from zvsr.constants import TICK_MS, VIEW_CHANGE_COMMITTED_OPS_MAX
 from zvsr.protocol import membership, snapshots
 from zvsr.protocol.client_table import ClientTable
 from zvsr.protocol.cluster_time import Clock, ClusterTime
@@ -426,18 +426,30 @@ class ReplicaState:
     def _prepare_ok_message(self) -> PrepareOk:
         return PrepareOk(**self._header(), op_number=self.op_number)
 
+    def _view_change_log(self) -> tuple[LogEntry, ...]:
+        """What a DoViewChange or StartView carries: every op after commit_number and at most
+        VIEW_CHANGE_COMMITTED_OPS_MAX committed ones before them (VR-NOTES §8, "5.3 View change size"), so a view
+        change does not grow with history. What it leaves out is committed, hence the same in every log that has
+        it: a receiver whose commit_number reaches the suffix's start installs it, one behind fetches the rest
+        (state transfer), and a new primary behind it skips the view (`Replica._maybe_start_view`)."""
+        first = max(self.log_base, self.commit_number - VIEW_CHANGE_COMMITTED_OPS_MAX)
+        return tuple(self.log[first - self.log_base :])
+
     def _do_view_change_message(self) -> DoViewChange:
         return DoViewChange(
             **self._header(),
             last_normal_view=self.last_normal_view,
             op_number=self.op_number,
             commit_number=self.commit_number,
-            log=tuple(self.log),
+            log=self._view_change_log(),
         )
 
     def _start_view_message(self) -> StartView:
         return StartView(
-            **self._header(), op_number=self.op_number, commit_number=self.commit_number, log=tuple(self.log)
+            **self._header(),
+            op_number=self.op_number,
+            commit_number=self.commit_number,
+            log=self._view_change_log(),
         )
 
     # --- the primary's pipeline --------------------------------------------------------------------------------
@@ -452,11 +464,12 @@ class ReplicaState:
             pipeline.prepared = entries[-1].op_number
             self._send(BROADCAST, self._prepare(entries))
 
-    def _quorum_recently_heard(self) -> bool:
+    def _quorum_recently_heard(self, ticks: int | None = None) -> bool:
+        """Quorum - 1 peers heard within `ticks` (by default the quorum timeout of rule 10)."""
         needed = self.membership.quorum - 1
         if needed == 0:
             return True
-        horizon = self.now - self.config.quorum_timeout_ticks
+        horizon = self.now - (self.config.quorum_timeout_ticks if ticks is None else ticks)
         heard = sum(1 for at in self.last_heard.values() if at >= horizon)
         return heard >= needed
 

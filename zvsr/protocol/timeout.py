@@ -60,6 +60,11 @@ class Timeout:
     def fired(self) -> bool:
         return self._running and self._ticks >= self.after
 
+    @property
+    def elapsed(self) -> int:
+        """Ticks since the period (re)started; negative while a `delay` lasts."""
+        return self._ticks
+
     def backoff(self, prng: Prng) -> None:
         """Double the period (up to the cap), add up to one base period of jitter, and restart."""
         self._attempts = min(self._attempts + 1, 16)

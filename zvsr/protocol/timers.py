@@ -4,9 +4,10 @@ Theory of operation. Each role runs exactly its own timers and no other:
 - primary (normal status): `heartbeat` (send Commit even under load) and `prepare_resend` (re-send prepares a
   backup has not acknowledged: ZeroMQ drops silently);
 - backup (normal status): `primary` (suspect the primary after silence; jittered so backups do not all start a
-  view change at once) and, while it is missing ops, `repair` (re-ask GetState / the next snapshot chunk);
-- view change: `view_change_resend` (re-send StartViewChange / DoViewChange) and `view_change` (give up on a
-  view whose primary stays silent and try the next, backing off);
+  view change at once), while it suspects, `probe` (re-send StartViewChangeProbe: the pre-vote of
+  docs/design.md) and, while it is missing ops, `repair` (re-ask GetState / the next snapshot chunk);
+- view change: `view_change_resend` (re-send StartViewChange) and `view_change` (give up on a view whose
+  primary stays silent and try the next — or stay, and re-send DoViewChange — backing off);
 - recovering: `recovery` (re-send Recovery, or the next snapshot ask);
 - transitioning (§7: catching up with a later epoch) and leaving: none (the replica's catch-up and epoch
   announcement timers run beside the roles, in `ReplicaState`).
@@ -26,6 +27,7 @@ class RoleTimers:
         "heartbeat",
         "prepare_resend",
         "primary",
+        "probe",
         "repair",
         "view_change_resend",
         "view_change",
@@ -38,6 +40,7 @@ class RoleTimers:
         self.heartbeat = Timeout("heartbeat", after=config.heartbeat_ticks)
         self.prepare_resend = Timeout("prepare_resend", after=config.prepare_resend_ticks)
         self.primary = Timeout("primary", after=config.primary_timeout_ticks)
+        self.probe = Timeout("probe", after=config.view_change_resend_ticks)
         self.repair = Timeout("repair", after=config.repair_ticks)
         self.view_change_resend = Timeout("view_change_resend", after=config.view_change_resend_ticks)
         self.view_change = Timeout(
@@ -48,6 +51,7 @@ class RoleTimers:
             self.heartbeat,
             self.prepare_resend,
             self.primary,
+            self.probe,
             self.repair,
             self.view_change_resend,
             self.view_change,

@@ -100,17 +100,28 @@ def loopback_config(replicas: int = 3, *, metrics: bool = False, **settings: Any
 
 
 class ProcessCluster:
+    """Nodes and a proxy as child processes, on 127.0.0.1 by default; `config` puts them elsewhere (a subclass
+    then says how a node starts: `node_command`)."""
+
     def __init__(
-        self, root: Path, *, replicas: int = 3, timeouts: dict[str, int] | None = None, **settings: Any
+        self,
+        root: Path,
+        *,
+        replicas: int = 3,
+        timeouts: dict[str, int] | None = None,
+        config: ClusterConfig | None = None,
+        **settings: Any,
     ) -> None:
-        self.config = loopback_config(
-            replicas,
-            data_dir=str(root / "data"),
-            timeouts=dict(TEST_TIMEOUTS if timeouts is None else timeouts),
-            request_timeout_ms=10_000,
-            log_level="info",
-            **settings,
-        )
+        if config is None:
+            config = loopback_config(
+                replicas,
+                data_dir=str(root / "data"),
+                timeouts=dict(TEST_TIMEOUTS if timeouts is None else timeouts),
+                request_timeout_ms=10_000,
+                log_level="info",
+                **settings,
+            )
+        self.config = config
         self.root = root
         self.path = root / "cluster.toml"
         self.path.write_text(to_toml(self.config))
@@ -122,14 +133,14 @@ class ProcessCluster:
 
     # --- processes ----------------------------------------------------------------------------------------
 
-    def _spawn(self, arguments: list[str], log_name: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, argv: list[str], log_name: str) -> subprocess.Popen[bytes]:
         log = open(self.root / log_name, "ab")  # noqa: SIM115  # closed by the child's exit; kept for diagnosis
-        return subprocess.Popen(
-            [sys.executable, "-m", "zvsr", *arguments],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def node_command(self, index: int, *, init: bool) -> list[str]:
+        """The command that starts replica `index` (with `--init` on its first start)."""
+        flags = ["--init"] if init else []
+        return [sys.executable, "-m", "zvsr", "node", "--config", str(self.path), "--replica", str(index), *flags]
 
     def start(self) -> ProcessCluster:
         for index in range(len(self.config.replicas)):
@@ -140,10 +151,8 @@ class ProcessCluster:
     def start_node(self, index: int) -> None:
         """The first start of a replica initialises it (`--init`); later ones restart it from its data dir."""
         assert index not in self.nodes or self.nodes[index].poll() is not None
-        init = [] if index in self.nodes else ["--init"]
-        self.nodes[index] = self._spawn(
-            ["node", "--config", str(self.path), "--replica", str(index), *init], f"replica-{index}.log"
-        )
+        command = self.node_command(index, init=index not in self.nodes)
+        self.nodes[index] = self._spawn(command, f"replica-{index}.log")
 
     def join(self, replica: int, address: ReplicaAddress) -> None:
         """Start a brand-new replica `replica` listening at `address` (`zvsr node --join --address`): it waits
@@ -169,7 +178,7 @@ class ProcessCluster:
         )
 
     def start_proxy(self) -> None:
-        self.proxy = self._spawn(["proxy", "--config", str(self.path)], "proxy.log")
+        self.proxy = self._spawn([sys.executable, "-m", "zvsr", "proxy", "--config", str(self.path)], "proxy.log")
 
     def kill(self, index: int) -> None:
         """kill -9: no chance to clean up."""

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from zvsr.protocol.cluster_time import Clock
 from zvsr.protocol.config import Config
 from zvsr.protocol.membership import Member, is_reconfiguration, reconfiguration_operation
-from zvsr.protocol.messages import ClientReply, LogEntry, ReplicaMessage, Request
+from zvsr.protocol.messages import ClientReply, LogEntry, ReplicaMessage, Request, StartViewChangeProbe
 from zvsr.protocol.ready import BROADCAST, Executed
-from zvsr.protocol.replica import DurableState, Replica
+from zvsr.protocol.replica import DurableState, Replica, Status
 
 
 class EchoLog:
@@ -253,6 +253,26 @@ class Cluster:
                 return ticks
             self.tick(only={index})
         raise AssertionError(f"condition not reached within {ticks_max} ticks of r{index}")
+
+    def time_out(self, index: int, *, joined_by: set[int], ticks_max: int = 1000) -> int:
+        """Replica `index` runs out of patience — a backup with its primary, or a replica with its view change —
+        and the replicas `joined_by` have no primary either (pre-vote, docs/design.md): `index` is ticked alone
+        until one tick before its timeout fires, handed a StartViewChangeProbe of its view from each of
+        `joined_by`, and ticked once more, so it starts a view change (the next one) if they make a quorum with
+        it. Their own state is the scenario's business (they may be cut off by now). Returns the ticks taken."""
+        assert self.config is not None
+        replica = self.replicas[index]
+        timer = replica.timers.view_change if replica.status is Status.VIEW_CHANGE else replica.timers.primary
+        ticks = self.tick_until(index, lambda: timer.elapsed >= timer.after - 1, ticks_max=ticks_max)
+        header = {"cluster": self.config.cluster, "epoch": self.config.epoch, "view": replica.view_number}
+        for other in sorted(joined_by):
+            self.inject(index, StartViewChangeProbe(**header, replica=other))
+        self.tick(only={index})
+        return ticks + 1
+
+    def block(self, source: int, to: int) -> None:
+        """Messages from `source` to `to` are dropped from now on (one way: the reverse still flows)."""
+        self.blocked.add((source, to))
 
     def partition(self, a: set[int], b: set[int]) -> None:
         """Messages between the two sides are dropped from now on (both directions)."""

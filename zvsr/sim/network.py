@@ -1,9 +1,12 @@
-"""The simulator's virtual network: delay with jitter, loss, duplication, reordering and partitions.
+"""The simulator's virtual network: delay with jitter, loss, duplication, reordering, partitions and slow links.
 
 Every message is an event on one heap ordered by (virtual time in ms, sequence number), so a seed fixes the
 whole interleaving. Reordering is a consequence of jitter. Partitions are sets of blocked *directed* links, so
 one-way partitions (a replica that can send but not receive) are expressible. Links are named by endpoints:
 replica indexes, and clients as ("c", client_id) — both appear only as opaque hashables here.
+
+A throttled link has a bandwidth: a message takes its encoded size / rate to go through, after the messages
+queued on the link before it (as over a slow TCP link, where a big message holds up every later one).
 """
 
 from __future__ import annotations
@@ -56,11 +59,15 @@ class Network:
         # Clogged links (VOPR's "path clogging"): (source, to) -> (until_ms, extra_delay_ms). A slow link opens
         # the windows in which a replica waits for state while the rest of the cluster moves on.
         self.clogged: dict[tuple[Hashable, Hashable], tuple[int, int]] = {}
+        # Slow links: (source, to) -> bytes per virtual ms, and when the link is free of what it already carries.
+        self.throttled: dict[tuple[Hashable, Hashable], float] = {}
+        self.busy_until: dict[tuple[Hashable, Hashable], float] = {}
         self.sent = 0
         self.dropped = 0
         self.duplicated = 0
 
-    def send(self, now: int, source: Hashable, to: Hashable, message: Any) -> None:
+    def send(self, now: int, source: Hashable, to: Hashable, message: Any, *, size: int = 0) -> None:
+        """Send `message` (`size` encoded bytes: what a throttled link takes time for)."""
         self.sent += 1
         if (source, to) in self.blocked or self.prng.random() < self.options.loss:
             self.dropped += 1
@@ -74,6 +81,11 @@ class Network:
                 extra = clog[1]
             else:
                 del self.clogged[(source, to)]
+        rate = self.throttled.get((source, to)) if self.throttled else None
+        if rate is not None:
+            start = max(float(now), self.busy_until.get((source, to), 0.0))
+            self.busy_until[(source, to)] = start + size / rate
+            extra += int(self.busy_until[(source, to)] - now)
         for _ in range(copies):
             delay = self.prng.randint(self.options.delay_ms_min, self.options.delay_ms_max) + extra
             self.events.push(now + delay, "deliver", (source, to, message))
@@ -88,6 +100,12 @@ class Network:
     def clog(self, source: Hashable, to: Hashable, *, until_ms: int, extra_delay_ms: int) -> None:
         self.clogged[(source, to)] = (until_ms, extra_delay_ms)
 
+    def throttle(self, source: Hashable, to: Hashable, *, bytes_per_ms: float) -> None:
+        """From now on the link carries `bytes_per_ms` (30 kbit/s is 3.75), until `heal`."""
+        assert bytes_per_ms > 0
+        self.throttled[(source, to)] = bytes_per_ms
+
     def heal(self) -> None:
         self.blocked.clear()
         self.clogged.clear()
+        self.throttled.clear()

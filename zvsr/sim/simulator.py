@@ -216,7 +216,7 @@ class Simulation:
         self.holders: dict[int, LeaseHolder] = {}
         for number in range(LEASE_CLIENT_BASE, LEASE_CLIENT_BASE + self.options.lease_clients):
             rate = 1 + self.lease_prng.uniform(-spread, spread)
-            self.holders[number] = LeaseHolder(f"h{number}", self._new_session(number, number), rate)
+            self.holders[number] = LeaseHolder(f"h{number}", self._new_holder_session(number, number), rate)
 
     def _swarm(self, options: SimOptions) -> SimOptions:
         prng = self.prng
@@ -281,12 +281,16 @@ class Simulation:
         self._note(f"{label} started{how}")
         return replica
 
-    def _new_session(self, owner: int, client_id: int) -> ClientSession:
+    def _new_session(self, owner: int, client_id: int, *, retry_ticks: int | None = None) -> ClientSession:
         self.session_owner[client_id] = owner
+        retry = {}
+        if retry_ticks is not None:
+            retry = {"request_timeout_ticks": retry_ticks, "request_timeout_max_ticks": retry_ticks}
         session = ClientSession(
             client_id=client_id,
             replica_count=self.options.replicas,
             prng=random.Random(self.prng.getrandbits(64)),
+            **retry,
         )
         if self.reconfigurations:
             session.learn_configuration(self.configuration.ids, self.configuration.start_view)
@@ -297,6 +301,13 @@ class Simulation:
         yield from (holder.session for holder in self.holders.values())
         if self.admin is not None:
             yield self.admin
+
+    def _new_holder_session(self, owner: int, client_id: int) -> ClientSession:
+        """A lease holder's session re-sends a request stuck in a failover every TTL/3, as often as it keeps alive:
+        the usual backoff (up to REQUEST_TIMEOUT_MAX_TICKS) outlasts a short TTL, and a holder that stopped asking
+        for that long would lose its lease through its own silence, not through the cluster."""
+        ticks = max(1, min(c.REQUEST_TIMEOUT_TICKS, self.options.lease_ttl_ms // 3 // TICK_MS))
+        return self._new_session(owner, client_id, retry_ticks=ticks)
 
     def _clock(self, index: int) -> int:
         """Replica `index`'s monotonic clock in ns: virtual time at its own rate."""
@@ -466,10 +477,10 @@ class Simulation:
             return
         self.disks[index].apply(ready.persist)  # step 1 of the contract, before anything is sent
         for envelope in ready.messages:
-            message = self._wire(envelope.message, decode_replica_message)
+            message, size = self._wire_sized(envelope.message, decode_replica_message)
             for peer in replica.peers if envelope.to == BROADCAST else (envelope.to,):
                 if peer < len(self.replicas):
-                    self.network.send(self.now, index, peer, message)
+                    self.network.send(self.now, index, peer, message, size=size)
         for reply in ready.replies:
             owner = self.session_owner.get(reply.client_id)
             if owner is not None:
@@ -486,8 +497,13 @@ class Simulation:
     def _wire(self, message: Any, decode: Callable[[bytes], Any]) -> Any:
         """What the receiver gets: the message through the real codec, so the core never sends what the wire
         would refuse (a Prepare whose commit_number passes its last op, say) without the simulator noticing."""
+        return self._wire_sized(message, decode)[0]
+
+    def _wire_sized(self, message: Any, decode: Callable[[bytes], Any]) -> tuple[Any, int]:
+        """`_wire`, and the size of the encoding (what a slow link takes time for)."""
         try:
-            return decode(encode(message))
+            data = encode(message)
+            return decode(data), len(data)
         except (DecodeError, EncodeError) as error:
             raise self._violation(f"a message the codec refuses: {error}: {message!r:.300}") from error
 
@@ -658,7 +674,7 @@ class Simulation:
             assert operation is not None
             if completion.result is None:  # the outcome is unknown: give the round up (its lease will expire)
                 if completion.error == ERROR_SESSION_EXPIRED:
-                    holder.session = self._new_session(number, 2000 + self.lease_prng.getrandbits(62))
+                    holder.session = self._new_holder_session(number, 2000 + self.lease_prng.getrandbits(62))
                 self._holder_reset(holder)
                 continue
             self._holder_answer(holder, operation, msgpack.unpackb(completion.result))

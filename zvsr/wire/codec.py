@@ -10,7 +10,6 @@ operation, timestamp]``, so a 256-entry Prepare does not repeat six key names pe
 ``"type"`` first and then the fields in dataclass order, so equal messages encode to identical bytes (golden test
 vectors rely on this).
 
-======  ==================  ===============================================================================
 type    message             fields after ``type`` (in encoding order)
 ======  ==================  ===============================================================================
 1       Prepare             cluster, epoch, view, replica, op_number, commit_number, entries
@@ -32,6 +31,30 @@ type    message             fields after ``type`` (in encoding order)
 22      Redirect            view, primary, client_id, request_number
 23      Error               view, client_id, request_number, code, message
 ======  ==================  ===============================================================================
+=======
+======  ====================  ===============================================================================
+type    message               fields after ``type`` (in encoding order)
+======  ====================  ===============================================================================
+1       Prepare               cluster, epoch, view, replica, op_number, commit_number, entries
+2       PrepareOk             cluster, epoch, view, replica, op_number
+3       Commit                cluster, epoch, view, replica, commit_number, op_number
+4       StartViewChange       cluster, epoch, view, replica
+5       DoViewChange          cluster, epoch, view, replica, last_normal_view, op_number, commit_number, log
+6       StartView             cluster, epoch, view, replica, op_number, commit_number, log
+7       GetState              cluster, epoch, view, replica, op_number
+8       NewState              cluster, epoch, view, replica, op_number, commit_number, entries
+9       Recovery              cluster, epoch, view, replica, nonce
+10      RecoveryResponse      cluster, epoch, view, replica, nonce, log, op_number, commit_number
+11      GetSnapshot           cluster, epoch, view, replica, snapshot_op, offset
+12      SnapshotChunk         cluster, epoch, view, replica, snapshot_op, size, checksum, offset, data
+13      StartEpoch            cluster, epoch, view, replica, op_number, membership
+14      EpochStarted          cluster, epoch, view, replica
+15      StartViewChangeProbe  cluster, epoch, view, replica
+20      Request               client_id, request_number, operation
+21      Reply                 view, client_id, request_number, result
+22      Redirect              view, primary, client_id, request_number
+23      Error                 view, client_id, request_number, code, message
+======  ====================  ===============================================================================
 
 ``replica`` is the sender's replica id (`zvsr.protocol.membership`: stable, never reused; 0..n-1 until the first
 reconfiguration), an unsigned 32-bit number. Replica kinds are 1..19 and client kinds 20..23, so one glance at a
@@ -105,6 +128,7 @@ from zvsr.protocol.messages import (
     StartEpoch,
     StartView,
     StartViewChange,
+    StartViewChangeProbe,
 )
 from zvsr.protocol.snapshots import CHECKSUM_BYTES
 from zvsr.wire.entries import decode_entries
@@ -142,6 +166,7 @@ TYPE_GET_SNAPSHOT: Final = 11
 TYPE_SNAPSHOT_CHUNK: Final = 12
 TYPE_START_EPOCH: Final = 13
 TYPE_EPOCH_STARTED: Final = 14
+TYPE_START_VIEW_CHANGE_PROBE: Final = 15
 TYPE_REQUEST: Final = 20
 TYPE_REPLY: Final = 21
 TYPE_REDIRECT: Final = 22
@@ -162,6 +187,7 @@ TYPE_NUMBERS: Final[dict[type, int]] = {
     SnapshotChunk: TYPE_SNAPSHOT_CHUNK,
     StartEpoch: TYPE_START_EPOCH,
     EpochStarted: TYPE_EPOCH_STARTED,
+    StartViewChangeProbe: TYPE_START_VIEW_CHANGE_PROBE,
     Request: TYPE_REQUEST,
     Reply: TYPE_REPLY,
     Redirect: TYPE_REDIRECT,
@@ -215,6 +241,10 @@ def _encode_commit(m: Commit) -> dict[str, Any]:
 
 def _encode_start_view_change(m: StartViewChange) -> dict[str, Any]:
     return _encode_header(TYPE_START_VIEW_CHANGE, m)
+
+
+def _encode_start_view_change_probe(m: StartViewChangeProbe) -> dict[str, Any]:
+    return _encode_header(TYPE_START_VIEW_CHANGE_PROBE, m)
 
 
 def _encode_do_view_change(m: DoViewChange) -> dict[str, Any]:
@@ -346,6 +376,7 @@ _ENCODERS: Final[dict[type, Callable[[Any], dict[str, Any]]]] = {
     SnapshotChunk: _encode_snapshot_chunk,
     StartEpoch: _encode_start_epoch,
     EpochStarted: _encode_epoch_started,
+    StartViewChangeProbe: _encode_start_view_change_probe,
     Request: _encode_request,
     Reply: _encode_reply,
     Redirect: _encode_redirect,
@@ -518,6 +549,10 @@ def _decode_start_view_change(value: dict[str, Any]) -> StartViewChange:
     return StartViewChange(**_decode_header(value))
 
 
+def _decode_start_view_change_probe(value: dict[str, Any]) -> StartViewChangeProbe:
+    return StartViewChangeProbe(**_decode_header(value))
+
+
 def _decode_do_view_change(value: dict[str, Any]) -> DoViewChange:
     checked = _decode_header(value)
     view = checked["view"]
@@ -686,6 +721,7 @@ _REPLICA_DECODERS: Final[dict[int, Callable[[dict[str, Any]], ReplicaMessage]]] 
     TYPE_SNAPSHOT_CHUNK: _decode_snapshot_chunk,
     TYPE_START_EPOCH: _decode_start_epoch,
     TYPE_EPOCH_STARTED: _decode_epoch_started,
+    TYPE_START_VIEW_CHANGE_PROBE: _decode_start_view_change_probe,
 }
 _REQUEST_DECODERS: Final[dict[int, Callable[[dict[str, Any]], Request]]] = {TYPE_REQUEST: _decode_request}
 _CLIENT_REPLY_DECODERS: Final[dict[int, Callable[[dict[str, Any]], ClientReply]]] = {
@@ -704,7 +740,7 @@ _ALL_DECODERS: Final[dict[int, Callable[[dict[str, Any]], Message]]] = {
 
 
 def decode_replica_message(data: bytes) -> ReplicaMessage:
-    """A replica-to-replica message (types 1..14) from the replica port; DecodeError for anything else."""
+    """A replica-to-replica message (types 1..15) from the replica port; DecodeError for anything else."""
     return _dispatch(unpack_map(data, MESSAGE_BYTES_MAX), _REPLICA_DECODERS)
 
 
