@@ -12,13 +12,17 @@ from pathlib import Path
 
 import msgpack  # type: ignore[import-untyped]
 import pytest
+from reconfiguration_scenarios import reconfigurable
+from scenarios import commit_in_view_zero
 
 from zvsr.bench.rolling_restart import longest_pause
 from zvsr.constants import TRANSFER_ANSWER_BYTES_MAX
 from zvsr.fuzz.workload import Workload
 from zvsr.lincheck import Operation
+from zvsr.protocol.replica import Replica, Status
 from zvsr.runtime.processes import ProcessCluster, wait_for
 from zvsr.runtime.status import ask
+from zvsr.runtime.transfer import answer
 from zvsr.wire import admin
 from zvsr.wire.errors import DecodeError
 
@@ -75,11 +79,43 @@ def test_transfer_answers_round_trip_and_bad_ones_are_refused() -> None:
         admin.encode_transfer_error("no_such_code", "m")
 
 
+def test_the_primary_answers_each_transfer_query_with_the_outcome_it_counts() -> None:
+    """Primary 0 of three commits A, then B with replica 1's acknowledgements lost: a query to backup 1 is
+    not_primary naming replica 0; to 0 for 1 is behind, for 7 refused, garbage bad_request, a status query not
+    ours; for 2 it starts the view change to view 2 and answers that view."""
+    cluster = reconfigurable(3)
+    commit_in_view_zero(cluster, b"A")
+    cluster.drop(lambda m: m.source == 1)
+    cluster.request(client_id=5, request_number=1, op=b"B", to=0)
+    cluster.deliver_all(where=lambda m: m.source != 1)
+    primary, backup = cluster.replicas[0], cluster.replicas[1]
+
+    def ask_core(core: Replica, payload: bytes) -> tuple[admin.TransferAnswer, str]:
+        answered = answer(payload, core)
+        assert answered is not None
+        return admin.decode_transfer_answer(answered[0]), answered[1]
+
+    refused, outcome = ask_core(backup, admin.encode_transfer_query(2))
+    assert (refused.error, outcome) == ("not_primary", "not_primary")
+    assert "believes replica 0 leads view 0" in refused.message
+    behind, outcome = ask_core(primary, admin.encode_transfer_query(1))
+    assert (behind.error, outcome) == ("behind", "behind") and "replica 1 is behind" in behind.message
+    assert ask_core(primary, admin.encode_transfer_query(7))[0].error == "refused"
+    assert ask_core(primary, admin.encode_transfer_query(0))[0].error == "refused"  # already the primary
+    assert ask_core(primary, pack({"type": 38, "to": "x"}))[1] == "bad_request"
+    assert answer(admin.encode_status_query(), primary) is None
+    assert primary.status is Status.NORMAL and primary.view_number == 0  # no refusal changed anything
+
+    started, outcome = ask_core(primary, admin.encode_transfer_query(2))
+    assert (started, outcome) == (admin.TransferAnswer(view=2), "ok")
+    assert primary.status is Status.VIEW_CHANGE and primary.view_number == 2
+
+
 def test_longest_pause_counts_from_the_start_between_acknowledgements_and_to_the_end() -> None:
     history = [Operation(0, {}, 1, 0.0, t) for t in (1.0, 1.2, 2.5, 2.6)] + [Operation(1, {}, None, 0.5)]
-    assert longest_pause(history, 0.9, 3.0) == pytest.approx(1.3)
-    assert longest_pause(history, 0.0, 1.1) == pytest.approx(1.0)
-    assert longest_pause([], 1.0, 4.0) == pytest.approx(3.0)
+    assert longest_pause(history, 0.9, 3.0) == pytest.approx((1.3, 1.2))
+    assert longest_pause(history, 0.0, 1.1) == pytest.approx((1.0, 0.0))
+    assert longest_pause([], 1.0, 4.0) == pytest.approx((3.0, 1.0))
 
 
 # --- a real cluster ----------------------------------------------------------------------------------------------
@@ -129,7 +165,7 @@ def test_primary_hands_its_role_to_replica_n_under_load_without_losing_a_write(t
         end = time.monotonic() - load.started
         load.finish()
         with load.lock:
-            pause = longest_pause(load.history, start, end)
+            pause, _ = longest_pause(load.history, start, end)
         elapsed = document["elapsed_ms"]
         print(f"transfer r{primary} -> r{target}: {elapsed} ms; longest write pause {pause * 1000:.0f} ms")
         assert pause < 2.0, f"write pause {pause:.2f} s during a planned transfer"

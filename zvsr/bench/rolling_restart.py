@@ -4,10 +4,11 @@ Method: a fresh local 3-replica cluster and a proxy as real processes (default p
 `WRITERS` clients (`zvsr.fuzz.workload.Workload`: put, get, incr each) load it through the proxy. After a
 steady `WARM_WRITES` acknowledgements:
 
-1. *rolling restart*: each backup in turn is stopped (SIGTERM) and started again, and we wait until it is in
-   normal status with every op the primary had committed when it stopped (caught up); then the primary role is
-   handed to a backup (`zvsr member transfer`, `zvsr.runtime.transfer`) and the old primary is restarted the
-   same way;
+1. *rolling restart*: each backup in turn (whoever is a backup at that step) is stopped (SIGTERM) and started
+   again, and we wait until it is in normal status with every op the primary had committed when it stopped
+   (caught up); then the primary role is handed to a restarted backup (`zvsr member transfer`,
+   `zvsr.runtime.transfer`) and the old primary is restarted the same way. Each step records the primary and
+   its view before and after, so a view change a restart caused shows;
 2. *failover*: the primary is killed with SIGKILL and started again once a new primary leads.
 
 A *write pause* is the longest time, within a phase, between two consecutive acknowledgements (the first one
@@ -41,12 +42,13 @@ SETTLE_WRITES: Final = 100  # acknowledgements between two steps, so each step's
 STEP_TIMEOUT_S: Final = 60.0
 
 
-def longest_pause(history: Iterable[Operation], start: float, end: float) -> float:
-    """The longest time in [start, end] (seconds on the workload's clock) without an acknowledgement: between
-    `start` and the first one, between two consecutive ones, and between the last one and `end`."""
+def longest_pause(history: Iterable[Operation], start: float, end: float) -> tuple[float, float]:
+    """The longest time in [start, end] (seconds on the workload's clock) without an acknowledgement — between
+    `start` and the first one, between two consecutive ones, or between the last one and `end` — and when it
+    began."""
     returns = sorted(op.return_ for op in history if not op.pending and op.return_ is not None)
     moments = [start, *(t for t in returns if start < t < end), end]
-    return max(b - a for a, b in zip(moments, moments[1:], strict=False))
+    return max((b - a, a) for a, b in zip(moments, moments[1:], strict=False))
 
 
 def settle(load: Workload, writes: int = SETTLE_WRITES) -> None:
@@ -55,14 +57,16 @@ def settle(load: Workload, writes: int = SETTLE_WRITES) -> None:
     wait_for(lambda: load.acknowledged() >= target, timeout_s=STEP_TIMEOUT_S, what=f"{writes} more writes")
 
 
-def restart(cluster: ProcessCluster, replica: int) -> None:
+def restart(cluster: ProcessCluster, replica: int) -> dict[str, float]:
     """Stop `replica` (SIGTERM), start it again and wait until it is a normal replica holding every op the
     primary had committed when it stopped."""
     primary = cluster.primary()
     committed = 0
     if primary is not None and (status := cluster.status(primary)) is not None:
         committed = status["commit_number"]
+    stopping = time.monotonic()
     cluster.stop(replica)
+    starting = time.monotonic()
     cluster.start_node(replica)
 
     def caught_up() -> bool:
@@ -70,19 +74,38 @@ def restart(cluster: ProcessCluster, replica: int) -> None:
         return status is not None and status.get("status") == "normal" and status["commit_number"] >= committed
 
     wait_for(caught_up, timeout_s=STEP_TIMEOUT_S, what=f"r{replica} to restart and catch up")
+    return {"stop_s": stopping, "start_s": starting, "caught_up_s": time.monotonic()}
 
 
-def step(load: Workload, name: str, action: Any) -> dict[str, Any]:
-    """Run `action()` under the load; its write pause and duration (until the cluster served again)."""
+def primary_view(cluster: ProcessCluster) -> tuple[int, int]:
+    """The primary in normal status and its view, once there is one."""
+    primary = cluster.wait_for_primary(timeout_s=STEP_TIMEOUT_S)
+    status = cluster.status(primary)
+    return primary, -1 if status is None else status["view"]
+
+
+def step(cluster: ProcessCluster, load: Workload, name: str, action: Any) -> dict[str, Any]:
+    """Run `action()` under the load; its write pause, duration (until the cluster served again) and the
+    primary and view before and after (a view change the step caused shows there)."""
+    before = primary_view(cluster)
     start = time.monotonic() - load.started
-    detail = action()
+    detail = action() or {}
     settle(load)
     end = time.monotonic() - load.started
+    after = primary_view(cluster)
     with load.lock:
         history = list(load.history)
-    result = {"step": name, "pause_s": longest_pause(history, start, end), "duration_s": end - start}
-    if detail:
-        result.update(detail)
+    pause, began = longest_pause(history, start, end)
+    result = {
+        "step": name,
+        "pause_s": pause,
+        "pause_began_s": began - start,  # from the step's start, as the moments below
+        "duration_s": end - start,
+        "primary_view_before": list(before),
+        "primary_view_after": list(after),
+    }
+    for key, value in detail.items():  # monotonic moments of the action: from the step's start
+        result[key] = value - load.started - start if key.endswith("_s") else value
     return result
 
 
@@ -96,18 +119,27 @@ def one_run(root: Path) -> dict[str, Any]:
         load.run()
         wait_for(lambda: load.acknowledged() >= WARM_WRITES, timeout_s=30, what="a steady write load")
         rolling_start = time.monotonic()
-        steps = []
+        steps: list[dict[str, Any]] = []
+        restarted: set[int] = set()
+        # The backups first — whoever is a backup at each step: a restart may itself have moved the role.
+        while True:
+            primary = cluster.wait_for_primary()
+            pending = [r for r in cluster.config.ids if r not in restarted and r != primary]
+            if not pending:
+                break
+            backup = pending[0]
+            steps.append(step(cluster, load, f"restart backup r{backup}", lambda b=backup: restart(cluster, b)))
+            restarted.add(backup)
         primary = cluster.wait_for_primary()
-        backups = [r for r in sorted(cluster.config.ids) if r != primary]
-        for backup in backups:
-            steps.append(step(load, f"restart backup r{backup}", lambda b=backup: restart(cluster, b)))
+        if primary not in restarted:
+            target = min(restarted)
 
-        def hand_over() -> dict[str, Any]:
-            done = transfer(cluster.config, backups[0], timeout_ms=10_000)
-            return {"transfer_ms": round(done.elapsed_s * 1000), "view": done.new_view}
+            def hand_over() -> dict[str, Any]:
+                done = transfer(cluster.config, target, timeout_ms=10_000)
+                return {"transfer_ms": round(done.elapsed_s * 1000)}
 
-        steps.append(step(load, f"transfer r{primary} -> r{backups[0]}", hand_over))
-        steps.append(step(load, f"restart old primary r{primary}", lambda: restart(cluster, primary)))
+            steps.append(step(cluster, load, f"transfer r{primary} -> r{target}", hand_over))
+            steps.append(step(cluster, load, f"restart old primary r{primary}", lambda: restart(cluster, primary)))
         rolling_total = time.monotonic() - rolling_start
 
         killed = cluster.wait_for_primary()
@@ -116,7 +148,7 @@ def one_run(root: Path) -> dict[str, Any]:
             cluster.kill(killed)
             cluster.wait_for_primary(timeout_s=STEP_TIMEOUT_S, other_than=killed)
 
-        failover = step(load, f"kill -9 primary r{killed}", kill)
+        failover = step(cluster, load, f"kill -9 primary r{killed}", kill)
         cluster.start_node(killed)
         load.finish()
         lost = load.lost_writes()
@@ -153,7 +185,11 @@ def main() -> int:
         runs.append(result)
         for s in result["steps"]:
             extra = f" (transfer {s['transfer_ms']} ms)" if "transfer_ms" in s else ""
-            print(f"run {run + 1}: {s['step']}: pause {s['pause_s'] * 1000:.0f} ms{extra}", flush=True)
+            (p0, v0), (p1, v1) = s["primary_view_before"], s["primary_view_after"]
+            moved = f"; primary r{p0} view {v0} -> r{p1} view {v1}; pause began at {s['pause_began_s']:.2f} s"
+            if "stop_s" in s:
+                moved += f" (stop {s['stop_s']:.2f}, start {s['start_s']:.2f}, caught up {s['caught_up_s']:.2f} s)"
+            print(f"run {run + 1}: {s['step']}: pause {s['pause_s'] * 1000:.0f} ms{extra}{moved}", flush=True)
         print(
             f"run {run + 1}: rolling restart longest pause {result['rolling_pause_s'] * 1000:.0f} ms, total "
             f"{result['rolling_total_s']:.1f} s; kill -9 failover pause "

@@ -76,7 +76,10 @@ def answer(payload: bytes, core: Replica) -> tuple[bytes, str] | None:
         return admin.encode_transfer_error(admin.TRANSFER_NOT_PRIMARY, message), admin.TRANSFER_NOT_PRIMARY
     reason = core.transfer_primary(to)
     if reason is not None:
-        return admin.encode_transfer_error(admin.TRANSFER_REFUSED, reason), admin.TRANSFER_REFUSED
+        # The one refusal that passes by itself: `to` acknowledges the ops in flight a moment later.
+        behind = to in core.membership and core.pipeline.prepare_ok.get(to, 0) < core.commit_number
+        code = admin.TRANSFER_BEHIND if behind and to != core.replica else admin.TRANSFER_REFUSED
+        return admin.encode_transfer_error(code, reason), code
     return admin.encode_transfer_answer(core.view_number), "ok"
 
 
@@ -101,25 +104,7 @@ def transfer(config: ClusterConfig, to: int, *, timeout_ms: int) -> Transfer:
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     try:
         started = time.monotonic()
-        left_ms = max(1, int((deadline - started) * 1000))
-        raw = ask(
-            addresses[now.primary].client,
-            admin.encode_transfer_query(to),
-            admin.TYPE_TRANSFER_ANSWER,
-            size_max=TRANSFER_ANSWER_BYTES_MAX,
-            timeout_ms=min(left_ms, STATUS_TIMEOUT_MS),
-            context=context,
-            curve=replica_curve(config, now.primary),
-        )
-        if raw is None:
-            raise TransferError(f"replica {now.primary} (the primary) did not answer the transfer query")
-        try:
-            started_view = admin.read_transfer_answer(raw)
-        except DecodeError as error:
-            raise TransferError(f"unreadable transfer answer from replica {now.primary}: {error}") from error
-        if started_view.error is not None:
-            raise TransferRefused(started_view.error, started_view.message)
-        view = started_view.view
+        view = _ask_primary(config, now.primary, addresses[now.primary].client, to, deadline, context)
         endpoint, curve = addresses[to].client, replica_curve(config, to)
         while (left := deadline - time.monotonic()) > 0:
             status = query(
@@ -140,3 +125,38 @@ def transfer(config: ClusterConfig, to: int, *, timeout_ms: int) -> Transfer:
         )
     finally:
         context.destroy(linger=0)
+
+
+def _ask_primary(
+    config: ClusterConfig,
+    primary: int,
+    endpoint: str,
+    to: int,
+    deadline: float,
+    context: zmq.Context[zmq.Socket[bytes]],
+) -> int:
+    """Send the transfer query to the primary until it starts the view change (the view it goes to); asked again
+    every `TRANSFER_POLL_MS` while `to` is behind (under load it lags by the ops in flight), until `deadline`."""
+    payload, curve = admin.encode_transfer_query(to), replica_curve(config, primary)
+    while True:
+        left_ms = max(1, int((deadline - time.monotonic()) * 1000))
+        raw = ask(
+            endpoint,
+            payload,
+            admin.TYPE_TRANSFER_ANSWER,
+            size_max=TRANSFER_ANSWER_BYTES_MAX,
+            timeout_ms=min(left_ms, STATUS_TIMEOUT_MS),
+            context=context,
+            curve=curve,
+        )
+        if raw is None:
+            raise TransferError(f"replica {primary} (the primary) did not answer the transfer query")
+        try:
+            answered = admin.read_transfer_answer(raw)
+        except DecodeError as error:
+            raise TransferError(f"unreadable transfer answer from replica {primary}: {error}") from error
+        if answered.error is None:
+            return answered.view
+        if answered.error != admin.TRANSFER_BEHIND or time.monotonic() + TRANSFER_POLL_MS / 1000 >= deadline:
+            raise TransferRefused(answered.error, answered.message)
+        time.sleep(TRANSFER_POLL_MS / 1000)  # `to` acknowledges the ops in flight: no event of ours to wait for

@@ -59,8 +59,9 @@ A transfer query asks the primary to hand its role to member ``to`` for planned 
 (`zvsr.runtime.transfer`, the core's `Replica.transfer_primary`): it starts the view change to the next view
 ``to`` leads, and answers that ``view`` at once — the change completes (or not) afterwards, which the asker sees
 in ``to``'s status. Its error codes: ``not_primary`` (the replica asked is not the primary in normal status;
-the message names the primary it believes in), ``refused`` (the core's reason: ``to`` is no other member, is
-behind, or a reconfiguration is in progress), ``bad_request`` (a type-38 map of another shape).
+the message names the primary it believes in), ``behind`` (``to`` has not acknowledged every op committed yet:
+under load it may lag by the ops in flight, so ask again), ``refused`` (the core's other reasons: ``to`` is no
+other member, or a reconfiguration is in progress), ``bad_request`` (a type-38 map of another shape).
 
 The status answer is diagnostics, not protocol: nothing in it is an acknowledgement, it may be read at any
 moment, and its fields may grow (readers must ignore keys they do not know). Map keys are str, except in
@@ -499,9 +500,10 @@ TYPE_TRANSFER_QUERY: Final = 38
 TYPE_TRANSFER_ANSWER: Final = 39
 
 TRANSFER_NOT_PRIMARY: Final = "not_primary"
+TRANSFER_BEHIND: Final = "behind"
 TRANSFER_REFUSED: Final = "refused"
 TRANSFER_BAD_REQUEST: Final = ERROR_BAD_REQUEST
-TRANSFER_ERRORS: Final = frozenset({TRANSFER_NOT_PRIMARY, TRANSFER_REFUSED, TRANSFER_BAD_REQUEST})
+TRANSFER_ERRORS: Final = frozenset({TRANSFER_NOT_PRIMARY, TRANSFER_BEHIND, TRANSFER_REFUSED, TRANSFER_BAD_REQUEST})
 
 _TRANSFER_QUERY_KEYS: Final = frozenset({"type", "to"})
 _TRANSFER_KEYS: Final = frozenset({"type", "view"})
