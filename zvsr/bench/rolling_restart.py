@@ -5,10 +5,10 @@ Method: a fresh local 3-replica cluster and a proxy as real processes (default p
 steady `WARM_WRITES` acknowledgements:
 
 1. *rolling restart*: each backup in turn (whoever is a backup at that step) is stopped (SIGTERM) and started
-   again, and we wait until it is in normal status with every op the primary had committed when it stopped
-   (caught up); then the primary role is handed to a restarted backup (`zvsr member transfer`,
-   `zvsr.runtime.transfer`) and the old primary is restarted the same way. Each step records the primary and
-   its view before and after, so a view change a restart caused shows;
+   again, and we wait until it counts towards quorums again (the primary reports it acknowledged every op
+   committed: its status's ``acknowledged``); then the primary role is handed to a restarted backup
+   (`zvsr member transfer`, `zvsr.runtime.transfer`) and the old primary is restarted the same way. Each step
+   records the primary and its view before and after, so a view change a restart caused shows;
 2. *failover*: the primary is killed with SIGKILL and started again once a new primary leads.
 
 A *write pause* is the longest time, within a phase, between two consecutive acknowledgements (the first one
@@ -58,12 +58,8 @@ def settle(load: Workload, writes: int = SETTLE_WRITES) -> None:
 
 
 def restart(cluster: ProcessCluster, replica: int) -> dict[str, float]:
-    """Stop `replica` (SIGTERM), start it again and wait until it is a normal replica holding every op the
-    primary had committed when it stopped."""
-    primary = cluster.primary()
-    committed = 0
-    if primary is not None and (status := cluster.status(primary)) is not None:
-        committed = status["commit_number"]
+    """Stop `replica` (SIGTERM), start it again and wait until it counts towards quorums again: in normal
+    status, and the primary reports it acknowledged every op committed (its status's ``acknowledged``)."""
     stopping = time.monotonic()
     cluster.stop(replica)
     starting = time.monotonic()
@@ -71,7 +67,14 @@ def restart(cluster: ProcessCluster, replica: int) -> dict[str, float]:
 
     def caught_up() -> bool:
         status = cluster.status(replica)
-        return status is not None and status.get("status") == "normal" and status["commit_number"] >= committed
+        if status is None or status.get("status") != "normal":
+            return False
+        primary = cluster.status(status["primary"]) if status["primary"] != replica else status
+        if primary is None or primary.get("role") != "primary":
+            return False
+        acknowledged: int = primary["acknowledged"].get(replica, 0)
+        committed: int = primary["commit_number"]
+        return replica == status["primary"] or acknowledged >= committed
 
     wait_for(caught_up, timeout_s=STEP_TIMEOUT_S, what=f"r{replica} to restart and catch up")
     return {"stop_s": stopping, "start_s": starting, "caught_up_s": time.monotonic()}

@@ -1038,6 +1038,11 @@ class ReplicaNode:
             "last_heard_ms": {
                 peer: (None if peer not in heard else round((now - heard[peer]) * 1000)) for peer in core.peers
             },
+            # The primary's view of each backup: the highest op it acknowledged in this view (a restarted backup
+            # counts towards quorums again once this reaches commit_number). Empty on a backup.
+            "acknowledged": dict(core.pipeline.prepare_ok)
+            if core.is_primary() and core.status is Status.NORMAL
+            else {},
             "counters": counters,
             "traffic": {
                 "messages_in": self._messages_in,

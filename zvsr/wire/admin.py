@@ -12,7 +12,7 @@ type    message          fields
 30      StatusQuery      none: exactly ``{"type": 30}``
 31      Status           ``type`` plus the fields of `zvsr.runtime.node.ReplicaNode.status` (see there):
                          replica, cluster, epoch, status, view, role, primary, op_number, commit_number,
-                         last_normal_view, state_transfer, start, last_heard_ms, counters, traffic,
+                         last_normal_view, state_transfer, start, last_heard_ms, acknowledged, counters, traffic,
                          uptime_s, endpoints, data_dir, log_first_op, log_last_op, snapshot_op,
                          cluster_time_ns, data_dir_bytes, fsync, metrics, watch_history
 23      Error (bare)     ``{"type": 23, "code": "bad_request", "message": str}``
@@ -66,7 +66,8 @@ other member, or a reconfiguration is in progress), ``bad_request`` (a type-38 m
 The status answer is diagnostics, not protocol: nothing in it is an acknowledgement, it may be read at any
 moment, and its fields may grow (readers must ignore keys they do not know). Map keys are str, except in
 ``last_heard_ms``, which maps a peer's replica index (int) to the age in ms of the last valid message from it
-(nil if none yet); msgpack readers need ``strict_map_key=False`` for it.
+(nil if none yet), and ``acknowledged`` (a primary's: backup index (int) → the highest op it acknowledged in
+this view; empty on a backup); msgpack readers need ``strict_map_key=False`` for them.
 
 Unreadable input on the client port. A client that sent something other than a Request or a StatusQuery gets
 an answer rather than silence, so a REQ socket is never left waiting:
