@@ -7,6 +7,7 @@ far below a failover's."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -179,6 +180,14 @@ def test_primary_hands_its_role_to_replica_n_under_load_without_losing_a_write(t
 
         again = cluster.cli("member", "transfer", str(target))
         assert again.returncode == 1 and "already the primary" in again.stderr
+        assert status["acknowledged"].keys() == {primary, other}  # the new primary's view of its backups
+
+        back = cluster.cli("member", "transfer", str(primary))
+        assert back.returncode == 0, back.stderr
+        shown = re.fullmatch(r"primary (\d+) -> (\d+) \(view (\d+) -> (\d+)\) in \d+ ms\n", back.stdout)
+        assert shown is not None, back.stdout
+        assert (int(shown[1]), int(shown[2]), int(shown[3])) == (target, primary, document["view"])
+        assert int(shown[4]) > document["view"]
     except BaseException:
         print(cluster.logs())
         raise
