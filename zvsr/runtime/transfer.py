@@ -9,14 +9,17 @@ trips; the old primary is then a backup and may be restarted like any other.
 
 Replica side (`answer`): the node recognises the transfer query (`zvsr.wire.admin`, types 38 → 39) on its client
 port before decoding, between two core steps, and asks its core. Only the primary in normal status can hand the
-role over; another replica answers ``not_primary`` naming the primary it believes in, the core's refusal (N is
-no other member, is behind, a reconfiguration is in flight) is ``refused`` with the core's reason. The answer
+role over; another replica answers ``not_primary`` naming the primary it believes in. The core's refusal comes
+with its reason: ``behind`` when N has not acknowledged every committed op yet (under load it lags by the ops in
+flight, so this passes by itself), ``refused`` otherwise (N is no other member, a reconfiguration is in
+flight). The answer
 ``{"view": v}`` means only that the view change to v started: the protocol completes it (or, if N cannot lead
 after all, the view after it takes over) as any view change.
 
 Operator side (`transfer`): read the configuration and its primary (`zvsr.runtime.reconfigure.current`), send
-it the query, then ask N's status every `TRANSFER_POLL_MS` until N reports itself primary in normal status in
-view v or later, within the timeout. The elapsed time is from the query to that status answer.
+it the query (again every `TRANSFER_POLL_MS` while the answer is ``behind``), then ask N's status as often until
+N reports itself primary in normal status in view v or later, within the timeout. The elapsed time is from the
+first query to that status answer.
 """
 
 from __future__ import annotations
