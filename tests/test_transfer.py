@@ -197,6 +197,7 @@ def test_primary_hands_its_role_to_replica_n_under_load_without_losing_a_write(t
         cluster.cleanup()
 
 
+@pytest.mark.timeout(60)
 def test_a_transfer_with_no_replica_answering_exits_1_naming_the_endpoints(tmp_path: Path) -> None:
     cluster = ProcessCluster(tmp_path)  # never started
     try:
