@@ -417,7 +417,8 @@ class Client {
         this._onMessage(frames);
       }
     } catch (error) {
-      if (!this._closed) {
+      // (A departed replica's socket, closed by `_learnConfiguration`, is no failure of the client.)
+      if (!this._closed && [...this._sockets.values()].includes(socket)) {
         // Not expected from a DEALER: fail the call in flight and every later one.
         this._receiveError = error;
         this._finish(null, error);
