@@ -264,7 +264,7 @@ def test_connections_that_take_a_live_replicas_routing_id_cost_messages_lose_not
         grew = {reason: now.get(reason, 0) - before.get(reason, 0) for reason in now}
         return (
             grew.get("peer: decode error (not_msgpack)", 0) >= impostors
-            and grew.get("on_message: other cluster or epoch", 0) >= impostors
+            and grew.get("on_message: other cluster", 0) >= impostors
         )
 
     wait_for(counted, what="every impostor frame dropped and counted")

@@ -162,10 +162,8 @@ class ProcessCluster:
         endpoints = f"peer={address.peer},heartbeat={address.heartbeat},client={address.client}"
         if address.watch is not None:
             endpoints += f",watch={address.watch}"
-        self.nodes[replica] = self._spawn(
-            ["node", "--config", str(self.path), "--replica", str(replica), "--join", "--address", endpoints],
-            f"replica-{replica}.log",
-        )
+        command = [sys.executable, "-m", "zvsr", "node", "--config", str(self.path), "--replica", str(replica)]
+        self.nodes[replica] = self._spawn([*command, "--join", "--address", endpoints], f"replica-{replica}.log")
 
     def cli(self, *arguments: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
         """Run `zvsr ARGUMENTS` as an operator would, with this cluster's file; its exit code and output."""
