@@ -5,7 +5,8 @@
 - `zvsr proxy`        a client proxy, from a cluster file
 - `zvsr kv …`         the built-in coordination app from the shell, through a proxy
 - `zvsr status`       view, role, op and commit numbers of every replica
-- `zvsr member …`     list the replicas' configuration; add, remove or replace a replica (reconfiguration)
+- `zvsr member …`     list the replicas' configuration; add, remove or replace a replica (reconfiguration);
+                      hand the primary role to another replica (transfer)
 - `zvsr backup`, `zvsr restore`   a verified copy of the primary's snapshot; a new cluster seeded from one
 - `zvsr watch`        the committed changes under a key prefix, as they happen (`zvsr.watch_cli`)
 - `zvsr sim`, `zvsr lincheck`   the simulator and the linearizability checker
@@ -518,6 +519,42 @@ def member_replace(
     except ReconfigurationError as error:
         raise click.ClickException(str(error)) from error
     _run_member_change(settings, plan, direct, write_config)
+
+
+@member_group.command("transfer")
+@click.argument("replica", type=click.IntRange(min=0))
+@member_command
+def member_transfer(replica: int, settings: ClientSettings) -> None:
+    """Hand the primary role to replica REPLICA (planned maintenance): the primary starts the view change to the
+    next view REPLICA leads, so no failure-detection timeout passes. Waits until REPLICA is primary in normal
+    status; exits 1 with the reason if it was refused or did not happen within --timeout-ms. See
+    docs/operations.md "Rolling restart"."""
+    from zvsr.runtime.reconfigure import Unreachable
+    from zvsr.runtime.transfer import TransferError, TransferRefused, transfer
+
+    try:
+        done = transfer(settings.config, replica, timeout_ms=settings.timeout_ms)
+    except Unreachable as error:
+        raise settings.unreachable(str(error), replicas=True) from error
+    except TransferRefused as error:
+        raise click.ClickException(f"refused ({error.code}): {error}") from error
+    except TransferError as error:
+        raise click.ClickException(str(error)) from error
+    elapsed_ms = round(done.elapsed_s * 1000)
+    if settings.as_json:
+        document = {
+            "old_primary": done.old_primary,
+            "primary": done.new_primary,
+            "old_view": done.old_view,
+            "view": done.new_view,
+            "elapsed_ms": elapsed_ms,
+        }
+        click.echo(json.dumps(document, sort_keys=True))
+    else:
+        click.echo(
+            f"primary {done.old_primary} -> {done.new_primary} (view {done.old_view} -> {done.new_view}) "
+            f"in {elapsed_ms} ms"
+        )
 
 
 main.add_command(watch_command, "watch")  # zvsr.watch_cli

@@ -169,6 +169,10 @@ STATUS_TIMEOUT_MS: Final = 1000  # `zvsr status` shows a replica as unreachable 
 # `zvsr member add|remove|replace`: how long the reconfiguration request may take (it commits like any op, but
 # the primary refuses it while earlier ops are still in flight, and the client retries).
 MEMBER_TIMEOUT_MS: Final = 10_000
+# `zvsr member transfer N` (zvsr.runtime.transfer): one transfer answer (a UTF-8 error message of at most
+# ERROR_MESSAGE_CHARS_MAX characters in a small map), and how often the new primary's status is asked meanwhile.
+TRANSFER_ANSWER_BYTES_MAX: Final = 4 * ERROR_MESSAGE_CHARS_MAX + 64
+TRANSFER_POLL_MS: Final = 10
 LAUNCHER_READY_TIMEOUT_S: Final = 30.0  # `zvsr start` fails if no primary and proxy answer within this
 LAUNCHER_READY_QUERY_TIMEOUT_MS: Final = 300  # ... asking each replica and the proxy with this timeout per round
 LAUNCHER_READY_POLL_S: Final = 0.05  # ... and pausing this long between rounds (no event to wait for)

@@ -116,6 +116,7 @@ from zvsr.runtime.members import from_status as membership_from_status
 from zvsr.runtime.metrics import MetricsStartError, NodeMetrics, NodeSample, node_sample_counters
 from zvsr.runtime.serving import run_until_stopped
 from zvsr.runtime.status import query as status_query
+from zvsr.runtime.transfer import answer as transfer_answer
 from zvsr.runtime.watch_history import WatchHistory, history_answer
 from zvsr.runtime.watch_publisher import WatchPublisher, snapshot_answer
 from zvsr.storage.wal import WAL_NAME
@@ -840,6 +841,11 @@ class ReplicaNode:
             self._count(f"client: history queries ({history[1]})")
             self._send_client(envelope, history[0])
             return
+        transfer = transfer_answer(payload, self.core)  # may start a view change: sent with this step's Ready
+        if transfer is not None:
+            self._count(f"client: transfer queries ({transfer[1]})")
+            self._send_client(envelope, transfer[0])
+            return
         backup = self._backups.answer(payload, self.core)  # between core steps: a state after whole ops
         if backup is not None:
             self._count("client: backup queries")
@@ -1032,6 +1038,11 @@ class ReplicaNode:
             "last_heard_ms": {
                 peer: (None if peer not in heard else round((now - heard[peer]) * 1000)) for peer in core.peers
             },
+            # The primary's view of each backup: the highest op it acknowledged in this view (a restarted backup
+            # counts towards quorums again once this reaches commit_number). Empty on a backup.
+            "acknowledged": dict(core.pipeline.prepare_ok)
+            if core.is_primary() and core.status is Status.NORMAL
+            else {},
             "counters": counters,
             "traffic": {
                 "messages_in": self._messages_in,

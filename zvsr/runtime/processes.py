@@ -177,6 +177,12 @@ class ProcessCluster:
         node.send_signal(signal.SIGKILL)
         node.wait(timeout=10)
 
+    def stop(self, index: int, *, timeout_s: float = 10) -> None:
+        """A planned stop (SIGTERM, as an operator's service manager sends): the node closes cleanly."""
+        node = self.nodes[index]
+        node.send_signal(signal.SIGTERM)
+        node.wait(timeout=timeout_s)
+
     def pause(self, index: int) -> None:
         self.nodes[index].send_signal(signal.SIGSTOP)
 

@@ -32,14 +32,38 @@ def query(
     context: zmq.Context[zmq.Socket[bytes]],
     curve: Mapping[str, int | bytes] | None = None,
 ) -> dict[str, Any] | None:
+    """The status answer of the replica (or proxy) at `endpoint`, None if none came within `timeout_ms`."""
+    return ask(
+        endpoint,
+        encode_status_query(),
+        TYPE_STATUS_ANSWER,
+        size_max=STATUS_ANSWER_BYTES_MAX,
+        timeout_ms=timeout_ms,
+        context=context,
+        curve=curve,
+    )
+
+
+def ask(
+    endpoint: str,
+    payload: bytes,
+    answer_type: int,
+    *,
+    size_max: int,
+    timeout_ms: int,
+    context: zmq.Context[zmq.Socket[bytes]],
+    curve: Mapping[str, int | bytes] | None = None,
+) -> dict[str, Any] | None:
+    """Send one admin query (`zvsr.wire.admin`) to a client port; the first answer of `answer_type` (a map, int
+    keys allowed), None if none came within `timeout_ms`. Answers of at most `size_max` bytes are read."""
     socket = context.socket(zmq.DEALER)
     socket.setsockopt(zmq.LINGER, 0)
-    socket.setsockopt(zmq.MAXMSGSIZE, STATUS_ANSWER_BYTES_MAX)
+    socket.setsockopt(zmq.MAXMSGSIZE, size_max)
     for name, value in (curve or {}).items():
         socket.setsockopt(getattr(zmq, name), value)
     try:
         socket.connect(endpoint)
-        socket.send_multipart([b"", encode_status_query()])
+        socket.send_multipart([b"", payload])
         deadline = time.monotonic() + timeout_ms / 1000
         while (left := deadline - time.monotonic()) > 0:
             if not socket.poll(int(left * 1000) + 1):
@@ -49,18 +73,25 @@ def query(
                 answer = msgpack.unpackb(frames[-1], raw=False, strict_map_key=False)
             except (ValueError, msgpack.UnpackException):
                 continue
-            if isinstance(answer, dict) and answer.get("type") == TYPE_STATUS_ANSWER:
+            if isinstance(answer, dict) and answer.get("type") == answer_type:
                 return answer
         return None
     finally:
         socket.close()
 
 
+def replica_curve(config: ClusterConfig, replica: int) -> dict[str, int | bytes] | None:
+    """The CurveZMQ client options for talking to `replica`'s client port, None without CurveZMQ."""
+    keys, pair = config.keys(), config.client_pair()
+    if keys is None or pair is None or replica >= len(keys.replicas):
+        return None
+    return client_options(pair, keys.replicas[replica])
+
+
 def collect_status(config: ClusterConfig, *, timeout_ms: int = STATUS_TIMEOUT_MS) -> dict[str, Any]:
     """Every replica's status answer (or unreachable), the file's replicas first, then the members of the latest
     configuration reported that the file does not list; ``membership``: that configuration (None if nobody
     answered)."""
-    keys, pair = config.keys(), config.client_pair()
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     entries: list[dict[str, Any]] = []
     asked: set[int] = set()
@@ -69,10 +100,7 @@ def collect_status(config: ClusterConfig, *, timeout_ms: int = STATUS_TIMEOUT_MS
     def ask(replica: int, endpoint: str) -> None:
         nonlocal latest
         asked.add(replica)
-        curve = None
-        if keys is not None and pair is not None and replica < len(keys.replicas):
-            curve = client_options(pair, keys.replicas[replica])
-        answer = query(endpoint, timeout_ms=timeout_ms, context=context, curve=curve)
+        answer = query(endpoint, timeout_ms=timeout_ms, context=context, curve=replica_curve(config, replica))
         entry: dict[str, Any] = {"replica": replica, "endpoint": endpoint, "reachable": answer is not None}
         if answer is not None:
             entry.update({k: v for k, v in answer.items() if k != "type"})

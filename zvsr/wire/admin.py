@@ -12,7 +12,7 @@ type    message          fields
 30      StatusQuery      none: exactly ``{"type": 30}``
 31      Status           ``type`` plus the fields of `zvsr.runtime.node.ReplicaNode.status` (see there):
                          replica, cluster, epoch, status, view, role, primary, op_number, commit_number,
-                         last_normal_view, state_transfer, start, last_heard_ms, counters, traffic,
+                         last_normal_view, state_transfer, start, last_heard_ms, acknowledged, counters, traffic,
                          uptime_s, endpoints, data_dir, log_first_op, log_last_op, snapshot_op,
                          cluster_time_ns, data_dir_bytes, fsync, metrics, watch_history
 23      Error (bare)     ``{"type": 23, "code": "bad_request", "message": str}``
@@ -22,6 +22,9 @@ type    message          fields
 36      HistoryQuery     ``{"type": 36, "from_op": uint}``: the watch stream's ops after ``from_op`` (below)
 37      History          ``{"type": 37, "first_op": uint, "last_op": uint, "ops": [[uint, bin, bin], ...]}``,
                          or on failure ``{"type": 37, "error": code, "message": str}``
+38      TransferQuery    ``{"type": 38, "to": uint}``: hand the primary role to replica ``to`` (below)
+39      TransferAnswer   ``{"type": 39, "view": uint}``, or on failure ``{"type": 39, "error": code,
+                         "message": str}``
 ======  ===============  ==================================================================================
 
 (34 and 35, the backup query, are `zvsr.runtime.backup_query`'s.)
@@ -52,10 +55,19 @@ about `WATCH_HISTORY_CHUNK_BYTES` bytes (at least one op when there is one): ask
 error codes: ``unavailable`` (recovering, or starting), ``unsupported`` (the replica has no watch endpoint, so
 keeps no history), ``bad_request``.
 
+A transfer query asks the primary to hand its role to member ``to`` for planned maintenance
+(`zvsr.runtime.transfer`, the core's `Replica.transfer_primary`): it starts the view change to the next view
+``to`` leads, and answers that ``view`` at once — the change completes (or not) afterwards, which the asker sees
+in ``to``'s status. Its error codes: ``not_primary`` (the replica asked is not the primary in normal status;
+the message names the primary it believes in), ``behind`` (``to`` has not acknowledged every op committed yet:
+under load it may lag by the ops in flight, so ask again), ``refused`` (the core's other reasons: ``to`` is no
+other member, or a reconfiguration is in progress), ``bad_request`` (a type-38 map of another shape).
+
 The status answer is diagnostics, not protocol: nothing in it is an acknowledgement, it may be read at any
 moment, and its fields may grow (readers must ignore keys they do not know). Map keys are str, except in
 ``last_heard_ms``, which maps a peer's replica index (int) to the age in ms of the last valid message from it
-(nil if none yet); msgpack readers need ``strict_map_key=False`` for it.
+(nil if none yet), and ``acknowledged`` (a primary's: backup index (int) → the highest op it acknowledged in
+this view; empty on a backup); msgpack readers need ``strict_map_key=False`` for them.
 
 Unreadable input on the client port. A client that sent something other than a Request or a StatusQuery gets
 an answer rather than silence, so a REQ socket is never left waiting:
@@ -80,9 +92,11 @@ from zvsr.constants import (
     ERROR_MESSAGE_CHARS_MAX,
     ID_MAX,
     OPERATION_BYTES_MAX,
+    REPLICA_ID_MAX,
     RESULT_BYTES_MAX,
     SNAPSHOT_ANSWER_BYTES_MAX,
     STATUS_ANSWER_BYTES_MAX,
+    TRANSFER_ANSWER_BYTES_MAX,
     WATCH_HISTORY_ANSWER_BYTES_MAX,
     WATCH_HISTORY_CHUNK_OPS_MAX,
     WATCH_MESSAGE_BYTES_MAX,
@@ -479,3 +493,81 @@ def _number(value: dict[str, Any], name: str, what: str) -> int:
     if not 0 <= number <= ID_MAX:
         raise DecodeError(REASON_OUT_OF_RANGE, f"{what}: {name} {number} out of range")
     return number
+
+
+# --- the transfer query: hand the primary role over for planned maintenance (client port) -------------------
+
+TYPE_TRANSFER_QUERY: Final = 38
+TYPE_TRANSFER_ANSWER: Final = 39
+
+TRANSFER_NOT_PRIMARY: Final = "not_primary"
+TRANSFER_BEHIND: Final = "behind"
+TRANSFER_REFUSED: Final = "refused"
+TRANSFER_BAD_REQUEST: Final = ERROR_BAD_REQUEST
+TRANSFER_ERRORS: Final = frozenset({TRANSFER_NOT_PRIMARY, TRANSFER_BEHIND, TRANSFER_REFUSED, TRANSFER_BAD_REQUEST})
+
+_TRANSFER_QUERY_KEYS: Final = frozenset({"type", "to"})
+_TRANSFER_KEYS: Final = frozenset({"type", "view"})
+
+
+@dataclass(frozen=True, slots=True)
+class TransferAnswer:
+    """A decoded type-39 answer: the view change to `view` started; or `error` (a code) and `message`."""
+
+    view: int = 0
+    error: str | None = None
+    message: str = ""
+
+
+def encode_transfer_query(to: int) -> bytes:
+    data: bytes = msgpack.packb({"type": TYPE_TRANSFER_QUERY, "to": to}, use_bin_type=True)
+    return data
+
+
+def decode_transfer_query(data: bytes) -> int | None:
+    """The ``to`` of a transfer query; None if `data` is not a map with ``type`` 38 at all (not ours);
+    DecodeError if it is one of another shape (it gets a ``bad_request`` answer)."""
+    if len(data) > CLIENT_MESSAGE_BYTES_MAX:
+        return None
+    value = _unpack_or_none(data)
+    if type(value) is not dict or value.get("type") != TYPE_TRANSFER_QUERY or type(value["type"]) is not int:
+        return None
+    if value.keys() != _TRANSFER_QUERY_KEYS:
+        raise DecodeError(REASON_UNKNOWN_FIELD, 'a transfer query is exactly {"type": 38, "to": uint}')
+    to = _number(value, "to", "transfer query")
+    if to > REPLICA_ID_MAX:
+        raise DecodeError(REASON_OUT_OF_RANGE, f"transfer query: to {to} > {REPLICA_ID_MAX}")
+    return to
+
+
+def encode_transfer_answer(view: int) -> bytes:
+    data: bytes = msgpack.packb({"type": TYPE_TRANSFER_ANSWER, "view": view}, use_bin_type=True)
+    return data
+
+
+def encode_transfer_error(code: str, message: str) -> bytes:
+    assert code in TRANSFER_ERRORS, code
+    data: bytes = msgpack.packb(
+        {"type": TYPE_TRANSFER_ANSWER, "error": code, "message": _clip(message)}, use_bin_type=True
+    )
+    return data
+
+
+def decode_transfer_answer(data: bytes) -> TransferAnswer:
+    """A type-39 answer; DecodeError if `data` is not a well-formed one (e.g. the bare Error of a replica that
+    does not know the query)."""
+    if len(data) > TRANSFER_ANSWER_BYTES_MAX:
+        raise DecodeError(REASON_TOO_LARGE, f"transfer answer of {len(data)} bytes > {TRANSFER_ANSWER_BYTES_MAX}")
+    return read_transfer_answer(_unpack_or_none(data))
+
+
+def read_transfer_answer(value: Any) -> TransferAnswer:
+    """A type-39 answer already unpacked (any msgpack value); DecodeError if it is not a well-formed one."""
+    value = _checked_map(value, TYPE_TRANSFER_ANSWER, "transfer answer")
+    if value.keys() == _SNAPSHOT_ERROR_KEYS:
+        error, message = value["error"], value["message"]
+        if type(error) is not str or type(message) is not str:
+            raise DecodeError(REASON_WRONG_TYPE, "transfer answer: error and message must be str")
+        return TransferAnswer(error=error, message=message)
+    _exact_keys(value, _TRANSFER_KEYS, "transfer answer")
+    return TransferAnswer(view=_number(value, "view", "transfer answer"))
