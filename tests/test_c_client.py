@@ -27,6 +27,7 @@ from zmq_fakes import fake_replicas, local_config, running_proxy
 
 from zvsr.protocol.messages import Error, Redirect, Reply, Request
 from zvsr.runtime.processes import ProcessCluster, free_ports, process_cluster, wait_for
+from zvsr.wire.admin import is_status_query
 from zvsr.wire.codec import decode_request, encode
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -226,6 +227,7 @@ class FakeReplicas:
     def __init__(self, context: zmq.Context[zmq.Socket[bytes]], count: int) -> None:
         self.sockets: list[zmq.Socket[bytes]] = []
         self.endpoints: list[str] = []
+        self.status_queries = 0
         for _ in range(count):
             socket = context.socket(zmq.ROUTER)
             socket.setsockopt(zmq.LINGER, 0)
@@ -234,11 +236,19 @@ class FakeReplicas:
             self.endpoints.append(f"tcp://127.0.0.1:{port}")
 
     def receive(self, index: int, timeout_ms: int = 20_000) -> tuple[bytes, Request]:
+        """The next Request to fake replica `index`; status queries (the client asking for the configuration
+        after a Redirect it cannot place or a retry round) are counted in `status_queries` and left unanswered."""
         socket = self.sockets[index]
-        assert socket.poll(timeout_ms), f"fake replica {index} got no request"
-        frames = socket.recv_multipart()
-        assert len(frames) == 2, frames  # [routing id, payload]: the client is a raw DEALER
-        return frames[0], decode_request(frames[1])
+        deadline = time.monotonic() + timeout_ms / 1000
+        while True:
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            assert left_ms > 0 and socket.poll(left_ms), f"fake replica {index} got no request"
+            frames = socket.recv_multipart()
+            assert len(frames) == 2, frames  # [routing id, payload]: the client is a raw DEALER
+            if is_status_query(frames[1]):
+                self.status_queries += 1
+                continue
+            return frames[0], decode_request(frames[1])
 
     def drain(self, index: int) -> None:
         while self.sockets[index].poll(0):

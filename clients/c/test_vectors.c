@@ -1,16 +1,19 @@
 /*
  * test_vectors.c - the C client against the golden vectors (clients/testdata/, via build/vectors.h made by
  * gen_vectors.py), plus offline checks: robustness on mutated input, argument validation, and a client
- * whose endpoint never answers. Exit status 0 iff every check passed.
+ * whose endpoint never answers, and fake replicas in a thread that reconfigure under a direct client. Exit status 0 iff every check passed.
  */
 #define _POSIX_C_SOURCE 200809L
 
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include <msgpack.h>
 #include <zmq.h>
 
 #include "vectors.h"
@@ -460,6 +463,189 @@ static void test_client_offline(void) {
     zvsr_client_free(NULL);
 }
 
+/* --- following reconfiguration: fake replicas (ROUTERs in a thread) ----------------------------------------
+ * Routers 0-2 are replicas 0, 1, 2 of epoch 0. Replicas 0 and 1 were replaced by 5 (router 3) and 7 (router 4)
+ * in epoch 1 from view 3, so 7 leads view 4 = members[(4 - 3) mod 3]. Every router but 4 redirects to 7 in
+ * view 4 and answers the status query with epoch 1's membership; router 4 replies. */
+
+#define FAKES 5
+typedef struct {
+    void *routers[FAKES];
+    char endpoints[FAKES][64];
+    atomic_int requests[FAKES];
+    atomic_int status_queries[FAKES];
+    atomic_bool stop;
+    _Atomic uint64_t last_number[FAKES];
+    int answer_status; /* 0: never answer the status query */
+} fakes;
+
+static void pack_str(msgpack_packer *pk, const char *s) { msgpack_pack_str_with_body(pk, s, strlen(s)); }
+
+static void status_answer(const fakes *f, msgpack_sbuffer *sb) {
+    static const uint64_t ids[] = {5, 7, 2};
+    static const int routers[] = {3, 4, 2};
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 3);
+    pack_str(&pk, "type");
+    msgpack_pack_uint64(&pk, 31);
+    pack_str(&pk, "last_heard_ms"); /* int keys, as a real answer has */
+    msgpack_pack_map(&pk, 1);
+    msgpack_pack_uint64(&pk, 1);
+    msgpack_pack_uint64(&pk, 12);
+    pack_str(&pk, "membership");
+    msgpack_pack_map(&pk, 4);
+    pack_str(&pk, "epoch");
+    msgpack_pack_uint64(&pk, 1);
+    pack_str(&pk, "start_op");
+    msgpack_pack_uint64(&pk, 10);
+    pack_str(&pk, "start_view");
+    msgpack_pack_uint64(&pk, 3);
+    pack_str(&pk, "members");
+    msgpack_pack_array(&pk, 3);
+    for (int k = 0; k < 3; k++) {
+        msgpack_pack_map(&pk, 3);
+        pack_str(&pk, "id");
+        msgpack_pack_uint64(&pk, ids[k]);
+        pack_str(&pk, "peer");
+        pack_str(&pk, "tcp://127.0.0.1:1");
+        pack_str(&pk, "client");
+        pack_str(&pk, f->endpoints[routers[k]]);
+    }
+}
+
+static void *serve_fakes(void *arg) {
+    fakes *f = arg;
+    static const uint8_t status_query[] = {0x81, 0xa4, 't', 'y', 'p', 'e', 30};
+    zmq_pollitem_t items[FAKES];
+    for (int i = 0; i < FAKES; i++) items[i] = (zmq_pollitem_t){.socket = f->routers[i], .events = ZMQ_POLLIN};
+    while (!atomic_load(&f->stop)) {
+        if (zmq_poll(items, FAKES, 20) <= 0) continue;
+        for (int i = 0; i < FAKES; i++) {
+            if (!(items[i].revents & ZMQ_POLLIN)) continue;
+            uint8_t identity[256], payload[4096];
+            int id_len = zmq_recv(f->routers[i], identity, sizeof identity, 0);
+            int len = zmq_recv(f->routers[i], payload, sizeof payload, 0);
+            if (id_len < 0 || len < 0 || len > (int)sizeof payload) continue;
+            zvsr_buffer out = ZVSR_BUFFER_INIT;
+            zvsr_wire_message m;
+            if ((size_t)len == sizeof status_query && memcmp(payload, status_query, sizeof status_query) == 0) {
+                atomic_fetch_add(&f->status_queries[i], 1);
+                if (!f->answer_status) continue;
+                msgpack_sbuffer sb;
+                msgpack_sbuffer_init(&sb);
+                status_answer(f, &sb);
+                zmq_send(f->routers[i], identity, (size_t)id_len, ZMQ_SNDMORE);
+                zmq_send(f->routers[i], sb.data, sb.size, 0);
+                msgpack_sbuffer_destroy(&sb);
+                continue;
+            }
+            if (zvsr_decode_request(payload, (size_t)len, &m) != ZVSR_DECODE_OK) continue;
+            atomic_fetch_add(&f->requests[i], 1);
+            f->last_number[i] = m.request_number;
+            zvsr_wire_message answer = {.client_id = m.client_id, .request_number = m.request_number, .view = 4};
+            static const uint8_t nil = 0xc0;
+            if (i == 4) {
+                answer.type = ZVSR_TYPE_REPLY;
+                answer.payload = &nil;
+                answer.payload_len = 1;
+            } else {
+                answer.type = ZVSR_TYPE_REDIRECT;
+                answer.primary = 7;
+            }
+            if (zvsr_encode(&answer, &out) == ZVSR_OK) {
+                zmq_send(f->routers[i], identity, (size_t)id_len, ZMQ_SNDMORE);
+                zmq_send(f->routers[i], out.data, out.len, 0);
+            }
+            zvsr_buffer_free(&out);
+        }
+    }
+    return NULL;
+}
+
+static bool fakes_start(fakes *f, void *context, pthread_t *thread) {
+    for (int i = 0; i < FAKES; i++) {
+        f->routers[i] = zmq_socket(context, ZMQ_ROUTER);
+        int linger = 0;
+        size_t size = sizeof f->endpoints[i];
+        if (f->routers[i] == NULL || zmq_setsockopt(f->routers[i], ZMQ_LINGER, &linger, sizeof linger) ||
+            zmq_bind(f->routers[i], "tcp://127.0.0.1:*") ||
+            zmq_getsockopt(f->routers[i], ZMQ_LAST_ENDPOINT, f->endpoints[i], &size))
+            return false;
+    }
+    return pthread_create(thread, NULL, serve_fakes, f) == 0;
+}
+
+static void fakes_stop(fakes *f, pthread_t thread) {
+    atomic_store(&f->stop, true);
+    pthread_join(thread, NULL);
+    for (int i = 0; i < FAKES; i++)
+        if (f->routers[i]) zmq_close(f->routers[i]);
+}
+
+static void run_reconfiguration(int answer_status) {
+    void *context = zmq_ctx_new();
+    fakes *f = calloc(1, sizeof *f);
+    pthread_t thread;
+    f->answer_status = answer_status;
+    bool started = context && f && fakes_start(f, context, &thread);
+    CHECK(started, "fake replicas: %s", zmq_strerror(errno));
+    if (!started) {
+        free(f);
+        if (context) zmq_ctx_term(context);
+        return;
+    }
+    const char *replicas[] = {f->endpoints[0], f->endpoints[1], f->endpoints[2]};
+    zvsr_options o;
+    zvsr_options_init(&o);
+    o.direct = true;
+    o.timeout_ms = answer_status ? 5000 : 1200;
+    zvsr_client *c = NULL;
+    CHECK(zvsr_client_new(replicas, 3, &o, &c) == ZVSR_OK, "client: %s", zvsr_last_message(NULL));
+    if (c != NULL && answer_status) {
+        /* A Redirect to replica 7, unknown: the client asks for the status and moves to epoch 1's members. */
+        struct timespec start;
+        clock_gettime(CLOCK_MONOTONIC, &start);
+        zvsr_status s = zvsr_put(c, "k", "v");
+        double ms = elapsed_ms(&start);
+        CHECK(s == ZVSR_OK, "put across a reconfiguration: %s (%s)", zvsr_status_name(s), zvsr_last_message(c));
+        CHECK(zvsr_client_epoch(c) == 1, "epoch %" PRIu64 " after the status answer", zvsr_client_epoch(c));
+        CHECK(zvsr_client_view(c) == 4, "view %" PRIu64, zvsr_client_view(c));
+        int asked = f->status_queries[0] + f->status_queries[1] + f->status_queries[2];
+        CHECK(asked >= 1 && asked <= 3 * (int)(ms / 500 + 1), "%d status queries in %.0f ms (a round per 500 ms)",
+              asked, ms);
+        /* (a retry round, under a slow run, may send it there once more: the same numbers) */
+        int at_new = f->requests[4];
+        CHECK(at_new >= 1 && f->last_number[4] == 1, "the new primary got request 1: %d sends", at_new);
+        int before0 = f->requests[0], before1 = f->requests[1];
+        s = zvsr_put(c, "k", "w");
+        CHECK(s == ZVSR_OK && f->requests[4] > at_new && f->last_number[4] == 2,
+              "the next request goes to the new primary: %s", zvsr_status_name(s));
+        CHECK(f->requests[0] == before0 && f->requests[1] == before1, "departed replicas 0 and 1 got nothing more");
+        printf("reconfiguration: followed epoch 1 (members 5, 7, 2) after %d status queries\n", asked);
+    } else if (c != NULL) {
+        /* Nobody answers the status query: the client keeps its replicas, asking at most once per 500 ms. */
+        struct timespec start;
+        clock_gettime(CLOCK_MONOTONIC, &start);
+        zvsr_status s = zvsr_put(c, "k", "v");
+        double ms = elapsed_ms(&start);
+        int asked = f->status_queries[0] + f->status_queries[1] + f->status_queries[2];
+        int rounds_max = 3 * (int)(ms / 500 + 1);
+        CHECK(s == ZVSR_ERR_UNAVAILABLE, "all redirected: %s (%s)", zvsr_status_name(s), zvsr_last_message(c));
+        CHECK(zvsr_client_epoch(c) == 0, "no status answer, yet epoch %" PRIu64, zvsr_client_epoch(c));
+        CHECK(asked >= 3 && asked <= rounds_max, "%d status queries in %.0f ms (at most %d)", asked, ms, rounds_max);
+    }
+    zvsr_client_free(c);
+    fakes_stop(f, thread);
+    free(f);
+    zmq_ctx_term(context);
+}
+
+static void test_reconfiguration(void) {
+    run_reconfiguration(1);
+    run_reconfiguration(0);
+}
+
 int main(void) {
     test_messages();
     test_noncanonical();
@@ -469,6 +655,7 @@ int main(void) {
     test_robustness();
     test_encode_bounds();
     test_client_offline();
+    test_reconfiguration();
     printf("%d checks, %d failures\n", checks, failures);
     return failures ? 1 : 0;
 }

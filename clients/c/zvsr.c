@@ -39,6 +39,9 @@
 #define DIRECT_RETRY_MAX_MS 1600
 #define CLIENT_PROXY_QUIET_MS 2500 /* via proxies: re-send after this long without any answer */
 #define RETRY_AFTER_ERROR_TICKS 5 /* zvsr/protocol/client_session.py */
+#define CLIENT_MEMBERSHIP_ASK_MS 500 /* direct: at most one status query round this often */
+#define ENDPOINT_BYTES_MAX 255       /* a member's client endpoint read from a status answer */
+#define STATUS_ANSWER_TYPE 31
 #define CLIENT_SNDHWM 1000
 #define ZMTP_HEARTBEAT_IVL_MS 1000
 #define ZMTP_HEARTBEAT_TIMEOUT_MS 3000
@@ -1022,10 +1025,15 @@ const char *zvsr_status_name(zvsr_status status) {
 struct zvsr_client {
     void *context;
     bool own_context;
-    void **sockets;
+    void **sockets; /* direct: in member order — sockets[k] is replica ids[k] */
     zmq_pollitem_t *items;
     size_t n;
     bool direct;
+    bool follow;              /* direct without CurveZMQ: follow reconfigurations (status answers) */
+    uint64_t ids[ZVSR_REPLICAS_MAX];
+    uint64_t epoch;           /* of the configuration addressed (0: the endpoints as given) */
+    uint64_t start_view;      /* its first view: the primary of view v is sockets[(v - start_view) mod n] */
+    int64_t next_ask_ns;      /* no status query round before this */
     int timeout_ms;
     int retry_ticks, retry_max_ticks; /* direct: the re-send period and its cap */
     int quiet_ticks;                  /* via proxies: CLIENT_PROXY_QUIET_MS */
@@ -1048,6 +1056,7 @@ const char *zvsr_app_error(const zvsr_client *client) { return client ? client->
 uint64_t zvsr_client_id(const zvsr_client *client) { return client ? client->client_id : 0; }
 uint64_t zvsr_client_request_number(const zvsr_client *client) { return client ? client->request_number : 0; }
 uint64_t zvsr_client_view(const zvsr_client *client) { return client ? client->view : 0; }
+uint64_t zvsr_client_epoch(const zvsr_client *client) { return client ? client->epoch : 0; }
 
 static void set_message(zvsr_client *c, const char *format, ...) __attribute__((format(printf, 2, 3)));
 static void set_message(zvsr_client *c, const char *format, ...) {
@@ -1133,6 +1142,36 @@ static int set_int(void *socket, int option, int value) {
     return zmq_setsockopt(socket, option, &value, sizeof value);
 }
 
+/* A DEALER connected to `endpoint` with the client's options (CurveZMQ keys from `curve`, if not NULL) in *out;
+ * on failure *out is NULL, or the socket if it was created (the caller closes it). */
+static zvsr_status open_socket(zvsr_client *c, const char *endpoint, const zvsr_options *curve, void **out) {
+    void *s = zmq_socket(c->context, ZMQ_DEALER);
+    *out = s;
+    if (s == NULL) return new_failed(ZVSR_ERR_ZMQ, "zmq_socket: %s", zmq_strerror(errno));
+    int64_t maxmsg = ZVSR_REPLY_BYTES_MAX;
+    /* Via proxies, ZMQ_IMMEDIATE: a send to a proxy with no connection up is refused at once, which is how
+     * the client knows that proxy is gone and moves to the next (relay_round); when every proxy refuses,
+     * the send is tried again every tick, so a new client's first request leaves as soon as a connection is
+     * up. Direct to replicas, no ZMQ_IMMEDIATE: a request waits in the queue until the connection is up,
+     * instead of being refused and retried a retry period later; a dead endpoint's queue is bounded by
+     * SNDHWM. (As the Python client, zvsr/client.py.) */
+    if (set_int(s, ZMQ_LINGER, 0) || set_int(s, ZMQ_SNDHWM, CLIENT_SNDHWM) ||
+        zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) ||
+        set_int(s, ZMQ_HEARTBEAT_IVL, ZMTP_HEARTBEAT_IVL_MS) ||
+        set_int(s, ZMQ_HEARTBEAT_TIMEOUT, ZMTP_HEARTBEAT_TIMEOUT_MS) || (!c->direct && set_int(s, ZMQ_IMMEDIATE, 1)))
+        return new_failed(ZVSR_ERR_ZMQ, "zmq_setsockopt: %s", zmq_strerror(errno));
+    if (curve != NULL && (zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, curve->curve_server_key, 41) ||
+                          zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, curve->curve_public_key, 41) ||
+                          zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, curve->curve_secret_key, 41)))
+        return new_failed(ZVSR_ERR_INVALID, "CurveZMQ keys refused: %s", zmq_strerror(errno));
+    if (zmq_connect(s, endpoint) != 0) {
+        int e = errno;
+        return new_failed(e == ENOMEM ? ZVSR_ERR_NOMEM : ZVSR_ERR_INVALID, "cannot connect to %s: %s", endpoint,
+                          zmq_strerror(e));
+    }
+    return ZVSR_OK;
+}
+
 zvsr_status zvsr_client_new(const char *const endpoints[], size_t n, const zvsr_options *options,
                             zvsr_client **out) {
     new_client_error[0] = 0;
@@ -1162,13 +1201,16 @@ zvsr_status zvsr_client_new(const char *const endpoints[], size_t n, const zvsr_
 
     zvsr_client *c = calloc(1, sizeof *c);
     if (c == NULL) return new_failed(ZVSR_ERR_NOMEM, "out of memory");
-    c->sockets = calloc(n, sizeof *c->sockets);
-    c->items = calloc(n, sizeof *c->items);
+    size_t cap = o->direct ? ZVSR_REPLICAS_MAX : n; /* direct: room for any configuration learnt later */
+    c->sockets = calloc(cap, sizeof *c->sockets);
+    c->items = calloc(cap, sizeof *c->items);
     if (c->sockets == NULL || c->items == NULL) {
         zvsr_client_free(c);
         return new_failed(ZVSR_ERR_NOMEM, "out of memory");
     }
     c->direct = o->direct;
+    c->follow = o->direct && keys == 0; /* CurveZMQ: one server key given, so keep the replicas given */
+    for (size_t k = 0; k < n && o->direct; k++) c->ids[k] = k;
     c->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : ZVSR_DEFAULT_TIMEOUT_MS;
     c->retry_ticks = DIRECT_RETRY_MS / CLIENT_TICK_MS > 0 ? DIRECT_RETRY_MS / CLIENT_TICK_MS : 1;
     c->retry_max_ticks = DIRECT_RETRY_MAX_MS / CLIENT_TICK_MS > 0 ? DIRECT_RETRY_MAX_MS / CLIENT_TICK_MS : 1;
@@ -1193,7 +1235,7 @@ zvsr_status zvsr_client_new(const char *const endpoints[], size_t n, const zvsr_
     }
 
     /* Proxies are interchangeable: shuffle them once per client to spread load (as the Python client).
-     * Replicas keep index order: replica i is the primary of views i, i + n, ... */
+     * Replicas keep index order: replica i is the primary of views i, i + n, ... (until a reconfiguration). */
     size_t *order = malloc(n * sizeof *order);
     if (order == NULL) {
         zvsr_client_free(c);
@@ -1210,43 +1252,10 @@ zvsr_status zvsr_client_new(const char *const endpoints[], size_t n, const zvsr_
 
     zvsr_status status = ZVSR_OK;
     for (size_t k = 0; k < n && status == ZVSR_OK; k++) {
-        const char *endpoint = endpoints[order[k]];
-        void *s = zmq_socket(c->context, ZMQ_DEALER);
-        if (s == NULL) {
-            status = new_failed(ZVSR_ERR_ZMQ, "zmq_socket: %s", zmq_strerror(errno));
-            break;
-        }
-        c->sockets[k] = s;
+        status = open_socket(c, endpoints[order[k]], keys == 3 ? o : NULL, &c->sockets[k]);
+        if (c->sockets[k] == NULL) break;
         c->n = k + 1;
-        int64_t maxmsg = ZVSR_REPLY_BYTES_MAX;
-        /* Via proxies, ZMQ_IMMEDIATE: a send to a proxy with no connection up is refused at once, which is how
-         * the client knows that proxy is gone and moves to the next (relay_round); when every proxy refuses,
-         * the send is tried again every tick, so a new client's first request leaves as soon as a connection is
-         * up. Direct to replicas, no ZMQ_IMMEDIATE: a request waits in the queue until the connection is up,
-         * instead of being refused and retried a retry period later; a dead endpoint's queue is bounded by
-         * SNDHWM. (As the Python client, zvsr/client.py.) */
-        if (set_int(s, ZMQ_LINGER, 0) || set_int(s, ZMQ_SNDHWM, CLIENT_SNDHWM) ||
-            zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) ||
-            set_int(s, ZMQ_HEARTBEAT_IVL, ZMTP_HEARTBEAT_IVL_MS) ||
-            set_int(s, ZMQ_HEARTBEAT_TIMEOUT, ZMTP_HEARTBEAT_TIMEOUT_MS) ||
-            (!c->direct && set_int(s, ZMQ_IMMEDIATE, 1))) {
-            status = new_failed(ZVSR_ERR_ZMQ, "zmq_setsockopt: %s", zmq_strerror(errno));
-            break;
-        }
-        if (keys == 3 &&
-            (zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, o->curve_server_key, 41) ||
-             zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, o->curve_public_key, 41) ||
-             zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, o->curve_secret_key, 41))) {
-            status = new_failed(ZVSR_ERR_INVALID, "CurveZMQ keys refused: %s", zmq_strerror(errno));
-            break;
-        }
-        if (zmq_connect(s, endpoint) != 0) {
-            int e = errno;
-            status = new_failed(e == ENOMEM ? ZVSR_ERR_NOMEM : ZVSR_ERR_INVALID, "cannot connect to %s: %s",
-                                endpoint, zmq_strerror(e));
-            break;
-        }
-        c->items[k].socket = s;
+        c->items[k].socket = c->sockets[k];
         c->items[k].events = ZMQ_POLLIN;
     }
     free(order);
@@ -1330,6 +1339,111 @@ static void relay_round(zvsr_client *c, call *k, size_t first) {
     k->quiet = 0;
 }
 
+/* --- following reconfiguration (direct; docs/clients.md, "Following reconfiguration") -------------------------
+ *
+ * The replicas given are ids 0..n-1 of the first configuration, from view 0. A Redirect naming a replica the
+ * client cannot place (an id it does not address, or not the one its configuration makes primary of that
+ * view), or a retry round to every replica, sends the status query {"type": 30} to every replica addressed — at
+ * most once per CLIENT_MEMBERSHIP_ASK_MS. An answer {"type": 31, "membership": {"epoch", "start_view",
+ * "members": [{"id", "client", ...}, ...]}, ...} of a later epoch than the one addressed replaces the sockets:
+ * kept members keep theirs, new ones are connected, departed ones closed; the request in flight goes to the
+ * new primary at once. */
+
+static size_t primary_index(const zvsr_client *c, uint64_t view) {
+    uint64_t since = view >= c->start_view ? view - c->start_view : 0; /* views never go below start_view */
+    return (size_t)(since % c->n);
+}
+
+static void ask_configuration(zvsr_client *c) {
+    static const uint8_t query[] = {0x81, 0xa4, 't', 'y', 'p', 'e', 30}; /* {"type": 30} */
+    if (!c->follow) return;
+    int64_t now = now_ns();
+    if (now < c->next_ask_ns) return;
+    c->next_ask_ns = now + (int64_t)CLIENT_MEMBERSHIP_ASK_MS * 1000000LL;
+    for (size_t i = 0; i < c->n; i++) zmq_send(c->sockets[i], query, sizeof query, ZMQ_DONTWAIT); /* EAGAIN: lost */
+}
+
+/* Whether a Redirect to `primary` in `view` fits the configuration addressed. */
+static bool places(const zvsr_client *c, uint64_t view, uint64_t primary) {
+    return c->ids[primary_index(c, view)] == primary;
+}
+
+typedef struct {
+    uint64_t epoch, start_view;
+    size_t n;
+    uint64_t ids[ZVSR_REPLICAS_MAX];
+    char clients[ZVSR_REPLICAS_MAX][ENDPOINT_BYTES_MAX + 1];
+} configuration;
+
+/* The configuration in a status answer, or false if `data` is not one or its membership does not read. */
+static bool read_status_answer(const uint8_t *data, size_t len, configuration *out) {
+    const mp_limits lim = {.str_max = len, .bin_max = len, .array_max = len, .map_max = len, .ext_max = len};
+    if (mp_check_one(data, len, &lim) != ZVSR_DECODE_OK) return false;
+    mp_cur cur = {data, data + len};
+    const uint8_t *end = data + len;
+    mp_item top, type, membership, epoch, start_view, members;
+    if (!mp_read(&cur, &top) || top.kind != MP_MAP) return false;
+    if (!mp_map_get(&top, end, "type", &type) || type.kind != MP_UINT || type.u != STATUS_ANSWER_TYPE) return false;
+    if (!mp_map_get(&top, end, "membership", &membership) || membership.kind != MP_MAP) return false;
+    if (!mp_map_get(&membership, end, "epoch", &epoch) || epoch.kind != MP_UINT) return false;
+    if (!mp_map_get(&membership, end, "start_view", &start_view) || start_view.kind != MP_UINT) return false;
+    if (!mp_map_get(&membership, end, "members", &members) || members.kind != MP_ARRAY) return false;
+    if (members.len < 1 || members.len > ZVSR_REPLICAS_MAX) return false;
+    out->epoch = epoch.u;
+    out->start_view = start_view.u;
+    out->n = members.len;
+    mp_cur mc = {members.ptr, end};
+    for (size_t k = 0; k < out->n; k++) {
+        mp_item member, id, client;
+        if (!mp_read(&mc, &member) || member.kind != MP_MAP) return false;
+        if (!mp_map_get(&member, end, "id", &id) || id.kind != MP_UINT) return false;
+        if (!mp_map_get(&member, end, "client", &client) || client.kind != MP_STR) return false;
+        if (client.len > ENDPOINT_BYTES_MAX || memchr(client.ptr, 0, client.len) != NULL) return false;
+        for (size_t j = 0; j < k; j++)
+            if (out->ids[j] == id.u) return false; /* a member twice: not a configuration */
+        out->ids[k] = id.u;
+        memcpy(out->clients[k], client.ptr, client.len);
+        out->clients[k][client.len] = 0;
+        if (strstr(out->clients[k], "://") == NULL) return false;
+    }
+    return true;
+}
+
+/* Address configuration `g`: sockets in its member order, kept members' sockets reused. False (nothing
+ * changed) if a new member's socket cannot be opened. */
+static bool learn_configuration(zvsr_client *c, const configuration *g) {
+    void *next[ZVSR_REPLICAS_MAX] = {0};
+    bool opened[ZVSR_REPLICAS_MAX] = {0};
+    for (size_t k = 0; k < g->n; k++) {
+        for (size_t i = 0; i < c->n; i++)
+            if (c->ids[i] == g->ids[k]) next[k] = c->sockets[i];
+        if (next[k] != NULL) continue;
+        opened[k] = true;
+        if (open_socket(c, g->clients[k], NULL, &next[k]) != ZVSR_OK) {
+            for (size_t j = 0; j <= k; j++)
+                if (opened[j] && next[j] != NULL) zmq_close(next[j]);
+            return false;
+        }
+    }
+    for (size_t i = 0; i < c->n; i++) {
+        bool kept = false;
+        for (size_t k = 0; k < g->n; k++) kept = kept || next[k] == c->sockets[i];
+        if (!kept) zmq_close(c->sockets[i]);
+    }
+    for (size_t k = 0; k < g->n; k++) {
+        c->sockets[k] = next[k];
+        c->ids[k] = g->ids[k];
+        c->items[k].socket = next[k];
+        c->items[k].events = ZMQ_POLLIN;
+        c->items[k].revents = 0;
+    }
+    c->n = g->n;
+    c->epoch = g->epoch;
+    c->start_view = g->start_view;
+    if (c->view < g->start_view) c->view = g->start_view; /* views go on across epochs: never back */
+    return true;
+}
+
 static void finish(call *k, zvsr_status status) {
     k->done = true;
     k->status = status;
@@ -1356,10 +1470,11 @@ static void on_answer(zvsr_client *c, call *k, const zvsr_wire_message *m) {
     case ZVSR_TYPE_REDIRECT:
         k->refused++;
         if (!c->direct) return; /* a proxy follows Redirects itself: nothing to learn from one */
+        if (!places(c, m->view, m->primary)) ask_configuration(c); /* a configuration we do not know */
         /* Only replicas in normal status redirect, so the view they name has started. Never go back. */
         if (m->view > c->view) {
             c->view = m->view;
-            send_to(c, k, (size_t)(c->view % c->n));
+            send_to(c, k, primary_index(c, c->view));
         }
         return;
     case ZVSR_TYPE_ERROR: {
@@ -1421,8 +1536,17 @@ static zvsr_status drain(zvsr_client *c, call *k, size_t index) {
         }
         if (zmq_msg_more(&part)) continue; /* routing frames: the payload is the last frame (§2) */
         zvsr_wire_message m;
-        if (zvsr_decode_reply(zmq_msg_data(&part), zmq_msg_size(&part), &m) != ZVSR_DECODE_OK)
-            continue; /* not from a zvsr peer (or a bare Error: it names no request); nothing to answer */
+        if (zvsr_decode_reply(zmq_msg_data(&part), zmq_msg_size(&part), &m) != ZVSR_DECODE_OK) {
+            /* A status answer (asked by ask_configuration), or not from a zvsr peer (or a bare Error: it names
+             * no request); nothing to answer. */
+            configuration g;
+            if (c->follow && read_status_answer(zmq_msg_data(&part), zmq_msg_size(&part), &g) &&
+                g.epoch > c->epoch && learn_configuration(c, &g)) {
+                send_to(c, k, primary_index(c, c->view)); /* straight to the new primary */
+                break; /* this socket may be closed now: the caller polls the new set */
+            }
+            continue;
+        }
         on_answer(c, k, &m);
     }
     zmq_msg_close(&part);
@@ -1477,7 +1601,8 @@ static void tick(zvsr_client *c, call *k) {
         if (period > c->retry_max_ticks) period = c->retry_max_ticks;
         k->after = (int)period + (int)prng_below(&c->prng, (uint64_t)c->retry_ticks + 1);
         k->ticks = 0;
-        broadcast(c, k); /* the same request to every endpoint: whichever is primary answers */
+        ask_configuration(c); /* no answer in time: maybe the replicas changed */
+        broadcast(c, k);      /* the same request to every endpoint: whichever is primary answers */
     }
 }
 
@@ -1511,7 +1636,7 @@ zvsr_status zvsr_execute(zvsr_client *c, const uint8_t *operation, size_t len, z
     const int64_t tick_ns = (int64_t)CLIENT_TICK_MS * 1000000LL;
     int64_t next_tick = now_ns() + tick_ns;
     if (c->direct)
-        send_to(c, &k, (size_t)(c->view % c->n)); /* the primary of the highest view seen */
+        send_to(c, &k, primary_index(c, c->view)); /* the primary of the highest view seen */
     else
         relay_round(c, &k, c->relay); /* the proxy that took the last request */
 
@@ -1524,7 +1649,8 @@ zvsr_status zvsr_execute(zvsr_client *c, const uint8_t *operation, size_t len, z
             finish(&k, ZVSR_ERR_ZMQ);
             break;
         }
-        for (size_t i = 0; rc > 0 && i < c->n && !k.done; i++)
+        uint64_t epoch = c->epoch;
+        for (size_t i = 0; rc > 0 && i < c->n && !k.done && c->epoch == epoch; i++)
             if (c->items[i].revents & ZMQ_POLLIN) {
                 zvsr_status s = drain(c, &k, i);
                 if (s != ZVSR_OK) finish(&k, s);

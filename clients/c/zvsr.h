@@ -11,7 +11,9 @@
  *   - direct: a call sends its Request to the primary (view mod n), follows Redirects to newer views, and
  *     re-sends the *same* (client_id, request_number, operation) to every replica when no answer arrives
  *     in time (200 ms doubling to 1.6 s, with jitter) or shortly after an Error unavailable / busy /
- *     view_change;
+ *     view_change; it follows reconfiguration: a Redirect to a replica it cannot place, or a re-send to
+ *     every replica, makes it ask them for the status query (at most every 500 ms), and a later epoch's
+ *     membership replaces the replicas addressed (primary of view v: members[(v - start_view) mod n]);
  *   - via proxies (shuffled once per client): the proxy retries toward the replicas and answers by its own
  *     deadline, so a call sends its Request to one proxy (the one the last request went to) and re-sends
  *     the same request, to the next proxy, only when that one cannot answer: its socket has no connection
@@ -117,6 +119,7 @@ void zvsr_client_free(zvsr_client *client);
 uint64_t zvsr_client_id(const zvsr_client *client);
 uint64_t zvsr_client_request_number(const zvsr_client *client); /* the last one used; 0 before any */
 uint64_t zvsr_client_view(const zvsr_client *client);           /* the highest view seen */
+uint64_t zvsr_client_epoch(const zvsr_client *client); /* of the configuration addressed (0: as given) */
 
 /* Human-readable detail of the last call's outcome ("" after ZVSR_OK); with client == NULL, of this
  * thread's last failed zvsr_client_new. Valid until the next call on the client. */

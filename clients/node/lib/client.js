@@ -16,7 +16,10 @@
  *   deadline is ahead), or 2.5 s without any answer (a proxy restarted with the request in flight);
  * - direct (`new Client({replicas: [...]})`, the replicas' client endpoints in index order): the client finds
  *   the primary itself — replica `view mod n`, following Redirects — and re-sends the same request to every
- *   replica when 200 ms (doubling up to 1.6 s) pass without an answer.
+ *   replica when 200 ms (doubling up to 1.6 s) pass without an answer. It follows reconfiguration: a Redirect
+ *   to a replica it cannot place, or a re-send to everyone, makes it ask the replicas for the status query
+ *   (at most every 500 ms); from a later epoch's `membership` it addresses those members (ids, client
+ *   endpoints; primary of view v: members[(v - start_view) mod n]) without a restart.
  *
  * The retry logic is `RelaySession` / `ClientSession` (lib/session.js), ports of the sessions the Python
  * client (and, for `ClientSession`, the proxy) runs (docs/protocol.md §5, "Who retries what"). Because every
@@ -31,6 +34,7 @@ const { performance } = require('node:perf_hooks');
 const zmq = require('zeromq');
 
 const codec = require('./codec');
+const msgpack = require('./msgpack');
 const { ClientSession, RelaySession, Attempts, BROADCAST, RELAY_QUIET_MS } = require('./session');
 const { ops, resultValue } = require('./coordination');
 const { errorFor, BadRequest } = require('./errors');
@@ -44,7 +48,12 @@ const DEFAULTS = {
   replyBytesMax: codec.RESULT_BYTES_MAX + 1024, // CLIENT_REPLY_BYTES_MAX
   heartbeatIntervalMs: 1000, // ZMTP_HEARTBEAT_IVL_MS
   heartbeatTimeoutMs: 3000, // ZMTP_HEARTBEAT_TIMEOUT_MS
+  membershipAskMs: 500, // CLIENT_MEMBERSHIP_ASK_MS: at most one status query round this often
 };
+
+const STATUS_QUERY = msgpack.encode({ type: 30 }); // docs/protocol.md §11; answered by {type: 31, ...}
+const TYPE_STATUS_ANSWER = 31;
+const MEMBERS_MAX = 64; // a configuration's members read from a status answer; more is not a zvsr answer
 
 const TIMER_MAX_MS = 2 ** 31 - 1; // setTimeout's limit; a longer wait just wakes up early and sleeps again
 const Z85_KEY = /^[0-9a-zA-Z.\-:+=^!/*?&<>()[\]{}@%$#]{40}$/;
@@ -169,25 +178,35 @@ class Client {
     this.viaProxies = viaProxies;
     this._target = viaProxies ? 'proxy' : 'replica';
     this._session = this._newSession(randomClientId());
-    this._sockets = [];
+    this._settings = settings;
+    // Proxy index, or replica id -> DEALER. Direct, the endpoints as given are replicas 0..n-1 (epoch 0's ids);
+    // a later configuration learnt from a status answer replaces them (`_learnConfiguration`).
+    this._sockets = new Map();
+    this._receivers = [];
     try {
-      for (const endpoint of endpoints) {
-        const socket = new zmq.Dealer(settings);
-        this._sockets.push(socket);
-        socket.connect(endpoint);
-      }
+      endpoints.forEach((endpoint, index) => this._connect(index, endpoint));
     } catch (error) {
-      for (const socket of this._sockets) socket.close();
+      for (const socket of this._sockets.values()) socket.close();
       throw error;
     }
+    // Follow reconfigurations (direct only; with CurveZMQ the server key is the one given, so keep the replicas).
+    this._follow = !viaProxies && options.curveServerKey == null;
+    this.epoch = 0; // of the configuration addressed (0: the endpoints as given)
+    this._nextAsk = -Infinity;
     this._closed = false;
     this._queue = Promise.resolve(); // calls run one at a time, in order
     this._call = null; // the call in flight: { wire, request, attempts, resolve, reject }
     this._timer = null;
     this._last = null; // the latest request: { requestNumber, operation, parse }
     this._receiveError = null;
-    this.stats = { sent: 0, received: 0, undecodable: 0, ignored: 0 };
-    this._receivers = this._sockets.map((socket) => this._receive(socket));
+    this.stats = { sent: 0, received: 0, undecodable: 0, ignored: 0, statusAsks: 0, configurations: 0 };
+  }
+
+  _connect(id, endpoint) {
+    const socket = new zmq.Dealer(this._settings);
+    this._sockets.set(id, socket);
+    socket.connect(endpoint);
+    this._receivers.push(this._receive(socket));
   }
 
   /** This client's session id (a random 64-bit bigint). */
@@ -361,7 +380,12 @@ class Client {
       const relay = this._session instanceof RelaySession ? this._session.relay : 0;
       return new RelaySession({ clientId, relay, ...this._sessionSettings });
     }
-    return new ClientSession({ clientId, ...this._sessionSettings });
+    const session = new ClientSession({ clientId, ...this._sessionSettings });
+    const previous = this._session;
+    if (previous instanceof ClientSession && this.epoch > 0) {
+      session.learnConfiguration(previous.members, previous.startView);
+    }
+    return session;
   }
 
   _run(call, requestNumber) {
@@ -393,7 +417,8 @@ class Client {
         this._onMessage(frames);
       }
     } catch (error) {
-      if (!this._closed) {
+      // (A departed replica's socket, closed by `_learnConfiguration`, is no failure of the client.)
+      if (!this._closed && [...this._sockets.values()].includes(socket)) {
         // Not expected from a DEALER: fail the call in flight and every later one.
         this._receiveError = error;
         this._finish(null, error);
@@ -404,14 +429,19 @@ class Client {
   _onMessage(frames) {
     this.stats.received += 1;
     let reply;
+    const data = frames[frames.length - 1];
     try {
-      reply = codec.decodeClientReply(frames[frames.length - 1]);
+      reply = codec.decodeClientReply(data);
     } catch (error) {
       if (error instanceof codec.DecodeError) {
-        this.stats.undecodable += 1; // not from a zvsr peer (or a bare Error): nothing to answer
+        // A status answer (asked by `_askConfiguration`), or not from a zvsr peer: nothing to answer.
+        if (!this._onStatusAnswer(data)) this.stats.undecodable += 1;
         return;
       }
       throw error;
+    }
+    if (reply.kind === 'Redirect' && !this.viaProxies && !this._places(reply)) {
+      this._askConfiguration(); // a primary we do not know, or not where we expect it: a configuration we do not know
     }
     const call = this._call;
     if (call === null || reply.client_id !== this.clientId || reply.request_number !== call.request.request_number) {
@@ -446,7 +476,16 @@ class Client {
     const session = this._session;
     for (const [destination, request] of session.takeOutbox()) {
       if (call === null || request !== call.request) continue;
-      const targets = destination === BROADCAST ? this._sockets : [this._sockets[destination]];
+      let targets;
+      if (destination === BROADCAST) {
+        this._askConfiguration(); // no answer in time: maybe the replicas changed
+        targets = [...this._sockets.values()];
+      } else if (this._sockets.has(destination)) {
+        targets = [this._sockets.get(destination)];
+      } else {
+        this._askConfiguration(); // cannot happen with a configuration learnt whole; ask rather than fail
+        continue;
+      }
       for (const socket of targets) {
         socket.send(call.wire).then(
           () => {
@@ -467,6 +506,62 @@ class Client {
         );
       }
     }
+  }
+
+  // --- the replicas' configuration (direct mode; docs/clients.md, "Following reconfiguration") ---
+
+  /** Whether a Redirect fits the configuration addressed: it names a replica we know, the one we'd expect. */
+  _places(redirect) {
+    const primary = Number(redirect.primary);
+    return this._sockets.has(primary) && this._session.primaryOf(redirect.view) === primary;
+  }
+
+  /** Send the status query to every replica addressed, at most once per `membershipAskMs`. */
+  _askConfiguration() {
+    if (!this._follow || this._closed) return;
+    const now = performance.now();
+    if (now < this._nextAsk) return;
+    this._nextAsk = now + DEFAULTS.membershipAskMs;
+    this.stats.statusAsks += 1;
+    for (const socket of this._sockets.values()) socket.send(STATUS_QUERY).catch(() => {}); // EAGAIN: lost
+  }
+
+  /**
+   * A status answer's configuration (`membership`: epoch, start_view, members [{id, client, ...}]), if it is a
+   * later epoch than the one addressed: connect to new members, close departed ones' sockets, and address the
+   * new primary. Returns whether `data` was a status answer. Anything unreadable is ignored.
+   */
+  _onStatusAnswer(data) {
+    let answer;
+    try {
+      answer = msgpack.decode(data, { ints: 'bigint' });
+    } catch {
+      return false;
+    }
+    if (answer === null || typeof answer !== 'object' || answer.type !== BigInt(TYPE_STATUS_ANSWER)) return false;
+    const configuration = readMembership(answer.membership);
+    if (!this._follow || configuration === null || configuration.epoch <= this.epoch) return true;
+    this._learnConfiguration(configuration);
+    return true;
+  }
+
+  _learnConfiguration({ epoch, startView, members }) {
+    const ids = new Set(members.map((m) => m.id));
+    for (const [id, socket] of [...this._sockets]) {
+      if (!ids.has(id)) {
+        socket.close(); // its receive loop ends
+        this._sockets.delete(id);
+      }
+    }
+    for (const { id, client } of members) if (!this._sockets.has(id)) this._connect(id, client);
+    this.epoch = epoch;
+    this.endpoints = members.map((m) => m.client);
+    this.stats.configurations += 1;
+    this._session.learnConfiguration(
+      members.map((m) => m.id),
+      startView,
+    );
+    this._flush();
   }
 
   _complete() {
@@ -513,7 +608,7 @@ class Client {
     if (this._closed) return;
     this._closed = true;
     this._finish(null, new Error('the client is closed'));
-    for (const socket of this._sockets) socket.close();
+    for (const socket of this._sockets.values()) socket.close();
   }
 
   /** Close, and wait until every socket's receive loop has ended. */
@@ -523,8 +618,31 @@ class Client {
   }
 }
 
+/**
+ * The configuration in a status answer's `membership`, or null if absent or unreadable: {epoch (a number),
+ * startView (a bigint), members: [{id (a number), client (an endpoint)}]}, members in order. Every member must
+ * have a client endpoint (a configuration with a member we cannot reach is not one we can address).
+ */
+function readMembership(membership) {
+  if (membership === null || typeof membership !== 'object' || membership instanceof Map) return null;
+  const { epoch, start_view: startView, members } = membership;
+  if (typeof epoch !== 'bigint' || typeof startView !== 'bigint' || epoch < 0n || startView < 0n) return null;
+  if (!Array.isArray(members) || members.length < 1 || members.length > MEMBERS_MAX) return null;
+  const out = [];
+  for (const member of members) {
+    if (member === null || typeof member !== 'object' || member instanceof Map) return null;
+    const { id, client } = member;
+    if (typeof id !== 'bigint' || id < 0n || id > BigInt(Number.MAX_SAFE_INTEGER)) return null;
+    if (typeof client !== 'string' || !client.includes('://')) return null;
+    if (out.some((m) => m.id === Number(id))) return null;
+    out.push({ id: Number(id), client });
+  }
+  if (epoch > BigInt(Number.MAX_SAFE_INTEGER)) return null;
+  return { epoch: Number(epoch), startView, members: out };
+}
+
 // `using client = …` / `await using` where the runtime has explicit resource management.
 if (typeof Symbol.dispose === 'symbol') Client.prototype[Symbol.dispose] = Client.prototype.close;
 if (typeof Symbol.asyncDispose === 'symbol') Client.prototype[Symbol.asyncDispose] = Client.prototype.closed;
 
-module.exports = { Client, socketOptions, DEFAULTS };
+module.exports = { Client, socketOptions, readMembership, DEFAULTS };

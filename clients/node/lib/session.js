@@ -8,7 +8,8 @@
  * `submit`, `onReply` and `poll(now)`, sends what `takeOutbox()` returns, and wakes up at `wakeAt()`.
  *
  * Direct to the replicas (`ClientSession`). One session is one client_id with at most one request outstanding.
- * It keeps the highest view it has seen and sends to that view's primary (`view mod n`); a Redirect of a newer
+ * It keeps the highest view it has seen and sends to that view's primary (`members[(view - startView) mod n]`,
+ * replica ids; `learnConfiguration` follows a reconfiguration); a Redirect of a newer
  * view moves it there (never back); a retry timeout re-sends the *same* (client_id, request_number) to every
  * endpoint, doubling the period with jitter up to a cap; an Error `unavailable`, `busy` or `view_change` makes
  * the next retry come sooner; an Error `bad_request` ends the request. When the deadline passes the request
@@ -161,6 +162,10 @@ class ClientSession extends Session {
     if (retryMaxMs < retryMs) throw new RangeError('retryMaxMs must be >= retryMs');
     super({ clientId, requestNumber, view });
     this.endpointCount = endpointCount;
+    // The configuration it addresses (VR Revisited §7): replica ids in order, and the view its first member
+    // leads. The endpoints as given are ids 0..n-1 from view 0; `learnConfiguration` moves to a later epoch's.
+    this.members = Array.from({ length: endpointCount }, (_, i) => i);
+    this.startView = 0n;
     this.retryMs = retryMs;
     this.retryMaxMs = retryMaxMs;
     this.random = random;
@@ -169,8 +174,28 @@ class ClientSession extends Session {
     this.backoffs = 0;
   }
 
+  /** The replica id that leads `view` (default: the highest seen): members[(view - startView) mod n]. */
+  primaryOf(view = this.view) {
+    const n = BigInt(this.members.length);
+    return this.members[Number((((view - this.startView) % n) + n) % n)];
+  }
+
   get primary() {
-    return Number(this.view % BigInt(this.endpointCount));
+    return this.primaryOf(this.view);
+  }
+
+  /**
+   * A later epoch's configuration (members: replica ids in order; startView: its first view, a bigint), learnt
+   * by the driver from a status answer. Views go on across epochs, so the session never goes back to an older
+   * one. If a request is in flight it goes to the new primary at once (the retry timer would only add a pause).
+   */
+  learnConfiguration(members, startView) {
+    if (!members.length || startView < this.startView) return;
+    this.members = [...members];
+    this.endpointCount = members.length;
+    this.startView = startView;
+    if (startView > this.view) this.view = startView;
+    if (this.outstanding !== null) this.outbox.push([this.primary, this.outstanding]);
   }
 
   /**

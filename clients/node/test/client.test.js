@@ -36,6 +36,8 @@ class FakeServers {
     this.routers = [];
     this.loops = [];
     this.requests = []; // [index, request]
+    this.statusQueries = []; // index of the server asked, per status query
+    this.statusAnswer = null; // (index) => the status answer to send, or null
     this.waiters = [];
   }
 
@@ -46,7 +48,17 @@ class FakeServers {
   async serve(index, router) {
     for await (const frames of router) {
       const [identity, payload] = [frames[0], frames[frames.length - 1]];
-      const request = codec.decodeRequest(payload);
+      let request;
+      try {
+        request = codec.decodeRequest(payload);
+      } catch (error) {
+        // The status query a direct client sends to learn the configuration: answered by `statusAnswer`.
+        assert.deepEqual(msgpack.decode(payload), { type: 30 }, `not a Request: ${error.message}`);
+        this.statusQueries.push(index);
+        const answer = this.statusAnswer?.(index);
+        if (answer != null) await router.send([identity, msgpack.encode(answer)]);
+        continue;
+      }
       this.requests.push([index, request]);
       for (const waiter of this.waiters.splice(0)) waiter();
       const answers = this.handler(index, request, this.requests.length) ?? [];
@@ -109,6 +121,7 @@ test('direct: follows a Redirect to the primary with the same request', async ()
       await withClient({ replicas: servers.endpoints, timeoutMs: 10_000 }, async (client) => {
         assert.equal(await client.put('k', 'v'), null);
         assert.equal(client.view, 5n);
+        assert.deepEqual(servers.statusQueries, [], 'a Redirect that fits the configuration asks nothing');
         const [[first, r1], [second, r2]] = servers.requests;
         assert.deepEqual([first, second], [0, 2], 'replica 0 (view 0) first, then the primary of view 5');
         assert.equal(r1.client_id, client.clientId);
@@ -117,6 +130,88 @@ test('direct: follows a Redirect to the primary with the same request', async ()
         // The next request goes straight to the primary of the view it knows.
         await client.get('k');
         assert.deepEqual(servers.requests.slice(2).map(([i, r]) => [i, r.request_number]), [[2, 2n]]);
+      });
+    },
+  );
+});
+
+/** A status answer naming configuration `epoch` from view `startView`: members [[id, endpoint], ...] in order. */
+const statusAnswer = (epoch, startView, members) => ({
+  type: 31,
+  epoch,
+  view: startView,
+  membership: {
+    epoch,
+    start_op: 10,
+    start_view: startView,
+    members: members.map(([id, client]) => ({ id, peer: 'tcp://127.0.0.1:1', heartbeat: 'tcp://127.0.0.1:2', client })),
+  },
+});
+
+test('direct: a Redirect to an unknown replica id asks for the status; the client moves to the new members', async () => {
+  // Servers 0-2 are replicas 0, 1, 2 of epoch 0; 0 and 1 were replaced by 5 (server 3) and 7 (server 4) in
+  // epoch 1 from view 3. Replicas still in it redirect to 7, which leads view 4 = members[(4 - 3) mod 3].
+  await withServers(
+    5,
+    (index, request) => (index === 4 ? reply(request, { view: 4n }) : redirect(request, 4n, 7)),
+    async (servers) => {
+      const [, , old2, new5, new7] = servers.endpoints;
+      servers.statusAnswer = () => statusAnswer(1, 3, [[5, new5], [7, new7], [2, old2]]);
+      await withClient({ replicas: servers.endpoints.slice(0, 3), timeoutMs: 10_000 }, async (client) => {
+        assert.equal(await client.put('k', 'v'), null);
+        assert.equal(client.epoch, 1);
+        assert.equal(client.view, 4n);
+        assert.deepEqual([...servers.statusQueries].sort(), [0, 1, 2], 'one round: every replica asked once');
+        assert.deepEqual([...client._sockets.keys()].sort(), [2, 5, 7], 'departed 0 and 1 dropped, 5 and 7 added');
+        const toNew = servers.requests.filter(([index]) => index === 4).map(([, r]) => r.request_number);
+        assert.deepEqual(toNew, [1n], 'the same request, same numbers, at the new primary');
+        const before = servers.requests.length;
+        await client.get('k');
+        assert.deepEqual(servers.requests.slice(before).map(([i, r]) => [i, r.request_number]), [[4, 2n]]);
+        assert.equal(client.stats.configurations, 1);
+      });
+    },
+  );
+});
+
+test('direct: after a retry round with no answer the client asks for the status and follows it', async () => {
+  // The replicas given are all gone (they answer nothing but the status query); the cluster now is replica 9.
+  await withServers(
+    4,
+    (index, request) => (index === 3 ? reply(request, { view: 12n }) : null),
+    async (servers) => {
+      servers.statusAnswer = (index) => (index === 0 ? statusAnswer(2, 12, [[9, servers.endpoints[3]]]) : null);
+      const options = { replicas: servers.endpoints.slice(0, 3), timeoutMs: 10_000, retryMs: 50 };
+      await withClient(options, async (client) => {
+        assert.equal(await client.put('k', 1), null);
+        assert.equal(client.epoch, 2);
+        assert.ok(servers.statusQueries.length >= 1);
+        assert.deepEqual([...client._sockets.keys()], [9]);
+      });
+    },
+  );
+});
+
+test('direct: unreadable status answers change nothing, and asks stay bounded (one round per 500 ms)', async () => {
+  const bad = [
+    { type: 31 },
+    { type: 31, membership: { epoch: 1, start_view: 0, members: [] } },
+    { type: 31, membership: { epoch: 1, start_view: 0, members: [{ id: 4 }] } },
+    { type: 31, membership: { epoch: 1, start_view: 0, members: [{ id: -1, client: 'tcp://x:1' }] } },
+    { type: 31, membership: { epoch: 1, start_view: 0, members: [{ id: 4, client: 'x' }] } },
+  ];
+  let next = 0;
+  await withServers(
+    3,
+    (index, request) => redirect(request, 6n, 7), // an unknown primary, again and again
+    async (servers) => {
+      servers.statusAnswer = () => bad[next++ % bad.length];
+      await withClient({ replicas: servers.endpoints, timeoutMs: 1500, retryMs: 100 }, async (client) => {
+        await assert.rejects(client.get('k'), Unavailable); // every attempt was redirected: not executed
+        assert.ok(servers.statusQueries.length >= 3, 'asked, ');
+        assert.ok(servers.statusQueries.length <= 3 * 4, 'but at most one round per 500 ms');
+        assert.equal(client.epoch, 0);
+        assert.deepEqual([...client._sockets.keys()], [0, 1, 2]);
       });
     },
   );
@@ -535,7 +630,7 @@ test('CurveZMQ: the options are applied to every socket', () => {
     curveServerKey: server.publicKey,
   });
   try {
-    for (const socket of client._sockets) {
+    for (const socket of client._sockets.values()) {
       assert.equal(socket.securityMechanism, 'curve');
       assert.equal(socket.curveServer, false);
       assert.equal(socket.linger, 0);
@@ -545,15 +640,15 @@ test('CurveZMQ: the options are applied to every socket', () => {
   }
   const plain = new Client({ replicas: ['tcp://127.0.0.1:9'] });
   try {
-    assert.equal(plain._sockets[0].securityMechanism, null);
-    assert.equal(plain._sockets[0].immediate, false);
+    assert.equal(plain._sockets.get(0).securityMechanism, null);
+    assert.equal(plain._sockets.get(0).immediate, false);
   } finally {
     plain.close();
   }
   const viaProxy = new Client({ proxy: 'tcp://127.0.0.1:9', curveServerKey: server.publicKey });
   try {
-    assert.equal(viaProxy._sockets[0].immediate, true);
-    assert.equal(viaProxy._sockets[0].securityMechanism, 'curve');
+    assert.equal(viaProxy._sockets.get(0).immediate, true);
+    assert.equal(viaProxy._sockets.get(0).securityMechanism, 'curve');
   } finally {
     viaProxy.close();
   }

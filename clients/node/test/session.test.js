@@ -63,6 +63,21 @@ test('a Redirect of a newer view moves the session; older or equal ones do not',
   assert.deepEqual(s.takeOutbox().map(([d]) => d), [1], 'view 7 of 3 replicas: replica 1');
 });
 
+test('reconfiguration: members [5, 7, 2] from view 3 — the primary of view v is members[(v - 3) mod 3]', () => {
+  const s = session();
+  const request = s.submit(OP, { now: 0, timeoutMs: 100_000 });
+  assert.deepEqual(s.takeOutbox(), [[0, request]]);
+  s.learnConfiguration([5, 7, 2], 3n);
+  assert.equal(s.view, 3n, 'the configuration has started by its first view');
+  assert.deepEqual(s.takeOutbox(), [[5, request]], 'the request in flight goes to the new primary at once');
+  assert.deepEqual([3n, 4n, 5n, 6n].map((v) => s.primaryOf(v)), [5, 7, 2, 5]);
+  s.onReply(reply({ kind: 'Redirect', view: 4n, primary: 7n }), 10);
+  assert.deepEqual(s.takeOutbox(), [[7, request]]);
+  s.learnConfiguration([0, 1, 2], 0n); // an older configuration (an earlier first view): never back
+  assert.deepEqual(s.members, [5, 7, 2]);
+  assert.equal(s.view, 4n);
+});
+
 test('errors: retry soon for not-now codes (keeping our view), stop for bad_request', () => {
   const s = session({ retryMs: 1000, retryMaxMs: 4000 });
   s.submit(OP, { now: 0, timeoutMs: 100_000 });
