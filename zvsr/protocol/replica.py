@@ -1168,10 +1168,8 @@ class Replica(ReplicaState):
             return self._ignore("on_snapshot_chunk", "newer epoch, not catching up from its sender")
         if message.snapshot_op <= self.commit_number:
             return self._ignore("on_snapshot_chunk", "newer epoch, snapshot not ahead of our commit_number")
-        if self.status is not Status.TRANSITIONING:
-            if self.snapshots.download is not None:
-                return self._ignore("on_snapshot_chunk", "newer epoch, a download of our epoch in progress")
-            self._to_transitioning()
+        # A download of our own epoch (a state transfer from its primary) is dropped: that epoch is over.
+        self._to_transitioning()
         refused = self.snapshots.append_chunk(message, now=self.now, count=self._count)
         if refused is not None:
             return self._ignore("on_snapshot_chunk", refused)
