@@ -183,6 +183,9 @@ class Simulation:
         self.admin_number = 0
         self.configuration = Membership.initial(self.options.replicas)
         self.pending: tuple[int, ...] = ()  # the configuration the admin asked for last
+        # The configuration before the latest one, until a quorum of the latest has started it: the old group is
+        # still the one that holds the state, and the paper's failure bound holds for it meanwhile.
+        self.transition_from: Membership | None = None
         self.reconfigurations = 0
         self.paused: set[int] = set()
         self.stalled: set[int] = set()
@@ -480,6 +483,8 @@ class Simulation:
             self._learn_configuration(replica.membership)
         if index in self.joining and replica.status is Status.NORMAL:
             self.joining.discard(index)
+        if self.transition_from is not None and self._started_by_quorum():
+            self.transition_from = None
         if replica.stopped:
             self._retire(index)
 
@@ -781,6 +786,8 @@ class Simulation:
         sizes = [len(self.configuration.ids)]
         if self.admin is not None and self.admin.outstanding is not None:
             sizes.append(len(self.pending))  # a transition in flight: both groups must keep their bound
+        if self.transition_from is not None:
+            sizes.append(len(self.transition_from.ids))
         if down >= (min(sizes) - 1) // 2:
             return
         self._crash_one(self.prng.choice(self._running()), disk=False)
@@ -935,11 +942,22 @@ class Simulation:
 
     def _learn_configuration(self, configuration: Membership) -> None:
         """A replica entered a later epoch: clients learn its configuration, as a proxy would from heartbeats."""
+        self.transition_from = self.transition_from or self.configuration
         self.configuration = configuration
         self.reconfigurations += 1
         self._note(f"epoch {configuration.epoch} started: members {configuration.ids}")
         for session in self._sessions():
             session.learn_configuration(configuration.ids, configuration.start_view)
+
+    def _started_by_quorum(self) -> bool:
+        """A quorum of the latest configuration is in normal status in its epoch (or later)."""
+        configuration = self.configuration
+        started = 0
+        for index in configuration.ids:
+            replica = self.replicas[index] if index < len(self.replicas) else None
+            if replica is not None and replica.status is Status.NORMAL and replica.epoch >= configuration.epoch:
+                started += 1
+        return started >= configuration.quorum
 
     def _retire(self, index: int) -> None:
         """A replica that left and handed over stops for good (its process exits)."""
