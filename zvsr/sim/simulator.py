@@ -462,8 +462,11 @@ class Simulation:
         ready = replica.ready()
         self.leases.on_ready(ready, self.now)  # before a torn write: the entries were appended all the same
         if index in self.crash_while_writing and ready.persist:
-            # The process dies in the middle of step 1: part of the writes land, nothing is sent.
+            # The process dies in the middle of step 1: part of the writes land, nothing is sent. The step itself
+            # happened (in memory): what it executed is committed, and a snapshot of it may be among the writes
+            # that landed, so the checker learns of it as of any step.
             self.disks[index].apply(ready.persist, prng=self.prng)
+            self.checker.after_step(index, replica, ready)
             self.crash_while_writing.discard(index)
             self._crash_one(index, disk=True, during="writing")
             return
