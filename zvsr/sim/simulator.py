@@ -786,6 +786,9 @@ class Simulation:
         # Diskless: at most f (of the latest configuration) down or recovering, the bound of the paper. A replica
         # that is not a member (joining, or leaving) counts too: it may become one, or still be needed.
         down = sum(1 for i in self._running() if _down_or_recovering(self.replicas[i]))
+        if self.transition_from is not None:
+            # A member of the old group that stopped before a quorum of the new one started is lost for good.
+            down += sum(1 for i in self.transition_from.ids if i in self.retired)
         sizes = [len(self.configuration.ids)]
         if self.admin is not None and self.admin.outstanding is not None:
             sizes.append(len(self.pending))  # a transition in flight: both groups must keep their bound
