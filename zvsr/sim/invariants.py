@@ -92,6 +92,10 @@ class Checker:
         self.checked_view.pop(index, None)
         self.checked_view_op.pop(index, None)
 
+    def executed_before_crash(self, index: int, replica: Replica, ready: Ready) -> None:
+        """A step whose writes were torn by a crash: what it executed is committed all the same."""
+        self._check_executed(index, replica, ready)
+
     def after_step(self, index: int, replica: Replica, ready: Ready) -> None:
         self._check_executed(index, replica, ready)
         self._check_view_log(index, replica)

@@ -464,9 +464,9 @@ class Simulation:
         if index in self.crash_while_writing and ready.persist:
             # The process dies in the middle of step 1: part of the writes land, nothing is sent. The step itself
             # happened (in memory): what it executed is committed, and a snapshot of it may be among the writes
-            # that landed, so the checker learns of it as of any step.
+            # that landed, so the checker learns what it executed (not its log: unsent, and maybe not on disk).
             self.disks[index].apply(ready.persist, prng=self.prng)
-            self.checker.after_step(index, replica, ready)
+            self.checker.executed_before_crash(index, replica, ready)
             self.crash_while_writing.discard(index)
             self._crash_one(index, disk=True, during="writing")
             return
