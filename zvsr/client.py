@@ -473,6 +473,22 @@ def _endpoints(
     return endpoints, proxy is not None
 
 
+def _connected_dealer(
+    context: zmq.Context[Any], index: int, endpoint: str, curve: Curve | None, *, via_proxies: bool
+) -> Any:
+    """A DEALER connected to `endpoint` (replica `index`'s, for CurveZMQ), configured; closed if that fails. The
+    sync and the asyncio clients' contexts make their own kind of socket."""
+    socket = context.socket(zmq.DEALER)
+    try:
+        _configure(socket, via_proxies=via_proxies)
+        apply_curve(socket, curve, index)
+        socket.connect(endpoint)
+    except BaseException:
+        socket.close(linger=0)
+        raise
+    return socket
+
+
 def _configure(socket: zmq.Socket[Any], *, via_proxies: bool) -> None:
     socket.setsockopt(zmq.LINGER, 0)
     socket.setsockopt(zmq.SNDHWM, CLIENT_SNDHWM)
@@ -759,14 +775,9 @@ class Client:
         self._closed = False
 
     def _open(self, index: int, endpoint: str, curve: Curve | None) -> zmq.Socket[bytes]:
-        socket = self._context.socket(zmq.DEALER)
-        try:
-            _configure(socket, via_proxies=self._via_proxies)
-            apply_curve(socket, curve, index)
-            socket.connect(endpoint)
-        except BaseException:
-            socket.close(linger=0)
-            raise
+        socket: zmq.Socket[bytes] = _connected_dealer(
+            self._context, index, endpoint, curve, via_proxies=self._via_proxies
+        )
         self._poller.register(socket, zmq.POLLIN)
         self._index[socket] = index
         return socket
@@ -974,14 +985,7 @@ class AsyncClient:
         self._closed = False
 
     def _open(self, index: int, endpoint: str, curve: Curve | None) -> zmq.Socket[bytes]:
-        socket = self._context.socket(zmq.DEALER)
-        try:
-            _configure(socket, via_proxies=self._via_proxies)
-            apply_curve(socket, curve, index)
-            socket.connect(endpoint)
-        except BaseException:
-            socket.close(linger=0)
-            raise
+        socket = _connected_dealer(self._context, index, endpoint, curve, via_proxies=self._via_proxies)
         self._sockets[index] = socket
         self._poller.register(socket, zmq.POLLIN)
         self._index[socket] = index

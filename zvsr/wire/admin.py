@@ -260,6 +260,19 @@ class WatchCommit:
     commit_number: int
 
 
+def _query_fields(data: bytes, type_number: int, keys: frozenset[str], shape: str) -> dict[str, Any] | None:
+    """The map of a query of `type_number`: None if `data` is not a map with that ``type`` at all (not ours, the
+    next decoder may take it); DecodeError if it is one of another shape than `shape` (a ``bad_request``)."""
+    if len(data) > CLIENT_MESSAGE_BYTES_MAX:
+        return None
+    value = _unpack_or_none(data)
+    if type(value) is not dict or value.get("type") != type_number or type(value["type"]) is not int:
+        return None
+    if value.keys() != keys:
+        raise DecodeError(REASON_UNKNOWN_FIELD, f"a {shape}")
+    return value
+
+
 def encode_snapshot_query(prefix: str) -> bytes:
     data: bytes = msgpack.packb({"type": TYPE_SNAPSHOT_QUERY, "prefix": prefix}, use_bin_type=True)
     return data
@@ -268,13 +281,10 @@ def encode_snapshot_query(prefix: str) -> bytes:
 def decode_snapshot_query(data: bytes) -> str | None:
     """The prefix of a snapshot query; None if `data` is not a map with ``type`` 32 at all (not ours);
     DecodeError if it is one of another shape (it gets a ``bad_request`` snapshot answer)."""
-    if len(data) > CLIENT_MESSAGE_BYTES_MAX:
+    shape = 'snapshot query is exactly {"type": 32, "prefix": str}'
+    value = _query_fields(data, TYPE_SNAPSHOT_QUERY, _SNAPSHOT_QUERY_KEYS, shape)
+    if value is None:
         return None
-    value = _unpack_or_none(data)
-    if type(value) is not dict or value.get("type") != TYPE_SNAPSHOT_QUERY or type(value["type"]) is not int:
-        return None
-    if value.keys() != _SNAPSHOT_QUERY_KEYS:
-        raise DecodeError(REASON_UNKNOWN_FIELD, 'a snapshot query is exactly {"type": 32, "prefix": str}')
     prefix = value["prefix"]
     if type(prefix) is not str:
         raise DecodeError(REASON_WRONG_TYPE, f"snapshot query: prefix must be a str, not {type(prefix).__name__}")
@@ -356,13 +366,10 @@ def encode_history_query(from_op: int) -> bytes:
 def decode_history_query(data: bytes) -> int | None:
     """The ``from_op`` of a history query; None if `data` is not a map with ``type`` 36 at all (not ours);
     DecodeError if it is one of another shape (it gets a ``bad_request`` answer)."""
-    if len(data) > CLIENT_MESSAGE_BYTES_MAX:
+    shape = 'history query is exactly {"type": 36, "from_op": uint}'
+    value = _query_fields(data, TYPE_HISTORY_QUERY, _HISTORY_QUERY_KEYS, shape)
+    if value is None:
         return None
-    value = _unpack_or_none(data)
-    if type(value) is not dict or value.get("type") != TYPE_HISTORY_QUERY or type(value["type"]) is not int:
-        return None
-    if value.keys() != _HISTORY_QUERY_KEYS:
-        raise DecodeError(REASON_UNKNOWN_FIELD, 'a history query is exactly {"type": 36, "from_op": uint}')
     return _number(value, "from_op", "history query")
 
 
@@ -527,13 +534,10 @@ def encode_transfer_query(to: int) -> bytes:
 def decode_transfer_query(data: bytes) -> int | None:
     """The ``to`` of a transfer query; None if `data` is not a map with ``type`` 38 at all (not ours);
     DecodeError if it is one of another shape (it gets a ``bad_request`` answer)."""
-    if len(data) > CLIENT_MESSAGE_BYTES_MAX:
+    shape = 'transfer query is exactly {"type": 38, "to": uint}'
+    value = _query_fields(data, TYPE_TRANSFER_QUERY, _TRANSFER_QUERY_KEYS, shape)
+    if value is None:
         return None
-    value = _unpack_or_none(data)
-    if type(value) is not dict or value.get("type") != TYPE_TRANSFER_QUERY or type(value["type"]) is not int:
-        return None
-    if value.keys() != _TRANSFER_QUERY_KEYS:
-        raise DecodeError(REASON_UNKNOWN_FIELD, 'a transfer query is exactly {"type": 38, "to": uint}')
     to = _number(value, "to", "transfer query")
     if to > REPLICA_ID_MAX:
         raise DecodeError(REASON_OUT_OF_RANGE, f"transfer query: to {to} > {REPLICA_ID_MAX}")
