@@ -6,6 +6,7 @@ The relay tests and the "cannot run here" test need neither root nor namespaces.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -83,11 +84,15 @@ def test_an_interrupted_run_leaves_no_namespace_link_or_process() -> None:
             assert chaos_processes() - before, "the run's processes are up"
             raise KeyboardInterrupt
 
+    directories = set(Path(tempfile.gettempdir()).glob("zvsr-chaos-*"))
     with pytest.raises(KeyboardInterrupt):
         run_chaos(replicas=3, seed=5, duration_s=0, progress=interrupt_at_the_first_fault)
     assert any(" for " in line for line in seen)
     assert leftovers(os.getpid()) == []
     assert chaos_processes() - before == set()
+    kept = set(Path(tempfile.gettempdir()).glob("zvsr-chaos-*")) - directories
+    assert len(kept) == 1, "an interrupted run keeps its directory (history, logs)"
+    shutil.rmtree(kept.pop())
 
 
 @pytest.mark.timeout(60)
