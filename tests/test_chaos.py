@@ -6,8 +6,10 @@ The relay tests and the "cannot run here" test need neither root nor namespaces.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,25 +64,35 @@ def test_a_short_schedule_of_every_kind_of_fault_keeps_every_write_and_heals_wit
     assert not Path(report.run_dir).exists(), "a passing run's directory is removed"
 
 
+def chaos_processes() -> set[int]:
+    """Pids of the processes a chaos run starts (nodes, relays, the proxy: their files are in its directory)."""
+    listing = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True, check=True).stdout
+    marker = f"{tempfile.gettempdir()}/zvsr-chaos-"
+    return {int(line.split()[0]) for line in listing.splitlines() if marker in line}
+
+
 @pytest.mark.timeout(120)
 def test_an_interrupted_run_leaves_no_namespace_link_or_process() -> None:
     """Ctrl-C (KeyboardInterrupt) in the middle of the first fault: everything made is removed."""
     namespaces_or_skip()
     seen: list[str] = []
+    before = chaos_processes()
 
     def interrupt_at_the_first_fault(line: str) -> None:
         seen.append(line)
         if " for " in line:
+            assert chaos_processes() - before, "the run's processes are up"
             raise KeyboardInterrupt
 
+    directories = set(Path(tempfile.gettempdir()).glob("zvsr-chaos-*"))
     with pytest.raises(KeyboardInterrupt):
         run_chaos(replicas=3, seed=5, duration_s=0, progress=interrupt_at_the_first_fault)
     assert any(" for " in line for line in seen)
     assert leftovers(os.getpid()) == []
-    assert (
-        f"{netns.PREFIX}{os.getpid()}"
-        not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    )
+    assert chaos_processes() - before == set()
+    kept = set(Path(tempfile.gettempdir()).glob("zvsr-chaos-*")) - directories
+    assert len(kept) == 1, "an interrupted run keeps its directory (history, logs)"
+    shutil.rmtree(kept.pop())
 
 
 @pytest.mark.timeout(60)

@@ -171,12 +171,18 @@ def _faults(
         fault = NEMESES[step.kind][0](Target(cluster, network, rng, primary))
         progress(f"{started:7.1f} s  {fault.kind:<19} {fault.target} for {step.fault_s:.1f} s")
         time.sleep(step.fault_s)  # the fault's duration: nothing to wait for
-        report.faults.append(_heal(cluster, workload, fault, started, progress))
+        _heal(cluster, workload, report, fault, started, progress)
 
 
 def _heal(
-    cluster: ChaosCluster, workload: Workload, fault: Fault, started: float, progress: Progress
-) -> FaultRecord:
+    cluster: ChaosCluster,
+    workload: Workload,
+    report: ChaosReport,
+    fault: Fault,
+    started: float,
+    progress: Progress,
+) -> None:
+    """Heal `fault` and record it in `report`: _Stopped if the cluster does not recover (recorded first)."""
     view_before = _highest_view(cluster)
     healed = workload.now()
     fault.heal()
@@ -200,6 +206,7 @@ def _heal(
         measure_from_start=fault.measure_from_start,
         one_replica=fault.one_replica,
     )
+    report.faults.append(record)
     if recovered is None:
         timeout = CHAOS_RECOVERY_TIMEOUT_S
         raise _Stopped(f"{fault.kind} {fault.target}: no acknowledged write within {timeout:.0f} s of the heal")
@@ -212,7 +219,6 @@ def _heal(
         f"{workload.now():7.1f} s  healed: write after {recovered:.2f} s, longest outage {outage:.2f} s, "
         f"views +{record.views_by_heal}"
     )
-    return record
 
 
 def _heal_everything(cluster: ChaosCluster, network: Network, report: ChaosReport) -> None:
