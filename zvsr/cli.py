@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -400,7 +400,19 @@ def member_list(write_config: str | None, settings: ClientSettings) -> None:
     _write_member_config(settings, now.membership, write_config)
 
 
-def _run_member_change(settings: ClientSettings, plan: Any, direct: bool, write_config: str | None) -> None:
+def _parsed_address(address: str) -> Any:
+    from zvsr.runtime.members import parse_address
+
+    try:
+        return parse_address(address)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--address") from error
+
+
+def _run_member_change(
+    settings: ClientSettings, make_plan: Callable[[Any], Any], direct: bool, write_config: str | None
+) -> None:
+    """Fetch the current configuration, plan the change from it (a refused plan is a one-line error), send it."""
     from zvsr.runtime.members import describe
     from zvsr.runtime.reconfigure import (
         ReconfigurationError,
@@ -409,6 +421,10 @@ def _run_member_change(settings: ClientSettings, plan: Any, direct: bool, write_
         submit,
     )
 
+    try:
+        plan = make_plan(_member_current(settings))
+    except ReconfigurationError as error:
+        raise click.ClickException(str(error)) from error
     old = plan.current.membership
     try:
         epoch = submit(settings.config, plan, timeout_ms=settings.timeout_ms, direct=direct)
@@ -461,19 +477,10 @@ def member_add(
 ) -> None:
     """Add a replica listening at --address: a new epoch with it as a member. Start it with `zvsr node --join`
     (before or after); it catches up from the members and then counts."""
-    from zvsr.runtime.members import parse_address
-    from zvsr.runtime.reconfigure import ReconfigurationError, plan_add
+    from zvsr.runtime.reconfigure import plan_add
 
-    try:
-        parsed = parse_address(address)
-    except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="--address") from error
-    now = _member_current(settings)
-    try:
-        plan = plan_add(now, parsed, replica=new_id)
-    except ReconfigurationError as error:
-        raise click.ClickException(str(error)) from error
-    _run_member_change(settings, plan, direct, write_config)
+    parsed = _parsed_address(address)
+    _run_member_change(settings, lambda now: plan_add(now, parsed, replica=new_id), direct, write_config)
 
 
 @member_group.command("remove")
@@ -483,14 +490,9 @@ def member_add(
 @member_command
 def member_remove(replica: int, direct: bool, write_config: str | None, settings: ClientSettings) -> None:
     """Remove replica REPLICA: a new epoch without it. It hands over and exits by itself."""
-    from zvsr.runtime.reconfigure import ReconfigurationError, plan_remove
+    from zvsr.runtime.reconfigure import plan_remove
 
-    now = _member_current(settings)
-    try:
-        plan = plan_remove(now, replica)
-    except ReconfigurationError as error:
-        raise click.ClickException(str(error)) from error
-    _run_member_change(settings, plan, direct, write_config)
+    _run_member_change(settings, lambda now: plan_remove(now, replica), direct, write_config)
 
 
 @member_group.command("replace")
@@ -509,19 +511,12 @@ def member_replace(
     settings: ClientSettings,
 ) -> None:
     """Replace replica REPLICA (a dead host, say) by a new replica at --address, in one reconfiguration."""
-    from zvsr.runtime.members import parse_address
-    from zvsr.runtime.reconfigure import ReconfigurationError, plan_replace
+    from zvsr.runtime.reconfigure import plan_replace
 
-    try:
-        parsed = parse_address(address)
-    except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="--address") from error
-    now = _member_current(settings)
-    try:
-        plan = plan_replace(now, replica, parsed, new_id=new_id)
-    except ReconfigurationError as error:
-        raise click.ClickException(str(error)) from error
-    _run_member_change(settings, plan, direct, write_config)
+    parsed = _parsed_address(address)
+    _run_member_change(
+        settings, lambda now: plan_replace(now, replica, parsed, new_id=new_id), direct, write_config
+    )
 
 
 @member_group.command("transfer")
