@@ -19,7 +19,9 @@ without ``--init`` (Recovery), and a kill of the primary while a backup is cut o
 
 Recovery is measured from the heal — or, for a kill or a wipe, from the moment the process died: the time until
 the cluster acknowledges a write again (`Fault.measure_from_start`). A fault that cuts off one replica and
-leaves the rest whole (`Fault.one_replica`) must not make the majority change view when it heals.
+leaves the rest whole (`Fault.alone`) must not make the majority change view when it heals: the driver heals it
+only once the rest are normal in one view (with a new primary of their own when they had to replace it), so a
+view change the fault itself caused is not taken for one the heal caused.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from zvsr.chaos.cluster import ChaosCluster
 from zvsr.chaos.netns import Network
@@ -61,7 +64,11 @@ class Fault:
     target: str  # who, as the report prints it: "r2", "r0 | r1 r2"
     heal: Callable[[], None]
     measure_from_start: bool = False
-    one_replica: bool = False
+    # The one replica a fault cuts off while the rest stay whole (None: not such a fault), and whether the rest
+    # must replace it before the heal (it was their primary and it can no longer lead them): healing such a
+    # fault must not make them change view.
+    alone: int | None = None
+    replaced: bool = False
     details: dict[str, object] = field(default_factory=dict)
 
 
@@ -84,7 +91,8 @@ def _names(indexes: list[int]) -> str:
 
 def _isolate(target: Target, index: int, kind: str) -> Fault:
     target.network.set_link(index, up=False)
-    return Fault(kind, f"r{index}", lambda: target.network.set_link(index, up=True), one_replica=True)
+    heal = partial(target.network.set_link, index, up=True)
+    return Fault(kind, f"r{index}", heal, alone=index, replaced=index == target.primary)
 
 
 def isolate_backup(target: Target) -> Fault:
@@ -100,7 +108,7 @@ def primary_cut(target: Target) -> Fault:
     """The primary cannot reach its backups nor they it, but the proxy still reaches everyone."""
     primary = target.primary
     _cut(target.network, [primary], [i for i in target.replicas if i != primary])
-    return Fault("primary-cut", f"r{primary}", target.network.unblock_all, one_replica=True)
+    return Fault("primary-cut", f"r{primary}", target.network.unblock_all, alone=primary, replaced=True)
 
 
 def split(target: Target) -> Fault:
@@ -110,7 +118,8 @@ def split(target: Target) -> Fault:
     minority, majority = replicas[: len(replicas) // 2], replicas[len(replicas) // 2 :]
     _cut(target.network, minority, majority)
     fault = Fault("split", f"{_names(minority)} | {_names(majority)}", target.network.unblock_all)
-    fault.one_replica = len(minority) == 1
+    if len(minority) == 1:
+        fault.alone, fault.replaced = minority[0], minority[0] == target.primary
     return fault
 
 
@@ -131,7 +140,8 @@ def slow_link(target: Target) -> Fault:
     index = target.any_replica()
     kbit = target.rng.choice(SLOW_LINK_KBIT)
     target.network.shape(index, kbit=kbit)
-    fault = Fault("slow-link", f"r{index} {kbit} kbit/s", target.network.unshape_all, one_replica=True)
+    # A slow primary may keep its place or be replaced, depending on the rate and the load: not required.
+    fault = Fault("slow-link", f"r{index} {kbit} kbit/s", target.network.unshape_all, alone=index)
     fault.details["kbit"] = kbit
     return fault
 
@@ -161,7 +171,9 @@ def deaf(target: Target) -> Fault:
     for other in target.replicas:
         if other != index:
             _between(target, other, index, Policy(drop=True))
-    return Fault("send-only", f"r{index}", _clear_relays(target), one_replica=True)
+    # A primary that hears no PrepareOk goes quiet (check-quorum), and its backups replace it.
+    replaced = index == target.primary
+    return Fault("send-only", f"r{index}", _clear_relays(target), alone=index, replaced=replaced)
 
 
 def mute(target: Target) -> Fault:
@@ -170,7 +182,7 @@ def mute(target: Target) -> Fault:
     for other in target.replicas:
         if other != index:
             _between(target, index, other, Policy(drop=True))
-    return Fault("receive-only", f"r{index}", _clear_relays(target), one_replica=True)
+    return Fault("receive-only", f"r{index}", _clear_relays(target), alone=index, replaced=index == target.primary)
 
 
 def delay(target: Target) -> Fault:

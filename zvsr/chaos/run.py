@@ -7,12 +7,13 @@ Theory of operation
 starts relays, replicas and the proxy (`cluster.ChaosCluster`) and a client workload through the proxy
 (`zvsr.fuzz.workload.Workload`: every call recorded, timeouts as unknown). Then, for each step of the seeded
 schedule (`schedule.schedule`): wait until every replica is normal in one view; make the fault
-(`nemesis.NEMESES`); let it last; note the highest view reachable; heal it; wait for the next acknowledged
-write (from the heal, or from the kill for process deaths) — the recovery time — and for the cluster to settle,
-and note the highest view again: a heal of a one-replica fault should not have changed it. After the last step
-everything is healed and the checks run: every process alive, no acknowledged write lost and the counter
-between the acknowledged and the acknowledged plus unknown increments (`Workload.lost_writes`), the history
-linearizable (`zvsr.lincheck`).
+(`nemesis.NEMESES`); let it last; note the highest view reachable — for a fault of one replica, wait until the
+others are normal in one view (with a primary of their own if they had to replace it) and note that view; heal
+it; wait for the next acknowledged write (from the heal, or from the kill for process deaths) — the recovery
+time — and for the cluster to settle, and note the highest view again: a heal of a one-replica fault should not
+have changed it. After the last step everything is healed and the checks run: every process alive, no
+acknowledged write lost and the counter between the acknowledged and the acknowledged plus unknown increments
+(`Workload.lost_writes`), the history linearizable (`zvsr.lincheck`).
 
 Everything made is removed in `finally` — processes, namespaces, links — also on Ctrl-C or SIGTERM (the command
 turns both into KeyboardInterrupt). The run's directory (history.jsonl, every process's log, the data) is kept
@@ -145,6 +146,22 @@ def _settled(cluster: ChaosCluster) -> int | None:
     return next((i for i, a in answers.items() if a["role"] == "primary"), None)
 
 
+def _rest_settled(cluster: ChaosCluster, fault: Fault) -> int | None:
+    """The view of the replicas other than the one `fault` cut off, once they are all normal in it (none fetching
+    its log) — with a primary among them when they had to replace theirs."""
+    assert fault.alone is not None
+    answers = cluster.view_state()
+    rest = {i: a for i, a in answers.items() if i != fault.alone}
+    if len(rest) != len(cluster.config.replicas) - 1:
+        return None
+    views = {answer["view"] for answer in rest.values()}
+    if len(views) != 1 or any(a["status"] != "normal" or a["state_transfer"] for a in rest.values()):
+        return None
+    if fault.replaced and not any(a["role"] == "primary" for a in rest.values()):
+        return None
+    return int(views.pop())
+
+
 def _highest_view(cluster: ChaosCluster) -> int | None:
     views = [answer["view"] for answer in cluster.view_state().values()]
     return max(views, default=None)
@@ -183,7 +200,13 @@ def _heal(
     progress: Progress,
 ) -> None:
     """Heal `fault` and record it in `report`: _Stopped if the cluster does not recover (recorded first)."""
-    view_before = _highest_view(cluster)
+    if fault.alone is None:
+        view_before = _highest_view(cluster)
+    else:
+        # Heal only once the rest are settled: otherwise a view change the fault started (a primary cut off a
+        # moment ago, and not yet replaced) ends after the heal and reads as one the heal made.
+        what = f"the replicas other than r{fault.alone} to settle before the heal"
+        view_before = _await(lambda: _rest_settled(cluster, fault), CHAOS_SETTLE_TIMEOUT_S, what)
     healed = workload.now()
     fault.heal()
     since = started if fault.measure_from_start else healed
@@ -204,7 +227,7 @@ def _heal(
         view_before_heal=view_before,
         view_after_heal=None,
         measure_from_start=fault.measure_from_start,
-        one_replica=fault.one_replica,
+        one_replica=fault.alone is not None,
     )
     report.faults.append(record)
     if recovered is None:
