@@ -276,3 +276,41 @@ def test_a_probe_of_an_older_view_is_not_counted() -> None:
     assert backup.counters["on_start_view_change_probe: older view"] == 1
     cluster.inject(2, probe(view=1, replica=0))
     assert (backup.status, backup.view_number) == (Status.VIEW_CHANGE, 2)
+
+
+def test_a_returning_primary_handed_a_backlog_of_stale_votes_neither_climbs_nor_drags_the_majority() -> None:
+    """5 replicas. Primary 0 is cut off; replicas 1-4 change to view 1 (primary 1). Healed, replica 0 first gets
+    what was queued for it during the cut, as TCP delivers a cut connection's backlog: replica 2's StartViewChange
+    of view 1 at once (it joins view 1's view change), replicas 3's and 4's a moment before its view-change
+    timeout, each sent once, long ago. Replica 1's StartView and heartbeats are late (its connection to 0 still in
+    back-off). Replica 0 does not give up on view 1 for view 2 — the votes were said once, not kept up — and once
+    replica 1 gets through it is normal in view 1. No message of view 2 is ever sent. (`zvsr chaos`: healing an
+    isolated primary of 5 moved the majority's view, after the returning replica counted such a backlog.)"""
+    config = Config(replica_count=5)
+    cluster = Cluster(5, config=config)
+    cluster.partition({0}, {1, 2, 3, 4})
+    cluster.run_until(lambda: all((r.status, r.view_number) == (Status.NORMAL, 1) for r in cluster.replicas[1:]))
+    cluster.heal()
+    replica = cluster.replicas[0]
+    cluster.inject(0, StartViewChange(**header(view=1, replica=2)))
+    assert (replica.status, replica.view_number) == (Status.VIEW_CHANGE, 1)
+    from_1_to_0 = matching(source=1, to=0)
+    timer = replica.timers.view_change
+
+    def step() -> None:
+        cluster.tick()
+        cluster.drop(from_1_to_0)
+        cluster.deliver_all(where=lambda item: not from_1_to_0(item))
+        cluster.drop(from_1_to_0)
+
+    while timer.elapsed < timer.after - 2:
+        step()
+    for late in (3, 4):
+        cluster.inject(0, StartViewChange(**header(view=1, replica=late)))
+    for _ in range(4 * config.view_change_timeout_ticks):
+        step()
+    assert (replica.status, replica.view_number) == (Status.VIEW_CHANGE, 1)
+    assert replica.counters["view change timeout: staying in this view"]
+    run(cluster, 2 * config.view_change_timeout_max_ticks)
+    assert [(r.status, r.view_number) for r in cluster.replicas] == [(Status.NORMAL, 1)] * 5
+    assert max(item.message.view for item in cluster.sent) == 1

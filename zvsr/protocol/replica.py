@@ -574,9 +574,13 @@ class Replica(ReplicaState):
         since = self.now - self.config.primary_timeout_ticks
         if not self.is_primary():
             heard = self.votes.without_primary.get(self.primary_index())
-            if heard is not None and heard[0] == self.view_number and heard[1] >= since:
+            if heard is not None and heard[0] == self.view_number and heard[2] >= since:
                 return False
-        return len(self.votes.views_without_primary(since=since)) + 1 >= self.membership.quorum
+        # Word kept up for half a re-send period at least: a stuck replica re-sends its StartViewChange on that
+        # timer, while a backlog of stale votes delivered in one burst after a partition has no such span.
+        lasting = self.config.view_change_resend_ticks // 2
+        views = self.votes.views_without_primary(since=since, lasting=lasting)
+        return len(views) + 1 >= self.membership.quorum
 
     def _maybe_send_do_view_change(self) -> None:
         """§4.2 step 2: after StartViewChange from quorum - 1 others, send DoViewChange to the new primary."""

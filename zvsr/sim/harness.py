@@ -258,15 +258,20 @@ class Cluster:
         """Replica `index` runs out of patience — a backup with its primary, or a replica with its view change —
         and the replicas `joined_by` have no primary either (pre-vote, docs/design.md): `index` is ticked alone
         until one tick before its timeout fires, handed a StartViewChangeProbe of its view from each of
-        `joined_by`, and ticked once more, so it starts a view change (the next one) if they make a quorum with
-        it. Their own state is the scenario's business (they may be cut off by now). Returns the ticks taken."""
+        `joined_by` — twice, a re-send period apart, as replicas that keep asking send them — and ticked once
+        more, so it starts a view change (the next one) if they make a quorum with it. Their own state is the
+        scenario's business (they may be cut off by now). Returns the ticks taken."""
         assert self.config is not None
         replica = self.replicas[index]
         timer = replica.timers.view_change if replica.status is Status.VIEW_CHANGE else replica.timers.primary
-        ticks = self.tick_until(index, lambda: timer.elapsed >= timer.after - 1, ticks_max=ticks_max)
-        header = {"cluster": self.config.cluster, "epoch": self.config.epoch, "view": replica.view_number}
-        for other in sorted(joined_by):
-            self.inject(index, StartViewChangeProbe(**header, replica=other))
+        resend = self.config.view_change_resend_ticks
+        ticks = self.tick_until(index, lambda: timer.elapsed >= timer.after - 1 - resend, ticks_max=ticks_max)
+        for repeat in range(2):
+            header = {"cluster": self.config.cluster, "epoch": self.config.epoch, "view": replica.view_number}
+            for other in sorted(joined_by):
+                self.inject(index, StartViewChangeProbe(**header, replica=other))
+            if repeat == 0:
+                ticks += self.tick_until(index, lambda: timer.elapsed >= timer.after - 1, ticks_max=ticks_max)
         self.tick(only={index})
         return ticks + 1
 
