@@ -73,6 +73,7 @@ def main() -> int:
     parser.add_argument("--window", type=int, default=64)
     parser.add_argument("--fsync", choices=("always", "never"), default="never")
     parser.add_argument("--metrics", action="store_true", help="serve /metrics, scraped once a second")
+    parser.add_argument("--batch", action="store_true", help="load generators send RequestBatches")
     arguments = parser.parse_args()
     if not Path("/proc/stat").exists():
         print("needs Linux /proc", file=sys.stderr)
@@ -107,6 +108,7 @@ def main() -> int:
                 window=arguments.window,
                 warmup_s=1.0,
                 duration_s=arguments.seconds,
+                batch=arguments.batch,
             )
             thread.join()
     (t0, ticks0, cpu0), (t1, ticks1, cpu1) = samples["start"], samples["end"]

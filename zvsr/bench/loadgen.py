@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import gc
 import json
 import secrets
@@ -34,6 +35,8 @@ from typing import Any, Final
 import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 import zmq
 
+from zvsr.constants import CLIENT_MESSAGE_BYTES_MAX
+from zvsr.wire.batch import TYPE_REPLY_BATCH, TYPE_REQUEST_BATCH, batches, encode_request_batch
 from zvsr.wire.codec import TYPE_ERROR, TYPE_REPLY, TYPE_REQUEST
 
 MODES: Final = ("zvsr", "raw")
@@ -67,13 +70,17 @@ def run_load(
     end: float,
     latencies: bool,
     socket: zmq.Socket[bytes],
+    batch: bool = False,
+    value_bytes: int = VALUE_BYTES,
 ) -> dict[str, Any]:
-    """Keep `sessions` requests in flight on `socket` (connected to `endpoint`) until `end`."""
+    """Keep `sessions` requests in flight on `socket` (connected to `endpoint`) until `end`; with `batch`, the
+    requests of one wake-up go as RequestBatches (the answers then come in ReplyBatches; an echo server echoes
+    the batch)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     expected = TYPE_REPLY if mode == "zvsr" else TYPE_REQUEST
     ids = [secrets.randbits(64) for _ in range(sessions)]
-    ops = {cid: operation(index) for index, cid in enumerate(ids)}
+    ops = {cid: operation(index, value_bytes) for index, cid in enumerate(ids)}
     numbers = dict.fromkeys(ids, 0)
     wires: dict[int, bytes] = {}
     sent_at: dict[int, float] = {}  # when the outstanding request was first sent (its latency starts there)
@@ -84,8 +91,11 @@ def run_load(
     counts = {"completed": 0, "completed_total": 0, "sent": 0, "stale": 0, "resent": 0, "unexpected": 0}
     monotonic = time.monotonic
     unpackb = msgpack.unpackb
-    send = socket.send
     recv = socket.recv
+    completed = 0
+    completed_total = 0
+    outgoing: list[bytes] = []  # with `batch`: the requests of this wake-up
+    send = outgoing.append if batch else functools.partial(socket.send, flags=_NOBLOCK)
 
     def send_next(cid: int, now: float) -> None:
         number = numbers[cid] + 1
@@ -93,15 +103,54 @@ def run_load(
         wire = request(cid, number, ops[cid])
         wires[cid] = wire
         sent_at[cid] = last_sent[cid] = now
-        send(wire, _NOBLOCK)
+        send(wire)
         counts["sent"] += 1
+
+    def send_outgoing() -> None:
+        for batched, group in batches(outgoing, CLIENT_MESSAGE_BYTES_MAX):
+            socket.send(encode_request_batch(group) if batched else group[0], _NOBLOCK)
+        outgoing.clear()
+
+    def on_answer(data: bytes, now: float) -> None:
+        nonlocal completed, completed_total
+        try:
+            answer = unpackb(data, raw=False, strict_map_key=False)
+            kind = answer["type"]
+            if kind in (TYPE_REPLY_BATCH, TYPE_REQUEST_BATCH):  # from the proxy, or echoed
+                for element in answer["replies" if kind == TYPE_REPLY_BATCH else "requests"]:
+                    on_answer(element, now)
+                return
+            cid = answer["client_id"]
+            number = answer["request_number"]
+        except (ValueError, KeyError, TypeError, msgpack.UnpackException):
+            counts["unexpected"] += 1
+            return
+        if numbers.get(cid) != number:
+            counts["stale"] += 1
+            return
+        if kind == expected:
+            completed_total += 1
+            if start <= now < end:
+                completed += 1
+                if latencies:
+                    recorded.append(int((now - sent_at[cid]) * 1_000_000))
+            send_next(cid, now)
+        elif kind == TYPE_ERROR:
+            code = str(answer.get("code"))
+            errors[code] += 1
+            if code == "bad_request":
+                del numbers[cid], last_sent[cid]  # this session is finished: the request never succeeds
+                return
+            last_sent[cid] = now + RETRY_PAUSE_S
+            retries.append((now + RETRY_PAUSE_S, cid))
+        else:
+            counts["unexpected"] += 1
 
     now = monotonic()
     for cid in ids:
         send_next(cid, now)
+    send_outgoing()
     next_check = now + 1.0
-    completed = 0
-    completed_total = 0
     while True:
         now = monotonic()
         if now >= end:
@@ -114,47 +163,21 @@ def run_load(
                 data = recv(_NOBLOCK)
             except zmq.Again:
                 break
-            now = monotonic()
-            try:
-                answer = unpackb(data, raw=False, strict_map_key=False)
-                kind = answer["type"]
-                cid = answer["client_id"]
-                number = answer["request_number"]
-            except (ValueError, KeyError, TypeError, msgpack.UnpackException):
-                counts["unexpected"] += 1
-                continue
-            if numbers.get(cid) != number:
-                counts["stale"] += 1
-                continue
-            if kind == expected:
-                completed_total += 1
-                if start <= now < end:
-                    completed += 1
-                    if latencies:
-                        recorded.append(int((now - sent_at[cid]) * 1_000_000))
-                send_next(cid, now)
-            elif kind == TYPE_ERROR:
-                code = str(answer.get("code"))
-                errors[code] += 1
-                if code == "bad_request":
-                    del numbers[cid], last_sent[cid]  # this session is finished: the request never succeeds
-                    continue
-                last_sent[cid] = now + RETRY_PAUSE_S
-                retries.append((now + RETRY_PAUSE_S, cid))
-            else:
-                counts["unexpected"] += 1
+            on_answer(data, monotonic())
         while retries and retries[0][0] <= now:
             _, cid = retries.popleft()
             if cid in numbers:
-                send(wires[cid], _NOBLOCK)
+                send(wires[cid])
                 counts["resent"] += 1
         if now >= next_check:
             next_check = now + 1.0
             for cid, when in last_sent.items():
                 if now - when > RESEND_AFTER_S:
                     last_sent[cid] = now
-                    send(wires[cid], _NOBLOCK)
+                    send(wires[cid])
                     counts["resent"] += 1
+        if outgoing:
+            send_outgoing()
     counts["completed"] = completed
     counts["completed_total"] = completed_total
     return {
@@ -172,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=MODES, default="zvsr")
     parser.add_argument("--sessions", type=int, default=1)
     parser.add_argument("--latencies", action="store_true")
+    parser.add_argument("--batch", action="store_true", help="send each wake-up's requests as RequestBatches")
+    parser.add_argument("--value-bytes", type=int, default=VALUE_BYTES, help="bytes of each put's value")
     arguments = parser.parse_args(argv)
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     socket = context.socket(zmq.DEALER)
@@ -193,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
             end=float(line[2]),
             latencies=arguments.latencies,
             socket=socket,
+            batch=arguments.batch,
+            value_bytes=arguments.value_bytes,
         )
     finally:
         socket.close(linger=0)

@@ -202,9 +202,14 @@ def run_load(
     warmup_s: float,
     duration_s: float,
     latencies: bool = True,
+    batch: bool = False,
+    value_bytes: int | None = None,
 ) -> Load:
-    """`clients` load-generator processes × `sessions` in flight each, measured over one common window."""
+    """`clients` load-generator processes × `sessions` in flight each, measured over one common window; with
+    `batch`, each sends a wake-up's requests as RequestBatches."""
     arguments = ["--endpoint", endpoint, "--mode", mode, "--sessions", str(sessions)]
+    arguments += ["--batch"] if batch else []
+    arguments += [] if value_bytes is None else ["--value-bytes", str(value_bytes)]
     processes = [
         children.spawn(
             "zvsr.bench.loadgen", arguments + (["--latencies"] if latencies else []), name="loadgen", stdin=True
@@ -294,7 +299,14 @@ def zvsr_cluster(root: Path, *, fsync: str, metrics: bool = False) -> Iterator[P
 
 
 def pipelined_zvsr_load(
-    children: Children, cluster: ProcessCluster, *, clients: int, window: int, warmup_s: float, duration_s: float
+    children: Children,
+    cluster: ProcessCluster,
+    *,
+    clients: int,
+    window: int,
+    warmup_s: float,
+    duration_s: float,
+    batch: bool = False,
 ) -> Load:
     """The bench's pipelined load (clients x window sessions, throughput only) through `cluster`'s proxy."""
     return run_load(
@@ -306,6 +318,7 @@ def pipelined_zvsr_load(
         warmup_s=warmup_s,
         duration_s=duration_s,
         latencies=False,
+        batch=batch,
     )
 
 

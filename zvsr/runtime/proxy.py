@@ -117,6 +117,7 @@ from zvsr.constants import (
     HEARTBEAT_MESSAGE_BYTES_MAX,
     OPERATION_BYTES_MAX,
     PROXY_BACKEND_SNDHWM,
+    PROXY_BATCH_SENDERS_MAX,
     PROXY_CATCH_UP_TICKS_MAX,
     PROXY_DRAIN_MAX,
     PROXY_EVICTION_SCAN_MAX,
@@ -163,7 +164,16 @@ from zvsr.wire.admin import (
     is_status_query,
     request_ids,
 )
-from zvsr.wire.batch import batches, decode_reply_batch, encode_request_batch, is_reply_batch
+from zvsr.wire.batch import (
+    TYPE_REQUEST_BATCH,
+    batches,
+    decode_reply_batch,
+    decode_request_batch,
+    encode_reply_batch,
+    encode_request_batch,
+    is_reply_batch,
+    is_request_batch,
+)
 from zvsr.wire.codec import (
     TYPE_ERROR,
     TYPE_REDIRECT,
@@ -180,7 +190,9 @@ log = logging.getLogger("zvsr.proxy")
 
 # Maps with one of these `type`s are zvsr messages (`zvsr.wire.codec`, `zvsr.wire.admin`), never a legacy
 # client's bare operation.
-_ZVSR_TYPES: Final = frozenset({TYPE_REQUEST, TYPE_REPLY, TYPE_REDIRECT, TYPE_ERROR, TYPE_STATUS_QUERY})
+_ZVSR_TYPES: Final = frozenset(
+    {TYPE_REQUEST, TYPE_REPLY, TYPE_REDIRECT, TYPE_ERROR, TYPE_STATUS_QUERY, TYPE_REQUEST_BATCH}
+)
 # How the codec (and every zvsr client that writes "type" first) begins a Request: map of 4, "type", 20. Such a
 # payload goes straight to `decode_request`, the hot path; anything else is unpacked once to classify it.
 _REQUEST_PREFIX: Final = b"\x84\xa4type\x14"
@@ -242,6 +254,10 @@ class Proxy:
         self._in_flight: dict[int, _Session] = {}
         # Requests to send to each replica at the end of this wake-up (batched): (session, encoded request).
         self._pending: dict[int, list[tuple[_Session, bytes]]] = {}
+        # Clients that sent a RequestBatch (LRU, bounded) get their answers in ReplyBatches: those of one
+        # wake-up, per route, sent at its end.
+        self._batch_senders: OrderedDict[ClientEnvelope, None] = OrderedDict()
+        self._answers: dict[ClientEnvelope, list[bytes]] = {}
         self.counters: Counter[str] = Counter()
         self.outcomes: dict[str, int] = dict.fromkeys(PROXY_OUTCOMES, 0)  # answers by outcome (metrics)
         self.retries = 0  # sends of a request after its first, counted when it is answered (metrics)
@@ -396,6 +412,8 @@ class Proxy:
                 if metrics is not None:
                     self._publish_metrics(metrics)
             self._send_pending()
+            if self._answers:
+                self._send_answer_batches()
             if now >= next_sweep:
                 next_sweep = now + PROXY_SWEEP_MS / 1000
                 self._sweep_idle_sessions()
@@ -474,8 +492,13 @@ class Proxy:
             self._on_request(envelope, request, payload)
             return
         if len(payload) > CLIENT_MESSAGE_BYTES_MAX:
+            if is_request_batch(payload):
+                self.counters["bad request batch: too_large"] += 1
             detail = f"{len(payload)} bytes > {CLIENT_MESSAGE_BYTES_MAX}"
             self._bad_input("too_large", detail, legacy_route=envelope)
+            return
+        if is_request_batch(payload):  # a pipelining client's requests in one message
+            self._on_request_batch(envelope, payload)
             return
         value, problem = _unpack_operation(payload)
         if problem is not None:
@@ -484,7 +507,7 @@ class Proxy:
         if type(value) is dict:
             kind = value.get("type")
             if type(kind) is int and kind in _ZVSR_TYPES:
-                self._on_zvsr_message(envelope, payload)
+                self._on_zvsr_message(envelope, payload, kind)
                 return
         if len(payload) > OPERATION_BYTES_MAX:
             detail = f"operation of {len(payload)} bytes > {OPERATION_BYTES_MAX}"
@@ -492,10 +515,13 @@ class Proxy:
             return
         self._on_bare_operation(envelope, payload)
 
-    def _on_zvsr_message(self, envelope: ClientEnvelope, payload: bytes) -> None:
+    def _on_zvsr_message(self, envelope: ClientEnvelope, payload: bytes, kind: int) -> None:
         if is_status_query(payload):
             self.counters["status queries"] += 1
             self._send_frontend(envelope, encode_status(self.status()))
+            return
+        if kind == TYPE_REQUEST_BATCH:  # a RequestBatch with its keys in another order
+            self._on_request_batch(envelope, payload)
             return
         try:
             request = decode_request(payload)  # a Request with its keys in another order, or not a Request
@@ -503,6 +529,34 @@ class Proxy:
             self._bad_zvsr_input(envelope, payload, error)
             return
         self._on_request(envelope, request, payload)
+
+    def _on_request_batch(self, envelope: ClientEnvelope, payload: bytes) -> None:
+        """A RequestBatch from a pipelining client (zvsr.wire.batch): each element is handled as if it had come
+        alone, and this route gets its answers in ReplyBatches from now on. A batch that does not decode gets a
+        bare Error; an element that does not, the Error it would get alone (inside the answer batch)."""
+        try:
+            elements = decode_request_batch(payload)
+        except DecodeError as error:
+            self.counters[f"bad request batch: {error.reason}"] += 1
+            self.outcomes[ERROR_BAD_REQUEST] += 1
+            self._bad_input_log.warn(f"bad request batch ({error.reason})", str(error))
+            self._send_frontend(envelope, encode_bare_error(clip_message(f"bad batch: {error}")))
+            return
+        senders = self._batch_senders
+        if envelope in senders:
+            senders.move_to_end(envelope)
+        else:
+            if len(senders) >= PROXY_BATCH_SENDERS_MAX:
+                senders.popitem(last=False)  # the least recently batching route is answered unbatched again
+            senders[envelope] = None
+        self.counters["request batches received"] += 1
+        for element in elements:
+            try:
+                request = decode_request(element)
+            except DecodeError as error:
+                self._bad_zvsr_input(envelope, element, error)
+                continue
+            self._on_request(envelope, request, element)
 
     def _on_request(self, envelope: ClientEnvelope, request: Request, payload: bytes) -> None:
         """A zvsr client's Request: relay it with the client's own (client_id, request_number)."""
@@ -629,7 +683,7 @@ class Proxy:
             code=ERROR_TIMEOUT,
             message=message,
         )
-        self._send_frontend(route, encode(error))
+        self._answer(route, encode(error))
 
     def _evict_one(self) -> bool:
         """Forget the least recently used idle session, to make room for a new one.
@@ -954,7 +1008,10 @@ class Proxy:
                         message=message,
                     )
                 )
-        self._send_frontend(route, answer)
+        if legacy:
+            self._send_frontend(route, answer)
+        else:
+            self._answer(route, answer)
         if legacy and completion.error == ERROR_SESSION_EXPIRED:
             # The cluster forgot this legacy peer's session: its next request starts a new one (the expired
             # request itself was answered with the error, never executed twice).
@@ -970,7 +1027,7 @@ class Proxy:
             code=code,
             message=message,
         )
-        self._send_frontend(envelope, encode(error))
+        self._answer(envelope, encode(error))
 
     def _bad_zvsr_input(self, envelope: ClientEnvelope, payload: bytes, error: DecodeError) -> None:
         """A zvsr message that is not a valid Request: an Error for the request it names, as a replica answers
@@ -981,7 +1038,7 @@ class Proxy:
         message = clip_message(str(error))
         ids = request_ids(payload)
         if ids is None:
-            self._send_frontend(envelope, encode_bare_error(message))
+            self._answer(envelope, encode_bare_error(message))
             return
         client_id, request_number = ids
         answer = Error(
@@ -991,13 +1048,26 @@ class Proxy:
             code=ERROR_BAD_REQUEST,
             message=message,
         )
-        self._send_frontend(envelope, encode(answer))
+        self._answer(envelope, encode(answer))
 
     def _bad_input(self, reason: str, detail: str, *, legacy_route: ClientEnvelope) -> None:
         self.counters[f"bad request: {reason}"] += 1
         self.outcomes[ERROR_BAD_REQUEST] += 1
         self._bad_input_log.warn(f"bad request ({reason})", detail)
         self._send_frontend(legacy_route, _legacy_error(ERROR_BAD_REQUEST, f"{reason}: {detail}"))
+
+    def _answer(self, envelope: ClientEnvelope, payload: bytes) -> None:
+        """Answer a zvsr request: at once, or with this wake-up's other answers to a client that batches."""
+        if envelope in self._batch_senders:
+            self._answers.setdefault(envelope, []).append(payload)
+        else:
+            self._send_frontend(envelope, payload)
+
+    def _send_answer_batches(self) -> None:
+        answers, self._answers = self._answers, {}
+        for envelope, payloads in answers.items():
+            for batched, group in batches(payloads, CLIENT_REPLY_BYTES_MAX):
+                self._send_frontend(envelope, encode_reply_batch(group) if batched else group[0])
 
     def _send_frontend(self, envelope: ClientEnvelope, payload: bytes) -> None:
         try:
