@@ -205,7 +205,17 @@ _RCVMORE: Final = int(zmq.RCVMORE)
 class _Session:
     """One client_id's session, plus where its outstanding request's answer goes."""
 
-    __slots__ = ("session", "legacy_key", "route", "wire", "attempts", "last_used", "answered_number", "started")
+    __slots__ = (
+        "session",
+        "legacy_key",
+        "route",
+        "wire",
+        "attempts",
+        "last_used",
+        "answered_number",
+        "started",
+        "synced",
+    )
 
     def __init__(self, session: ClientSession, legacy_key: tuple[bytes, ...] | None, now: float) -> None:
         self.session = session
@@ -216,6 +226,7 @@ class _Session:
         self.last_used = now
         self.answered_number = -1  # the latest request_number this proxy answered for the client
         self.started = now  # when the request in flight arrived (the request duration histogram)
+        self.synced = 0  # the proxy's tick count the session's timers have been brought up to (`Proxy._tick`)
 
 
 class ProxyStartError(Exception):
@@ -252,6 +263,12 @@ class Proxy:
         self._sessions: OrderedDict[int, _Session] = OrderedDict()  # by client_id, least recently used first
         self._legacy: dict[tuple[bytes, ...], int] = {}  # legacy routing frames -> client_id
         self._in_flight: dict[int, _Session] = {}
+        # Timers: ticks so far, and per tick number the sessions whose timers act then (re-send, deadline). A
+        # session is ticked only at those ticks (`ClientSession.ticks_until_due` / `advance`), so a tick costs
+        # the sessions due in it, not a walk over every request in flight. Entries go stale when a request is
+        # answered or its timers restart; they are skipped when their tick comes.
+        self._tick_count = 0
+        self._wheel: dict[int, list[_Session]] = {}
         # Requests to send to each replica at the end of this wake-up (batched): (session, encoded request).
         self._pending: dict[int, list[tuple[_Session, bytes]]] = {}
         # Clients that sent a RequestBatch (LRU, bounded) get their answers in ReplyBatches: those of one
@@ -630,6 +647,8 @@ class Proxy:
         self._sessions.move_to_end(state.session.client_id)
         self._in_flight[state.session.client_id] = state
         self.counters["requests"] += 1
+        state.synced = self._tick_count
+        self._schedule(state)
         self._flush(state)
 
     # --- sessions -------------------------------------------------------------------------------------------
@@ -797,11 +816,16 @@ class Proxy:
             assert outstanding is not None
             if reply.request_number == outstanding.request_number:
                 state.attempts.on_answer(reply)
+            result = type(reply) is Reply
+            if not result:  # an Error may restart the retry timer: bring the session's timers up to now first
+                self._sync(state)
             state.session.on_reply(reply)
             self._flush(state)
             completion = state.session.take_completion()
             if completion is not None:
-                self._finish(state, completion, reply_bytes=data if isinstance(reply, Reply) else None)
+                self._finish(state, completion, reply_bytes=data if result else None)
+            elif not result:
+                self._schedule(state)
         else:
             self.counters["replies after the answer"] += 1
         # Errors may name a view that never starts (a replica voting in it): only Reply / Redirect teach.
@@ -944,16 +968,38 @@ class Proxy:
     # --- time -----------------------------------------------------------------------------------------------
 
     def _tick(self, ticks: int) -> None:
-        for state in list(self._in_flight.values()):
-            session = state.session
-            for _ in range(ticks):
+        for _ in range(ticks):
+            self._tick_count = now = self._tick_count + 1
+            for state in self._wheel.pop(now, ()):
+                session = state.session
+                if session.outstanding is None or self._in_flight.get(session.client_id) is not state:
+                    continue  # answered since
+                behind = now - state.synced
+                due = session.ticks_until_due()
+                if behind < due:
+                    continue  # its timers restarted since: a later entry is the one that acts
+                assert behind == due, "a session's acting tick was skipped"
+                session.advance(behind - 1)
                 session.tick()
+                state.synced = now
                 completion = session.take_completion()
                 if completion is not None:
                     self._finish(state, completion, reply_bytes=None)
-                    break
-            else:
-                self._flush(state)
+                else:
+                    self._flush(state)
+                    self._schedule(state)
+
+    def _schedule(self, state: _Session) -> None:
+        """Enter the tick at which the session's timers act next (its timers are current: `synced` is now)."""
+        due = self._tick_count + state.session.ticks_until_due()
+        self._wheel.setdefault(due, []).append(state)
+
+    def _sync(self, state: _Session) -> None:
+        """Bring the session's timers up to the proxy's tick count (none of the ticks skipped acts)."""
+        behind = self._tick_count - state.synced
+        if behind:
+            state.session.advance(behind)
+            state.synced = self._tick_count
 
     # --- answers --------------------------------------------------------------------------------------------
 
