@@ -85,7 +85,7 @@ def run_phase(context: PhaseContext) -> None:
                 clients=1,
                 sessions=1,
                 warmup_s=settings.warmup_s,
-                duration_s=settings.strict_duration_s,
+                duration_s=settings.curve_s,
             )
             context.note_errors("zvsr_r5_strict", load)
             what = "5 replicas: one request at a time through the proxy"
@@ -116,7 +116,7 @@ def client_count_load(context: PhaseContext, endpoint: str, *, clients: int) -> 
         sessions=per_process,
         connections=per_process,
         warmup_s=context.settings.warmup_s,
-        duration_s=context.settings.duration_s,
+        duration_s=context.settings.curve_s,
     )
 
 
@@ -129,7 +129,7 @@ def value_size_load(context: PhaseContext, endpoint: str, *, value_bytes: int | 
         clients=context.settings.clients,
         sessions=context.settings.window,
         warmup_s=context.settings.warmup_s,
-        duration_s=context.settings.duration_s,
+        duration_s=context.settings.curve_s,
         value_bytes=value_bytes,
     )
 
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = (
         Settings(**Settings.quick_defaults())
         if arguments.quick
-        else Settings(runs=arguments.runs, duration_s=arguments.duration)
+        else Settings(runs=arguments.runs, curve_s=arguments.duration)
     )
     _child_environment()
     report = Report()

@@ -80,6 +80,8 @@ class Settings:
     duration_s: float = 4.0  # measuring window of a throughput figure
     strict_duration_s: float = 3.0  # measuring window of a latency figure
     steady_s: float = 60.0
+    curve_s: float = 2.0  # measuring window of each point of the curves (zvsr.bench.curves)
+    curves: bool = True  # run phase 5 (the curves)
     failover_runs: int = 5
     disk_s: float = 2.0
     pysyncobj: bool | None = None  # None: when installed, except with --quick
@@ -96,6 +98,7 @@ class Settings:
             "duration_s": 1.0,
             "strict_duration_s": 1.0,
             "steady_s": 3.0,
+            "curve_s": 0.5,
             "failover_runs": 1,
             "disk_s": 0.5,
         }
@@ -497,16 +500,18 @@ def plan(settings: Settings, with_pysyncobj: bool) -> int:
     if with_pysyncobj:
         steps += 1 + 2 * settings.runs
     steps += 1 + 2 * settings.runs  # fsync-always cluster; disk and pipelined per repetition
-    steps += sum(phase_steps(settings) for phase_steps, _, _ in _extra_phases())
+    steps += sum(phase_steps(settings) for phase_steps, _, _ in _extra_phases(settings))
     return steps + settings.failover_runs
 
 
-def _extra_phases() -> list[tuple[Callable[[Settings], int], Callable[[Any], None], Callable[[Report], None]]]:
+def _extra_phases(
+    settings: Settings,
+) -> list[tuple[Callable[[Settings], int], Callable[[Any], None], Callable[[Report], None]]]:
     """Phases in their own modules, run after phase 4 on clusters of their own: (progress steps, run, ratios).
     Another series (e.g. a read mix per read mode) goes here, as a module like `zvsr.bench.curves`."""
     from zvsr.bench import curves  # imported here: it builds on this module
 
-    return [(curves.steps, curves.run_phase, curves.conclude)]
+    return [(curves.steps, curves.run_phase, curves.conclude)] if settings.curves else []
 
 
 @contextlib.contextmanager
@@ -567,7 +572,7 @@ def run(settings: Settings, *, progress: Progress | None = None) -> dict[str, An
         else:
             shutil.rmtree(work, ignore_errors=True)
     progress.finish()
-    _conclude(report)
+    _conclude(report, settings)
     return {
         "schema": SCHEMA,
         "zvsr_version": zvsr.__version__,
@@ -800,7 +805,7 @@ def _phases(
     from zvsr.bench.curves import PhaseContext  # imported here: it builds on this module
 
     context = PhaseContext(settings, report, children, work, progress, note_errors)
-    for _, run_phase, _ in _extra_phases():
+    for _, run_phase, _ in _extra_phases(settings):
         run_phase(context)
 
     # 6. failover.
@@ -818,7 +823,7 @@ def _phases(
     report.details["errors"] = errors
 
 
-def _conclude(report: Report) -> None:
+def _conclude(report: Report, settings: Settings) -> None:
     report.derive(
         "raw_forwarder_plus_hop_p50_ms",
         ["raw_forwarder_strict_p50_ms", "raw_hop_p50_ms"],
@@ -833,7 +838,7 @@ def _conclude(report: Report) -> None:
     report.ratio("batched_vs_pysyncobj_async", "zvsr_batched_ops_s", "pysyncobj_async_ops_s", None)
     report.ratio("batched_vs_raw_forwarder_batched", "zvsr_batched_ops_s", "raw_forwarder_batched_ops_s", None)
     report.ratio("batched_vs_unbatched", "zvsr_batched_ops_s", "zvsr_pipelined_ops_s", None)
-    for _, _, conclude in _extra_phases():
+    for _, _, conclude in _extra_phases(settings):
         conclude(report)
     report.ratio("strict_p50_vs_raw_path", "zvsr_strict_p50_ms", "raw_forwarder_plus_hop_p50_ms", ("<=", 1.2))
     report.ratio("fsync_group_commit", "zvsr_fsync_pipelined_ops_s", "disk_fdatasync_ops_s", (">=", 3.0))
