@@ -44,7 +44,17 @@ every request is answered here, by this deadline. Two kinds of client:
   ``{"op": "get", "key": "a"}`` from a zmq.REQ). The routing frames identify a session with a random 64-bit
   client_id (`secrets`) and request numbers 1, 2, …; the answer is the bare result value (the application's
   result bytes as they are), or ``{"error": code, "message": text}``.
-Maps whose ``type`` is a zvsr client or admin type (20..23, 30) are never bare operations.
+Maps whose ``type`` is a zvsr client or admin type (20..23, 26, 30) are never bare operations.
+
+A pipelining zvsr client may send a `RequestBatch` (type 26, `zvsr.wire.batch`): the requests of several of its
+sessions in one message. Each element is handled as if it had come alone; from then on that route (its routing
+frames; `PROXY_BATCH_SENDERS_MAX` routes, least recently used first out) gets its zvsr answers, per wake-up, in
+`ReplyBatch`es. A malformed batch gets the bare Error, an element that is no valid Request the Error it would
+get alone; each is counted by reason.
+
+Timers: each request in flight is entered in a timer wheel at the tick its session's timers act next (a
+re-send or its deadline; `ClientSession.ticks_until_due`), so a tick costs the requests due in it, not a walk
+over every request in flight.
 
 Every request gets exactly one answer, never a hang (the deadline is the session's): a result, or an error:
 - ``timeout``: no result within `request_timeout_ms`; the request may or may not have been executed;
