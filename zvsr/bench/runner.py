@@ -835,16 +835,16 @@ def _conclude(report: Report, settings: Settings) -> None:
     report.ratio(
         "pipelined_vs_raw_forwarder", "zvsr_pipelined_ops_s", "raw_forwarder_pipelined_ops_s", (">=", 0.8)
     )
-    report.ratio("batched_vs_pysyncobj_async", "zvsr_batched_ops_s", "pysyncobj_async_ops_s", None)
-    report.ratio("batched_vs_raw_forwarder_batched", "zvsr_batched_ops_s", "raw_forwarder_batched_ops_s", None)
-    report.ratio("batched_vs_unbatched", "zvsr_batched_ops_s", "zvsr_pipelined_ops_s", None)
-    for _, _, conclude in _extra_phases(settings):
-        conclude(report)
     report.ratio("strict_p50_vs_raw_path", "zvsr_strict_p50_ms", "raw_forwarder_plus_hop_p50_ms", ("<=", 1.2))
     report.ratio("fsync_group_commit", "zvsr_fsync_pipelined_ops_s", "disk_fdatasync_ops_s", (">=", 3.0))
     report.ratio("pipelined_vs_pysyncobj_sync", "zvsr_pipelined_ops_s", "pysyncobj_sync_ops_s", None)
     report.ratio("fsync_always_vs_never", "zvsr_fsync_pipelined_ops_s", "zvsr_pipelined_ops_s", None)
     report.ratio("client_library_vs_raw_client_p50", "zvsr_client_strict_p50_ms", "zvsr_strict_p50_ms", None)
+    report.ratio("batched_vs_pysyncobj_async", "zvsr_batched_ops_s", "pysyncobj_async_ops_s", None)
+    report.ratio("batched_vs_raw_forwarder_batched", "zvsr_batched_ops_s", "raw_forwarder_batched_ops_s", None)
+    report.ratio("batched_vs_unbatched", "zvsr_batched_ops_s", "zvsr_pipelined_ops_s", None)
+    for _, _, conclude in _extra_phases(settings):
+        conclude(report)
     report.target("strict_p99", "zvsr_strict_p99_ms", "<=", 3.0)
     report.target("failover", "zvsr_failover_s", "<=", 0.3)
     report.target("steady_view_changes", "zvsr_steady_view_changes", "==", 0.0)
@@ -861,6 +861,11 @@ RATIO_LABELS: Final = {
     "pipelined_vs_pysyncobj_sync": "pipelined ops/s vs PySyncObj sync",
     "fsync_always_vs_never": "--fsync always vs never ops/s",
     "client_library_vs_raw_client_p50": "client library p50 vs raw client",
+    "batched_vs_pysyncobj_async": "batching clients vs PySyncObj async",
+    "batched_vs_raw_forwarder_batched": "batching clients vs raw fwd, batched",
+    "batched_vs_unbatched": "batching clients vs plain clients",
+    "five_replicas_pipelined": "5 replicas vs 3, pipelined ops/s",
+    "five_replicas_strict_p50": "5 replicas vs 3, strict p50",
 }
 TARGET_LABELS: Final = {
     "strict_p99": "strict p99 latency",
