@@ -416,6 +416,32 @@ def test_a_pipelining_client_batches_its_requests_and_gets_batched_answers(
             assert counters["bad request: missing_field"] == 1
 
 
+def test_the_routes_answered_in_batches_are_bounded_least_recently_batching_first_out(
+    context: zmq.Context[zmq.Socket[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With room for two batching routes, clients A, B, A, C batch in turn: B's route is forgotten (the least
+    recently batching; its answers go unbatched again), A's stays because it batched again."""
+    monkeypatch.setattr(proxy_module, "PROXY_BATCH_SENDERS_MAX", 2)
+    config = local_config(tick_ms=5)
+    with fake_replicas(config, context, echo_result()), running_proxy(config, context) as proxy:
+        clients = {}
+        try:
+            for name in (b"A", b"B", b"C"):
+                clients[name] = socket = context.socket(zmq.DEALER)
+                socket.setsockopt(zmq.LINGER, 0)
+                socket.setsockopt(zmq.ROUTING_ID, name)
+                socket.connect(proxy.endpoint)
+            for number, name in enumerate((b"A", b"B", b"A", b"C"), start=1):
+                client = clients[name]
+                client.send(encode_request_batch([encode(request(number, client_id=700 + number))]))
+                assert isinstance(_answers([receive(client)])[0], Reply)
+            assert list(proxy._batch_senders) == [(b"A",), (b"C",)]
+            assert proxy.counters["request batches received"] == 4
+        finally:
+            for socket in clients.values():
+                socket.close(linger=0)
+
+
 @pytest.mark.parametrize(
     ("payload", "counter"),
     [
