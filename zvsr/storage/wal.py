@@ -142,20 +142,14 @@ def checksum(data: bytes | memoryview) -> bytes:
 
 
 def chain_of(previous: bytes, entry: LogEntry) -> bytes:
-    """The chain value of `entry`, following the entry whose chain value is `previous`."""
-    digest = hashlib.blake2b(previous, digest_size=CHECKSUM_BYTES)
-    digest.update(
-        _CHAIN_FIELDS.pack(
-            entry.view,
-            entry.op_number,
-            entry.client_id,
-            entry.request_number,
-            entry.timestamp,
-            len(entry.operation),
-        )
+    """The chain value of `entry`, following the entry whose chain value is `previous`.
+
+    One hash call over the joined bytes (the same digest as updating a hash part by part): this runs once per
+    entry on every replica, and a call with three `update`s costs twice as much."""
+    fields = _CHAIN_FIELDS.pack(
+        entry.view, entry.op_number, entry.client_id, entry.request_number, entry.timestamp, len(entry.operation)
     )
-    digest.update(entry.operation)
-    return digest.digest()
+    return hashlib.blake2b(previous + fields + entry.operation, digest_size=CHECKSUM_BYTES).digest()
 
 
 def chain_of_v1(previous: bytes, entry: LogEntry) -> bytes:
