@@ -37,12 +37,33 @@ FIGURES = {
     "raw_forwarder_plus_hop_p50_ms": "ms",
     "raw_forwarder_pipelined_ops_s": "ops/s",
     "disk_fdatasync_ops_s": "ops/s",
+    # batching clients (phase 1) and the curves (zvsr.bench.curves): each new piece ran
+    "zvsr_batched_ops_s": "ops/s",
+    "raw_forwarder_batched_ops_s": "ops/s",
+    **{
+        f"zvsr_clients_{n}_{kind}": unit
+        for n in (1, 4, 16, 64)
+        for kind, unit in (("ops_s", "ops/s"), ("p99_ms", "ms"))
+    },
+    **{
+        f"zvsr_value_{v}_{kind}": unit
+        for v in ("16b", "1kib", "16kib")
+        for kind, unit in (("ops_s", "ops/s"), ("p99_ms", "ms"))
+    },
+    "zvsr_r5_strict_p50_ms": "ms",
+    "zvsr_r5_pipelined_ops_s": "ops/s",
 }
 RATIOS = {
     "pipelined_vs_raw_forwarder": (">=", 0.8),
     "strict_p50_vs_raw_path": ("<=", 1.2),
     "fsync_group_commit": (">=", 3.0),
 }
+UNTARGETED_RATIOS = (
+    "batched_vs_raw_forwarder_batched",
+    "batched_vs_unbatched",
+    "five_replicas_pipelined",
+    "five_replicas_strict_p50",
+)
 PYSYNCOBJ_RATIOS = {"pipelined_vs_pysyncobj_async": (">=", 2.5)}
 TARGETS = {
     "strict_p99": "zvsr_strict_p99_ms",
@@ -123,6 +144,8 @@ def test_quick_ratios_and_targets_follow_from_the_figures(quick_run: tuple[dict[
     for name, (op, bound) in expected.items():
         assert name in ratios, name
         assert ratios[name]["target"] == {"op": op, "value": bound}
+    for name in UNTARGETED_RATIOS:
+        assert name in ratios and ratios[name]["target"] is None, name
     for name, ratio in ratios.items():
         numerator, denominator = figures[ratio["numerator"]]["value"], figures[ratio["denominator"]]["value"]
         assert ratio["value"] == pytest.approx(numerator / denominator), name

@@ -31,6 +31,14 @@ from zvsr.wire import (
     decode_request,
     encode,
 )
+from zvsr.wire.batch import (
+    decode_reply_batch,
+    decode_request_batch,
+    encode_reply_batch,
+    encode_request_batch,
+    is_reply_batch,
+    is_request_batch,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTDATA = ROOT / "clients" / "testdata"
@@ -41,6 +49,7 @@ LARGE: dict[str, Any] = json.loads((TESTDATA / "vectors-large.json").read_text(e
 
 MESSAGE_VECTORS: list[dict[str, Any]] = VECTORS["messages"]
 NONCANONICAL_VECTORS: list[dict[str, Any]] = VECTORS["noncanonical"]
+BATCH_VECTORS: list[dict[str, Any]] = VECTORS["batches"]
 INVALID_VECTORS: list[dict[str, Any]] = VECTORS["invalid"] + LARGE["invalid"]
 COORDINATION_STEPS: list[dict[str, Any]] = VECTORS["coordination"]["sequence"]
 
@@ -257,9 +266,26 @@ def test_protocol_doc_names_every_error_code_and_decode_reason() -> None:
         assert f"`{code}`" in DOC, code
 
 
+@pytest.mark.parametrize("vector", BATCH_VECTORS, ids=lambda vector: vector["name"])
+def test_batch_vector_decodes_to_its_elements_and_each_element_to_a_message(vector: dict[str, Any]) -> None:
+    data = bytes.fromhex(vector["hex"])
+    elements = [bytes.fromhex(element) for element in vector["elements"]]
+    if vector["kind"] == "RequestBatch":
+        assert is_request_batch(data) and decode_request_batch(data) == elements
+        assert encode_request_batch(elements) == data
+        assert all(encode(decode_request(element)) == element for element in elements)
+    else:
+        assert is_reply_batch(data) and decode_reply_batch(data) == elements
+        assert encode_reply_batch(elements) == data
+        assert all(encode(decode_client_reply(element)) == element for element in elements)
+
+
 def test_protocol_doc_examples_are_vectors() -> None:
     """Each `<!-- vector: name -->` marker in the doc is followed by that vector's bytes, exactly."""
-    by_name = {vector["name"]: vector for vector in MESSAGE_VECTORS + INVALID_VECTORS + NONCANONICAL_VECTORS}
+    by_name = {
+        vector["name"]: vector
+        for vector in MESSAGE_VECTORS + INVALID_VECTORS + NONCANONICAL_VECTORS + BATCH_VECTORS
+    }
     by_name.update({f"coordination.{step['name']}": step["op"] for step in COORDINATION_STEPS})
     by_name.update({f"coordination.{step['name']}.result": step["result"] for step in COORDINATION_STEPS})
     examples = re.findall(r"<!-- vector: ([\w.]+) -->\s*```[a-z]*\n(.*?)```", DOC, flags=re.DOTALL)

@@ -199,6 +199,45 @@ def test_session_gives_up_at_its_deadline_with_an_unknown_outcome() -> None:
     assert completion is not None and completion.error == ERROR_TIMEOUT and session.outstanding is None
 
 
+def test_a_session_ticked_only_when_due_acts_exactly_like_one_ticked_every_tick() -> None:
+    """The proxy ticks a session only at `ticks_until_due` and covers the ticks between with `advance`. Two
+    sessions with the same seed, one ticked every tick and one driven that way, through silence (backed-off
+    re-sends), a `busy` Error (the retry timer restarts) and the deadline: the same sends at the same ticks and
+    the same completion at the same tick."""
+
+    def run(lazy: bool) -> list[tuple[int, object]]:
+        session = ClientSession(client_id=9, replica_count=3, prng=random.Random(4), deadline_ticks=400)
+        events: list[tuple[int, object]] = []
+        session.submit(b"op")
+        events += [(0, destination) for destination, _ in session.take_outbox()]
+        synced, due = 0, session.ticks_until_due()
+        for now in range(1, 500):
+            if now == 90:  # a busy answer: the retry timer restarts (the driver brings the session up to now)
+                if lazy:
+                    session.advance(now - 1 - synced)
+                    synced = now - 1
+                session.on_reply(Error(view=0, client_id=9, request_number=1, code=ERROR_BUSY, message=""))
+                if lazy:
+                    due = synced + session.ticks_until_due()
+            if lazy and now != due:
+                continue
+            if lazy:
+                session.advance(now - 1 - synced)
+            session.tick()
+            synced = now
+            events += [(now, destination) for destination, _ in session.take_outbox()]
+            completion = session.take_completion()
+            if completion is not None:
+                return [*events, (now, completion.error)]
+            if lazy:
+                due = now + session.ticks_until_due()
+        raise AssertionError("the deadline never came")
+
+    every_tick = run(lazy=False)
+    assert every_tick[-1] == (400, ERROR_TIMEOUT) and len(every_tick) > 3
+    assert run(lazy=True) == every_tick
+
+
 def test_session_against_a_cluster_whose_primary_fails() -> None:
     """End to end: primary 0 executes the session's request but the reply is lost, and replica 0 is cut off.
     The session times out and broadcasts the same request; until view 1 runs, replicas redirect or answer

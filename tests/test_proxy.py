@@ -43,6 +43,7 @@ from zvsr.protocol.messages import (
 )
 from zvsr.runtime import proxy as proxy_module
 from zvsr.runtime.proxy import Proxy, ProxyStartError
+from zvsr.wire.batch import decode_reply_batch, encode_request_batch, is_reply_batch
 from zvsr.wire.codec import decode_client_reply, encode
 
 pytestmark = pytest.mark.timeout(30)
@@ -372,6 +373,101 @@ def test_garbage_gets_bad_request_and_the_proxy_keeps_serving(context: zmq.Conte
             counters = status(context, proxy.endpoint)["counters"]
             bad = sum(count for name, count in counters.items() if name.startswith("bad request"))
             assert bad == 6, counters
+
+
+def _answers(frames_list: list[list[bytes]]) -> list[ClientReply]:
+    """Every answer in these messages, ReplyBatches opened."""
+    out: list[ClientReply] = []
+    for frames in frames_list:
+        assert len(frames) == 1
+        if is_reply_batch(frames[0]):
+            out += [decode_client_reply(element) for element in decode_reply_batch(frames[0])]
+        else:
+            out.append(decode_client_reply(frames[0]))
+    return out
+
+
+def test_a_pipelining_client_batches_its_requests_and_gets_batched_answers(
+    context: zmq.Context[zmq.Socket[bytes]],
+) -> None:
+    """A client sends eight requests of eight sessions in one RequestBatch, one of them malformed: each valid one
+    is relayed and answered once, the bad one gets its own bad_request Error, and the answers come back in
+    ReplyBatches (a client that batches is answered in batches)."""
+    config = local_config(tick_ms=5)
+    with fake_replicas(config, context, echo_result()):
+        with running_proxy(config, context) as proxy, peer(context, proxy.endpoint) as client:
+            elements = [encode(request(1, client_id=100 + n)) for n in range(7)]
+            elements.insert(3, msgpack.packb({"type": 20, "client_id": 555, "request_number": 1}))  # no operation
+            client.send(encode_request_batch(elements))
+            messages: list[list[bytes]] = []
+            deadline = time.monotonic() + 5
+            while len(_answers(messages)) < 8 and time.monotonic() < deadline:
+                if client.poll(100):
+                    messages.append(client.recv_multipart())
+            answers = _answers(messages)
+            assert sorted((a.client_id, type(a).__name__) for a in answers) == sorted(
+                [(100 + n, "Reply") for n in range(7)] + [(555, "Error")]
+            )
+            bad = next(a for a in answers if isinstance(a, Error))
+            assert bad.code == ERROR_BAD_REQUEST and "operation" in bad.message
+            assert any(is_reply_batch(frames[0]) for frames in messages)
+            counters = status(context, proxy.endpoint)["counters"]
+            assert counters["request batches received"] == 1
+            assert counters["bad request: missing_field"] == 1
+
+
+def test_the_routes_answered_in_batches_are_bounded_least_recently_batching_first_out(
+    context: zmq.Context[zmq.Socket[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With room for two batching routes, clients A, B, A, C batch in turn: B's route is forgotten (the least
+    recently batching; its answers go unbatched again), A's stays because it batched again."""
+    monkeypatch.setattr(proxy_module, "PROXY_BATCH_SENDERS_MAX", 2)
+    config = local_config(tick_ms=5)
+    with fake_replicas(config, context, echo_result()), running_proxy(config, context) as proxy:
+        clients = {}
+        try:
+            for name in (b"A", b"B", b"C"):
+                clients[name] = socket = context.socket(zmq.DEALER)
+                socket.setsockopt(zmq.LINGER, 0)
+                socket.setsockopt(zmq.ROUTING_ID, name)
+                socket.connect(proxy.endpoint)
+            for number, name in enumerate((b"A", b"B", b"A", b"C"), start=1):
+                client = clients[name]
+                client.send(encode_request_batch([encode(request(number, client_id=700 + number))]))
+                assert isinstance(_answers([receive(client)])[0], Reply)
+            assert list(proxy._batch_senders) == [(b"A",), (b"C",)]
+            assert proxy.counters["request batches received"] == 4
+        finally:
+            for socket in clients.values():
+                socket.close(linger=0)
+
+
+@pytest.mark.parametrize(
+    ("payload", "counter"),
+    [
+        (msgpack.packb({"type": 26, "requests": []}), "bad request batch: too_large"),
+        (msgpack.packb({"type": 26, "requests": [b"x"] * 257}), "bad request batch: too_large"),
+        (msgpack.packb({"type": 26, "requests": "no"}), "bad request batch: wrong_type"),
+        (msgpack.packb({"type": 26, "requests": [1, 2]}), "bad request batch: wrong_type"),
+        (msgpack.packb({"type": 26, "requests": [b"x"], "extra": 1}), "bad request batch: unknown_field"),
+        (b"\x82\xa4type\x1a\xa8requests\xdd\xff\xff\xff\xff", "bad request batch: not_msgpack"),
+        (encode_request_batch([b"x" * 40_000, b"y" * 40_000]), "bad request batch: too_large"),
+    ],
+)
+def test_a_malformed_request_batch_is_refused_counted_and_the_proxy_keeps_serving(
+    context: zmq.Context[zmq.Socket[bytes]], payload: bytes, counter: str
+) -> None:
+    """Empty, oversized (elements or bytes), wrongly typed, extra keys, truncated: a bare bad_request Error,
+    counted under its reason; then the same connection is served as before."""
+    config = local_config(tick_ms=5)
+    with fake_replicas(config, context, echo_result()):
+        with running_proxy(config, context) as proxy, peer(context, proxy.endpoint) as client:
+            client.send(payload)
+            answer = msgpack.unpackb(receive(client)[0], raw=False)
+            assert answer.get("code", answer.get("error")) == ERROR_BAD_REQUEST, answer
+            assert isinstance(call(client, request(1)), Reply)
+            counters = status(context, proxy.endpoint)["counters"]
+            assert counters[counter] == 1, counters
 
 
 # --- legacy clients -----------------------------------------------------------------------------------------

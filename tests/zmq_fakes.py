@@ -22,6 +22,7 @@ from zvsr.runtime.processes import free_ports, loopback_config, wait_for
 from zvsr.runtime.proxy import Proxy
 
 __all__ = ["free_ports", "wait_for"]  # re-exported for the tests that use these fakes
+from zvsr.wire.batch import decode_request_batch, encode_reply_batch, is_request_batch
 from zvsr.wire.codec import DecodeError, decode_request, encode
 
 T = TypeVar("T")
@@ -83,16 +84,22 @@ class FakeReplica:
                     continue
                 frames = router.recv_multipart()
                 envelope, payload = frames[:-1], frames[-1]
-                try:
-                    request = decode_request(payload)
-                except DecodeError:
-                    self.garbage += 1
-                    continue
-                with self._lock:
-                    self.received.append(Received(request, len(envelope)))
-                    script = self.script
-                for answer in script(request):
-                    data = answer if isinstance(answer, bytes) else encode(answer)
+                # A proxy's RequestBatch: each request handled alone, the answers in one ReplyBatch (as a replica).
+                batched = is_request_batch(payload)
+                answers: list[bytes] = []
+                for element in decode_request_batch(payload) if batched else [payload]:
+                    try:
+                        request = decode_request(element)
+                    except DecodeError:
+                        self.garbage += 1
+                        continue
+                    with self._lock:
+                        self.received.append(Received(request, len(envelope)))
+                        script = self.script
+                    answers += [a if isinstance(a, bytes) else encode(a) for a in script(request)]
+                if batched and len(answers) > 1:
+                    answers = [encode_reply_batch(answers)]
+                for data in answers:
                     router.send_multipart([*envelope, data])
         finally:
             router.close(linger=0)

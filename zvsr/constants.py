@@ -98,6 +98,7 @@ PROXY_SESSION_IDLE_MS: Final = 600_000  # a session without a request for this l
 PROXY_IN_FLIGHT_MAX: Final = 8192  # relayed requests awaiting an answer; beyond, new requests get `busy`
 PROXY_FRAME_BYTES_MAX: Final = 1024 * 1024  # frontend MAXMSGSIZE: bigger frames cost the sender its connection
 PROXY_DRAIN_MAX: Final = 256  # messages taken from one socket before looking at the others (fairness)
+PROXY_BATCH_SENDERS_MAX: Final = 65_536  # client routes answered in ReplyBatches (they sent a RequestBatch); LRU
 PROXY_BACKEND_SNDHWM: Final = 4096  # messages queued towards one replica; beyond, the send is dropped (retried)
 PROXY_SWEEP_MS: Final = 1000  # how often idle sessions are looked for
 PROXY_EVICTION_SCAN_MAX: Final = 8  # sessions looked at, oldest first, for an idle one to evict when full

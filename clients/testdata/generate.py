@@ -60,6 +60,7 @@ from zvsr.wire import (
     decode_request,
     encode,
 )
+from zvsr.wire.batch import decode_reply_batch, decode_request_batch, encode_reply_batch, encode_request_batch
 
 HERE = Path(__file__).resolve().parent
 OUTPUT = HERE / "vectors.json"
@@ -1055,6 +1056,42 @@ def message_vectors() -> list[dict[str, Any]]:
     return out
 
 
+# --- batches (types 26, 27): a pipelining client's (or a proxy's) requests and their answers ----------------
+
+BATCHES: list[tuple[str, str, list[Message], str]] = [
+    (
+        "request_batch",
+        "RequestBatch",
+        [
+            Request(client_id=CLIENT_A, request_number=1, operation=PUT_LEADER),
+            Request(client_id=CLIENT_B, request_number=7, operation=GET_LEADER),
+        ],
+        "two sessions' requests in one message: each element is the exact encoding of one Request",
+    ),
+    (
+        "reply_batch",
+        "ReplyBatch",
+        [
+            Reply(view=1, client_id=CLIENT_A, request_number=1, result=pack(None)),
+            Error(view=1, client_id=CLIENT_B, request_number=7, code="busy", message="try again"),
+        ],
+        "their answers in one message: a Reply and an Error, each the exact encoding of one",
+    ),
+]
+
+
+def batch_vectors() -> list[dict[str, Any]]:
+    out = []
+    for name, kind, messages, note in BATCHES:
+        elements = [encode(message) for message in messages]
+        data = encode_request_batch(elements) if kind == "RequestBatch" else encode_reply_batch(elements)
+        decoded = decode_request_batch(data) if kind == "RequestBatch" else decode_reply_batch(data)
+        assert decoded == elements, name
+        value = {"hex": data.hex(), "value": render(unpack(data)), "elements": [e.hex() for e in elements]}
+        out.append({"name": name, "kind": kind, **value, "note": note})
+    return out
+
+
 # --- the coordination app: a sequence applied to one fresh app ------------------------------------------------
 
 
@@ -1194,6 +1231,7 @@ def build() -> tuple[dict[str, Any], dict[str, Any]]:
     small = {
         **head,
         "messages": message_vectors(),
+        "batches": batch_vectors(),
         "noncanonical": noncanonical(),
         "invalid": [vector for vector in invalid_all if len(vector["hex"]) <= LARGE_HEX_CHARS],
         "coordination": {

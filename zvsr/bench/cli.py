@@ -34,6 +34,12 @@ import click
 )
 @click.option("--steady", "steady_s", type=click.FloatRange(0.1), default=None, help="Steady-load phase, s. [60]")
 @click.option(
+    "--curve-window", "curve_s", type=click.FloatRange(0.1), default=None, help="Window of a curve point, s. [2]"
+)
+@click.option(
+    "--curves/--no-curves", default=None, help="Client-count, value-size and 5-replica curves (phase 5). [on]"
+)
+@click.option(
     "--failover-runs", type=click.IntRange(1, 99), default=None, help="Failover repetitions. [5; quick 1]"
 )
 @click.option(

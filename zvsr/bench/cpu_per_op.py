@@ -45,18 +45,24 @@ def machine_ticks() -> list[int]:
     return [int(value) for value in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
 
 
-def zvsr_processes() -> dict[int, str]:
-    """Processes whose command line mentions zvsr (the cluster, the proxy, the load generators)."""
-    found = {}
+def descendants() -> set[int]:
+    """Every process below this one (the cluster, the proxy, the load generators), and no one else's: other
+    zvsr processes on a shared machine (another cluster, another bench) must not be charged to this run."""
+    parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+        if not entry.name.isdigit():
             continue
         try:
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
+            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
             continue
-        if "zvsr" in command:
-            found[int(entry.name)] = command
+    found: set[int] = set()
+    frontier = [os.getpid()]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in found]
+        found.update(children)
+        frontier += children
     return found
 
 
@@ -67,6 +73,7 @@ def main() -> int:
     parser.add_argument("--window", type=int, default=64)
     parser.add_argument("--fsync", choices=("always", "never"), default="never")
     parser.add_argument("--metrics", action="store_true", help="serve /metrics, scraped once a second")
+    parser.add_argument("--batch", action="store_true", help="load generators send RequestBatches")
     arguments = parser.parse_args()
     if not Path("/proc/stat").exists():
         print("needs Linux /proc", file=sys.stderr)
@@ -74,8 +81,7 @@ def main() -> int:
     samples: dict[str, tuple[float, list[int], dict[int, float]]] = {}
 
     def sample(name: str) -> None:
-        processes = zvsr_processes()
-        cpu = {pid: used for pid in processes if (used := process_cpu_s(pid)) is not None}
+        cpu = {pid: used for pid in descendants() if (used := process_cpu_s(pid)) is not None}
         samples[name] = (time.monotonic(), machine_ticks(), cpu)
 
     def sampler() -> None:
@@ -102,6 +108,7 @@ def main() -> int:
                 window=arguments.window,
                 warmup_s=1.0,
                 duration_s=arguments.seconds,
+                batch=arguments.batch,
             )
             thread.join()
     (t0, ticks0, cpu0), (t1, ticks1, cpu1) = samples["start"], samples["end"]
@@ -111,13 +118,17 @@ def main() -> int:
     machine = [(after - before) / _TICKS_S / elapsed * 100 for before, after in zip(ticks0, ticks1, strict=True)]
     shares = zip(_MACHINE_FIELDS, machine, strict=True)
     print("machine: " + ", ".join(f"{name} {share:.0f}%" for name, share in shares))
-    total = 0.0
+    total = cluster_total = 0.0
     for pid, after in sorted(cpu1.items(), key=lambda item: names.get(item[0], "~")):
         used = after - cpu0.get(pid, after)
         total += used
+        if pid in names:
+            cluster_total += used
         name = names.get(pid, "load generator")
-        print(f"  {name:22} {used / elapsed * 100:5.1f}% CPU  {used / ops * 1e6:6.1f} us/op")
-    print(f"  {'all':22} {total / elapsed * 100:5.1f}% CPU  {total / ops * 1e6:6.1f} us/op")
+        print(f"  {name:24} {used / elapsed * 100:5.1f}% CPU  {used / ops * 1e6:6.1f} us/op")
+    cluster_share = cluster_total / elapsed * 100
+    print(f"  {'cluster (replicas+proxy)':24} {cluster_share:5.1f}% CPU  {cluster_total / ops * 1e6:6.1f} us/op")
+    print(f"  {'all':24} {total / elapsed * 100:5.1f}% CPU  {total / ops * 1e6:6.1f} us/op")
     return 0
 
 

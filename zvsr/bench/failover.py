@@ -28,12 +28,18 @@ WARM_WRITES: Final = 200
 
 
 def make_cluster(
-    root: Path, *, fsync: str, timeouts: dict[str, int] | None = None, metrics: bool = False
+    root: Path,
+    *,
+    fsync: str,
+    timeouts: dict[str, int] | None = None,
+    metrics: bool = False,
+    replicas: int = 3,
 ) -> ProcessCluster:
-    """A ProcessCluster (not started) with default protocol timeouts unless given, and this fsync mode; with
-    `metrics`, every replica and the proxy serve Prometheus /metrics."""
+    """A ProcessCluster (not started) of `replicas` with default protocol timeouts unless given, and this fsync
+    mode; with `metrics`, every replica and the proxy serve Prometheus /metrics."""
     root.mkdir(parents=True, exist_ok=True)
-    return ProcessCluster(root, timeouts={} if timeouts is None else timeouts, fsync=fsync, metrics=metrics)
+    timeouts = {} if timeouts is None else timeouts
+    return ProcessCluster(root, replicas=replicas, timeouts=timeouts, fsync=fsync, metrics=metrics)
 
 
 def one_run(root: Path, *, fsync: str = "always") -> float:

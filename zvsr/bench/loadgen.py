@@ -1,4 +1,4 @@
-"""The load generator: W client sessions in flight over one raw DEALER, run as its own process.
+"""The load generator: W client sessions in flight over raw DEALERs (one by default), run as its own process.
 
 `python -m zvsr.bench.loadgen --endpoint E --mode zvsr|raw --sessions W` prints ``ready``, reads one line
 ``go <start> <end>`` (two `time.monotonic()` instants: CLOCK_MONOTONIC is system-wide, so the driver and every
@@ -16,14 +16,22 @@ Mode ``raw`` sends the very same bytes to an echo server (directly or through th
 `zvsr.bench.raw`) and counts the echo (the same Request map, type 20) as the completion: the same work on the
 client side, so a ratio between the two modes compares what lies behind the endpoint.
 
-The operation is a coordination-app ``put`` of `VALUE_BYTES` bytes to a key per session; the encoded Request
-is about 100 bytes. The garbage collector is off while the load runs (nothing here makes cycles).
+The operation is a coordination-app ``put`` of `VALUE_BYTES` bytes (``--value-bytes``) to a key per session;
+the encoded Request is about 100 bytes. The garbage collector is off while the load runs (nothing here makes
+cycles).
+
+``--batch``: a pipelining client. The requests of one wake-up (the answers just read let those sessions send
+their next) go as one RequestBatch (type 26, docs/protocol.md "Batches") per connection; the proxy then answers
+in ReplyBatches, and an echo server echoes the batch, which is read element by element either way.
+``--connections K``: the sessions are spread over K DEALER connections (session i on connection i mod K);
+with K = W, each session is a client of its own (the client-count curve of `zvsr.bench.curves`).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import gc
 import json
 import secrets
@@ -34,6 +42,8 @@ from typing import Any, Final
 import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 import zmq
 
+from zvsr.constants import CLIENT_MESSAGE_BYTES_MAX
+from zvsr.wire.batch import TYPE_REPLY_BATCH, TYPE_REQUEST_BATCH, batches, encode_request_batch
 from zvsr.wire.codec import TYPE_ERROR, TYPE_REPLY, TYPE_REQUEST
 
 MODES: Final = ("zvsr", "raw")
@@ -66,14 +76,18 @@ def run_load(
     start: float,
     end: float,
     latencies: bool,
-    socket: zmq.Socket[bytes],
+    sockets: list[zmq.Socket[bytes]],
+    batch: bool = False,
+    value_bytes: int = VALUE_BYTES,
 ) -> dict[str, Any]:
-    """Keep `sessions` requests in flight on `socket` (connected to `endpoint`) until `end`."""
+    """Keep `sessions` requests in flight on `sockets` (connections to `endpoint`; session i uses socket
+    i mod their number) until `end`; with `batch`, the requests of one wake-up go as RequestBatches (the
+    answers then come in ReplyBatches; an echo server echoes the batch)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     expected = TYPE_REPLY if mode == "zvsr" else TYPE_REQUEST
     ids = [secrets.randbits(64) for _ in range(sessions)]
-    ops = {cid: operation(index) for index, cid in enumerate(ids)}
+    ops = {cid: operation(index, value_bytes) for index, cid in enumerate(ids)}
     numbers = dict.fromkeys(ids, 0)
     wires: dict[int, bytes] = {}
     sent_at: dict[int, float] = {}  # when the outstanding request was first sent (its latency starts there)
@@ -84,77 +98,111 @@ def run_load(
     counts = {"completed": 0, "completed_total": 0, "sent": 0, "stale": 0, "resent": 0, "unexpected": 0}
     monotonic = time.monotonic
     unpackb = msgpack.unpackb
-    send = socket.send
-    recv = socket.recv
+    completed = 0
+    completed_total = 0
+    # Per session: what sending a request means (onto its socket, or into its socket's batch of this wake-up).
+    outgoing: list[list[bytes]] = [[] for _ in sockets]  # with `batch`: each socket's requests of this wake-up
+    sends = [
+        (outgoing[index].append if batch else functools.partial(socket.send, flags=_NOBLOCK))
+        for index, socket in enumerate(sockets)
+    ]
+    send_of = {cid: sends[index % len(sockets)] for index, cid in enumerate(ids)}
+
+    def send(cid: int) -> None:
+        send_of[cid](wires[cid])
 
     def send_next(cid: int, now: float) -> None:
         number = numbers[cid] + 1
         numbers[cid] = number
-        wire = request(cid, number, ops[cid])
-        wires[cid] = wire
+        wires[cid] = request(cid, number, ops[cid])
         sent_at[cid] = last_sent[cid] = now
-        send(wire, _NOBLOCK)
+        send(cid)
         counts["sent"] += 1
 
+    def send_outgoing() -> None:
+        for socket, queued in zip(sockets, outgoing, strict=True):
+            for batched, group in batches(queued, CLIENT_MESSAGE_BYTES_MAX):
+                socket.send(encode_request_batch(group) if batched else group[0], _NOBLOCK)
+            queued.clear()
+
+    def on_answer(data: bytes, now: float) -> None:
+        nonlocal completed, completed_total
+        try:
+            answer = unpackb(data, raw=False, strict_map_key=False)
+            kind = answer["type"]
+            if kind in (TYPE_REPLY_BATCH, TYPE_REQUEST_BATCH):  # from the proxy, or echoed
+                for element in answer["replies" if kind == TYPE_REPLY_BATCH else "requests"]:
+                    on_answer(element, now)
+                return
+            cid = answer["client_id"]
+            number = answer["request_number"]
+        except (ValueError, KeyError, TypeError, msgpack.UnpackException):
+            counts["unexpected"] += 1
+            return
+        if numbers.get(cid) != number:
+            counts["stale"] += 1
+            return
+        if kind == expected:
+            completed_total += 1
+            if start <= now < end:
+                completed += 1
+                if latencies:
+                    recorded.append(int((now - sent_at[cid]) * 1_000_000))
+            send_next(cid, now)
+        elif kind == TYPE_ERROR:
+            code = str(answer.get("code"))
+            errors[code] += 1
+            if code == "bad_request":
+                del numbers[cid], last_sent[cid]  # this session is finished: the request never succeeds
+                return
+            last_sent[cid] = now + RETRY_PAUSE_S
+            retries.append((now + RETRY_PAUSE_S, cid))
+        else:
+            counts["unexpected"] += 1
+
     now = monotonic()
+    only = sockets[0]
+    poller = None
+    if len(sockets) > 1:
+        poller = zmq.Poller()
+        for socket in sockets:
+            poller.register(socket, zmq.POLLIN)
     for cid in ids:
         send_next(cid, now)
+    send_outgoing()
     next_check = now + 1.0
-    completed = 0
-    completed_total = 0
     while True:
         now = monotonic()
         if now >= end:
             break
         timeout_ms = max(1, int((min(end, next_check, retries[0][0] if retries else end) - now) * 1000) + 1)
-        if not socket.poll(timeout_ms):
-            now = monotonic()
-        while True:
-            try:
-                data = recv(_NOBLOCK)
-            except zmq.Again:
-                break
-            now = monotonic()
-            try:
-                answer = unpackb(data, raw=False, strict_map_key=False)
-                kind = answer["type"]
-                cid = answer["client_id"]
-                number = answer["request_number"]
-            except (ValueError, KeyError, TypeError, msgpack.UnpackException):
-                counts["unexpected"] += 1
-                continue
-            if numbers.get(cid) != number:
-                counts["stale"] += 1
-                continue
-            if kind == expected:
-                completed_total += 1
-                if start <= now < end:
-                    completed += 1
-                    if latencies:
-                        recorded.append(int((now - sent_at[cid]) * 1_000_000))
-                send_next(cid, now)
-            elif kind == TYPE_ERROR:
-                code = str(answer.get("code"))
-                errors[code] += 1
-                if code == "bad_request":
-                    del numbers[cid], last_sent[cid]  # this session is finished: the request never succeeds
-                    continue
-                last_sent[cid] = now + RETRY_PAUSE_S
-                retries.append((now + RETRY_PAUSE_S, cid))
-            else:
-                counts["unexpected"] += 1
+        if poller is not None:
+            ready = [socket for socket, _ in poller.poll(timeout_ms)]
+        else:
+            ready = [only] if only.poll(timeout_ms) else []
+        now = monotonic()
+        for socket in ready:
+            recv = socket.recv
+            while True:
+                try:
+                    data = recv(_NOBLOCK)
+                except zmq.Again:
+                    break
+                on_answer(data, monotonic())
         while retries and retries[0][0] <= now:
             _, cid = retries.popleft()
             if cid in numbers:
-                send(wires[cid], _NOBLOCK)
+                send(cid)
                 counts["resent"] += 1
         if now >= next_check:
             next_check = now + 1.0
             for cid, when in last_sent.items():
                 if now - when > RESEND_AFTER_S:
                     last_sent[cid] = now
-                    send(wires[cid], _NOBLOCK)
+                    send(cid)
                     counts["resent"] += 1
+        if batch:
+            send_outgoing()
     counts["completed"] = completed
     counts["completed_total"] = completed_total
     return {
@@ -172,14 +220,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=MODES, default="zvsr")
     parser.add_argument("--sessions", type=int, default=1)
     parser.add_argument("--latencies", action="store_true")
+    parser.add_argument("--batch", action="store_true", help="send each wake-up's requests as RequestBatches")
+    parser.add_argument("--value-bytes", type=int, default=VALUE_BYTES, help="bytes of each put's value")
+    parser.add_argument("--connections", type=int, default=1, help="DEALER connections the sessions share")
     arguments = parser.parse_args(argv)
+    if not 1 <= arguments.connections <= arguments.sessions:
+        parser.error("--connections must be 1..--sessions")
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    socket = context.socket(zmq.DEALER)
+    sockets = []
     try:
-        socket.setsockopt(zmq.LINGER, 0)
-        socket.setsockopt(zmq.SNDHWM, 0)
-        socket.setsockopt(zmq.RCVHWM, 0)
-        socket.connect(arguments.endpoint)
+        for _ in range(arguments.connections):
+            socket = context.socket(zmq.DEALER)
+            sockets.append(socket)
+            socket.setsockopt(zmq.LINGER, 0)
+            socket.setsockopt(zmq.SNDHWM, 0)
+            socket.setsockopt(zmq.RCVHWM, 0)
+            socket.connect(arguments.endpoint)
         print("ready", flush=True)
         line = sys.stdin.readline().split()
         if len(line) != 3 or line[0] != "go":
@@ -192,10 +248,13 @@ def main(argv: list[str] | None = None) -> int:
             start=float(line[1]),
             end=float(line[2]),
             latencies=arguments.latencies,
-            socket=socket,
+            sockets=sockets,
+            batch=arguments.batch,
+            value_bytes=arguments.value_bytes,
         )
     finally:
-        socket.close(linger=0)
+        for socket in sockets:
+            socket.close(linger=0)
         context.term()
     sys.stdout.write(json.dumps(result, separators=(",", ":")) + "\n")
     sys.stdout.flush()

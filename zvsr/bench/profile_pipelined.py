@@ -1,7 +1,8 @@
 """Profile the primary, a backup and the proxy under the pipelined load of `zvsr bench`, with py-spy.
 
     pip install py-spy
-    python -m zvsr.bench.profile_pipelined [--seconds 15] [--clients 2] [--window 64] [--fsync never] [--out DIR]
+    python -m zvsr.bench.profile_pipelined [--seconds 15] [--clients 2] [--window 64] [--fsync never]
+        [--batch] [--out DIR]
 
 Starts a 3-replica cluster and a proxy (as `zvsr bench` does: default timeouts), drives it with the bench's
 load generators (`zvsr.bench.loadgen`), samples the primary's, a backup's and the proxy's Python stacks with
@@ -80,6 +81,7 @@ def main() -> int:
     parser.add_argument("--window", type=int, default=64)
     parser.add_argument("--fsync", choices=("always", "never"), default="never")
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--batch", action="store_true", help="load generators send RequestBatches")
     parser.add_argument("--out", default=None)
     arguments = parser.parse_args()
     spy = shutil.which("py-spy")
@@ -114,6 +116,7 @@ def main() -> int:
                 window=arguments.window,
                 warmup_s=0.5,
                 duration_s=arguments.seconds,
+                batch=arguments.batch,
             )
             for name, recorder in recorders.items():
                 _, error = recorder.communicate(timeout=60)

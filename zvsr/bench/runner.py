@@ -7,7 +7,8 @@ round-robin within each repetition, so slow drift of a shared machine hits both 
    forwarder in front of it (`zvsr.bench.raw`); per repetition: strict latency through the proxy (one session,
    one request at a time), the same through the forwarder, a raw one-hop round trip to the echo server, strict
    latency with the Python client library (`zvsr.client.Client`), pipelined throughput through the proxy and
-   through the forwarder (C load-generator processes × W sessions in flight, `zvsr.bench.loadgen`);
+   through the forwarder (C load-generator processes × W sessions in flight, `zvsr.bench.loadgen`), and both
+   again with batching clients (each wake-up's requests in one RequestBatch);
 2. steady load on a fresh cluster (``--fsync never``): the pipelined load for `steady_s` with no faults;
    view changes = how far the highest view any replica reports (`zvsr status --json`,
    `zvsr.runtime.status.collect_status`) moved, from before the load to the highest seen in the samples taken
@@ -17,7 +18,11 @@ round-robin within each repetition, so slow drift of a shared machine hits both 
    the leader's process;
 4. a fresh cluster with ``--fsync always``: pipelined throughput, and the fdatasync-per-100-byte-append rate
    of the same disk (`zvsr.bench.disk`), round-robin;
-5. failover: `failover_runs` fresh clusters (default timeouts, default ``--fsync always``), kill -9 of the
+5. the curves (`zvsr.bench.curves`, fresh ``--fsync never`` clusters): throughput and p99 against client count
+   (1, 4, 16, 64 strict clients) and value size (16 B, 1 KiB, 16 KiB, pipelined), and a 5-replica cluster
+   (strict latency, pipelined throughput) beside phase 1's 3 — and any further phase of its own module
+   (`_extra_phases`);
+6. failover: `failover_runs` fresh clusters (default timeouts, default ``--fsync always``), kill -9 of the
    primary under a one-client write load (`zvsr.bench.failover`).
 
 With `metrics` (``--metrics``) the clusters of phases 1, 2 and 4 serve Prometheus /metrics and the driver
@@ -42,7 +47,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import FrameType
@@ -75,6 +80,8 @@ class Settings:
     duration_s: float = 4.0  # measuring window of a throughput figure
     strict_duration_s: float = 3.0  # measuring window of a latency figure
     steady_s: float = 60.0
+    curve_s: float = 2.0  # measuring window of each point of the curves (zvsr.bench.curves)
+    curves: bool = True  # run phase 5 (the curves)
     failover_runs: int = 5
     disk_s: float = 2.0
     pysyncobj: bool | None = None  # None: when installed, except with --quick
@@ -91,6 +98,7 @@ class Settings:
             "duration_s": 1.0,
             "strict_duration_s": 1.0,
             "steady_s": 3.0,
+            "curve_s": 0.5,
             "failover_runs": 1,
             "disk_s": 0.5,
         }
@@ -202,9 +210,16 @@ def run_load(
     warmup_s: float,
     duration_s: float,
     latencies: bool = True,
+    batch: bool = False,
+    value_bytes: int | None = None,
+    connections: int = 1,
 ) -> Load:
-    """`clients` load-generator processes × `sessions` in flight each, measured over one common window."""
+    """`clients` load-generator processes × `sessions` in flight each (over `connections` DEALERs each),
+    measured over one common window; with `batch`, each sends a wake-up's requests as RequestBatches."""
     arguments = ["--endpoint", endpoint, "--mode", mode, "--sessions", str(sessions)]
+    arguments += ["--connections", str(connections)]
+    arguments += ["--batch"] if batch else []
+    arguments += [] if value_bytes is None else ["--value-bytes", str(value_bytes)]
     processes = [
         children.spawn(
             "zvsr.bench.loadgen", arguments + (["--latencies"] if latencies else []), name="loadgen", stdin=True
@@ -274,9 +289,9 @@ def client_library_latency(endpoint: str, *, warmup_s: float, duration_s: float)
 
 
 @contextlib.contextmanager
-def zvsr_cluster(root: Path, *, fsync: str, metrics: bool = False) -> Iterator[ProcessCluster]:
+def zvsr_cluster(root: Path, *, fsync: str, metrics: bool = False, replicas: int = 3) -> Iterator[ProcessCluster]:
     """A started cluster with a primary; with `metrics`, serving /metrics and scraped once a second."""
-    cluster = failover.make_cluster(root, fsync=fsync, metrics=metrics)
+    cluster = failover.make_cluster(root, fsync=fsync, metrics=metrics, replicas=replicas)
     try:
         cluster.start()
         cluster.wait_for_primary(timeout_s=30)
@@ -294,7 +309,14 @@ def zvsr_cluster(root: Path, *, fsync: str, metrics: bool = False) -> Iterator[P
 
 
 def pipelined_zvsr_load(
-    children: Children, cluster: ProcessCluster, *, clients: int, window: int, warmup_s: float, duration_s: float
+    children: Children,
+    cluster: ProcessCluster,
+    *,
+    clients: int,
+    window: int,
+    warmup_s: float,
+    duration_s: float,
+    batch: bool = False,
 ) -> Load:
     """The bench's pipelined load (clients x window sessions, throughput only) through `cluster`'s proxy."""
     return run_load(
@@ -306,6 +328,7 @@ def pipelined_zvsr_load(
         warmup_s=warmup_s,
         duration_s=duration_s,
         latencies=False,
+        batch=batch,
     )
 
 
@@ -473,11 +496,22 @@ def pysyncobj_available() -> bool:
 
 
 def plan(settings: Settings, with_pysyncobj: bool) -> int:
-    steps = 1 + 6 * settings.runs + 2  # cluster + raw servers; per repetition; steady cluster and load
+    steps = 1 + 8 * settings.runs + 2  # cluster + raw servers; per repetition; steady cluster and load
     if with_pysyncobj:
         steps += 1 + 2 * settings.runs
     steps += 1 + 2 * settings.runs  # fsync-always cluster; disk and pipelined per repetition
+    steps += sum(phase_steps(settings) for phase_steps, _, _ in _extra_phases(settings))
     return steps + settings.failover_runs
+
+
+def _extra_phases(
+    settings: Settings,
+) -> list[tuple[Callable[[Settings], int], Callable[[Any], None], Callable[[Report], None]]]:
+    """Phases in their own modules, run after phase 4 on clusters of their own: (progress steps, run, ratios).
+    Another series (e.g. a read mix per read mode) goes here, as a module like `zvsr.bench.curves`."""
+    from zvsr.bench import curves  # imported here: it builds on this module
+
+    return [(curves.steps, curves.run_phase, curves.conclude)] if settings.curves else []
 
 
 @contextlib.contextmanager
@@ -538,7 +572,7 @@ def run(settings: Settings, *, progress: Progress | None = None) -> dict[str, An
         else:
             shutil.rmtree(work, ignore_errors=True)
     progress.finish()
-    _conclude(report)
+    _conclude(report, settings)
     return {
         "schema": SCHEMA,
         "zvsr_version": zvsr.__version__,
@@ -623,6 +657,35 @@ def _phases(
             )
             pipelined_figures(
                 "raw_forwarder_pipelined", load, "baseline", f"echoes/s through the Python forwarder, {pipelined}"
+            )
+            progress.step(f"zvsr pipelined throughput, batching clients {of}")
+            load = run_load(
+                children,
+                proxy,
+                mode="zvsr",
+                clients=clients,
+                sessions=window,
+                warmup_s=warm,
+                duration_s=duration,
+                batch=True,
+            )
+            note_errors("zvsr_batched", load)
+            pipelined_figures(
+                "zvsr_batched", load, "zvsr", f"committed ops/s, {pipelined}, each wake-up's requests in one batch"
+            )
+            progress.step(f"raw forwarder pipelined throughput, batching clients {of}")
+            load = run_load(
+                children,
+                forward,
+                mode="raw",
+                clients=clients,
+                sessions=window,
+                warmup_s=warm,
+                duration_s=duration,
+                batch=True,
+            )
+            pipelined_figures(
+                "raw_forwarder_batched", load, "baseline", f"echoes/s through the forwarder, {pipelined}, batched"
             )
 
     # 2. steady load on a fresh cluster, no faults: view changes.
@@ -738,7 +801,14 @@ def _phases(
                 "zvsr_fsync_pipelined", load, "zvsr", f"committed ops/s with --fsync always, {pipelined}"
             )
 
-    # 5. failover.
+    # 5. the curves (zvsr.bench.curves) and any other phase of its own module.
+    from zvsr.bench.curves import PhaseContext  # imported here: it builds on this module
+
+    context = PhaseContext(settings, report, children, work, progress, note_errors)
+    for _, run_phase, _ in _extra_phases(settings):
+        run_phase(context)
+
+    # 6. failover.
     for r in range(1, settings.failover_runs + 1):
         progress.step(f"failover: kill -9 of the primary (run {r}/{settings.failover_runs})")
         seconds = failover.one_run(work / f"failover-{r}", fsync="always")
@@ -753,7 +823,7 @@ def _phases(
     report.details["errors"] = errors
 
 
-def _conclude(report: Report) -> None:
+def _conclude(report: Report, settings: Settings) -> None:
     report.derive(
         "raw_forwarder_plus_hop_p50_ms",
         ["raw_forwarder_strict_p50_ms", "raw_hop_p50_ms"],
@@ -770,6 +840,11 @@ def _conclude(report: Report) -> None:
     report.ratio("pipelined_vs_pysyncobj_sync", "zvsr_pipelined_ops_s", "pysyncobj_sync_ops_s", None)
     report.ratio("fsync_always_vs_never", "zvsr_fsync_pipelined_ops_s", "zvsr_pipelined_ops_s", None)
     report.ratio("client_library_vs_raw_client_p50", "zvsr_client_strict_p50_ms", "zvsr_strict_p50_ms", None)
+    report.ratio("batched_vs_pysyncobj_async", "zvsr_batched_ops_s", "pysyncobj_async_ops_s", None)
+    report.ratio("batched_vs_raw_forwarder_batched", "zvsr_batched_ops_s", "raw_forwarder_batched_ops_s", None)
+    report.ratio("batched_vs_unbatched", "zvsr_batched_ops_s", "zvsr_pipelined_ops_s", None)
+    for _, _, conclude in _extra_phases(settings):
+        conclude(report)
     report.target("strict_p99", "zvsr_strict_p99_ms", "<=", 3.0)
     report.target("failover", "zvsr_failover_s", "<=", 0.3)
     report.target("steady_view_changes", "zvsr_steady_view_changes", "==", 0.0)
@@ -786,6 +861,11 @@ RATIO_LABELS: Final = {
     "pipelined_vs_pysyncobj_sync": "pipelined ops/s vs PySyncObj sync",
     "fsync_always_vs_never": "--fsync always vs never ops/s",
     "client_library_vs_raw_client_p50": "client library p50 vs raw client",
+    "batched_vs_pysyncobj_async": "batching clients vs PySyncObj async",
+    "batched_vs_raw_forwarder_batched": "batching clients vs raw fwd, batched",
+    "batched_vs_unbatched": "batching clients vs plain clients",
+    "five_replicas_pipelined": "5 replicas vs 3, pipelined ops/s",
+    "five_replicas_strict_p50": "5 replicas vs 3, strict p50",
 }
 TARGET_LABELS: Final = {
     "strict_p99": "strict p99 latency",

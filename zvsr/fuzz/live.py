@@ -96,7 +96,7 @@ _ADMIN_ANSWERS: Final[dict[int, Callable[[bytes], object]]] = {
 
 def _readable_answer(port: str, payload: bytes) -> str | None:
     """None if an answer from `port` is well formed, else what is wrong with it."""
-    if port == CLIENT and is_reply_batch(payload):  # a replica answers a RequestBatch with ReplyBatches
+    if port in (CLIENT, PROXY) and is_reply_batch(payload):  # a RequestBatch's answers come in ReplyBatches
         try:
             elements = decode_reply_batch(payload)
         except DecodeError as error:

@@ -221,6 +221,24 @@ class ClientSession(_Session):
             self._retry.backoff(self.prng)
             self._outbox.append((BROADCAST, self.outstanding))
 
+    def ticks_until_due(self) -> int:
+        """The number of the next tick (1 = the next one) at which `tick` acts — re-sends or times out — while a
+        request is outstanding. A driver with many sessions (the proxy) calls `tick` only then and covers the
+        ticks before it with `advance`: the same session, without a call per session per tick."""
+        assert self.outstanding is not None
+        due = self._retry.after - self._retry.elapsed
+        if self.deadline_ticks is not None:
+            due = min(due, self.deadline_ticks - self._elapsed)
+        return max(1, due)
+
+    def advance(self, ticks: int) -> None:
+        """`ticks` ticks at once, in none of which `tick` would act (fewer than `ticks_until_due()`)."""
+        if self.outstanding is None or ticks == 0:
+            return
+        assert 0 < ticks < self.ticks_until_due(), "advance must not skip a tick that acts"
+        self._retry.advance(ticks)
+        self._elapsed += ticks
+
     def _complete(self, completion: Completion) -> None:
         self._retry.stop()
         self.outstanding = None

@@ -57,6 +57,12 @@ class Timeout:
         if self._running:
             self._ticks += 1
 
+    def advance(self, ticks: int) -> None:
+        """`ticks` ticks at once (a driver that skips ticks in which nothing can happen catches up)."""
+        assert ticks >= 0
+        if self._running:
+            self._ticks += ticks
+
     def fired(self) -> bool:
         return self._running and self._ticks >= self.after
 

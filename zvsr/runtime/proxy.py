@@ -44,7 +44,17 @@ every request is answered here, by this deadline. Two kinds of client:
   ``{"op": "get", "key": "a"}`` from a zmq.REQ). The routing frames identify a session with a random 64-bit
   client_id (`secrets`) and request numbers 1, 2, …; the answer is the bare result value (the application's
   result bytes as they are), or ``{"error": code, "message": text}``.
-Maps whose ``type`` is a zvsr client or admin type (20..23, 30) are never bare operations.
+Maps whose ``type`` is a zvsr client or admin type (20..23, 26, 30) are never bare operations.
+
+A pipelining zvsr client may send a `RequestBatch` (type 26, `zvsr.wire.batch`): the requests of several of its
+sessions in one message. Each element is handled as if it had come alone; from then on that route (its routing
+frames; `PROXY_BATCH_SENDERS_MAX` routes, least recently used first out) gets its zvsr answers, per wake-up, in
+`ReplyBatch`es. A malformed batch gets the bare Error, an element that is no valid Request the Error it would
+get alone; each is counted by reason.
+
+Timers: each request in flight is entered in a timer wheel at the tick its session's timers act next (a
+re-send or its deadline; `ClientSession.ticks_until_due`), so a tick costs the requests due in it, not a walk
+over every request in flight.
 
 Every request gets exactly one answer, never a hang (the deadline is the session's): a result, or an error:
 - ``timeout``: no result within `request_timeout_ms`; the request may or may not have been executed;
@@ -117,6 +127,7 @@ from zvsr.constants import (
     HEARTBEAT_MESSAGE_BYTES_MAX,
     OPERATION_BYTES_MAX,
     PROXY_BACKEND_SNDHWM,
+    PROXY_BATCH_SENDERS_MAX,
     PROXY_CATCH_UP_TICKS_MAX,
     PROXY_DRAIN_MAX,
     PROXY_EVICTION_SCAN_MAX,
@@ -163,7 +174,16 @@ from zvsr.wire.admin import (
     is_status_query,
     request_ids,
 )
-from zvsr.wire.batch import batches, decode_reply_batch, encode_request_batch, is_reply_batch
+from zvsr.wire.batch import (
+    TYPE_REQUEST_BATCH,
+    batches,
+    decode_reply_batch,
+    decode_request_batch,
+    encode_reply_batch,
+    encode_request_batch,
+    is_reply_batch,
+    is_request_batch,
+)
 from zvsr.wire.codec import (
     TYPE_ERROR,
     TYPE_REDIRECT,
@@ -180,7 +200,9 @@ log = logging.getLogger("zvsr.proxy")
 
 # Maps with one of these `type`s are zvsr messages (`zvsr.wire.codec`, `zvsr.wire.admin`), never a legacy
 # client's bare operation.
-_ZVSR_TYPES: Final = frozenset({TYPE_REQUEST, TYPE_REPLY, TYPE_REDIRECT, TYPE_ERROR, TYPE_STATUS_QUERY})
+_ZVSR_TYPES: Final = frozenset(
+    {TYPE_REQUEST, TYPE_REPLY, TYPE_REDIRECT, TYPE_ERROR, TYPE_STATUS_QUERY, TYPE_REQUEST_BATCH}
+)
 # How the codec (and every zvsr client that writes "type" first) begins a Request: map of 4, "type", 20. Such a
 # payload goes straight to `decode_request`, the hot path; anything else is unpacked once to classify it.
 _REQUEST_PREFIX: Final = b"\x84\xa4type\x14"
@@ -193,7 +215,17 @@ _RCVMORE: Final = int(zmq.RCVMORE)
 class _Session:
     """One client_id's session, plus where its outstanding request's answer goes."""
 
-    __slots__ = ("session", "legacy_key", "route", "wire", "attempts", "last_used", "answered_number", "started")
+    __slots__ = (
+        "session",
+        "legacy_key",
+        "route",
+        "wire",
+        "attempts",
+        "last_used",
+        "answered_number",
+        "started",
+        "synced",
+    )
 
     def __init__(self, session: ClientSession, legacy_key: tuple[bytes, ...] | None, now: float) -> None:
         self.session = session
@@ -204,6 +236,7 @@ class _Session:
         self.last_used = now
         self.answered_number = -1  # the latest request_number this proxy answered for the client
         self.started = now  # when the request in flight arrived (the request duration histogram)
+        self.synced = 0  # the proxy's tick count the session's timers have been brought up to (`Proxy._tick`)
 
 
 class ProxyStartError(Exception):
@@ -240,8 +273,18 @@ class Proxy:
         self._sessions: OrderedDict[int, _Session] = OrderedDict()  # by client_id, least recently used first
         self._legacy: dict[tuple[bytes, ...], int] = {}  # legacy routing frames -> client_id
         self._in_flight: dict[int, _Session] = {}
+        # Timers: ticks so far, and per tick number the sessions whose timers act then (re-send, deadline). A
+        # session is ticked only at those ticks (`ClientSession.ticks_until_due` / `advance`), so a tick costs
+        # the sessions due in it, not a walk over every request in flight. Entries go stale when a request is
+        # answered or its timers restart; they are skipped when their tick comes.
+        self._tick_count = 0
+        self._wheel: dict[int, list[_Session]] = {}
         # Requests to send to each replica at the end of this wake-up (batched): (session, encoded request).
         self._pending: dict[int, list[tuple[_Session, bytes]]] = {}
+        # Clients that sent a RequestBatch (LRU, bounded) get their answers in ReplyBatches: those of one
+        # wake-up, per route, sent at its end.
+        self._batch_senders: OrderedDict[ClientEnvelope, None] = OrderedDict()
+        self._answers: dict[ClientEnvelope, list[bytes]] = {}
         self.counters: Counter[str] = Counter()
         self.outcomes: dict[str, int] = dict.fromkeys(PROXY_OUTCOMES, 0)  # answers by outcome (metrics)
         self.retries = 0  # sends of a request after its first, counted when it is answered (metrics)
@@ -396,6 +439,8 @@ class Proxy:
                 if metrics is not None:
                     self._publish_metrics(metrics)
             self._send_pending()
+            if self._answers:
+                self._send_answer_batches()
             if now >= next_sweep:
                 next_sweep = now + PROXY_SWEEP_MS / 1000
                 self._sweep_idle_sessions()
@@ -474,8 +519,13 @@ class Proxy:
             self._on_request(envelope, request, payload)
             return
         if len(payload) > CLIENT_MESSAGE_BYTES_MAX:
+            if is_request_batch(payload):
+                self.counters["bad request batch: too_large"] += 1
             detail = f"{len(payload)} bytes > {CLIENT_MESSAGE_BYTES_MAX}"
             self._bad_input("too_large", detail, legacy_route=envelope)
+            return
+        if is_request_batch(payload):  # a pipelining client's requests in one message
+            self._on_request_batch(envelope, payload)
             return
         value, problem = _unpack_operation(payload)
         if problem is not None:
@@ -484,7 +534,7 @@ class Proxy:
         if type(value) is dict:
             kind = value.get("type")
             if type(kind) is int and kind in _ZVSR_TYPES:
-                self._on_zvsr_message(envelope, payload)
+                self._on_zvsr_message(envelope, payload, kind)
                 return
         if len(payload) > OPERATION_BYTES_MAX:
             detail = f"operation of {len(payload)} bytes > {OPERATION_BYTES_MAX}"
@@ -492,10 +542,13 @@ class Proxy:
             return
         self._on_bare_operation(envelope, payload)
 
-    def _on_zvsr_message(self, envelope: ClientEnvelope, payload: bytes) -> None:
+    def _on_zvsr_message(self, envelope: ClientEnvelope, payload: bytes, kind: int) -> None:
         if is_status_query(payload):
             self.counters["status queries"] += 1
             self._send_frontend(envelope, encode_status(self.status()))
+            return
+        if kind == TYPE_REQUEST_BATCH:  # a RequestBatch with its keys in another order
+            self._on_request_batch(envelope, payload)
             return
         try:
             request = decode_request(payload)  # a Request with its keys in another order, or not a Request
@@ -503,6 +556,34 @@ class Proxy:
             self._bad_zvsr_input(envelope, payload, error)
             return
         self._on_request(envelope, request, payload)
+
+    def _on_request_batch(self, envelope: ClientEnvelope, payload: bytes) -> None:
+        """A RequestBatch from a pipelining client (zvsr.wire.batch): each element is handled as if it had come
+        alone, and this route gets its answers in ReplyBatches from now on. A batch that does not decode gets a
+        bare Error; an element that does not, the Error it would get alone (inside the answer batch)."""
+        try:
+            elements = decode_request_batch(payload)
+        except DecodeError as error:
+            self.counters[f"bad request batch: {error.reason}"] += 1
+            self.outcomes[ERROR_BAD_REQUEST] += 1
+            self._bad_input_log.warn(f"bad request batch ({error.reason})", str(error))
+            self._send_frontend(envelope, encode_bare_error(clip_message(f"bad batch: {error}")))
+            return
+        senders = self._batch_senders
+        if envelope in senders:
+            senders.move_to_end(envelope)
+        else:
+            if len(senders) >= PROXY_BATCH_SENDERS_MAX:
+                senders.popitem(last=False)  # the least recently batching route is answered unbatched again
+            senders[envelope] = None
+        self.counters["request batches received"] += 1
+        for element in elements:
+            try:
+                request = decode_request(element)
+            except DecodeError as error:
+                self._bad_zvsr_input(envelope, element, error)
+                continue
+            self._on_request(envelope, request, element)
 
     def _on_request(self, envelope: ClientEnvelope, request: Request, payload: bytes) -> None:
         """A zvsr client's Request: relay it with the client's own (client_id, request_number)."""
@@ -576,6 +657,8 @@ class Proxy:
         self._sessions.move_to_end(state.session.client_id)
         self._in_flight[state.session.client_id] = state
         self.counters["requests"] += 1
+        state.synced = self._tick_count
+        self._schedule(state)
         self._flush(state)
 
     # --- sessions -------------------------------------------------------------------------------------------
@@ -629,7 +712,7 @@ class Proxy:
             code=ERROR_TIMEOUT,
             message=message,
         )
-        self._send_frontend(route, encode(error))
+        self._answer(route, encode(error))
 
     def _evict_one(self) -> bool:
         """Forget the least recently used idle session, to make room for a new one.
@@ -743,11 +826,16 @@ class Proxy:
             assert outstanding is not None
             if reply.request_number == outstanding.request_number:
                 state.attempts.on_answer(reply)
+            result = type(reply) is Reply
+            if not result:  # an Error may restart the retry timer: bring the session's timers up to now first
+                self._sync(state)
             state.session.on_reply(reply)
             self._flush(state)
             completion = state.session.take_completion()
             if completion is not None:
-                self._finish(state, completion, reply_bytes=data if isinstance(reply, Reply) else None)
+                self._finish(state, completion, reply_bytes=data if result else None)
+            elif not result:
+                self._schedule(state)
         else:
             self.counters["replies after the answer"] += 1
         # Errors may name a view that never starts (a replica voting in it): only Reply / Redirect teach.
@@ -890,16 +978,38 @@ class Proxy:
     # --- time -----------------------------------------------------------------------------------------------
 
     def _tick(self, ticks: int) -> None:
-        for state in list(self._in_flight.values()):
-            session = state.session
-            for _ in range(ticks):
+        for _ in range(ticks):
+            self._tick_count = now = self._tick_count + 1
+            for state in self._wheel.pop(now, ()):
+                session = state.session
+                if session.outstanding is None or self._in_flight.get(session.client_id) is not state:
+                    continue  # answered since
+                behind = now - state.synced
+                due = session.ticks_until_due()
+                if behind < due:
+                    continue  # its timers restarted since: a later entry is the one that acts
+                assert behind == due, "a session's acting tick was skipped"
+                session.advance(behind - 1)
                 session.tick()
+                state.synced = now
                 completion = session.take_completion()
                 if completion is not None:
                     self._finish(state, completion, reply_bytes=None)
-                    break
-            else:
-                self._flush(state)
+                else:
+                    self._flush(state)
+                    self._schedule(state)
+
+    def _schedule(self, state: _Session) -> None:
+        """Enter the tick at which the session's timers act next (its timers are current: `synced` is now)."""
+        due = self._tick_count + state.session.ticks_until_due()
+        self._wheel.setdefault(due, []).append(state)
+
+    def _sync(self, state: _Session) -> None:
+        """Bring the session's timers up to the proxy's tick count (none of the ticks skipped acts)."""
+        behind = self._tick_count - state.synced
+        if behind:
+            state.session.advance(behind)
+            state.synced = self._tick_count
 
     # --- answers --------------------------------------------------------------------------------------------
 
@@ -954,7 +1064,10 @@ class Proxy:
                         message=message,
                     )
                 )
-        self._send_frontend(route, answer)
+        if legacy:
+            self._send_frontend(route, answer)
+        else:
+            self._answer(route, answer)
         if legacy and completion.error == ERROR_SESSION_EXPIRED:
             # The cluster forgot this legacy peer's session: its next request starts a new one (the expired
             # request itself was answered with the error, never executed twice).
@@ -970,7 +1083,7 @@ class Proxy:
             code=code,
             message=message,
         )
-        self._send_frontend(envelope, encode(error))
+        self._answer(envelope, encode(error))
 
     def _bad_zvsr_input(self, envelope: ClientEnvelope, payload: bytes, error: DecodeError) -> None:
         """A zvsr message that is not a valid Request: an Error for the request it names, as a replica answers
@@ -981,7 +1094,7 @@ class Proxy:
         message = clip_message(str(error))
         ids = request_ids(payload)
         if ids is None:
-            self._send_frontend(envelope, encode_bare_error(message))
+            self._answer(envelope, encode_bare_error(message))
             return
         client_id, request_number = ids
         answer = Error(
@@ -991,13 +1104,26 @@ class Proxy:
             code=ERROR_BAD_REQUEST,
             message=message,
         )
-        self._send_frontend(envelope, encode(answer))
+        self._answer(envelope, encode(answer))
 
     def _bad_input(self, reason: str, detail: str, *, legacy_route: ClientEnvelope) -> None:
         self.counters[f"bad request: {reason}"] += 1
         self.outcomes[ERROR_BAD_REQUEST] += 1
         self._bad_input_log.warn(f"bad request ({reason})", detail)
         self._send_frontend(legacy_route, _legacy_error(ERROR_BAD_REQUEST, f"{reason}: {detail}"))
+
+    def _answer(self, envelope: ClientEnvelope, payload: bytes) -> None:
+        """Answer a zvsr request: at once, or with this wake-up's other answers to a client that batches."""
+        if envelope in self._batch_senders:
+            self._answers.setdefault(envelope, []).append(payload)
+        else:
+            self._send_frontend(envelope, payload)
+
+    def _send_answer_batches(self) -> None:
+        answers, self._answers = self._answers, {}
+        for envelope, payloads in answers.items():
+            for batched, group in batches(payloads, CLIENT_REPLY_BYTES_MAX):
+                self._send_frontend(envelope, encode_reply_batch(group) if batched else group[0])
 
     def _send_frontend(self, envelope: ClientEnvelope, payload: bytes) -> None:
         try:
