@@ -319,7 +319,10 @@ def test_type_table_covers_every_message_class_with_replica_and_client_ranges() 
 def test_prepare_ok_encodes_to_the_documented_golden_bytes() -> None:
     # Key "type" first, then fields in dataclass order; a change here is a wire-format change.
     message = PrepareOk(cluster=1, epoch=0, view=3, replica=2, op_number=300)
-    golden = b"\x86\xa4type\x02\xa7cluster\x01\xa5epoch\x00\xa4view\x03\xa7replica\x02\xa9op_number\xcd\x01\x2c"
+    golden = (
+        b"\x87\xa4type\x02\xa7cluster\x01\xa5epoch\x00\xa4view\x03\xa7replica\x02\xa9op_number\xcd\x01\x2c"
+        b"\xaaread_round\x00"
+    )
     assert encode(message) == golden
     assert decode(golden) == message
 
