@@ -8,6 +8,8 @@ with a put; the gets after it must add nothing to op_number. The Node and C clie
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -58,3 +60,124 @@ def test_read_mode_log_puts_gets_in_the_log(tmp_path: Path) -> None:
             after_put = _op_number(cluster)
             assert [client.get("reads-log") for _ in range(3)] == ["v1"] * 3
             assert _op_number(cluster) == after_put + 3
+
+
+# --- the Node and C clients: one session each, a put then gets, through the proxy and straight to the replicas ---
+
+REPO = Path(__file__).resolve().parent.parent
+C_PROGRAM = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "zvsr.h"
+
+int main(int argc, char **argv) {
+    /* argv: key, gets, direct (0/1), endpoints... */
+    zvsr_options options;
+    zvsr_options_init(&options);
+    options.timeout_ms = 10000;
+    options.direct = atoi(argv[3]) != 0;
+    zvsr_client *client;
+    zvsr_status status = zvsr_client_new((const char *const *)&argv[4], (size_t)(argc - 4), &options, &client);
+    if (status != ZVSR_OK) return 2;
+    if (zvsr_put(client, argv[1], "v1") != ZVSR_OK) return 3;
+    printf("put\n");
+    fflush(stdout);
+    if (getchar() == EOF) return 4; /* the test has read op_number */
+    zvsr_buffer value = ZVSR_BUFFER_INIT;
+    zvsr_value_kind kind;
+    int gets = atoi(argv[2]);
+    for (int i = 0; i < gets; i++) {
+        if (zvsr_get(client, argv[1], &value, &kind) != ZVSR_OK) return 5;
+        if (kind != ZVSR_VALUE_STR || strcmp((const char *)value.data, "v1") != 0) return 6;
+    }
+    printf("gets\n");
+    zvsr_buffer_free(&value);
+    zvsr_client_free(client);
+    return 0;
+}
+"""
+NODE_PROGRAM = """
+const { Client } = require(process.argv[1]);
+const readline = require('readline');
+(async () => {
+  const [key, gets, direct, ...endpoints] = process.argv.slice(2);
+  const client = new Client(direct === '1' ? { replicas: endpoints, timeoutMs: 10000 }
+                                           : { proxy: endpoints, timeoutMs: 10000 });
+  await client.put(key, 'v1');
+  console.log('put');
+  const lines = readline.createInterface({ input: process.stdin });
+  await new Promise((resolve) => lines.once('line', resolve));
+  for (let i = 0; i < Number(gets); i++) {
+    if (await client.get(key) !== 'v1') process.exit(6);
+  }
+  console.log('gets');
+  lines.close();
+  await client.close();
+})().catch((error) => { console.error(error); process.exit(1); });
+"""
+
+
+def _c_client(tmp_path: Path) -> list[str]:
+    make = subprocess.run(["make", "-C", str(REPO / "clients" / "c")], capture_output=True, text=True, check=False)
+    assert make.returncode == 0, make.stdout + make.stderr
+    source = tmp_path / "reads.c"
+    source.write_text(C_PROGRAM)
+    binary = tmp_path / "reads"
+    libs = (
+        subprocess.run(
+            ["pkg-config", "--libs", "libzmq", "msgpack-c"], capture_output=True, text=True, check=False
+        ).stdout.split()
+        or subprocess.run(
+            ["pkg-config", "--libs", "libzmq", "msgpack"], capture_output=True, text=True, check=True
+        ).stdout.split()
+    )
+    build = [
+        "cc", "-std=c11", f"-I{REPO / 'clients' / 'c'}", str(source),
+        str(REPO / "clients" / "c" / "build" / "libzvsr.a"), *libs, "-lm", "-o", str(binary),
+    ]  # fmt: skip
+    compiled = subprocess.run(build, capture_output=True, text=True, check=False)
+    assert compiled.returncode == 0, compiled.stderr
+    return [str(binary)]
+
+
+def _node_client() -> list[str]:
+    node = shutil.which("node")
+    assert node is not None, "node (Node.js 20+) is not on PATH: run clients/install-deps"
+    return [node, "-e", NODE_PROGRAM, str(REPO / "clients" / "node")]
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("language", ["c", "node"])
+@pytest.mark.parametrize("path", ["proxy", "replicas"])
+def test_other_language_clients_get_without_log_entries(
+    cluster: ProcessCluster, tmp_path: Path, language: str, path: str
+) -> None:
+    """The Node or C client puts a key (its session's first request: logged), then gets it GETS times through
+    `path`: the replicas classify the gets, the client needs no change, and op_number stays where the put left
+    it."""
+    command = _c_client(tmp_path) if language == "c" else _node_client()
+    direct = path == "replicas"
+    endpoints = [a.client for a in cluster.config.replicas] if direct else [cluster.config.proxy]
+    key = f"reads-{language}-{path}"
+    process = subprocess.Popen(
+        [*command, key, str(GETS), "1" if direct else "0", *endpoints],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None and process.stdin is not None
+        assert process.stdout.readline().strip() == "put", process.stderr.read() if process.stderr else ""
+        after_put = _op_number(cluster)
+        process.stdin.write("go\n")
+        process.stdin.flush()
+        output, errors = process.communicate(timeout=120)
+        assert process.returncode == 0, f"exit {process.returncode}: {output} {errors}"
+        assert output.strip() == "gets"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert _op_number(cluster) == after_put, "gets went through the log"
