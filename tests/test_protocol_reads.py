@@ -318,3 +318,17 @@ def test_simulator_catches_read_mutant_within_bounded_seeds(
         pytest.fail(f"{install.__name__}: the simulator found nothing in {seeds} seeds")
     monkeypatch.undo()
     assert run_seed(seed, options).seed == seed, "the unmutated core must pass the catching seed"
+
+
+def test_a_vote_from_the_primary_itself_frees_a_backup_from_its_promise() -> None:
+    """Lease mode: primary 0 hands its role to 1 (a planned transfer): its StartViewChange frees the backups at
+    once, since a primary that left its view serves no read there."""
+    clocks = Clocks({0: 1.0, 1: 1.0, 2: 1.0})
+    cluster = _lease_cluster(clocks)
+    _write(cluster, 1, 1)
+    assert cluster.replicas[2].reads.promised(clocks.now), "the backups are under promise"
+    assert cluster.replicas[0].transfer_primary(1) is None
+    cluster.flush(0)
+    cluster.deliver_all()
+    new = cluster.replicas[1]
+    assert new.status is Status.NORMAL and new.is_primary() and new.view_number == 1

@@ -280,9 +280,7 @@ class Replica(ReplicaState):
         """A read-only op of a client the table knows (its first request goes through the log: reads.py)."""
         queries = self.queries
         return (
-            queries is not None
-            and request.client_id in self.client_table
-            and queries.read_only(request.operation)
+            queries is not None and request.client_id in self.client_table and queries.read_only(request.operation)
         )
 
     def _admit_read(self, request: Request) -> None:
@@ -323,9 +321,13 @@ class Replica(ReplicaState):
         for _ in range(dropped):  # their clients retry
             self._count("reads dropped: not the primary of their view")
 
-    def _promised_not_to_change_view(self, handler: str) -> bool:
+    def _promised_not_to_change_view(self, handler: str, sender: int | None = None) -> bool:
         """Lease mode: a backup in normal status that heard its primary within its promise (reads.py) neither
-        starts nor joins a view change yet; the votes are re-sent, so it joins once the promise ends."""
+        starts nor joins a view change yet; the votes are re-sent, so it joins once the promise ends. A vote from
+        that primary itself frees it: the primary left its view, and serves no read there any more (a planned
+        transfer of the primary role costs no promise)."""
+        if sender is not None and sender == self.primary_index():
+            return False
         if self.status is Status.NORMAL and self.reads.promised(self.cluster_time.clock()):
             self._ignore(handler, "read lease promised to our primary")
             return True
@@ -573,7 +575,7 @@ class Replica(ReplicaState):
                 self._answer_with_start_view(message.replica)  # it missed our StartView
             return self._ignore("on_start_view_change", "view already started")
         if message.view > self.view_number:
-            if self._promised_not_to_change_view("on_start_view_change"):
+            if self._promised_not_to_change_view("on_start_view_change", message.replica):
                 return
             self._start_view_change(message.view)
         assert self.status is Status.VIEW_CHANGE and message.view == self.view_number
@@ -667,7 +669,7 @@ class Replica(ReplicaState):
             self._answer_with_start_view(message.replica)  # it missed our StartView
             return self._ignore("on_do_view_change", "view already started")
         if message.view > self.view_number:
-            if self._promised_not_to_change_view("on_do_view_change"):
+            if self._promised_not_to_change_view("on_do_view_change", message.replica):
                 return
             self._start_view_change(message.view)
             if self.status is not Status.VIEW_CHANGE:
