@@ -13,7 +13,13 @@ from collections.abc import Callable
 import pytest
 from mutants import assert_caught, patch_method
 
-from zvsr.constants import READ_MODE_LEASE, READ_MODE_LOG, TICK_MS
+from zvsr.constants import (
+    READ_LEASE_CLOCK_DRIFT,
+    READ_MODE_LEASE,
+    READ_MODE_LOG,
+    SIM_CLOCK_RATE_SPREAD,
+    TICK_MS,
+)
 from zvsr.protocol import reads
 from zvsr.protocol.cluster_time import Clock
 from zvsr.protocol.config import Config
@@ -332,3 +338,9 @@ def test_a_vote_from_the_primary_itself_frees_a_backup_from_its_promise() -> Non
     cluster.deliver_all()
     new = cluster.replicas[1]
     assert new.status is Status.NORMAL and new.is_primary() and new.view_number == 1
+
+
+def test_the_simulators_clock_rates_stay_within_the_leases_drift_bound() -> None:
+    """The simulator draws clock rates within SIM_CLOCK_RATE_SPREAD: a lease that allowed for less drift would be
+    tested against clocks it does not promise to survive (and the other way round, the test would prove less)."""
+    assert SIM_CLOCK_RATE_SPREAD <= READ_LEASE_CLOCK_DRIFT
