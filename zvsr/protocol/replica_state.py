@@ -478,12 +478,18 @@ class ReplicaState:
 
     def _flush_prepares(self) -> None:
         """Send every op appended since the last flush, in as few bounded Prepares as possible (batching). A read
-        that waits for a new confirmation round (reads.py) starts it here: on these Prepares, or on a Commit."""
+        that waits for a new confirmation round (reads.py) starts it here: on these Prepares, free, or on a Commit
+        only once the round before it is confirmed — one Commit round in flight at a time, however many reads
+        arrive meanwhile (they all wait for the next one), so reads add at most one message per backup per round
+        trip (a slow link would otherwise queue a Commit per read in front of the Prepares)."""
         pipeline = self.pipeline
-        if self.reads.round_wanted:
-            self.reads.start_round(self.cluster_time.clock())
-            if pipeline.prepared == self.op_number:
-                self._send(BROADCAST, self._commit_message())
+        reads = self.reads
+        if reads.round_wanted:
+            preparing = pipeline.prepared < self.op_number
+            if preparing or reads.confirmed_round(self.membership.quorum - 1) >= reads.read_round:
+                reads.start_round(self.cluster_time.clock())
+                if not preparing:
+                    self._send(BROADCAST, self._commit_message())
         while pipeline.prepared < self.op_number:
             entries = self._entries_after(
                 pipeline.prepared, self.config.prepare_entries_max, self.config.prepare_bytes_max
