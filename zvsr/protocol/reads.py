@@ -12,8 +12,9 @@ the log. A read R must see every write acknowledged before R arrived, and nothin
 - *Still primary.* A quorum, counting us, must have been in normal status in our view *after R arrived*: then no
   later view had started before that moment (a view change needs a quorum to leave ours, and two quorums share a
   replica), so no write of a later view was acknowledged before R arrived. The proof is a round number: the
-  primary puts its current `read_round` on every Prepare and Commit, and starts a new round (a larger number,
-  sent on the Prepares or a Commit of the same step) when a read arrives that no round sent since covers. A
+  primary puts its current `read_round` on every Prepare and Commit, and starts a new round (a larger number)
+  for reads that no round sent since their arrival covers: on the next Prepares (free), or on a Commit once the
+  round before it is confirmed (one Commit round in flight: reads arriving meanwhile wait for the next). A
   backup echoes the round of the Prepare or Commit it answers in its PrepareOk; it answers only messages of its
   own view in normal status, and the primary counts a PrepareOk only of its current view, so an echo of round r
   in view v was sent by a backup in normal status in view v after the primary sent r. R needs round
