@@ -228,6 +228,9 @@ READ_MODE_LEASE: Final = "lease"  # read_index, plus the primary serves alone wh
 READ_MODES: Final = (READ_MODE_LOG, READ_MODE_READ_INDEX, READ_MODE_LEASE)
 READ_MODE_DEFAULT: Final = READ_MODE_READ_INDEX
 READS_PENDING_MAX: Final = 8192  # reads waiting for their confirmation round or read index; beyond, `busy`
+# Confirmation rounds a primary lets be unconfirmed before a read waits for one instead of starting one on a
+# Commit (rounds on Prepares are free): bounds the Commits reads add per round trip (a slow link queues them).
+READ_ROUNDS_IN_FLIGHT_MAX: Final = 1
 READ_ROUNDS_KEPT: Final = 64  # lease mode: send times of the latest confirmation rounds (older echoes grant none)
 # The clock-rate bound ρ a read lease allows for: a backup's promise, P of its own clock (a primary timeout), lasts
 # at least P / (1 + ρ) of real time, and the primary's clock reads at most d (1 + ρ)... at least d (1 - ρ) over a

@@ -13,8 +13,8 @@ the log. A read R must see every write acknowledged before R arrived, and nothin
   later view had started before that moment (a view change needs a quorum to leave ours, and two quorums share a
   replica), so no write of a later view was acknowledged before R arrived. The proof is a round number: the
   primary puts its current `read_round` on every Prepare and Commit, and starts a new round (a larger number)
-  for reads that no round sent since their arrival covers: on the next Prepares (free), or on a Commit once the
-  round before it is confirmed (one Commit round in flight: reads arriving meanwhile wait for the next). A
+  for reads that no round sent since their arrival covers: on the next Prepares (free), or on a Commit while
+  fewer than READ_ROUNDS_IN_FLIGHT_MAX rounds are unconfirmed (reads arriving meanwhile wait for a later one). A
   backup echoes the round of the Prepare or Commit it answers in its PrepareOk; it answers only messages of its
   own view in normal status, and the primary counts a PrepareOk only of its current view, so an echo of round r
   in view v was sent by a backup in normal status in view v after the primary sent r. R needs round
@@ -53,6 +53,7 @@ from zvsr.constants import (
     READ_LEASE_CLOCK_DRIFT,
     READ_MODE_LEASE,
     READ_MODE_LOG,
+    READ_ROUNDS_IN_FLIGHT_MAX,
     READ_ROUNDS_KEPT,
     TICK_MS,
 )
@@ -92,6 +93,7 @@ class Reads:
         "sent_at",
         "view_key",
         "view_start_op",
+        "view_round_base",
         "confirmed",
         "confirmed_sent_at",
         "pending",
@@ -109,6 +111,7 @@ class Reads:
         self.sent_at: deque[tuple[int, int]] = deque(maxlen=READ_ROUNDS_KEPT)  # lease: (round, clock when sent)
         self.view_key: tuple[int, int] | None = None  # (epoch, view) of everything below
         self.view_start_op = 0  # op_number when we started serving reads in this view (a lower bound on it)
+        self.view_round_base = 0  # read_round then: rounds after it are this view's
         self.confirmed: dict[int, int] = {}  # backup -> the largest round it echoed in this view
         self.confirmed_sent_at: dict[int, int] = {}  # lease: backup -> when we sent the round it echoed last
         self.pending: deque[PendingRead] = deque()
@@ -132,6 +135,7 @@ class Reads:
             return 0
         self.view_key = key
         self.view_start_op = op_number
+        self.view_round_base = self.read_round
         self.confirmed.clear()
         self.confirmed_sent_at.clear()
         return self.drop()
@@ -177,6 +181,13 @@ class Reads:
             return self.read_round
         rounds = sorted(self.confirmed.values(), reverse=True)
         return rounds[others_needed - 1] if len(rounds) >= others_needed else 0
+
+    def commit_round_due(self, others_needed: int) -> bool:
+        """A Commit may start a new round: fewer than READ_ROUNDS_IN_FLIGHT_MAX of this view's rounds are still
+        unconfirmed. Reads arriving meanwhile wait for a later round, so reads cost a bounded number of Commits
+        per round trip however many arrive (a slow link would queue a Commit per read in front of the Prepares)."""
+        confirmed = max(self.confirmed_round(others_needed), self.view_round_base)
+        return self.read_round - confirmed < READ_ROUNDS_IN_FLIGHT_MAX
 
     def lease_until(self, others_needed: int) -> int | None:
         """The clock reading until which we hold the lease (None: none held)."""

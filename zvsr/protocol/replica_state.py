@@ -479,14 +479,12 @@ class ReplicaState:
     def _flush_prepares(self) -> None:
         """Send every op appended since the last flush, in as few bounded Prepares as possible (batching). A read
         that waits for a new confirmation round (reads.py) starts it here: on these Prepares, free, or on a Commit
-        only once the round before it is confirmed — one Commit round in flight at a time, however many reads
-        arrive meanwhile (they all wait for the next one), so reads add at most one message per backup per round
-        trip (a slow link would otherwise queue a Commit per read in front of the Prepares)."""
+        while few rounds are unconfirmed (`Reads.commit_round_due`)."""
         pipeline = self.pipeline
         reads = self.reads
         if reads.round_wanted:
             preparing = pipeline.prepared < self.op_number
-            if preparing or reads.confirmed_round(self.membership.quorum - 1) >= reads.read_round:
+            if preparing or reads.commit_round_due(self.membership.quorum - 1):
                 reads.start_round(self.cluster_time.clock())
                 if not preparing:
                     self._send(BROADCAST, self._commit_message())
