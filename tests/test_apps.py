@@ -612,3 +612,59 @@ def test_an_apps_due_answer_is_encoded_and_a_failing_or_unencodable_timer_counts
     app.answer = "x" * (constants.OPERATION_BYTES_MAX + 1)
     assert machine.due(5) is None
     assert machine.due_failures == 3
+
+
+# --- read-only operations (zvsr.protocol.state_machine.ReadOnlyQueries) -----------------------------------------
+
+
+def test_get_and_lease_list_are_read_only_and_query_answers_what_apply_would() -> None:
+    """The coordination app declares well-formed get and lease_list read-only; query gives the bytes apply would
+    give at the same state, and changes nothing (the snapshot is the same before and after)."""
+    replica = Replica()
+    machine = MsgpackStateMachine(replica.app)
+    replica.do({"op": "put", "key": "k", "value": [1, {"a": 2}]})
+    replica.do({"op": "lease_grant", "ttl_ms": 1000})
+    for op in ({"op": "get", "key": "k"}, {"op": "get", "key": "missing"}, {"op": "lease_list"}):
+        operation = msgpack.packb(op)
+        assert machine.read_only(operation), op
+        before = replica.app.snapshot()
+        answer = machine.query(operation)
+        assert replica.app.snapshot() == before, f"query {op} changed the state"
+        assert answer == replica.machine.apply(as_entry(operation, op_number=99, timestamp=99_000_000))
+
+
+@pytest.mark.parametrize(
+    "operation",
+    [
+        msgpack.packb({"op": "put", "key": "k", "value": 1}),
+        msgpack.packb({"op": "lease_ttl", "lease": 1}),  # its answer depends on the op's time
+        msgpack.packb({"op": "get", "key": 7}),  # malformed: the log gives its error, as before
+        msgpack.packb({"op": "get", "key": "k", "extra": 1}),
+        b"\xc1",  # not msgpack
+    ],
+)
+def test_everything_else_goes_through_the_log(operation: bytes) -> None:
+    assert not MsgpackStateMachine(CoordinationApp()).read_only(operation)
+
+
+def test_an_app_that_declares_nothing_has_no_read_only_op() -> None:
+    class Plain:
+        def apply(self, op: Any) -> Any:
+            return op
+
+        def snapshot(self) -> bytes:
+            return b""
+
+        def restore(self, data: bytes) -> None:
+            pass
+
+    machine = MsgpackStateMachine(Plain())
+    assert not machine.read_only(msgpack.packb({"op": "get", "key": "k"}))
+
+
+def test_a_raising_declaration_means_the_log() -> None:
+    class Broken(CoordinationApp):
+        def read_only(self, op: Any) -> bool:
+            raise RuntimeError("no")
+
+    assert not MsgpackStateMachine(Broken()).read_only(msgpack.packb({"op": "get", "key": "k"}))

@@ -268,3 +268,18 @@ def test_leases_quick_run_writes_well_formed_figures(tmp_path: Path) -> None:
         assert goal["met"] is _met(goal["value"], goal["op"], goal["bound"]), goal
     assert goals["takeover_within_ttl_plus_1s"]["value"] == takeover["takeover_max_s"]
     assert "goals:" in finished.stdout.splitlines()[-1]
+
+
+@pytest.mark.timeout(120)
+def test_read_mix_measures_every_mode_it_is_asked_for_against_log() -> None:
+    """`zvsr.bench.read_mix` (the 90/10 get/put A/B, reusable by `zvsr bench`): a short run of two modes gives a
+    positive rate and latency for each and the ratio to log mode measured in the same run."""
+    from zvsr.bench.read_mix import read_mix
+
+    figures = read_mix(("log", "read_index"), seconds=0.5, clients=2)
+    assert set(figures) == {"log", "read_index"}
+    for mode in figures.values():
+        assert mode["ops_per_s"] > 0 and mode["mean_latency_ms"] > 0
+    assert figures["log"]["throughput_vs_log"] == 1.0
+    expected = round(figures["read_index"]["ops_per_s"] / figures["log"]["ops_per_s"], 2)
+    assert figures["read_index"]["throughput_vs_log"] == expected

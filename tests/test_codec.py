@@ -319,7 +319,10 @@ def test_type_table_covers_every_message_class_with_replica_and_client_ranges() 
 def test_prepare_ok_encodes_to_the_documented_golden_bytes() -> None:
     # Key "type" first, then fields in dataclass order; a change here is a wire-format change.
     message = PrepareOk(cluster=1, epoch=0, view=3, replica=2, op_number=300)
-    golden = b"\x86\xa4type\x02\xa7cluster\x01\xa5epoch\x00\xa4view\x03\xa7replica\x02\xa9op_number\xcd\x01\x2c"
+    golden = (
+        b"\x87\xa4type\x02\xa7cluster\x01\xa5epoch\x00\xa4view\x03\xa7replica\x02\xa9op_number\xcd\x01\x2c"
+        b"\xaaread_round\x00"
+    )
     assert encode(message) == golden
     assert decode(golden) == message
 
@@ -814,7 +817,9 @@ def test_decode_error_is_a_value_error_with_a_reason_and_a_readable_message() ->
 def test_a_bin_key_among_unknown_fields_is_a_decode_error_not_a_crash() -> None:
     # Found by the node's bad-input tests: sorting/joining a mix of str and bytes keys raised TypeError.
     request = {"type": 20, "client_id": 1, "request_number": 1, "operation": b"", b"x": 1, "y": 2}
-    prepare_ok = {"type": 2, "cluster": 1, "epoch": 0, "view": 0, "replica": 1, "op_number": 1, b"z": 1}
+    prepare_ok = {
+        "type": 2, "cluster": 1, "epoch": 0, "view": 0, "replica": 1, "op_number": 1, "read_round": 0, b"z": 1
+    }  # fmt: skip
     for decoder, value in ((decode_request, request), (decode_replica_message, prepare_ok)):
         with pytest.raises(DecodeError) as caught:
             decoder(msgpack.packb(value, use_bin_type=True))

@@ -62,7 +62,7 @@ def test_a_dealer_client_gets_its_reply_from_the_primary(cluster: LocalCluster) 
     get = cluster.call(0, Request(client_id=1, request_number=2, operation=operation("get", "a")))
     assert isinstance(get, Reply) and msgpack.unpackb(get.result) == 7
     status = cluster.status(0)
-    assert status["role"] == "primary" and status["commit_number"] >= 2
+    assert status["role"] == "primary" and status["commit_number"] >= 1  # the get needs no log entry (read_index)
     assert status["traffic"]["requests_in"] >= 2 and status["traffic"]["answers_out"] >= 2
 
 

@@ -202,3 +202,15 @@ def test_reconfiguration_stays_off_with_curve_keys() -> None:
     """The replicas' keys are loaded by position at start: a new member's would be unknown to the others."""
     config = dataclasses.replace(local_cluster(replicas=3, base_port=9000), keys_dir="keys")
     assert not config.protocol_config().reconfiguration
+
+
+def test_read_mode_is_a_cluster_setting_layered_like_the_others(tmp_path: Path) -> None:
+    """read_mode defaults to read_index, reads from [cluster] and ZVSR_READ_MODE, reaches every replica's core,
+    and an unknown mode fails at start naming the setting."""
+    assert local_cluster().protocol_config().read_mode == "read_index"
+    path = write(tmp_path, to_toml(local_cluster(read_mode="lease")))
+    assert load_config(path).protocol_config().read_mode == "lease"
+    assert load_config(path, environment={"ZVSR_READ_MODE": "log"}).read_mode == "log"
+    with pytest.raises(ConfigError, match="read_mode must be one of"):
+        text = to_toml(local_cluster()).replace('read_mode = "read_index"', 'read_mode = "x"')
+        load_config(write(tmp_path, text))

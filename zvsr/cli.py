@@ -38,6 +38,7 @@ from zvsr.constants import (
     BACKUP_TIMEOUT_MS,
     CLIENT_TIMEOUT_MS,
     MEMBER_TIMEOUT_MS,
+    READ_MODES,
     REPLICAS_MAX,
     STATUS_TIMEOUT_MS,
 )
@@ -248,19 +249,26 @@ def cluster_group() -> None:
     help="Keep data here (default: a temporary directory, removed on exit).",
 )
 @click.option("--app", default=None, help="Replicated state machine, package.module:Class.")
+@click.option(
+    "--read-mode",
+    type=click.Choice(READ_MODES),
+    default=None,
+    help="How the app's read-only ops are served (default: read_index; docs/operations.md).",
+)
 @with_log_options
 def cluster_up_command(
     replicas: int,
     base_port: int,
     data_dir: str | None,
     app: str | None,
+    read_mode: str | None,
     log_level: str | None,
     log_format: str | None,
 ) -> None:
     """Start REPLICAS replicas and a proxy as child processes; Ctrl-C or SIGTERM stops them all."""
     from zvsr.runtime.launcher import run_local_cluster
 
-    settings = {"app": app, "log_level": log_level, "log_format": log_format}
+    settings = {"app": app, "read_mode": read_mode, "log_level": log_level, "log_format": log_format}
     code = run_local_cluster(
         replicas=replicas,
         base_port=base_port,

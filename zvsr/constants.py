@@ -222,6 +222,23 @@ LEASE_EXPIRE_BATCH_MAX: Final = 1_000
 # (or grant) that was acknowledged.
 LEASE_CLOCK_DRIFT: Final = 0.05
 
+# --- linearizable reads without a log entry (zvsr.protocol.reads) ---
+READ_MODE_LOG: Final = "log"  # every op goes through the log, reads too
+READ_MODE_READ_INDEX: Final = "read_index"  # a read waits for one quorum confirmation round and the read index
+READ_MODE_LEASE: Final = "lease"  # read_index, plus the primary serves alone while it holds a read lease
+READ_MODES: Final = (READ_MODE_LOG, READ_MODE_READ_INDEX, READ_MODE_LEASE)
+READ_MODE_DEFAULT: Final = READ_MODE_READ_INDEX
+READS_PENDING_MAX: Final = 8192  # reads waiting for their confirmation round or read index; beyond, `busy`
+# Confirmation rounds a primary lets be unconfirmed before a read waits for one instead of starting one on a
+# Commit (rounds on Prepares are free): bounds the Commits reads add per round trip (a slow link queues them).
+READ_ROUNDS_IN_FLIGHT_MAX: Final = 1
+READ_ROUNDS_KEPT: Final = 64  # lease mode: send times of the latest confirmation rounds (older echoes grant none)
+# The clock-rate bound ρ a read lease allows for: a backup's promise, P of its own clock (a primary timeout), lasts
+# at least P / (1 + ρ) of real time, and the primary's clock reads at most d (1 + ρ)... at least d (1 - ρ) over a
+# real time d, so the primary holds the lease for P (1 - ρ) / (1 + ρ) of its own clock (docs/design.md, "Reads").
+# The simulator draws clock rates within SIM_CLOCK_RATE_SPREAD of true time: it must not exceed this.
+READ_LEASE_CLOCK_DRIFT: Final = 0.05
+
 # --- chaos runs (zvsr chaos: zvsr.chaos), in seconds of wall time ---
 CHAOS_CLIENTS: Final = 4  # workload clients writing through the proxy during a run
 CHAOS_FAULT_S_MIN: Final = 1.0  # each fault lasts between these two (drawn per fault from the seed)

@@ -194,6 +194,16 @@ MESSAGES: list[tuple[str, Message, str]] = [
         "an idle primary's heartbeat (also published on PUB)",
     ),
     (
+        "prepare_ok_read_round",
+        PrepareOk(**header(1, 2), op_number=4, read_round=2**40 + 7),
+        "backup 2 echoes read confirmation round 2^40 + 7 of the Prepare or Commit it answers",
+    ),
+    (
+        "commit_read_round",
+        Commit(**header(1, 1), commit_number=4, op_number=4, read_round=2**40 + 7),
+        "a heartbeat that starts read confirmation round 2^40 + 7 (reads waiting, or a lease renewed)",
+    ),
+    (
         "commit_with_tail",
         Commit(**header(1, 1), commit_number=3, op_number=4),
         "commit_number < op_number: op 4 is prepared but not yet committed",
@@ -462,10 +472,10 @@ def noncanonical() -> list[dict[str, Any]]:
         )
     # A log entry in array16 with int64-formatted numbers.
     message = Commit(cluster=CLUSTER, epoch=EPOCH, view=1, replica=1, commit_number=3, op_number=4)
-    value = {"type": 3, **header(1, 1), "commit_number": 3, "op_number": 4}
+    value = {"type": 3, **header(1, 1), "commit_number": 3, "op_number": 4, "read_round": 0}
     data = pack(value)
     # Re-pack with every int as int64 (d3): valid, since only the value counts.
-    wide = bytes.fromhex("87") + b"".join(
+    wide = bytes.fromhex("88") + b"".join(
         pack(key) + b"\xd3" + number.to_bytes(8, "big") for key, number in value.items()
     )
     assert decode(wide) == message and encode(message) == data
@@ -490,7 +500,14 @@ def noncanonical() -> list[dict[str, Any]]:
         + pack(LOG[3].timestamp)
     )
     head = {"type": 1, **header(1, 1), "op_number": 4, "commit_number": 3}
-    wide = bytes([0x80 | 8]) + b"".join(pack(k) + pack(v) for k, v in head.items()) + pack("entries") + entries
+    wide = (
+        bytes([0x80 | 9])
+        + b"".join(pack(k) + pack(v) for k, v in head.items())
+        + pack("entries")
+        + entries
+        + pack("read_round")
+        + pack(0)
+    )
     assert decode(wide) == prepare
     out.append(
         {

@@ -46,7 +46,7 @@ from zvsr.constants import ERROR_MESSAGE_CHARS_MAX, OPERATION_BYTES_MAX, OPERATI
 
 if TYPE_CHECKING:
     from zvsr.protocol.messages import LogEntry
-    from zvsr.protocol.state_machine import StateMachine
+    from zvsr.protocol.state_machine import ReadOnlyQueries, StateMachine
 
 DEFAULT_APP_SPEC: Final = "zvsr.apps.coordination:CoordinationApp"
 
@@ -61,7 +61,7 @@ class AppLoadError(Exception):
 class MsgpackStateMachine:
     """The core's `StateMachine` (bytes in, bytes out) over an `App` of msgpack values."""
 
-    __slots__ = ("_app", "_packer", "_with_context", "_due", "due_failures")
+    __slots__ = ("_app", "_packer", "_with_context", "_due", "due_failures", "_read_only", "_query")
 
     def __init__(self, app: AnyApp) -> None:
         self._app = app
@@ -71,6 +71,11 @@ class MsgpackStateMachine:
         due = getattr(app, "due", None)
         self._due: Callable[[int], Any] | None = due if callable(due) else None
         self.due_failures = 0  # due() raised or answered something that is not an operation
+        # Read-only ops (zvsr.apps.base): only an app that declares both methods has any.
+        read_only, query = getattr(app, "read_only", None), getattr(app, "query", None)
+        declared = callable(read_only) and callable(query)
+        self._read_only: Callable[[Any], Any] | None = read_only if declared else None
+        self._query: Callable[[Any], Any] | None = query if declared else None
 
     @property
     def app(self) -> AnyApp:
@@ -89,6 +94,36 @@ class MsgpackStateMachine:
                 result = cast(App, self._app).apply(op)
         except Exception as error:  # the app's bug or refusal; the replica must survive it (promise 1)
             return self._error(ERROR_APP_ERROR, _describe(error))
+        return self._result(result)
+
+    def read_only(self, operation: bytes) -> bool:
+        """The app's declaration (`App.read_only`); False for an app that declares nothing, an operation that
+        is not valid msgpack, or a declaration that raises or answers anything but True: the log is the
+        safe default."""
+        if self._read_only is None:
+            return False
+        op, problem = _decode_operation(operation)
+        if problem is not None:
+            return False
+        try:
+            return self._read_only(op) is True
+        except Exception:
+            return False
+
+    def query(self, operation: bytes) -> bytes:
+        """A read-only op's result at the current state (`App.query`), encoded and bounded as `apply`'s are."""
+        op, problem = _decode_operation(operation)
+        if problem is not None:
+            return self._error(ERROR_BAD_REQUEST, problem)
+        if self._query is None:
+            return self._error(ERROR_BAD_REQUEST, "the app declares no read-only operations")
+        try:
+            result = self._query(op)
+        except Exception as error:
+            return self._error(ERROR_APP_ERROR, _describe(error))
+        return self._result(result)
+
+    def _result(self, result: Any) -> bytes:
         try:
             data: bytes = self._packer.pack(result)
         except Exception as error:
@@ -238,4 +273,8 @@ if TYPE_CHECKING:
 
     def _implements_state_machine(machine: MsgpackStateMachine) -> StateMachine:
         """Never called: makes mypy prove the adapter satisfies the core's interface."""
+        return machine
+
+    def _implements_read_only_queries(machine: MsgpackStateMachine) -> ReadOnlyQueries:
+        """Never called: likewise for the optional read-only declaration."""
         return machine

@@ -94,6 +94,18 @@ AnyApp = App | ContextApp  # what the adapter and `zvsr node --app` accept
 #         primary proposes at most one such operation at a time and asks again after it committed."""
 
 
+# Optional too (apps with read-only operations; an app that declares nothing has every op go through the log):
+#
+#     def read_only(self, op: Any) -> bool:
+#         """True only if `apply(op)` would change nothing and its result depends on the state alone (not on
+#         the op's context: its time or place in the log). Deterministic; the primary asks it as a request
+#         arrives, and may then answer the op without a log entry (the cluster's read_mode)."""
+#
+#     def query(self, op: Any) -> Any:
+#         """The result `apply(op)` would give at the current state, without changing anything; called only
+#         for an op `read_only` said True to."""
+
+
 def error_result(code: str, message: str) -> dict[str, str]:
     """The conventional error result, e.g. ``{"error": "bad_request", "message": "key must be a str"}``."""
     return {"error": code, "message": message}

@@ -3,9 +3,13 @@
 Theory of operation
 -------------------
 `CoordinationApp` is an ordinary `App` (`zvsr.apps.base`): every replica applies the same committed operations,
-each with the same `OpContext`, in the same order, so every copy holds the same state. Reads go through the log
-like writes (the core does that), so every answer is linearizable. Nothing here reads a clock or randomness:
-the only time is the op's cluster time, ``ctx.timestamp_ns`` (see "Leases and time" below).
+each with the same `OpContext`, in the same order, so every copy holds the same state. Reads are linearizable
+whether they go through the log or not (the core sees to it: `zvsr.protocol.reads`). Nothing here reads a clock
+or randomness: the only time is the op's cluster time, ``ctx.timestamp_ns`` (see "Leases and time" below).
+
+Read-only operations: ``get`` and ``lease_list`` (`read_only`, `query`): with a cluster's read_mode read_index or
+lease (the default is read_index) the primary answers them from its state without a log entry, with the same
+result the log would have given. Every other op, and a malformed get, goes through the log.
 
 Operations are msgpack maps with key ``"op"``. Keys and lock names are str; owners are str; lease ids,
 ``ttl_ms`` and ``lock_delay_ms`` are ints; values are any msgpack value (nested at most `OPERATION_NESTING_MAX`
@@ -153,6 +157,9 @@ _FIELDS: Final[dict[str, tuple[frozenset[str], frozenset[str]]]] = {
     "lease_list": (frozenset(), frozenset()),
     "lease_expire": (frozenset(), frozenset()),
 }
+# Ops whose result is a function of the state alone and whose apply changes nothing but the bookkeeping every op
+# does first (lease refresh at a new view, ending lock delays), which neither of them reads.
+_READ_ONLY_OPS: Final = frozenset({"get", "lease_list"})
 _STR_FIELDS: Final = ("key", "name", "owner")
 _INT_FIELDS: Final = ("lease", "ttl_ms", "lock_delay_ms")
 _SNAPSHOT_KEYS_V1: Final = frozenset({"format", "version", "data", "locks", "last_token"})
@@ -326,6 +333,25 @@ class CoordinationApp:
         """
         deadline = self.next_deadline_ns()
         return {"op": "lease_expire"} if deadline is not None and deadline <= timestamp_ns else None
+
+    # --- read-only operations (zvsr.protocol.state_machine.ReadOnlyQueries, via the adapter) -----------------
+
+    def read_only(self, op: Any) -> bool:
+        """Whether `op` is a well-formed get or lease_list: the primary may answer it without a log entry."""
+        try:
+            return _check_request(op) in _READ_ONLY_OPS
+        except _Refused:
+            return False
+
+    def query(self, op: Any) -> Any:
+        """The result of a read-only op at the current state, changing nothing (`read_only` said yes)."""
+        try:
+            name = _check_request(op)
+        except _Refused as refused:
+            return error_result(refused.code, str(refused))
+        if name not in _READ_ONLY_OPS:
+            return error_result(ERROR_BAD_REQUEST, f"{name} is not a read-only operation")
+        return self._handlers[name](op, 0)  # neither reads the op's time
 
     # --- read-only views (not operations: nothing replicated goes through them) ----------------------------
 

@@ -52,6 +52,9 @@ class Config:
     snapshot_interval_ops: int = c.SNAPSHOT_INTERVAL_OPS  # 0: never snapshot (the log is kept whole)
     snapshot_chunk_bytes: int = c.SNAPSHOT_CHUNK_BYTES
     snapshot_pin_ticks: int = c.SNAPSHOT_PIN_TICKS
+    # How a read-only op (the app declares which: `zvsr.protocol.state_machine.ReadOnlyQueries`) is served:
+    # "log" (through the log like any op), "read_index" or "lease" (without a log entry: `zvsr.protocol.reads`).
+    read_mode: str = c.READ_MODE_DEFAULT
 
     def __post_init__(self) -> None:
         if not 1 <= self.replica_count <= c.REPLICAS_MAX:
@@ -84,6 +87,8 @@ class Config:
             raise ValueError("snapshot_interval_ops must be >= 0 (0: never)")
         if self.snapshot_chunk_bytes > c.SNAPSHOT_CHUNK_BYTES:
             raise ValueError(f"snapshot_chunk_bytes must be <= {c.SNAPSHOT_CHUNK_BYTES} (the codec's bound)")
+        if self.read_mode not in c.READ_MODES:
+            raise ValueError(f"read_mode must be one of {', '.join(c.READ_MODES)}, got {self.read_mode!r}")
         if self.heartbeat_ticks >= self.primary_timeout_ticks:
             raise ValueError("heartbeat_ticks must be shorter than primary_timeout_ticks")
 

@@ -52,17 +52,24 @@ class Prepare:
     op_number: int
     commit_number: int
     entries: tuple[LogEntry, ...]
+    # The primary's latest read confirmation round (`zvsr.protocol.reads`); backups echo it in their PrepareOk.
+    read_round: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PrepareOk:
-    """§4.1 PREPAREOK: the sender holds every op up to `op_number` of this view's log."""
+    """§4.1 PREPAREOK: the sender holds every op up to `op_number` of this view's log.
+
+    `read_round` echoes the round of the Prepare or Commit this answers (0: it answers neither): proof that the
+    sender was a backup in normal status in this view after the primary sent that round (`zvsr.protocol.reads`).
+    """
 
     cluster: int
     epoch: int
     view: int
     replica: int
     op_number: int
+    read_round: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,6 +85,7 @@ class Commit:
     replica: int
     commit_number: int
     op_number: int
+    read_round: int = 0  # as in Prepare
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

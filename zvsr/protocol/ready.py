@@ -79,6 +79,9 @@ class Ready:
     replies: list[ClientReply] = field(default_factory=list)
     executed: list[Executed] = field(default_factory=list)
     restored: list[int] = field(default_factory=list)  # op_number of each snapshot installed, in order
+    # Reads answered without a log entry (`zvsr.protocol.reads`), among `replies`: (client_id, request_number,
+    # the op the state was at). Nothing to persist or apply; the simulator's checker tells them from writes.
+    reads: list[tuple[int, int, int]] = field(default_factory=list)
 
     def empty(self) -> bool:
         return not (self.persist or self.messages or self.replies or self.executed or self.restored)

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from typing import assert_never
 
-from zvsr.constants import PRIMARY_QUIET_AFTER_QUORUM_TIMEOUTS, RECOVERY_STALL_ROUNDS
+from zvsr.constants import PRIMARY_QUIET_AFTER_QUORUM_TIMEOUTS, READS_PENDING_MAX, RECOVERY_STALL_ROUNDS
 from zvsr.protocol import membership, snapshots
 from zvsr.protocol.client_table import Admission
 from zvsr.protocol.membership import MembershipError, is_reconfiguration, parse_reconfiguration
@@ -239,6 +239,8 @@ class Replica(ReplicaState):
                 return self._answer_error(request, ERROR_BUSY, text)
             # §7: the reconfiguration is the last op of its epoch; the next epoch's primary takes this one.
             return self._answer_error(request, ERROR_VIEW_CHANGE, "reconfiguration in progress")
+        if self.reads.enabled and self._is_read(request):
+            return self._admit_read(request)
         if is_reconfiguration(request.operation):
             return self._admit_reconfiguration(request)
         if self.op_number - self.commit_number >= self.config.pipeline_ops_max:
@@ -272,6 +274,65 @@ class Replica(ReplicaState):
         self.reconfiguration_op = self.op_number
         self.client_table.pending[request.client_id] = request.request_number
 
+    # --- reads without a log entry (reads.py) ------------------------------------------------------------------
+
+    def _is_read(self, request: Request) -> bool:
+        """A read-only op of a client the table knows (its first request goes through the log: reads.py)."""
+        queries = self.queries
+        return (
+            queries is not None and request.client_id in self.client_table and queries.read_only(request.operation)
+        )
+
+    def _admit_read(self, request: Request) -> None:
+        reads = self.reads
+        self._sync_reads()
+        lease = reads.lease_until(self.membership.quorum - 1)
+        if lease is not None and self.commit_number >= reads.view_start_op and self.cluster_time.clock() < lease:
+            self._count("read served: lease")
+            return self._answer_read(request)
+        if len(reads.pending) >= READS_PENDING_MAX:
+            return self._answer_error(request, ERROR_BUSY, "too many reads waiting")
+        reads.wait(request, self.commit_number)
+
+    def _serve_reads(self) -> None:
+        """Answer, in arrival order, each waiting read whose round a quorum has echoed and whose read index we
+        have executed; drop them all if we are no longer the primary of their view."""
+        reads = self.reads
+        if self.status is not Status.NORMAL or not self.is_primary():
+            self._count_reads_dropped(reads.drop())
+            return
+        self._sync_reads()
+        confirmed = reads.confirmed_round(self.membership.quorum - 1)
+        pending = reads.pending
+        while pending and pending[0].read_round <= confirmed and pending[0].read_index <= self.commit_number:
+            self._count("read served: read index")
+            self._answer_read(pending.popleft().request)
+
+    def _answer_read(self, request: Request) -> None:
+        queries = self.queries
+        assert queries is not None and self.status is Status.NORMAL and self.is_primary()
+        self._reply(request.client_id, request.request_number, queries.query(request.operation))
+        self._outbox.ready.reads.append((request.client_id, request.request_number, self.commit_number))
+
+    def _sync_reads(self) -> None:
+        self._count_reads_dropped(self.reads.sync(self.membership.epoch, self.view_number, self.op_number))
+
+    def _count_reads_dropped(self, dropped: int) -> None:
+        for _ in range(dropped):  # their clients retry
+            self._count("reads dropped: not the primary of their view")
+
+    def _promised_not_to_change_view(self, handler: str, sender: int | None = None) -> bool:
+        """Lease mode: a backup in normal status that heard its primary within its promise (reads.py) neither
+        starts nor joins a view change yet; the votes are re-sent, so it joins once the promise ends. A vote from
+        that primary itself frees it: the primary left its view, and serves no read there any more (a planned
+        transfer of the primary role costs no promise)."""
+        if sender is not None and sender == self.primary_index():
+            return False
+        if self.status is Status.NORMAL and self.reads.promised(self.cluster_time.clock()):
+            self._ignore(handler, "read lease promised to our primary")
+            return True
+        return False
+
     def _tick_primary(self) -> None:
         if not self._quorum_recently_heard(PRIMARY_QUIET_AFTER_QUORUM_TIMEOUTS * self.config.quorum_timeout_ticks):
             # Check-quorum: a primary that has heard no quorum for this long can commit nothing. Backups that still
@@ -281,8 +342,9 @@ class Replica(ReplicaState):
             return
         if self.timers.heartbeat.fired():
             self.timers.heartbeat.reset()
-            heartbeat = Commit(**self._header(), commit_number=self.commit_number, op_number=self.op_number)
-            self._send(BROADCAST, heartbeat)
+            if self.reads.lease_mode:
+                self.reads.start_round(self.cluster_time.clock())  # renews the read lease while idle
+            self._send(BROADCAST, self._commit_message())
         if self.timers.prepare_resend.fired():
             self.timers.prepare_resend.reset()
             self._resend_stalled_prepares()
@@ -361,6 +423,9 @@ class Replica(ReplicaState):
             return self._ignore("on_prepare_ok", "op_number beyond ours")
         assert self.pipeline.view == self.view_number
         self.pipeline.acknowledged(message.replica, message.op_number)
+        if message.read_round:
+            self._sync_reads()
+            self.reads.confirm(message.replica, message.read_round)
         self._commit_by_quorum()
 
     def _commit_by_quorum(self) -> None:
@@ -401,7 +466,8 @@ class Replica(ReplicaState):
                 continue
             self._append_entry(entry)
         self.cluster_time.learn(message.entries[-1].timestamp)
-        self._send(self.primary_index(), self._prepare_ok_message())
+        self.reads.promise(self.cluster_time.clock())
+        self._send(self.primary_index(), self._prepare_ok_message(message.read_round))
         self._commit_up_to(min(message.commit_number, self.op_number))
 
     def on_commit(self, message: Commit) -> None:
@@ -415,7 +481,9 @@ class Replica(ReplicaState):
             # We miss committed ops: repair (rule 11). Ops the primary prepared but has not committed are
             # usually still in flight to us (and re-sent if lost): asking for them too would double the traffic.
             self._request_state()
-        self._send(self.primary_index(), self._prepare_ok_message())  # also tells the primary we are alive
+        self.reads.promise(self.cluster_time.clock())
+        # Also tells the primary we are alive, and echoes its read round.
+        self._send(self.primary_index(), self._prepare_ok_message(message.read_round))
         self._commit_up_to(min(message.commit_number, self.op_number))
 
     def _accept_from_primary(self, handler: str, view: int, sender: int) -> bool:
@@ -468,6 +536,8 @@ class Replica(ReplicaState):
         views = self.votes.views_without_primary(since=self.now - self.config.primary_timeout_ticks)
         if len(views) + 1 < self.membership.quorum:
             return
+        if self._promised_not_to_change_view("suspect primary"):
+            return
         self._log(f"primary timeout, and {len(views)} others have no primary either")
         # Past every view we heard of (a replica ahead of us in views counts: we have no primary in its view
         # either), so no view change goes back to a view someone has already left.
@@ -505,6 +575,8 @@ class Replica(ReplicaState):
                 self._answer_with_start_view(message.replica)  # it missed our StartView
             return self._ignore("on_start_view_change", "view already started")
         if message.view > self.view_number:
+            if self._promised_not_to_change_view("on_start_view_change", message.replica):
+                return
             self._start_view_change(message.view)
         assert self.status is Status.VIEW_CHANGE and message.view == self.view_number
         self.votes.start_view_change_from.add(message.replica)
@@ -601,6 +673,8 @@ class Replica(ReplicaState):
             self._answer_with_start_view(message.replica)  # it missed our StartView
             return self._ignore("on_do_view_change", "view already started")
         if message.view > self.view_number:
+            if self._promised_not_to_change_view("on_do_view_change", message.replica):
+                return
             self._start_view_change(message.view)
             if self.status is not Status.VIEW_CHANGE:
                 return  # our own vote completed the view (a one-replica quorum)
@@ -1310,3 +1384,4 @@ class Replica(ReplicaState):
         assert len(self.pipeline.request_queue) <= self.config.request_queue_max
         self.client_table.invariants()
         self.snapshots.invariants()
+        self.reads.invariants()

@@ -35,6 +35,7 @@ from zvsr.protocol.membership import (
 )
 from zvsr.protocol.messages import (
     INTERNAL_CLIENT_ID,
+    Commit,
     DoViewChange,
     Error,
     LogEntry,
@@ -46,9 +47,10 @@ from zvsr.protocol.messages import (
     StartView,
 )
 from zvsr.protocol.pipeline import Pipeline
+from zvsr.protocol.reads import Reads
 from zvsr.protocol.ready import BROADCAST, Envelope, Outbox, PersistLog, PersistSnapshot, PersistViewState, Ready
 from zvsr.protocol.recovery import RecoveryState
-from zvsr.protocol.state_machine import StateMachine
+from zvsr.protocol.state_machine import ReadOnlyQueries, StateMachine
 from zvsr.protocol.state_transfer import StateTransfer
 from zvsr.protocol.timeout import Prng, Timeout
 from zvsr.protocol.timers import RoleTimers
@@ -154,6 +156,9 @@ class ReplicaState:
         # Cluster time (cluster_time.py): the driver's monotonic clock, or our ticks when it gives none.
         self.cluster_time = ClusterTime(clock if clock is not None else self._tick_clock)
         self.executed_timestamp = 0  # the stamp of op commit_number (what a snapshot taken now records)
+        # Reads without a log entry (reads.py): only for a state machine that declares its read-only ops.
+        self.queries = state_machine if isinstance(state_machine, ReadOnlyQueries) else None
+        self.reads = Reads(config, prng, self.cluster_time.clock())
 
         self._outbox = Outbox()
         self.counters: dict[str, int] = {}
@@ -166,6 +171,10 @@ class ReplicaState:
 
     def _enter_initial_role(self) -> None:
         """Start the timers and first messages of the role the state implies (defined by `Replica`)."""
+        raise NotImplementedError
+
+    def _serve_reads(self) -> None:
+        """Answer the waiting reads that may be answered now (defined by `Replica`)."""
         raise NotImplementedError
 
     def _tick_clock(self) -> int:
@@ -275,6 +284,8 @@ class ReplicaState:
         """Take what this step produced. Flushes batched Prepares first (primary)."""
         if self.status is Status.NORMAL and self.is_primary():
             self._flush_prepares()
+        if self.reads.pending:
+            self._serve_reads()
         self._maybe_take_snapshot()
         outbox = self._outbox
         out = outbox.ready
@@ -421,10 +432,21 @@ class ReplicaState:
             op_number=entries[-1].op_number,
             commit_number=min(self.commit_number, entries[-1].op_number),
             entries=entries,
+            read_round=self.reads.read_round,
         )
 
-    def _prepare_ok_message(self) -> PrepareOk:
-        return PrepareOk(**self._header(), op_number=self.op_number)
+    def _prepare_ok_message(self, read_round: int = 0) -> PrepareOk:
+        """`read_round`: the round of the Prepare or Commit this answers (reads.py), 0 if it answers neither."""
+        return PrepareOk(**self._header(), op_number=self.op_number, read_round=read_round)
+
+    def _commit_message(self) -> Commit:
+        """The primary's heartbeat (rule 4), with its latest read confirmation round."""
+        return Commit(
+            **self._header(),
+            commit_number=self.commit_number,
+            op_number=self.op_number,
+            read_round=self.reads.read_round,
+        )
 
     def _view_change_log(self) -> tuple[LogEntry, ...]:
         """What a DoViewChange or StartView carries: every op after commit_number and at most
@@ -455,8 +477,17 @@ class ReplicaState:
     # --- the primary's pipeline --------------------------------------------------------------------------------
 
     def _flush_prepares(self) -> None:
-        """Send every op appended since the last flush, in as few bounded Prepares as possible (batching)."""
+        """Send every op appended since the last flush, in as few bounded Prepares as possible (batching). A read
+        that waits for a new confirmation round (reads.py) starts it here: on these Prepares, free, or on a Commit
+        while few rounds are unconfirmed (`Reads.commit_round_due`)."""
         pipeline = self.pipeline
+        reads = self.reads
+        if reads.round_wanted:
+            preparing = pipeline.prepared < self.op_number
+            if preparing or reads.commit_round_due(self.membership.quorum - 1):
+                reads.start_round(self.cluster_time.clock())
+                if not preparing:
+                    self._send(BROADCAST, self._commit_message())
         while pipeline.prepared < self.op_number:
             entries = self._entries_after(
                 pipeline.prepared, self.config.prepare_entries_max, self.config.prepare_bytes_max

@@ -9,6 +9,7 @@ index order — the paper's configuration (§4): replica i is `[[replica]]` numb
     epoch = 0
     tick_ms = 10
     app = "zvsr.apps.coordination:CoordinationApp"
+    read_mode = "read_index"    # or "lease", or "log": how the app's read-only ops are served
 
     [[replica]]
     # id = 0                            # optional: the replica's id (default: its position in the file)
@@ -105,6 +106,7 @@ ENVIRONMENT = {
     "ZVSR_INITIAL_REPLICAS": "initial_replicas",
     "ZVSR_TICK_MS": "tick_ms",
     "ZVSR_APP": "app",
+    "ZVSR_READ_MODE": "read_mode",
     "ZVSR_PROXY": "proxy",
     "ZVSR_REQUEST_TIMEOUT_MS": "request_timeout_ms",
     "ZVSR_DATA_DIR": "data_dir",
@@ -154,6 +156,7 @@ class ClusterConfig:
     initial_replicas: int | None = None  # the first configuration's size; None: len(replicas) (ids = positions)
     tick_ms: int = constants.TICK_MS
     app: str = DEFAULT_APP
+    read_mode: str = constants.READ_MODE_DEFAULT  # zvsr.protocol.reads; the same on every replica
     proxy: str = f"tcp://{DEFAULT_HOST}:{DEFAULT_BASE_PORT}"
     request_timeout_ms: int = constants.PROXY_REQUEST_TIMEOUT_MS
     data_dir: str | None = None
@@ -191,6 +194,10 @@ class ClusterConfig:
             raise ConfigError(f"snapshot_interval_ops must be >= 0 (0: never), got {self.snapshot_interval_ops}")
         if not 1 <= self.client_table_max <= constants.ID_MAX:
             raise ConfigError(f"client_table_max must be >= 1, got {self.client_table_max}")
+        if self.read_mode not in constants.READ_MODES:
+            raise ConfigError(
+                f"read_mode must be one of {', '.join(constants.READ_MODES)}, got {self.read_mode!r}"
+            )
         if ":" not in self.app:
             raise ConfigError(f"app must look like package.module:Class, got {self.app!r}")
         unknown = set(self.timeouts) - set(TIMEOUT_KEYS)
@@ -313,6 +320,7 @@ class ClusterConfig:
             reconfiguration=self.keys_dir is None,
             snapshot_interval_ops=self.snapshot_interval_ops,
             client_table_max=self.client_table_max,
+            read_mode=self.read_mode,
             **ticks,
         )
 
@@ -443,7 +451,7 @@ def _from_file(path: Path) -> ClusterConfig:
     unknown = set(document) - known_tables
     if unknown:
         raise ConfigError(f"{path}: unknown sections: {', '.join(sorted(unknown))}")
-    cluster = _table(document, "cluster", {"id", "epoch", "initial_replicas", "tick_ms", "app"}, path)
+    cluster = _table(document, "cluster", {"id", "epoch", "initial_replicas", "tick_ms", "app", "read_mode"}, path)
     proxy = _table(document, "proxy", {"endpoint", "request_timeout_ms"}, path)
     node = _table(
         document,
@@ -487,6 +495,7 @@ def _from_file(path: Path) -> ClusterConfig:
         "initial_replicas": cluster.get("initial_replicas"),
         "tick_ms": cluster.get("tick_ms"),
         "app": cluster.get("app"),
+        "read_mode": cluster.get("read_mode"),
         "proxy": proxy.get("endpoint"),
         "request_timeout_ms": proxy.get("request_timeout_ms"),
         "data_dir": node.get("data_dir"),
@@ -542,6 +551,7 @@ def to_toml(config: ClusterConfig) -> str:
         *([] if config.initial_replicas is None else [f"initial_replicas = {config.initial_replicas}"]),
         f"tick_ms = {config.tick_ms}",
         f"app = {_quote(config.app)}",
+        f"read_mode = {_quote(config.read_mode)}",
         "",
     ]
     for replica, address in zip(config.ids, config.replicas, strict=True):

@@ -7,7 +7,7 @@ import time
 
 import click
 
-from zvsr.constants import REPLICAS_MAX
+from zvsr.constants import READ_MODE_LEASE, READ_MODES, REPLICAS_MAX
 from zvsr.sim.network import NetworkOptions
 from zvsr.sim.simulator import SimOptions, Violation, run_seed
 
@@ -38,6 +38,12 @@ from zvsr.sim.simulator import SimOptions, Violation, run_seed
 @click.option(
     "--no-reconfigure", is_flag=True, help="No reconfigurations among the faults (every seed keeps its members)."
 )
+@click.option(
+    "--read-mode",
+    type=click.Choice(READ_MODES),
+    default=None,
+    help="How gets are served (default: odd seeds lease, even seeds read_index; without swarm, read_index).",
+)
 def sim_command(
     seeds: int,
     seed: int | None,
@@ -49,6 +55,7 @@ def sim_command(
     keep_going: bool,
     verbose: bool,
     no_reconfigure: bool,
+    read_mode: str | None,
 ) -> None:
     """Run SEEDS simulations with faults; print any violation with its seed and trace."""
     first = seed if seed is not None else 0
@@ -60,6 +67,7 @@ def sim_command(
         swarm=loss is None,
         check_linearizability=not no_lincheck,
         reconfigure=not no_reconfigure,
+        read_mode=read_mode,
     )
     violations = 0
     total_events = 0
@@ -68,6 +76,8 @@ def sim_command(
     total_lock_grants = 0
     total_epochs = 0
     reconfigured = 0
+    total_reads = 0
+    lease_seeds = 0
     unknown_verdicts = 0
     started = time.monotonic()
     for current in range(first, first + seeds):
@@ -89,18 +99,22 @@ def sim_command(
         total_lock_grants += result.lock_grants
         total_epochs += result.epochs
         reconfigured += result.epochs > 0
+        total_reads += result.reads_served
+        lease_seeds += result.read_mode == READ_MODE_LEASE
         unknown_verdicts += result.linearizable == "unknown"
         if verbose:
             click.echo(
                 f"seed={current} events={result.events} ops={result.ops_ok} unknown={result.ops_unknown} "
                 f"views={result.views} virtual_ms={result.virtual_ms} lincheck={result.linearizable} "
                 f"lease_expire_ops={result.lease_expire_ops} leases_expired={result.leases_expired} "
-                f"lock_grants={result.lock_grants} epochs={result.epochs}"
+                f"lock_grants={result.lock_grants} epochs={result.epochs} read_mode={result.read_mode} "
+                f"reads_served={result.reads_served}"
             )
     elapsed = time.monotonic() - started
     click.echo(
         f"seeds={seeds} violations={violations} events={total_events} ops={total_ops} "
         f"lincheck_unknown={unknown_verdicts} lease_expire_ops={total_expire_ops} lock_grants={total_lock_grants} "
-        f"reconfigurations={total_epochs} seeds_reconfigured={reconfigured} elapsed_s={elapsed:.1f}"
+        f"reconfigurations={total_epochs} seeds_reconfigured={reconfigured} reads_served={total_reads} "
+        f"lease_seeds={lease_seeds} elapsed_s={elapsed:.1f}"
     )
     sys.exit(1 if violations else 0)

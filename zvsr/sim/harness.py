@@ -26,11 +26,14 @@ from zvsr.protocol.replica import DurableState, Replica, Status
 
 class EchoLog:
     """A tiny deterministic state machine: remembers every operation; the result is the op count so far.
+    Operations starting with `READ_PREFIX` are read-only: answered without a log entry, with the count so far.
 
     It has one timer, for cluster-time scenarios: with `due_at` set, `due` answers `TIMER_OP` once cluster time
     reaches it, and applying `TIMER_OP` clears it (as a lease expiry would)."""
 
     TIMER_OP = b"timer"
+    READ_PREFIX = b"read"  # read-only ops (zvsr.protocol.reads): their result is the op count so far
+
 
     def __init__(self) -> None:
         self.applied: list[bytes] = []
@@ -50,6 +53,12 @@ class EchoLog:
         if self.due_at is not None and timestamp_ns >= self.due_at:
             return self.TIMER_OP
         return None
+
+    def read_only(self, operation: bytes) -> bool:
+        return operation.startswith(self.READ_PREFIX)
+
+    def query(self, operation: bytes) -> bytes:
+        return str(len(self.applied)).encode()
 
     def snapshot(self) -> bytes:
         return b"".join(len(op).to_bytes(4, "big") + op for op in self.applied)

@@ -100,6 +100,9 @@ class SimOptions:
     lease_ttl_ms: int = 300
     # Reconfigurations among the faults (grow, shrink, replace a member), at most one in flight.
     reconfigure: bool = True
+    # How gets are served (Config.read_mode). None: swarm draws read_index or lease per seed (read_index without
+    # swarm), so every workload's reads take the path without a log entry.
+    read_mode: str | None = None
 
 
 @dataclass(slots=True)
@@ -115,6 +118,8 @@ class SimResult:
     leases_expired: int = 0  # leases they ended
     lock_grants: int = 0  # lock grants committed (each with a larger fencing token)
     epochs: int = 0  # reconfigurations committed (the last epoch reached)
+    reads_served: int = 0  # reads answered without a log entry (zvsr.protocol.reads)
+    read_mode: str = c.READ_MODE_DEFAULT
 
 
 @dataclass(slots=True)
@@ -168,6 +173,7 @@ class Simulation:
             snapshot_chunk_bytes=self.options.snapshot_chunk_bytes,
             client_table_max=self.options.client_table_max,
             reconfiguration=self.options.reconfigure,
+            read_mode=self.options.read_mode or c.READ_MODE_DEFAULT,
         )
         self.crash_while_writing: set[int] = set()  # crash these at their next write (torn_write)
         self.now = 0
@@ -252,6 +258,8 @@ class Simulation:
             lease_clients=lease_clients,
             lease_ttl_ms=prng.choice(LEASE_TTLS_MS),
             reconfigure=reconfigure,
+            # By the seed's parity, not a draw: the rest of the seed's swarm stays as it was.
+            read_mode=options.read_mode or (c.READ_MODE_LEASE if self.seed % 2 else c.READ_MODE_READ_INDEX),
             swarm=False,
         )
 
@@ -396,6 +404,8 @@ class Simulation:
             leases_expired=leases.expired,
             lock_grants=leases.grants,
             epochs=self.configuration.epoch,
+            reads_served=len(self.checker.served_reads),
+            read_mode=self.config.read_mode,
         )
 
     def _busy(self) -> bool:

@@ -12,9 +12,9 @@ vectors rely on this).
 
 type    message             fields after ``type`` (in encoding order)
 ======  ==================  ===============================================================================
-1       Prepare             cluster, epoch, view, replica, op_number, commit_number, entries
-2       PrepareOk           cluster, epoch, view, replica, op_number
-3       Commit              cluster, epoch, view, replica, commit_number, op_number
+1       Prepare             cluster, epoch, view, replica, op_number, commit_number, entries, read_round
+2       PrepareOk           cluster, epoch, view, replica, op_number, read_round
+3       Commit              cluster, epoch, view, replica, commit_number, op_number, read_round
 4       StartViewChange     cluster, epoch, view, replica
 5       DoViewChange        cluster, epoch, view, replica, last_normal_view, op_number, commit_number, log
 6       StartView           cluster, epoch, view, replica, op_number, commit_number, log
@@ -35,9 +35,9 @@ type    message             fields after ``type`` (in encoding order)
 ======  ====================  ===============================================================================
 type    message               fields after ``type`` (in encoding order)
 ======  ====================  ===============================================================================
-1       Prepare               cluster, epoch, view, replica, op_number, commit_number, entries
-2       PrepareOk             cluster, epoch, view, replica, op_number
-3       Commit                cluster, epoch, view, replica, commit_number, op_number
+1       Prepare               cluster, epoch, view, replica, op_number, commit_number, entries, read_round
+2       PrepareOk             cluster, epoch, view, replica, op_number, read_round
+3       Commit                cluster, epoch, view, replica, commit_number, op_number, read_round
 4       StartViewChange       cluster, epoch, view, replica
 5       DoViewChange          cluster, epoch, view, replica, last_normal_view, op_number, commit_number, log
 6       StartView             cluster, epoch, view, replica, op_number, commit_number, log
@@ -223,12 +223,14 @@ def _encode_prepare(m: Prepare) -> dict[str, Any]:
     value["op_number"] = m.op_number
     value["commit_number"] = m.commit_number
     value["entries"] = _entry_arrays(m.entries)
+    value["read_round"] = m.read_round
     return value
 
 
 def _encode_prepare_ok(m: PrepareOk) -> dict[str, Any]:
     value = _encode_header(TYPE_PREPARE_OK, m)
     value["op_number"] = m.op_number
+    value["read_round"] = m.read_round
     return value
 
 
@@ -236,6 +238,7 @@ def _encode_commit(m: Commit) -> dict[str, Any]:
     value = _encode_header(TYPE_COMMIT, m)
     value["commit_number"] = m.commit_number
     value["op_number"] = m.op_number
+    value["read_round"] = m.read_round
     return value
 
 
@@ -528,12 +531,14 @@ def _decode_prepare(value: dict[str, Any]) -> Prepare:
         last_op_number=checked["op_number"],
         view_max=checked["view"],
     )
+    checked["read_round"] = _id(value, "read_round")
     return Prepare(**checked)
 
 
 def _decode_prepare_ok(value: dict[str, Any]) -> PrepareOk:
     checked = _decode_header(value)
     checked["op_number"] = _id(value, "op_number")
+    checked["read_round"] = _id(value, "read_round")
     return PrepareOk(**checked)
 
 
@@ -542,6 +547,7 @@ def _decode_commit(value: dict[str, Any]) -> Commit:
     checked["commit_number"] = _id(value, "commit_number")
     checked["op_number"] = _id(value, "op_number")
     _check_commit(checked)
+    checked["read_round"] = _id(value, "read_round")
     return Commit(**checked)
 
 
