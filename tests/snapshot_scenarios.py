@@ -628,8 +628,9 @@ def scenario_start_view_beyond_our_commit_keeps_the_old_log_until_the_new_one_is
 
 def scenario_restart_from_disk_with_a_snapshot() -> None:
     """Client 7's request is op 2, among ten ops, folded into snapshot 9. Primary 0 restarts from its disk
-    (snapshot 9, the log after op 6): its app state and client table come back from the snapshot plus op 10,
-    and client 7's retry gets the cached result, not a second execution."""
+    (snapshot 9, the log after op 6): its app state and client table come back from the snapshot plus op 10.
+    It leaves view 0 for view 1 (a restarted primary does not go on proposing in its view), and client 7's retry
+    at primary 1 gets the cached result, not a second execution."""
     cluster = Cluster(3, config=snapshot_config())
     commit_ops(cluster, 1, 1)
     cluster.request(client_id=7, request_number=1, op=b"once", to=0)
@@ -643,12 +644,14 @@ def scenario_restart_from_disk_with_a_snapshot() -> None:
     assert disk.log_base == 6 and disk.snapshot is not None and snapshots.op_number_of(disk.snapshot) == 9
     cluster.replies.clear()
     cluster.crash_and_restart_from_disk(0, disk)
-    primary = cluster.replicas[0]
-    assert primary.status is Status.NORMAL and primary.is_primary()
-    assert (primary.commit_number, primary.snapshot_op, primary.log_base) == (10, 9, 6)
-    assert cluster.apps[0].applied == before and table(primary) == tables
+    restarted = cluster.replicas[0]
+    assert (restarted.status, restarted.view_number) == (Status.VIEW_CHANGE, 1)
+    assert (restarted.commit_number, restarted.snapshot_op, restarted.log_base) == (10, 9, 6)
+    assert cluster.apps[0].applied == before and table(restarted) == tables
     assert cluster.replies == [], "re-execution after a restart answers nobody"
-    cluster.request(client_id=7, request_number=1, op=b"once", to=0)
+    cluster.run_until(lambda: all((r.status, r.view_number) == (Status.NORMAL, 1) for r in cluster.replicas))
+    cluster.replies.clear()
+    cluster.request(client_id=7, request_number=1, op=b"once", to=1)
     assert [(type(r), r.result) for r in cluster.replies] == [(Reply, b"2")]  # type: ignore[union-attr]
     assert not cluster.queued(Prepare)
     assert cluster.apps[0].applied.count(b"once") == 1 and len(cluster.apps[0].applied) == 10

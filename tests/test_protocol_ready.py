@@ -47,13 +47,14 @@ def test_a_ready_holds_only_what_its_step_executed() -> None:
 
 def test_a_restart_from_disk_reports_the_snapshot_restored_then_the_ops_re_executed() -> None:
     """Primary 0 commits ten ops with snapshots every three; restarted from its disk (snapshot 9, log after op 6,
-    commit_number 10) its first Ready reports the restore at op 9 and op 10 re-executed, numbered 10."""
+    commit_number 10) its first Ready reports the restore at op 9 and op 10 re-executed, numbered 10 (and it
+    leaves view 0 for view 1: a restarted primary does not go on proposing in its view)."""
     cluster = Cluster(3, config=snapshot_config())
     commit_ops(cluster, 1, 10)
     cluster.crash_and_restart_from_disk(0, cluster.durable_state(0))
     assert cluster.restored[0] == [9]
     assert reported(cluster, 0) == [(10, b"op10", b"10")]
-    assert cluster.replicas[0].status is Status.NORMAL
+    assert (cluster.replicas[0].status, cluster.replicas[0].view_number) == (Status.VIEW_CHANGE, 1)
     cluster.check_applied()
 
 

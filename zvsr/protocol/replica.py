@@ -181,6 +181,14 @@ class Replica(ReplicaState):
             self._announce_epoch()
         elif self.status is Status.VIEW_CHANGE:
             self._resume_view_change()
+        elif self.is_primary() and not self.first_start:
+            # Restarted from disk as the primary of its view: leave that view for the next rather than go on
+            # proposing in it. What it prepared in the view may be gone from its disk — a write that replaced
+            # its log with a newer view's (a StartView, an epoch's catch-up) can be torn after the log and
+            # before the view state — and a primary that reused those op numbers would make two different ops
+            # at one (view, op_number) (`zvsr sim`, seed 913). The view change is the ordinary one.
+            self._log(f"restarted as the primary of view {self.view_number}: moving to the next view")
+            self._start_view_change(self.view_number + 1)
         elif self.is_primary():
             self._enter_primary()
         else:
