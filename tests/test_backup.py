@@ -56,8 +56,8 @@ from zvsr.wire import decode_client_reply, encode
 
 def a_snapshot(op_number: int = 1234, *, timestamp: int = 987_654_321) -> bytes:
     app_state = msgpack.packb({"kv": {"a": 1, "b": "two"}}, use_bin_type=True)
-    table = [(11, 3, b"\x01"), (12, 7, b"result")]
-    return snapshots.encode(op_number, table, app_state, [5, 6], timestamp=timestamp)
+    table = [(11, 5, 3, b"\x01"), (12, 6, 7, b"result")]
+    return snapshots.encode(op_number, table, app_state, timestamp=timestamp)
 
 
 def a_backup(cluster_id: int = 1, **fields: Any) -> Backup:
@@ -278,7 +278,7 @@ def test_the_backup_query_serves_snapshots_in_chunks_pinned_while_they_download(
         cluster_id, fresh = fetch_snapshot(config, 0, fresh=True, timeout_ms=5000)
         decoded = snapshots.decode(fresh)
         assert cluster_id == 1 and decoded.op_number >= commit >= 40
-        assert (77, 40) in {(client, number) for client, number, _ in decoded.client_table}
+        assert (77, 40) in {(client, number) for client, _, number, _ in decoded.client_table}
         _, latest = fetch_snapshot(config, 1, timeout_ms=5000)  # a backup's snapshot: the same encoding
         assert snapshots.decode(latest).op_number % 20 == 0
     finally:

@@ -38,6 +38,11 @@ from zvsr.sim.simulator import SimOptions, Violation, run_seed
 @click.option(
     "--no-reconfigure", is_flag=True, help="No reconfigurations among the faults (every seed keeps its members)."
 )
+@click.option(
+    "--churn",
+    is_flag=True,
+    help="Session churn: a client table of 3, clients that often start new sessions, and late copies of requests.",
+)
 def sim_command(
     seeds: int,
     seed: int | None,
@@ -49,6 +54,7 @@ def sim_command(
     keep_going: bool,
     verbose: bool,
     no_reconfigure: bool,
+    churn: bool,
 ) -> None:
     """Run SEEDS simulations with faults; print any violation with its seed and trace."""
     first = seed if seed is not None else 0
@@ -60,6 +66,7 @@ def sim_command(
         swarm=loss is None,
         check_linearizability=not no_lincheck,
         reconfigure=not no_reconfigure,
+        churn=churn,
     )
     violations = 0
     total_events = 0
@@ -67,6 +74,7 @@ def sim_command(
     total_expire_ops = 0
     total_lock_grants = 0
     total_epochs = 0
+    total_refused = 0
     reconfigured = 0
     unknown_verdicts = 0
     started = time.monotonic()
@@ -88,6 +96,7 @@ def sim_command(
         total_expire_ops += result.lease_expire_ops
         total_lock_grants += result.lock_grants
         total_epochs += result.epochs
+        total_refused += result.refused_expired
         reconfigured += result.epochs > 0
         unknown_verdicts += result.linearizable == "unknown"
         if verbose:
@@ -101,6 +110,7 @@ def sim_command(
     click.echo(
         f"seeds={seeds} violations={violations} events={total_events} ops={total_ops} "
         f"lincheck_unknown={unknown_verdicts} lease_expire_ops={total_expire_ops} lock_grants={total_lock_grants} "
-        f"reconfigurations={total_epochs} seeds_reconfigured={reconfigured} elapsed_s={elapsed:.1f}"
+        f"reconfigurations={total_epochs} seeds_reconfigured={reconfigured} "
+        f"refused_at_commit={total_refused} elapsed_s={elapsed:.1f}"
     )
     sys.exit(1 if violations else 0)
