@@ -180,7 +180,7 @@ class _Session:
         return Completion(
             request_number=1,
             error=ERROR_UNAVAILABLE,
-            message=f"could not register a session ({completion.error}: {completion.message}); not executed",
+            message=f"could not register a session ({completion.error}); the operation was not sent: not executed",
         )
 
     def _time_out(self) -> None:

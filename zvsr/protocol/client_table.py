@@ -212,6 +212,9 @@ class ClientTable:
         """Record an execution, in execution order (the same on every replica)."""
         entries = self.entries
         known = entries.pop(client_id, None)
+        if known is None and not self.executable(client_id, request_number):
+            # A reconfiguration whose session is gone (`ReplicaState._commit_up_to`): nothing to remember.
+            return self.refused(client_id, request_number)
         if known is None:  # an implicit session opens (`executable` allowed it)
             assert request_number == 1 and not self.require_registration, "request of no session executed"
             entries[client_id] = ClientEntry(request_number, result)

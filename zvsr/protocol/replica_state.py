@@ -505,12 +505,17 @@ class ReplicaState:
             if client_id == internal:  # the cluster's own op: no client to answer or remember
                 executed.append((entry.op_number, entry, apply(entry)))
                 continue
-            if request_number == REGISTER_REQUEST_NUMBER or not table.executable(client_id, request_number):
+            operation = entry.operation
+            reconfiguration = operation and operation[0] == mark
+            if request_number == REGISTER_REQUEST_NUMBER or (
+                not table.executable(client_id, request_number) and not reconfiguration
+            ):
                 result = self._execute_session_op(entry, replying=replying)
                 executed.append((entry.op_number, entry, result))
                 continue
-            operation = entry.operation
-            if operation and operation[0] == mark:
+            if reconfiguration:
+                # Executed even if its session is gone since: it is the last op of its epoch (nothing may follow it
+                # in the log), and the epoch it names makes it at-most-once by itself (a repeat changes nothing).
                 result = self._execute_reconfiguration(entry)
             else:
                 result = apply(entry)
@@ -541,8 +546,6 @@ class ReplicaState:
             return result
         table.refused(entry.client_id, entry.request_number)
         self._count("request of an expired session refused at commit")
-        if is_reconfiguration(entry.operation):
-            self.reconfiguration_op = 0  # it ends no epoch: the primary may take requests again
         if replying:
             self._outbox.ready.replies.append(
                 Error(

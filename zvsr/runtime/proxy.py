@@ -154,10 +154,15 @@ from zvsr.runtime.metrics import OUTCOME_OK, PROXY_OUTCOMES, MetricsStartError, 
 from zvsr.runtime.outcome import Attempts
 from zvsr.runtime.serving import run_until_stopped
 from zvsr.wire.admin import (
+    SNAPSHOT_UNSUPPORTED,
+    TYPE_HISTORY_QUERY,
+    TYPE_SNAPSHOT_QUERY,
     TYPE_STATUS_QUERY,
     clip_message,
     decode_status,
     encode_bare_error,
+    encode_history_error,
+    encode_snapshot_error,
     encode_status,
     encode_status_query,
     is_status_query,
@@ -180,7 +185,12 @@ log = logging.getLogger("zvsr.proxy")
 
 # Maps with one of these `type`s are zvsr messages (`zvsr.wire.codec`, `zvsr.wire.admin`), never a legacy
 # client's bare operation.
-_ZVSR_TYPES: Final = frozenset({TYPE_REQUEST, TYPE_REPLY, TYPE_REDIRECT, TYPE_ERROR, TYPE_STATUS_QUERY})
+_ZVSR_TYPES: Final = frozenset(
+    {TYPE_REQUEST, TYPE_REPLY, TYPE_REDIRECT, TYPE_ERROR, TYPE_STATUS_QUERY}
+    | {TYPE_SNAPSHOT_QUERY, TYPE_HISTORY_QUERY}
+)
+# A proxy holds no state to read: these queries belong to a replica's client endpoint (docs/protocol.md).
+_REPLICA_QUERY_TEXT: Final = "a proxy holds no state: send this query to a replica's client endpoint"
 # How the codec (and every zvsr client that writes "type" first) begins a Request: map of 4, "type", 20. Such a
 # payload goes straight to `decode_request`, the hot path; anything else is unpacked once to classify it.
 _REQUEST_PREFIX: Final = b"\x84\xa4type\x14"
@@ -193,13 +203,24 @@ _RCVMORE: Final = int(zmq.RCVMORE)
 class _Session:
     """One client_id's session, plus where its outstanding request's answer goes."""
 
-    __slots__ = ("session", "legacy_key", "route", "wire", "attempts", "last_used", "answered_number", "started")
+    __slots__ = (
+        "session",
+        "legacy_key",
+        "route",
+        "wire",
+        "wire_for",
+        "attempts",
+        "last_used",
+        "answered_number",
+        "started",
+    )
 
     def __init__(self, session: ClientSession, legacy_key: tuple[bytes, ...] | None, now: float) -> None:
         self.session = session
         self.legacy_key = legacy_key  # the routing frames of a legacy peer; None for a zvsr client
         self.route: ClientEnvelope | None = None  # routing frames of the request in flight
         self.wire = b""  # the encoded request in flight: encoded once, sent on every attempt
+        self.wire_for: Request | None = None  # the request `wire` encodes (a registering session moves on)
         self.attempts = Attempts()
         self.last_used = now
         self.answered_number = -1  # the latest request_number this proxy answered for the client
@@ -484,7 +505,7 @@ class Proxy:
         if type(value) is dict:
             kind = value.get("type")
             if type(kind) is int and kind in _ZVSR_TYPES:
-                self._on_zvsr_message(envelope, payload)
+                self._on_zvsr_message(envelope, payload, kind)
                 return
         if len(payload) > OPERATION_BYTES_MAX:
             detail = f"operation of {len(payload)} bytes > {OPERATION_BYTES_MAX}"
@@ -492,10 +513,15 @@ class Proxy:
             return
         self._on_bare_operation(envelope, payload)
 
-    def _on_zvsr_message(self, envelope: ClientEnvelope, payload: bytes) -> None:
+    def _on_zvsr_message(self, envelope: ClientEnvelope, payload: bytes, kind: int) -> None:
         if is_status_query(payload):
             self.counters["status queries"] += 1
             self._send_frontend(envelope, encode_status(self.status()))
+            return
+        if kind in (TYPE_SNAPSHOT_QUERY, TYPE_HISTORY_QUERY):  # never a bare operation, never relayed
+            self.counters["replica queries refused"] += 1
+            encode_error = encode_snapshot_error if kind == TYPE_SNAPSHOT_QUERY else encode_history_error
+            self._send_frontend(envelope, encode_error(SNAPSHOT_UNSUPPORTED, _REPLICA_QUERY_TEXT))
             return
         try:
             request = decode_request(payload)  # a Request with its keys in another order, or not a Request
@@ -548,7 +574,7 @@ class Proxy:
         client_id = self._legacy.get(key)
         state = None if client_id is None else self._sessions.get(client_id)
         if state is None:
-            state = self._new_session(secrets.randbits(64), legacy_key=key)
+            state = self._new_session(secrets.randbits(64), legacy_key=key, register=True)
             if state is None:
                 self.outcomes[ERROR_BUSY] += 1
                 self._send_frontend(envelope, _legacy_error(ERROR_BUSY, "the proxy's session table is full"))
@@ -570,7 +596,7 @@ class Proxy:
 
     def _start(self, state: _Session, envelope: ClientEnvelope, wire: bytes, *, fresh: bool) -> None:
         state.route = envelope
-        state.wire = wire
+        state.wire, state.wire_for = wire, state.session.outstanding
         state.attempts.start(fresh=fresh)
         state.last_used = state.started = self._now
         self._sessions.move_to_end(state.session.client_id)
@@ -580,7 +606,9 @@ class Proxy:
 
     # --- sessions -------------------------------------------------------------------------------------------
 
-    def _client_session(self, client_id: int, *, request_number: int = 0) -> ClientSession:
+    def _client_session(
+        self, client_id: int, *, request_number: int = 0, register: bool = False, registered: bool = False
+    ) -> ClientSession:
         session = ClientSession(
             client_id=client_id,
             replica_count=len(self._members),
@@ -588,6 +616,8 @@ class Proxy:
             request_number=request_number,
             view=self.view,
             deadline_ticks=self._deadline_ticks,
+            register=register,
+            registered=registered,
         )
         self._addressing(session)
         return session
@@ -597,11 +627,13 @@ class Proxy:
         if session.members != self._members and session.start_view <= self._start_view:
             session.learn_configuration(self._members, self._start_view)
 
-    def _new_session(self, client_id: int, *, legacy_key: tuple[bytes, ...] | None) -> _Session | None:
+    def _new_session(
+        self, client_id: int, *, legacy_key: tuple[bytes, ...] | None, register: bool = False
+    ) -> _Session | None:
         if len(self._sessions) >= PROXY_SESSIONS_MAX and not self._evict_one():
             self.counters["busy: session table full"] += 1
             return None
-        state = _Session(self._client_session(client_id), legacy_key, self._now)
+        state = _Session(self._client_session(client_id, register=register), legacy_key, self._now)
         self._sessions[client_id] = state
         if legacy_key is not None:
             self._legacy[legacy_key] = client_id
@@ -615,7 +647,9 @@ class Proxy:
         assert outstanding is not None and route is not None
         del self._in_flight[session.client_id]
         # A ClientSession cannot drop its outstanding request: a new one continues the client's numbering.
-        state.session = self._client_session(session.client_id, request_number=session.request_number)
+        state.session = self._client_session(
+            session.client_id, request_number=session.request_number, registered=session.registered
+        )
         state.route = None
         self.counters["requests superseded"] += 1
         self.outcomes[ERROR_TIMEOUT] += 1
@@ -630,6 +664,18 @@ class Proxy:
             message=message,
         )
         self._send_frontend(route, encode(error))
+
+    def _rekey(self, state: _Session, old: int) -> None:
+        """A legacy peer's session registered (it goes on under its session id: answers come addressed to it),
+        or lost its session (back to its nonce, which its next request registers with)."""
+        new = state.session.client_id
+        del self._in_flight[old]
+        self._in_flight[new] = state
+        self._sessions.pop(old, None)
+        self._sessions[new] = state
+        if state.legacy_key is not None:
+            self._legacy[state.legacy_key] = new
+        self.counters["sessions re-keyed"] += 1
 
     def _evict_one(self) -> bool:
         """Forget the least recently used idle session, to make room for a new one.
@@ -671,6 +717,9 @@ class Proxy:
         if not outbox:
             return
         outstanding = state.session.outstanding
+        if outstanding is not state.wire_for and outstanding is not None:  # registered: request 1 of the session
+            state.wire, state.wire_for = encode(outstanding), outstanding
+            state.attempts.start(fresh=True)
         pending = self._pending
         for destination, request in outbox:
             if request is not outstanding:
@@ -744,6 +793,8 @@ class Proxy:
             if reply.request_number == outstanding.request_number:
                 state.attempts.on_answer(reply)
             state.session.on_reply(reply)
+            if state.session.client_id != reply.client_id:
+                self._rekey(state, reply.client_id)
             self._flush(state)
             completion = state.session.take_completion()
             if completion is not None:
@@ -934,8 +985,8 @@ class Proxy:
                 )
         else:
             assert completion.error is not None
-            if completion.error in (ERROR_BAD_REQUEST, ERROR_SESSION_EXPIRED):
-                code, message = completion.error, completion.message
+            if completion.error in (ERROR_BAD_REQUEST, ERROR_SESSION_EXPIRED) or not session.registered:
+                code, message = completion.error, completion.message  # (not registered: the op was never sent)
             else:
                 code, message = state.attempts.final_error(
                     timeout_ms=self.config.request_timeout_ms, target="replica"

@@ -215,8 +215,8 @@ class Checker:
             self.sessions.register(entry.op_number)
             self.committed_results.append(register_result(entry.op_number))
             return True
-        if self.sessions.applies(entry.client_id, entry.request_number):
-            return False
+        if self.sessions.applies(entry.client_id, entry.request_number) or is_reconfiguration(entry.operation):
+            return False  # (a reconfiguration runs even without its session: its epoch makes it at-most-once)
         self.sessions_evicted_refusals += 1
         self.committed_results.append(REFUSED_RESULT)
         return True
