@@ -36,8 +36,8 @@ Registration (`register=True`; `zvsr.protocol.client_table`). A session register
 again after `session_expired`, transparently for the caller: `submit` sends the register op (request_number 0,
 no operation, the session's client_id as its nonce) and keeps the operation; the register's reply names the
 session id, which becomes the session's client_id, and the operation goes out as request 1 of it. The caller
-sees one Completion, for its operation. A register that fails completes the operation with `unavailable` (it was
-never sent). `session_expired` for an operation completes it with that code — the outcome is unknown: an earlier
+sees one Completion, for its operation. A register that fails completes the operation with its error (the operation
+was never sent, which a `timeout` does not say: conservative). `session_expired` for an operation completes it with that code — the outcome is unknown: an earlier
 attempt may have executed before the session was evicted — and the next `submit` registers a new session; the
 operation is never re-sent by the session, so never executed twice.
 """
@@ -172,16 +172,14 @@ class _Session:
         return False
 
     def _complete_registering(self, completion: Completion) -> Completion:
-        """A register that ended without a session: the operation kept was never sent."""
+        """A register that ended without a session (its error is the operation's: the driver words it as for any
+        request; a `timeout` is conservative, as the operation kept was never sent)."""
         if self._waiting is None:
             return completion
         self._waiting = None
         self.request_number = 0
-        return Completion(
-            request_number=1,
-            error=ERROR_UNAVAILABLE,
-            message=f"could not register a session ({completion.error}); the operation was not sent: not executed",
-        )
+        message = f"{completion.message} (while registering a session: the operation was not sent)"
+        return Completion(request_number=completion.request_number, error=completion.error, message=message)
 
     def _time_out(self) -> None:
         """The caller's deadline passed (each session counts `_elapsed` in its own `tick`, inline: the proxy

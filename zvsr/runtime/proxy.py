@@ -985,8 +985,8 @@ class Proxy:
                 )
         else:
             assert completion.error is not None
-            if completion.error in (ERROR_BAD_REQUEST, ERROR_SESSION_EXPIRED) or not session.registered:
-                code, message = completion.error, completion.message  # (not registered: the op was never sent)
+            if completion.error in (ERROR_BAD_REQUEST, ERROR_SESSION_EXPIRED):
+                code, message = completion.error, completion.message
             else:
                 code, message = state.attempts.final_error(
                     timeout_ms=self.config.request_timeout_ms, target="replica"
