@@ -36,10 +36,11 @@ Registration (`register=True`; `zvsr.protocol.client_table`). A session register
 again after `session_expired`, transparently for the caller: `submit` sends the register op (request_number 0,
 no operation, the session's client_id as its nonce) and keeps the operation; the register's reply names the
 session id, which becomes the session's client_id, and the operation goes out as request 1 of it. The caller
-sees one Completion, for its operation. A register that fails completes the operation with its error (the operation
-was never sent, which a `timeout` does not say: conservative). `session_expired` for an operation completes it with that code — the outcome is unknown: an earlier
-attempt may have executed before the session was evicted — and the next `submit` registers a new session; the
-operation is never re-sent by the session, so never executed twice.
+sees one Completion, for its operation. A register that fails completes the operation with its error (the
+operation was never sent, which a `timeout` does not say: conservative). `session_expired` for an operation
+completes it with that code — the outcome is unknown: an earlier attempt may have executed before the session was
+evicted — and the next `submit` registers a new session under a new nonce; the operation is never re-sent by the
+session, so never executed twice.
 """
 
 from __future__ import annotations
