@@ -28,6 +28,7 @@ import msgpack  # type: ignore[import-untyped]
 from zvsr import constants
 from zvsr.apps.adapter import MsgpackStateMachine
 from zvsr.apps.coordination import CoordinationApp
+from zvsr.protocol.client_table import SESSION_EXPIRED_TEXT, register_result
 from zvsr.protocol.membership import Member, Membership, reconfiguration_operation, result_bytes
 from zvsr.protocol.messages import (
     Commit,
@@ -288,6 +289,16 @@ MESSAGES: list[tuple[str, Message, str]] = [
         "replica ids are stable, never reused, and 0..2^32-1 (uint32); only epoch 0 numbers them 0..n-1",
     ),
     (
+        "request_register",
+        Request(client_id=CLIENT_A, request_number=0, operation=b""),
+        "a new session's first act: a register (request_number 0, no operation) with a random nonce as client_id",
+    ),
+    (
+        "reply_register",
+        Reply(view=1, client_id=CLIENT_A, request_number=0, result=register_result(5)),
+        "the register executed as op 5: the session id is 5 (msgpack uint64); requests then go as client_id 5",
+    ),
+    (
         "request_put",
         Request(client_id=CLIENT_A, request_number=1, operation=PUT_LEADER),
         "client A's first request: a coordination put",
@@ -387,9 +398,9 @@ MESSAGES: list[tuple[str, Message, str]] = [
             client_id=CLIENT_A,
             request_number=9,
             code="session_expired",
-            message="the cluster no longer knows this client session",
+            message=SESSION_EXPIRED_TEXT,
         ),
-        "the client table forgot this client_id: not executed now; start a new session (new client_id)",
+        "no session with this client_id (never registered, or evicted): never executed; register a new session",
     ),
     (
         "error_unicode_message",
