@@ -553,6 +553,9 @@ static zvsr_decode_result decode_client_kind(const uint8_t *data, size_t len, si
         m.pairs[at] = p;
         if (at == m.n) m.n++;
     }
+    /* As the server's decoder (unpack_map): decoders differ on which of two equal keys wins, so a map that
+     * names a key twice is refused, never guessed at. */
+    if (m.n != top.len) return ZVSR_DECODE_INCONSISTENT;
 
     const mp_item *type = top_get(&m, "type");
     if (type == NULL) return ZVSR_DECODE_MISSING_FIELD;

@@ -902,6 +902,20 @@ def invalid() -> list[tuple[str, str, str, bytes | dict[str, Any] | Any, str]]:
         ),
         # inconsistent
         (
+            "reply_duplicate_key",
+            "client_reply",
+            "inconsistent",
+            bytes([0x86]) + pack(with_fields(REPLY, view=1))[1:] + pack("view") + pack(2),
+            "a map names each key once (decoders differ on which of two equal keys wins: refused)",
+        ),
+        (
+            "request_duplicate_key",
+            "request",
+            "inconsistent",
+            bytes([0x85]) + pack(with_fields(REQ, request_number=1))[1:] + pack("request_number") + pack(2),
+            "a map names each key once (decoders differ on which of two equal keys wins: refused)",
+        ),
+        (
             "prepare_commit_after_op",
             "replica",
             "inconsistent",
