@@ -167,7 +167,7 @@ class ClusterConfig:
     # Refuse requests of client sessions not registered through the log (`zvsr.protocol.client_table`): closes
     # the window in which a late retry of an evicted session runs again. Off, a client's request 1 also opens a
     # session implicitly, for clients that do not register (every client shipped here registers).
-    require_registration: bool = False
+    require_registration: bool = True
     keys_dir: str | None = None  # CurveZMQ on when set
     client_key: str | None = None  # a client's .key_secret, for the CLI tools
     timeouts: Mapping[str, int] = field(default_factory=dict)
