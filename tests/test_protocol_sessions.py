@@ -14,19 +14,20 @@ from scenarios import expired_answers, register, run_to_commit, sessions_cluster
 
 from zvsr.protocol import snapshots
 from zvsr.protocol.client_session import ClientSession
-from zvsr.protocol.client_table import REFUSED_RESULT, parse_register_result, register_result
+from zvsr.protocol.client_table import REFUSED_RESULT, parse_register_result, register_result, session_id
 from zvsr.protocol.messages import ERROR_SESSION_EXPIRED, Error, Reply
 
 
-def test_a_register_op_opens_the_session_named_by_its_op_number_and_evicts_the_same_one_everywhere() -> None:
+def test_a_register_op_opens_a_session_named_by_nonce_and_op_number_and_evicts_the_same_one_everywhere() -> None:
     cluster = sessions_cluster()
     first, second, third = (register(cluster, nonce) for nonce in (101, 102, 103))
-    assert (first, second, third) == (1, 2, 3)
-    run_to_commit(cluster, first, 1, b"first-1")  # op 4: session 1 is now the most recent
-    fourth = register(cluster, 104)  # op 5: session 2, the least recently executed, goes
-    assert fourth == 5
+    assert (first, second, third) == (session_id(101, 1), session_id(102, 2), session_id(103, 3))
+    assert session_id(101, 1) != session_id(101, 2) != session_id(102, 2), "either part changes the id"
+    run_to_commit(cluster, first, 1, b"first-1")  # op 4: the first session is now the most recent
+    fourth = register(cluster, 104)  # op 5: the second session, the least recently executed, goes
+    assert fourth == session_id(104, 5)
     for replica in cluster.replicas:
-        assert list(replica.client_table) == [3, 1, 5]
+        assert list(replica.client_table) == [third, first, fourth]
         assert replica.counters["client session evicted"] == 1
 
 
@@ -69,8 +70,11 @@ def test_a_register_retry_gets_the_cached_session_until_the_session_executes_a_r
 def test_a_request_whose_register_is_in_the_primarys_log_but_not_executed_is_dropped_not_refused() -> None:
     cluster = sessions_cluster()
     cluster.request(client_id=101, request_number=0, op=b"", to=0)  # op 1, not committed yet
-    cluster.request(client_id=1, request_number=1, op=b"early", to=0)
-    assert expired_answers(cluster, 1) == []
+    early = session_id(101, 1)  # (a client cannot know it yet; a stale replica's answer could make it ask)
+    cluster.request(client_id=early, request_number=1, op=b"early", to=0)
+    assert expired_answers(cluster, early) == []
+    cluster.request(client_id=session_id(101, 2), request_number=1, op=b"never", to=0)
+    assert len(expired_answers(cluster, session_id(101, 2))) == 1, "no register of it in the log: refused"
 
 
 def test_an_unregistered_client_is_refused_and_a_register_with_an_operation_is_bad() -> None:
@@ -94,12 +98,13 @@ def test_sessions_travel_in_snapshots_and_a_restarted_replica_evicts_as_the_othe
     for nonce in (101, 102, 103, 104):
         register(cluster, nonce)
     primary = cluster.replicas[0]
-    snapshot = snapshots.decode(primary.snapshots.data)  # at op 4: sessions 2, 3, 4 (1 evicted)
+    snapshot = snapshots.decode(primary.snapshots.data)  # at op 4: sessions of ops 2, 3, 4 (op 1's evicted)
     assert snapshot.op_number == 4
-    assert [(session, nonce) for session, nonce, _, _ in snapshot.client_table] == [(2, 102), (3, 103), (4, 104)]
+    opened = [(session_id(nonce, op), nonce) for nonce, op in ((102, 2), (103, 3), (104, 4))]
+    assert [(session, nonce) for session, nonce, _, _ in snapshot.client_table] == opened
     cluster.crash_and_restart_from_disk(0, cluster.durable_state(0))
     register(cluster, 105)
-    assert list(cluster.replicas[0].client_table) == [3, 4, 5]
+    assert list(cluster.replicas[0].client_table) == [session_id(103, 3), session_id(104, 4), session_id(105, 5)]
 
 
 def _v4_snapshot(op_number: int, rows: list[tuple[int, int, bytes]], expired: list[int], app: bytes) -> bytes:

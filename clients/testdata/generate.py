@@ -28,7 +28,7 @@ import msgpack  # type: ignore[import-untyped]
 from zvsr import constants
 from zvsr.apps.adapter import MsgpackStateMachine
 from zvsr.apps.coordination import CoordinationApp
-from zvsr.protocol.client_table import SESSION_EXPIRED_TEXT, register_result
+from zvsr.protocol.client_table import SESSION_EXPIRED_TEXT, register_result, session_id
 from zvsr.protocol.membership import Member, Membership, reconfiguration_operation, result_bytes
 from zvsr.protocol.messages import (
     Commit,
@@ -295,8 +295,9 @@ MESSAGES: list[tuple[str, Message, str]] = [
     ),
     (
         "reply_register",
-        Reply(view=1, client_id=CLIENT_A, request_number=0, result=register_result(5)),
-        "the register executed as op 5: the session id is 5 (msgpack uint64); requests then go as client_id 5",
+        Reply(view=1, client_id=CLIENT_A, request_number=0, result=register_result(session_id(CLIENT_A, 5))),
+        "the register executed as op 5: the session id, session_id(nonce, 5), as a msgpack uint64; requests then "
+        "go with it as client_id",
     ),
     (
         "request_put",

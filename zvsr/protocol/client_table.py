@@ -2,10 +2,11 @@
 
 Theory of operation. A client session exists only once it is *registered*: a new client's first request is a
 register op — request_number 0, no operation, and a random `client_id` of its own choosing (the register's
-*nonce*) — that goes through the log like any op, so every replica opens the session at the same op number. The
-session's id is the op number N of its register: the reply carries N, and the client sends every later request as
-client_id N, numbered 1, 2, ... (TigerBeetle's session number, used as the client id.) Op numbers never repeat, so
-neither do session ids: a session that is gone is gone for good.
+*nonce*) — that goes through the log like any op, so every replica opens the session at the same op number N.
+The session's id is `session_id(nonce, N)`, a 64-bit digest of both: the reply carries it, and the client sends
+every later request as that client_id, numbered 1, 2, ... (TigerBeetle's session number, folded into the client
+id.) Op numbers never repeat, so neither do session ids (a repeat would be a 64-bit digest collision); and an id
+cannot be guessed without the nonce, so no other client (nor a fuzzer) can speak for a session by accident.
 
 The table keeps, per session, the latest request it executed and the result sent for it, in execution order,
 which is the same on every replica; so a request is judged the same way whichever replica is primary:
@@ -39,6 +40,7 @@ replaced.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from collections.abc import ItemsView, Iterable, Iterator
 from dataclasses import dataclass
@@ -58,13 +60,20 @@ SESSION_EXPIRED_TEXT: Final = (
     "register a new session"
 )
 _REGISTER_RESULT: Final = struct.Struct(">BQ")
+_SESSION_KEY: Final = struct.Struct(">QQ")
 _MSGPACK_UINT64: Final = 0xCF
 
 
-def register_result(op_number: int) -> bytes:
-    """The reply to a register op: the session id, its op number, as a msgpack uint 64 (written out here because
-    the core imports no serialization library; tests check msgpack reads it back)."""
-    return _REGISTER_RESULT.pack(_MSGPACK_UINT64, op_number)
+def session_id(nonce: int, op_number: int) -> int:
+    """The id of the session register op `op_number` with `nonce` opens: never 0 (the cluster's own client id)."""
+    digest = hashlib.blake2b(_SESSION_KEY.pack(nonce, op_number), digest_size=8, person=b"zvsr-session").digest()
+    return int.from_bytes(digest, "big") or 1
+
+
+def register_result(session: int) -> bytes:
+    """The reply to a register op: the session id, as a msgpack uint 64 (written out here because the core
+    imports no serialization library; tests check msgpack reads it back)."""
+    return _REGISTER_RESULT.pack(_MSGPACK_UINT64, session)
 
 
 def parse_register_result(result: bytes) -> int | None:
@@ -103,7 +112,15 @@ class Admission(Enum):
 
 
 class ClientTable:
-    __slots__ = ("entries", "nonces", "pending", "pending_registers", "require_registration", "size_max")
+    __slots__ = (
+        "entries",
+        "nonces",
+        "pending",
+        "pending_registers",
+        "pending_sessions",
+        "require_registration",
+        "size_max",
+    )
 
     def __init__(self, *, size_max: int, require_registration: bool = True) -> None:
         assert size_max >= 1
@@ -114,6 +131,7 @@ class ClientTable:
         self.nonces: dict[int, int] = {}  # register nonce -> session id, for every session in `entries`
         self.pending: dict[int, int] = {}  # session id -> request_number in the log (or queued), not executed
         self.pending_registers: set[int] = set()  # nonces of register ops in the log (or queued), not executed
+        self.pending_sessions: set[int] = set()  # the ids the register ops in the log will open
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -133,19 +151,16 @@ class ClientTable:
     def get(self, client_id: int) -> ClientEntry | None:
         return self.entries.get(client_id)
 
-    def admit(
-        self, client_id: int, request_number: int, *, commit_number: int = 0, op_number: int = 0
-    ) -> Admission:
-        """§4.1 step 2, plus the session rules: how the primary must treat this request. `commit_number` and
-        `op_number` are the primary's: a session whose register op is in its log but not executed yet (its id
-        lies between them) is not refused, only dropped until it is."""
+    def admit(self, client_id: int, request_number: int) -> Admission:
+        """§4.1 step 2, plus the session rules: how the primary must treat this request. A session whose register
+        op is in the log but not executed yet here is not refused, only dropped until it is."""
         if request_number == REGISTER_REQUEST_NUMBER:
             return self._admit_register(client_id)
         entry = self.entries.get(client_id)
         if entry is None:
             pending = self.pending.get(client_id)
             if self.require_registration:
-                registering = commit_number < client_id <= op_number  # its register may be in our log
+                registering = client_id in self.pending_sessions
                 return Admission.IN_PROGRESS if registering else Admission.SESSION_EXPIRED
             if request_number > 1 and pending is None:
                 return Admission.SESSION_EXPIRED
@@ -174,19 +189,21 @@ class ClientTable:
         return self.entries[client_id].result
 
     def register(self, nonce: int, op_number: int) -> tuple[bytes, int | None]:
-        """Execute register op `op_number` (in execution order, the same on every replica): open session
-        `op_number`, evicting the least recently executed session beyond the bound. Returns the register's result
-        and the evicted session id, if any."""
+        """Execute register op `op_number` (in execution order, the same on every replica): open its session,
+        evicting the least recently executed session beyond the bound. Returns the register's result and the
+        evicted session id, if any."""
         entries = self.entries
-        result = register_result(op_number)
-        stale = entries.pop(op_number, None)  # only a pre-registration row whose random id was this op number
+        session = session_id(nonce, op_number)
+        result = register_result(session)
+        stale = entries.pop(session, None)  # only a row of a pre-registration snapshot with this very id
         if stale is not None:
             self.nonces.pop(stale.nonce, None)
         old = self.nonces.get(nonce)
         if old is None:  # (a register retried after its session was evicted opens another one: see above)
-            self.nonces[nonce] = op_number
-        entries[op_number] = ClientEntry(0, result, nonce)
+            self.nonces[nonce] = session
+        entries[session] = ClientEntry(0, result, nonce)
         self.pending_registers.discard(nonce)
+        self.pending_sessions.discard(session)
         return result, self._evict_beyond_bound()
 
     def _evict_beyond_bound(self) -> int | None:
@@ -234,20 +251,19 @@ class ClientTable:
         again (VR-NOTES §11.5)."""
         self.pending = {}
         self.pending_registers = set()
+        self.pending_sessions = set()
         for entry in uncommitted:
-            if entry.client_id == INTERNAL_CLIENT_ID:
-                continue
-            if entry.request_number == REGISTER_REQUEST_NUMBER:
-                self.pending_registers.add(entry.client_id)
-            else:
-                self.pending[entry.client_id] = entry.request_number
+            if entry.client_id != INTERNAL_CLIENT_ID:
+                self.add_pending(entry.client_id, entry.request_number, entry.op_number)
 
-    def add_pending(self, client_id: int, request_number: int) -> None:
-        """A request entered the log (or the primary's queue)."""
-        if request_number == REGISTER_REQUEST_NUMBER:
-            self.pending_registers.add(client_id)
-        else:
+    def add_pending(self, client_id: int, request_number: int, op_number: int | None) -> None:
+        """A request entered the log at `op_number` (None: the primary's queue, not yet in the log)."""
+        if request_number != REGISTER_REQUEST_NUMBER:
             self.pending[client_id] = request_number
+            return
+        self.pending_registers.add(client_id)
+        if op_number is not None:
+            self.pending_sessions.add(session_id(client_id, op_number))
 
     def rows(self) -> Iterator[tuple[int, int, int, bytes]]:
         """(session id, nonce, request_number, result), least recently executed first: the snapshot's order."""
@@ -259,6 +275,7 @@ class ClientTable:
         self.nonces = {e.nonce: client_id for client_id, e in self.entries.items() if e.nonce}
         self.pending = {}
         self.pending_registers = set()
+        self.pending_sessions = set()
 
     def invariants(self) -> None:
         assert len(self.entries) <= self.size_max

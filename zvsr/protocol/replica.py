@@ -222,9 +222,7 @@ class Replica(ReplicaState):
             self._outbox.ready.replies.append(redirect)
             return
         assert self.state_transfer is None  # a primary installed its view's log when it started the view
-        admission = self.client_table.admit(
-            request.client_id, request.request_number, commit_number=self.commit_number, op_number=self.op_number
-        )
+        admission = self.client_table.admit(request.client_id, request.request_number)
         if admission is Admission.CACHED:
             # §4.1 step 2: the latest request again: re-send the cached reply, never execute twice.
             self._count("on_request: cached reply")
@@ -248,9 +246,9 @@ class Replica(ReplicaState):
             if len(self.pipeline.request_queue) >= self.config.request_queue_max:
                 return self._answer_error(request, ERROR_BUSY, "request queue is full")
             self.pipeline.request_queue.append(request)
+            self.client_table.add_pending(request.client_id, request.request_number, None)
         else:
             self._append_request(request)
-        self.client_table.add_pending(request.client_id, request.request_number)
 
     def _admit_reconfiguration(self, request: Request) -> None:
         """§7: a new configuration goes through the log like any op, only for the current epoch, one at a time,
@@ -273,7 +271,6 @@ class Replica(ReplicaState):
         self._log(f"reconfiguration admitted: epoch {self.membership.epoch + 1}, members {change.members}")
         self._append_request(request)
         self.reconfiguration_op = self.op_number
-        self.client_table.add_pending(request.client_id, request.request_number)
 
     def _tick_primary(self) -> None:
         if not self._quorum_recently_heard(PRIMARY_QUIET_AFTER_QUORUM_TIMEOUTS * self.config.quorum_timeout_ticks):

@@ -353,6 +353,8 @@ class ReplicaState:
         return tuple(out)
 
     def _append_request(self, request: Request) -> None:
+        # In progress from now on (before `_append_new`: a one-replica quorum executes it there and then).
+        self.client_table.add_pending(request.client_id, request.request_number, self.op_number + 1)
         self._append_new(request.client_id, request.request_number, request.operation)
 
     def _append_new(self, client_id: int, request_number: int, operation: bytes) -> None:
@@ -380,7 +382,7 @@ class ReplicaState:
         self.op_number += 1
         self._outbox.log_changed_from(entry.op_number)
         if entry.client_id != INTERNAL_CLIENT_ID:
-            self.client_table.add_pending(entry.client_id, entry.request_number)
+            self.client_table.add_pending(entry.client_id, entry.request_number, entry.op_number)
 
     def _install_log(self, log: tuple[LogEntry, ...], base: int) -> None:
         """Replace our log after commit_number by the view's (`log` holds ops base + 1 ..). Where both hold an

@@ -52,6 +52,7 @@ from zvsr.protocol.client_table import (
     REGISTER_REQUEST_NUMBER,
     parse_register_result,
     register_result,
+    session_id,
 )
 from zvsr.protocol.membership import is_reconfiguration
 from zvsr.protocol.messages import INTERNAL_CLIENT_ID, LogEntry, Reply
@@ -77,11 +78,16 @@ class SessionOracle:
     def __init__(self, size_max: int) -> None:
         self.size_max = size_max
         self.sessions: OrderedDict[int, int] = OrderedDict()  # session id -> latest request applied, LRU first
+        self.opened_by: dict[int, int] = {}  # session id -> the op number of its register
 
-    def register(self, op_number: int) -> None:
-        self.sessions[op_number] = 0
+    def register(self, entry: LogEntry) -> int:
+        """Open the session of register op `entry`; its id (`session_id`: the definition of ids, not a check)."""
+        session = session_id(entry.client_id, entry.op_number)
+        self.opened_by[session] = entry.op_number
+        self.sessions[session] = 0
         if len(self.sessions) > self.size_max:
             self.sessions.popitem(last=False)
+        return session
 
     def applies(self, client_id: int, request_number: int) -> bool:
         latest = self.sessions.get(client_id)
@@ -212,8 +218,7 @@ class Checker:
         if self.sessions is None or entry.client_id == INTERNAL_CLIENT_ID:
             return False
         if entry.request_number == REGISTER_REQUEST_NUMBER:
-            self.sessions.register(entry.op_number)
-            self.committed_results.append(register_result(entry.op_number))
+            self.committed_results.append(register_result(self.sessions.register(entry)))
             return True
         if self.sessions.applies(entry.client_id, entry.request_number) or is_reconfiguration(entry.operation):
             return False  # (a reconfiguration runs even without its session: its epoch makes it at-most-once)
@@ -280,10 +285,10 @@ class Checker:
             return
         key = (message.client_id, message.request_number)
         op_number = self.committed_at.get(key)
-        if message.request_number == REGISTER_REQUEST_NUMBER:  # its result names its own op (the session id)
-            op_number = parse_register_result(message.result)
-            committed = self.committed
-            if not op_number or op_number > len(committed) or committed[op_number - 1].client_id != key[0]:
+        if message.request_number == REGISTER_REQUEST_NUMBER and self.sessions is not None:
+            # Its result names the session its own register op opened (a retry's: the same one, from the table).
+            op_number = self.sessions.opened_by.get(parse_register_result(message.result) or 0)
+            if op_number is None or self.committed[op_number - 1].client_id != key[0]:
                 raise self.fail(f"client got a register reply {message} that names no register op of its own")
         if op_number is None:
             raise self.fail(f"client got a reply for {key}, which is not committed")

@@ -209,7 +209,7 @@ class Client {
     this._receivers.push(this._receive(socket));
   }
 
-  /** This client's session id (a bigint: the op number of its register), or its random nonce until registered. */
+  /** This client's session id (a bigint, named by its register's reply), or its random nonce until registered. */
   get clientId() {
     return this._session.clientId;
   }
