@@ -2,10 +2,12 @@
 
 Theory of operation
 -------------------
-A `Client` is one VR client (§4): a random 64-bit client_id, request numbers 1, 2, … and at most one request
-outstanding (a lock serialises callers; `AsyncClient` uses an asyncio lock). It speaks the zvsr client
-protocol — `Request` out, `Reply` / `Redirect` / `Error` in (`zvsr.wire.codec`) — over one DEALER per endpoint
-(the zguide's Freelance pattern), so each attempt goes to a chosen endpoint:
+A `Client` is one VR client (§4): a session registered through the log before its first call (a random 64-bit
+nonce; the register's reply names the session id, its client_id from then on: docs/protocol.md §5,
+"Registration"), request numbers 1, 2, … and at most one request outstanding (a lock serialises callers;
+`AsyncClient` uses an asyncio lock). It speaks the zvsr client protocol — `Request` out, `Reply` / `Redirect` /
+`Error` in (`zvsr.wire.codec`) — over one DEALER per endpoint (the zguide's Freelance pattern), so each attempt
+goes to a chosen endpoint:
 
 - via proxies (`Client("tcp://host:7700")` or several): a request goes to one proxy (the list is shuffled once
   per client, spreading load), which finds the primary, follows failover and retries toward the replicas
@@ -136,10 +138,10 @@ class BadRequest(ZvsrError):
 
 
 class SessionExpired(ZvsrError):
-    """The cluster no longer remembered this client's session (its client-table entry was evicted after a long
-    idle time among many clients), so it executed nothing for this call — but an earlier attempt of the same
-    request may have executed before the session was forgotten: like Timeout, the outcome is unknown. The
-    client starts a new session for its next call."""
+    """The cluster evicted this client's session (the least recently active one, when another registered beyond
+    `client_table_max`), so it executed nothing for this call and never will — but an earlier attempt of the
+    same request may have executed before the eviction: like Timeout, the outcome is unknown. The client
+    registers a new session for its next call, by itself."""
 
 
 class Timeout(ZvsrError):

@@ -41,10 +41,12 @@ every request is answered here, by this deadline. Two kinds of client:
   A Redirect is followed, never passed on. The client's retry of the request in flight (same number) joins it:
   the answer goes to whichever route asked last.
 - legacy clients know nothing of zvsr: any other msgpack value is a *bare operation* (e.g.
-  ``{"op": "get", "key": "a"}`` from a zmq.REQ). The routing frames identify a session with a random 64-bit
-  client_id (`secrets`) and request numbers 1, 2, …; the answer is the bare result value (the application's
-  result bytes as they are), or ``{"error": code, "message": text}``.
-Maps whose ``type`` is a zvsr client or admin type (20..23, 30) are never bare operations.
+  ``{"op": "get", "key": "a"}`` from a zmq.REQ). The routing frames identify a session, which the proxy
+  registers through the log before its first operation (a random nonce from `secrets`; the session runs with
+  `register=True` and goes on under the session id the register names) and numbers 1, 2, …; the answer is the
+  bare result value (the application's result bytes as they are), or ``{"error": code, "message": text}``.
+Maps whose ``type`` is a zvsr client or admin type (20..23, 30, 32, 36) are never bare operations; a snapshot or
+history query (32, 36) is answered ``unsupported`` in its own answer type: a proxy holds no state.
 
 Every request gets exactly one answer, never a hang (the deadline is the session's): a result, or an error:
 - ``timeout``: no result within `request_timeout_ms`; the request may or may not have been executed;
