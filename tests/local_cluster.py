@@ -24,7 +24,11 @@ TIMEOUTS = {"primary_timeout_ticks": 20, "primary_timeout_jitter_ticks": 10, "vi
 
 
 def make_config(data_dir: Path | None = None, replicas: int = 3) -> ClusterConfig:
-    return loopback_config(replicas, data_dir=None if data_dir is None else str(data_dir), timeouts=dict(TIMEOUTS))
+    # These nodes are addressed with raw Requests of fixed client ids (the node's sockets, views and recovery are
+    # under test here): sessions open implicitly. Registration: tests/test_protocol_sessions.py,
+    # tests/test_processes.py.
+    data = None if data_dir is None else str(data_dir)
+    return loopback_config(replicas, data_dir=data, timeouts=dict(TIMEOUTS), require_registration=False)
 
 
 def operation(op: str, key: str, **fields: Any) -> bytes:

@@ -17,6 +17,7 @@ import re
 import typing
 
 from zvsr.protocol import messages
+from zvsr.protocol.client_table import REGISTER_REQUEST_NUMBER, parse_register_result
 from zvsr.protocol.config import Config
 from zvsr.protocol.messages import (
     ERROR_SESSION_EXPIRED,
@@ -822,7 +823,8 @@ def chunked_state_transfer_keeps_the_old_last_normal_view(config: Config) -> Non
 
 
 def sessions_cluster(**overrides: int) -> Cluster:
-    return Cluster(3, config=steady_config(3, client_table_max=3, **overrides))
+    config = steady_config(3, client_table_max=3, **overrides)
+    return Cluster(3, config=dataclasses.replace(config, require_registration=True))
 
 
 def run_to_commit(cluster: Cluster, client_id: int, request_number: int, op: bytes) -> None:
@@ -830,6 +832,15 @@ def run_to_commit(cluster: Cluster, client_id: int, request_number: int, op: byt
     cluster.deliver_all()
     cluster.tick(cluster.replicas[0].config.heartbeat_ticks, only={0})  # backups learn the commit
     cluster.deliver_all()
+
+
+def register(cluster: Cluster, nonce: int) -> int:
+    """Register a session with `nonce` through the log; its id (the register's op number)."""
+    run_to_commit(cluster, nonce, REGISTER_REQUEST_NUMBER, b"")
+    answer = [r for r in cluster.replies if isinstance(r, Reply) and r.client_id == nonce][-1]
+    session = parse_register_result(answer.result)
+    assert session is not None
+    return session
 
 
 def expired_answers(cluster: Cluster, client_id: int) -> list[Error]:
@@ -841,14 +852,19 @@ def expired_answers(cluster: Cluster, client_id: int) -> list[Error]:
 
 
 def retry_from_an_evicted_session_is_refused_and_never_executed_twice() -> None:
-    """Client 1's request 1 executed, its reply was lost, its session was evicted; the retry must not run."""
+    """Session A's request 1 executed, its reply was lost, and A was evicted by three later registrations; then
+    3 x client_table_max more sessions come and go. A's retry (and any later number of A) is refused, never run."""
     cluster = sessions_cluster()
-    for client_id in (1, 2, 3, 4):
-        run_to_commit(cluster, client_id, 1, b"c%d" % client_id)
-    applied = list(cluster.apps[0].applied)
+    a = register(cluster, 101)
+    run_to_commit(cluster, a, 1, b"a1")
+    for nonce in (102, 103, 104):  # the third evicts A, the least recently executed
+        register(cluster, nonce)
+    assert a not in cluster.replicas[0].client_table
+    for nonce in range(200, 209):  # churn: nothing of A is remembered, and nothing needs to be
+        register(cluster, nonce)
     cluster.replies.clear()
-    cluster.request(client_id=1, request_number=1, op=b"c1", to=0)  # evicted at request 1: the expired list
-    cluster.request(client_id=1, request_number=2, op=b"c1-next", to=0)  # any later number from it, too
-    assert len(expired_answers(cluster, 1)) == 2
+    cluster.request(client_id=a, request_number=1, op=b"a1", to=0)
+    cluster.request(client_id=a, request_number=2, op=b"a2", to=0)
+    assert len(expired_answers(cluster, a)) == 2
     cluster.deliver_all()
-    assert cluster.apps[0].applied == applied and cluster.replicas[0].op_number == len(applied)
+    assert cluster.apps[0].applied == [b"a1"]

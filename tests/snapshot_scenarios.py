@@ -177,7 +177,7 @@ def scenario_snapshot_cadence() -> None:
         last = snapshots.decode(snapshot_records[-1].data)
         assert last.op_number == 9 and snapshot_records[-1].data == replica.snapshots.data
         # op 9 is client 2's request 5, op 8 client 1's request 4; the result is the op count (EchoLog)
-        assert sorted(last.client_table) == [(1, 4, b"8"), (2, 5, b"9")]
+        assert sorted(last.client_table) == [(1, 0, 4, b"8"), (2, 0, 5, b"9")]  # implicit sessions: no nonce
         restored = type(cluster.apps[index])()
         restored.restore(last.app_state)
         assert restored.applied == ALL_OPS[:9]

@@ -34,6 +34,7 @@ from zvsr import constants as c
 from zvsr.client import Client
 from zvsr.fuzz.workload import Workload
 from zvsr.protocol import snapshots
+from zvsr.protocol.client_table import REGISTER_REQUEST_NUMBER, parse_register_result
 from zvsr.protocol.messages import Error, Redirect, Reply, Request
 from zvsr.runtime import backup_query
 from zvsr.runtime.backup import (
@@ -56,8 +57,8 @@ from zvsr.wire import decode_client_reply, encode
 
 def a_snapshot(op_number: int = 1234, *, timestamp: int = 987_654_321) -> bytes:
     app_state = msgpack.packb({"kv": {"a": 1, "b": "two"}}, use_bin_type=True)
-    table = [(11, 3, b"\x01"), (12, 7, b"result")]
-    return snapshots.encode(op_number, table, app_state, [5, 6], timestamp=timestamp)
+    table = [(11, 5, 3, b"\x01"), (12, 6, 7, b"result")]
+    return snapshots.encode(op_number, table, app_state, timestamp=timestamp)
 
 
 def a_backup(cluster_id: int = 1, **fields: Any) -> Backup:
@@ -245,7 +246,11 @@ def put(cluster: LocalCluster, client_id: int, number: int, key: str, value: Any
 
 @pytest.mark.timeout(120)
 def test_the_backup_query_serves_snapshots_in_chunks_pinned_while_they_download(tmp_path: Path) -> None:
-    config = loopback_config(3, data_dir=str(tmp_path / "data"), timeouts=dict(TIMEOUTS), snapshot_interval_ops=20)
+    data = str(tmp_path / "data")
+    # (raw Requests of fixed client ids fill the log here, as tests/local_cluster.py's: sessions open implicitly)
+    config = loopback_config(
+        3, data_dir=data, timeouts=dict(TIMEOUTS), snapshot_interval_ops=20, require_registration=False
+    )
     cluster = LocalCluster(config).start()
     try:
         cluster.wait_status(0, "primary in normal status", lambda s: s["role"] == "primary")
@@ -278,7 +283,7 @@ def test_the_backup_query_serves_snapshots_in_chunks_pinned_while_they_download(
         cluster_id, fresh = fetch_snapshot(config, 0, fresh=True, timeout_ms=5000)
         decoded = snapshots.decode(fresh)
         assert cluster_id == 1 and decoded.op_number >= commit >= 40
-        assert (77, 40) in {(client, number) for client, number, _ in decoded.client_table}
+        assert (77, 40) in {(client, number) for client, _, number, _ in decoded.client_table}
         _, latest = fetch_snapshot(config, 1, timeout_ms=5000)  # a backup's snapshot: the same encoding
         assert snapshots.decode(latest).op_number % 20 == 0
     finally:
@@ -321,8 +326,14 @@ def test_backup_under_load_then_restore_every_replica_of_a_cluster_that_lost_eve
     with process_cluster(tmp_path, snapshot_interval_ops=50) as cluster:
         primary = cluster.wait_for_primary()
         endpoint = cluster.config.replicas[primary].client
-        # A request executed before the backup: after the restore its retry must be answered, not executed.
-        probe = Request(client_id=0xB0B, request_number=1, operation=operation("incr", "probe", by=5))
+        # A request executed before the backup: after the restore its retry must be answered, not executed. Its
+        # session registers first (the table in the backup's snapshot holds it).
+        register = Request(client_id=0xB0B, request_number=REGISTER_REQUEST_NUMBER, operation=b"")
+        registered = call_until_answered(cluster.context, endpoint, register)
+        assert isinstance(registered, Reply)
+        session = parse_register_result(registered.result)
+        assert session is not None
+        probe = Request(client_id=session, request_number=1, operation=operation("incr", "probe", by=5))
         answered = call_until_answered(cluster.context, endpoint, probe)
         assert isinstance(answered, Reply) and msgpack.unpackb(answered.result) == 5
         load = Workload(cluster.config.proxy)

@@ -25,6 +25,7 @@ import pytest
 import zmq
 from zmq_fakes import fake_replicas, local_config, running_proxy
 
+from zvsr.protocol.client_table import REGISTER_REQUEST_NUMBER, register_result
 from zvsr.protocol.messages import Error, Redirect, Reply, Request
 from zvsr.runtime.processes import ProcessCluster, free_ports, process_cluster, wait_for
 from zvsr.wire.admin import is_status_query
@@ -228,6 +229,7 @@ class FakeReplicas:
         self.sockets: list[zmq.Socket[bytes]] = []
         self.endpoints: list[str] = []
         self.status_queries = 0
+        self.registered = 0
         for _ in range(count):
             socket = context.socket(zmq.ROUTER)
             socket.setsockopt(zmq.LINGER, 0)
@@ -237,7 +239,8 @@ class FakeReplicas:
 
     def receive(self, index: int, timeout_ms: int = 20_000) -> tuple[bytes, Request]:
         """The next Request to fake replica `index`; status queries (the client asking for the configuration
-        after a Redirect it cannot place or a retry round) are counted in `status_queries` and left unanswered."""
+        after a Redirect it cannot place or a retry round) are counted in `status_queries` and left unanswered;
+        registers are answered with a new session (so a test sees the operations, as request 1 on)."""
         socket = self.sockets[index]
         deadline = time.monotonic() + timeout_ms / 1000
         while True:
@@ -248,7 +251,14 @@ class FakeReplicas:
             if is_status_query(frames[1]):
                 self.status_queries += 1
                 continue
-            return frames[0], decode_request(frames[1])
+            request = decode_request(frames[1])
+            if request.request_number == REGISTER_REQUEST_NUMBER:
+                self.registered += 1
+                session = register_result((1 << 32) + self.registered)
+                answer = Reply(view=0, client_id=request.client_id, request_number=0, result=session)
+                socket.send_multipart([frames[0], encode(answer)])
+                continue
+            return frames[0], request
 
     def drain(self, index: int) -> None:
         while self.sockets[index].poll(0):

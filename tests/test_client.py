@@ -175,7 +175,7 @@ def test_timeout_says_the_outcome_is_unknown_and_the_client_carries_on(
 ) -> None:
     config = local_config()
     app = FakeApp()
-    with fake_replicas(config, context, silent) as fakes:
+    with fake_replicas(config, context, lambda request: []) as fakes:  # registers, then answers nothing
         with Client(replicas=clients(config), timeout_ms=300, context=context) as client:
             started = time.monotonic()
             with pytest.raises(Timeout) as raised:
@@ -278,7 +278,8 @@ def test_through_a_proxy_the_clients_own_deadline_decides_when_the_caller_gets_t
     1000 ms, is still ahead, so it asks again, and the caller gets Timeout at the client's deadline: the
     exception is the client's own ("within 1000 ms"), not the proxy's answer passed on."""
     config = local_config(tick_ms=5, request_timeout_ms=300)
-    with fake_replicas(config, context), running_proxy(config, context) as proxy:
+    unanswered = [lambda request: []] * 3  # the fakes register sessions, and answer no operation
+    with fake_replicas(config, context, *unanswered), running_proxy(config, context) as proxy:
         with Client(proxy.endpoint, timeout_ms=1000, context=context) as client:
             with pytest.raises(Timeout) as raised:
                 client.get("k")
@@ -293,7 +294,7 @@ def test_a_request_lost_in_a_proxy_restart_is_sent_again_after_the_quiet_period(
     nothing tells the client. After `CLIENT_PROXY_QUIET_MS` without an answer the client sends the same request
     again, and the restarted proxy answers it within the client's deadline."""
     monkeypatch.setattr(client_module, "CLIENT_PROXY_QUIET_MS", 300)
-    (before,) = fake_proxies(context, silent)
+    (before,) = fake_proxies(context, lambda request: [])  # registers the session, loses the operation
     app = FakeApp()
     after: list[FakeReplica] = []
 
@@ -354,7 +355,8 @@ def test_the_proxy_recovers_a_lost_request_and_the_client_sent_it_once(
         with Client(proxy.endpoint, context=context) as client:
             assert client.incr("n") == 1
         assert len(seen) >= 2 and seen[0] == seen[1]  # the proxy's retry, with the same numbers
-        assert proxy.counters["requests"] == 1 and proxy.counters["client retries joined"] == 0
+        # the register and the operation, each once
+        assert proxy.counters["requests"] == 2 and proxy.counters["client retries joined"] == 0
 
 
 # --- asyncio ----------------------------------------------------------------------------------------------------

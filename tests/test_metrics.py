@@ -263,7 +263,8 @@ def test_the_proxy_collector_exports_outcomes_inflight_retries_and_durations() -
 
 def metrics_config(data_dir: Path | None = None) -> ClusterConfig:
     data = None if data_dir is None else str(data_dir)
-    return loopback_config(3, metrics=True, data_dir=data, timeouts=dict(TIMEOUTS))
+    # (raw Requests of fixed client ids, as tests/local_cluster.py's: sessions open implicitly)
+    return loopback_config(3, metrics=True, data_dir=data, timeouts=dict(TIMEOUTS), require_registration=False)
 
 
 @pytest.fixture

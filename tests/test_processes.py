@@ -19,6 +19,8 @@ from zvsr.client import Client, SessionExpired
 from zvsr.constants import TICK_MS
 from zvsr.fuzz.workload import Workload
 from zvsr.lincheck import ZvsrModel, check
+from zvsr.protocol.client_table import REGISTER_REQUEST_NUMBER, parse_register_result
+from zvsr.protocol.messages import ERROR_SESSION_EXPIRED, Error, Reply, Request
 from zvsr.runtime.processes import (
     TEST_TIMEOUTS,
     ProcessCluster,
@@ -26,6 +28,7 @@ from zvsr.runtime.processes import (
     wait_for,
 )
 from zvsr.runtime.status import query
+from zvsr.wire import decode_client_reply, encode
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -312,10 +315,10 @@ def test_a_replica_whose_log_was_damaged_repairs_itself_from_its_peers(tmp_path:
 
 
 def test_an_evicted_session_gets_session_expired_and_the_client_carries_on(tmp_path: Path) -> None:
-    """With room for 2 sessions: client A writes, B and C write (A's session is evicted); A's next call gets
-    SessionExpired — nothing executed for it — and the call after that runs in a new session. A legacy REQ
-    client behind the proxy gets the error map once, then works again."""
-    with process_cluster(tmp_path, client_table_max=2) as cluster:
+    """With room for 2 sessions: client A writes, B and C register and write (A's session is evicted); A's next
+    call gets SessionExpired — nothing executed for it — and the call after that runs in a new session, which A
+    registers by itself. A legacy REQ client behind the proxy gets the error map once, then works again."""
+    with process_cluster(tmp_path, client_table_max=2, require_registration=True) as cluster:
         cluster.wait_for_primary()
         proxy = cluster.config.proxy
         context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
@@ -341,6 +344,48 @@ def test_an_evicted_session_gets_session_expired_and_the_client_carries_on(tmp_p
                 assert msgpack.unpackb(legacy.recv()) == 2
         finally:
             legacy.close()
+            context.term()
+
+
+def test_a_retry_delayed_past_three_tables_of_new_sessions_is_refused_and_the_counter_shows_one(
+    tmp_path: Path,
+) -> None:
+    """A raw client registers through the proxy and increments a counter; the answer comes, but the client keeps
+    the request's bytes, as a retry stuck in some queue. 3 x client_table_max new sessions register and write (the
+    raw session is evicted, and nothing of it remains). Then the retry arrives: session_expired, never a second
+    increment; the counter shows 1."""
+    table_max = 2
+    with process_cluster(tmp_path, client_table_max=table_max, require_registration=True) as cluster:
+        cluster.wait_for_primary()
+        proxy = cluster.config.proxy
+        context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        raw = context.socket(zmq.DEALER)
+        raw.setsockopt(zmq.LINGER, 0)
+        raw.setsockopt(zmq.RCVTIMEO, 10_000)
+        raw.connect(proxy)
+        try:
+            nonce = 0x5EED_0000_0001
+            raw.send(encode(Request(client_id=nonce, request_number=REGISTER_REQUEST_NUMBER, operation=b"")))
+            registered = decode_client_reply(raw.recv())
+            assert isinstance(registered, Reply) and registered.client_id == nonce
+            session = parse_register_result(registered.result)
+            assert session is not None
+            increment = encode(
+                Request(client_id=session, request_number=1, operation=msgpack.packb({"op": "incr", "key": "n"}))
+            )
+            raw.send(increment)
+            first = decode_client_reply(raw.recv())
+            assert isinstance(first, Reply) and msgpack.unpackb(first.result) == 1
+            for _ in range(3 * table_max):
+                with Client(proxy, timeout_ms=10_000) as other:
+                    other.put("churn", 1)
+            raw.send(increment)  # the delayed retry
+            late = decode_client_reply(raw.recv())
+            assert isinstance(late, Error) and late.code == ERROR_SESSION_EXPIRED
+            with Client(proxy, timeout_ms=10_000) as reader:
+                assert reader.get("n") == 1
+        finally:
+            raw.close()
             context.term()
 
 

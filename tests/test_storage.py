@@ -122,7 +122,7 @@ def log_entries(first: int, last: int) -> tuple[LogEntry, ...]:
 
 def a_replica_with_a_snapshot(path: Path) -> bytes:
     """Ops 1..12 persisted, a snapshot at op 10 keeping the log after op 6, view state at op 12."""
-    data = snapshots.encode(10, [(5, 10, b"result-10")], b"app-state-at-10")
+    data = snapshots.encode(10, [(5, 0, 10, b"result-10")], b"app-state-at-10")
     storage = open_replica(path)
     storage.begin()
     storage.persist([PersistLog(op_number_first=1, entries=log_entries(1, 12))])

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import zmq
 
+from zvsr.protocol.client_table import REGISTER_REQUEST_NUMBER, register_result
 from zvsr.protocol.messages import ClientReply, Commit, LogEntry, Reply, Request
 from zvsr.runtime.cluster_config import ClusterConfig
 from zvsr.runtime.processes import free_ports, loopback_config, wait_for
@@ -31,6 +32,9 @@ Script = Callable[[Request], list[ClientReply | bytes]]
 
 
 local_config = loopback_config
+
+
+_SESSION_IDS_BASE = 1 << 32
 
 
 def silent(request: Request) -> list[ClientReply | bytes]:
@@ -61,6 +65,7 @@ class FakeReplica:
     script: Script = silent
     received: list[Received] = field(default_factory=list)
     garbage: int = 0
+    registered: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -94,8 +99,17 @@ class FakeReplica:
                         self.garbage += 1
                         continue
                     with self._lock:
-                        self.received.append(Received(request, len(envelope)))
                         script = self.script
+                        if request.request_number == REGISTER_REQUEST_NUMBER and script is not silent:
+                            # A live fake registers every session itself (ids above any a test uses), so scripts
+                            # and `received` see only operations.
+                            self.registered += 1
+                            result = register_result(_SESSION_IDS_BASE + self.registered)
+                            answers.append(
+                                encode(Reply(view=0, client_id=request.client_id, request_number=0, result=result))
+                            )
+                            continue
+                        self.received.append(Received(request, len(envelope)))
                     answers += [a if isinstance(a, bytes) else encode(a) for a in script(request)]
                 if batched and len(answers) > 1:
                     answers = [encode_reply_batch(answers)]

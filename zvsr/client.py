@@ -2,10 +2,12 @@
 
 Theory of operation
 -------------------
-A `Client` is one VR client (§4): a random 64-bit client_id, request numbers 1, 2, … and at most one request
-outstanding (a lock serialises callers; `AsyncClient` uses an asyncio lock). It speaks the zvsr client
-protocol — `Request` out, `Reply` / `Redirect` / `Error` in (`zvsr.wire.codec`) — over one DEALER per endpoint
-(the zguide's Freelance pattern), so each attempt goes to a chosen endpoint:
+A `Client` is one VR client (§4): a session registered through the log before its first call (a random 64-bit
+nonce; the register's reply names the session id, its client_id from then on: docs/protocol.md §5,
+"Registration"), request numbers 1, 2, … and at most one request outstanding (a lock serialises callers;
+`AsyncClient` uses an asyncio lock). It speaks the zvsr client protocol — `Request` out, `Reply` / `Redirect` /
+`Error` in (`zvsr.wire.codec`) — over one DEALER per endpoint (the zguide's Freelance pattern), so each attempt
+goes to a chosen endpoint:
 
 - via proxies (`Client("tcp://host:7700")` or several): a request goes to one proxy (the list is shuffled once
   per client, spreading load), which finds the primary, follows failover and retries toward the replicas
@@ -95,6 +97,7 @@ from zvsr.protocol.messages import (
     ERROR_TIMEOUT,
     ERROR_UNAVAILABLE,
     Redirect,
+    Request,
 )
 from zvsr.protocol.ready import BROADCAST
 from zvsr.runtime.members import from_status, member_addresses
@@ -135,10 +138,10 @@ class BadRequest(ZvsrError):
 
 
 class SessionExpired(ZvsrError):
-    """The cluster no longer remembered this client's session (its client-table entry was evicted after a long
-    idle time among many clients), so it executed nothing for this call — but an earlier attempt of the same
-    request may have executed before the session was forgotten: like Timeout, the outcome is unknown. The
-    client starts a new session for its next call."""
+    """The cluster evicted this client's session (the least recently active one, when another registered beyond
+    `client_table_max`), so it executed nothing for this call and never will — but an earlier attempt of the
+    same request may have executed before the eviction: like Timeout, the outcome is unknown. The client
+    registers a new session for its next call, by itself."""
 
 
 class Timeout(ZvsrError):
@@ -448,6 +451,11 @@ def _result_value(call: _Call[T], result: bytes) -> T:
     return call.parse(value)
 
 
+def _new_nonce() -> int:
+    """A register nonce (`zvsr.protocol.client_table`): random, never 0 (the cluster's own ops use client_id 0)."""
+    return secrets.randbits(64) or 1
+
+
 # --- the exchange: a ClientSession over one DEALER per endpoint, whatever waits for the sockets -------------
 
 
@@ -531,9 +539,10 @@ class _Exchange:
         self._target = "proxy" if via_proxies else "replica"
         self._deadline_ticks = max(1, math.ceil(timeout_ms / CLIENT_TICK_MS))
         self._prng = random.Random()  # retry jitter only
-        self.session = self._new_session(secrets.randbits(64))
+        self.session = self._new_session(_new_nonce())
         self._attempts = Attempts()
         self._wire = b""
+        self._wire_for: Request | None = None  # the request `_wire` encodes (a registering session moves on)
         self._tick_s = CLIENT_TICK_MS / 1000
         self._next_tick = 0.0
         self.completion: Completion | None = None
@@ -546,6 +555,7 @@ class _Exchange:
         it does not know)."""
         same_client = after is not None and after.client_id == client_id
         request_number = after.request_number if after is not None and same_client else 0
+        registered = after is not None and same_client and after.registered
         if self.via_proxies:
             return RelaySession(
                 client_id=client_id,
@@ -554,6 +564,9 @@ class _Exchange:
                 relay=after.relay if isinstance(after, RelaySession) else 0,
                 deadline_ticks=self._deadline_ticks,
                 quiet_ticks=max(1, CLIENT_PROXY_QUIET_MS // CLIENT_TICK_MS),
+                register=True,
+                registered=registered,
+                new_nonce=_new_nonce,
             )
         session = ClientSession(
             client_id=client_id,
@@ -564,6 +577,9 @@ class _Exchange:
             request_timeout_ticks=max(1, CLIENT_DIRECT_RETRY_MS // CLIENT_TICK_MS),
             request_timeout_max_ticks=max(1, CLIENT_DIRECT_RETRY_MAX_MS // CLIENT_TICK_MS),
             deadline_ticks=self._deadline_ticks,
+            register=True,
+            registered=registered,
+            new_nonce=_new_nonce,
         )
         if self.epoch:
             session.learn_configuration(self._members, self._start_view)
@@ -575,7 +591,7 @@ class _Exchange:
 
     def begin(self, operation: bytes) -> None:
         request = self.session.submit(operation)
-        self._wire = encode(request)
+        self._wire, self._wire_for = encode(request), request
         self._attempts.start(fresh=True)  # this client never re-submits a number it used
         self.completion = None
         self._next_tick = time.monotonic() + self._tick_s
@@ -634,6 +650,9 @@ class _Exchange:
     def _flush(self) -> None:
         session = self.session
         outstanding = session.outstanding
+        if outstanding is not None and outstanding is not self._wire_for:  # registered: the operation goes out
+            self._wire, self._wire_for = encode(outstanding), outstanding
+            self._attempts.start(fresh=True)  # its own attempts: what they were answered says what to raise
         # A RelaySession told of a refused send names another proxy at once: send until it asks for nothing more
         # (each refusal names a proxy not yet tried this round, so this ends).
         while outbox := session.take_outbox():
@@ -714,8 +733,7 @@ class _Exchange:
             code, message = self._attempts.final_error(timeout_ms=self.timeout_ms, target=self._target)
         else:
             code, message = completion.error, completion.message
-        if code == ERROR_SESSION_EXPIRED:  # continue under a new client_id: the old one is refused for good
-            self.session = self._new_session(secrets.randbits(64), after=self.session)
+        # (session_expired: the session registers a new one for the next call by itself)
         raise _ERRORS.get(code, ZvsrError)(code, message)
 
 

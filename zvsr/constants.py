@@ -248,3 +248,9 @@ CHAOS_RECOVERY_TIMEOUT_S: Final = 30.0  # after a heal, no acknowledged write wi
 CHAOS_SETTLE_TIMEOUT_S: Final = 30.0  # ... nor every replica normal in one view again within this
 CHAOS_VIEW_SETTLE_S: Final = 1.5  # views are read this long after the recovery, to count view changes a heal made
 CHAOS_COMMAND_TIMEOUT_S: Final = 10.0  # one `ip` / `tc` command, or a relay's control answer
+
+# Simulator session churn (`zvsr sim --churn`): the client table's size, and how late a late copy of a client's
+# request arrives (virtual ms): long enough for many sessions to register and evict each other meanwhile.
+SIM_CHURN_TABLE_MAX: Final = 3
+SIM_LATE_COPY_MS_MIN: Final = 200
+SIM_LATE_COPY_MS_MAX: Final = 2000

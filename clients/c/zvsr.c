@@ -553,6 +553,9 @@ static zvsr_decode_result decode_client_kind(const uint8_t *data, size_t len, si
         m.pairs[at] = p;
         if (at == m.n) m.n++;
     }
+    /* As the server's decoder (unpack_map): decoders differ on which of two equal keys wins, so a map that
+     * names a key twice is refused, never guessed at. */
+    if (m.n != top.len) return ZVSR_DECODE_INCONSISTENT;
 
     const mp_item *type = top_get(&m, "type");
     if (type == NULL) return ZVSR_DECODE_MISSING_FIELD;
@@ -1039,8 +1042,9 @@ struct zvsr_client {
     int retry_ticks, retry_max_ticks; /* direct: the re-send period and its cap */
     int quiet_ticks;                  /* via proxies: CLIENT_PROXY_QUIET_MS */
     size_t relay;                     /* via proxies: the proxy the last request went to (and the next goes to first) */
-    uint64_t client_id;
+    uint64_t client_id;      /* the session id once registered; before, the register's random nonce */
     uint64_t request_number; /* the last one used */
+    bool registered;         /* the session is registered through the log (docs/protocol.md §5) */
     uint64_t view;           /* the highest seen */
     uint64_t prng;
     zvsr_buffer wire;   /* the outstanding request, encoded */
@@ -1217,7 +1221,7 @@ zvsr_status zvsr_client_new(const char *const endpoints[], size_t n, const zvsr_
     c->retry_max_ticks = DIRECT_RETRY_MAX_MS / CLIENT_TICK_MS > 0 ? DIRECT_RETRY_MAX_MS / CLIENT_TICK_MS : 1;
     c->quiet_ticks = CLIENT_PROXY_QUIET_MS / CLIENT_TICK_MS > 0 ? CLIENT_PROXY_QUIET_MS / CLIENT_TICK_MS : 1;
     uint64_t seed = 0;
-    if (!random_u64(&c->client_id) || !random_u64(&seed)) {
+    if (!random_u64(&c->client_id) || !random_u64(&seed) || c->client_id == 0) {
         zvsr_client_free(c);
         return new_failed(ZVSR_ERR_INVALID, "no random source (getrandom, /dev/urandom) for the client_id");
     }
@@ -1491,13 +1495,14 @@ static void on_answer(zvsr_client *c, call *k, const zvsr_wire_message *m) {
             return;
         }
         if (strcmp(k->error_code, "session_expired") == 0) {
-            /* The cluster refuses this client_id for good: continue under a new one, numbered from 1. */
+            /* The session was evicted: this request never executes now, but an earlier attempt may have. The
+             * next call registers a new session, under a new nonce. */
             uint64_t fresh;
-            if (random_u64(&fresh)) {
-                c->client_id = fresh;
-                c->request_number = 0;
-            }
-            set_message(c, "%s", k->error_message);
+            if (random_u64(&fresh) && fresh != 0) c->client_id = fresh;
+            c->registered = false;
+            c->request_number = 0;
+            set_message(c, "%s; the outcome of this request is unknown (an earlier attempt may have executed)",
+                        k->error_message);
             finish(k, ZVSR_ERR_SESSION_EXPIRED);
             return;
         }
@@ -1607,6 +1612,87 @@ static void tick(zvsr_client *c, call *k) {
     }
 }
 
+/* Run call `k` (its request encoded in c->wire) to its end, within `deadline` ticks. */
+static zvsr_status run_call(zvsr_client *c, call *k, int deadline) {
+    k->deadline = deadline < 1 ? 1 : deadline;
+    const int64_t tick_ns = (int64_t)CLIENT_TICK_MS * 1000000LL;
+    int64_t next_tick = now_ns() + tick_ns;
+    if (c->direct)
+        send_to(c, k, primary_index(c, c->view)); /* the primary of the highest view seen */
+    else
+        relay_round(c, k, c->relay); /* the proxy that took the last request */
+
+    while (!k->done) {
+        int64_t wait_ns = next_tick - now_ns();
+        long wait_ms = wait_ns <= 0 ? 0 : (long)((wait_ns + 999999) / 1000000);
+        int rc = zmq_poll(c->items, (int)c->n, wait_ms);
+        if (rc < 0 && errno != EINTR) {
+            set_message(c, "zmq_poll: %s", zmq_strerror(errno));
+            finish(k, ZVSR_ERR_ZMQ);
+            break;
+        }
+        uint64_t epoch = c->epoch;
+        for (size_t i = 0; rc > 0 && i < c->n && !k->done && c->epoch == epoch; i++)
+            if (c->items[i].revents & ZMQ_POLLIN) {
+                zvsr_status s = drain(c, k, i);
+                if (s != ZVSR_OK) finish(k, s);
+            }
+        if (k->done) break;
+        /* run the ticks that are due, catching up after a stall so the deadline holds */
+        int64_t now = now_ns();
+        if (now >= next_tick) {
+            int64_t due = (now - next_tick) / tick_ns + 1;
+            next_tick += due * tick_ns;
+            for (int64_t t = 0; t < due && !k->done; t++) tick(c, k);
+        }
+    }
+    return k->status;
+}
+
+/* The session id in a register's result (any msgpack unsigned int), or 0 if it is not one. */
+static uint64_t register_result(const zvsr_buffer *result) {
+    if (result->len == 0) return 0;
+    const uint8_t *p = result->data;
+    if (p[0] < 0x80) return result->len == 1 ? p[0] : 0;
+    size_t size = p[0] == 0xcc ? 1 : p[0] == 0xcd ? 2 : p[0] == 0xce ? 4 : p[0] == 0xcf ? 8 : 0;
+    if (size == 0 || result->len != 1 + size) return 0;
+    uint64_t value = 0;
+    for (size_t i = 1; i <= size; i++) value = value << 8 | p[i];
+    return value;
+}
+
+/* Register a session through the log (docs/protocol.md §5, "Registration"): a register (the nonce as
+ * client_id, request_number 0, no operation), retried like any request; its Reply names the session id, which
+ * becomes the client_id. Uses up to `deadline` ticks; returns the ticks it took in *elapsed. */
+static zvsr_status register_session(zvsr_client *c, int deadline, int *elapsed) {
+    zvsr_wire_message request = {.type = ZVSR_TYPE_REQUEST, .client_id = c->client_id, .request_number = 0};
+    zvsr_status status = zvsr_encode(&request, &c->wire);
+    if (status != ZVSR_OK) {
+        set_message(c, "cannot encode the register (%s)", zvsr_status_name(status));
+        return status;
+    }
+    zvsr_buffer answer = {0};
+    call k = {.number = 0, .result = &answer, .after = c->retry_ticks, .retry_running = c->direct};
+    status = run_call(c, &k, deadline);
+    *elapsed = k.elapsed;
+    uint64_t session = status == ZVSR_OK ? register_result(&answer) : 0;
+    zvsr_buffer_free(&answer);
+    if (status == ZVSR_OK && session == 0) {
+        set_message(c, "the register's reply names no session");
+        status = ZVSR_ERR_PROTOCOL;
+    }
+    if (status != ZVSR_OK) {
+        size_t used = strlen(c->message);
+        snprintf(c->message + used, sizeof c->message - used,
+                 " (while registering a session: the operation was not sent)");
+        return status;
+    }
+    c->client_id = session;
+    c->request_number = 0;
+    c->registered = true;
+    return ZVSR_OK;
+}
+
 zvsr_status zvsr_execute(zvsr_client *c, const uint8_t *operation, size_t len, zvsr_buffer *result) {
     if (c == NULL) return ZVSR_ERR_INVALID;
     c->message[0] = 0;
@@ -1618,6 +1704,13 @@ zvsr_status zvsr_execute(zvsr_client *c, const uint8_t *operation, size_t len, z
     if (len > ZVSR_OPERATION_BYTES_MAX) {
         set_message(c, "operation is %zu bytes > %d", len, ZVSR_OPERATION_BYTES_MAX);
         return ZVSR_ERR_BAD_REQUEST;
+    }
+    int deadline = (int)(((int64_t)c->timeout_ms + CLIENT_TICK_MS - 1) / CLIENT_TICK_MS);
+    if (!c->registered) { /* the first call, or the one after session_expired: one deadline for both */
+        int used = 0;
+        zvsr_status registered = register_session(c, deadline, &used);
+        if (registered != ZVSR_OK) return registered;
+        deadline -= used;
     }
     zvsr_wire_message request = {.type = ZVSR_TYPE_REQUEST,
                                  .client_id = c->client_id,
@@ -1632,40 +1725,7 @@ zvsr_status zvsr_execute(zvsr_client *c, const uint8_t *operation, size_t len, z
     c->request_number++; /* a new request: numbers increase by exactly one, retries repeat them */
 
     call k = {.number = c->request_number, .result = result, .after = c->retry_ticks, .retry_running = c->direct};
-    k.deadline = (int)(((int64_t)c->timeout_ms + CLIENT_TICK_MS - 1) / CLIENT_TICK_MS);
-    if (k.deadline < 1) k.deadline = 1;
-    const int64_t tick_ns = (int64_t)CLIENT_TICK_MS * 1000000LL;
-    int64_t next_tick = now_ns() + tick_ns;
-    if (c->direct)
-        send_to(c, &k, primary_index(c, c->view)); /* the primary of the highest view seen */
-    else
-        relay_round(c, &k, c->relay); /* the proxy that took the last request */
-
-    while (!k.done) {
-        int64_t wait_ns = next_tick - now_ns();
-        long wait_ms = wait_ns <= 0 ? 0 : (long)((wait_ns + 999999) / 1000000);
-        int rc = zmq_poll(c->items, (int)c->n, wait_ms);
-        if (rc < 0 && errno != EINTR) {
-            set_message(c, "zmq_poll: %s", zmq_strerror(errno));
-            finish(&k, ZVSR_ERR_ZMQ);
-            break;
-        }
-        uint64_t epoch = c->epoch;
-        for (size_t i = 0; rc > 0 && i < c->n && !k.done && c->epoch == epoch; i++)
-            if (c->items[i].revents & ZMQ_POLLIN) {
-                zvsr_status s = drain(c, &k, i);
-                if (s != ZVSR_OK) finish(&k, s);
-            }
-        if (k.done) break;
-        /* run the ticks that are due, catching up after a stall so the deadline holds */
-        int64_t now = now_ns();
-        if (now >= next_tick) {
-            int64_t due = (now - next_tick) / tick_ns + 1;
-            next_tick += due * tick_ns;
-            for (int64_t t = 0; t < due && !k.done; t++) tick(c, &k);
-        }
-    }
-    return k.status;
+    return run_call(c, &k, deadline);
 }
 
 /* --- the coordination helpers --------------------------------------------------------------------------- */

@@ -3,9 +3,13 @@
  *
  * The wire protocol is docs/protocol.md; this library implements its client side (§2-§7):
  *
- *   - a client is one session: a random 64-bit client_id (getrandom / /dev/urandom), request numbers
- *     1, 2, 3, ... and at most one request outstanding (calls on one client must not overlap: use one
- *     client per thread, or a lock);
+ *   - a client is one session, registered through the log before its first call (and again after
+ *     session_expired), as part of that call: a register (a random 64-bit nonce from getrandom /
+ *     /dev/urandom as client_id, request_number 0, no operation) whose reply names the session id, which is
+ *     the client_id from then on (docs/protocol.md §5, "Registration"); request numbers 1, 2, 3, ... and at
+ *     most one request outstanding (calls on one client must not overlap: use one client per thread, or a
+ *     lock). A call whose register gets no session fails with the register's status, and a message saying
+ *     the operation was not sent;
  *   - one DEALER socket per endpoint; the endpoints are either proxies (default) or, with
  *     options.direct, every replica's client endpoint in replica-index order;
  *   - direct: a call sends its Request to the primary (view mod n), follows Redirects to newer views, and
@@ -64,9 +68,9 @@ typedef enum zvsr_status {
     ZVSR_ERR_NOMEM = 7,       /* out of memory */
     ZVSR_ERR_INVALID = 8,     /* an invalid argument (endpoint, key not UTF-8, CurveZMQ key, ...) */
     ZVSR_ERR_ZMQ = 9,         /* a ZeroMQ call failed (context, socket, option, connect) */
-    ZVSR_ERR_SESSION_EXPIRED = 10 /* the cluster forgot this client's session: not executed by this call, but
-                                   * an earlier attempt may have been (outcome UNKNOWN); the client continues
-                                   * under a new client_id */
+    ZVSR_ERR_SESSION_EXPIRED = 10 /* the cluster evicted this client's session: not executed by this call (and
+                                   * never will be), but an earlier attempt may have been (outcome UNKNOWN);
+                                   * the next call registers a new session */
 } zvsr_status;
 
 /* "ok", "unavailable", "busy", "bad_request", "timeout", "app_error", "protocol_error", "no_memory",
@@ -116,7 +120,7 @@ zvsr_status zvsr_client_new(const char *const endpoints[], size_t n, const zvsr_
 /* Closes the sockets (linger 0: an unanswered request is dropped) and frees everything. NULL is fine. */
 void zvsr_client_free(zvsr_client *client);
 
-uint64_t zvsr_client_id(const zvsr_client *client);
+uint64_t zvsr_client_id(const zvsr_client *client); /* the session id; its random nonce until registered */
 uint64_t zvsr_client_request_number(const zvsr_client *client); /* the last one used; 0 before any */
 uint64_t zvsr_client_view(const zvsr_client *client);           /* the highest view seen */
 uint64_t zvsr_client_epoch(const zvsr_client *client); /* of the configuration addressed (0: as given) */

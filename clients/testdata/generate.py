@@ -28,6 +28,7 @@ import msgpack  # type: ignore[import-untyped]
 from zvsr import constants
 from zvsr.apps.adapter import MsgpackStateMachine
 from zvsr.apps.coordination import CoordinationApp
+from zvsr.protocol.client_table import SESSION_EXPIRED_TEXT, register_result, session_id
 from zvsr.protocol.membership import Member, Membership, reconfiguration_operation, result_bytes
 from zvsr.protocol.messages import (
     Commit,
@@ -299,6 +300,17 @@ MESSAGES: list[tuple[str, Message, str]] = [
         "replica ids are stable, never reused, and 0..2^32-1 (uint32); only epoch 0 numbers them 0..n-1",
     ),
     (
+        "request_register",
+        Request(client_id=CLIENT_A, request_number=0, operation=b""),
+        "a new session's first act: a register (request_number 0, no operation) with a random nonce as client_id",
+    ),
+    (
+        "reply_register",
+        Reply(view=1, client_id=CLIENT_A, request_number=0, result=register_result(session_id(CLIENT_A, 5))),
+        "the register executed as op 5: the session id, session_id(nonce, 5), as a msgpack uint64; requests then "
+        "go with it as client_id",
+    ),
+    (
         "request_put",
         Request(client_id=CLIENT_A, request_number=1, operation=PUT_LEADER),
         "client A's first request: a coordination put",
@@ -398,9 +410,9 @@ MESSAGES: list[tuple[str, Message, str]] = [
             client_id=CLIENT_A,
             request_number=9,
             code="session_expired",
-            message="the cluster no longer knows this client session",
+            message=SESSION_EXPIRED_TEXT,
         ),
-        "the client table forgot this client_id: not executed now; start a new session (new client_id)",
+        "no session with this client_id (never registered, or evicted): never executed; register a new session",
     ),
     (
         "error_unicode_message",
@@ -908,6 +920,20 @@ def invalid() -> list[tuple[str, str, str, bytes | dict[str, Any] | Any, str]]:
             "ext types are refused (the unpacker reports a non-empty ext as over its length limit 0)",
         ),
         # inconsistent
+        (
+            "reply_duplicate_key",
+            "client_reply",
+            "inconsistent",
+            bytes([0x86]) + pack(with_fields(REPLY, view=1))[1:] + pack("view") + pack(2),
+            "a map names each key once (decoders differ on which of two equal keys wins: refused)",
+        ),
+        (
+            "request_duplicate_key",
+            "request",
+            "inconsistent",
+            bytes([0x85]) + pack(with_fields(REQ, request_number=1))[1:] + pack("request_number") + pack(2),
+            "a map names each key once (decoders differ on which of two equal keys wins: refused)",
+        ),
         (
             "prepare_commit_after_op",
             "replica",

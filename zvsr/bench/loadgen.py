@@ -5,12 +5,13 @@
 load generator share it), sends until ``end`` and prints one JSON object: what completed inside
 ``[start, end)`` and, with ``--latencies``, every round-trip time of those completions in microseconds.
 
-Mode ``zvsr`` is an honest client of the protocol (docs/protocol.md §4-5): each session is one client_id with
-request numbers 1, 2, … and exactly one request outstanding; a completion is a `Reply` (type 21) naming that
-client_id and the outstanding request_number, i.e. a committed, executed operation. An `Error` re-sends the
-same request (same numbers: at most once) after `RETRY_PAUSE_S`; an answer for another number is counted as
-stale and ignored; a request without any answer for `RESEND_AFTER_S` is re-sent. W in flight is W sessions,
-because a session may have only one request outstanding.
+Mode ``zvsr`` is an honest client of the protocol (docs/protocol.md §4-5): each session is registered through
+the log first (a register per session, all in flight at once, before the load starts), then is one client_id
+(its session id) with request numbers 1, 2, … and exactly one request outstanding; a completion is a `Reply`
+(type 21) naming that client_id and the outstanding request_number, i.e. a committed, executed operation. An
+`Error` re-sends the same request (same numbers: at most once) after `RETRY_PAUSE_S`; an answer for another
+number is counted as stale and ignored; a request without any answer for `RESEND_AFTER_S` is re-sent. W in
+flight is W sessions, because a session may have only one request outstanding.
 
 Mode ``raw`` sends the very same bytes to an echo server (directly or through the raw forwarder,
 `zvsr.bench.raw`) and counts the echo (the same Request map, type 20) as the completion: the same work on the
@@ -68,6 +69,37 @@ def request(client_id: int, request_number: int, op: bytes) -> bytes:
     return data
 
 
+def register_sessions(socket: zmq.Socket[bytes], count: int, *, until: float) -> list[int]:
+    """Register `count` sessions through the log (docs/protocol.md §5, "Registration"); their session ids.
+    Unanswered registers are re-sent every second (same nonces: a repeat is answered from the table)."""
+    nonces = [secrets.randbits(64) or 1 for _ in range(count)]
+    waiting = {nonce: request(nonce, 0, b"") for nonce in nonces}
+    sessions: dict[int, int] = {}
+    resend_at = 0.0
+    while waiting:
+        now = time.monotonic()
+        if now >= until:
+            raise RuntimeError(f"{len(waiting)} of {count} sessions could not register in time")
+        if now >= resend_at:
+            resend_at = now + 1.0
+            for wire in waiting.values():
+                socket.send(wire, _NOBLOCK)
+        if not socket.poll(100):
+            continue
+        while True:
+            try:
+                answer = msgpack.unpackb(socket.recv(_NOBLOCK), raw=False, strict_map_key=False)
+            except zmq.Again:
+                break
+            except (ValueError, msgpack.UnpackException):
+                continue
+            nonce = answer.get("client_id") if type(answer) is dict else None
+            if answer.get("type") == TYPE_REPLY and answer.get("request_number") == 0 and nonce in waiting:
+                sessions[nonce] = msgpack.unpackb(answer["result"])
+                del waiting[nonce]
+    return [sessions[nonce] for nonce in nonces]
+
+
 def run_load(
     endpoint: str,
     *,
@@ -86,7 +118,10 @@ def run_load(
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     expected = TYPE_REPLY if mode == "zvsr" else TYPE_REQUEST
-    ids = [secrets.randbits(64) for _ in range(sessions)]
+    if mode == "zvsr":
+        ids = register_sessions(sockets[0], sessions, until=end)  # a session is not bound to its connection
+    else:
+        ids = [secrets.randbits(64) for _ in range(sessions)]
     ops = {cid: operation(index, value_bytes) for index, cid in enumerate(ids)}
     numbers = dict.fromkeys(ids, 0)
     wires: dict[int, bytes] = {}

@@ -31,10 +31,21 @@ only when that relay cannot answer:
   busy that long.
 Re-sending is always safe: the relay joins a copy of the request it holds, and the replicas' client table
 answers one already executed (rule 8). At the client's deadline the request completes with `timeout`.
+
+Registration (`register=True`; `zvsr.protocol.client_table`). A session registers before its first request, and
+again after `session_expired`, transparently for the caller: `submit` sends the register op (request_number 0,
+no operation, the session's client_id as its nonce) and keeps the operation; the register's reply names the
+session id, which becomes the session's client_id, and the operation goes out as request 1 of it. The caller
+sees one Completion, for its operation. A register that fails completes the operation with its error (the
+operation was never sent, which a `timeout` does not say: conservative). `session_expired` for an operation
+completes it with that code — the outcome is unknown: an earlier attempt may have executed before the session was
+evicted — and the next `submit` registers a new session under a new nonce; the operation is never re-sent by the
+session, so never executed twice.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from zvsr.constants import (
@@ -43,10 +54,12 @@ from zvsr.constants import (
     REQUEST_TIMEOUT_TICKS,
     RETRY_AFTER_ERROR_TICKS,
 )
+from zvsr.protocol.client_table import REGISTER_REQUEST_NUMBER, parse_register_result
 from zvsr.protocol.messages import (
     ERROR_BAD_REQUEST,
     ERROR_SESSION_EXPIRED,
     ERROR_TIMEOUT,
+    ERROR_UNAVAILABLE,
     ClientReply,
     Error,
     Redirect,
@@ -71,11 +84,25 @@ class _Session:
     """What both sessions share: one client_id, its request numbers, one request outstanding (§4), the
     caller's deadline, and the outbox / completions the driver takes."""
 
-    def __init__(self, *, client_id: int, request_number: int, deadline_ticks: int | None) -> None:
+    def __init__(
+        self,
+        *,
+        client_id: int,
+        request_number: int,
+        deadline_ticks: int | None,
+        register: bool = False,
+        registered: bool = False,
+        new_nonce: Callable[[], int] | None = None,
+    ) -> None:
         assert request_number >= 0
-        self.client_id = client_id
+        self.client_id = client_id  # the session id once registered; before, the register's nonce
+        self.nonce = client_id
+        self._new_nonce = new_nonce
         self.request_number = request_number  # the last one used; requests go out with +1
         self.deadline_ticks = deadline_ticks
+        self.register = register
+        self.registered = registered or not register
+        self._waiting: bytes | None = None  # the operation that goes out once the register answers
         self.outstanding: Request | None = None
         self._elapsed = 0
         self._outbox: list[tuple[int, Request]] = []
@@ -83,15 +110,39 @@ class _Session:
 
     def _start(self, operation: bytes, request_number: int | None) -> Request:
         """Number a new request (the caller's number, for a proxy relaying a client that numbers its own, must
-        not go backwards: the replicas would ignore it) and make it the outstanding one."""
+        not go backwards: the replicas would ignore it) and make it the outstanding one. A session that must
+        register first sends its register op, and keeps `operation` until it answers."""
         assert self.outstanding is None, "a client has at most one outstanding request"
+        self._elapsed = 0
+        if not self.registered:
+            self._waiting = operation
+            self.request_number = REGISTER_REQUEST_NUMBER
+            self.outstanding = Request(
+                client_id=self.client_id, request_number=REGISTER_REQUEST_NUMBER, operation=b""
+            )
+            return self.outstanding
+        return self._number(operation, request_number)
+
+    def _number(self, operation: bytes, request_number: int | None) -> Request:
         if request_number is None:
             request_number = self.request_number + 1
         assert request_number >= self.request_number, "request numbers never go backwards"
         self.request_number = request_number
         self.outstanding = Request(client_id=self.client_id, request_number=request_number, operation=operation)
-        self._elapsed = 0
         return self.outstanding
+
+    def _registered(self, reply: Reply) -> Request | None:
+        """The register answered: continue as its session with the operation kept (its first request). None if
+        the answer names no session (then the operation completes `unavailable`)."""
+        session = parse_register_result(reply.result)
+        operation, self._waiting = self._waiting, None
+        self.outstanding = None
+        assert operation is not None
+        if not session:
+            self._complete(Completion(request_number=1, error=ERROR_UNAVAILABLE, message="bad register reply"))
+            return None
+        self.client_id, self.request_number, self.registered = session, 0, True
+        return self._number(operation, None)
 
     def _answers_outstanding(self, reply: ClientReply) -> bool:
         """Is this an answer to the request in flight? (Not to an earlier attempt of an earlier request.)"""
@@ -108,11 +159,28 @@ class _Session:
             self._complete(Completion(request_number=reply.request_number, result=reply.result))
             return True
         if reply.code in (ERROR_BAD_REQUEST, ERROR_SESSION_EXPIRED):
-            self._complete(
-                Completion(request_number=reply.request_number, error=reply.code, message=reply.message)
-            )
+            message = reply.message
+            if reply.code == ERROR_SESSION_EXPIRED and self.register:
+                # The next submit registers a new session, under a new nonce: a register with the old one could
+                # be answered with this very session (if a stale replica refused it), whose numbers are used.
+                self.registered = False
+                if self._new_nonce is not None:
+                    self.nonce = self._new_nonce()
+                self.client_id = self.nonce
+                message += "; the outcome of this request is unknown (an earlier attempt may have executed)"
+            self._complete(Completion(request_number=reply.request_number, error=reply.code, message=message))
             return True
         return False
+
+    def _complete_registering(self, completion: Completion) -> Completion:
+        """A register that ended without a session (its error is the operation's: the driver words it as for any
+        request; a `timeout` is conservative, as the operation kept was never sent)."""
+        if self._waiting is None:
+            return completion
+        self._waiting = None
+        self.request_number = 0
+        message = f"{completion.message} (while registering a session: the operation was not sent)"
+        return Completion(request_number=completion.request_number, error=completion.error, message=message)
 
     def _time_out(self) -> None:
         """The caller's deadline passed (each session counts `_elapsed` in its own `tick`, inline: the proxy
@@ -135,7 +203,7 @@ class _Session:
 
     def _complete(self, completion: Completion) -> None:
         self.outstanding = None
-        self._done.append(completion)
+        self._done.append(self._complete_registering(completion))
 
 
 class ClientSession(_Session):
@@ -150,9 +218,19 @@ class ClientSession(_Session):
         request_timeout_ticks: int = REQUEST_TIMEOUT_TICKS,
         request_timeout_max_ticks: int = REQUEST_TIMEOUT_MAX_TICKS,
         deadline_ticks: int | None = None,
+        register: bool = False,
+        registered: bool = False,
+        new_nonce: Callable[[], int] | None = None,
     ) -> None:
         assert replica_count >= 1
-        super().__init__(client_id=client_id, request_number=request_number, deadline_ticks=deadline_ticks)
+        super().__init__(
+            client_id=client_id,
+            request_number=request_number,
+            deadline_ticks=deadline_ticks,
+            register=register,
+            registered=registered,
+            new_nonce=new_nonce,
+        )
         self.replica_count = replica_count
         # The configuration it addresses (§7): replica ids, and the view its first member leads. Epoch 0's is
         # 0..n-1 from view 0; `learn_configuration` moves it to a later epoch's.
@@ -198,6 +276,11 @@ class ClientSession(_Session):
         if type(reply) is Reply:  # the common case, first (the proxy runs this once per relayed answer)
             if reply.view > self.view:
                 self.view = reply.view
+            if self._waiting is not None:
+                if (request := self._registered(reply)) is not None:
+                    self._retry.start()
+                    self._outbox.append((self.primary, request))
+                return None
             return self._complete(Completion(request_number=reply.request_number, result=reply.result))
         if isinstance(reply, Redirect):
             # Only replicas in normal status redirect, so the view they name has started. Never go back.
@@ -241,8 +324,7 @@ class ClientSession(_Session):
 
     def _complete(self, completion: Completion) -> None:
         self._retry.stop()
-        self.outstanding = None
-        self._done.append(completion)
+        super()._complete(completion)
 
 
 class RelaySession(_Session):
@@ -262,9 +344,19 @@ class RelaySession(_Session):
         relay: int = 0,
         deadline_ticks: int | None = None,
         quiet_ticks: int = RELAY_QUIET_TICKS,
+        register: bool = False,
+        registered: bool = False,
+        new_nonce: Callable[[], int] | None = None,
     ) -> None:
         assert relay_count >= 1 and 0 <= relay < relay_count
-        super().__init__(client_id=client_id, request_number=request_number, deadline_ticks=deadline_ticks)
+        super().__init__(
+            client_id=client_id,
+            request_number=request_number,
+            deadline_ticks=deadline_ticks,
+            register=register,
+            registered=registered,
+            new_nonce=new_nonce,
+        )
         self.relay_count = relay_count
         self.relay = relay
         self._refused: set[int] = set()  # relays that refused this round's send (not connected)
@@ -293,6 +385,10 @@ class RelaySession(_Session):
     def on_reply(self, reply: ClientReply) -> None:
         # A Redirect never comes from a relay (it follows them itself): nothing to learn from one.
         if not self._answers_outstanding(reply) or isinstance(reply, Redirect):
+            return
+        if type(reply) is Reply and self._waiting is not None:
+            if self._registered(reply) is not None:
+                self._new_round(self.relay)
             return
         if not self._final(reply) and not self._pause.running:
             # The relay's own session ended without a result, or it refused the request: ask the next relay,

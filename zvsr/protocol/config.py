@@ -49,6 +49,10 @@ class Config:
     pipeline_ops_max: int = c.PIPELINE_OPS_MAX
     request_queue_max: int = c.REQUEST_QUEUE_MAX
     client_table_max: int = c.CLIENT_TABLE_MAX
+    # Refuse requests of sessions that were not registered through the log (`zvsr.protocol.client_table`). Off,
+    # a client's request 1 also opens a session implicitly (the hole registration closes stays open): the node
+    # sets it from its `require_registration` option; the simulator turns it on.
+    require_registration: bool = False
     snapshot_interval_ops: int = c.SNAPSHOT_INTERVAL_OPS  # 0: never snapshot (the log is kept whole)
     snapshot_chunk_bytes: int = c.SNAPSHOT_CHUNK_BYTES
     snapshot_pin_ticks: int = c.SNAPSHOT_PIN_TICKS

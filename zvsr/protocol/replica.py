@@ -42,7 +42,7 @@ from typing import assert_never
 
 from zvsr.constants import PRIMARY_QUIET_AFTER_QUORUM_TIMEOUTS, READS_PENDING_MAX, RECOVERY_STALL_ROUNDS
 from zvsr.protocol import membership, snapshots
-from zvsr.protocol.client_table import Admission
+from zvsr.protocol.client_table import REGISTER_REQUEST_NUMBER, SESSION_EXPIRED_TEXT, Admission
 from zvsr.protocol.membership import MembershipError, is_reconfiguration, parse_reconfiguration
 from zvsr.protocol.messages import (
     ERROR_BAD_REQUEST,
@@ -209,6 +209,8 @@ class Replica(ReplicaState):
         if request.client_id == INTERNAL_CLIENT_ID:
             text = "client_id 0 is reserved for the cluster's own ops"
             return self._answer_error(request, ERROR_BAD_REQUEST, text)
+        if request.request_number == REGISTER_REQUEST_NUMBER and request.operation:
+            return self._answer_error(request, ERROR_BAD_REQUEST, "a register request (number 0) has no operation")
         if self.status is Status.RECOVERING:
             return self._answer_error(request, ERROR_UNAVAILABLE, "replica is recovering")
         if self.status is Status.TRANSITIONING:
@@ -232,11 +234,10 @@ class Replica(ReplicaState):
         if admission is Admission.CACHED:
             # §4.1 step 2: the latest request again: re-send the cached reply, never execute twice.
             self._count("on_request: cached reply")
-            cached = self.client_table[request.client_id]
-            return self._reply(request.client_id, request.request_number, cached.result)
+            cached = self.client_table.cached_result(request.client_id, request.request_number)
+            return self._reply(request.client_id, request.request_number, cached)
         if admission is Admission.SESSION_EXPIRED:
-            text = "the cluster no longer knows this client session"
-            return self._answer_error(request, ERROR_SESSION_EXPIRED, text)
+            return self._answer_error(request, ERROR_SESSION_EXPIRED, SESSION_EXPIRED_TEXT)
         if admission is not Admission.NEW:
             return self._count(f"on_request: {admission.value}")
         if not self._quorum_recently_heard():
@@ -255,9 +256,9 @@ class Replica(ReplicaState):
             if len(self.pipeline.request_queue) >= self.config.request_queue_max:
                 return self._answer_error(request, ERROR_BUSY, "request queue is full")
             self.pipeline.request_queue.append(request)
+            self.client_table.add_pending(request.client_id, request.request_number, None)
         else:
             self._append_request(request)
-        self.client_table.pending[request.client_id] = request.request_number
 
     def _admit_reconfiguration(self, request: Request) -> None:
         """§7: a new configuration goes through the log like any op, only for the current epoch, one at a time,
@@ -280,7 +281,6 @@ class Replica(ReplicaState):
         self._log(f"reconfiguration admitted: epoch {self.membership.epoch + 1}, members {change.members}")
         self._append_request(request)
         self.reconfiguration_op = self.op_number
-        self.client_table.pending[request.client_id] = request.request_number
 
     # --- reads without a log entry (reads.py) ------------------------------------------------------------------
 

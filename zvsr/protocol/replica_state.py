@@ -23,7 +23,12 @@ from enum import Enum
 
 from zvsr.constants import TICK_MS, VIEW_CHANGE_COMMITTED_OPS_MAX
 from zvsr.protocol import membership, snapshots
-from zvsr.protocol.client_table import ClientTable
+from zvsr.protocol.client_table import (
+    REFUSED_RESULT,
+    REGISTER_REQUEST_NUMBER,
+    SESSION_EXPIRED_TEXT,
+    ClientTable,
+)
 from zvsr.protocol.cluster_time import Clock, ClusterTime
 from zvsr.protocol.config import Config
 from zvsr.protocol.membership import (
@@ -34,6 +39,7 @@ from zvsr.protocol.membership import (
     result_bytes,
 )
 from zvsr.protocol.messages import (
+    ERROR_SESSION_EXPIRED,
     INTERNAL_CLIENT_ID,
     Commit,
     DoViewChange,
@@ -138,7 +144,9 @@ class ReplicaState:
         self.log_base = 0
         self.op_number = 0
         self.commit_number = 0
-        self.client_table = ClientTable(size_max=config.client_table_max)
+        self.client_table = ClientTable(
+            size_max=config.client_table_max, require_registration=config.require_registration
+        )
         self.state_transfer: StateTransfer | None = None  # rule 3: adopted a view, fetching its log
         self.snapshots = snapshots.Snapshots(pin_ticks=config.snapshot_pin_ticks)
         self.timers = RoleTimers(config)
@@ -356,6 +364,8 @@ class ReplicaState:
         return tuple(out)
 
     def _append_request(self, request: Request) -> None:
+        # In progress from now on (before `_append_new`: a one-replica quorum executes it there and then).
+        self.client_table.add_pending(request.client_id, request.request_number, self.op_number + 1)
         self._append_new(request.client_id, request.request_number, request.operation)
 
     def _append_new(self, client_id: int, request_number: int, operation: bytes) -> None:
@@ -383,7 +393,7 @@ class ReplicaState:
         self.op_number += 1
         self._outbox.log_changed_from(entry.op_number)
         if entry.client_id != INTERNAL_CLIENT_ID:
-            self.client_table.pending[entry.client_id] = entry.request_number
+            self.client_table.add_pending(entry.client_id, entry.request_number, entry.op_number)
 
     def _install_log(self, log: tuple[LogEntry, ...], base: int) -> None:
         """Replace our log after commit_number by the view's (`log` holds ops base + 1 ..). Where both hold an
@@ -524,24 +534,62 @@ class ReplicaState:
         mark = RECONFIGURATION_MARK
         entry = None
         for entry in self.log[self.commit_number - self.log_base : op_number - self.log_base]:
+            client_id, request_number = entry.client_id, entry.request_number
+            if client_id == internal:  # the cluster's own op: no client to answer or remember
+                executed.append((entry.op_number, entry, apply(entry)))
+                continue
             operation = entry.operation
-            if operation and operation[0] == mark and entry.client_id != internal:
+            reconfiguration = operation and operation[0] == mark
+            if request_number == REGISTER_REQUEST_NUMBER or (
+                not table.executable(client_id, request_number) and not reconfiguration
+            ):
+                result = self._execute_session_op(entry, replying=replying)
+                executed.append((entry.op_number, entry, result))
+                continue
+            if reconfiguration:
+                # Executed even if its session is gone since: it is the last op of its epoch (nothing may follow it
+                # in the log), and the epoch it names makes it at-most-once by itself (a repeat changes nothing).
                 result = self._execute_reconfiguration(entry)
             else:
                 result = apply(entry)
             executed.append((entry.op_number, entry, result))
-            if entry.client_id == internal:
-                continue  # the cluster's own op: no client to answer or remember
-            if table.executed(entry.client_id, entry.request_number, result):
-                self._count("client session evicted")
+            table.executed(client_id, request_number, result)
             if replying:
-                self._reply(entry.client_id, entry.request_number, result)
+                self._reply(client_id, request_number, result)
+            if self.next_membership is not None:
+                break  # the last op of its epoch: what follows (a replay) belongs to the next
             if self.next_membership is not None:
                 break  # the last op of its epoch: what follows (a replay) belongs to the next
         assert entry is not None
         self.commit_number = entry.op_number
         self.executed_timestamp = entry.timestamp
         self._drop_overtaken_download()
+
+    def _execute_session_op(self, entry: LogEntry, *, replying: bool) -> bytes:
+        """A register op opens a session (and may evict one); a request whose session is gone by the time it
+        commits is refused, never applied (`zvsr.protocol.client_table`). Decided from the table alone, so every
+        replica does the same. Neither reaches the app; the result reported for a refused one is empty."""
+        table = self.client_table
+        if entry.request_number == REGISTER_REQUEST_NUMBER:
+            result, evicted = table.register(entry.client_id, entry.op_number)
+            if evicted is not None:
+                self._count("client session evicted")
+            if replying:
+                self._reply(entry.client_id, REGISTER_REQUEST_NUMBER, result)
+            return result
+        table.refused(entry.client_id, entry.request_number)
+        self._count("request of an expired session refused at commit")
+        if replying:
+            self._outbox.ready.replies.append(
+                Error(
+                    view=self.view_number,
+                    client_id=entry.client_id,
+                    request_number=entry.request_number,
+                    code=ERROR_SESSION_EXPIRED,
+                    message=SESSION_EXPIRED_TEXT,
+                )
+            )
+        return REFUSED_RESULT
 
     def _execute_reconfiguration(self, entry: LogEntry) -> bytes:
         """§7: a committed reconfiguration ends its epoch. No up-call into the app; the epoch is entered when the
@@ -573,7 +621,6 @@ class ReplicaState:
             self.commit_number,
             table.rows(),
             self.state_machine.snapshot(),
-            table.expired,
             timestamp=self.executed_timestamp,
             membership=self.membership.encode(),
         )
@@ -586,7 +633,7 @@ class ReplicaState:
         """Replace the app state and client table by a snapshot's; commit_number becomes its op_number."""
         snapshot = snapshots.decode(data)  # the caller verified the checksum; damage here is our bug
         self.state_machine.restore(snapshot.app_state)
-        self.client_table.restore(snapshot.client_table, snapshot.expired)
+        self.client_table.restore(snapshot.client_table)
         self.commit_number = snapshot.op_number
         self.executed_timestamp = snapshot.timestamp
         self.cluster_time.learn(snapshot.timestamp)

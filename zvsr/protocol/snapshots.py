@@ -11,18 +11,19 @@ replica that installed the snapshot (§4.1, ARCHITECTURE rule 8).
 
 The encoding is a fixed binary layout (the core imports no serialization library; see tests/test_purity.py):
 
-    magic "ZVSRSNP4" | op_number u64 | timestamp u64 | client count u32
-    | client count x (client_id u64 | request_number u64 | result length u32 | result)
-    | expired count u32 | expired count x client_id u64
+    magic "ZVSRSNP5" | op_number u64 | timestamp u64 | client count u32
+    | client count x (session id u64 | nonce u64 | request_number u64 | result length u32 | result)
     | configuration length u32 | configuration
     | app state length u64 | app state
 
 The configuration is the one in force at op_number (`zvsr.protocol.membership` encoding: epoch, members, ...): a
 replica that installs the snapshot knows who its peers were, and replaying the log after it repeats every
-reconfiguration since. Snapshots written before reconfiguration ("ZVSRSNP3": no configuration, so epoch 0) and
-before cluster time ("ZVSRSNP2": no timestamp either, so 0) still decode, so a data directory from an older
-version opens as it is. The client table is in least-recently-executed-first order and the
-expired client_ids oldest first, so a replica that installs the snapshot evicts exactly as the others do.
+reconfiguration since. Snapshots written before sessions were registered ("ZVSRSNP4": rows without a nonce, and
+a list of expired client_ids after them, which is read and dropped: `zvsr.protocol.client_table`), before
+reconfiguration ("ZVSRSNP3": no configuration either, so epoch 0) and before cluster time ("ZVSRSNP2": no
+timestamp either, so 0) still decode, so a data directory from an older version opens as it is; their rows get
+nonce 0 (a register retry of theirs is not recognised: nothing is lost but a row). The client table is in
+least-recently-executed-first order, so a replica that installs the snapshot evicts exactly as the others do.
 
 all integers big-endian. `decode` checks every length against the input, so damaged or hostile bytes give a
 `SnapshotError`, never a partial state; integrity against bit flips is the checksum's job (`checksum`), checked
@@ -50,13 +51,15 @@ from typing import Final
 
 from zvsr.protocol.messages import SnapshotChunk
 
-MAGIC: Final = b"ZVSRSNP4"
+MAGIC: Final = b"ZVSRSNP5"
+MAGIC_V4: Final = b"ZVSRSNP4"  # before registered sessions: read, never written
 MAGIC_V3: Final = b"ZVSRSNP3"  # before reconfiguration: read, never written
 MAGIC_V2: Final = b"ZVSRSNP2"  # before cluster time: read, never written
 CHECKSUM_BYTES: Final = 16
 _HEAD: Final = struct.Struct(">8sQQI")
 _HEAD_V2: Final = struct.Struct(">8sQI")
-_CLIENT: Final = struct.Struct(">QQI")
+_CLIENT: Final = struct.Struct(">QQQI")
+_CLIENT_V4: Final = struct.Struct(">QQI")
 _APP: Final = struct.Struct(">Q")
 _COUNT: Final = struct.Struct(">I")
 _ID: Final = struct.Struct(">Q")
@@ -70,8 +73,7 @@ class SnapshotError(ValueError):
 class Snapshot:
     op_number: int
     timestamp: int  # the cluster time of op `op_number` (0 in a snapshot from before cluster time)
-    client_table: tuple[tuple[int, int, bytes], ...]  # (client_id, request_number, result)
-    expired: tuple[int, ...]  # client_ids evicted from the table, oldest first
+    client_table: tuple[tuple[int, int, int, bytes], ...]  # (session id, nonce, request_number, result)
     app_state: bytes
     membership: bytes = b""  # the configuration at op_number (empty: a snapshot from before reconfiguration)
 
@@ -82,26 +84,22 @@ def checksum(data: bytes) -> bytes:
 
 def encode(
     op_number: int,
-    client_table: Iterable[tuple[int, int, bytes]],
+    client_table: Iterable[tuple[int, int, int, bytes]],
     app_state: bytes,
-    expired: Iterable[int] = (),
     *,
     timestamp: int = 0,
     membership: bytes = b"",
 ) -> bytes:
     parts: list[bytes] = []
     count = 0
-    for client_id, request_number, result in client_table:
-        parts.append(_CLIENT.pack(client_id, request_number, len(result)))
+    for client_id, nonce, request_number, result in client_table:
+        parts.append(_CLIENT.pack(client_id, nonce, request_number, len(result)))
         parts.append(result)
         count += 1
-    expired_ids = [_ID.pack(client_id) for client_id in expired]
     return b"".join(
         [
             _HEAD.pack(MAGIC, op_number, timestamp, count),
             *parts,
-            _COUNT.pack(len(expired_ids)),
-            *expired_ids,
             _COUNT.pack(len(membership)),
             membership,
             _APP.pack(len(app_state)),
@@ -115,7 +113,7 @@ def _header(data: bytes) -> tuple[int, int, int, int, bytes]:
     if len(data) < _HEAD_V2.size:
         raise SnapshotError(f"snapshot of {len(data)} bytes is shorter than its header")
     magic = data[:8]
-    if magic in (MAGIC, MAGIC_V3):
+    if magic in (MAGIC, MAGIC_V4, MAGIC_V3):
         head = _HEAD
     elif magic == MAGIC_V2:
         head = _HEAD_V2
@@ -138,26 +136,16 @@ def op_number_of(data: bytes) -> int:
 
 def decode(data: bytes) -> Snapshot:
     op_number, timestamp, count, offset, magic = _header(data)
-    table: list[tuple[int, int, bytes]] = []
-    for _ in range(count):
-        if offset + _CLIENT.size > len(data):
-            raise SnapshotError("snapshot ends inside its client table")
-        client_id, request_number, length = _CLIENT.unpack_from(data, offset)
-        offset += _CLIENT.size
-        if offset + length > len(data):
-            raise SnapshotError("snapshot ends inside a client-table result")
-        table.append((client_id, request_number, data[offset : offset + length]))
-        offset += length
-    if offset + _COUNT.size > len(data):
-        raise SnapshotError("snapshot ends before its expired sessions")
-    (expired_count,) = _COUNT.unpack_from(data, offset)
-    offset += _COUNT.size
-    if offset + expired_count * _ID.size > len(data):
-        raise SnapshotError("snapshot ends inside its expired sessions")
-    expired = tuple(_ID.unpack_from(data, offset + i * _ID.size)[0] for i in range(expired_count))
-    offset += expired_count * _ID.size
+    table, offset = _decode_table(data, offset, count, current=magic == MAGIC)
+    if magic != MAGIC:  # the expired client_ids of an older format: registration made them needless
+        if offset + _COUNT.size > len(data):
+            raise SnapshotError("snapshot ends before its expired sessions")
+        (expired_count,) = _COUNT.unpack_from(data, offset)
+        offset += _COUNT.size + expired_count * _ID.size
+        if offset > len(data):
+            raise SnapshotError("snapshot ends inside its expired sessions")
     membership = b""
-    if magic == MAGIC:
+    if magic in (MAGIC, MAGIC_V4):
         if offset + _COUNT.size > len(data):
             raise SnapshotError("snapshot ends before its configuration")
         (membership_length,) = _COUNT.unpack_from(data, offset)
@@ -176,10 +164,31 @@ def decode(data: bytes) -> Snapshot:
         op_number=op_number,
         timestamp=timestamp,
         client_table=tuple(table),
-        expired=expired,
         app_state=data[offset:],
         membership=membership,
     )
+
+
+def _decode_table(
+    data: bytes, offset: int, count: int, *, current: bool
+) -> tuple[list[tuple[int, int, int, bytes]], int]:
+    """The client-table rows from `offset` on, and the offset after them; rows of an older format get nonce 0."""
+    row = _CLIENT if current else _CLIENT_V4
+    table: list[tuple[int, int, int, bytes]] = []
+    for _ in range(count):
+        if offset + row.size > len(data):
+            raise SnapshotError("snapshot ends inside its client table")
+        if current:
+            client_id, nonce, request_number, length = _CLIENT.unpack_from(data, offset)
+        else:
+            client_id, request_number, length = _CLIENT_V4.unpack_from(data, offset)
+            nonce = 0
+        offset += row.size
+        if offset + length > len(data):
+            raise SnapshotError("snapshot ends inside a client-table result")
+        table.append((client_id, nonce, request_number, data[offset : offset + length]))
+        offset += length
+    return table, offset
 
 
 # --- the replica's part: snapshots kept, served and downloaded --------------------------------------------------

@@ -284,7 +284,6 @@ def fresh_snapshot(core: Replica) -> bytes:
         core.commit_number,
         table.rows(),
         core.state_machine.snapshot(),
-        table.expired,
         timestamp=core.executed_timestamp,
         membership=core.membership.encode(),  # the configuration in force, as the core's own snapshot carries
     )

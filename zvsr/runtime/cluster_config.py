@@ -28,6 +28,7 @@ index order — the paper's configuration (§4): replica i is `[[replica]]` numb
     fsync = "always"            # or "never"
     snapshot_interval_ops = 10000   # snapshot, then truncate the log, every this many committed ops (0: never)
     client_table_max = 100000       # client sessions remembered; beyond, the least recently active is evicted
+    require_registration = false    # true: refuse requests of sessions not registered through the log
     log_level = "info"
     log_format = "text"         # or "json"
 
@@ -115,6 +116,7 @@ ENVIRONMENT = {
     "ZVSR_FSYNC": "fsync",
     "ZVSR_SNAPSHOT_INTERVAL_OPS": "snapshot_interval_ops",
     "ZVSR_CLIENT_TABLE_MAX": "client_table_max",
+    "ZVSR_REQUIRE_REGISTRATION": "require_registration",
     "ZVSR_KEYS_DIR": "keys_dir",
     "ZVSR_CLIENT_KEY": "client_key",
     "ZVSR_METRICS_PORT": "metrics_port",
@@ -165,6 +167,10 @@ class ClusterConfig:
     fsync: str = "always"  # "never": faster, but a power cut may lose acknowledged writes
     snapshot_interval_ops: int = constants.SNAPSHOT_INTERVAL_OPS
     client_table_max: int = constants.CLIENT_TABLE_MAX
+    # Refuse requests of client sessions not registered through the log (`zvsr.protocol.client_table`): closes
+    # the window in which a late retry of an evicted session runs again. Off, a client's request 1 also opens a
+    # session implicitly, for clients that do not register (every client shipped here registers).
+    require_registration: bool = True
     keys_dir: str | None = None  # CurveZMQ on when set
     client_key: str | None = None  # a client's .key_secret, for the CLI tools
     timeouts: Mapping[str, int] = field(default_factory=dict)
@@ -198,6 +204,8 @@ class ClusterConfig:
             raise ConfigError(
                 f"read_mode must be one of {', '.join(constants.READ_MODES)}, got {self.read_mode!r}"
             )
+        if type(self.require_registration) is not bool:
+            raise ConfigError(f"require_registration must be true or false, got {self.require_registration!r}")
         if ":" not in self.app:
             raise ConfigError(f"app must look like package.module:Class, got {self.app!r}")
         unknown = set(self.timeouts) - set(TIMEOUT_KEYS)
@@ -321,6 +329,7 @@ class ClusterConfig:
             snapshot_interval_ops=self.snapshot_interval_ops,
             client_table_max=self.client_table_max,
             read_mode=self.read_mode,
+            require_registration=self.require_registration,
             **ticks,
         )
 
@@ -432,6 +441,10 @@ def load_config(
 
 
 def _parse_environment(variable: str, key: str, raw: str) -> Any:
+    if key == "require_registration":
+        if raw.lower() not in ("true", "false", "1", "0"):
+            raise ConfigError(f"{variable} must be true or false, got {raw!r}")
+        return raw.lower() in ("true", "1")
     if key in INT_KEYS:
         try:
             return int(raw)
@@ -456,7 +469,15 @@ def _from_file(path: Path) -> ClusterConfig:
     node = _table(
         document,
         "node",
-        {"data_dir", "log_level", "log_format", "fsync", "snapshot_interval_ops", "client_table_max"},
+        {
+            "data_dir",
+            "log_level",
+            "log_format",
+            "fsync",
+            "snapshot_interval_ops",
+            "client_table_max",
+            "require_registration",
+        },
         path,
     )
     timeouts = _table(document, "timeouts", set(TIMEOUT_KEYS), path)
@@ -504,6 +525,7 @@ def _from_file(path: Path) -> ClusterConfig:
         "fsync": node.get("fsync"),
         "snapshot_interval_ops": node.get("snapshot_interval_ops"),
         "client_table_max": node.get("client_table_max"),
+        "require_registration": node.get("require_registration"),
         "keys_dir": security.get("keys_dir"),
         "client_key": security.get("client_key"),
         "metrics_ports": None if replica_ports is None else tuple(replica_ports),
@@ -571,7 +593,8 @@ def to_toml(config: ClusterConfig) -> str:
         lines.append(f"data_dir = {_quote(config.data_dir)}")
     lines += [f"log_level = {_quote(config.log_level)}", f"log_format = {_quote(config.log_format)}"]
     lines += [f"fsync = {_quote(config.fsync)}", f"snapshot_interval_ops = {config.snapshot_interval_ops}"]
-    lines += [f"client_table_max = {config.client_table_max}", ""]
+    lines += [f"client_table_max = {config.client_table_max}"]
+    lines += [f"require_registration = {'true' if config.require_registration else 'false'}", ""]
     if config.keys_dir is not None:
         lines += ["[security]", f"keys_dir = {_quote(config.keys_dir)}"]
         if config.client_key is not None:

@@ -41,10 +41,12 @@ every request is answered here, by this deadline. Two kinds of client:
   A Redirect is followed, never passed on. The client's retry of the request in flight (same number) joins it:
   the answer goes to whichever route asked last.
 - legacy clients know nothing of zvsr: any other msgpack value is a *bare operation* (e.g.
-  ``{"op": "get", "key": "a"}`` from a zmq.REQ). The routing frames identify a session with a random 64-bit
-  client_id (`secrets`) and request numbers 1, 2, …; the answer is the bare result value (the application's
-  result bytes as they are), or ``{"error": code, "message": text}``.
-Maps whose ``type`` is a zvsr client or admin type (20..23, 26, 30) are never bare operations.
+  ``{"op": "get", "key": "a"}`` from a zmq.REQ). The routing frames identify a session, which the proxy
+  registers through the log before its first operation (a random nonce from `secrets`; the session runs with
+  `register=True` and goes on under the session id the register names) and numbers 1, 2, …; the answer is the
+  bare result value (the application's result bytes as they are), or ``{"error": code, "message": text}``.
+Maps whose ``type`` is a zvsr client or admin type (20..23, 26, 30, 32, 36) are never bare operations; a snapshot
+or history query (32, 36) is answered ``unsupported`` in its own answer type: a proxy holds no state.
 
 A pipelining zvsr client may send a `RequestBatch` (type 26, `zvsr.wire.batch`): the requests of several of its
 sessions in one message. Each element is handled as if it had come alone; from then on that route (its routing
@@ -165,10 +167,15 @@ from zvsr.runtime.metrics import OUTCOME_OK, PROXY_OUTCOMES, MetricsStartError, 
 from zvsr.runtime.outcome import Attempts
 from zvsr.runtime.serving import run_until_stopped
 from zvsr.wire.admin import (
+    SNAPSHOT_UNSUPPORTED,
+    TYPE_HISTORY_QUERY,
+    TYPE_SNAPSHOT_QUERY,
     TYPE_STATUS_QUERY,
     clip_message,
     decode_status,
     encode_bare_error,
+    encode_history_error,
+    encode_snapshot_error,
     encode_status,
     encode_status_query,
     is_status_query,
@@ -202,7 +209,10 @@ log = logging.getLogger("zvsr.proxy")
 # client's bare operation.
 _ZVSR_TYPES: Final = frozenset(
     {TYPE_REQUEST, TYPE_REPLY, TYPE_REDIRECT, TYPE_ERROR, TYPE_STATUS_QUERY, TYPE_REQUEST_BATCH}
+    | {TYPE_SNAPSHOT_QUERY, TYPE_HISTORY_QUERY}
 )
+# A proxy holds no state to read: these queries belong to a replica's client endpoint (docs/protocol.md).
+_REPLICA_QUERY_TEXT: Final = "a proxy holds no state: send this query to a replica's client endpoint"
 # How the codec (and every zvsr client that writes "type" first) begins a Request: map of 4, "type", 20. Such a
 # payload goes straight to `decode_request`, the hot path; anything else is unpacked once to classify it.
 _REQUEST_PREFIX: Final = b"\x84\xa4type\x14"
@@ -220,6 +230,7 @@ class _Session:
         "legacy_key",
         "route",
         "wire",
+        "wire_for",
         "attempts",
         "last_used",
         "answered_number",
@@ -232,6 +243,7 @@ class _Session:
         self.legacy_key = legacy_key  # the routing frames of a legacy peer; None for a zvsr client
         self.route: ClientEnvelope | None = None  # routing frames of the request in flight
         self.wire = b""  # the encoded request in flight: encoded once, sent on every attempt
+        self.wire_for: Request | None = None  # the request `wire` encodes (a registering session moves on)
         self.attempts = Attempts()
         self.last_used = now
         self.answered_number = -1  # the latest request_number this proxy answered for the client
@@ -550,6 +562,11 @@ class Proxy:
         if kind == TYPE_REQUEST_BATCH:  # a RequestBatch with its keys in another order
             self._on_request_batch(envelope, payload)
             return
+        if kind in (TYPE_SNAPSHOT_QUERY, TYPE_HISTORY_QUERY):  # never a bare operation, never relayed
+            self.counters["replica queries refused"] += 1
+            encode_error = encode_snapshot_error if kind == TYPE_SNAPSHOT_QUERY else encode_history_error
+            self._send_frontend(envelope, encode_error(SNAPSHOT_UNSUPPORTED, _REPLICA_QUERY_TEXT))
+            return
         try:
             request = decode_request(payload)  # a Request with its keys in another order, or not a Request
         except DecodeError as error:
@@ -629,7 +646,7 @@ class Proxy:
         client_id = self._legacy.get(key)
         state = None if client_id is None else self._sessions.get(client_id)
         if state is None:
-            state = self._new_session(secrets.randbits(64), legacy_key=key)
+            state = self._new_session(secrets.randbits(64), legacy_key=key, register=True)
             if state is None:
                 self.outcomes[ERROR_BUSY] += 1
                 self._send_frontend(envelope, _legacy_error(ERROR_BUSY, "the proxy's session table is full"))
@@ -651,7 +668,7 @@ class Proxy:
 
     def _start(self, state: _Session, envelope: ClientEnvelope, wire: bytes, *, fresh: bool) -> None:
         state.route = envelope
-        state.wire = wire
+        state.wire, state.wire_for = wire, state.session.outstanding
         state.attempts.start(fresh=fresh)
         state.last_used = state.started = self._now
         self._sessions.move_to_end(state.session.client_id)
@@ -663,7 +680,9 @@ class Proxy:
 
     # --- sessions -------------------------------------------------------------------------------------------
 
-    def _client_session(self, client_id: int, *, request_number: int = 0) -> ClientSession:
+    def _client_session(
+        self, client_id: int, *, request_number: int = 0, register: bool = False, registered: bool = False
+    ) -> ClientSession:
         session = ClientSession(
             client_id=client_id,
             replica_count=len(self._members),
@@ -671,6 +690,8 @@ class Proxy:
             request_number=request_number,
             view=self.view,
             deadline_ticks=self._deadline_ticks,
+            register=register,
+            registered=registered,
         )
         self._addressing(session)
         return session
@@ -680,11 +701,13 @@ class Proxy:
         if session.members != self._members and session.start_view <= self._start_view:
             session.learn_configuration(self._members, self._start_view)
 
-    def _new_session(self, client_id: int, *, legacy_key: tuple[bytes, ...] | None) -> _Session | None:
+    def _new_session(
+        self, client_id: int, *, legacy_key: tuple[bytes, ...] | None, register: bool = False
+    ) -> _Session | None:
         if len(self._sessions) >= PROXY_SESSIONS_MAX and not self._evict_one():
             self.counters["busy: session table full"] += 1
             return None
-        state = _Session(self._client_session(client_id), legacy_key, self._now)
+        state = _Session(self._client_session(client_id, register=register), legacy_key, self._now)
         self._sessions[client_id] = state
         if legacy_key is not None:
             self._legacy[legacy_key] = client_id
@@ -698,7 +721,9 @@ class Proxy:
         assert outstanding is not None and route is not None
         del self._in_flight[session.client_id]
         # A ClientSession cannot drop its outstanding request: a new one continues the client's numbering.
-        state.session = self._client_session(session.client_id, request_number=session.request_number)
+        state.session = self._client_session(
+            session.client_id, request_number=session.request_number, registered=session.registered
+        )
         state.route = None
         self.counters["requests superseded"] += 1
         self.outcomes[ERROR_TIMEOUT] += 1
@@ -713,6 +738,18 @@ class Proxy:
             message=message,
         )
         self._answer(route, encode(error))
+
+    def _rekey(self, state: _Session, old: int) -> None:
+        """A legacy peer's session registered (it goes on under its session id: answers come addressed to it),
+        or lost its session (back to its nonce, which its next request registers with)."""
+        new = state.session.client_id
+        del self._in_flight[old]
+        self._in_flight[new] = state
+        self._sessions.pop(old, None)
+        self._sessions[new] = state
+        if state.legacy_key is not None:
+            self._legacy[state.legacy_key] = new
+        self.counters["sessions re-keyed"] += 1
 
     def _evict_one(self) -> bool:
         """Forget the least recently used idle session, to make room for a new one.
@@ -754,6 +791,9 @@ class Proxy:
         if not outbox:
             return
         outstanding = state.session.outstanding
+        if outstanding is not state.wire_for and outstanding is not None:  # registered: request 1 of the session
+            state.wire, state.wire_for = encode(outstanding), outstanding
+            state.attempts.start(fresh=True)
         pending = self._pending
         for destination, request in outbox:
             if request is not outstanding:
@@ -830,6 +870,8 @@ class Proxy:
             if not result:  # an Error may restart the retry timer: bring the session's timers up to now first
                 self._sync(state)
             state.session.on_reply(reply)
+            if state.session.client_id != reply.client_id:
+                self._rekey(state, reply.client_id)
             self._flush(state)
             completion = state.session.take_completion()
             if completion is not None:

@@ -44,6 +44,11 @@ from zvsr.sim.simulator import SimOptions, Violation, run_seed
     default=None,
     help="How gets are served (default: odd seeds lease, even seeds read_index; without swarm, read_index).",
 )
+@click.option(
+    "--churn",
+    is_flag=True,
+    help="Session churn: a client table of 3, clients that often start new sessions, and late copies of requests.",
+)
 def sim_command(
     seeds: int,
     seed: int | None,
@@ -56,6 +61,7 @@ def sim_command(
     verbose: bool,
     no_reconfigure: bool,
     read_mode: str | None,
+    churn: bool,
 ) -> None:
     """Run SEEDS simulations with faults; print any violation with its seed and trace."""
     first = seed if seed is not None else 0
@@ -68,6 +74,7 @@ def sim_command(
         check_linearizability=not no_lincheck,
         reconfigure=not no_reconfigure,
         read_mode=read_mode,
+        churn=churn,
     )
     violations = 0
     total_events = 0
@@ -75,6 +82,7 @@ def sim_command(
     total_expire_ops = 0
     total_lock_grants = 0
     total_epochs = 0
+    total_refused = 0
     reconfigured = 0
     total_reads = 0
     lease_seeds = 0
@@ -98,6 +106,7 @@ def sim_command(
         total_expire_ops += result.lease_expire_ops
         total_lock_grants += result.lock_grants
         total_epochs += result.epochs
+        total_refused += result.refused_expired
         reconfigured += result.epochs > 0
         total_reads += result.reads_served
         lease_seeds += result.read_mode == READ_MODE_LEASE
@@ -115,6 +124,6 @@ def sim_command(
         f"seeds={seeds} violations={violations} events={total_events} ops={total_ops} "
         f"lincheck_unknown={unknown_verdicts} lease_expire_ops={total_expire_ops} lock_grants={total_lock_grants} "
         f"reconfigurations={total_epochs} seeds_reconfigured={reconfigured} reads_served={total_reads} "
-        f"lease_seeds={lease_seeds} elapsed_s={elapsed:.1f}"
+        f"lease_seeds={lease_seeds} refused_at_commit={total_refused} elapsed_s={elapsed:.1f}"
     )
     sys.exit(1 if violations else 0)

@@ -7,7 +7,11 @@
 - one log per view: replicas in normal status in view v hold prefixes of one and the same log;
 - app state identical at equal commit_number (snapshot digests);
 - no (client_id, request_number) is committed at two op numbers, nor executed twice (the cluster's own ops,
-  client_id 0, have no request to repeat);
+  client_id 0, have no request to repeat; a register op, request_number 0, may be retried after its session was
+  evicted and opens another session);
+- registered sessions (`SessionOracle`, a model of the client table written apart from it): the app applies a
+  committed request only if its session was registered and not evicted when it committed, and each register op
+  opens the session named by its op number, evicting the least recently executed one beyond the bound;
 - cluster time: the committed log's timestamps strictly increase, across view changes, restarts and snapshots;
 - every Reply a client receives carries the result committed for its (client_id, request_number);
 - acknowledged ops survive into every later view: a replica starting a view as its primary holds every op a
@@ -36,12 +40,20 @@ result check above covers that, and `LeaseChecker` counts them so a run shows it
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 
+from zvsr.protocol.client_table import (
+    REFUSED_RESULT,
+    REGISTER_REQUEST_NUMBER,
+    parse_register_result,
+    register_result,
+    session_id,
+)
 from zvsr.protocol.membership import is_reconfiguration
 from zvsr.protocol.messages import INTERNAL_CLIENT_ID, LogEntry, Reply
 from zvsr.protocol.ready import PersistLog, Ready
@@ -57,6 +69,35 @@ class Violation(AssertionError):
         self.report = report
 
 
+class SessionOracle:
+    """Which committed requests the app may apply, from the committed log alone: a session is opened by its
+    register op (id: the op number) and lives until `size_max` others were opened or used after it; a request
+    applies only in a live session and above its latest number. Deliberately not `ClientTable`: a checker sharing
+    the code it checks cannot fail."""
+
+    def __init__(self, size_max: int) -> None:
+        self.size_max = size_max
+        self.sessions: OrderedDict[int, int] = OrderedDict()  # session id -> latest request applied, LRU first
+        self.opened_by: dict[int, int] = {}  # session id -> the op number of its register
+
+    def register(self, entry: LogEntry) -> int:
+        """Open the session of register op `entry`; its id (`session_id`: the definition of ids, not a check)."""
+        session = session_id(entry.client_id, entry.op_number)
+        self.opened_by[session] = entry.op_number
+        self.sessions[session] = 0
+        if len(self.sessions) > self.size_max:
+            self.sessions.popitem(last=False)
+        return session
+
+    def applies(self, client_id: int, request_number: int) -> bool:
+        latest = self.sessions.get(client_id)
+        if latest is None or request_number <= latest:
+            return False
+        self.sessions[client_id] = request_number
+        self.sessions.move_to_end(client_id)
+        return True
+
+
 class Checker:
     def __init__(
         self,
@@ -64,6 +105,7 @@ class Checker:
         reference: StateMachine,
         violation: Callable[[str], Violation],
         leases: LeaseChecker | None = None,
+        client_table_max: int | None = None,
     ) -> None:
         """`reference`: a fresh copy of the app, fed the committed log once; `violation`: how the simulation
         turns a broken invariant into a report (with its seed and trace); `leases`: told every committed op."""
@@ -86,6 +128,8 @@ class Checker:
         # over the clients' history judges their results.
         self.served_reads: set[tuple[int, int]] = set()
         self.reference = reference
+        self.sessions = None if client_table_max is None else SessionOracle(client_table_max)
+        self.sessions_evicted_refusals = 0  # committed requests refused (their session was gone): seen to happen
 
     def fail(self, what: str) -> Violation:
         return self._violation(what)
@@ -136,7 +180,9 @@ class Checker:
                     )
             else:
                 key = (entry.client_id, entry.request_number)
-                if key in self.committed_at and entry.client_id != INTERNAL_CLIENT_ID:
+                register = entry.request_number == REGISTER_REQUEST_NUMBER
+                repeatable = entry.client_id == INTERNAL_CLIENT_ID or register
+                if key in self.committed_at and not repeatable:
                     raise self.fail(f"request {key} committed twice: ops {self.committed_at[key]} and {op_number}")
                 if self.committed and entry.timestamp <= self.committed[-1].timestamp:
                     raise self.fail(
@@ -145,6 +191,8 @@ class Checker:
                     )
                 self.committed_at[key] = op_number
                 self.committed.append(entry)
+                if self._session_op(entry):
+                    continue
                 # A reference copy of the app, fed the committed log once, gives the result each op must have
                 # (a reconfiguration is the core's, never the app's: its first execution gives it).
                 if is_reconfiguration(entry.operation):
@@ -169,6 +217,19 @@ class Checker:
         known = self.digests.setdefault(commit_number, digest)
         if known != digest:
             raise self.fail(f"r{index}: app state at commit_number {commit_number} differs from another replica")
+
+    def _session_op(self, entry: LogEntry) -> bool:
+        """A register op, or a request the oracle says is refused: its result is the table's, not the app's."""
+        if self.sessions is None or entry.client_id == INTERNAL_CLIENT_ID:
+            return False
+        if entry.request_number == REGISTER_REQUEST_NUMBER:
+            self.committed_results.append(register_result(self.sessions.register(entry)))
+            return True
+        if self.sessions.applies(entry.client_id, entry.request_number) or is_reconfiguration(entry.operation):
+            return False  # (a reconfiguration runs even without its session: its epoch makes it at-most-once)
+        self.sessions_evicted_refusals += 1
+        self.committed_results.append(REFUSED_RESULT)
+        return True
 
     def _check_restore(self, index: int, snapshot_op: int, executed: int) -> None:
         if snapshot_op < executed or snapshot_op > len(self.committed):
@@ -229,6 +290,11 @@ class Checker:
             return
         key = (message.client_id, message.request_number)
         op_number = self.committed_at.get(key)
+        if message.request_number == REGISTER_REQUEST_NUMBER and self.sessions is not None:
+            # Its result names the session its own register op opened (a retry's: the same one, from the table).
+            op_number = self.sessions.opened_by.get(parse_register_result(message.result) or 0)
+            if op_number is None or self.committed[op_number - 1].client_id != key[0]:
+                raise self.fail(f"client got a register reply {message} that names no register op of its own")
         if op_number is None and key in self.served_reads:
             return
         if op_number is None:

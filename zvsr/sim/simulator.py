@@ -50,7 +50,7 @@ from zvsr.lincheck import UNKNOWN, Operation, ZvsrModel, check
 from zvsr.protocol.client_session import ClientSession
 from zvsr.protocol.config import Config
 from zvsr.protocol.membership import Member, Membership, reconfiguration_operation
-from zvsr.protocol.messages import ERROR_SESSION_EXPIRED, Error, LogEntry, Redirect, Reply, Request
+from zvsr.protocol.messages import Error, LogEntry, Redirect, Reply, Request
 from zvsr.protocol.ready import BROADCAST, PersistLog, PersistRecord, PersistSnapshot, PersistViewState
 from zvsr.protocol.replica import DurableState, Replica, Status
 from zvsr.sim.invariants import Checker, Holding, LeaseChecker, Violation
@@ -69,7 +69,10 @@ ADMIN = 900  # the admin client that asks for reconfigurations (its client_id an
 LOCKS = ("l0", "l1")  # the locks lease holders contend for (fewer than holders, so some wait)
 LEASE_TTLS_MS = (200, 300, 500)  # swarm draws one per seed: short, so failovers often outlast what is left
 LEASE_LIVENESS_TTLS = 2  # in the liveness phase, lease holders keep alive this many TTLs more, then stop
-LEASE_CLIENT_BASE = 1500  # lease clients' numbers (and first client_ids): 1500, 1501, ...
+LEASE_CLIENT_BASE = 1500  # lease clients' numbers: 1500, 1501, ...
+# A client's register nonce is this plus its number: far above any op number, so never a session id (the ids
+# replies are routed by: `session_owner`).
+NONCE_BASE = 1 << 48
 
 
 @dataclass(slots=True)
@@ -103,6 +106,12 @@ class SimOptions:
     # How gets are served (Config.read_mode). None: swarm draws read_index or lease per seed (read_index without
     # swarm), so every workload's reads take the path without a log entry.
     read_mode: str | None = None
+    # Session churn: the client table holds CHURN_TABLE_MAX sessions; after each answer a client starts a new
+    # session this often (registering, so evicting another); and each request it sends is, this often, also
+    # delivered once more much later (SIM_LATE_COPY_MS_*: past many evictions), as a retry stuck in a queue.
+    churn: bool = False
+    churn_new_session: float = 0.5
+    churn_late_copy: float = 0.1
 
 
 @dataclass(slots=True)
@@ -120,6 +129,7 @@ class SimResult:
     epochs: int = 0  # reconfigurations committed (the last epoch reached)
     reads_served: int = 0  # reads answered without a log entry (zvsr.protocol.reads)
     read_mode: str = c.READ_MODE_DEFAULT
+    refused_expired: int = 0  # committed requests refused because their session was evicted before they committed
 
 
 @dataclass(slots=True)
@@ -174,6 +184,7 @@ class Simulation:
             client_table_max=self.options.client_table_max,
             reconfiguration=self.options.reconfigure,
             read_mode=self.options.read_mode or c.READ_MODE_DEFAULT,
+            require_registration=True,
         )
         self.crash_while_writing: set[int] = set()  # crash these at their next write (torn_write)
         self.now = 0
@@ -201,6 +212,7 @@ class Simulation:
             reference=self.new_state_machine(),
             violation=self._violation,
             leases=self.leases,
+            client_table_max=self.options.client_table_max,
         )
         self.disks = [Disk() for _ in range(self.options.replicas)]
         # Each replica's clock runs at its own rate (within SIM_CLOCK_RATE_SPREAD of true time), for good: cluster
@@ -215,7 +227,7 @@ class Simulation:
         self.session_owner: dict[int, int] = {}
         for number in range(self.options.clients):
             client_id = 1000 + number
-            self.clients[client_id] = SimClient(self._new_session(client_id, client_id))
+            self.clients[client_id] = SimClient(self._new_session(client_id, NONCE_BASE + client_id))
         self.history: list[Operation] = []
         self.event_count = 0
         self.liveness = False
@@ -225,7 +237,8 @@ class Simulation:
         self.holders: dict[int, LeaseHolder] = {}
         for number in range(LEASE_CLIENT_BASE, LEASE_CLIENT_BASE + self.options.lease_clients):
             rate = 1 + self.lease_prng.uniform(-spread, spread)
-            self.holders[number] = LeaseHolder(f"h{number}", self._new_holder_session(number, number), rate)
+            session = self._new_holder_session(number, NONCE_BASE + number)
+            self.holders[number] = LeaseHolder(f"h{number}", session, rate)
 
     def _swarm(self, options: SimOptions) -> SimOptions:
         prng = self.prng
@@ -242,7 +255,9 @@ class Simulation:
         torn_write = prng.choice((0.0, 0.3, 0.9))
         client_table_max = prng.choice((3, 1000, 1000, 1000))
         lease_clients = prng.choice((1, 2, 3))
-        if client_table_max == 3:
+        if options.churn:
+            client_table_max = c.SIM_CHURN_TABLE_MAX
+        elif client_table_max == 3:
             # Sessions expire (the regular clients churn through 3 rows), but lease clients get rows of their
             # own: the core remembers only client_table_max evicted ids, so with many more sessions than rows a
             # session evicted and then forgotten would have a retry of its first request executed again.
@@ -292,16 +307,19 @@ class Simulation:
         self._note(f"{label} started{how}")
         return replica
 
-    def _new_session(self, owner: int, client_id: int, *, retry_ticks: int | None = None) -> ClientSession:
-        self.session_owner[client_id] = owner
-        retry = {}
-        if retry_ticks is not None:
-            retry = {"request_timeout_ticks": retry_ticks, "request_timeout_max_ticks": retry_ticks}
+    def _new_session(self, owner: int, nonce: int, *, retry_ticks: int | None = None) -> ClientSession:
+        """A session that registers before its first request (and again after session_expired) with `nonce`."""
+        self.session_owner[nonce] = owner
+        retry = c.REQUEST_TIMEOUT_TICKS if retry_ticks is None else retry_ticks
+        retry_max = c.REQUEST_TIMEOUT_MAX_TICKS if retry_ticks is None else retry_ticks
         session = ClientSession(
-            client_id=client_id,
+            client_id=nonce,
             replica_count=self.options.replicas,
             prng=random.Random(self.prng.getrandbits(64)),
-            **retry,
+            request_timeout_ticks=retry,
+            request_timeout_max_ticks=retry_max,
+            register=True,
+            new_nonce=lambda: NONCE_BASE + self.prng.getrandbits(40),
         )
         if self.reconfigurations:
             session.learn_configuration(self.configuration.ids, self.configuration.start_view)
@@ -406,6 +424,7 @@ class Simulation:
             epochs=self.configuration.epoch,
             reads_served=len(self.checker.served_reads),
             read_mode=self.config.read_mode,
+            refused_expired=self.checker.sessions_evicted_refusals,
         )
 
     def _busy(self) -> bool:
@@ -453,16 +472,16 @@ class Simulation:
             self.checker.on_client_reply(message)
             if to[1] == ADMIN:
                 assert self.admin is not None
-                self.admin.on_reply(message)
+                self._session_reply(ADMIN, self.admin, message)
                 return self._admin_progress()
             holder = self.holders.get(to[1])
             if holder is not None:
-                holder.session.on_reply(message)
+                self._session_reply(to[1], holder.session, message)
                 self._holder_progress(to[1])
                 self._holder_schedule(to[1])
                 return
             client = self.clients[to[1]]
-            client.session.on_reply(message)
+            self._session_reply(to[1], client.session, message)
             self._client_progress(to[1])
             return
         replica = self.replicas[to]
@@ -476,6 +495,11 @@ class Simulation:
         else:
             replica.on_message(message)
         self._flush(to)
+
+    def _session_reply(self, owner: int, session: ClientSession, message: Any) -> None:
+        """A reply reaches a client's session; a register's names the session id its replies come to from now."""
+        session.on_reply(message)
+        self.session_owner[session.client_id] = owner  # (after session_expired: the nonce it registers with next)
 
     def _flush(self, index: int) -> None:
         replica = self.replicas[index]
@@ -559,6 +583,9 @@ class Simulation:
             wired = self._wire(request, decode_request)
             for target in targets:
                 self.network.send(self.now, ("c", client_id), target, wired)
+                if self.options.churn and self.prng.random() < self.options.churn_late_copy:
+                    late = self.prng.randint(c.SIM_LATE_COPY_MS_MIN, c.SIM_LATE_COPY_MS_MAX)
+                    self.network.send(self.now + late, ("c", client_id), target, wired)
         while (completion := session.take_completion()) is not None:
             assert client.pending_input is not None
             if completion.result is not None:
@@ -568,10 +595,10 @@ class Simulation:
                 )
             else:  # an error we gave up on: the outcome is unknown
                 self.history.append(Operation(client_id, client.pending_input, UNKNOWN, client.pending_call))
-                if completion.error == ERROR_SESSION_EXPIRED:
-                    client.session = self._new_session(client_id, 2000 + self.prng.getrandbits(62))
             client.pending_input = None
             client.next_at = self.now + self.prng.randint(0, 30)
+            if self.options.churn and self.prng.random() < self.options.churn_new_session:
+                client.session = self._new_session(client_id, NONCE_BASE + self.prng.getrandbits(40))
 
     def _random_operation(self) -> dict[str, Any]:
         key = self.prng.choice(KEYS)
@@ -691,8 +718,6 @@ class Simulation:
             operation, holder.pending = holder.pending, None
             assert operation is not None
             if completion.result is None:  # the outcome is unknown: give the round up (its lease will expire)
-                if completion.error == ERROR_SESSION_EXPIRED:
-                    holder.session = self._new_holder_session(number, 2000 + self.lease_prng.getrandbits(62))
                 self._holder_reset(holder)
                 continue
             self._holder_answer(holder, operation, msgpack.unpackb(completion.result))
@@ -933,7 +958,7 @@ class Simulation:
             self._add_replica(index)
         self._note(f"reconfigure ({change}): epoch {self.configuration.epoch} {self.configuration.ids} -> {new}")
         if self.admin is None:
-            self.admin = self._new_session(ADMIN, ADMIN)
+            self.admin = self._new_session(ADMIN, NONCE_BASE + ADMIN)
             self.events.push(self.now + TICK_MS, "admin", None)
         self.admin_number += 1
         operation = reconfiguration_operation(self.configuration.epoch, tuple(Member(i) for i in new))

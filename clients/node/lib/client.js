@@ -209,7 +209,7 @@ class Client {
     this._receivers.push(this._receive(socket));
   }
 
-  /** This client's session id (a random 64-bit bigint). */
+  /** This client's session id (a bigint, named by its register's reply), or its random nonce until registered. */
   get clientId() {
     return this._session.clientId;
   }
@@ -376,11 +376,12 @@ class Client {
    * proxies a new session starts at the proxy the last one used, as the Python client's does.
    */
   _newSession(clientId) {
+    const registration = { register: true, newNonce: randomClientId };
     if (this.viaProxies) {
       const relay = this._session instanceof RelaySession ? this._session.relay : 0;
-      return new RelaySession({ clientId, relay, ...this._sessionSettings });
+      return new RelaySession({ clientId, relay, ...this._sessionSettings, ...registration });
     }
-    const session = new ClientSession({ clientId, ...this._sessionSettings });
+    const session = new ClientSession({ clientId, ...this._sessionSettings, ...registration });
     const previous = this._session;
     if (previous instanceof ClientSession && this.epoch > 0) {
       session.learnConfiguration(previous.members, previous.startView);
@@ -474,6 +475,13 @@ class Client {
   _flush() {
     const call = this._call;
     const session = this._session;
+    if (call !== null && session.outstanding !== null && session.outstanding !== call.request) {
+      // The session registered: its operation goes out now, as request 1 of the session, with attempts of its own.
+      call.request = session.outstanding;
+      call.wire = codec.encode(call.request);
+      call.attempts.start({ fresh: true });
+      if (this._last !== null) this._last.requestNumber = call.request.request_number;
+    }
     for (const [destination, request] of session.takeOutbox()) {
       if (call === null || request !== call.request) continue;
       let targets;
@@ -582,8 +590,7 @@ class Client {
       [code, message] = call.attempts.finalError({ timeoutMs: this.timeoutMs, target: this._target });
     }
     if (code === 'session_expired') {
-      // The cluster refuses this client_id for good: continue under a new one.
-      this._session = this._newSession(randomClientId());
+      // The session registers a new one for the next call by itself; the expired request is never re-sent.
       this._last = null; // nothing to retry: the new session cannot resend the old one's request
     }
     this._finish(null, errorFor(code, message));

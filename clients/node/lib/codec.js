@@ -121,7 +121,18 @@ function unpack(data, sizeMax) {
     throw error;
   }
   if (!(value instanceof Map)) throw new DecodeError('not_a_map', `top level is ${msgpack.describe(value)}`);
+  // As the server's decoder (zvsr/wire/unpack.py): decoders differ on which of two equal keys wins, so a map
+  // that names a key twice (fewer keys decoded than its header declares) is refused, never guessed at.
+  if (value.size !== mapHeaderCount(data)) throw new DecodeError('inconsistent', 'a key appears twice');
   return value;
+}
+
+/** The key count the header of the map `data` holds declares (the caller knows `data` is one map). */
+function mapHeaderCount(data) {
+  const head = data[0];
+  if (head < 0x90) return head & 0x0f;
+  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  return head === 0xde ? view.getUint16(1) : view.getUint32(1);
 }
 
 function dispatch(map, allowed) {

@@ -28,9 +28,18 @@
  *   nothing reports that): once more to the next proxy (with one proxy, the same one), and again after each
  *   further quiet period.
  * `bad_request` and `session_expired` end the request; otherwise only the deadline does, with `timeout`.
+ *
+ * Registration (`register: true`; docs/protocol.md §5 "Registration"). A session registers before its first
+ * request, and again after `session_expired`, transparently for the caller: `submit` sends the register
+ * (request_number 0, no operation, the session's random nonce as client_id) and keeps the operation; the
+ * register's Reply carries the session id (a msgpack uint), which becomes the session's clientId, and the
+ * operation goes out as request 1 of it. A register that fails completes the operation with the register's
+ * error (the operation was never sent). `session_expired` completes the operation in flight — its outcome is
+ * unknown, it is never re-sent — and the next `submit` registers a new session under a new nonce (`newNonce`).
  */
 
 const BROADCAST = -1;
+const EMPTY = Buffer.alloc(0); // a register's operation
 const RETRY_AFTER_ERROR_MS = 50; // 5 ticks of 10 ms in the Python client
 const BACKOFF_DOUBLINGS_MAX = 16;
 const RELAY_QUIET_MS = 2500; // CLIENT_PROXY_QUIET_MS in zvsr/constants.py
@@ -86,8 +95,13 @@ class Attempts {
  * caller's deadline, the outbox and the completion the driver takes.
  */
 class Session {
-  constructor({ clientId, requestNumber, view }) {
-    this.clientId = clientId;
+  constructor({ clientId, requestNumber, view, register = false, registered = false, newNonce = null }) {
+    this.clientId = clientId; // the session id once registered; before, the register's nonce
+    this.nonce = clientId;
+    this.register = register;
+    this.registered = registered || !register;
+    this.newNonce = newNonce;
+    this.waiting = null; // the operation that goes out once the register answers
     this.requestNumber = requestNumber; // the last one used
     this.view = view;
     this.outstanding = null; // { kind, client_id, request_number, operation }
@@ -102,13 +116,50 @@ class Session {
    */
   start(operation, { now, timeoutMs, requestNumber }) {
     if (this.outstanding !== null) throw new Error('a client has at most one outstanding request');
+    this.completion = null;
+    this.deadline = now + timeoutMs;
+    if (!this.registered) {
+      this.waiting = operation;
+      this.requestNumber = 0n;
+      this.outstanding = { kind: 'Request', client_id: this.clientId, request_number: 0n, operation: EMPTY };
+      return this.outstanding;
+    }
+    return this.number(operation, requestNumber);
+  }
+
+  number(operation, requestNumber) {
     const number = requestNumber ?? this.requestNumber + 1n;
     if (number < this.requestNumber) throw new RangeError('request numbers never go backwards');
     this.requestNumber = number;
     this.outstanding = { kind: 'Request', client_id: this.clientId, request_number: number, operation };
-    this.completion = null;
-    this.deadline = now + timeoutMs;
     return this.outstanding;
+  }
+
+  /**
+   * The register answered: go on as its session with the operation kept, as its request 1 (returned). Null if
+   * the answer names no session (the operation then completes `unavailable`, never sent).
+   */
+  registeredBy(reply) {
+    const session = registerResult(reply.result);
+    const operation = this.waiting;
+    this.waiting = null;
+    this.outstanding = null;
+    if (session === null || session === 0n) {
+      this.complete({ requestNumber: 1n, error: 'unavailable', message: 'bad register reply; not executed' });
+      return null;
+    }
+    this.clientId = session;
+    this.requestNumber = 0n;
+    this.registered = true;
+    return this.number(operation, undefined);
+  }
+
+  /** A completion, reworded if it ends a register that got no session (the operation was never sent). */
+  registering(completion) {
+    if (this.waiting === null) return completion;
+    this.waiting = null;
+    this.requestNumber = 0n;
+    return { ...completion, message: `${completion.message} (while registering a session: the operation was not sent)` };
   }
 
   /** Is `reply` an answer to the request in flight (not to an earlier attempt of an earlier request)? */
@@ -126,7 +177,15 @@ class Session {
       return true;
     }
     if (reply.kind === 'Error' && FINAL_ERRORS.has(reply.code)) {
-      this.complete({ requestNumber: reply.request_number, error: reply.code, message: reply.message });
+      let message = reply.message;
+      if (reply.code === 'session_expired' && this.register) {
+        // The next submit registers a new session, under a new nonce (one this session's id never answers).
+        this.registered = false;
+        if (this.newNonce !== null) this.nonce = this.newNonce();
+        this.clientId = this.nonce;
+        message += '; the outcome of this request is unknown (an earlier attempt may have executed)';
+      }
+      this.complete({ requestNumber: reply.request_number, error: reply.code, message });
       return true;
     }
     return false;
@@ -157,10 +216,21 @@ class ClientSession extends Session {
    * clientId: bigint; endpointCount: replicas (index order) or proxies; retryMs / retryMaxMs: the first retry
    * period and its cap; random: () => [0, 1) for jitter (default Math.random).
    */
-  constructor({ clientId, endpointCount, retryMs, retryMaxMs, random = Math.random, requestNumber = 0n, view = 0n }) {
+  constructor({
+    clientId,
+    endpointCount,
+    retryMs,
+    retryMaxMs,
+    random = Math.random,
+    requestNumber = 0n,
+    view = 0n,
+    register = false,
+    registered = false,
+    newNonce = null,
+  }) {
     if (endpointCount < 1) throw new RangeError('at least one endpoint');
     if (retryMaxMs < retryMs) throw new RangeError('retryMaxMs must be >= retryMs');
-    super({ clientId, requestNumber, view });
+    super({ clientId, requestNumber, view, register, registered, newNonce });
     this.endpointCount = endpointCount;
     // The configuration it addresses (VR Revisited §7): replica ids in order, and the view its first member
     // leads. The endpoints as given are ids 0..n-1 from view 0; `learnConfiguration` moves to a later epoch's.
@@ -214,6 +284,7 @@ class ClientSession extends Session {
   /** Forget the request in flight (the caller gave up); a late answer to it is then ignored. */
   abandon() {
     this.outstanding = null;
+    this.waiting = null;
     this.outbox = [];
     this.retryAt = Infinity;
     this.deadline = Infinity;
@@ -221,6 +292,17 @@ class ClientSession extends Session {
 
   onReply(reply, now) {
     if (!this.answersOutstanding(reply)) return;
+    if (reply.kind === 'Reply' && this.waiting !== null) {
+      if (reply.view > this.view) this.view = reply.view;
+      const request = this.registeredBy(reply);
+      if (request !== null) {
+        this.backoffs = 0;
+        this.retryAfter = this.retryMs;
+        this.retryAt = now + this.retryAfter;
+        this.outbox.push([this.primary, request]);
+      }
+      return;
+    }
     if (reply.kind === 'Redirect') {
       // Only replicas in normal status redirect, so the view they name has started. Never go back.
       if (reply.view > this.view) {
@@ -257,7 +339,7 @@ class ClientSession extends Session {
     this.outstanding = null;
     this.retryAt = Infinity;
     this.deadline = Infinity;
-    this.completion = completion;
+    this.completion = this.registering(completion);
   }
 }
 
@@ -277,10 +359,13 @@ class RelaySession extends Session {
     requestNumber = 0n,
     relay = 0,
     view = 0n,
+    register = false,
+    registered = false,
+    newNonce = null,
   }) {
     if (!(relayCount >= 1)) throw new RangeError('at least one proxy');
     if (!(Number.isInteger(relay) && relay >= 0 && relay < relayCount)) throw new RangeError('relay out of range');
-    super({ clientId, requestNumber, view });
+    super({ clientId, requestNumber, view, register, registered, newNonce });
     this.relayCount = relayCount;
     this.quietMs = quietMs;
     this.pauseMs = pauseMs;
@@ -302,6 +387,7 @@ class RelaySession extends Session {
   /** Forget the request in flight (the caller gave up); a late answer to it is then ignored. */
   abandon() {
     this.outstanding = null;
+    this.waiting = null;
     this.outbox = [];
     this.stopTimers();
   }
@@ -323,6 +409,11 @@ class RelaySession extends Session {
   onReply(reply, now) {
     // A Redirect never comes from a proxy (it follows them itself): nothing to learn from one.
     if (!this.answersOutstanding(reply) || reply.kind === 'Redirect') return;
+    if (reply.kind === 'Reply' && this.waiting !== null) {
+      if (reply.view > this.view) this.view = reply.view;
+      if (this.registeredBy(reply) !== null) this.newRound(this.relay, now);
+      return;
+    }
     if (!this.finishes(reply) && this.pauseAt === Infinity) {
       // The proxy's own session ended without a result, or it refused the request: ask the next proxy, after a
       // pause (a proxy refusing at once must not make us spin). Further errors meanwhile ask nothing more.
@@ -368,14 +459,28 @@ class RelaySession extends Session {
   complete(completion) {
     this.outstanding = null;
     this.stopTimers();
-    this.completion = completion;
+    this.completion = this.registering(completion);
   }
+}
+
+/** The session id in a register's result (any msgpack unsigned int), or null if it is not one. */
+function registerResult(result) {
+  if (!Buffer.isBuffer(result) || result.length === 0) return null;
+  const head = result[0];
+  if (head < 0x80) return result.length === 1 ? BigInt(head) : null;
+  const sizes = { 0xcc: 1, 0xcd: 2, 0xce: 4, 0xcf: 8 };
+  const size = sizes[head];
+  if (size === undefined || result.length !== 1 + size) return null;
+  let value = 0n;
+  for (let i = 1; i <= size; i++) value = (value << 8n) | BigInt(result[i]);
+  return value;
 }
 
 module.exports = {
   ClientSession,
   RelaySession,
   Attempts,
+  registerResult,
   BROADCAST,
   RETRY_AFTER_ERROR_MS,
   RELAY_QUIET_MS,

@@ -12,6 +12,7 @@ const zmq = require('zeromq');
 
 const { Client, Float64, codec, msgpack, AppError, LeaseNotFound } = require('..');
 const { LiveCluster, withTimeout } = require('../support/cluster');
+const { registerResult } = require('../lib/session');
 
 const vectors = JSON.parse(fs.readFileSync(path.join(__dirname, '..', '..', 'testdata', 'vectors.json'), 'utf8'));
 
@@ -156,8 +157,12 @@ async function firstReply(wire) {
   }
 }
 
-live('raw Requests: the same (client_id, request_number) sent again gives one increment', async () => {
-  const clientId = 0x8f3a2c61d4b70e95n ^ BigInt(Date.now());
+live('raw Requests: a registered session sends the same (client_id, request_number) again: one increment', async () => {
+  // Register first (docs/protocol.md §5, "Registration"): the reply names the session id, the client_id from then on.
+  const nonce = 0x8f3a2c61d4b70e95n ^ BigInt(Date.now());
+  const register = codec.encode({ kind: 'Request', client_id: nonce, request_number: 0n, operation: Buffer.alloc(0) });
+  const clientId = registerResult((await firstReply(register)).result);
+  assert.ok(clientId > 0n, 'a session id');
   const operation = msgpack.encode({ op: 'incr', key: 'raw/once', by: 10 });
   const wire = codec.encode({ kind: 'Request', client_id: clientId, request_number: 1n, operation });
   const first = await firstReply(wire);

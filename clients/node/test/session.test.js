@@ -293,3 +293,29 @@ test('relay: abandon forgets the request, keeps the numbering and the proxy; ans
   assert.throws(() => s.submit(OP, { now: 4, timeoutMs: 500, requestNumber: 0n }), RangeError);
   assert.equal(s.submit(OP, { now: 4, timeoutMs: 500 }).request_number, 2n);
 });
+
+test('a registering session sends its register first, then the operation as request 1 of the session it got', () => {
+  const nonces = [0x5555n];
+  for (const make of [
+    (o) => session(o),
+    (o) => new RelaySession({ clientId: CLIENT, relayCount: 2, ...o }),
+  ]) {
+    const s = make({ register: true, newNonce: () => nonces[0] });
+    const register = s.submit(OP, { now: 0, timeoutMs: 100_000 });
+    assert.deepEqual([register.client_id, register.request_number, register.operation.length], [CLIENT, 0n, 0]);
+    assert.equal(s.takeOutbox().length, 1);
+    const session12 = Buffer.from([0xcf, 0, 0, 0, 0, 0, 0, 0, 12]); // the register executed as op 12
+    s.onReply({ kind: 'Reply', client_id: CLIENT, request_number: 0n, view: 0n, result: session12 }, 5);
+    const [[, request]] = s.takeOutbox();
+    assert.deepEqual([request.client_id, request.request_number, request.operation], [12n, 1n, OP]);
+    assert.equal(s.takeCompletion(), null, 'the caller sees one completion, for its operation');
+    s.onReply({ kind: 'Error', client_id: 12n, request_number: 1n, view: 0n, code: 'session_expired', message: 'x' }, 6);
+    const completion = s.takeCompletion();
+    assert.equal(completion.error, 'session_expired');
+    assert.match(completion.message, /outcome of this request is unknown/);
+    for (let now = 7; now < 10_000; now += 50) s.poll(now);
+    assert.deepEqual(s.takeOutbox(), [], 'the expired request is never re-sent');
+    const again = s.submit(OP, { now: 10_000, timeoutMs: 100_000 });
+    assert.deepEqual([again.client_id, again.request_number], [0x5555n, 0n], 'a new session, under a new nonce');
+  }
+});
