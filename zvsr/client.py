@@ -3,7 +3,8 @@
 Theory of operation
 -------------------
 A `Client` is one VR client (§4): a random 64-bit client_id, request numbers 1, 2, … and at most one request
-outstanding (a lock serialises callers; `AsyncClient` uses an asyncio lock). It speaks the zvsr client
+outstanding (a lock serialises callers; `AsyncClient` uses an asyncio lock, or, through proxies, runs concurrent
+calls on sessions of their own, sent in RequestBatches: `zvsr.client_pipeline`). It speaks the zvsr client
 protocol — `Request` out, `Reply` / `Redirect` / `Error` in (`zvsr.wire.codec`) — over one DEALER per endpoint
 (the zguide's Freelance pattern), so each attempt goes to a chosen endpoint:
 
