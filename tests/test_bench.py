@@ -206,6 +206,7 @@ def test_report_medians_ratios_and_missing_figures() -> None:
 # The tools bench/README.md documents, with the flags it shows: each runs as written (`python -m zvsr.bench.NAME`)
 # and accepts every documented flag. Running them for real takes minutes; --help proves the command line.
 DOCUMENTED_TOOLS = {
+    "async_client": ["--runs", "--seconds", "--inflight", "--fsync"],
     "failover": ["--runs", "--fsync"],
     "leases": ["--kills", "--rounds", "--ttl-ms", "--fsync", "--out", "--quick"],
     "cpu_per_op": ["--seconds", "--clients", "--window", "--fsync", "--metrics"],

@@ -5,9 +5,10 @@ Theory of operation
 A `Client` is one VR client (§4): a session registered through the log before its first call (a random 64-bit
 nonce; the register's reply names the session id, its client_id from then on: docs/protocol.md §5,
 "Registration"), request numbers 1, 2, … and at most one request outstanding (a lock serialises callers;
-`AsyncClient` uses an asyncio lock). It speaks the zvsr client protocol — `Request` out, `Reply` / `Redirect` /
-`Error` in (`zvsr.wire.codec`) — over one DEALER per endpoint (the zguide's Freelance pattern), so each attempt
-goes to a chosen endpoint:
+`AsyncClient` uses an asyncio lock, or, through proxies, runs concurrent calls on sessions of their own, sent in
+RequestBatches: `zvsr.client_pipeline`). It speaks the zvsr client protocol — `Request` out, `Reply` /
+`Redirect` / `Error` in (`zvsr.wire.codec`) — over one DEALER per endpoint (the zguide's Freelance pattern), so
+each attempt goes to a chosen endpoint:
 
 - via proxies (`Client("tcp://host:7700")` or several): a request goes to one proxy (the list is shuffled once
   per client, spreading load), which finds the primary, follows failover and retries toward the replicas
@@ -71,6 +72,7 @@ import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 import zmq
 import zmq.asyncio
 
+from zvsr.client_pipeline import Pipeline
 from zvsr.connect import Curve as Curve  # re-exported: users build a Client with zvsr.client.Curve
 from zvsr.connect import apply_curve, check_endpoints
 from zvsr.connect import curve_for_proxy as curve_for_proxy
@@ -961,8 +963,11 @@ class Client:
 
 
 class AsyncClient:
-    """`Client` for asyncio: the same API as coroutines; one request at a time per client (an asyncio lock).
+    """`Client` for asyncio: the same API as coroutines.
 
+    Through proxies, concurrent calls (``asyncio.gather``) are pipelined: each runs on a session of its own and
+    those issued in one event-loop turn go out as one RequestBatch (`zvsr.client_pipeline`); `batch=False`, or
+    direct to replicas, runs one request at a time per client (an asyncio lock).
     `context`: a `zmq.asyncio.Context` (default: one sharing the process-wide ZeroMQ context).
     """
 
@@ -974,6 +979,7 @@ class AsyncClient:
         timeout_ms: int = CLIENT_TIMEOUT_MS,
         context: zmq.asyncio.Context | None = None,
         curve: Curve | None = None,
+        batch: bool = True,
     ) -> None:
         endpoints, via_proxies = _endpoints(proxy, replicas, timeout_ms, curve)
         context = zmq.asyncio.Context(zmq.Context.instance()) if context is None else context
@@ -1001,6 +1007,7 @@ class AsyncClient:
                 socket.close(linger=0)
             raise
         self._closed = False
+        self._pipeline = _pipeline(self, shadows, timeout_ms) if batch and via_proxies else None
 
     def _open(self, index: int, endpoint: str, curve: Curve | None) -> zmq.Socket[bytes]:
         socket = _connected_dealer(self._context, index, endpoint, curve, via_proxies=self._via_proxies)
@@ -1091,6 +1098,8 @@ class AsyncClient:
         return _result_value(call, await self._request(call.operation))
 
     async def _request(self, operation: bytes) -> bytes:
+        if self._pipeline is not None and not self._closed:
+            return await self._pipeline.request(operation)
         async with self._lock:
             if self._closed:
                 raise RuntimeError("the client is closed")
@@ -1112,6 +1121,8 @@ class AsyncClient:
         if self._closed:
             return
         self._closed = True
+        if self._pipeline is not None:
+            self._pipeline.close()
         for socket in self._sockets.values():
             socket.close(linger=0)
 
@@ -1122,6 +1133,17 @@ class AsyncClient:
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _pipeline(client: AsyncClient, shadows: dict[int, zmq.Socket[bytes]], timeout_ms: int) -> Pipeline:
+    """A pipelining AsyncClient's lanes over its proxies (zvsr.client_pipeline); its own exchange is the first."""
+    return Pipeline(
+        client._exchange,
+        shadows,
+        client._poller,
+        client._index,
+        lambda sockets: _Exchange(sockets, via_proxies=True, timeout_ms=timeout_ms),
+    )
 
 
 # --- leases kept alive in the background --------------------------------------------------------------------

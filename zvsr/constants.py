@@ -128,6 +128,9 @@ CLIENT_DIRECT_RETRY_MAX_MS: Final = 1600  # ... doubling (with jitter) up to thi
 # next proxy) only after this long without any answer — the loss of a proxy that restarted with it in flight.
 CLIENT_PROXY_QUIET_MS: Final = 2500
 CLIENT_SNDHWM: Final = 1000  # messages queued towards one endpoint (replica or proxy)
+# Calls one AsyncClient has in flight at once through proxies, each on a session (client_id) of its own; they are
+# sent in RequestBatches (zvsr.client_pipeline). More calls wait for one of these to end.
+CLIENT_PIPELINE_MAX: Final = 256
 
 # --- replica node (zvsr.runtime.node) ---
 NODE_DRAIN_MAX: Final = 256  # messages taken from one socket per wake-up before the others get their turn
