@@ -19,6 +19,7 @@ import pytest
 
 from zvsr.bench.runner import Report
 from zvsr.bench.stats import median, percentile
+from zvsr.constants import READ_MODES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,17 +53,25 @@ FIGURES = {
     },
     "zvsr_r5_strict_p50_ms": "ms",
     "zvsr_r5_pipelined_ops_s": "ops/s",
+    # the read mix per read mode (zvsr.bench.read_mix)
+    **{
+        f"read_mix_{mode}_{kind}": unit
+        for mode in READ_MODES
+        for kind, unit in (("ops_s", "ops/s"), ("mean_ms", "ms"))
+    },
 }
 RATIOS = {
     "pipelined_vs_raw_forwarder": (">=", 0.8),
     "strict_p50_vs_raw_path": ("<=", 1.2),
     "fsync_group_commit": (">=", 3.0),
+    "read_mix_read_index_vs_log": (">=", 3.0),
 }
 UNTARGETED_RATIOS = (
     "batched_vs_raw_forwarder_batched",
     "batched_vs_unbatched",
     "five_replicas_pipelined",
     "five_replicas_strict_p50",
+    "read_mix_lease_vs_log",
 )
 PYSYNCOBJ_RATIOS = {"pipelined_vs_pysyncobj_async": (">=", 2.5)}
 TARGETS = {

@@ -37,7 +37,9 @@ import click
     "--curve-window", "curve_s", type=click.FloatRange(0.1), default=None, help="Window of a curve point, s. [2]"
 )
 @click.option(
-    "--curves/--no-curves", default=None, help="Client-count, value-size and 5-replica curves (phase 5). [on]"
+    "--curves/--no-curves",
+    default=None,
+    help="Client-count, value-size and 5-replica curves, and the read mix per read_mode (phase 5). [on]",
 )
 @click.option(
     "--failover-runs", type=click.IntRange(1, 99), default=None, help="Failover repetitions. [5; quick 1]"

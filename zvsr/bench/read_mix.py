@@ -1,8 +1,9 @@
 """A read-heavy mix (90% get, 10% put) through the proxy, once per read_mode, in one run: the figures are ratios.
 
 `read_mix(modes, ...)` starts a fresh 3-replica cluster of real processes (127.0.0.1) per mode, runs `clients`
-closed-loop clients for `seconds`, and answers ops/s and the mean latency per mode. Reusable by `zvsr bench`
-(the lead wires it into the full run); alone: ``python -m zvsr.bench.read_mix [--seconds S] [--clients C]``.
+closed-loop clients for `seconds`, and answers ops/s and the mean latency per mode. `zvsr bench` runs it as a
+phase of its own (`steps`, `run_phase`, `conclude`, with the curves); alone:
+``python -m zvsr.bench.read_mix [--seconds S] [--clients C]``.
 """
 
 from __future__ import annotations
@@ -14,14 +15,20 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zvsr.client import Client
 from zvsr.constants import READ_MODES
 from zvsr.runtime.processes import process_cluster
 
+if TYPE_CHECKING:
+    from zvsr.bench.curves import PhaseContext
+    from zvsr.bench.runner import Report, Settings
+
 GET_SHARE = 0.9
 KEYS = 100
+BENCH_CLIENTS = 16  # closed-loop clients of the `zvsr bench` phase
+BENCH_WINDOW_FACTOR = 2  # its window per mode and run: this many curve windows (`Settings.curve_s`)
 
 
 def _client_loop(proxy: str, seed: int, until: float, counts: list[int], latency: list[float]) -> None:
@@ -84,6 +91,31 @@ def read_mix(
         for figures in results.values():
             figures["throughput_vs_log"] = round(figures["ops_per_s"] / base, 2)
     return results
+
+
+def steps(settings: Settings) -> int:
+    """Progress steps `run_phase` takes."""
+    return settings.runs * len(READ_MODES)
+
+
+def run_phase(context: PhaseContext) -> None:
+    """Each repetition runs every mode in turn (log, read_index, lease), each on a fresh cluster."""
+    settings, report = context.settings, context.report
+    seconds = settings.curve_s * BENCH_WINDOW_FACTOR
+    for r in range(1, settings.runs + 1):
+        for mode in READ_MODES:
+            context.progress.step(f"90% get / 10% put, read_mode {mode} (run {r}/{settings.runs})")
+            ops, spent = _run_mode(mode, seconds, BENCH_CLIENTS)
+            what = f"90% get / 10% put, {BENCH_CLIENTS} clients one call at a time each, read_mode {mode}"
+            report.add(f"read_mix_{mode}_ops_s", ops / seconds, unit="ops/s", system="zvsr", what=what)
+            mean_ms = 1000 * spent / ops if ops else float("nan")
+            report.add(f"read_mix_{mode}_mean_ms", mean_ms, unit="ms", system="zvsr", what=f"{what}: mean")
+
+
+def conclude(report: Report) -> None:
+    """The issue's target: the read-heavy mix at least 3x faster in read_index mode than through the log."""
+    report.ratio("read_mix_read_index_vs_log", "read_mix_read_index_ops_s", "read_mix_log_ops_s", (">=", 3.0))
+    report.ratio("read_mix_lease_vs_log", "read_mix_lease_ops_s", "read_mix_log_ops_s", None)
 
 
 def main() -> None:

@@ -508,10 +508,16 @@ def _extra_phases(
     settings: Settings,
 ) -> list[tuple[Callable[[Settings], int], Callable[[Any], None], Callable[[Report], None]]]:
     """Phases in their own modules, run after phase 4 on clusters of their own: (progress steps, run, ratios).
-    Another series (e.g. a read mix per read mode) goes here, as a module like `zvsr.bench.curves`."""
-    from zvsr.bench import curves  # imported here: it builds on this module
+    The curves (`zvsr.bench.curves`) and the read mix per read mode (`zvsr.bench.read_mix`); `--no-curves` drops
+    both."""
+    from zvsr.bench import curves, read_mix  # imported here: they build on this module
 
-    return [(curves.steps, curves.run_phase, curves.conclude)] if settings.curves else []
+    if not settings.curves:
+        return []
+    return [
+        (curves.steps, curves.run_phase, curves.conclude),
+        (read_mix.steps, read_mix.run_phase, read_mix.conclude),
+    ]
 
 
 @contextlib.contextmanager
@@ -866,6 +872,8 @@ RATIO_LABELS: Final = {
     "batched_vs_unbatched": "batching clients vs plain clients",
     "five_replicas_pipelined": "5 replicas vs 3, pipelined ops/s",
     "five_replicas_strict_p50": "5 replicas vs 3, strict p50",
+    "read_mix_read_index_vs_log": "90% reads: read_index vs log ops/s",
+    "read_mix_lease_vs_log": "90% reads: lease vs log ops/s",
 }
 TARGET_LABELS: Final = {
     "strict_p99": "strict p99 latency",
