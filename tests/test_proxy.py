@@ -30,6 +30,7 @@ from zmq_fakes import (
 )
 
 from zvsr.client import Client, Timeout
+from zvsr.protocol.client_table import REGISTER_REQUEST_NUMBER
 from zvsr.protocol.messages import (
     ERROR_BAD_REQUEST,
     ERROR_BUSY,
@@ -500,6 +501,37 @@ def test_plain_req_client_gets_a_session_and_bare_results(context: zmq.Context[z
                     )
                 ]
                 assert legacy_call(legacy, get) == {"error": ERROR_BAD_REQUEST, "message": "nope"}
+
+
+def test_a_legacy_session_registers_late_then_its_lost_operation_is_retried_on_its_timer(
+    context: zmq.Context[zmq.Socket[bytes]],
+) -> None:
+    """A zmq.REQ's session is registered through the log by the proxy; the replicas are silent at first, so the
+    register is re-sent (its timer backing off) before it is answered. Then the operation's first copy is lost:
+    the proxy re-sends it on the session's timer, which started again when the register's answer came, and the
+    REQ gets its result. (`zvsr fuzz` found the proxy's timer wheel still holding such a session at its
+    register's backed-off tick: the proxy stopped on an assertion.)"""
+    config = local_config(tick_ms=5)
+    seen: list[Request] = []
+
+    def lose_the_first_copy(req: Request) -> list[ClientReply | bytes]:
+        seen.append(req)
+        return echo_result(msgpack.packb({"value": "a"}))(req) if len(seen) >= 2 else []
+
+    with fake_replicas(config, context, silent) as fakes:
+        with running_proxy(config, context) as proxy, peer(context, proxy.endpoint, zmq.REQ) as legacy:
+            get = msgpack.packb({"op": "get", "key": "a"})
+            legacy.send(get)
+
+            def registers() -> int:
+                return sum(r.request_number == REGISTER_REQUEST_NUMBER for r in fakes[0].requests())
+
+            wait_for(lambda: registers() >= 3, what="the register re-sent twice")
+            for fake in fakes:
+                fake.script = lose_the_first_copy
+            assert receive(legacy) and seen, "answered, after the lost copy"
+            assert len(seen) >= 2 and seen[0] == seen[1], "the same request, re-sent"
+            assert legacy_call(legacy, get) == {"value": "a"}, "the proxy still serves"
 
 
 # --- real replica nodes -------------------------------------------------------------------------------------

@@ -144,6 +144,7 @@ from zvsr.constants import (
     ZMTP_HEARTBEAT_TIMEOUT_MS,
 )
 from zvsr.protocol.client_session import ClientSession, Completion
+from zvsr.protocol.client_table import REGISTER_REQUEST_NUMBER
 from zvsr.protocol.membership import Membership
 from zvsr.protocol.messages import (
     ERROR_BAD_REQUEST,
@@ -867,7 +868,11 @@ class Proxy:
             if reply.request_number == outstanding.request_number:
                 state.attempts.on_answer(reply)
             result = type(reply) is Reply
-            if not result:  # an Error may restart the retry timer: bring the session's timers up to now first
+            # An Error may restart the retry timer, and a register's Reply sends the operation under the new
+            # session id (its timers start again): bring the session's timers up to now first, and enter the
+            # tick they act at next in the wheel after.
+            restarts = not result or reply.request_number == REGISTER_REQUEST_NUMBER
+            if restarts:
                 self._sync(state)
             state.session.on_reply(reply)
             if state.session.client_id != reply.client_id:
@@ -876,7 +881,7 @@ class Proxy:
             completion = state.session.take_completion()
             if completion is not None:
                 self._finish(state, completion, reply_bytes=data if result else None)
-            elif not result:
+            elif restarts:
                 self._schedule(state)
         else:
             self.counters["replies after the answer"] += 1
