@@ -51,6 +51,9 @@ MODES: Final = ("zvsr", "raw")
 VALUE_BYTES: Final = 32
 RETRY_PAUSE_S: Final = 0.002
 RESEND_AFTER_S: Final = 15.0
+# Registering the sessions is not measured: it may take longer than a short window (a cluster that has just
+# started answers `unavailable` until its primary has heard a quorum), so it has a deadline of its own.
+REGISTER_TIMEOUT_S: Final = 30.0
 _NOBLOCK: Final = int(zmq.NOBLOCK)
 
 
@@ -83,7 +86,10 @@ def register_sessions(socket: zmq.Socket[bytes], count: int, *, until: float) ->
         if now >= resend_at:
             resend_at = now + 1.0
             for wire in waiting.values():
-                socket.send(wire, _NOBLOCK)
+                try:
+                    socket.send(wire, _NOBLOCK)
+                except zmq.Again:  # not connected yet: the next round sends it
+                    break
         if not socket.poll(100):
             continue
         while True:
@@ -119,7 +125,8 @@ def run_load(
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     expected = TYPE_REPLY if mode == "zvsr" else TYPE_REQUEST
     if mode == "zvsr":
-        ids = register_sessions(sockets[0], sessions, until=end)  # a session is not bound to its connection
+        # A session is not bound to its connection: all register on the first.
+        ids = register_sessions(sockets[0], sessions, until=max(end, time.monotonic() + REGISTER_TIMEOUT_S))
     else:
         ids = [secrets.randbits(64) for _ in range(sessions)]
     ops = {cid: operation(index, value_bytes) for index, cid in enumerate(ids)}
