@@ -827,16 +827,16 @@ def sessions_cluster(**overrides: int) -> Cluster:
     return Cluster(3, config=dataclasses.replace(config, require_registration=True))
 
 
-def run_to_commit(cluster: Cluster, client_id: int, request_number: int, op: bytes) -> None:
-    cluster.request(client_id=client_id, request_number=request_number, op=op, to=0)
+def run_to_commit(cluster: Cluster, client_id: int, request_number: int, op: bytes, *, to: int = 0) -> None:
+    cluster.request(client_id=client_id, request_number=request_number, op=op, to=to)
     cluster.deliver_all()
-    cluster.tick(cluster.replicas[0].config.heartbeat_ticks, only={0})  # backups learn the commit
+    cluster.tick(cluster.replicas[to].config.heartbeat_ticks, only={to})  # backups learn the commit
     cluster.deliver_all()
 
 
-def register(cluster: Cluster, nonce: int) -> int:
-    """Register a session with `nonce` through the log; its id (the register's op number)."""
-    run_to_commit(cluster, nonce, REGISTER_REQUEST_NUMBER, b"")
+def register(cluster: Cluster, nonce: int, *, to: int = 0) -> int:
+    """Register a session with `nonce` through the log (at primary `to`); its id."""
+    run_to_commit(cluster, nonce, REGISTER_REQUEST_NUMBER, b"", to=to)
     answer = [r for r in cluster.replies if isinstance(r, Reply) and r.client_id == nonce][-1]
     session = parse_register_result(answer.result)
     assert session is not None

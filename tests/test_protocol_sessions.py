@@ -16,6 +16,7 @@ from zvsr.protocol import snapshots
 from zvsr.protocol.client_session import ClientSession
 from zvsr.protocol.client_table import REFUSED_RESULT, parse_register_result, register_result, session_id
 from zvsr.protocol.messages import ERROR_SESSION_EXPIRED, Error, Reply
+from zvsr.protocol.replica import Status
 
 
 def test_a_register_op_opens_a_session_named_by_nonce_and_op_number_and_evicts_the_same_one_everywhere() -> None:
@@ -102,9 +103,11 @@ def test_sessions_travel_in_snapshots_and_a_restarted_replica_evicts_as_the_othe
     assert snapshot.op_number == 4
     opened = [(session_id(nonce, op), nonce) for nonce, op in ((102, 2), (103, 3), (104, 4))]
     assert [(session, nonce) for session, nonce, _, _ in snapshot.client_table] == opened
-    cluster.crash_and_restart_from_disk(0, cluster.durable_state(0))
-    register(cluster, 105)
-    assert list(cluster.replicas[0].client_table) == [session_id(103, 3), session_id(104, 4), session_id(105, 5)]
+    cluster.crash_and_restart_from_disk(0, cluster.durable_state(0))  # it leaves view 0 for view 1
+    cluster.run_until(lambda: all((r.status, r.view_number) == (Status.NORMAL, 1) for r in cluster.replicas))
+    register(cluster, 105, to=1)
+    expected = [session_id(103, 3), session_id(104, 4), session_id(105, 5)]
+    assert [list(replica.client_table) for replica in cluster.replicas] == [expected] * 3
 
 
 def _v4_snapshot(op_number: int, rows: list[tuple[int, int, bytes]], expired: list[int], app: bytes) -> bytes:
