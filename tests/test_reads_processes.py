@@ -21,6 +21,7 @@ import zmq
 
 from zvsr.client import Client
 from zvsr.lincheck import Operation, ZvsrModel, check
+from zvsr.protocol.client_table import REGISTER_REQUEST_NUMBER, parse_register_result
 from zvsr.protocol.messages import Reply, Request
 from zvsr.runtime.processes import TEST_TIMEOUTS, ProcessCluster, process_cluster, wait_for
 from zvsr.wire.codec import decode_client_reply, encode
@@ -221,7 +222,10 @@ def test_resumed_old_primary_never_answers_a_stale_read(tmp_path: Path, read_mod
         reader = cluster.context.socket(zmq.DEALER)
         reader.setsockopt(zmq.LINGER, 0)
         reader.connect(cluster.addresses[old].client)
-        reader_id = 4242
+        reader.send(encode(Request(client_id=4242, request_number=REGISTER_REQUEST_NUMBER, operation=b"")))
+        assert reader.poll(10_000), "the primary answered no register"
+        reader_id = parse_register_result(decode_client_reply(reader.recv()).result)  # type: ignore[union-attr]
+        assert reader_id is not None, "the reader's session is registered through the log"
 
         def ask(number: int, operation: dict[str, Any]) -> None:
             reader.send(
