@@ -10,28 +10,6 @@ operation, timestamp]``, so a 256-entry Prepare does not repeat six key names pe
 ``"type"`` first and then the fields in dataclass order, so equal messages encode to identical bytes (golden test
 vectors rely on this).
 
-type    message             fields after ``type`` (in encoding order)
-======  ==================  ===============================================================================
-1       Prepare             cluster, epoch, view, replica, op_number, commit_number, entries, read_round
-2       PrepareOk           cluster, epoch, view, replica, op_number, read_round
-3       Commit              cluster, epoch, view, replica, commit_number, op_number, read_round
-4       StartViewChange     cluster, epoch, view, replica
-5       DoViewChange        cluster, epoch, view, replica, last_normal_view, op_number, commit_number, log
-6       StartView           cluster, epoch, view, replica, op_number, commit_number, log
-7       GetState            cluster, epoch, view, replica, op_number
-8       NewState            cluster, epoch, view, replica, op_number, commit_number, entries
-9       Recovery            cluster, epoch, view, replica, nonce
-10      RecoveryResponse    cluster, epoch, view, replica, nonce, log, op_number, commit_number
-11      GetSnapshot         cluster, epoch, view, replica, snapshot_op, offset
-12      SnapshotChunk       cluster, epoch, view, replica, snapshot_op, size, checksum, offset, data
-13      StartEpoch          cluster, epoch, view, replica, op_number, membership
-14      EpochStarted        cluster, epoch, view, replica
-20      Request             client_id, request_number, operation
-21      Reply               view, client_id, request_number, result
-22      Redirect            view, primary, client_id, request_number
-23      Error               view, client_id, request_number, code, message
-======  ==================  ===============================================================================
-=======
 ======  ====================  ===============================================================================
 type    message               fields after ``type`` (in encoding order)
 ======  ====================  ===============================================================================
