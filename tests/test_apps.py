@@ -668,3 +668,29 @@ def test_a_raising_declaration_means_the_log() -> None:
             raise RuntimeError("no")
 
     assert not MsgpackStateMachine(Broken()).read_only(msgpack.packb({"op": "get", "key": "k"}))
+
+
+def test_a_write_is_not_decoded_to_ask_whether_it_only_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The coordination app names the strings every read-only op holds (`read_only_strings`): a put holding
+    neither "get" nor "lease_list" is answered "not read-only" without a decode; a get is decoded and checked;
+    a get whose "get" is encoded as str 8 (legal msgpack, but not what a msgpack packer writes) is not
+    recognised and goes through the log, which is always safe."""
+    from zvsr.apps import adapter
+
+    decoded: list[bytes] = []
+    real = adapter._decode_operation
+
+    def counting(operation: bytes) -> Any:
+        decoded.append(operation)
+        return real(operation)
+
+    monkeypatch.setattr(adapter, "_decode_operation", counting)
+    machine = MsgpackStateMachine(CoordinationApp())
+    put = msgpack.packb({"op": "put", "key": "k", "value": "v" * 32})
+    assert not machine.read_only(put) and decoded == []
+    get = msgpack.packb({"op": "get", "key": "k"})
+    assert machine.read_only(get) and decoded == [get]
+    str8_get = b"\x82\xa2op\xd9\x03get\xa3key\xa1k"  # {"op": "get", "key": "k"}, "get" as str 8
+    assert msgpack.unpackb(str8_get) == {"op": "get", "key": "k"}
+    assert not machine.read_only(str8_get), "not recognised: it goes through the log"
+    assert decoded == [get]

@@ -61,7 +61,16 @@ class AppLoadError(Exception):
 class MsgpackStateMachine:
     """The core's `StateMachine` (bytes in, bytes out) over an `App` of msgpack values."""
 
-    __slots__ = ("_app", "_packer", "_with_context", "_due", "due_failures", "_read_only", "_query")
+    __slots__ = (
+        "_app",
+        "_packer",
+        "_with_context",
+        "_due",
+        "due_failures",
+        "_read_only",
+        "_query",
+        "_read_only_marks",
+    )
 
     def __init__(self, app: AnyApp) -> None:
         self._app = app
@@ -76,6 +85,13 @@ class MsgpackStateMachine:
         declared = callable(read_only) and callable(query)
         self._read_only: Callable[[Any], Any] | None = read_only if declared else None
         self._query: Callable[[Any], Any] | None = query if declared else None
+        # The msgpack encodings of the strings every read-only op holds (`read_only_strings`, zvsr.apps.base):
+        # an operation holding none of them is a write without a decode. A read encoded otherwise (str 8 for a
+        # short string, say) just goes through the log: the filter only ever says "not read-only".
+        strings = getattr(app, "read_only_strings", None) if declared else None
+        self._read_only_marks: tuple[bytes, ...] | None = (
+            tuple(msgpack.packb(text) for text in strings) if strings else None
+        )
 
     @property
     def app(self) -> AnyApp:
@@ -101,6 +117,9 @@ class MsgpackStateMachine:
         is not valid msgpack, or a declaration that raises or answers anything but True: the log is the
         safe default."""
         if self._read_only is None:
+            return False
+        marks = self._read_only_marks
+        if marks is not None and not any(mark in operation for mark in marks):
             return False
         op, problem = _decode_operation(operation)
         if problem is not None:

@@ -104,6 +104,11 @@ AnyApp = App | ContextApp  # what the adapter and `zvsr node --app` accept
 #     def query(self, op: Any) -> Any:
 #         """The result `apply(op)` would give at the current state, without changing anything; called only
 #         for an op `read_only` said True to."""
+#
+#     read_only_strings: tuple[str, ...]
+#         """Optional, a speed-up: strings every read-only op holds as a msgpack string (e.g. its op name). An
+#         operation whose bytes hold none of them is taken as not read-only without being decoded, so writes
+#         do not pay a decode for the question. Leave it out unless every read-only op surely holds one."""
 
 
 def error_result(code: str, message: str) -> dict[str, str]:

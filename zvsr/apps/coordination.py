@@ -336,6 +336,9 @@ class CoordinationApp:
 
     # --- read-only operations (zvsr.protocol.state_machine.ReadOnlyQueries, via the adapter) -----------------
 
+    # Every read-only op names itself in "op" (a msgpack string): a write holding neither is not decoded to ask.
+    read_only_strings: Final = tuple(sorted(_READ_ONLY_OPS))
+
     def read_only(self, op: Any) -> bool:
         """Whether `op` is a well-formed get or lease_list: the primary may answer it without a log entry."""
         try:
