@@ -453,7 +453,7 @@ class Proxy:
                     self._publish_metrics(metrics)
             self._send_pending()
             if self._answers:
-                self._send_answer_batches()
+                self._send_answers()
             if now >= next_sweep:
                 next_sweep = now + PROXY_SWEEP_MS / 1000
                 self._sweep_idle_sessions()
@@ -1160,17 +1160,26 @@ class Proxy:
         self._send_frontend(legacy_route, _legacy_error(ERROR_BAD_REQUEST, f"{reason}: {detail}"))
 
     def _answer(self, envelope: ClientEnvelope, payload: bytes) -> None:
-        """Answer a zvsr request: at once, or with this wake-up's other answers to a client that batches."""
-        if envelope in self._batch_senders:
-            self._answers.setdefault(envelope, []).append(payload)
+        """Answer a zvsr request with this wake-up's other answers (`_send_answers`, at its end)."""
+        answers = self._answers.get(envelope)
+        if answers is None:
+            self._answers[envelope] = [payload]
         else:
-            self._send_frontend(envelope, payload)
+            answers.append(payload)
 
-    def _send_answer_batches(self) -> None:
+    def _send_answers(self) -> None:
+        """This wake-up's answers, sent back to back: one ReplyBatch per client that batches, else one message
+        per answer. Sent one by one as replies came in, each would wake libzmq's I/O thread (a context switch
+        and a TCP send of its own); back to back, the I/O thread takes them in one go."""
         answers, self._answers = self._answers, {}
+        senders = self._batch_senders
         for envelope, payloads in answers.items():
-            for batched, group in batches(payloads, CLIENT_REPLY_BYTES_MAX):
-                self._send_frontend(envelope, encode_reply_batch(group) if batched else group[0])
+            if envelope in senders:
+                for batched, group in batches(payloads, CLIENT_REPLY_BYTES_MAX):
+                    self._send_frontend(envelope, encode_reply_batch(group) if batched else group[0])
+            else:
+                for payload in payloads:
+                    self._send_frontend(envelope, payload)
 
     def _send_frontend(self, envelope: ClientEnvelope, payload: bytes) -> None:
         try:
