@@ -21,9 +21,12 @@ The operation is a coordination-app ``put`` of `VALUE_BYTES` bytes (``--value-by
 the encoded Request is about 100 bytes. The garbage collector is off while the load runs (nothing here makes
 cycles).
 
-``--batch``: a pipelining client. The requests of one wake-up (the answers just read let those sessions send
-their next) go as one RequestBatch (type 26, docs/protocol.md "Batches") per connection; the proxy then answers
-in ReplyBatches, and an echo server echoes the batch, which is read element by element either way.
+The requests of one wake-up (the answers just read let those sessions send their next) are sent back to back
+at its end, each a message of its own, as an asynchronous client would.
+
+``--batch``: a pipelining client. Those requests go as one RequestBatch (type 26, docs/protocol.md "Batches")
+per connection instead; the proxy then answers in ReplyBatches, and an echo server echoes the batch, which is
+read element by element either way.
 ``--connections K``: the sessions are spread over K DEALER connections (session i on connection i mod K);
 with K = W, each session is a client of its own (the client-count curve of `zvsr.bench.curves`).
 """
@@ -32,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import functools
 import gc
 import json
 import secrets
@@ -142,13 +144,10 @@ def run_load(
     unpackb = msgpack.unpackb
     completed = 0
     completed_total = 0
-    # Per session: what sending a request means (onto its socket, or into its socket's batch of this wake-up).
-    outgoing: list[list[bytes]] = [[] for _ in sockets]  # with `batch`: each socket's requests of this wake-up
-    sends = [
-        (outgoing[index].append if batch else functools.partial(socket.send, flags=_NOBLOCK))
-        for index, socket in enumerate(sockets)
-    ]
-    send_of = {cid: sends[index % len(sockets)] for index, cid in enumerate(ids)}
+    # Each socket's requests of this wake-up, sent back to back at its end (as RequestBatches with `batch`):
+    # sent one by one as answers came in, each would wake libzmq's I/O thread on its own.
+    outgoing: list[list[bytes]] = [[] for _ in sockets]
+    send_of = {cid: outgoing[index % len(sockets)].append for index, cid in enumerate(ids)}
 
     def send(cid: int) -> None:
         send_of[cid](wires[cid])
@@ -163,8 +162,15 @@ def run_load(
 
     def send_outgoing() -> None:
         for socket, queued in zip(sockets, outgoing, strict=True):
-            for batched, group in batches(queued, CLIENT_MESSAGE_BYTES_MAX):
-                socket.send(encode_request_batch(group) if batched else group[0], _NOBLOCK)
+            if not queued:
+                continue
+            if batch:
+                for batched, group in batches(queued, CLIENT_MESSAGE_BYTES_MAX):
+                    socket.send(encode_request_batch(group) if batched else group[0], _NOBLOCK)
+            else:
+                send = socket.send
+                for wire in queued:
+                    send(wire, _NOBLOCK)
             queued.clear()
 
     def on_answer(data: bytes, now: float) -> None:
@@ -243,8 +249,7 @@ def run_load(
                     last_sent[cid] = now
                     send(cid)
                     counts["resent"] += 1
-        if batch:
-            send_outgoing()
+        send_outgoing()
     counts["completed"] = completed
     counts["completed_total"] = completed_total
     return {
