@@ -63,7 +63,7 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Generic, NamedTuple, TypeVar
@@ -499,6 +499,41 @@ def _connected_dealer(
     return socket
 
 
+def _open_exchange(
+    endpoints: Sequence[str],
+    *,
+    via_proxies: bool,
+    timeout_ms: int,
+    curve: Curve | None,
+    open_socket: Callable[[int, str, Curve | None], zmq.Socket[bytes]],
+    close_socket: Callable[[int], None],
+    close_opened: Callable[[dict[int, zmq.Socket[bytes]]], None],
+) -> _Exchange:
+    """An `_Exchange` over a socket per endpoint (`open_socket`); direct to replicas, it opens and closes the
+    sockets of replicas it learns of the same way, except with CurveZMQ (its keys are by position: no other
+    replicas). If this fails, `close_opened` gets the sockets opened so far."""
+    sockets: dict[int, zmq.Socket[bytes]] = {}
+    try:
+        for index, endpoint in enumerate(endpoints):
+            sockets[index] = open_socket(index, endpoint, curve)
+        learns = not via_proxies and curve is None
+        return _Exchange(
+            sockets,
+            via_proxies=via_proxies,
+            timeout_ms=timeout_ms,
+            connect=(lambda replica, endpoint: open_socket(replica, endpoint, None)) if learns else None,
+            disconnect=close_socket if learns else None,
+        )
+    except BaseException:
+        close_opened(sockets)
+        raise
+
+
+def _close_all(sockets: Iterable[zmq.Socket[Any]]) -> None:
+    for socket in sockets:
+        socket.close(linger=0)
+
+
 def _configure(socket: zmq.Socket[Any], *, via_proxies: bool) -> None:
     socket.setsockopt(zmq.LINGER, 0)
     socket.setsockopt(zmq.SNDHWM, CLIENT_SNDHWM)
@@ -776,22 +811,15 @@ class Client:
         self._poller = zmq.Poller()
         self._index: dict[zmq.Socket[bytes], int] = {}
         self._via_proxies = via_proxies
-        sockets: dict[int, zmq.Socket[bytes]] = {}
-        try:
-            for index, endpoint in enumerate(endpoints):
-                sockets[index] = self._open(index, endpoint, curve)
-            learns = not via_proxies and curve is None  # CurveZMQ keys are by position: no other replicas
-            self._exchange = _Exchange(
-                sockets,
-                via_proxies=via_proxies,
-                timeout_ms=timeout_ms,
-                connect=(lambda replica, endpoint: self._open(replica, endpoint, None)) if learns else None,
-                disconnect=self._close_one if learns else None,
-            )
-        except BaseException:
-            for socket in sockets.values():
-                socket.close(linger=0)
-            raise
+        self._exchange = _open_exchange(
+            endpoints,
+            via_proxies=via_proxies,
+            timeout_ms=timeout_ms,
+            curve=curve,
+            open_socket=self._open,
+            close_socket=self._close_one,
+            close_opened=lambda opened: _close_all(opened.values()),
+        )
         self._closed = False
 
     def _open(self, index: int, endpoint: str, curve: Curve | None) -> zmq.Socket[bytes]:
@@ -990,23 +1018,18 @@ class AsyncClient:
         self._index: dict[Any, int] = {}
         self._sockets: dict[int, zmq.asyncio.Socket] = {}
         self._via_proxies = via_proxies
-        shadows: dict[int, zmq.Socket[bytes]] = {}
-        try:
-            for index, endpoint in enumerate(endpoints):
-                shadows[index] = self._open(index, endpoint, curve)
-            learns = not via_proxies and curve is None  # CurveZMQ keys are by position: no other replicas
-            self._exchange = _Exchange(
-                shadows,
-                via_proxies=via_proxies,
-                timeout_ms=timeout_ms,
-                connect=(lambda replica, endpoint: self._open(replica, endpoint, None)) if learns else None,
-                disconnect=self._close_one if learns else None,
-            )
-        except BaseException:
-            for socket in self._sockets.values():
-                socket.close(linger=0)
-            raise
+        # The shadows are not closed on failure: closing the async sockets they share is what frees them.
+        self._exchange = _open_exchange(
+            endpoints,
+            via_proxies=via_proxies,
+            timeout_ms=timeout_ms,
+            curve=curve,
+            open_socket=self._open,
+            close_socket=self._close_one,
+            close_opened=lambda _: _close_all(self._sockets.values()),
+        )
         self._closed = False
+        shadows = self._exchange.sockets
         self._pipeline = _pipeline(self, shadows, timeout_ms) if batch and via_proxies else None
 
     def _open(self, index: int, endpoint: str, curve: Curve | None) -> zmq.Socket[bytes]:
