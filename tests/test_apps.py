@@ -242,6 +242,32 @@ def test_malformed_operations_are_bad_requests_and_change_nothing(replica: Repli
     assert replica.app.snapshot() == before
 
 
+@pytest.mark.parametrize(
+    ("op", "message"),
+    [
+        ({"op": "put", "key": "k"}, "put: missing value"),
+        ({"op": "put", "value": 1, "lease": "x"}, "put: missing key"),
+        ({"op": "get", "key": "k", "extra": 1}, "get: unknown field(s) 'extra'"),
+        ({1: "get", "op": "get", "key": "k"}, "get: unknown field(s) 1"),
+        ({"op": "get", "key": b"k"}, "get: 'key' must be a str, not bytes"),
+        ({"op": "lock", "name": 1, "owner": 2}, "lock: 'name' must be a str, not an int"),
+        ({"op": "unlock", "name": "db", "owner": None}, "unlock: 'owner' must be a str, not nil"),
+        ({"op": "put", "key": "k", "value": 1, "lease": "l"}, "put: 'lease' must be an int, not a str"),
+        (
+            {"op": "lease_grant", "ttl_ms": 5, "lock_delay_ms": 1.5},
+            "lease_grant: 'lock_delay_ms' must be an int, not a float",
+        ),
+        ([], "an operation is a map with key 'op', not an array"),
+    ],
+)
+def test_a_malformed_operations_message_is_exactly_this_on_every_version(
+    replica: Replica, op: Any, message: str
+) -> None:
+    """The message is part of the op's result, which every replica must compute identically: a replica of the
+    next release (a rolling upgrade) must still say exactly this."""
+    assert replica.do(op) == {"error": "bad_request", "message": message}
+
+
 # --- snapshots ----------------------------------------------------------------------------------------------
 
 SCENARIO: list[dict[str, Any]] = [

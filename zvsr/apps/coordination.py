@@ -162,6 +162,19 @@ _FIELDS: Final[dict[str, tuple[frozenset[str], frozenset[str]]]] = {
 _READ_ONLY_OPS: Final = frozenset({"get", "lease_list"})
 _STR_FIELDS: Final = ("key", "name", "owner")
 _INT_FIELDS: Final = ("lease", "ttl_ms", "lock_delay_ms")
+# Derived from the above for `_check_request`: the keys each op may and must have ("op" included), and the
+# fields of a fixed type it may carry, in the order they are checked.
+_ALLOWED_KEYS: Final = {name: required | optional | {"op"} for name, (required, optional) in _FIELDS.items()}
+_REQUIRED_KEYS: Final = {name: required | {"op"} for name, (required, _) in _FIELDS.items()}
+_TYPED_FIELDS: Final = {
+    name: tuple(
+        (field, kind)
+        for fields, kind in ((_STR_FIELDS, str), (_INT_FIELDS, int))
+        for field in fields
+        if field in required | optional
+    )
+    for name, (required, optional) in _FIELDS.items()
+}
 _SNAPSHOT_KEYS_V1: Final = frozenset({"format", "version", "data", "locks", "last_token"})
 _SNAPSHOT_KEYS: Final[dict[int, frozenset[str]]] = {
     1: _SNAPSHOT_KEYS_V1,
@@ -633,20 +646,20 @@ def _check_request(op: Any) -> str:
     name = op.get("op")
     if type(name) is not str or name not in _FIELDS:
         raise _BadRequest(f"'op' must be one of {', '.join(sorted(_FIELDS))}")
+    keys = op.keys()
+    # Every replica checks every op it applies: set comparisons of the key view allocate nothing, and only the
+    # fields this op may carry are type-checked; the diagnosis runs only on failure.
+    if keys <= _ALLOWED_KEYS[name] and keys >= _REQUIRED_KEYS[name]:
+        for field, kind in _TYPED_FIELDS[name]:
+            if field in op and type(op[field]) is not kind:
+                raise _BadRequest(f"{name}: {field!r} must be {_kind(kind())}, not {_kind(op[field])}")
+        return name
     required, optional = _FIELDS[name]
-    present = op.keys() - {"op"}
+    present = keys - {"op"}
     if not required <= present:
         raise _BadRequest(f"{name}: missing {', '.join(sorted(required - present))}")
     unknown = present - required - optional
-    if unknown:
-        raise _BadRequest(f"{name}: unknown field(s) {', '.join(sorted(repr(field) for field in unknown))}")
-    for field in _STR_FIELDS:
-        if field in op and type(op[field]) is not str:
-            raise _BadRequest(f"{name}: {field!r} must be a str, not {_kind(op[field])}")
-    for field in _INT_FIELDS:
-        if field in op and type(op[field]) is not int:
-            raise _BadRequest(f"{name}: {field!r} must be an int, not {_kind(op[field])}")
-    return name
+    raise _BadRequest(f"{name}: unknown field(s) {', '.join(sorted(repr(field) for field in unknown))}")
 
 
 def _check_room(op: dict[str, Any], lease_id: int, lease: _Lease, name: str) -> None:
