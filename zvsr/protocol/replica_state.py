@@ -558,8 +558,6 @@ class ReplicaState:
                 self._reply(client_id, request_number, result)
             if self.next_membership is not None:
                 break  # the last op of its epoch: what follows (a replay) belongs to the next
-            if self.next_membership is not None:
-                break  # the last op of its epoch: what follows (a replay) belongs to the next
         assert entry is not None
         self.commit_number = entry.op_number
         self.executed_timestamp = entry.timestamp
