@@ -511,8 +511,13 @@ class ReplicaState:
         if needed == 0:
             return True
         horizon = self.now - (self.config.quorum_timeout_ticks if ticks is None else ticks)
-        heard = sum(1 for at in self.last_heard.values() if at >= horizon)
-        return heard >= needed
+        # A loop that stops at the quorum, not a generator over every peer: the primary asks this per request.
+        for at in self.last_heard.values():
+            if at >= horizon:
+                needed -= 1
+                if needed == 0:
+                    return True
+        return False
 
     def _reset_view_votes(self) -> None:
         self.votes.reset()
