@@ -85,12 +85,39 @@ def scenario_deposed_primary_never_answers() -> None:
     assert not cluster.replicas[0].reads.pending, "reads of a view we left are dropped"
 
 
+def scenario_new_primary_reads_after_the_ops_its_view_started_with() -> None:
+    """Primary 0 acknowledged ops 1 and 2; only backup 1 holds op 2, and no backup heard that it committed. 0 is
+    cut off; 1 and 2 move to view 1, whose primary 1 starts with op 2 in its log, not committed there yet. A read
+    reaching 1 is answered only after op 2 is executed there: the answer counts both writes."""
+    cluster = Cluster(3)
+    _write(cluster, 1, 1)
+    cluster.request(client_id=2, request_number=1, op=b"w", to=0)
+    cluster.drop(matching(Prepare, to=2))
+    cluster.deliver(matching(Prepare, to=1))
+    cluster.deliver(matching(PrepareOk, to=0))
+    assert _answers(cluster, 2, 1), "op 2 was acknowledged by primary 0"
+    cluster.partition({0}, {1, 2})
+    cluster.drop()
+    cluster.time_out(1, joined_by={2})
+    cluster.deliver_all(where=lambda item: not isinstance(item.message, PrepareOk))  # the view change, no acks
+    new = cluster.replicas[1]
+    assert new.status is Status.NORMAL and new.view_number == 1 and new.is_primary()
+    assert new.commit_number == 1 and new.op_number == 2, "view 1 starts with op 2 prepared, not committed"
+    cluster.request(client_id=1, request_number=2, op=b"read", to=1)
+    cluster.run_until(lambda: bool(_answers(cluster, 1, 2)))
+    assert _answers(cluster, 1, 2) == [b"2"], "a read in view 1 missed op 2, which primary 0 acknowledged"
+
+
 def test_read_waits_for_one_confirmation_round() -> None:
     scenario_read_waits_for_one_confirmation_round()
 
 
 def test_deposed_primary_in_a_minority_never_answers_a_read() -> None:
     scenario_deposed_primary_never_answers()
+
+
+def test_a_new_primary_answers_a_read_only_after_the_ops_its_view_started_with() -> None:
+    scenario_new_primary_reads_after_the_ops_its_view_started_with()
 
 
 def test_one_round_answers_every_read_waiting_for_it() -> None:
