@@ -21,6 +21,15 @@ The operation is a coordination-app ``put`` of `VALUE_BYTES` bytes (``--value-by
 the encoded Request is about 100 bytes. The garbage collector is off while the load runs (nothing here makes
 cycles).
 
+``--get-share F`` (0 by default: puts only): a read mix. Each request after a session's first is a ``get``
+(read-only: with a cluster's read_mode read_index or lease the primary answers it without a log entry) with
+probability F, drawn from one PRNG per load generator seeded with ``--seed``, else the session's usual put. A get
+reads the session's own key, and the session's first request is always its put: so every get reads a key that
+exists (a value of `VALUE_BYTES`, what a reader of this store expects back) without a round before the load, and
+without a table of other sessions' keys (a get of any other key costs the primary the same lookup). Both ops are
+encoded once per session. The result counts the completions of each kind (``completed_gets``,
+``completed_puts``).
+
 The requests of one wake-up (the answers just read let those sessions send their next) are sent back to back
 at its end, each a message of its own, as an asynchronous client would.
 
@@ -37,6 +46,8 @@ import argparse
 import collections
 import gc
 import json
+import math
+import random
 import secrets
 import sys
 import time
@@ -64,6 +75,23 @@ def operation(session: int, value_bytes: int = VALUE_BYTES) -> bytes:
         {"op": "put", "key": f"bench/{session}", "value": b"v" * value_bytes}, use_bin_type=True
     )
     return data
+
+
+def get_operation(session: int) -> bytes:
+    """The read of the key `operation(session)` writes."""
+    data: bytes = msgpack.packb({"op": "get", "key": f"bench/{session}"}, use_bin_type=True)
+    return data
+
+
+def share(text: str) -> float:
+    """An argparse type: a fraction from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got {text!r}")
+    return value
 
 
 def request(client_id: int, request_number: int, op: bytes) -> bytes:
@@ -119,12 +147,17 @@ def run_load(
     sockets: list[zmq.Socket[bytes]],
     batch: bool = False,
     value_bytes: int = VALUE_BYTES,
+    get_share: float = 0.0,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Keep `sessions` requests in flight on `sockets` (connections to `endpoint`; session i uses socket
     i mod their number) until `end`; with `batch`, the requests of one wake-up go as RequestBatches (the
-    answers then come in ReplyBatches; an echo server echoes the batch)."""
+    answers then come in ReplyBatches; an echo server echoes the batch); with `get_share`, that share of the
+    requests after each session's first are gets of its key (PRNG seeded with `seed`)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if not 0.0 <= get_share <= 1.0:
+        raise ValueError(f"get_share must be from 0 to 1, got {get_share!r}")
     expected = TYPE_REPLY if mode == "zvsr" else TYPE_REQUEST
     if mode == "zvsr":
         # A session is not bound to its connection: all register on the first.
@@ -132,7 +165,11 @@ def run_load(
     else:
         ids = [secrets.randbits(64) for _ in range(sessions)]
     ops = {cid: operation(index, value_bytes) for index, cid in enumerate(ids)}
+    gets = {cid: get_operation(index) for index, cid in enumerate(ids)} if get_share else {}
     numbers = dict.fromkeys(ids, 0)
+    reading = dict.fromkeys(ids, False)  # whether the outstanding request is a get
+    mixed = get_share > 0.0
+    draw = random.Random(seed).random
     wires: dict[int, bytes] = {}
     sent_at: dict[int, float] = {}  # when the outstanding request was first sent (its latency starts there)
     last_sent: dict[int, float] = {}  # when it was last sent (the watchdog's clock)
@@ -143,6 +180,7 @@ def run_load(
     monotonic = time.monotonic
     unpackb = msgpack.unpackb
     completed = 0
+    completed_gets = 0
     completed_total = 0
     # Each socket's requests of this wake-up, sent back to back at its end (as RequestBatches with `batch`):
     # sent one by one as answers came in, each would wake libzmq's I/O thread on its own.
@@ -155,7 +193,9 @@ def run_load(
     def send_next(cid: int, now: float) -> None:
         number = numbers[cid] + 1
         numbers[cid] = number
-        wires[cid] = request(cid, number, ops[cid])
+        # Without a get share no draw is made; a session's first request is its put (its key then exists).
+        is_get = reading[cid] = mixed and number > 1 and draw() < get_share
+        wires[cid] = request(cid, number, gets[cid] if is_get else ops[cid])
         sent_at[cid] = last_sent[cid] = now
         send(cid)
         counts["sent"] += 1
@@ -174,7 +214,7 @@ def run_load(
             queued.clear()
 
     def on_answer(data: bytes, now: float) -> None:
-        nonlocal completed, completed_total
+        nonlocal completed, completed_gets, completed_total
         try:
             answer = unpackb(data, raw=False, strict_map_key=False)
             kind = answer["type"]
@@ -194,6 +234,7 @@ def run_load(
             completed_total += 1
             if start <= now < end:
                 completed += 1
+                completed_gets += reading[cid]
                 if latencies:
                     recorded.append(int((now - sent_at[cid]) * 1_000_000))
             send_next(cid, now)
@@ -254,6 +295,10 @@ def run_load(
     counts["completed_total"] = completed_total
     return {
         **counts,
+        "completed_gets": completed_gets,
+        "completed_puts": completed - completed_gets,
+        "get_share": get_share,
+        "seed": seed,
         "window_s": end - start,
         "sessions": sessions,
         "errors": dict(errors),
@@ -270,6 +315,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", action="store_true", help="send each wake-up's requests as RequestBatches")
     parser.add_argument("--value-bytes", type=int, default=VALUE_BYTES, help="bytes of each put's value")
     parser.add_argument("--connections", type=int, default=1, help="DEALER connections the sessions share")
+    parser.add_argument(
+        "--get-share", type=share, default=0.0, help="share of requests that are gets of the session's key (0..1)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the PRNG choosing get or put")
     arguments = parser.parse_args(argv)
     if not 1 <= arguments.connections <= arguments.sessions:
         parser.error("--connections must be 1..--sessions")
@@ -298,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
             sockets=sockets,
             batch=arguments.batch,
             value_bytes=arguments.value_bytes,
+            get_share=arguments.get_share,
+            seed=arguments.seed,
         )
     finally:
         for socket in sockets:
