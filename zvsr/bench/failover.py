@@ -22,6 +22,7 @@ from typing import Final
 
 from zvsr.bench.stats import median
 from zvsr.client import Client, ZvsrError
+from zvsr.constants import READ_MODE_DEFAULT
 from zvsr.runtime.processes import ProcessCluster, wait_for
 
 WARM_WRITES: Final = 200
@@ -34,12 +35,16 @@ def make_cluster(
     timeouts: dict[str, int] | None = None,
     metrics: bool = False,
     replicas: int = 3,
+    read_mode: str = READ_MODE_DEFAULT,
 ) -> ProcessCluster:
     """A ProcessCluster (not started) of `replicas` with default protocol timeouts unless given, and this fsync
-    mode; with `metrics`, every replica and the proxy serve Prometheus /metrics."""
+    mode; with `metrics`, every replica and the proxy serve Prometheus /metrics; `read_mode`: how the app's
+    read-only ops are served (`zvsr.protocol.reads`)."""
     root.mkdir(parents=True, exist_ok=True)
     timeouts = {} if timeouts is None else timeouts
-    return ProcessCluster(root, replicas=replicas, timeouts=timeouts, fsync=fsync, metrics=metrics)
+    return ProcessCluster(
+        root, replicas=replicas, timeouts=timeouts, fsync=fsync, metrics=metrics, read_mode=read_mode
+    )
 
 
 def one_run(root: Path, *, fsync: str = "always") -> float:

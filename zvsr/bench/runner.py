@@ -61,6 +61,7 @@ from zvsr.bench.procs import ChildError, Children, read_line
 from zvsr.bench.progress import Progress
 from zvsr.bench.stats import finite, median, percentile
 from zvsr.client import Client
+from zvsr.constants import READ_MODE_DEFAULT
 from zvsr.runtime.cluster_config import ClusterConfig
 from zvsr.runtime.metrics import metrics_url
 from zvsr.runtime.processes import ProcessCluster, free_ports
@@ -198,6 +199,7 @@ class Load:
     errors: dict[str, int]
     stale: int
     resent: int
+    completed_gets: int = 0  # of `completed`, the gets (a load with a get share)
 
 
 def run_load(
@@ -213,18 +215,24 @@ def run_load(
     batch: bool = False,
     value_bytes: int | None = None,
     connections: int = 1,
+    get_share: float = 0.0,
 ) -> Load:
     """`clients` load-generator processes × `sessions` in flight each (over `connections` DEALERs each),
-    measured over one common window; with `batch`, each sends a wake-up's requests as RequestBatches."""
+    measured over one common window; with `batch`, each sends a wake-up's requests as RequestBatches; with
+    `get_share`, that share of each session's requests are gets (load generator i seeds its PRNG with i)."""
     arguments = ["--endpoint", endpoint, "--mode", mode, "--sessions", str(sessions)]
     arguments += ["--connections", str(connections)]
     arguments += ["--batch"] if batch else []
     arguments += [] if value_bytes is None else ["--value-bytes", str(value_bytes)]
+    arguments += ["--latencies"] if latencies else []
     processes = [
         children.spawn(
-            "zvsr.bench.loadgen", arguments + (["--latencies"] if latencies else []), name="loadgen", stdin=True
+            "zvsr.bench.loadgen",
+            arguments + (["--get-share", repr(get_share), "--seed", str(i)] if get_share else []),
+            name="loadgen",
+            stdin=True,
         )
-        for _ in range(clients)
+        for i in range(clients)
     ]
     try:
         for process in processes:
@@ -264,6 +272,7 @@ def run_load(
         errors=errors,
         stale=sum(result["stale"] for result in results),
         resent=sum(result["resent"] for result in results),
+        completed_gets=sum(result["completed_gets"] for result in results),
     )
 
 
@@ -289,9 +298,12 @@ def client_library_latency(endpoint: str, *, warmup_s: float, duration_s: float)
 
 
 @contextlib.contextmanager
-def zvsr_cluster(root: Path, *, fsync: str, metrics: bool = False, replicas: int = 3) -> Iterator[ProcessCluster]:
-    """A started cluster with a primary; with `metrics`, serving /metrics and scraped once a second."""
-    cluster = failover.make_cluster(root, fsync=fsync, metrics=metrics, replicas=replicas)
+def zvsr_cluster(
+    root: Path, *, fsync: str, metrics: bool = False, replicas: int = 3, read_mode: str = READ_MODE_DEFAULT
+) -> Iterator[ProcessCluster]:
+    """A started cluster with a primary; with `metrics`, serving /metrics and scraped once a second; `read_mode`
+    as `failover.make_cluster`."""
+    cluster = failover.make_cluster(root, fsync=fsync, metrics=metrics, replicas=replicas, read_mode=read_mode)
     try:
         cluster.start()
         cluster.wait_for_primary(timeout_s=30)
