@@ -1,96 +1,36 @@
 """A read-heavy mix (90% get, 10% put) through the proxy, once per read_mode, in one run: the figures are ratios.
 
-`read_mix(modes, ...)` starts a fresh 3-replica cluster of real processes (127.0.0.1) per mode, runs `clients`
-closed-loop clients for `seconds`, and answers ops/s and the mean latency per mode. `zvsr bench` runs it as a
-phase of its own (`steps`, `run_phase`, `conclude`, with the curves); alone:
-``python -m zvsr.bench.read_mix [--seconds S] [--clients C]``.
+    python -m zvsr.bench.read_mix [--runs 1] [--seconds 4] [--clients 2] [--window 64] [--batch] [--quick]
+
+The load is the bench's own pipelined load (`zvsr.bench.loadgen`, ``--get-share 0.9``): C load-generator
+processes × W sessions in flight (the bench's `Settings.clients` × `Settings.window`), each request after a
+session's first a get of the session's key with probability 0.9, else its put. Each mode in `READ_MODES` runs on
+a fresh 3-replica ``--fsync never`` cluster with default timeouts (and its read_mode), measured for
+`Settings.curve_s` × `BENCH_WINDOW_FACTOR` after the warm-up; within a repetition the modes take turns (log,
+read_index, lease), so a neighbour's load on a shared machine falls on every mode alike. `zvsr bench` runs it as
+a phase of its own (`steps`, `run_phase`, `conclude`, after the curves); alone it runs the same phase and prints
+the figures and ratios.
+
+Figures: ``read_mix_<mode>_ops_s`` (completed gets and puts per second) and ``read_mix_<mode>_p99_ms``; ratios
+``read_mix_read_index_vs_log`` (the issue's target: >= 3) and ``read_mix_lease_vs_log``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import random
+import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Final
 
-from zvsr.client import Client
+from zvsr.bench.curves import PhaseContext
+from zvsr.bench.procs import Children
+from zvsr.bench.progress import Progress
+from zvsr.bench.runner import Load, Report, Settings, _child_environment, run_load, zvsr_cluster
 from zvsr.constants import READ_MODES
-from zvsr.runtime.processes import process_cluster
 
-if TYPE_CHECKING:
-    from zvsr.bench.curves import PhaseContext
-    from zvsr.bench.runner import Report, Settings
-
-GET_SHARE = 0.9
-KEYS = 100
-BENCH_CLIENTS = 16  # closed-loop clients of the `zvsr bench` phase
-BENCH_WINDOW_FACTOR = 2  # its window per mode and run: this many curve windows (`Settings.curve_s`)
-
-
-def _client_loop(proxy: str, seed: int, until: float, counts: list[int], latency: list[float]) -> None:
-    prng = random.Random(seed)
-    with Client(proxy, timeout_ms=10_000) as client:
-        client.put(f"mix-{seed}", 0)  # the session's first request is logged: keep it out of the timing
-        done, spent = 0, 0.0
-        while time.monotonic() < until:
-            key = f"mix-{prng.randrange(KEYS)}"
-            started = time.monotonic()
-            if prng.random() < GET_SHARE:
-                client.get(key)
-            else:
-                client.put(key, done)
-            spent += time.monotonic() - started
-            done += 1
-    counts.append(done)
-    latency.append(spent)
-
-
-def _run_mode(mode: str, seconds: float, clients: int) -> tuple[int, float]:
-    """(ops done, seconds spent waiting on them) by `clients` closed-loop clients on a fresh cluster."""
-    with tempfile.TemporaryDirectory() as root, process_cluster(Path(root), read_mode=mode) as cluster:
-        cluster.wait_for_primary()
-        counts: list[int] = []
-        latency: list[float] = []
-        until = time.monotonic() + seconds
-        threads = [
-            threading.Thread(target=_client_loop, args=(cluster.config.proxy, n, until, counts, latency))
-            for n in range(clients)
-        ]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        return sum(counts), sum(latency)
-
-
-def read_mix(
-    modes: tuple[str, ...] = READ_MODES, *, seconds: float = 5.0, clients: int = 4, repeats: int = 1
-) -> dict[str, Any]:
-    """Ops/s and mean latency per mode; with `repeats` > 1 the modes take turns (log, read_index, lease, log, ...)
-    so that a neighbour's load on a shared machine falls on every mode alike, and the figures are the totals."""
-    done = dict.fromkeys(modes, 0)
-    waited = dict.fromkeys(modes, 0.0)
-    for _ in range(repeats):
-        for mode in modes:
-            ops, spent = _run_mode(mode, seconds, clients)
-            done[mode] += ops
-            waited[mode] += spent
-    results: dict[str, Any] = {}
-    for mode in modes:
-        ops, spent = done[mode], waited[mode]
-        results[mode] = {
-            "ops_per_s": round(ops / (seconds * repeats), 1),
-            "mean_latency_ms": round(1000 * spent / max(ops, 1), 3),
-        }
-    if "log" in results:
-        base = results["log"]["ops_per_s"] or 1.0
-        for figures in results.values():
-            figures["throughput_vs_log"] = round(figures["ops_per_s"] / base, 2)
-    return results
+GET_SHARE: Final = 0.9
+BENCH_WINDOW_FACTOR: Final = 2  # the window per mode and run: this many curve windows (`Settings.curve_s`)
 
 
 def steps(settings: Settings) -> int:
@@ -98,18 +38,44 @@ def steps(settings: Settings) -> int:
     return settings.runs * len(READ_MODES)
 
 
-def run_phase(context: PhaseContext) -> None:
-    """Each repetition runs every mode in turn (log, read_index, lease), each on a fresh cluster."""
+def mode_load(context: PhaseContext, mode: str, run: int, *, batch: bool = False) -> Load:
+    """The read mix on a fresh ``--fsync never`` cluster in read_mode `mode` (the cluster's own directory)."""
+    settings = context.settings
+    with zvsr_cluster(context.work / f"cluster-read-{mode}-{run}", fsync="never", read_mode=mode) as cluster:
+        return run_load(
+            context.children,
+            cluster.config.proxy,
+            mode="zvsr",
+            clients=settings.clients,
+            sessions=settings.window,
+            warmup_s=settings.warmup_s,
+            duration_s=settings.curve_s * BENCH_WINDOW_FACTOR,
+            batch=batch,
+            get_share=GET_SHARE,
+        )
+
+
+def run_phase(context: PhaseContext, *, batch: bool = False) -> None:
+    """Each repetition runs every mode in turn (log, read_index, lease), each on a fresh cluster; with `batch`,
+    the load generators send each wake-up's requests as RequestBatches."""
     settings, report = context.settings, context.report
-    seconds = settings.curve_s * BENCH_WINDOW_FACTOR
+    pipelined = f"{settings.clients} clients x {settings.window} in flight{', batched' if batch else ''}"
     for r in range(1, settings.runs + 1):
         for mode in READ_MODES:
             context.progress.step(f"90% get / 10% put, read_mode {mode} (run {r}/{settings.runs})")
-            ops, spent = _run_mode(mode, seconds, BENCH_CLIENTS)
-            what = f"90% get / 10% put, {BENCH_CLIENTS} clients one call at a time each, read_mode {mode}"
-            report.add(f"read_mix_{mode}_ops_s", ops / seconds, unit="ops/s", system="zvsr", what=what)
-            mean_ms = 1000 * spent / ops if ops else float("nan")
-            report.add(f"read_mix_{mode}_mean_ms", mean_ms, unit="ms", system="zvsr", what=f"{what}: mean")
+            load = mode_load(context, mode, r, batch=batch)
+            context.note_errors(f"read_mix_{mode}", load)
+            what = f"90% get / 10% put, {pipelined}, read_mode {mode}"
+            report.add(
+                f"read_mix_{mode}_ops_s",
+                load.ops_s,
+                unit="ops/s",
+                system="zvsr",
+                what=f"{what}: completed ops/s",
+                completed=load.completed,
+                completed_gets=load.completed_gets,
+            )
+            report.add(f"read_mix_{mode}_p99_ms", load.p99_ms, unit="ms", system="zvsr", what=f"{what}: p99")
 
 
 def conclude(report: Report) -> None:
@@ -118,15 +84,49 @@ def conclude(report: Report) -> None:
     report.ratio("read_mix_lease_vs_log", "read_mix_lease_ops_s", "read_mix_log_ops_s", None)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=1)
-    arguments = parser.parse_args()
-    figures = read_mix(seconds=arguments.seconds, clients=arguments.clients, repeats=arguments.repeats)
-    print(json.dumps(figures, indent=2))
+def format_read_mix(report: Report) -> str:
+    """One row per mode (ops/s, p99, the share of completions that were gets), then the ratios to log."""
+    rows = [f"{'read_mode':12} {'ops/s':>9} {'p99 ms':>8} {'gets':>6}"]
+    for mode in READ_MODES:
+        ops, p99 = report.figures.get(f"read_mix_{mode}_ops_s"), report.figures.get(f"read_mix_{mode}_p99_ms")
+        if ops is None or p99 is None:
+            continue
+        share = sum(ops["completed_gets"]) / max(1, sum(ops["completed"]))
+        rows.append(f"{mode:12} {ops['value']:9,.0f} {p99['value']:8.2f} {share:6.1%}")
+    for ratio in report.ratios:
+        paired = f" (paired {ratio['paired_median']:.2f}x)" if "paired_median" in ratio else ""
+        rows.append(f"{ratio['name']}: {ratio['value']:.2f}x{paired}")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1, help="repetitions (the modes take turns in each)")
+    parser.add_argument("--seconds", type=float, help="measuring window per mode and run (s)")
+    parser.add_argument("--clients", type=int, help="load-generator processes (C)")
+    parser.add_argument("--window", type=int, help="sessions in flight per load generator (W)")
+    parser.add_argument("--batch", action="store_true", help="send each wake-up's requests as RequestBatches")
+    parser.add_argument("--quick", action="store_true", help="the --quick settings of zvsr bench")
+    arguments = parser.parse_args(argv)
+    options = Settings.quick_defaults() if arguments.quick else {"runs": arguments.runs}
+    if arguments.seconds is not None:
+        options["curve_s"] = arguments.seconds / BENCH_WINDOW_FACTOR
+    if arguments.clients is not None:
+        options["clients"] = arguments.clients
+    if arguments.window is not None:
+        options["window"] = arguments.window
+    settings = Settings(**options)
+    _child_environment()
+    report = Report()
+    progress = Progress(steps(settings))
+    with tempfile.TemporaryDirectory(prefix="zvsr-read-mix-") as work, Children(Path(work)) as children:
+        context = PhaseContext(settings, report, children, Path(work), progress, lambda name, load: None)
+        run_phase(context, batch=arguments.batch)
+    progress.finish()
+    conclude(report)
+    print(format_read_mix(report))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
