@@ -218,8 +218,8 @@ DOCUMENTED_TOOLS = {
     "async_client": ["--runs", "--seconds", "--inflight", "--fsync"],
     "failover": ["--runs", "--fsync"],
     "leases": ["--kills", "--rounds", "--ttl-ms", "--fsync", "--out", "--quick"],
-    "cpu_per_op": ["--seconds", "--clients", "--window", "--fsync", "--metrics"],
-    "profile_pipelined": ["--seconds", "--clients", "--window", "--fsync", "--top", "--out"],
+    "cpu_per_op": ["--seconds", "--clients", "--window", "--fsync", "--metrics", "--get-share", "--read-mode"],
+    "profile_pipelined": ["--seconds", "--clients", "--window", "--fsync", "--top", "--out", "--get-share"],
     "read_mix": ["--runs", "--seconds", "--clients", "--window", "--batch", "--quick"],
     "steady_state": ["--ops", "--fsync", "--sessions", "--window-s", "--snapshot-interval", "--json"],
 }

@@ -1,13 +1,16 @@
 """CPU time per committed op of every process under the pipelined load of `zvsr bench`, and of the machine.
 
     python -m zvsr.bench.cpu_per_op [--seconds 8] [--clients 2] [--window 64] [--fsync never] [--metrics]
+        [--batch] [--get-share F] [--read-mode log|read_index|lease]
 
 Starts a 3-replica cluster and a proxy (default timeouts, as `zvsr bench` does), drives it with the bench's
 load generators, and reads /proc (Linux) around a window in the middle of the load: each process's user +
 system CPU time (all its threads: libzmq's I/O thread included) per committed op, and the machine's split
 into user, system, idle, softirq and steal. Unlike a sampling profiler, this counts CPU actually used: a
 thread preempted inside a send is not charged for the wait. With ``--metrics`` every replica and the proxy
-serve Prometheus /metrics, scraped once a second (runs with and without it price the metrics).
+serve Prometheus /metrics, scraped once a second (runs with and without it price the metrics). With
+``--get-share F`` that share of the requests are gets (the read mix of `zvsr.bench.read_mix`), served as the
+cluster's ``--read-mode`` says; "committed ops" are then completed ops, gets included.
 
 What it showed at 6de7d2c (docs/benchmarks.md): ~130-150 us of CPU per op in all (proxy ~40, primary ~35,
 each backup ~20, each load generator ~10), with a third to a half of the two CPUs idle. The stages of one
@@ -25,8 +28,10 @@ import threading
 import time
 from pathlib import Path
 
+from zvsr.bench.loadgen import share
 from zvsr.bench.procs import Children
 from zvsr.bench.runner import pipelined_zvsr_load, zvsr_cluster
+from zvsr.constants import READ_MODE_DEFAULT, READ_MODES
 
 _TICKS_S = os.sysconf("SC_CLK_TCK")
 _MACHINE_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
@@ -74,6 +79,8 @@ def main() -> int:
     parser.add_argument("--fsync", choices=("always", "never"), default="never")
     parser.add_argument("--metrics", action="store_true", help="serve /metrics, scraped once a second")
     parser.add_argument("--batch", action="store_true", help="load generators send RequestBatches")
+    parser.add_argument("--get-share", type=share, default=0.0, help="share of requests that are gets (0..1)")
+    parser.add_argument("--read-mode", choices=READ_MODES, default=READ_MODE_DEFAULT, help="how gets are served")
     arguments = parser.parse_args()
     if not Path("/proc/stat").exists():
         print("needs Linux /proc", file=sys.stderr)
@@ -92,7 +99,9 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="zvsr-cpu-") as work:
         root = Path(work)
-        cluster_context = zvsr_cluster(root / "cluster", fsync=arguments.fsync, metrics=arguments.metrics)
+        cluster_context = zvsr_cluster(
+            root / "cluster", fsync=arguments.fsync, metrics=arguments.metrics, read_mode=arguments.read_mode
+        )
         with cluster_context as cluster, Children(root) as children:
             primary = cluster.wait_for_primary(timeout_s=30)
             assert cluster.proxy is not None
@@ -109,6 +118,7 @@ def main() -> int:
                 warmup_s=1.0,
                 duration_s=arguments.seconds,
                 batch=arguments.batch,
+                get_share=arguments.get_share,
             )
             thread.join()
     (t0, ticks0, cpu0), (t1, ticks1, cpu1) = samples["start"], samples["end"]

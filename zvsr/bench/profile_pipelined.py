@@ -2,14 +2,15 @@
 
     pip install py-spy
     python -m zvsr.bench.profile_pipelined [--seconds 15] [--clients 2] [--window 64] [--fsync never]
-        [--batch] [--out DIR]
+        [--batch] [--get-share F] [--read-mode log|read_index|lease] [--out DIR]
 
 Starts a 3-replica cluster and a proxy (as `zvsr bench` does: default timeouts), drives it with the bench's
 load generators (`zvsr.bench.loadgen`), samples the primary's, a backup's and the proxy's Python stacks with
 ``py-spy record --format raw`` while the load runs (`--native` off; the GIL-holding Python frames are what we
 can change), and prints for each process the functions with the most samples on top of the stack ("self")
 and anywhere on the stack ("total"), as percentages of that process's samples. The collapsed stacks are kept
-in --out (default: a temporary directory) for flame graphs (e.g. speedscope, flamegraph.pl).
+in --out (default: a temporary directory) for flame graphs (e.g. speedscope, flamegraph.pl). ``--get-share`` and
+``--read-mode`` profile the read mix instead (as `zvsr.bench.cpu_per_op`).
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from zvsr.bench.loadgen import share
 from zvsr.bench.procs import Children
 from zvsr.bench.runner import pipelined_zvsr_load, zvsr_cluster
+from zvsr.constants import READ_MODE_DEFAULT, READ_MODES
 
 
 def summarise(collapsed: Path, top: int) -> str:
@@ -82,6 +85,8 @@ def main() -> int:
     parser.add_argument("--fsync", choices=("always", "never"), default="never")
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--batch", action="store_true", help="load generators send RequestBatches")
+    parser.add_argument("--get-share", type=share, default=0.0, help="share of requests that are gets (0..1)")
+    parser.add_argument("--read-mode", choices=READ_MODES, default=READ_MODE_DEFAULT, help="how gets are served")
     parser.add_argument("--out", default=None)
     arguments = parser.parse_args()
     spy = shutil.which("py-spy")
@@ -92,7 +97,8 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="zvsr-profile-work-") as work:
         root = Path(work)
-        with zvsr_cluster(root / "cluster", fsync=arguments.fsync) as cluster, Children(root) as children:
+        cluster_context = zvsr_cluster(root / "cluster", fsync=arguments.fsync, read_mode=arguments.read_mode)
+        with cluster_context as cluster, Children(root) as children:
             primary = cluster.wait_for_primary(timeout_s=30)
             assert cluster.proxy is not None
             backup = (primary + 1) % len(cluster.nodes)
@@ -117,13 +123,15 @@ def main() -> int:
                 warmup_s=0.5,
                 duration_s=arguments.seconds,
                 batch=arguments.batch,
+                get_share=arguments.get_share,
             )
             for name, recorder in recorders.items():
                 _, error = recorder.communicate(timeout=60)
                 if recorder.returncode != 0:
                     print(f"py-spy on the {name} failed: {error.strip()[-500:]}", file=sys.stderr)
     in_flight = f"{arguments.clients} x {arguments.window} in flight"
-    print(f"pipelined load: {load.ops_s:,.0f} committed ops/s ({in_flight}, --fsync {arguments.fsync})")
+    mix = f", {arguments.get_share:.0%} gets, read_mode {arguments.read_mode}" if arguments.get_share else ""
+    print(f"pipelined load: {load.ops_s:,.0f} completed ops/s ({in_flight}, --fsync {arguments.fsync}{mix})")
     for name in targets:
         path = out / f"{name}.txt"
         print(f"\n{name} ({path}):")

@@ -21,7 +21,7 @@ round-robin within each repetition, so slow drift of a shared machine hits both 
 5. the curves (`zvsr.bench.curves`, fresh ``--fsync never`` clusters): throughput and p99 against client count
    (1, 4, 16, 64 strict clients) and value size (16 B, 1 KiB, 16 KiB, pipelined), and a 5-replica cluster
    (strict latency, pipelined throughput) beside phase 1's 3 — and any further phase of its own module
-   (`_extra_phases`);
+   (`_extra_phases`): the read mix per read mode (`zvsr.bench.read_mix`: the pipelined load with 90% gets);
 6. failover: `failover_runs` fresh clusters (default timeouts, default ``--fsync always``), kill -9 of the
    primary under a one-client write load (`zvsr.bench.failover`).
 
@@ -329,8 +329,10 @@ def pipelined_zvsr_load(
     warmup_s: float,
     duration_s: float,
     batch: bool = False,
+    get_share: float = 0.0,
 ) -> Load:
-    """The bench's pipelined load (clients x window sessions, throughput only) through `cluster`'s proxy."""
+    """The bench's pipelined load (clients x window sessions, throughput only) through `cluster`'s proxy; with
+    `get_share`, that share of the requests are gets (`zvsr.bench.loadgen`)."""
     return run_load(
         children,
         cluster.config.proxy,
@@ -341,6 +343,7 @@ def pipelined_zvsr_load(
         duration_s=duration_s,
         latencies=False,
         batch=batch,
+        get_share=get_share,
     )
 
 
