@@ -720,3 +720,31 @@ def test_a_write_is_not_decoded_to_ask_whether_it_only_reads(monkeypatch: pytest
     assert msgpack.unpackb(str8_get) == {"op": "get", "key": "k"}
     assert not machine.read_only(str8_get), "not recognised: it goes through the log"
     assert decoded == [get]
+
+
+def test_a_read_is_decoded_once_for_its_check_and_its_query(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The primary asks whether a get only reads when it arrives and queries it once its round is confirmed: the
+    operation decoded for the first is what the second uses. A query nobody asked about first (or asked twice)
+    decodes for itself, and what is kept for dropped reads stays bounded."""
+    from zvsr.apps import adapter
+
+    decoded: list[bytes] = []
+    real = adapter._decode_operation
+
+    def counting(operation: bytes) -> Any:
+        decoded.append(operation)
+        return real(operation)
+
+    monkeypatch.setattr(adapter, "_decode_operation", counting)
+    app = CoordinationApp()
+    machine = MsgpackStateMachine(app)
+    Replica(app).do({"op": "put", "key": "k", "value": 7})
+    decoded.clear()
+    get = msgpack.packb({"op": "get", "key": "k"})
+    assert machine.read_only(get)
+    assert msgpack.unpackb(machine.query(get)) == 7 and decoded == [get]
+    assert msgpack.unpackb(machine.query(get)) == 7 and decoded == [get, get], "not kept after its query"
+    monkeypatch.setattr(adapter, "READS_PENDING_MAX", 4)
+    for n in range(10):  # reads checked, then dropped (a view change): never queried
+        assert machine.read_only(msgpack.packb({"op": "get", "key": f"dropped-{n}"}))
+    assert len(machine._decoded_reads) <= 4

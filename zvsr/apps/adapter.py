@@ -42,7 +42,13 @@ import msgpack  # type: ignore[import-untyped]  # no stubs or py.typed upstream
 from zvsr.apps.base import ERROR_APP_ERROR, ERROR_BAD_REQUEST, AnyApp, App, ContextApp, OpContext, error_result
 
 # Re-exported (`as` itself) until zvsr.fuzz.mutations imports it from zvsr.constants: it predates the move.
-from zvsr.constants import ERROR_MESSAGE_CHARS_MAX, OPERATION_BYTES_MAX, OPERATION_NESTING_MAX, RESULT_BYTES_MAX
+from zvsr.constants import (
+    ERROR_MESSAGE_CHARS_MAX,
+    OPERATION_BYTES_MAX,
+    OPERATION_NESTING_MAX,
+    READS_PENDING_MAX,
+    RESULT_BYTES_MAX,
+)
 
 if TYPE_CHECKING:
     from zvsr.protocol.messages import LogEntry
@@ -51,6 +57,7 @@ if TYPE_CHECKING:
 DEFAULT_APP_SPEC: Final = "zvsr.apps.coordination:CoordinationApp"
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+_NOT_DECODED: Final = object()
 _new_tuple = tuple.__new__
 
 
@@ -70,6 +77,7 @@ class MsgpackStateMachine:
         "_read_only",
         "_query",
         "_read_only_marks",
+        "_decoded_reads",
     )
 
     def __init__(self, app: AnyApp) -> None:
@@ -92,6 +100,9 @@ class MsgpackStateMachine:
         self._read_only_marks: tuple[bytes, ...] | None = (
             tuple(msgpack.packb(text) for text in strings) if strings else None
         )
+        # A read's operation decoded by `read_only`, kept for its `query` (the read waits in between): a get is
+        # decoded once, not twice. Taken by `query`; bounded, since a read may be dropped instead (view change).
+        self._decoded_reads: dict[bytes, Any] = {}
 
     @property
     def app(self) -> AnyApp:
@@ -125,15 +136,23 @@ class MsgpackStateMachine:
         if problem is not None:
             return False
         try:
-            return self._read_only(op) is True
+            reads = self._read_only(op) is True
         except Exception:
             return False
+        if reads:
+            decoded = self._decoded_reads
+            if len(decoded) >= READS_PENDING_MAX:
+                decoded.clear()
+            decoded[operation] = op
+        return reads
 
     def query(self, operation: bytes) -> bytes:
         """A read-only op's result at the current state (`App.query`), encoded and bounded as `apply`'s are."""
-        op, problem = _decode_operation(operation)
-        if problem is not None:
-            return self._error(ERROR_BAD_REQUEST, problem)
+        op = self._decoded_reads.pop(operation, _NOT_DECODED)
+        if op is _NOT_DECODED:
+            op, problem = _decode_operation(operation)
+            if problem is not None:
+                return self._error(ERROR_BAD_REQUEST, problem)
         if self._query is None:
             return self._error(ERROR_BAD_REQUEST, "the app declares no read-only operations")
         try:
