@@ -696,21 +696,27 @@ def test_a_raising_declaration_means_the_log() -> None:
     assert not MsgpackStateMachine(Broken()).read_only(msgpack.packb({"op": "get", "key": "k"}))
 
 
-def test_a_write_is_not_decoded_to_ask_whether_it_only_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def decoded(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """Every operation the app adapter decodes from now on, in order."""
+    from zvsr.apps import adapter
+
+    seen: list[bytes] = []
+    real = adapter._decode_operation
+
+    def counting(operation: bytes) -> Any:
+        seen.append(operation)
+        return real(operation)
+
+    monkeypatch.setattr(adapter, "_decode_operation", counting)
+    return seen
+
+
+def test_a_write_is_not_decoded_to_ask_whether_it_only_reads(decoded: list[bytes]) -> None:
     """The coordination app names the strings every read-only op holds (`read_only_strings`): a put holding
     neither "get" nor "lease_list" is answered "not read-only" without a decode; a get is decoded and checked;
     a get whose "get" is encoded as str 8 (legal msgpack, but not what a msgpack packer writes) is not
     recognised and goes through the log, which is always safe."""
-    from zvsr.apps import adapter
-
-    decoded: list[bytes] = []
-    real = adapter._decode_operation
-
-    def counting(operation: bytes) -> Any:
-        decoded.append(operation)
-        return real(operation)
-
-    monkeypatch.setattr(adapter, "_decode_operation", counting)
     machine = MsgpackStateMachine(CoordinationApp())
     put = msgpack.packb({"op": "put", "key": "k", "value": "v" * 32})
     assert not machine.read_only(put) and decoded == []
@@ -722,20 +728,12 @@ def test_a_write_is_not_decoded_to_ask_whether_it_only_reads(monkeypatch: pytest
     assert decoded == [get]
 
 
-def test_a_read_is_decoded_once_for_its_check_and_its_query(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_read_is_decoded_once_for_its_check_and_its_query(
+    decoded: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The primary asks whether a get only reads when it arrives and queries it once its round is confirmed: the
     operation decoded for the first is what the second uses. A query nobody asked about first (or asked twice)
     decodes for itself, and what is kept for dropped reads stays bounded."""
-    from zvsr.apps import adapter
-
-    decoded: list[bytes] = []
-    real = adapter._decode_operation
-
-    def counting(operation: bytes) -> Any:
-        decoded.append(operation)
-        return real(operation)
-
-    monkeypatch.setattr(adapter, "_decode_operation", counting)
     app = CoordinationApp()
     machine = MsgpackStateMachine(app)
     Replica(app).do({"op": "put", "key": "k", "value": 7})
@@ -744,7 +742,7 @@ def test_a_read_is_decoded_once_for_its_check_and_its_query(monkeypatch: pytest.
     assert machine.read_only(get)
     assert msgpack.unpackb(machine.query(get)) == 7 and decoded == [get]
     assert msgpack.unpackb(machine.query(get)) == 7 and decoded == [get, get], "not kept after its query"
-    monkeypatch.setattr(adapter, "READS_PENDING_MAX", 4)
+    monkeypatch.setattr("zvsr.apps.adapter.READS_PENDING_MAX", 4)
     for n in range(10):  # reads checked, then dropped (a view change): never queried
         assert machine.read_only(msgpack.packb({"op": "get", "key": f"dropped-{n}"}))
     assert len(machine._decoded_reads) <= 4

@@ -89,18 +89,17 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _run_module(arguments: list[str], *, cwd: Path, timeout_s: float) -> subprocess.CompletedProcess[str]:
+    """`python -m <arguments>` with this checkout first on the path, its output captured."""
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    command = [sys.executable, "-m", *arguments]
+    return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout_s)
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path, str]:
     out = tmp_path_factory.mktemp("bench") / "results.json"
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    finished = subprocess.run(
-        [sys.executable, "-m", "zvsr", "bench", "--quick", "--json", "--out", str(out)],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=110,
-    )
+    finished = _run_module(["zvsr", "bench", "--quick", "--json", "--out", str(out)], cwd=ROOT, timeout_s=110)
     assert finished.returncode == 0, finished.stderr[-6000:]
     return json.loads(finished.stdout), out, finished.stderr
 
@@ -246,15 +245,7 @@ def test_the_documented_bench_tools_take_their_documented_flags(name: str) -> No
 @pytest.mark.timeout(150)
 def test_leases_quick_run_writes_well_formed_figures(tmp_path: Path) -> None:
     out = tmp_path / "leases.json"
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    finished = subprocess.run(
-        [sys.executable, "-m", "zvsr.bench.leases", "--quick", "--out", str(out)],
-        cwd=tmp_path,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=140,
-    )
+    finished = _run_module(["zvsr.bench.leases", "--quick", "--out", str(out)], cwd=tmp_path, timeout_s=140)
     assert finished.returncode == 0, finished.stderr[-6000:]
     result = json.loads(out.read_text())
     assert result["schema"] == "zvsr-bench-leases/1"
@@ -286,14 +277,8 @@ def test_read_mix_alone_measures_every_mode_with_nine_gets_in_ten_and_the_ratios
     """`python -m zvsr.bench.read_mix` (the phase of `zvsr bench`, run alone; 1 load generator x 8 sessions): a
     row per read mode with positive ops/s and p99 and about 90% of the completions gets, then both ratios to log
     mode, each equal to the quotient of the rows printed above it (to the rounding shown)."""
-    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    finished = subprocess.run(
-        [sys.executable, "-m", "zvsr.bench.read_mix", "--seconds", "0.6", "--clients", "1", "--window", "8"],
-        cwd=tmp_path,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=140,
+    finished = _run_module(
+        ["zvsr.bench.read_mix", "--seconds", "0.6", "--clients", "1", "--window", "8"], cwd=tmp_path, timeout_s=140
     )
     assert finished.returncode == 0, finished.stderr[-6000:]
     lines = finished.stdout.splitlines()
