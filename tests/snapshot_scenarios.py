@@ -160,8 +160,9 @@ ALL_OPS = [b"op%d" % n for n in range(1, 11)]
 
 def scenario_snapshot_cadence() -> None:
     """Interval 3, ten ops committed everywhere: every replica snapshotted at ops 3, 6 and 9, holds snapshot 9,
-    dropped the log up to its previous snapshot (op 6), and said so in its Ready: PersistSnapshot(9, 6, data)
-    whose data decodes to op 9, the app state after op 9 and both clients' latest requests up to op 9."""
+    and dropped the log up to its previous snapshot (op 6) from memory; its Ready asked the disk for
+    PersistSnapshot(9, 9, data): the durable log starts at the snapshot (only memory keeps ops 7..9 for peers),
+    the data decoding to op 9, the app state after op 9 and both clients' latest requests up to op 9."""
     cluster = DiskCluster(3, config=snapshot_config())
     commit_ops(cluster, 1, 10)
     heartbeat(cluster)
@@ -173,7 +174,7 @@ def scenario_snapshot_cadence() -> None:
         entry = replica.entry(7)
         assert entry is not None and entry.operation == b"op7"
         snapshot_records = [r for r in cluster.persisted[index] if isinstance(r, PersistSnapshot)]
-        assert [(r.op_number, r.log_base) for r in snapshot_records] == [(3, 0), (6, 3), (9, 6)]
+        assert [(r.op_number, r.log_base) for r in snapshot_records] == [(3, 3), (6, 6), (9, 9)]
         last = snapshots.decode(snapshot_records[-1].data)
         assert last.op_number == 9 and snapshot_records[-1].data == replica.snapshots.data
         # op 9 is client 2's request 5, op 8 client 1's request 4; the result is the op count (EchoLog)
@@ -182,7 +183,8 @@ def scenario_snapshot_cadence() -> None:
         restored.restore(last.app_state)
         assert restored.applied == ALL_OPS[:9]
         disk = cluster.disks[index]
-        assert disk.snapshot == replica.snapshots.data and disk.log_base == 6 and disk.log == replica.log
+        assert disk.snapshot == replica.snapshots.data and disk.log_base == 9
+        assert [e.op_number for e in disk.log] == [10] and disk.log == replica.log[3:]
     cluster.check_applied()
 
 

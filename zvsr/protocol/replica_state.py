@@ -612,7 +612,11 @@ class ReplicaState:
     def _maybe_take_snapshot(self) -> None:
         """Every snapshot_interval_ops committed ops: snapshot the app and client table, and drop the log
         before the previous snapshot (one interval of log stays, so peers slightly behind catch up from the
-        log). A log needed by a download in progress stays too (the pins): no livelock."""
+        log). A log needed by a download in progress stays too (the pins): no livelock.
+
+        Only memory keeps that interval: the durable log starts at the new snapshot, which covers it. Keeping it
+        on disk would cost a copy of one interval of log at every snapshot (the WAL rewrites what it keeps), a
+        stall of ~1.5 s with 16 KiB values; a restarted replica serves peers behind its snapshot a snapshot."""
         interval = self.config.snapshot_interval_ops
         if interval == 0 or self.status is Status.RECOVERING:
             return
@@ -630,7 +634,8 @@ class ReplicaState:
         self.snapshots.take(self.commit_number, data, now=self.now)
         self._count("snapshot taken")
         self._truncate_log(self.snapshots.log_kept_from(previous, now=self.now))
-        self._outbox.snapshot = PersistSnapshot(op_number=self.commit_number, log_base=self.log_base, data=data)
+        op_number = self.commit_number
+        self._outbox.snapshot = PersistSnapshot(op_number=op_number, log_base=op_number, data=data)
 
     def _restore_snapshot(self, data: bytes) -> None:
         """Replace the app state and client table by a snapshot's; commit_number becomes its op_number."""
