@@ -14,6 +14,7 @@ import pytest
 import reconfiguration_scenarios
 from reconfiguration_scenarios import committed_ops, reconfigurable, reply_to, settle
 from scenarios import commit_in_view_zero, operations, steady_config
+from snapshot_scenarios import DiskCluster
 
 from zvsr.protocol import membership
 from zvsr.protocol.membership import Member, Membership, is_reconfiguration, reconfiguration_operation
@@ -23,11 +24,14 @@ from zvsr.protocol.messages import (
     ERROR_VIEW_CHANGE,
     EpochStarted,
     Error,
+    LogEntry,
     Prepare,
     Reply,
     StartEpoch,
 )
+from zvsr.protocol.ready import PersistLog
 from zvsr.protocol.replica import Status
+from zvsr.protocol.replica_state import DurableState
 from zvsr.sim.harness import Cluster
 
 
@@ -272,3 +276,23 @@ def test_a_transfer_is_refused_with_a_reason(to: int, words: str) -> None:
     refused = cluster.replicas[0].transfer_primary(to)
     assert refused is not None and words in refused
     assert cluster.replicas[1].transfer_primary(2) == "not the primary in normal status"
+
+
+def test_a_restart_torn_between_a_catch_ups_log_and_the_next_epoch_drops_the_ops_after_our_epochs_end() -> None:
+    """Replica 2 caught up across the end of epoch 0 in one step, and its write was torn in the middle: its disk
+    holds ops 1..4, op 2 the reconfiguration that ends epoch 0 and ops 3..4 epoch 1's, while its view state
+    still says epoch 0 (simulator seed 1482, 5 replicas). Back from disk it holds ops 1..2 only and has its disk
+    drop 3..4: its epoch ends at its reconfiguration, as every epoch does, and the ops after it (copies of ops
+    committed in epoch 1, never acknowledged by us) are fetched again once it enters epoch 1."""
+    ends_epoch_0 = reconfiguration_operation(0, (Member(0), Member(1), Member(3)))
+    log = tuple(
+        LogEntry(view=0 if n <= 2 else 1, op_number=n, client_id=7, request_number=n, operation=op, timestamp=n)
+        for n, op in enumerate((b"op1", ends_epoch_0, b"op3", b"op4"), start=1)
+    )
+    cluster = DiskCluster(3, config=reconfigurable(3).config)
+    durable = DurableState(view_number=0, last_normal_view=0, commit_number=0, log=log, epoch=0)
+    cluster.crash_and_restart_from_disk(2, durable)
+    replica = cluster.replicas[2]
+    assert (replica.epoch, replica.op_number, [e.op_number for e in replica.log]) == (0, 2, [1, 2])
+    assert replica.counters["restart: ops after our epoch's end dropped"] == 1
+    assert PersistLog(op_number_first=3, entries=()) in cluster.persisted[2]

@@ -230,6 +230,7 @@ class ReplicaState:
             # nothing of the new epoch left us. Start it as entering it does, in its first view.
             self.view_number = self.last_normal_view = self.membership.start_view
             self._outbox.view_state = True
+        self._drop_ops_after_our_epochs_end()
         self.pipeline.view = self.view_number
         self.pipeline.prepared = self.op_number
         self._rebuild_client_pending()
@@ -239,6 +240,24 @@ class ReplicaState:
         elif durable.last_normal_view == durable.view_number:
             self.status = Status.NORMAL
         self._log(f"restored from disk: view {self.view_number}, op {self.op_number}, commit {self.commit_number}")
+
+    def _drop_ops_after_our_epochs_end(self) -> None:
+        """A step that catches up across an epoch's end writes the ops after it and the next epoch's view state
+        together; a write torn between them leaves a log holding ops of an epoch we never durably entered, after
+        the reconfiguration that ends ours (simulator seed 1482, 5 replicas). Nothing of that epoch left us (its
+        view state never landed); its ops are copies of ops committed there, fetched again once we enter it. So
+        our epoch ends at its reconfiguration again, as it does everywhere else (no primary appends after one)."""
+        epoch = self.membership.epoch
+        for entry in self.log[self.commit_number - self.log_base :]:
+            operation = entry.operation
+            if not (is_reconfiguration(operation) and parse_reconfiguration(operation).epoch == epoch):
+                continue
+            if entry.op_number < self.op_number:
+                self._count("restart: ops after our epoch's end dropped")
+                del self.log[entry.op_number - self.log_base :]
+                self.op_number = entry.op_number
+                self._outbox.log_changed_from(entry.op_number + 1)
+            return
 
     # --- identities and diagnostics ----------------------------------------------------------------------------
 
