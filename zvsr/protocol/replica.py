@@ -1301,14 +1301,19 @@ class Replica(ReplicaState):
             return self._ignore("on_new_state", f"newer epoch, status {self.status.value}")
         if self.catch_up_from is None:
             return self._catch_up(message.replica)
-        if self.state_transfer is not None:
-            return self._ignore("on_new_state", "newer epoch, in a state transfer of our epoch")
         if not message.entries:
             return self._ignore("on_new_state", "newer epoch, no entries")
         if message.commit_number < message.entries[-1].op_number:
             return self._ignore("on_new_state", "newer epoch, uncommitted entries")
         if message.entries[0].op_number != self.commit_number + 1:
             return self._ignore("on_new_state", "newer epoch, does not follow our commit_number")
+        if self.state_transfer is not None:
+            # We were fetching a view's log of our epoch from its primary, which has moved on to the later epoch
+            # (simulator seed 12308: it never answers, and waiting for it while ignoring the later epoch left us
+            # out of both). Drop it, as a snapshot download of our epoch is dropped: our log is still intact, so
+            # if the later epoch falls silent we take part in our old epoch's view change again.
+            self._count("catch up: dropped a state transfer of our epoch")
+            self._to_transitioning()
         self.catch_up_stale = False
         self.catch_up_silent = 0
         for entry in message.entries:
