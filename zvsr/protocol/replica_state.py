@@ -351,13 +351,12 @@ class ReplicaState:
 
     def _answer_error(self, request: Request, code: str, text: str) -> None:
         self._count(f"on_request: {code}")
+        self._error_reply(request.client_id, request.request_number, code, text)
+
+    def _error_reply(self, client_id: int, request_number: int, code: str, text: str) -> None:
         self._outbox.ready.replies.append(
             Error(
-                view=self.view_number,
-                client_id=request.client_id,
-                request_number=request.request_number,
-                code=code,
-                message=text,
+                view=self.view_number, client_id=client_id, request_number=request_number, code=code, message=text
             )
         )
 
@@ -602,15 +601,7 @@ class ReplicaState:
         table.refused(entry.client_id, entry.request_number)
         self._count("request of an expired session refused at commit")
         if replying:
-            self._outbox.ready.replies.append(
-                Error(
-                    view=self.view_number,
-                    client_id=entry.client_id,
-                    request_number=entry.request_number,
-                    code=ERROR_SESSION_EXPIRED,
-                    message=SESSION_EXPIRED_TEXT,
-                )
-            )
+            self._error_reply(entry.client_id, entry.request_number, ERROR_SESSION_EXPIRED, SESSION_EXPIRED_TEXT)
         return REFUSED_RESULT
 
     def _execute_reconfiguration(self, entry: LogEntry) -> bytes:
